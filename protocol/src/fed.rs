@@ -1,0 +1,197 @@
+//! Federation extensions: `kitefedorigin`, `kitefedchain` and `kitefedhops` on a structured
+//! CloudEvent (a JSON object), read with validation and advanced when forwarding.
+
+use serde_json::{Map, Value};
+
+/// Instance id of the first forwarder (set once).
+pub const EXT_ORIGIN: &str = "kitefedorigin";
+/// JSON array string of the instance ids that forwarded the event.
+pub const EXT_CHAIN: &str = "kitefedchain";
+/// Number of forwards so far.
+pub const EXT_HOPS: &str = "kitefedhops";
+/// This instance's sequence number; local, never forwarded.
+pub const EXT_SEQ: &str = "kiteseq";
+/// Highest hop count accepted on input.
+pub const MAX_HOPS_ACCEPTED: i64 = 64;
+/// Longest chain accepted on input.
+pub const MAX_CHAIN_LEN: usize = 64;
+/// Longest instance id accepted in a chain or origin.
+pub const MAX_INSTANCE_ID_LEN: usize = 128;
+
+/// A federation extension that is present but malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct FedError {
+    /// The extension's name.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn err(field: &'static str, reason: impl Into<String>) -> FedError {
+    FedError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// The federation state of an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FedInfo {
+    /// First forwarder, if the event was ever forwarded.
+    pub origin: Option<String>,
+    /// Every forwarder so far, in order.
+    pub chain: Vec<String>,
+    /// How many times it was forwarded.
+    pub hops: u32,
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_INSTANCE_ID_LEN && !s.chars().any(char::is_control)
+}
+
+impl FedInfo {
+    /// Reads and validates the extensions of a structured CloudEvent object.
+    pub fn read(ev: &Map<String, Value>) -> Result<Self, FedError> {
+        let origin = match ev.get(EXT_ORIGIN) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if valid_id(s) => Some(s.clone()),
+            Some(_) => return Err(err(EXT_ORIGIN, "must be a non-empty string")),
+        };
+        let chain = match ev.get(EXT_CHAIN) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => parse_chain(s)?,
+            Some(_) => return Err(err(EXT_CHAIN, "must be a JSON array string")),
+        };
+        let hops = match ev.get(EXT_HOPS) {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| err(EXT_HOPS, "must be an integer"))?,
+            Some(Value::String(s)) => s
+                .parse::<i64>()
+                .map_err(|_| err(EXT_HOPS, "must be an integer"))?,
+            Some(_) => return Err(err(EXT_HOPS, "must be an integer")),
+        };
+        if !(0..=MAX_HOPS_ACCEPTED).contains(&hops) {
+            return Err(err(
+                EXT_HOPS,
+                format!("must be within 0..={MAX_HOPS_ACCEPTED}"),
+            ));
+        }
+        Ok(Self {
+            origin,
+            chain,
+            hops: hops as u32,
+        })
+    }
+
+    /// True if `instance_id` already forwarded this event.
+    pub fn visited(&self, instance_id: &str) -> bool {
+        self.chain.iter().any(|c| c == instance_id)
+    }
+}
+
+/// Parses a `kitefedchain` value: a JSON array of instance id strings.
+pub fn parse_chain(s: &str) -> Result<Vec<String>, FedError> {
+    let v: Value = serde_json::from_str(s).map_err(|_| err(EXT_CHAIN, "must be a JSON array"))?;
+    let Value::Array(items) = v else {
+        return Err(err(EXT_CHAIN, "must be a JSON array"));
+    };
+    if items.len() > MAX_CHAIN_LEN {
+        return Err(err(
+            EXT_CHAIN,
+            format!("at most {MAX_CHAIN_LEN} entries"),
+        ));
+    }
+    items
+        .into_iter()
+        .map(|i| match i {
+            Value::String(s) if valid_id(&s) => Ok(s),
+            _ => Err(err(EXT_CHAIN, "entries must be non-empty strings")),
+        })
+        .collect()
+}
+
+/// Turns a stored event into the copy this instance forwards: origin set once, this
+/// instance appended to the chain, hops plus one, local extensions removed.
+pub fn forward(ev: &mut Map<String, Value>, self_id: &str) -> Result<(), FedError> {
+    let mut info = FedInfo::read(ev)?;
+    let origin = info.origin.take().unwrap_or_else(|| self_id.to_string());
+    info.chain.push(self_id.to_string());
+    ev.remove(EXT_SEQ);
+    ev.insert(EXT_ORIGIN.into(), Value::String(origin));
+    ev.insert(
+        EXT_CHAIN.into(),
+        Value::String(serde_json::Value::from(info.chain).to_string()),
+    );
+    ev.insert(EXT_HOPS.into(), Value::from(info.hops + 1));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn forward_sets_origin_once_and_appends() {
+        let mut ev = obj(json!({"id":"1","kiteseq":7}));
+        forward(&mut ev, "a").unwrap();
+        assert_eq!(ev["kitefedorigin"], "a");
+        assert_eq!(ev["kitefedchain"], "[\"a\"]");
+        assert_eq!(ev["kitefedhops"], 1);
+        assert!(ev.get("kiteseq").is_none());
+        forward(&mut ev, "b").unwrap();
+        let info = FedInfo::read(&ev).unwrap();
+        assert_eq!(info.origin.as_deref(), Some("a"));
+        assert_eq!(info.chain, vec!["a", "b"]);
+        assert_eq!(info.hops, 2);
+        assert!(info.visited("a") && !info.visited("c"));
+    }
+
+    #[test]
+    fn hostile_values_are_refused() {
+        for bad in [
+            json!({"kitefedhops": -1}),
+            json!({"kitefedhops": 1e30}),
+            json!({"kitefedhops": "x"}),
+            json!({"kitefedhops": [1]}),
+            json!({"kitefedchain": "not json"}),
+            json!({"kitefedchain": "{\"a\":1}"}),
+            json!({"kitefedchain": "[1,2]"}),
+            json!({"kitefedchain": ["a"]}),
+            json!({"kitefedorigin": 5}),
+            json!({"kitefedorigin": ""}),
+        ] {
+            assert!(FedInfo::read(&obj(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn chain_roundtrip(ids in proptest::collection::vec("[a-z0-9-]{1,20}", 0..10)) {
+            let mut ev = Map::new();
+            for id in &ids {
+                forward(&mut ev, id).unwrap();
+            }
+            let info = FedInfo::read(&ev).unwrap();
+            prop_assert_eq!(info.hops as usize, ids.len());
+            prop_assert_eq!(&info.chain, &ids);
+            prop_assert_eq!(info.origin, ids.first().cloned());
+        }
+
+        #[test]
+        fn parse_chain_never_panics(s in "\\PC{0,64}") {
+            let _ = parse_chain(&s);
+        }
+    }
+}
