@@ -65,6 +65,9 @@ mod tests {
         assert_eq!(s.count, 3);
         assert_eq!(s.p50_ms, 2.0);
         assert_eq!(s.max_ms, 3.0);
-        assert_eq!(LatencySummary::from_micros(&mut []), LatencySummary::default());
+        assert_eq!(
+            LatencySummary::from_micros(&mut []),
+            LatencySummary::default()
+        );
     }
 }

@@ -1,1 +1,183 @@
-// placeholder
+//! kite-store: the Postgres system of record. Pool, migrations, and one module a table family.
+
+pub mod events;
+pub mod keys;
+pub mod notify;
+pub mod outbox;
+pub mod peers;
+pub mod senders;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+pub use deadpool_postgres::Object as Conn;
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// A store failure, split by what a caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Postgres cannot be reached or the connection broke: retry later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness constraint refused the write (409).
+    #[error("already exists")]
+    Conflict,
+    /// The row does not exist (404).
+    #[error("not found")]
+    NotFound,
+    /// Any other database error (a bug or a schema mismatch).
+    #[error("database error: {0}")]
+    Db(String),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// The database URL is invalid.
+    #[error("invalid database url: {0}")]
+    Config(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            if db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION {
+                return StoreError::Conflict;
+            }
+            let class = &db.code().code()[..2];
+            // 08: connection exception, 57: operator intervention (terminated), 53: resources.
+            if matches!(class, "08" | "57" | "53") {
+                return StoreError::Unavailable(db.message().to_string());
+            }
+            return StoreError::Db(db.message().to_string());
+        }
+        if e.is_closed() || e.code().is_none() {
+            return StoreError::Unavailable(e.to_string());
+        }
+        StoreError::Db(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(b) => b.into(),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Result alias for store calls.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A handle on kite's database: a connection pool plus the URL it came from.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    config: tokio_postgres::Config,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects to `url`, creating the database first if it does not exist.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        create_database_if_missing(&config).await?;
+        let mgr = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Self { pool, config })
+    }
+
+    /// Applies pending migrations from `migrations/`.
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        embedded::migrations::runner()
+            .run_async(client)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(())
+    }
+
+    /// A pooled connection.
+    pub async fn conn(&self) -> Result<Conn> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// The connection settings (for dedicated LISTEN connections).
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// Round trip to Postgres, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        let c = self.conn().await?;
+        c.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<()> {
+    let Some(db) = config.get_dbname().map(str::to_string) else {
+        return Ok(());
+    };
+    // A direct connection succeeds when the database exists.
+    match config.connect(NoTls).await {
+        Ok(_) => return Ok(()),
+        Err(e) => {
+            let missing = e
+                .as_db_error()
+                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME);
+            if !missing {
+                return Err(e.into());
+            }
+        }
+    }
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, conn) = admin.connect(NoTls).await?;
+    let task = tokio::spawn(conn);
+    let quoted = format!("\"{}\"", db.replace('"', "\"\""));
+    let res = client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await;
+    drop(client);
+    let _ = task.await;
+    match res {
+        Ok(()) => {
+            tracing::info!(database = %db, "created database");
+            Ok(())
+        }
+        Err(e)
+            if e
+                .as_db_error()
+                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

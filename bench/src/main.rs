@@ -1,0 +1,146 @@
+//! `kite-bench`: measure kite's ingress and A→peer federation throughput and latency.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use kite_bench::load::{self, LoadConfig};
+use kite_bench::run::{self, RunConfig};
+use kite_bench::sink;
+
+/// Load generator and receiving sink for kite.
+#[derive(Debug, Parser)]
+#[command(name = "kite-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Serve a federation peer that verifies, counts and times events (`GET /stats`).
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7799")]
+        listen: SocketAddr,
+        /// Require `Authorization: Bearer TOKEN` and a matching `X-Kite-Signature`.
+        #[arg(long, env = "KITE_BENCH_SINK_TOKEN")]
+        token: Option<String>,
+    },
+    /// Full benchmark: start kite, peer it with an in-process sink, drive load, print results.
+    Run(RunArgs),
+    /// Drive load at an existing instance's `/hooks/{team}/{source}` and print ingress figures.
+    Load {
+        /// Base URL of the kite instance.
+        #[arg(long)]
+        url: String,
+        /// Team in the hook path.
+        #[arg(long, default_value = "default")]
+        team: String,
+        /// Source in the hook path.
+        #[arg(long, default_value = "stripe")]
+        source: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Offered events per second.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Most HTTP requests in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+impl LoadArgs {
+    fn duration(&self) -> Result<Duration> {
+        if !(self.duration.is_finite() && self.duration > 0.0) {
+            bail!("--duration must be a positive number of seconds");
+        }
+        Ok(Duration::from_secs_f64(self.duration))
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The kite binary [default: target/release/kite if it exists, else target/debug/kite].
+    #[arg(long)]
+    kite_bin: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Postgres server; the run creates and drops its own database on it.
+    #[arg(
+        long,
+        env = "KITE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    database_url: String,
+    /// RabbitMQ; the run uses (and deletes) its own queue name prefix.
+    #[arg(
+        long,
+        env = "KITE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Seconds to wait, after the load stops, for every accepted event to reach the sink.
+    #[arg(long, default_value_t = 60)]
+    drain_timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kite-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Cmd) -> Result<()> {
+    match command {
+        Cmd::Sink { listen, token } => sink::run_standalone(listen, token).await,
+        Cmd::Run(args) => {
+            let cfg = RunConfig {
+                kite_bin: args.kite_bin,
+                rate: args.load.rate,
+                duration: args.load.duration()?,
+                concurrency: args.load.concurrency,
+                database_url: args.database_url,
+                amqp_url: args.amqp_url,
+                drain_timeout: Duration::from_secs(args.drain_timeout),
+            };
+            run::run(&cfg).await
+        }
+        Cmd::Load {
+            url,
+            team,
+            source,
+            load: l,
+        } => {
+            let cfg = LoadConfig {
+                url,
+                team,
+                source,
+                rate: l.rate,
+                duration: l.duration()?,
+                concurrency: l.concurrency,
+            };
+            let client = load::client(cfg.concurrency)?;
+            let report = load::run_load(&client, &cfg).await?;
+            report.print(cfg.rate, cfg.duration);
+            Ok(())
+        }
+    }
+}

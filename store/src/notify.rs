@@ -1,0 +1,67 @@
+//! Change notifications over Postgres LISTEN/NOTIFY, so in-memory caches of peers and
+//! senders refresh when they change and stream listeners wake when events commit.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::Store;
+
+/// Generation counters that move on every change notification (and on every reconnect,
+/// since notifications may have been missed while disconnected).
+#[derive(Debug, Clone)]
+pub struct Notifications {
+    /// Peers or trusted senders changed.
+    pub config: watch::Receiver<u64>,
+    /// Events were committed.
+    pub events: watch::Receiver<u64>,
+}
+
+impl Store {
+    /// Starts a task holding a dedicated LISTEN connection, reconnecting with backoff.
+    pub fn listen_for_changes(&self) -> Notifications {
+        let (config_tx, config) = watch::channel(0u64);
+        let (events_tx, events) = watch::channel(0u64);
+        let pg = self.pg_config().clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(200);
+            loop {
+                match pg.connect(NoTls).await {
+                    Ok((client, mut conn)) => {
+                        let (ctx, etx) = (config_tx.clone(), events_tx.clone());
+                        let pump = tokio::spawn(async move {
+                            let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+                            while let Some(Ok(msg)) = stream.next().await {
+                                if let AsyncMessage::Notification(n) = msg {
+                                    let tx = if n.channel() == "kite_events" { &etx } else { &ctx };
+                                    tx.send_modify(|g| *g += 1);
+                                }
+                            }
+                        });
+                        if client
+                            .batch_execute("LISTEN kite_config; LISTEN kite_events")
+                            .await
+                            .is_ok()
+                        {
+                            delay = Duration::from_millis(200);
+                            config_tx.send_modify(|g| *g += 1);
+                            events_tx.send_modify(|g| *g += 1);
+                        }
+                        let _ = pump.await;
+                        drop(client);
+                        tracing::warn!("notification connection lost; reconnecting");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "notification connection failed"),
+                }
+                if config_tx.is_closed() && events_tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        });
+        Notifications { config, events }
+    }
+}

@@ -1,0 +1,241 @@
+//! The outbox: one row per (event, peer), whose state says where the delivery is.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{Result, Store};
+
+/// An outbox row with what delivery needs: the event and the peer's current settings.
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    /// Outbox id.
+    pub id: i64,
+    /// Target peer.
+    pub peer_id: Uuid,
+    /// Current state.
+    pub state: String,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    /// The stored structured CloudEvent.
+    pub event: Value,
+    /// The peer's status, or None when the peer was deleted.
+    pub peer_status: Option<String>,
+    /// The peer's hook URL.
+    pub peer_hook_url: Option<String>,
+    /// The peer's outbound secret.
+    pub outbound_token: Option<String>,
+}
+
+/// The new state of a row after a delivery attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryUpdate {
+    /// Outbox id.
+    pub id: i64,
+    /// `delivered`, `pending` (retry) or `dead`.
+    pub state: &'static str,
+    /// Failed attempts after this one.
+    pub attempts: i32,
+    /// When the next attempt is due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Error of this attempt.
+    pub last_error: Option<String>,
+    /// Status code of this attempt.
+    pub last_status_code: Option<i32>,
+}
+
+/// An outbox row as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxEntry {
+    /// Outbox id (also the listing cursor).
+    pub id: i64,
+    /// Event sequence number on this instance.
+    pub event_seq: i64,
+    /// CloudEvent id.
+    pub event_id: String,
+    /// CloudEvent type.
+    pub event_type: String,
+    /// Target peer.
+    pub peer_id: Uuid,
+    /// `pending`, `delivered`, `dead`, `cancelled` or `skipped`.
+    pub status: String,
+    /// Why it was skipped (`max_hops`, `loop`).
+    pub reason: Option<String>,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// When the next attempt is due.
+    pub next_attempt_at: DateTime<Utc>,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Last status code.
+    pub last_status_code: Option<i32>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Delivery time.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Filters of an outbox listing.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxQuery {
+    /// Only this peer.
+    pub peer_id: Option<Uuid>,
+    /// Only this state.
+    pub status: Option<String>,
+    /// Rows after this id.
+    pub cursor: Option<i64>,
+    /// Page size.
+    pub limit: i64,
+}
+
+impl Store {
+    /// Loads outbox rows with their event and peer.
+    pub async fn delivery_rows(&self, ids: &[i64]) -> Result<Vec<DeliveryRow>> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event, p.status, p.peer_hook_url, p.outbound_token
+                 FROM outbox o JOIN events e ON e.seq = o.event_seq
+                 LEFT JOIN peers p ON p.id = o.peer_id
+                 WHERE o.id = ANY($1) ORDER BY o.id",
+            )
+            .await?;
+        let rows = c.query(&st, &[&ids]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRow {
+                id: r.get(0),
+                peer_id: r.get(1),
+                state: r.get(2),
+                attempts: r.get(3),
+                event: r.get(4),
+                peer_status: r.get(5),
+                peer_hook_url: r.get(6),
+                outbound_token: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Applies attempt results in one statement; rows no longer pending are left alone.
+    pub async fn apply_delivery(&self, updates: &[DeliveryUpdate]) -> Result<u64> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE outbox o SET state = u.state, attempts = u.attempts,
+                    next_attempt_at = u.next_attempt_at,
+                    last_error = COALESCE(u.last_error, o.last_error),
+                    last_status_code = COALESCE(u.last_status_code, o.last_status_code),
+                    delivered_at = CASE WHEN u.state = 'delivered' THEN now() ELSE o.delivered_at END,
+                    updated_at = now()
+                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
+                    AS u(id, state, attempts, next_attempt_at, last_error, last_status_code)
+                 WHERE o.id = u.id AND o.state = 'pending'",
+            )
+            .await?;
+        let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+        let states: Vec<&str> = updates.iter().map(|u| u.state).collect();
+        let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
+        let next: Vec<DateTime<Utc>> = updates.iter().map(|u| u.next_attempt_at).collect();
+        let errs: Vec<Option<&str>> = updates.iter().map(|u| u.last_error.as_deref()).collect();
+        let codes: Vec<Option<i32>> = updates.iter().map(|u| u.last_status_code).collect();
+        Ok(c
+            .execute(&st, &[&ids, &states, &attempts, &next, &errs, &codes])
+            .await?)
+    }
+
+    /// Cancels pending rows (their peer is gone or revoked).
+    pub async fn cancel_rows(&self, ids: &[i64]) -> Result<u64> {
+        let c = self.conn().await?;
+        Ok(c
+            .execute(
+                "UPDATE outbox SET state = 'cancelled', updated_at = now() WHERE id = ANY($1) AND state = 'pending'",
+                &[&ids],
+            )
+            .await?)
+    }
+
+    /// A page of a team's outbox, oldest first; answers the rows and the next cursor.
+    pub async fn list_outbox(&self, team_id: &str, q: &OutboxQuery) -> Result<(Vec<OutboxEntry>, Option<i64>)> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT o.id, o.event_seq, e.ce_id, e.ce_type, o.peer_id, o.state, o.reason, o.attempts,
+                        o.next_attempt_at, o.last_error, o.last_status_code, o.created_at, o.updated_at,
+                        o.delivered_at
+                 FROM outbox o JOIN events e ON e.seq = o.event_seq
+                 WHERE o.team_id = $1 AND ($2::uuid IS NULL OR o.peer_id = $2)
+                   AND ($3::text IS NULL OR o.state = $3) AND o.id > $4
+                 ORDER BY o.id LIMIT $5",
+                &[&team_id, &q.peer_id, &q.status, &q.cursor.unwrap_or(0), &(q.limit + 1)],
+            )
+            .await?;
+        let mut items: Vec<OutboxEntry> = rows
+            .iter()
+            .map(|r| OutboxEntry {
+                id: r.get(0),
+                event_seq: r.get(1),
+                event_id: r.get(2),
+                event_type: r.get(3),
+                peer_id: r.get(4),
+                status: r.get(5),
+                reason: r.get(6),
+                attempts: r.get(7),
+                next_attempt_at: r.get(8),
+                last_error: r.get(9),
+                last_status_code: r.get(10),
+                created_at: r.get(11),
+                updated_at: r.get(12),
+                delivered_at: r.get(13),
+            })
+            .collect();
+        let next = if items.len() as i64 > q.limit {
+            items.truncate(q.limit as usize);
+            items.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// Moves up to `limit` dead rows of a peer back to pending with attempts reset.
+    pub async fn replay_dead(&self, team_id: &str, peer_id: Uuid, limit: i64) -> Result<Vec<i64>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+                 WHERE id IN (SELECT id FROM outbox WHERE team_id = $1 AND peer_id = $2 AND state = 'dead'
+                              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                &[&team_id, &peer_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Claims pending rows of active peers overdue by `grace` (their message was lost) and
+    /// pushes their due time forward by `grace` so other sweepers leave them alone.
+    pub async fn claim_stale_pending(&self, grace: Duration, limit: i64) -> Result<Vec<(i64, Uuid)>> {
+        let c = self.conn().await?;
+        let secs = grace.as_secs_f64();
+        let rows = c
+            .query(
+                "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $1)
+                 WHERE id IN (SELECT o.id FROM outbox o JOIN peers p ON p.id = o.peer_id
+                              WHERE o.state = 'pending' AND p.status = 'active'
+                                AND o.next_attempt_at < now() - make_interval(secs => $1)
+                              ORDER BY o.next_attempt_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
+                 RETURNING id, peer_id",
+                &[&secs, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}

@@ -1,0 +1,263 @@
+//! Peers: instances this one forwards to.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::keys::found;
+use crate::{Result, Store};
+
+/// A peer as stored. The outbound token is never serialized.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    /// Peer id.
+    pub id: Uuid,
+    /// Owning team.
+    pub team_id: String,
+    /// Unique name within the team.
+    pub name: String,
+    /// Where events are POSTed (`.../hooks/{team}/kite`).
+    pub peer_hook_url: String,
+    /// Secret for Authorization and signatures (shown never).
+    #[serde(skip)]
+    pub outbound_token: String,
+    /// Glob patterns on event types.
+    pub scopes: Vec<String>,
+    /// Events with this many hops or more are not forwarded.
+    pub max_hops: i32,
+    /// `active`, `paused` or `revoked`.
+    pub status: String,
+    /// The peer's instance id, learned from its answers.
+    pub peer_instance_id: Option<String>,
+    /// Last delivery error.
+    pub last_error: Option<String>,
+    /// Last HTTP status from the peer.
+    pub last_status_code: Option<i32>,
+    /// When the last error happened.
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// When the last delivery succeeded.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i32,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLS: &str = "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
+    peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
+    consecutive_failures, created_at, updated_at";
+
+fn peer(r: &Row) -> Peer {
+    Peer {
+        id: r.get(0),
+        team_id: r.get(1),
+        name: r.get(2),
+        peer_hook_url: r.get(3),
+        outbound_token: r.get(4),
+        scopes: r.get(5),
+        max_hops: r.get(6),
+        status: r.get(7),
+        peer_instance_id: r.get(8),
+        last_error: r.get(9),
+        last_status_code: r.get(10),
+        last_error_at: r.get(11),
+        last_success_at: r.get(12),
+        consecutive_failures: r.get(13),
+        created_at: r.get(14),
+        updated_at: r.get(15),
+    }
+}
+
+/// Fields of a new peer (validated by the caller).
+#[derive(Debug, Clone)]
+pub struct NewPeer {
+    /// Unique name within the team.
+    pub name: String,
+    /// Target hook URL.
+    pub peer_hook_url: String,
+    /// Outbound secret.
+    pub outbound_token: String,
+    /// Scope globs.
+    pub scopes: Vec<String>,
+    /// Hop limit.
+    pub max_hops: i32,
+    /// Initial status.
+    pub status: String,
+}
+
+/// A partial update of a peer (validated by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct PeerPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New URL.
+    pub peer_hook_url: Option<String>,
+    /// New outbound secret.
+    pub outbound_token: Option<String>,
+    /// New scopes.
+    pub scopes: Option<Vec<String>>,
+    /// New hop limit.
+    pub max_hops: Option<i32>,
+    /// New status.
+    pub status: Option<String>,
+}
+
+/// What one delivery batch learned about a peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerOutcome {
+    /// Some delivery succeeded.
+    pub success: bool,
+    /// Failed attempts in this batch, after the last success in it.
+    pub failures: i32,
+    /// The last error seen.
+    pub last_error: Option<String>,
+    /// The last status code seen.
+    pub last_status_code: Option<i32>,
+    /// Instance id the peer answered with.
+    pub instance_id: Option<String>,
+}
+
+impl Store {
+    /// Creates a peer.
+    pub async fn create_peer(&self, team_id: &str, p: &NewPeer) -> Result<Peer> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &team_id,
+                    &p.name,
+                    &p.peer_hook_url,
+                    &p.outbound_token,
+                    &p.scopes,
+                    &p.max_hops,
+                    &p.status,
+                ],
+            )
+            .await?;
+        Ok(peer(&row))
+    }
+
+    /// A team's peers.
+    pub async fn list_peers(&self, team_id: &str) -> Result<Vec<Peer>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {COLS} FROM peers WHERE team_id = $1 ORDER BY created_at"),
+                &[&team_id],
+            )
+            .await?;
+        Ok(rows.iter().map(peer).collect())
+    }
+
+    /// Every peer of every team (for the router's and delivery's caches).
+    pub async fn all_peers(&self) -> Result<Vec<Peer>> {
+        let c = self.conn().await?;
+        let rows = c.query(&format!("SELECT {COLS} FROM peers"), &[]).await?;
+        Ok(rows.iter().map(peer).collect())
+    }
+
+    /// One peer of a team.
+    pub async fn get_peer(&self, team_id: &str, id: Uuid) -> Result<Peer> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {COLS} FROM peers WHERE team_id = $1 AND id = $2"),
+                &[&team_id, &id],
+            )
+            .await?;
+        found(row.as_ref().map(peer))
+    }
+
+    /// Applies a partial update.
+    pub async fn update_peer(&self, team_id: &str, id: Uuid, p: &PeerPatch) -> Result<Peer> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE peers SET
+                        name = COALESCE($3, name),
+                        peer_hook_url = COALESCE($4, peer_hook_url),
+                        outbound_token = COALESCE($5, outbound_token),
+                        scopes = COALESCE($6, scopes),
+                        max_hops = COALESCE($7, max_hops),
+                        status = COALESCE($8, status),
+                        updated_at = now()
+                     WHERE team_id = $1 AND id = $2 RETURNING {COLS}"
+                ),
+                &[
+                    &team_id,
+                    &id,
+                    &p.name,
+                    &p.peer_hook_url,
+                    &p.outbound_token,
+                    &p.scopes,
+                    &p.max_hops,
+                    &p.status,
+                ],
+            )
+            .await?;
+        found(row.as_ref().map(peer))
+    }
+
+    /// Deletes a peer and cancels its pending deliveries; answers how many were cancelled.
+    pub async fn delete_peer(&self, team_id: &str, id: Uuid) -> Result<u64> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let gone = tx
+            .execute(
+                "DELETE FROM peers WHERE team_id = $1 AND id = $2",
+                &[&team_id, &id],
+            )
+            .await?;
+        if gone == 0 {
+            return Err(crate::StoreError::NotFound);
+        }
+        let cancelled = tx
+            .execute(
+                "UPDATE outbox SET state = 'cancelled', updated_at = now()
+                 WHERE peer_id = $1 AND state = 'pending'",
+                &[&id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+
+    /// Records what a delivery batch learned about a peer's health.
+    pub async fn record_peer_outcome(&self, id: Uuid, o: &PeerOutcome) -> Result<()> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "UPDATE peers SET
+                    peer_instance_id = COALESCE($2, peer_instance_id),
+                    last_success_at = CASE WHEN $3 THEN now() ELSE last_success_at END,
+                    consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
+                    last_error = COALESCE($5, last_error),
+                    last_status_code = COALESCE($6, last_status_code),
+                    last_error_at = CASE WHEN $5::text IS NULL THEN last_error_at ELSE now() END
+                 WHERE id = $1",
+            )
+            .await?;
+        c.execute(
+            &st,
+            &[
+                &id,
+                &o.instance_id,
+                &o.success,
+                &o.failures,
+                &o.last_error,
+                &o.last_status_code,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
