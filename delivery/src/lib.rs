@@ -1,1 +1,455 @@
-// placeholder
+//! kite-delivery: one consumer per active peer on `{prefix}.deliver.{peer_id}`; signed POSTs
+//! in the Kite wire format; outbox state in Postgres; retries through TTL tier queues;
+//! `dead` after the last attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use kite_bus::{BasicAckOptions, BasicNackOptions, Batch, Bus, Delivery, Outgoing};
+use kite_protocol::{fed, signature};
+use kite_store::outbox::{DeliveryRow, DeliveryUpdate};
+use kite_store::peers::PeerOutcome;
+use kite_store::Store;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Backoff settings: `base`, doubling, capped at `max_delay`, `max_attempts` failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// First delay.
+    pub base: Duration,
+    /// Cap on any delay.
+    pub max_delay: Duration,
+    /// Failed attempts after which a row is dead.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            max_attempts: 10,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `failures + 1`, before jitter: base·2^(failures−1), capped.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(30);
+        self.base
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay)
+    }
+
+    /// The delay with jitter: between 80 % and 100 % of [`RetryPolicy::delay`].
+    pub fn jittered(&self, failures: u32) -> Duration {
+        let d = self.delay(failures);
+        d.mul_f64(rand::rng().random_range(0.8..=1.0))
+    }
+
+    /// Number of retry tier queues needed.
+    pub fn tiers(&self) -> u32 {
+        self.max_attempts.saturating_sub(1).max(1)
+    }
+}
+
+/// Delivery settings.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// This instance's id (appended to forwarded chains).
+    pub instance_id: String,
+    /// Backoff.
+    pub retry: RetryPolicy,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Messages in flight per peer consumer.
+    pub prefetch: u16,
+}
+
+struct Ctx {
+    store: Store,
+    bus: Arc<Bus>,
+    http: reqwest::Client,
+    cfg: DeliveryConfig,
+}
+
+/// A delivery failure that leaves the message for later.
+#[derive(Debug, thiserror::Error)]
+enum DeliverError {
+    #[error(transparent)]
+    Store(#[from] kite_store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] kite_bus::BusError),
+}
+
+/// Builds the process' one outbound HTTP client: timeouts, no redirects, keep-alive pools.
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(256)
+        .user_agent(concat!("kite/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Runs the delivery role until `shutdown` turns true: keeps one consumer per active peer.
+pub async fn run(
+    store: Store,
+    bus: Arc<Bus>,
+    mut config_generation: watch::Receiver<u64>,
+    cfg: DeliveryConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), reqwest::Error> {
+    let http = http_client(cfg.request_timeout)?;
+    let ctx = Arc::new(Ctx {
+        store,
+        bus,
+        http,
+        cfg,
+    });
+    let mut workers: HashMap<Uuid, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+    loop {
+        match ctx.store.all_peers().await {
+            Ok(peers) => {
+                let active: HashMap<Uuid, ()> = peers
+                    .iter()
+                    .filter(|p| p.status == "active")
+                    .map(|p| (p.id, ()))
+                    .collect();
+                workers.retain(|id, (stop, handle)| {
+                    if !active.contains_key(id) {
+                        let _ = stop.send(true);
+                    }
+                    active.contains_key(id) && !handle.is_finished()
+                });
+                for id in active.keys() {
+                    if !workers.contains_key(id) {
+                        let (tx, rx) = watch::channel(false);
+                        let h = tokio::spawn(peer_worker(ctx.clone(), *id, rx, shutdown.clone()));
+                        workers.insert(*id, (tx, h));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot load peers"),
+        }
+        tokio::select! {
+            _ = config_generation.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    for (_, (stop, h)) in workers {
+        let _ = stop.send(true);
+        let _ = h.await;
+    }
+    Ok(())
+}
+
+async fn either_stopped(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = a.wait_for(|s| *s) => {}
+        _ = b.wait_for(|s| *s) => {}
+    }
+}
+
+async fn peer_worker(
+    ctx: Arc<Ctx>,
+    peer_id: Uuid,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let queue = ctx.bus.names().peer_queue(&peer_id.to_string());
+    if let Err(e) = ctx.bus.declare_peer(&peer_id.to_string()).await {
+        tracing::warn!(peer = %peer_id, error = %e, "cannot declare peer queue");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return;
+    }
+    let (paused_tx, paused_rx) = watch::channel(false);
+    let tag = format!("kite-delivery-{peer_id}");
+    match ctx.bus.consume(&queue, &tag, ctx.cfg.prefetch).await {
+        Ok((channel, consumer)) => {
+            tracing::info!(peer = %peer_id, "delivery consuming");
+            let end = async {
+                tokio::select! {
+                    _ = either_stopped(stop.clone(), shutdown.clone()) => {}
+                    _ = async { let mut p = paused_rx.clone(); let _ = p.wait_for(|s| *s).await; } => {}
+                }
+            };
+            consumer
+                .take_until(end)
+                .for_each_concurrent(16, |d| {
+                    let ctx = ctx.clone();
+                    let paused_tx = paused_tx.clone();
+                    async move {
+                        match d {
+                            Ok(d) => {
+                                if ctx.handle(d).await == Handled::PeerNotActive {
+                                    let _ = paused_tx.send(true);
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "delivery consumer error"),
+                        }
+                    }
+                })
+                .await;
+            // Unacknowledged messages go back to the queue when the channel closes.
+            let _ = channel.close(200, "bye".into()).await;
+        }
+        Err(e) => {
+            tracing::warn!(peer = %peer_id, error = %e, "cannot consume; supervisor will retry");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Handled {
+    Done,
+    PeerNotActive,
+}
+
+struct Attempt {
+    row_id: i64,
+    attempts: i32,
+    ok: bool,
+    status: Option<i32>,
+    error: Option<String>,
+    instance_id: Option<String>,
+}
+
+impl Ctx {
+    async fn handle(&self, d: Delivery) -> Handled {
+        let Some(batch) = Batch::parse(&d.data) else {
+            tracing::warn!("dropping malformed delivery message");
+            let _ = d.ack(BasicAckOptions::default()).await;
+            return Handled::Done;
+        };
+        let peer_id = d.routing_key.as_str().parse::<Uuid>().ok();
+        match self.deliver(peer_id, &batch.ids).await {
+            Ok(Handled::Done) => {
+                let _ = d.ack(BasicAckOptions::default()).await;
+                Handled::Done
+            }
+            Ok(Handled::PeerNotActive) => {
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                Handled::PeerNotActive
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery bookkeeping failed; message requeued");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                Handled::Done
+            }
+        }
+    }
+
+    async fn deliver(&self, peer_hint: Option<Uuid>, ids: &[i64]) -> Result<Handled, DeliverError> {
+        let rows = self.store.delivery_rows(ids).await?;
+        let mut to_send = Vec::new();
+        let mut cancel = Vec::new();
+        for row in rows {
+            if row.state != "pending" {
+                continue;
+            }
+            match row.peer_status.as_deref() {
+                Some("active") => to_send.push(row),
+                Some("paused") => return Ok(Handled::PeerNotActive),
+                _ => cancel.push(row.id),
+            }
+        }
+        if !cancel.is_empty() {
+            self.store.cancel_rows(&cancel).await?;
+        }
+        if to_send.is_empty() {
+            return Ok(Handled::Done);
+        }
+        let peer_id = peer_hint.unwrap_or(to_send[0].peer_id);
+        let attempts: Vec<Attempt> = futures::stream::iter(to_send)
+            .map(|row| self.attempt(row))
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        self.record(peer_id, attempts).await?;
+        Ok(Handled::Done)
+    }
+
+    async fn attempt(&self, row: DeliveryRow) -> Attempt {
+        let mut out = Attempt {
+            row_id: row.id,
+            attempts: row.attempts,
+            ok: false,
+            status: None,
+            error: None,
+            instance_id: None,
+        };
+        let (Some(url), Some(token)) = (row.peer_hook_url, row.outbound_token) else {
+            out.error = Some("peer has no url".into());
+            return out;
+        };
+        let mut ev = match row.event {
+            serde_json::Value::Object(m) => m,
+            _ => {
+                out.error = Some("stored event is not an object".into());
+                return out;
+            }
+        };
+        if let Err(e) = fed::forward(&mut ev, &self.cfg.instance_id) {
+            out.error = Some(format!("cannot forward: {e}"));
+            return out;
+        }
+        let body = match serde_json::to_vec(&ev) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                out.error = Some(format!("cannot encode: {e}"));
+                return out;
+            }
+        };
+        let sig = signature::sign(&token, &body);
+        let res = self
+            .http
+            .post(&url)
+            .header("content-type", "application/cloudevents+json")
+            .header("authorization", format!("Bearer {token}"))
+            .header(signature::SIGNATURE_HEADER, sig)
+            .body(body)
+            .send()
+            .await;
+        match res {
+            Ok(resp) => {
+                let status = resp.status();
+                out.status = Some(i32::from(status.as_u16()));
+                out.instance_id = resp
+                    .headers()
+                    .get(signature::INSTANCE_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if status.is_success() {
+                    out.ok = true;
+                } else {
+                    let text = resp.text().await.unwrap_or_default();
+                    let snippet: String = text.chars().take(300).collect();
+                    out.error = Some(format!("HTTP {}: {snippet}", status.as_u16()));
+                }
+            }
+            Err(e) => {
+                out.error = Some(if e.is_timeout() {
+                    "timeout".to_string()
+                } else if e.is_connect() {
+                    format!("connect error: {}", root_cause(&e))
+                } else {
+                    format!("request error: {}", root_cause(&e))
+                });
+            }
+        }
+        out
+    }
+
+    async fn record(&self, peer_id: Uuid, attempts: Vec<Attempt>) -> Result<(), DeliverError> {
+        let policy = self.cfg.retry;
+        let now = Utc::now();
+        let mut updates = Vec::with_capacity(attempts.len());
+        let mut retries: HashMap<u32, Vec<(i64, u64)>> = HashMap::new();
+        let mut outcome = PeerOutcome::default();
+        for a in attempts {
+            if a.ok {
+                outcome.success = true;
+                outcome.failures = 0;
+                outcome.last_status_code = a.status.or(outcome.last_status_code);
+                outcome.instance_id = a.instance_id.clone().or(outcome.instance_id);
+                updates.push(DeliveryUpdate {
+                    id: a.row_id,
+                    state: "delivered",
+                    attempts: a.attempts,
+                    next_attempt_at: now,
+                    last_error: None,
+                    last_status_code: a.status,
+                });
+                continue;
+            }
+            outcome.failures += 1;
+            outcome.last_error = a.error.clone();
+            outcome.last_status_code = a.status.or(outcome.last_status_code);
+            let failures = (a.attempts.max(0) as u32) + 1;
+            let (state, delay) = if failures >= policy.max_attempts {
+                ("dead", Duration::ZERO)
+            } else {
+                ("pending", policy.jittered(failures))
+            };
+            if state == "pending" {
+                retries
+                    .entry(failures)
+                    .or_default()
+                    .push((a.row_id, delay.as_millis() as u64));
+            }
+            updates.push(DeliveryUpdate {
+                id: a.row_id,
+                state,
+                attempts: failures as i32,
+                next_attempt_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                last_error: a.error,
+                last_status_code: a.status,
+            });
+        }
+        self.store.apply_delivery(&updates).await?;
+        if let Err(e) = self.store.record_peer_outcome(peer_id, &outcome).await {
+            tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
+        }
+        let mut msgs = Vec::new();
+        for (tier, rows) in retries {
+            // One message a row: each carries its own jittered expiration.
+            for (id, ms) in rows {
+                msgs.push(Outgoing {
+                    exchange: self.bus.names().retry_tier(tier.min(policy.tiers())),
+                    routing_key: peer_id.to_string(),
+                    payload: Batch { ids: vec![id] }.to_bytes(),
+                    expiration_ms: Some(ms.max(1)),
+                });
+            }
+        }
+        self.bus.publish(&msgs).await?;
+        Ok(())
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_cap() {
+        let p = RetryPolicy::default();
+        let secs: Vec<u64> = (1..=10).map(|n| p.delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        for n in 1..=10 {
+            let j = p.jittered(n);
+            assert!(j <= p.delay(n) && j >= p.delay(n).mul_f64(0.79));
+        }
+        assert_eq!(p.tiers(), 9);
+    }
+}

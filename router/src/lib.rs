@@ -1,1 +1,282 @@
-// placeholder
+//! kite-router: takes batches of stored events from `{prefix}.events`, applies the routing
+//! rules (status, scopes, hops, loops), writes one outbox row per matching peer and publishes
+//! the pending rows to each peer's delivery queue. A sweeper republishes work whose message
+//! was lost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kite_bus::{BasicAckOptions, BasicNackOptions, Batch, Bus, Delivery, Outgoing};
+use kite_protocol::fed::FedInfo;
+use kite_store::cache::{Cache, PeerSnapshot};
+use kite_store::events::{NewOutbox, StoredEvent};
+use kite_store::Store;
+use tokio::sync::{watch, Mutex};
+use uuid::Uuid;
+
+/// Most ids one AMQP message carries.
+pub const BATCH_MAX: usize = 500;
+
+/// Router settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// This instance's id (loop checks).
+    pub instance_id: String,
+    /// Messages in flight per consumer.
+    pub prefetch: u16,
+    /// How often the sweeper looks for lost work.
+    pub sweep_interval: Duration,
+    /// How overdue work must be before the sweeper republishes it.
+    pub sweep_grace: Duration,
+}
+
+/// Why an event was not forwarded to a peer whose scopes match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it.
+    Forward,
+    /// Record it as skipped with this reason.
+    Skip(&'static str),
+    /// Not for this peer at all.
+    None,
+}
+
+/// DESIGN's routing rules for one event and one peer.
+pub fn decide(
+    self_id: &str,
+    peer: &kite_store::cache::RoutedPeer,
+    ty: &str,
+    fed: &FedInfo,
+) -> Decision {
+    let p = &peer.peer;
+    if p.status == "revoked" {
+        return Decision::None;
+    }
+    let in_scope = peer.scopes.as_ref().is_some_and(|s| s.matches(ty));
+    if !in_scope {
+        return Decision::None;
+    }
+    if i64::from(fed.hops) >= i64::from(p.max_hops) {
+        return Decision::Skip("max_hops");
+    }
+    let peer_seen = p
+        .peer_instance_id
+        .as_deref()
+        .is_some_and(|id| fed.visited(id));
+    if fed.visited(self_id) || peer_seen {
+        return Decision::Skip("loop");
+    }
+    Decision::Forward
+}
+
+struct Router {
+    store: Store,
+    bus: Arc<Bus>,
+    peers: Cache<PeerSnapshot>,
+    cfg: RouterConfig,
+    declared: Mutex<HashSet<Uuid>>,
+}
+
+/// Runs the router role until `shutdown` turns true.
+pub async fn run(
+    store: Store,
+    bus: Arc<Bus>,
+    config_generation: watch::Receiver<u64>,
+    cfg: RouterConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    let router = Arc::new(Router {
+        peers: Cache::new(store.clone(), config_generation),
+        store,
+        bus,
+        cfg,
+        declared: Mutex::new(HashSet::new()),
+    });
+    let sweeper = tokio::spawn(sweep_loop(router.clone(), shutdown.clone()));
+    consume_loop(router, shutdown).await;
+    let _ = sweeper.await;
+}
+
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
+    let queue = router.bus.names().events_queue();
+    let mut delay = Duration::from_millis(200);
+    while !*shutdown.borrow() {
+        match router
+            .bus
+            .consume(&queue, "kite-router", router.cfg.prefetch)
+            .await
+        {
+            Ok((channel, consumer)) => {
+                delay = Duration::from_millis(200);
+                tracing::info!(queue = %queue, "router consuming");
+                consumer
+                    .take_until(stopped(shutdown.clone()))
+                    .for_each_concurrent(8, |d| {
+                        let router = router.clone();
+                        async move {
+                            match d {
+                                Ok(d) => router.handle(d).await,
+                                Err(e) => tracing::warn!(error = %e, "router consumer error"),
+                            }
+                        }
+                    })
+                    .await;
+                let _ = channel.close(200, "bye".into()).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "router cannot consume; retrying"),
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+impl Router {
+    async fn handle(&self, d: Delivery) {
+        let Some(batch) = Batch::parse(&d.data) else {
+            tracing::warn!("dropping malformed router message");
+            let _ = d.ack(BasicAckOptions::default()).await;
+            return;
+        };
+        match self.route(&batch.ids).await {
+            Ok(()) => {
+                let _ = d.ack(BasicAckOptions::default()).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "routing failed; message requeued");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = d
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn route(&self, seqs: &[i64]) -> Result<(), RouteError> {
+        let events = self.store.unrouted_events(seqs).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let snapshot = self.peers.get().await?;
+        let mut rows = Vec::new();
+        for ev in &events {
+            self.decide_event(&snapshot, ev, &mut rows);
+        }
+        let routed: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let pending = self.store.commit_routing(&routed, &rows).await?;
+        self.publish_pending(pending).await
+    }
+
+    fn decide_event(&self, snapshot: &PeerSnapshot, ev: &StoredEvent, rows: &mut Vec<NewOutbox>) {
+        let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
+            return;
+        };
+        let fed = match ev.event.as_object().map(FedInfo::read) {
+            Some(Ok(f)) => f,
+            _ => {
+                tracing::warn!(seq = ev.seq, "stored event has invalid federation extensions; not routed");
+                return;
+            }
+        };
+        for peer in peers {
+            let (state, reason) = match decide(&self.cfg.instance_id, peer, &ev.ce_type, &fed) {
+                Decision::None => continue,
+                Decision::Forward => ("pending", None),
+                Decision::Skip(r) => ("skipped", Some(r)),
+            };
+            rows.push(NewOutbox {
+                event_seq: ev.seq,
+                peer_id: peer.peer.id,
+                team_id: ev.team_id.clone(),
+                state,
+                reason,
+            });
+        }
+    }
+
+    async fn publish_pending(&self, pending: Vec<(i64, Uuid)>) -> Result<(), RouteError> {
+        let mut by_peer: HashMap<Uuid, Vec<i64>> = HashMap::new();
+        for (id, peer) in pending {
+            by_peer.entry(peer).or_default().push(id);
+        }
+        let mut msgs = Vec::new();
+        for (peer, ids) in by_peer {
+            self.ensure_peer_queue(peer).await?;
+            for chunk in ids.chunks(BATCH_MAX) {
+                msgs.push(Outgoing {
+                    exchange: self.bus.names().deliver_exchange(),
+                    routing_key: peer.to_string(),
+                    payload: Batch { ids: chunk.to_vec() }.to_bytes(),
+                    expiration_ms: None,
+                });
+            }
+        }
+        self.bus.publish(&msgs).await?;
+        Ok(())
+    }
+
+    async fn ensure_peer_queue(&self, peer: Uuid) -> Result<(), RouteError> {
+        let mut declared = self.declared.lock().await;
+        if !declared.contains(&peer) {
+            self.bus.declare_peer(&peer.to_string()).await?;
+            declared.insert(peer);
+        }
+        Ok(())
+    }
+
+    async fn sweep(&self) -> Result<(), RouteError> {
+        let grace = self.cfg.sweep_grace;
+        let seqs = self.store.stale_unrouted(grace, 5000).await?;
+        if !seqs.is_empty() {
+            tracing::info!(count = seqs.len(), "sweeper republishes unrouted events");
+            let msgs: Vec<Outgoing> = seqs
+                .chunks(BATCH_MAX)
+                .map(|c| Outgoing {
+                    exchange: String::new(),
+                    routing_key: self.bus.names().events_queue(),
+                    payload: Batch { ids: c.to_vec() }.to_bytes(),
+                    expiration_ms: None,
+                })
+                .collect();
+            self.bus.publish(&msgs).await?;
+        }
+        let rows = self.store.claim_stale_pending(grace, 5000).await?;
+        if !rows.is_empty() {
+            tracing::info!(count = rows.len(), "sweeper republishes overdue deliveries");
+            self.publish_pending(rows).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn sweep_loop(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(router.cfg.sweep_interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = router.sweep().await {
+            tracing::warn!(error = %e, "sweep failed");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RouteError {
+    #[error(transparent)]
+    Store(#[from] kite_store::StoreError),
+    #[error(transparent)]
+    Bus(#[from] kite_bus::BusError),
+}
+

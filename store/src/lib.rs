@@ -1,5 +1,6 @@
 //! kite-store: the Postgres system of record. Pool, migrations, and one module a table family.
 
+pub mod cache;
 pub mod events;
 pub mod keys;
 pub mod notify;

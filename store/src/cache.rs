@@ -1,0 +1,116 @@
+//! In-memory snapshots of peers (with compiled scopes) and trusted senders, reloaded when
+//! a change notification moves the config generation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kite_protocol::scope::ScopeSet;
+use kite_protocol::token::secret_eq;
+use tokio::sync::{watch, RwLock};
+
+use crate::peers::Peer;
+use crate::senders::Sender;
+use crate::{Result, Store};
+
+/// A peer with its compiled scopes.
+#[derive(Debug, Clone)]
+pub struct RoutedPeer {
+    /// The peer.
+    pub peer: Peer,
+    /// Its scopes, compiled (None if the stored list no longer compiles).
+    pub scopes: Option<ScopeSet>,
+}
+
+/// Peers by team.
+#[derive(Debug, Default)]
+pub struct PeerSnapshot {
+    /// Each team's peers.
+    pub by_team: HashMap<String, Vec<RoutedPeer>>,
+}
+
+/// Trusted senders by team.
+#[derive(Debug, Default)]
+pub struct SenderSnapshot {
+    by_team: HashMap<String, Vec<Sender>>,
+}
+
+impl SenderSnapshot {
+    /// The team's sender whose token equals `bearer`, compared in constant time.
+    pub fn find(&self, team_id: &str, bearer: &str) -> Option<&Sender> {
+        let mut hit = None;
+        for s in self.by_team.get(team_id).into_iter().flatten() {
+            if secret_eq(&s.inbound_token, bearer) && hit.is_none() {
+                hit = Some(s);
+            }
+        }
+        hit
+    }
+}
+
+/// A snapshot that reloads from the store when the config generation moves.
+#[derive(Debug)]
+pub struct Cache<T> {
+    store: Store,
+    generation: watch::Receiver<u64>,
+    snap: RwLock<Option<(u64, Arc<T>)>>,
+}
+
+impl<T: Loadable> Cache<T> {
+    /// A cache over `store`, invalidated by `generation`.
+    pub fn new(store: Store, generation: watch::Receiver<u64>) -> Self {
+        Self {
+            store,
+            generation,
+            snap: RwLock::new(None),
+        }
+    }
+
+    /// The current snapshot, reloading it if something changed since it was taken.
+    pub async fn get(&self) -> Result<Arc<T>> {
+        let generation = *self.generation.borrow();
+        if let Some((g, s)) = self.snap.read().await.as_ref() {
+            if *g == generation {
+                return Ok(s.clone());
+            }
+        }
+        let mut w = self.snap.write().await;
+        if let Some((g, s)) = w.as_ref() {
+            if *g == generation {
+                return Ok(s.clone());
+            }
+        }
+        let fresh = Arc::new(T::load(&self.store).await?);
+        *w = Some((generation, fresh.clone()));
+        Ok(fresh)
+    }
+}
+
+/// Something a [`Cache`] can load.
+pub trait Loadable: Sized + Send + Sync {
+    /// Loads a full snapshot.
+    fn load(store: &Store) -> impl std::future::Future<Output = Result<Self>> + Send;
+}
+
+impl Loadable for PeerSnapshot {
+    async fn load(store: &Store) -> Result<Self> {
+        let mut by_team: HashMap<String, Vec<RoutedPeer>> = HashMap::new();
+        for peer in store.all_peers().await? {
+            let scopes = ScopeSet::compile(&peer.scopes).ok();
+            by_team
+                .entry(peer.team_id.clone())
+                .or_default()
+                .push(RoutedPeer { peer, scopes });
+        }
+        Ok(Self { by_team })
+    }
+}
+
+impl Loadable for SenderSnapshot {
+    async fn load(store: &Store) -> Result<Self> {
+        let mut by_team: HashMap<String, Vec<Sender>> = HashMap::new();
+        for s in store.all_senders().await? {
+            by_team.entry(s.team_id.clone()).or_default().push(s);
+        }
+        Ok(Self { by_team })
+    }
+}
