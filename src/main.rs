@@ -1,1 +1,56 @@
-fn main(){}
+//! The `kite` binary: `serve`, `migrate`, `listen` and `demo`.
+
+mod demo;
+mod listen;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// kite: a webhook federation relay.
+#[derive(Debug, Parser)]
+#[command(name = "kite", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an instance (ingress, router and delivery by default).
+    Serve(serve::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(serve::DbArgs),
+    /// Print events as they arrive at an instance.
+    Listen(listen::ListenArgs),
+    /// Start two federated instances, relay a sample event from A to B, keep both running.
+    Demo(demo::DemoArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(a) => serve::serve(a).await,
+        Command::Migrate(a) => serve::migrate(a).await,
+        Command::Listen(a) => listen::listen(a).await,
+        Command::Demo(a) => demo::demo(a).await,
+    };
+    if let Err(e) = result {
+        let code = e
+            .downcast_ref::<listen::AuthFailed>()
+            .map(|_| 2)
+            .unwrap_or(1);
+        eprintln!("kite: error: {e:#}");
+        std::process::exit(code);
+    }
+}

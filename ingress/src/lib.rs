@@ -1,1 +1,119 @@
-// placeholder
+//! kite-ingress: the HTTP surface. Webhook intake (`/hooks/{team}/{source}`) with group
+//! commit into Postgres, federation inbound auth, the admin API, `/ws` and `/health`.
+
+mod admin;
+mod error;
+mod hooks;
+mod ingest;
+mod stream;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kite_bus::Bus;
+use kite_store::cache::{Cache, SenderSnapshot};
+use kite_store::notify::Notifications;
+use kite_store::Store;
+use serde_json::json;
+use tokio::sync::RwLock;
+
+pub use error::ApiErr;
+
+/// Ingress settings.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// This instance's id (answered as `X-Kite-Instance-Id`, loop checks).
+    pub instance_id: String,
+    /// Requests waiting for a group commit before ingress answers 503.
+    pub ingest_queue: usize,
+    /// Most events one group commit writes.
+    pub ingest_batch: usize,
+    /// Concurrent group-commit writers.
+    pub ingest_writers: usize,
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    store: Store,
+    bus: Arc<Bus>,
+    senders: Cache<SenderSnapshot>,
+    teams: RwLock<HashSet<String>>,
+    ingest: ingest::Ingest,
+    notes: Notifications,
+    cfg: IngressConfig,
+}
+
+impl AppState {
+    /// True if the team exists (cached once seen).
+    async fn team_known(&self, team: &str) -> Result<bool, ApiErr> {
+        if self.teams.read().await.contains(team) {
+            return Ok(true);
+        }
+        let known = self.store.team_exists(team).await?;
+        if known {
+            self.teams.write().await.insert(team.to_string());
+        }
+        Ok(known)
+    }
+}
+
+/// Builds the HTTP app and starts its group-commit writers.
+pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig) -> Router {
+    let ingest = ingest::Ingest::start(store.clone(), bus.clone(), &cfg);
+    let state = Arc::new(AppState {
+        senders: Cache::new(store.clone(), notes.config.clone()),
+        store,
+        bus,
+        teams: RwLock::new(HashSet::new()),
+        ingest,
+        notes,
+        cfg,
+    });
+    let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
+    Router::new()
+        .route("/health", get(health))
+        .route("/hooks/{team}/{source}", post(hooks::receive))
+        .route("/ws", get(stream::ws))
+        .merge(admin::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            kite_protocol::event::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::map_response(move |mut r: Response| {
+            let instance = instance.clone();
+            async move {
+                if let Some(v) = instance {
+                    r.headers_mut()
+                        .insert(kite_protocol::signature::INSTANCE_ID_HEADER, v);
+                }
+                r
+            }
+        }))
+        .with_state(state)
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    let db = st.store.ping().await.is_ok();
+    let broker = st.bus.healthy().await;
+    if db && broker {
+        return Json(json!({"status":"ok","postgres":"ok","rabbitmq":"ok"})).into_response();
+    }
+    let down: Vec<&str> = [(!db).then_some("postgres"), (!broker).then_some("rabbitmq")]
+        .into_iter()
+        .flatten()
+        .collect();
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "unavailable",
+            "postgres": if db { "ok" } else { "unreachable" },
+            "rabbitmq": if broker { "ok" } else { "unreachable" },
+            "error": {"code": "unavailable", "message": format!("unreachable: {}", down.join(", "))}
+        })),
+    )
+        .into_response()
+}

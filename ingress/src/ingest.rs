@@ -1,0 +1,106 @@
+//! Group commit: concurrent requests share one multi-row INSERT and one confirmed publish
+//! of their sequence numbers; each request is answered after its own commit.
+
+use std::sync::Arc;
+
+use kite_bus::{Batch, Bus, Outgoing};
+use kite_protocol::ApiError;
+use kite_store::events::{InsertOutcome, NewEvent};
+use kite_store::Store;
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::{ApiErr, IngressConfig};
+
+struct Job {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<InsertOutcome, ApiErr>>,
+}
+
+/// Handle on the group-commit writers.
+pub(crate) struct Ingest {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Ingest {
+    pub(crate) fn start(store: Store, bus: Arc<Bus>, cfg: &IngressConfig) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(cfg.ingest_queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..cfg.ingest_writers.max(1) {
+            tokio::spawn(writer(store.clone(), bus.clone(), rx.clone(), cfg.ingest_batch.max(1)));
+        }
+        Self { tx }
+    }
+
+    /// Stores one event durably; answers whether it was new.
+    pub(crate) async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, ApiErr> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Job { event, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                ApiErr(ApiError::unavailable("ingest queue is full, retry later"))
+            }
+            mpsc::error::TrySendError::Closed(_) => ApiErr(ApiError::unavailable("shutting down")),
+        })?;
+        rx.await
+            .map_err(|_| ApiErr(ApiError::unavailable("ingest writer stopped")))?
+    }
+}
+
+async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max: usize) {
+    loop {
+        let mut jobs = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(j) => jobs.push(j),
+                None => return,
+            }
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+        }
+        let events: Vec<NewEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        match store.insert_events(&events).await {
+            Ok(outcomes) => {
+                let seqs: Vec<i64> = outcomes
+                    .iter()
+                    .filter_map(|o| match o {
+                        InsertOutcome::Inserted { seq, .. } => Some(*seq),
+                        InsertOutcome::Duplicate => None,
+                    })
+                    .collect();
+                if !seqs.is_empty() {
+                    let msgs: Vec<Outgoing> = seqs
+                        .chunks(kite_router_batch())
+                        .map(|c| Outgoing {
+                            exchange: String::new(),
+                            routing_key: bus.names().events_queue(),
+                            payload: Batch { ids: c.to_vec() }.to_bytes(),
+                            expiration_ms: None,
+                        })
+                        .collect();
+                    // The commit made the events durable; if the broker is down, the router's
+                    // sweeper publishes them once it is back.
+                    if let Err(e) = bus.publish(&msgs).await {
+                        tracing::warn!(error = %e, count = seqs.len(), "events stored but not published; the sweeper will");
+                    }
+                }
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let api: ApiErr = e.into();
+                for job in jobs {
+                    let _ = job.reply.send(Err(ApiErr(api.0.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn kite_router_batch() -> usize {
+    500
+}

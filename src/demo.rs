@@ -1,0 +1,184 @@
+//! `kite demo`: two federated instances on this machine, a sample Stripe event relayed
+//! from A to B, then both kept running for the README's walkthrough.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+/// `kite demo` options.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Port of instance-a.
+    #[arg(long, default_value_t = 7701)]
+    pub port_a: u16,
+    /// Port of instance-b.
+    #[arg(long, default_value_t = 7702)]
+    pub port_b: u16,
+    /// Postgres server URL (without database); the demo uses databases kite_demo_a and kite_demo_b.
+    #[arg(long, env = "KITE_PG_SERVER", default_value = "postgres://postgres@127.0.0.1:5432")]
+    pub pg_server: String,
+    /// RabbitMQ URL.
+    #[arg(long, env = "KITE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Exit after the sample event arrives instead of keeping the instances running.
+    #[arg(long)]
+    pub once: bool,
+}
+
+struct Instance {
+    name: &'static str,
+    url: String,
+    key: String,
+    child: Child,
+}
+
+async fn reset_database(server: &str, db: &str) -> anyhow::Result<()> {
+    let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+        .await
+        .context("connecting to Postgres")?;
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .with_context(|| format!("dropping {db}"))?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<Instance> {
+    let db = format!("kite_demo_{}", &name[name.len() - 1..]);
+    reset_database(&a.pg_server, &db).await?;
+    let key = kite_protocol::token::mint_api_key();
+    let exe = std::env::current_exe().context("locating the kite binary")?;
+    let mut child = Command::new(exe)
+        .arg("serve")
+        .env("KITE_INSTANCE_ID", name)
+        .env("KITE_PORT", port.to_string())
+        .env("KITE_HOST", "127.0.0.1")
+        .env("KITE_DATABASE_URL", format!("{}/{db}", a.pg_server))
+        .env("KITE_AMQP_URL", &a.amqp_url)
+        .env("KITE_AMQP_PREFIX", format!("kite.demo.{name}"))
+        .env("KITE_TEAM_ID", "default")
+        .env("KITE_ADMIN_KEY", &key)
+        .env("KITE_ALLOW_PRIVATE_PEERS", "true")
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting kite serve")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix("kite ready url=") {
+                return Ok(rest.split_whitespace().next().unwrap_or_default().to_string());
+            }
+        }
+        bail!("{name} exited before it was ready")
+    })
+    .await
+    .with_context(|| format!("{name} did not start within 60 s"))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Instance {
+        name,
+        url,
+        key,
+        child,
+    })
+}
+
+async fn call(http: &reqwest::Client, i: &Instance, path: &str, body: Value) -> anyhow::Result<Value> {
+    let r = http
+        .post(format!("{}{path}", i.url))
+        .bearer_auth(&i.key)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{} {path} answered {status}: {v}", i.name);
+    }
+    Ok(v)
+}
+
+/// Runs the demo.
+pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
+    let mut instances = Vec::new();
+    for (name, port) in [("instance-a", a.port_a), ("instance-b", a.port_b)] {
+        instances.push(start(name, port, &a).await?);
+    }
+    let (ia, ib) = (&instances[0], &instances[1]);
+    let http = reqwest::Client::new();
+
+    // Peering A -> B: a token minted on B, trusted on B, used by A's peer record.
+    let tok = call(&http, ib, "/api/federation/tokens", json!({"label":"from instance-a"})).await?;
+    let token = tok["token"].as_str().context("token missing")?.to_string();
+    call(&http, ib, "/api/federation/trusted-senders", json!({"name":"instance-a","inbound_token":token})).await?;
+    call(
+        &http,
+        ia,
+        "/api/federation/peers",
+        json!({"name":"instance-b","peer_hook_url":format!("{}/hooks/default/kite", ib.url),
+               "outbound_token":token,"scopes":["stripe.*"],"max_hops":3}),
+    )
+    .await?;
+    println!("peered instance-a -> instance-b (scopes [\"stripe.*\"])");
+
+    // Listen on B before sending, so the relayed event is seen arriving.
+    let (mut ws, _) = tokio_tungstenite::connect_async(crate::listen::ws_url(&ib.url)?).await?;
+    ws.send(Message::Text(
+        json!({"type":"connect","version":1,"token":ib.key,"team_id":"default","scopes":["source:kite"]})
+            .to_string()
+            .into(),
+    ))
+    .await?;
+
+    let sample = json!({"id":"evt_demo_1","object":"event","type":"payment_intent.succeeded",
+        "data":{"object":{"id":"pi_demo_1","amount":2000,"currency":"usd"}}});
+    let r = http
+        .post(format!("{}/hooks/default/stripe", ia.url))
+        .json(&sample)
+        .send()
+        .await?;
+    println!("sent a sample Stripe event to instance-a: {} {}", r.status(), r.text().await.unwrap_or_default());
+
+    let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Text(t) = msg? {
+                let f: Value = serde_json::from_str(&t)?;
+                if f["type"] == "event" {
+                    return Ok::<Value, anyhow::Error>(f);
+                }
+            }
+        }
+        bail!("stream closed")
+    })
+    .await
+    .context("the event did not reach instance-b within 30 s")??;
+    let seq = arrived["seq"].as_i64().unwrap_or(0);
+    println!("instance-b received: {}", crate::listen::render_line(seq, &arrived["event"]));
+
+    println!();
+    for i in &instances {
+        println!("{}  {}  admin key: {}", i.name, i.url, i.key);
+    }
+    if a.once {
+        return Ok(());
+    }
+    println!("\nboth instances keep running; Ctrl-C stops them. Try:");
+    println!("  kite listen --instance {} --source kite --api-key {}", ib.url, ib.key);
+    tokio::signal::ctrl_c().await?;
+    for mut i in instances {
+        let _ = i.child.kill().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! `kite serve` and `kite migrate`: configuration and process wiring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kite_bus::Bus;
+use kite_delivery::{DeliveryConfig, RetryPolicy};
+use kite_ingress::IngressConfig;
+use kite_router::RouterConfig;
+use kite_store::Store;
+use tokio::sync::watch;
+
+/// Database settings.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// Postgres URL; the database is created if missing.
+    #[arg(long, env = "KITE_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/kite")]
+    pub database_url: String,
+    /// Postgres connections in the pool.
+    #[arg(long, env = "KITE_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+}
+
+/// Every setting of `kite serve`, as flag and environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Instance id (kitefedorigin, chain entries); defaults to the host name.
+    #[arg(long, env = "KITE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Listen address.
+    #[arg(long, env = "KITE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Listen port (0 picks a free one).
+    #[arg(long, env = "KITE_PORT", default_value_t = 7700)]
+    pub port: u16,
+    /// RabbitMQ URL.
+    #[arg(long, env = "KITE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+    /// Prefix of every AMQP name; defaults to `kite.{instance id}`.
+    #[arg(long, env = "KITE_AMQP_PREFIX")]
+    pub amqp_prefix: Option<String>,
+    /// Team bootstrapped at start.
+    #[arg(long, env = "KITE_TEAM_ID", default_value = "default")]
+    pub team_id: String,
+    /// Admin key of the bootstrap team; one is generated and printed once if the team has none.
+    #[arg(long, env = "KITE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Roles this process runs.
+    #[arg(long, env = "KITE_ROLES", value_delimiter = ',', default_value = "ingress,router,delivery")]
+    pub roles: Vec<Role>,
+    /// First retry delay in milliseconds.
+    #[arg(long, env = "KITE_RETRY_BASE_MS", default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Cap on a retry delay in milliseconds.
+    #[arg(long, env = "KITE_RETRY_MAX_DELAY_MS", default_value_t = 300_000)]
+    pub retry_max_delay_ms: u64,
+    /// Failed attempts after which a delivery is dead.
+    #[arg(long, env = "KITE_RETRY_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=30))]
+    pub retry_max_attempts: u32,
+    /// Timeout of one delivery request in milliseconds.
+    #[arg(long, env = "KITE_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
+    pub request_timeout_ms: u64,
+    /// How often the sweeper looks for lost work, in milliseconds.
+    #[arg(long, env = "KITE_SWEEP_INTERVAL_MS", default_value_t = 5_000)]
+    pub sweep_interval_ms: u64,
+    /// How overdue work must be before the sweeper republishes it, in milliseconds.
+    #[arg(long, env = "KITE_SWEEP_GRACE_MS", default_value_t = 30_000)]
+    pub sweep_grace_ms: u64,
+}
+
+/// A role a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// HTTP: hooks, admin API, stream.
+    Ingress,
+    /// Routing and the sweeper.
+    Router,
+    /// Outbound deliveries.
+    Delivery,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "kite".to_string())
+}
+
+/// `kite migrate`.
+pub async fn migrate(a: DbArgs) -> anyhow::Result<()> {
+    let store = Store::connect(&a.database_url, 2)
+        .await
+        .context("connecting to Postgres")?;
+    store.migrate().await.context("applying migrations")?;
+    println!("migrations applied");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// `kite serve`.
+pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let instance_id = a.instance_id.clone().unwrap_or_else(host_name);
+    let prefix = a
+        .amqp_prefix
+        .clone()
+        .unwrap_or_else(|| format!("kite.{instance_id}"));
+    let retry = RetryPolicy {
+        base: Duration::from_millis(a.retry_base_ms.max(1)),
+        max_delay: Duration::from_millis(a.retry_max_delay_ms.max(a.retry_base_ms).max(1)),
+        max_attempts: a.retry_max_attempts,
+    };
+
+    let store = Store::connect(&a.db.database_url, a.db.db_pool_size)
+        .await
+        .context("connecting to Postgres")?;
+    store.migrate().await.context("applying migrations")?;
+    let bus = Arc::new(
+        Bus::connect(&a.amqp_url, &prefix, Duration::from_secs(30))
+            .await
+            .context("connecting to RabbitMQ")?,
+    );
+    bus.declare_base(retry.tiers())
+        .await
+        .context("declaring AMQP topology")?;
+
+    store.ensure_team(&a.team_id).await?;
+    match &a.admin_key {
+        Some(k) => store.add_api_key(&a.team_id, k, "admin", "bootstrap").await?,
+        None => {
+            if !store.team_has_keys(&a.team_id).await? {
+                let key = kite_protocol::token::mint_api_key();
+                store.add_api_key(&a.team_id, &key, "admin", "bootstrap").await?;
+                println!("kite admin key for team {} (shown once): {key}", a.team_id);
+            }
+        }
+    }
+
+    let notes = store.listen_for_changes();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    if a.roles.contains(&Role::Router) {
+        let cfg = RouterConfig {
+            instance_id: instance_id.clone(),
+            prefetch: 32,
+            sweep_interval: Duration::from_millis(a.sweep_interval_ms.max(100)),
+            sweep_grace: Duration::from_millis(a.sweep_grace_ms),
+        };
+        tasks.push(tokio::spawn(kite_router::run(
+            store.clone(),
+            bus.clone(),
+            notes.config.clone(),
+            cfg,
+            stop_rx.clone(),
+        )));
+    }
+    if a.roles.contains(&Role::Delivery) {
+        let cfg = DeliveryConfig {
+            instance_id: instance_id.clone(),
+            retry,
+            request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
+            prefetch: 16,
+        };
+        let (s, b, n, r) = (store.clone(), bus.clone(), notes.config.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = kite_delivery::run(s, b, n, cfg, r).await {
+                tracing::error!(error = %e, "delivery role failed to start");
+            }
+        }));
+    }
+
+    let roles: Vec<String> = a.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+    if a.roles.contains(&Role::Ingress) {
+        let app = kite_ingress::app(
+            store.clone(),
+            bus.clone(),
+            notes.clone(),
+            IngressConfig {
+                instance_id: instance_id.clone(),
+                ingest_queue: 20_000,
+                ingest_batch: 1_000,
+                ingest_writers: 4,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+        let addr = listener.local_addr()?;
+        println!(
+            "kite ready url=http://{addr} instance_id={instance_id} roles={}",
+            roles.join(",")
+        );
+        tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, "kite serving");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?;
+    } else {
+        println!(
+            "kite ready instance_id={instance_id} roles={}",
+            roles.join(",")
+        );
+        shutdown_signal().await;
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let drain = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), drain).await.is_err() {
+        tracing::warn!("roles did not stop within 20 s; unfinished work is redelivered later");
+    }
+    bus.close().await;
+    Ok(())
+}
