@@ -22,10 +22,18 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 7702)]
     pub port_b: u16,
     /// Postgres server URL (without database); the demo uses databases kite_demo_a and kite_demo_b.
-    #[arg(long, env = "KITE_PG_SERVER", default_value = "postgres://postgres@127.0.0.1:5432")]
+    #[arg(
+        long,
+        env = "KITE_PG_SERVER",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
     pub pg_server: String,
     /// RabbitMQ URL.
-    #[arg(long, env = "KITE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "KITE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Exit after the sample event arrives instead of keeping the instances running.
     #[arg(long)]
@@ -40,9 +48,10 @@ struct Instance {
 }
 
 async fn reset_database(server: &str, db: &str) -> anyhow::Result<()> {
-    let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
-        .await
-        .context("connecting to Postgres")?;
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .context("connecting to Postgres")?;
     let task = tokio::spawn(conn);
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
@@ -69,7 +78,10 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
         .env("KITE_TEAM_ID", "default")
         .env("KITE_ADMIN_KEY", &key)
         .env("KITE_ALLOW_PRIVATE_PEERS", "true")
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -79,7 +91,11 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
     let url = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(rest) = line.strip_prefix("kite ready url=") {
-                return Ok(rest.split_whitespace().next().unwrap_or_default().to_string());
+                return Ok(rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string());
             }
         }
         bail!("{name} exited before it was ready")
@@ -95,7 +111,12 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
     })
 }
 
-async fn call(http: &reqwest::Client, i: &Instance, path: &str, body: Value) -> anyhow::Result<Value> {
+async fn call(
+    http: &reqwest::Client,
+    i: &Instance,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let r = http
         .post(format!("{}{path}", i.url))
         .bearer_auth(&i.key)
@@ -120,9 +141,21 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     // Peering A -> B: a token minted on B, trusted on B, used by A's peer record.
-    let tok = call(&http, ib, "/api/federation/tokens", json!({"label":"from instance-a"})).await?;
+    let tok = call(
+        &http,
+        ib,
+        "/api/federation/tokens",
+        json!({"label":"from instance-a"}),
+    )
+    .await?;
     let token = tok["token"].as_str().context("token missing")?.to_string();
-    call(&http, ib, "/api/federation/trusted-senders", json!({"name":"instance-a","inbound_token":token})).await?;
+    call(
+        &http,
+        ib,
+        "/api/federation/trusted-senders",
+        json!({"name":"instance-a","inbound_token":token}),
+    )
+    .await?;
     call(
         &http,
         ia,
@@ -149,7 +182,11 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         .json(&sample)
         .send()
         .await?;
-    println!("sent a sample Stripe event to instance-a: {} {}", r.status(), r.text().await.unwrap_or_default());
+    println!(
+        "sent a sample Stripe event to instance-a: {} {}",
+        r.status(),
+        r.text().await.unwrap_or_default()
+    );
 
     let arrived = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = ws.next().await {
@@ -165,7 +202,10 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     .await
     .context("the event did not reach instance-b within 30 s")??;
     let seq = arrived["seq"].as_i64().unwrap_or(0);
-    println!("instance-b received: {}", crate::listen::render_line(seq, &arrived["event"]));
+    println!(
+        "instance-b received: {}",
+        crate::listen::render_line(seq, &arrived["event"])
+    );
 
     println!();
     for i in &instances {
@@ -175,7 +215,10 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("\nboth instances keep running; Ctrl-C stops them. Try:");
-    println!("  kite listen --instance {} --source kite --api-key {}", ib.url, ib.key);
+    println!(
+        "  kite listen --instance {} --source kite --api-key {}",
+        ib.url, ib.key
+    );
     tokio::signal::ctrl_c().await?;
     for mut i in instances {
         let _ = i.child.kill().await;

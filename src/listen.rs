@@ -63,7 +63,10 @@ pub fn render_line(seq: i64, ev: &Value) -> String {
     let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
     let mut line = format!("{} seq={seq} {} id={}", s("time"), s("type"), s("id"));
     if let Some(origin) = ev.get("kitefedorigin").and_then(Value::as_str) {
-        let hops = ev.get("kitefedhops").map(|h| h.to_string()).unwrap_or_default();
+        let hops = ev
+            .get("kitefedhops")
+            .map(|h| h.to_string())
+            .unwrap_or_default();
         line.push_str(&format!(" origin={origin} hops={hops}"));
     }
     line
@@ -122,8 +125,10 @@ async fn session(url: &str, a: &ListenArgs, scopes: &[String]) -> anyhow::Result
                 } else {
                     println!("{}", render_line(seq, &ev));
                 }
-                ws.send(Message::Text(json!({"type":"ack","seq":seq}).to_string().into()))
-                    .await?;
+                ws.send(Message::Text(
+                    json!({"type":"ack","seq":seq}).to_string().into(),
+                ))
+                .await?;
             }
             Some("error") => {
                 let code = frame.get("code").and_then(Value::as_i64).unwrap_or(0);

@@ -16,7 +16,11 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Args)]
 pub struct DbArgs {
     /// Postgres URL; the database is created if missing.
-    #[arg(long, env = "KITE_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/kite")]
+    #[arg(
+        long,
+        env = "KITE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/kite"
+    )]
     pub database_url: String,
     /// Postgres connections in the pool.
     #[arg(long, env = "KITE_DB_POOL_SIZE", default_value_t = 16)]
@@ -38,7 +42,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KITE_PORT", default_value_t = 7700)]
     pub port: u16,
     /// RabbitMQ URL.
-    #[arg(long, env = "KITE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "KITE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
     /// Prefix of every AMQP name; defaults to `kite.{instance id}`.
     #[arg(long, env = "KITE_AMQP_PREFIX")]
@@ -50,7 +58,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KITE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
     /// Roles this process runs.
-    #[arg(long, env = "KITE_ROLES", value_delimiter = ',', default_value = "ingress,router,delivery")]
+    #[arg(
+        long,
+        env = "KITE_ROLES",
+        value_delimiter = ',',
+        default_value = "ingress,router,delivery"
+    )]
     pub roles: Vec<Role>,
     /// First retry delay in milliseconds.
     #[arg(long, env = "KITE_RETRY_BASE_MS", default_value_t = 1000)]
@@ -106,13 +119,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -152,11 +166,17 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
     store.ensure_team(&a.team_id).await?;
     match &a.admin_key {
-        Some(k) => store.add_api_key(&a.team_id, k, "admin", "bootstrap").await?,
+        Some(k) => {
+            store
+                .add_api_key(&a.team_id, k, "admin", "bootstrap")
+                .await?
+        }
         None => {
             if !store.team_has_keys(&a.team_id).await? {
                 let key = kite_protocol::token::mint_api_key();
-                store.add_api_key(&a.team_id, &key, "admin", "bootstrap").await?;
+                store
+                    .add_api_key(&a.team_id, &key, "admin", "bootstrap")
+                    .await?;
                 println!("kite admin key for team {} (shown once): {key}", a.team_id);
             }
         }
@@ -187,7 +207,12 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
             prefetch: 16,
         };
-        let (s, b, n, r) = (store.clone(), bus.clone(), notes.config.clone(), stop_rx.clone());
+        let (s, b, n, r) = (
+            store.clone(),
+            bus.clone(),
+            notes.config.clone(),
+            stop_rx.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = kite_delivery::run(s, b, n, cfg, r).await {
                 tracing::error!(error = %e, "delivery role failed to start");
@@ -195,7 +220,11 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }));
     }
 
-    let roles: Vec<String> = a.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+    let roles: Vec<String> = a
+        .roles
+        .iter()
+        .map(|r| format!("{r:?}").to_lowercase())
+        .collect();
     if a.roles.contains(&Role::Ingress) {
         let app = kite_ingress::app(
             store.clone(),
@@ -235,7 +264,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             let _ = t.await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(20), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("roles did not stop within 20 s; unfinished work is redelivered later");
     }
     bus.close().await;

@@ -126,7 +126,10 @@ impl std::fmt::Debug for Bus {
 
 fn quorum_args() -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     t
 }
 
@@ -184,7 +187,9 @@ impl Bus {
             *guard = None;
             let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
             let publish = conn.create_channel().await?;
-            publish.confirm_select(ConfirmSelectOptions::default()).await?;
+            publish
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
             tracing::info!("connected to broker");
             *guard = Some(Live { conn, publish });
         }
@@ -214,8 +219,12 @@ impl Bus {
     /// Declares the router queue, the delivery exchange and `tiers` retry tiers.
     pub async fn declare_base(&self, tiers: u32) -> Result<()> {
         let ch = self.channel().await?;
-        ch.queue_declare(self.names.events_queue().into(), durable_queue(), quorum_args())
-            .await?;
+        ch.queue_declare(
+            self.names.events_queue().into(),
+            durable_queue(),
+            quorum_args(),
+        )
+        .await?;
         ch.exchange_declare(
             self.names.deliver_exchange().into(),
             ExchangeKind::Direct,
@@ -341,7 +350,12 @@ impl Bus {
 
     /// Starts consuming `queue` on a channel of its own with the given prefetch. Closing the
     /// returned channel hands unacknowledged messages back to the queue.
-    pub async fn consume(&self, queue: &str, tag: &str, prefetch: u16) -> Result<(Channel, Consumer)> {
+    pub async fn consume(
+        &self,
+        queue: &str,
+        tag: &str,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer)> {
         let ch = self.channel().await?;
         ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
         let consumer = ch

@@ -43,9 +43,7 @@ impl RetryPolicy {
     /// The delay before attempt `failures + 1`, before jitter: base·2^(failures−1), capped.
     pub fn delay(&self, failures: u32) -> Duration {
         let exp = failures.saturating_sub(1).min(30);
-        self.base
-            .saturating_mul(1u32 << exp)
-            .min(self.max_delay)
+        self.base.saturating_mul(1u32 << exp).min(self.max_delay)
     }
 
     /// The delay with jitter: between 80 % and 100 % of [`RetryPolicy::delay`].

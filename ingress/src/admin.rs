@@ -32,7 +32,10 @@ type St = State<Arc<AppState>>;
 
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/api/federation/tokens", post(create_token).get(list_tokens))
+        .route(
+            "/api/federation/tokens",
+            post(create_token).get(list_tokens),
+        )
         .route("/api/federation/peers", post(create_peer).get(list_peers))
         .route(
             "/api/federation/peers/{id}",
@@ -60,9 +63,16 @@ fn rank(p: &str) -> u8 {
 }
 
 /// Authenticates the request's API key and checks it grants at least `need`.
-pub(crate) async fn authorize(st: &AppState, headers: &HeaderMap, need: &str) -> Result<KeyGrant, ApiErr> {
-    let key = bearer(headers)
-        .ok_or_else(|| ApiErr(ApiError::unauthorized("an API key is required (Authorization: Bearer ...)")))?;
+pub(crate) async fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    need: &str,
+) -> Result<KeyGrant, ApiErr> {
+    let key = bearer(headers).ok_or_else(|| {
+        ApiErr(ApiError::unauthorized(
+            "an API key is required (Authorization: Bearer ...)",
+        ))
+    })?;
     let grant = st
         .store
         .authenticate_key(key)
@@ -88,8 +98,14 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiErr(ApiError::bad_request("invalid_json", "body must be a JSON object"))),
-        Err(e) => Err(ApiErr(ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))),
+        Ok(_) => Err(ApiErr(ApiError::bad_request(
+            "invalid_json",
+            "body must be a JSON object",
+        ))),
+        Err(e) => Err(ApiErr(ApiError::bad_request(
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        ))),
     }
 }
 
@@ -154,7 +170,12 @@ fn opt_status(m: &Map<String, Value>) -> Result<Option<String>, ApiErr> {
 }
 
 fn opt_scopes(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr> {
-    let not_list = || ApiErr(ApiError::validation("scopes", "scopes must be an array of glob strings"));
+    let not_list = || {
+        ApiErr(ApiError::validation(
+            "scopes",
+            "scopes must be an array of glob strings",
+        ))
+    };
     let items = match m.get("scopes") {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(a)) => a,
@@ -179,7 +200,11 @@ fn parse_id(id: &str) -> Result<Uuid, ApiErr> {
         .map_err(|_| ApiErr(ApiError::not_found("no such resource")))
 }
 
-async fn create_token(State(st): St, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiErr> {
+async fn create_token(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     let m = json_object(body)?;
     let label = opt_str(&m, "label", 200)?.unwrap_or_default();
@@ -198,13 +223,21 @@ async fn list_tokens(State(st): St, headers: HeaderMap) -> Result<Response, ApiE
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-async fn create_peer(State(st): St, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiErr> {
+async fn create_peer(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     let m = json_object(body)?;
     let new = NewPeer {
         name: req_str(&m, "name", 128)?,
-        peer_hook_url: opt_url(&m, "peer_hook_url")?
-            .ok_or_else(|| ApiErr(ApiError::validation("peer_hook_url", "peer_hook_url is required")))?,
+        peer_hook_url: opt_url(&m, "peer_hook_url")?.ok_or_else(|| {
+            ApiErr(ApiError::validation(
+                "peer_hook_url",
+                "peer_hook_url is required",
+            ))
+        })?,
         outbound_token: req_str(&m, "outbound_token", 512)?,
         scopes: opt_scopes(&m)?.unwrap_or_else(|| vec!["*".to_string()]),
         max_hops: opt_int(&m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
@@ -223,7 +256,11 @@ async fn list_peers(State(st): St, headers: HeaderMap) -> Result<Response, ApiEr
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-async fn get_peer(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiErr> {
+async fn get_peer(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
     Ok(Json(json!(peer)).into_response())
@@ -250,11 +287,19 @@ async fn patch_peer(
     Ok(Json(json!(peer)).into_response())
 }
 
-async fn delete_peer(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiErr> {
+async fn delete_peer(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     let id = parse_id(&id)?;
     let cancelled = st.store.delete_peer(&g.team_id, id).await?;
-    if let Err(e) = st.bus.delete_queue(&st.bus.names().peer_queue(&id.to_string())).await {
+    if let Err(e) = st
+        .bus
+        .delete_queue(&st.bus.names().peer_queue(&id.to_string()))
+        .await
+    {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
     Ok(Json(json!({"deleted": true, "cancelled": cancelled})).into_response())
@@ -294,7 +339,11 @@ async fn replay_dead(
     Ok(Json(json!({"replayed": ids.len()})).into_response())
 }
 
-async fn create_sender(State(st): St, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiErr> {
+async fn create_sender(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     let m = json_object(body)?;
     let name = req_str(&m, "name", 128)?;
@@ -309,7 +358,11 @@ async fn list_senders(State(st): St, headers: HeaderMap) -> Result<Response, Api
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-async fn delete_sender(State(st): St, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiErr> {
+async fn delete_sender(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     st.store.delete_sender(&g.team_id, parse_id(&id)?).await?;
     Ok(Json(json!({"deleted": true})).into_response())
@@ -342,12 +395,14 @@ async fn list_outbox(
     q: Result<Query<OutboxParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
-    let Query(q) = q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
+    let Query(q) =
+        q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
     let peer_id = match q.peer_id.as_deref() {
         None | Some("") => None,
-        Some(p) => Some(p.parse::<Uuid>().map_err(|_| {
-            ApiErr(ApiError::validation("peer_id", "peer_id must be a UUID"))
-        })?),
+        Some(p) => Some(
+            p.parse::<Uuid>()
+                .map_err(|_| ApiErr(ApiError::validation("peer_id", "peer_id must be a UUID")))?,
+        ),
     };
     let status = match q.status {
         Some(s) if !s.is_empty() => {
@@ -383,11 +438,14 @@ async fn list_events(
     q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "read").await?;
-    let Query(q) = q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
+    let Query(q) =
+        q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
     let after = query_int("after", q.after.as_deref(), 0, i64::MAX)?.unwrap_or(0);
     let limit = query_int("limit", q.limit.as_deref(), 1, 1000)?.unwrap_or(100);
     let events = st.store.events_after(&g.team_id, after, limit).await?;
-    let next = (events.len() as i64 == limit).then(|| events.last().map(|e| e.seq)).flatten();
+    let next = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
     let items: Vec<Value> = events
         .into_iter()
         .map(|e| json!({"seq": e.seq, "source": e.hook_source, "received_at": e.received_at, "event": e.event}))

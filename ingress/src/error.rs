@@ -35,7 +35,8 @@ impl From<StoreError> for ApiErr {
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = (status, Json(self.0.body())).into_response();
         if let Some(s) = self.0.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

@@ -26,7 +26,10 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-pub(crate) fn body_or_413(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiErr> {
+pub(crate) fn body_or_413(
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<Bytes, ApiErr> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiErr(ApiError::payload_too_large(max))
@@ -45,18 +48,29 @@ pub(crate) async fn receive(
     let body = body_or_413(body, MAX_BODY_BYTES)?;
     validate_source_name(&source)?;
     if !st.team_known(&team).await? {
-        return Err(ApiErr(
-            ApiError::new(404, "team_not_found", format!("no team {team:?}")),
-        ));
+        return Err(ApiErr(ApiError::new(
+            404,
+            "team_not_found",
+            format!("no team {team:?}"),
+        )));
     }
     let federated = source == FEDERATION_SOURCE;
     if federated {
-        let token = bearer(&headers)
-            .ok_or_else(|| ApiErr(ApiError::new(401, "unknown_sender", "a bearer token is required")))?;
+        let token = bearer(&headers).ok_or_else(|| {
+            ApiErr(ApiError::new(
+                401,
+                "unknown_sender",
+                "a bearer token is required",
+            ))
+        })?;
         let senders = st.senders.get().await?;
-        let sender = senders
-            .find(&team, token)
-            .ok_or_else(|| ApiErr(ApiError::new(401, "unknown_sender", "the bearer token is not a trusted sender's")))?;
+        let sender = senders.find(&team, token).ok_or_else(|| {
+            ApiErr(ApiError::new(
+                401,
+                "unknown_sender",
+                "the bearer token is not a trusted sender's",
+            ))
+        })?;
         let sig = headers
             .get(signature::SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok())

@@ -26,7 +26,12 @@ impl Ingest {
         let (tx, rx) = mpsc::channel::<Job>(cfg.ingest_queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..cfg.ingest_writers.max(1) {
-            tokio::spawn(writer(store.clone(), bus.clone(), rx.clone(), cfg.ingest_batch.max(1)));
+            tokio::spawn(writer(
+                store.clone(),
+                bus.clone(),
+                rx.clone(),
+                cfg.ingest_batch.max(1),
+            ));
         }
         Self { tx }
     }
@@ -34,12 +39,16 @@ impl Ingest {
     /// Stores one event durably; answers whether it was new.
     pub(crate) async fn submit(&self, event: NewEvent) -> Result<InsertOutcome, ApiErr> {
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { event, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                ApiErr(ApiError::unavailable("ingest queue is full, retry later"))
-            }
-            mpsc::error::TrySendError::Closed(_) => ApiErr(ApiError::unavailable("shutting down")),
-        })?;
+        self.tx
+            .try_send(Job { event, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    ApiErr(ApiError::unavailable("ingest queue is full, retry later"))
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    ApiErr(ApiError::unavailable("shutting down"))
+                }
+            })?;
         rx.await
             .map_err(|_| ApiErr(ApiError::unavailable("ingest writer stopped")))?
     }

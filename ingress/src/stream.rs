@@ -42,7 +42,9 @@ fn parse_scopes(v: Option<&Value>) -> Result<Vec<Filter>, String> {
                 ScopeSet::compile(&[glob]).map_err(|e| e.to_string())?,
             ));
         } else {
-            return Err(format!("unknown scope {s:?}: use *, source:NAME or type:GLOB"));
+            return Err(format!(
+                "unknown scope {s:?}: use *, source:NAME or type:GLOB"
+            ));
         }
     }
     if out.is_empty() {
@@ -85,7 +87,12 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
         return;
     };
     if hello.get("type").and_then(Value::as_str) != Some("connect") {
-        fail(&mut socket, INVALID_MESSAGE, "the first frame must be connect").await;
+        fail(
+            &mut socket,
+            INVALID_MESSAGE,
+            "the first frame must be connect",
+        )
+        .await;
         return;
     }
     let token = hello.get("token").and_then(Value::as_str).unwrap_or("");

@@ -66,9 +66,10 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 fn is_cloudevent(h: &HeaderMap) -> bool {
-    header(h, "content-type")
-        .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/cloudevents+json"))
-        || h.contains_key("ce-specversion")
+    header(h, "content-type").is_some_and(|c| {
+        c.to_ascii_lowercase()
+            .starts_with("application/cloudevents+json")
+    }) || h.contains_key("ce-specversion")
 }
 
 fn invalid_ce(msg: impl std::fmt::Display) -> ApiError {
@@ -115,7 +116,8 @@ pub fn build_event(
     now: DateTime<Utc>,
 ) -> Result<IncomingEvent, ApiError> {
     let mut event = if is_cloudevent(headers) {
-        let ev = cloudevents::binding::http::to_event(headers, body.to_vec()).map_err(invalid_ce)?;
+        let ev =
+            cloudevents::binding::http::to_event(headers, body.to_vec()).map_err(invalid_ce)?;
         into_object(ev)?
     } else {
         if source == FEDERATION_SOURCE {
@@ -123,9 +125,8 @@ pub fn build_event(
                 "federated events must be structured CloudEvents (application/cloudevents+json)",
             ));
         }
-        let text = std::str::from_utf8(body).map_err(|_| {
-            ApiError::bad_request("invalid_encoding", "body must be UTF-8 JSON")
-        })?;
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8 JSON"))?;
         let data: Value = serde_json::from_str(text)
             .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
         let (name, id, summary) = match source {
@@ -139,7 +140,9 @@ pub fn build_event(
                 (name, str_field(&data, "id").map(str::to_string), summary)
             }
             "github" => {
-                let name = header(headers, "x-github-event").unwrap_or("event").to_string();
+                let name = header(headers, "x-github-event")
+                    .unwrap_or("event")
+                    .to_string();
                 let repo = data
                     .pointer("/repository/full_name")
                     .and_then(Value::as_str)
@@ -208,7 +211,8 @@ mod tests {
 
     #[test]
     fn stripe_maps_type_and_id() {
-        let body = br#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1"}}}"#;
+        let body =
+            br#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1"}}}"#;
         let h = headers(&[
             ("content-type", "application/json"),
             ("authorization", "Bearer x"),
@@ -245,26 +249,36 @@ mod tests {
     fn bad_inputs_get_codes() {
         let h = headers(&[]);
         assert_eq!(
-            build_event("t", "x", &h, b"{nope", Utc::now()).unwrap_err().code,
+            build_event("t", "x", &h, b"{nope", Utc::now())
+                .unwrap_err()
+                .code,
             "invalid_json"
         );
         assert_eq!(
-            build_event("t", "x", &h, &[0xff, 0xfe], Utc::now()).unwrap_err().code,
+            build_event("t", "x", &h, &[0xff, 0xfe], Utc::now())
+                .unwrap_err()
+                .code,
             "invalid_encoding"
         );
         let ce = headers(&[("content-type", "application/cloudevents+json")]);
         assert_eq!(
-            build_event("t", "kite", &ce, br#"{"id":"1"}"#, Utc::now()).unwrap_err().code,
+            build_event("t", "kite", &ce, br#"{"id":"1"}"#, Utc::now())
+                .unwrap_err()
+                .code,
             "invalid_cloudevent"
         );
         let body = br#"{"specversion":"1.0","id":"x1","source":"/s","type":"t","kitefedhops":-3}"#;
         assert_eq!(
-            build_event("t", "kite", &ce, body, Utc::now()).unwrap_err().code,
+            build_event("t", "kite", &ce, body, Utc::now())
+                .unwrap_err()
+                .code,
             "invalid_extension"
         );
         let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
         assert_eq!(
-            build_event("t", "x", &h, deep.as_bytes(), Utc::now()).unwrap_err().code,
+            build_event("t", "x", &h, deep.as_bytes(), Utc::now())
+                .unwrap_err()
+                .code,
             "invalid_json"
         );
         assert!(validate_source_name("stripe").is_ok());

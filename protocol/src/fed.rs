@@ -99,10 +99,7 @@ pub fn parse_chain(s: &str) -> Result<Vec<String>, FedError> {
         return Err(err(EXT_CHAIN, "must be a JSON array"));
     };
     if items.len() > MAX_CHAIN_LEN {
-        return Err(err(
-            EXT_CHAIN,
-            format!("at most {MAX_CHAIN_LEN} entries"),
-        ));
+        return Err(err(EXT_CHAIN, format!("at most {MAX_CHAIN_LEN} entries")));
     }
     items
         .into_iter()

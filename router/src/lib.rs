@@ -185,7 +185,10 @@ impl Router {
         let fed = match ev.event.as_object().map(FedInfo::read) {
             Some(Ok(f)) => f,
             _ => {
-                tracing::warn!(seq = ev.seq, "stored event has invalid federation extensions; not routed");
+                tracing::warn!(
+                    seq = ev.seq,
+                    "stored event has invalid federation extensions; not routed"
+                );
                 return;
             }
         };
@@ -217,7 +220,10 @@ impl Router {
                 msgs.push(Outgoing {
                     exchange: self.bus.names().deliver_exchange(),
                     routing_key: peer.to_string(),
-                    payload: Batch { ids: chunk.to_vec() }.to_bytes(),
+                    payload: Batch {
+                        ids: chunk.to_vec(),
+                    }
+                    .to_bytes(),
                     expiration_ms: None,
                 });
             }
@@ -279,4 +285,3 @@ enum RouteError {
     #[error(transparent)]
     Bus(#[from] kite_bus::BusError),
 }
-

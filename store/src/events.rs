@@ -125,7 +125,11 @@ impl Store {
 
     /// Writes the router's decisions and marks the events routed, in one transaction.
     /// Answers the pending rows actually created, as (outbox id, peer id).
-    pub async fn commit_routing(&self, seqs: &[i64], rows: &[NewOutbox]) -> Result<Vec<(i64, Uuid)>> {
+    pub async fn commit_routing(
+        &self,
+        seqs: &[i64],
+        rows: &[NewOutbox],
+    ) -> Result<Vec<(i64, Uuid)>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let ins = tx
@@ -145,7 +149,9 @@ impl Store {
             .query(&ins, &[&event_seqs, &peers, &teams, &states, &reasons])
             .await?;
         let mark = tx
-            .prepare_cached("UPDATE events SET routed_at = now() WHERE seq = ANY($1) AND routed_at IS NULL")
+            .prepare_cached(
+                "UPDATE events SET routed_at = now() WHERE seq = ANY($1) AND routed_at IS NULL",
+            )
             .await?;
         tx.execute(&mark, &[&seqs]).await?;
         tx.commit().await?;
@@ -171,7 +177,12 @@ impl Store {
     }
 
     /// A team's events after `after_seq`, oldest first.
-    pub async fn events_after(&self, team_id: &str, after_seq: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    pub async fn events_after(
+        &self,
+        team_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(

@@ -51,17 +51,22 @@ impl Store {
     /// Whether the team has any live key.
     pub async fn team_has_keys(&self, team_id: &str) -> Result<bool> {
         let c = self.conn().await?;
-        Ok(c
-            .query_opt(
-                "SELECT 1 FROM api_keys WHERE team_id = $1 AND revoked_at IS NULL LIMIT 1",
-                &[&team_id],
-            )
-            .await?
-            .is_some())
+        Ok(c.query_opt(
+            "SELECT 1 FROM api_keys WHERE team_id = $1 AND revoked_at IS NULL LIMIT 1",
+            &[&team_id],
+        )
+        .await?
+        .is_some())
     }
 
     /// Stores an API key (by digest) for a team; a key already stored is left as it is.
-    pub async fn add_api_key(&self, team_id: &str, key: &str, permission: &str, label: &str) -> Result<()> {
+    pub async fn add_api_key(
+        &self,
+        team_id: &str,
+        key: &str,
+        permission: &str,
+        label: &str,
+    ) -> Result<()> {
         let c = self.conn().await?;
         c.execute(
             "INSERT INTO api_keys (id, team_id, prefix, key_hash, permission, label)
@@ -95,7 +100,12 @@ impl Store {
     }
 
     /// Records a minted federation token (by digest) and returns its listing entry.
-    pub async fn create_token(&self, team_id: &str, label: &str, secret: &str) -> Result<TokenInfo> {
+    pub async fn create_token(
+        &self,
+        team_id: &str,
+        label: &str,
+        secret: &str,
+    ) -> Result<TokenInfo> {
         let c = self.conn().await?;
         let row = c
             .query_one(

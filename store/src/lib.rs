@@ -149,9 +149,9 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(
     match config.connect(NoTls).await {
         Ok(_) => return Ok(()),
         Err(e) => {
-            let missing = e
-                .as_db_error()
-                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME);
+            let missing = e.as_db_error().is_some_and(|d| {
+                d.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME
+            });
             if !missing {
                 return Err(e.into());
             }
@@ -173,9 +173,9 @@ async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<(
             Ok(())
         }
         Err(e)
-            if e
-                .as_db_error()
-                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE) =>
+            if e.as_db_error().is_some_and(|d| {
+                d.code() == &tokio_postgres::error::SqlState::DUPLICATE_DATABASE
+            }) =>
         {
             Ok(())
         }

@@ -32,10 +32,15 @@ impl Store {
                     Ok((client, mut conn)) => {
                         let (ctx, etx) = (config_tx.clone(), events_tx.clone());
                         let pump = tokio::spawn(async move {
-                            let mut stream = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+                            let mut stream =
+                                futures::stream::poll_fn(move |cx| conn.poll_message(cx));
                             while let Some(Ok(msg)) = stream.next().await {
                                 if let AsyncMessage::Notification(n) = msg {
-                                    let tx = if n.channel() == "kite_events" { &etx } else { &ctx };
+                                    let tx = if n.channel() == "kite_events" {
+                                        &etx
+                                    } else {
+                                        &ctx
+                                    };
                                     tx.send_modify(|g| *g += 1);
                                 }
                             }

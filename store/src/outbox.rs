@@ -146,9 +146,10 @@ impl Store {
         let next: Vec<DateTime<Utc>> = updates.iter().map(|u| u.next_attempt_at).collect();
         let errs: Vec<Option<&str>> = updates.iter().map(|u| u.last_error.as_deref()).collect();
         let codes: Vec<Option<i32>> = updates.iter().map(|u| u.last_status_code).collect();
-        Ok(c
-            .execute(&st, &[&ids, &states, &attempts, &next, &errs, &codes])
-            .await?)
+        Ok(
+            c.execute(&st, &[&ids, &states, &attempts, &next, &errs, &codes])
+                .await?,
+        )
     }
 
     /// Cancels pending rows (their peer is gone or revoked).
@@ -163,7 +164,11 @@ impl Store {
     }
 
     /// A page of a team's outbox, oldest first; answers the rows and the next cursor.
-    pub async fn list_outbox(&self, team_id: &str, q: &OutboxQuery) -> Result<(Vec<OutboxEntry>, Option<i64>)> {
+    pub async fn list_outbox(
+        &self,
+        team_id: &str,
+        q: &OutboxQuery,
+    ) -> Result<(Vec<OutboxEntry>, Option<i64>)> {
         let c = self.conn().await?;
         let rows = c
             .query(
@@ -222,7 +227,11 @@ impl Store {
 
     /// Claims pending rows of active peers overdue by `grace` (their message was lost) and
     /// pushes their due time forward by `grace` so other sweepers leave them alone.
-    pub async fn claim_stale_pending(&self, grace: Duration, limit: i64) -> Result<Vec<(i64, Uuid)>> {
+    pub async fn claim_stale_pending(
+        &self,
+        grace: Duration,
+        limit: i64,
+    ) -> Result<Vec<(i64, Uuid)>> {
         let c = self.conn().await?;
         let secs = grace.as_secs_f64();
         let rows = c

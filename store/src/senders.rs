@@ -34,7 +34,12 @@ fn sender(r: &tokio_postgres::Row) -> Sender {
 
 impl Store {
     /// Adds a trusted sender.
-    pub async fn create_sender(&self, team_id: &str, name: &str, inbound_token: &str) -> Result<Sender> {
+    pub async fn create_sender(
+        &self,
+        team_id: &str,
+        name: &str,
+        inbound_token: &str,
+    ) -> Result<Sender> {
         let c = self.conn().await?;
         let row = c
             .query_one(

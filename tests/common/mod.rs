@@ -1,0 +1,424 @@
+//! Test harness: real `kite serve` processes on free ports, each with its own database and
+//! AMQP prefix, driven over HTTP; everything they made is removed on drop.
+
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+pub const PG_SERVER_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432";
+pub const AMQP_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The Postgres server tests use (KITE_TEST_PG_SERVER or the local default).
+pub fn pg_server() -> String {
+    std::env::var("KITE_TEST_PG_SERVER").unwrap_or_else(|_| PG_SERVER_DEFAULT.to_string())
+}
+
+/// The broker tests use.
+pub fn amqp_url() -> String {
+    std::env::var("KITE_AMQP_URL").unwrap_or_else(|_| AMQP_DEFAULT.to_string())
+}
+
+fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// Settings that make retries fast enough for tests.
+pub fn fast_env() -> Vec<(String, String)> {
+    [
+        ("KITE_RETRY_BASE_MS", "100"),
+        ("KITE_RETRY_MAX_DELAY_MS", "400"),
+        ("KITE_RETRY_MAX_ATTEMPTS", "3"),
+        ("KITE_SWEEP_INTERVAL_MS", "500"),
+        ("KITE_SWEEP_GRACE_MS", "10000"),
+        ("KITE_REQUEST_TIMEOUT_MS", "3000"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A running kite instance.
+pub struct Instance {
+    pub name: String,
+    pub url: String,
+    pub key: String,
+    pub db_name: String,
+    pub prefix: String,
+    pub port: u16,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+    pub max_attempts: u32,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Instance {
+    /// Starts an instance with the fast test settings.
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, &[]).await
+    }
+
+    /// Starts an instance with extra environment (overriding the defaults).
+    pub async fn start_with(name: &str, extra: &[(&str, &str)]) -> Self {
+        let id = unique();
+        let mut env = fast_env();
+        env.push(("KITE_INSTANCE_ID".into(), name.into()));
+        env.push(("KITE_HOST".into(), "127.0.0.1".into()));
+        env.push(("KITE_PORT".into(), "0".into()));
+        let db_name = format!("kite_test_{id}");
+        env.push((
+            "KITE_DATABASE_URL".into(),
+            format!("{}/{db_name}", pg_server()),
+        ));
+        env.push(("KITE_AMQP_URL".into(), amqp_url()));
+        let prefix = format!("kitetest.{id}");
+        env.push(("KITE_AMQP_PREFIX".into(), prefix.clone()));
+        env.push(("KITE_TEAM_ID".into(), "default".into()));
+        let key = format!("kite_{}_{}", &id[..8], uuid::Uuid::new_v4().simple());
+        env.push(("KITE_ADMIN_KEY".into(), key.clone()));
+        env.push(("KITE_ALLOW_PRIVATE_PEERS".into(), "true".into()));
+        for (k, v) in extra {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        let max_attempts = env
+            .iter()
+            .find(|(k, _)| k == "KITE_RETRY_MAX_ATTEMPTS")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(10);
+        let mut inst = Self {
+            name: name.to_string(),
+            url: String::new(),
+            key,
+            db_name,
+            prefix,
+            port: 0,
+            env,
+            child: None,
+            http: reqwest::Client::new(),
+            max_attempts,
+        };
+        inst.spawn().await;
+        inst
+    }
+
+    /// (Re)starts the process with the instance's environment.
+    pub async fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kite"));
+        cmd.arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                "RUST_LOG",
+                std::env::var("KITE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if self.port != 0 {
+            cmd.env("KITE_PORT", self.port.to_string());
+        }
+        let mut child = cmd.spawn().expect("spawn kite serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("kite ready url=") {
+                    return rest.split_whitespace().next().map(str::to_string);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("{} did not become ready", self.name));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the process.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Database URL of this instance.
+    pub fn db_url(&self) -> String {
+        format!("{}/{}", pg_server(), self.db_name)
+    }
+
+    /// A direct connection to this instance's database (for counting rows).
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.db_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to test database");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Number of stored events with this CloudEvent id.
+    pub async fn count_events(&self, ce_id: &str) -> i64 {
+        self.db()
+            .await
+            .query_one("SELECT count(*) FROM events WHERE ce_id = $1", &[&ce_id])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// Number of stored events.
+    pub async fn total_events(&self) -> i64 {
+        self.db()
+            .await
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// An admin API call.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let v = r.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.api(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.api(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Posts a webhook body to `/hooks/default/{source}`.
+    pub async fn hook(&self, source: &str, body: &Value) -> (u16, Value) {
+        self.hook_with(source, body, &[]).await
+    }
+
+    /// Posts a webhook with extra headers.
+    pub async fn hook_with(
+        &self,
+        source: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/hooks/default/{source}", self.url))
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.expect("hook request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Outbox rows (all pages) matching a query string such as `peer_id=..&status=..`.
+    pub async fn outbox(&self, query: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor = 0i64;
+        loop {
+            let (s, v) = self
+                .get(&format!(
+                    "/api/federation/outbox?{query}&limit=1000&cursor={cursor}"
+                ))
+                .await;
+            assert_eq!(s, 200, "outbox listing: {v}");
+            out.extend(v["items"].as_array().cloned().unwrap_or_default());
+            match v["next_cursor"].as_i64() {
+                Some(c) => cursor = c,
+                None => return out,
+            }
+        }
+    }
+
+    /// The stored event with this CloudEvent id, as the events API shows it.
+    pub async fn event(&self, ce_id: &str) -> Option<Value> {
+        let (s, v) = self.get("/api/events?limit=1000").await;
+        assert_eq!(s, 200);
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["event"]["id"] == ce_id)
+            .cloned()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.start_kill();
+        }
+        let db_url = self.db_url();
+        let db_name = self.db_name.clone();
+        let prefix = self.prefix.clone();
+        let tiers = self.max_attempts.saturating_sub(1).max(1);
+        // Clean up on a runtime of our own: Drop may run inside or outside a runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(cleanup(db_url, db_name, prefix, tiers));
+        })
+        .join();
+    }
+}
+
+async fn cleanup(db_url: String, db_name: String, prefix: String, tiers: u32) {
+    let mut peer_ids = Vec::new();
+    if let Ok((client, conn)) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await {
+        let task = tokio::spawn(conn);
+        if let Ok(rows) = client.query("SELECT id::text FROM peers", &[]).await {
+            peer_ids = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        }
+        drop(client);
+        let _ = task.await;
+    }
+    if let Ok(bus) = kite_bus::Bus::connect(&amqp_url(), &prefix, Duration::from_secs(5)).await {
+        let _ = bus.teardown(&peer_ids, tiers).await;
+        bus.close().await;
+    }
+    if let Ok((client, conn)) =
+        tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls).await
+    {
+        let task = tokio::spawn(conn);
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await;
+        drop(client);
+        let _ = task.await;
+    }
+}
+
+/// Peers `from` to `to`: a token minted on `to`, trusted there, and a peer on `from`.
+/// Answers the peer id on `from` and the token.
+pub async fn peer(
+    from: &Instance,
+    to: &Instance,
+    scopes: &[&str],
+    max_hops: u32,
+) -> (String, String) {
+    let (s, t) = to
+        .post(
+            "/api/federation/tokens",
+            json!({"label": format!("from {}", from.name)}),
+        )
+        .await;
+    assert_eq!(s, 201, "mint token: {t}");
+    let token = t["token"].as_str().expect("token").to_string();
+    let (s, v) = to
+        .post(
+            "/api/federation/trusted-senders",
+            json!({"name": from.name, "inbound_token": token}),
+        )
+        .await;
+    assert_eq!(s, 201, "trusted sender: {v}");
+    let id = add_peer(
+        from,
+        &to.name,
+        &format!("{}/hooks/default/kite", to.url),
+        &token,
+        scopes,
+        max_hops,
+    )
+    .await;
+    (id, token)
+}
+
+/// Creates a peer record on `on`.
+pub async fn add_peer(
+    on: &Instance,
+    name: &str,
+    url: &str,
+    token: &str,
+    scopes: &[&str],
+    max_hops: u32,
+) -> String {
+    let (s, p) = on
+        .post(
+            "/api/federation/peers",
+            json!({"name": name, "peer_hook_url": url, "outbound_token": token,
+                   "scopes": scopes, "max_hops": max_hops}),
+        )
+        .await;
+    assert_eq!(s, 201, "create peer: {p}");
+    p["id"].as_str().expect("peer id").to_string()
+}
+
+/// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Stripe-shaped webhook body.
+pub fn stripe_event(id: &str, ty: &str) -> Value {
+    json!({"id": id, "object": "event", "type": ty,
+           "data": {"object": {"id": format!("pi_{id}"), "amount": 1000}}})
+}
+
+/// Posts a GitHub-shaped webhook.
+pub async fn github_push(inst: &Instance, delivery: &str) -> (u16, Value) {
+    inst.hook_with(
+        "github",
+        &json!({"ref": "refs/heads/main", "repository": {"full_name": "acme/app"}}),
+        &[("x-github-event", "push"), ("x-github-delivery", delivery)],
+    )
+    .await
+}

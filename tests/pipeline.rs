@@ -1,0 +1,448 @@
+//! The federation pipeline end to end: real instances, Postgres and RabbitMQ, over HTTP.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn outbox_state(inst: &Instance, peer_id: &str, event_id: &str) -> Option<Value> {
+    inst.outbox(&format!("peer_id={peer_id}"))
+        .await
+        .into_iter()
+        .find(|r| r["event_id"] == event_id)
+}
+
+async fn wait_state(inst: &Instance, peer_id: &str, event_id: &str, state: &str) -> Value {
+    eventually(
+        &format!("{event_id} {state} on {}", inst.name),
+        WAIT,
+        || async {
+            outbox_state(inst, peer_id, event_id)
+                .await
+                .filter(|r| r["status"] == state)
+        },
+    )
+    .await
+}
+
+async fn wait_event(inst: &Instance, id: &str) -> Value {
+    eventually(&format!("{id} at {}", inst.name), WAIT, || inst.event(id)).await
+}
+
+#[tokio::test]
+async fn getting_started_relays_a_stripe_event_and_listen_prints_it() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let (peer_id, _) = peer(&a, &b, &["stripe.*"], 3).await;
+
+    // Token listings never show the secret.
+    let (s, tokens) = b.get("/api/federation/tokens").await;
+    assert_eq!(s, 200);
+    assert_eq!(tokens["items"].as_array().map(Vec::len), Some(1));
+    assert!(tokens["items"][0].get("token").is_none());
+    assert!(tokens["items"][0]["label"].is_string());
+    let (_, peers) = a.get("/api/federation/peers").await;
+    assert!(peers["items"][0].get("outbound_token").is_none());
+
+    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["listen", "--instance", &b.url, "--source", "kite", "--json"])
+        .env("KITE_API_KEY", &b.key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn kite listen");
+    let mut err_lines = BufReader::new(listen.stderr.take().expect("stderr")).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Ok(Some(l)) = err_lines.next_line().await {
+            if l.contains("connected") {
+                return;
+            }
+        }
+        panic!("kite listen exited before connecting");
+    })
+    .await
+    .expect("kite listen connected in time");
+
+    let (s, v) = a
+        .hook(
+            "stripe",
+            &stripe_event("evt_gs_1", "payment_intent.succeeded"),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["id"], "evt_gs_1");
+    assert!(v["created_at"].is_string());
+
+    let at_b = wait_event(&b, "evt_gs_1").await;
+    let ev = &at_b["event"];
+    assert_eq!(at_b["source"], "kite");
+    assert_eq!(ev["type"], "com.stripe.payment_intent.succeeded");
+    assert_eq!(ev["kitefedorigin"], "instance-a");
+    assert_eq!(ev["kitefedchain"], "[\"instance-a\"]");
+    assert_eq!(ev["kitefedhops"], 1);
+    assert_eq!(ev["data"]["type"], "payment_intent.succeeded");
+
+    let row = wait_state(&a, &peer_id, "evt_gs_1", "delivered").await;
+    assert_eq!(row["attempts"], 0);
+    let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+    assert_eq!(p["peer_instance_id"], "instance-b");
+
+    let mut out = BufReader::new(listen.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(WAIT, out.next_line())
+        .await
+        .expect("listen printed in time")
+        .expect("read")
+        .expect("a line");
+    let printed: Value = serde_json::from_str(&line).expect("--json prints JSON");
+    assert_eq!(printed["id"], "evt_gs_1");
+    assert_eq!(printed["kitefedorigin"], "instance-a");
+    assert_eq!(printed["kitefedhops"], 1);
+    let _ = listen.kill().await;
+}
+
+#[tokio::test]
+async fn scopes_select_what_each_peer_gets() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let c = Instance::start("instance-c").await;
+    let (to_b, _) = peer(&a, &b, &["stripe.*"], 3).await;
+    let (to_c, _) = peer(&a, &c, &["*"], 3).await;
+
+    assert_eq!(
+        a.hook(
+            "stripe",
+            &stripe_event("evt_sc_1", "payment_intent.succeeded")
+        )
+        .await
+        .0,
+        202
+    );
+    assert_eq!(github_push(&a, "gh-sc-1").await.0, 202);
+
+    wait_event(&b, "evt_sc_1").await;
+    wait_event(&c, "evt_sc_1").await;
+    let gh = wait_event(&c, "gh-sc-1").await;
+    assert_eq!(gh["event"]["type"], "com.github.push");
+    wait_state(&a, &to_c, "gh-sc-1", "delivered").await;
+    wait_state(&a, &to_b, "evt_sc_1", "delivered").await;
+    // The GitHub event was routed (C has it) but never matched B's scopes: no row, no event.
+    assert!(outbox_state(&a, &to_b, "gh-sc-1").await.is_none());
+    assert_eq!(b.count_events("gh-sc-1").await, 0);
+}
+
+#[tokio::test]
+async fn a_to_b_to_c_counts_hops_and_max_hops_stops_it() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let c = Instance::start("instance-c").await;
+    peer(&a, &b, &["*"], 3).await;
+    let (b_to_c, _) = peer(&b, &c, &["*"], 3).await;
+
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_abc_1", "charge.succeeded"))
+            .await
+            .0,
+        202
+    );
+    let at_c = wait_event(&c, "evt_abc_1").await;
+    assert_eq!(at_c["event"]["kitefedhops"], 2);
+    assert_eq!(
+        at_c["event"]["kitefedchain"],
+        "[\"instance-a\",\"instance-b\"]"
+    );
+    assert_eq!(at_c["event"]["kitefedorigin"], "instance-a");
+
+    let (s, p) = b
+        .patch(
+            &format!("/api/federation/peers/{b_to_c}"),
+            json!({"max_hops": 1}),
+        )
+        .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["max_hops"], 1);
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_abc_2", "charge.succeeded"))
+            .await
+            .0,
+        202
+    );
+    let row = wait_state(&b, &b_to_c, "evt_abc_2", "skipped").await;
+    assert_eq!(row["reason"], "max_hops");
+    assert_eq!(c.count_events("evt_abc_2").await, 0);
+}
+
+#[tokio::test]
+async fn two_way_peering_stores_once_on_each_and_stops_the_loop() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let (a_to_b, _) = peer(&a, &b, &["*"], 3).await;
+    let (b_to_a, _) = peer(&b, &a, &["*"], 3).await;
+
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_loop_1", "charge.succeeded"))
+            .await
+            .0,
+        202
+    );
+    wait_state(&a, &a_to_b, "evt_loop_1", "delivered").await;
+    // B forwards back to A (it does not know A's id yet); A sees itself in the chain and
+    // answers loop_ignored, which B records as delivered and learns A's id.
+    let back = eventually("B's row to A settled", WAIT, || async {
+        outbox_state(&b, &b_to_a, "evt_loop_1")
+            .await
+            .filter(|r| r["status"] == "delivered" || r["status"] == "skipped")
+    })
+    .await;
+    assert!(back["status"] == "delivered" || back["reason"] == "loop");
+    assert_eq!(a.count_events("evt_loop_1").await, 1);
+    assert_eq!(b.count_events("evt_loop_1").await, 1);
+    // Nothing else is in flight: A never routed the event a second time.
+    assert_eq!(a.outbox("").await.len(), 1);
+    assert_eq!(b.outbox("").await.len(), 1);
+    let (_, p) = b.get(&format!("/api/federation/peers/{b_to_a}")).await;
+    assert_eq!(p["peer_instance_id"], "instance-a");
+
+    // Now that B knows A's id, a second event stops at B's router: skipped, reason loop.
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_loop_2", "charge.succeeded"))
+            .await
+            .0,
+        202
+    );
+    let row = wait_state(&b, &b_to_a, "evt_loop_2", "skipped").await;
+    assert_eq!(row["reason"], "loop");
+    assert_eq!(a.count_events("evt_loop_2").await, 1);
+}
+
+fn sign(token: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut m =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(token.as_bytes()).expect("key");
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn federation_inbound_rejects_forged_requests_and_stores_nothing() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let (_, token) = peer(&a, &b, &["*"], 3).await;
+    let body = serde_json::to_vec(
+        &json!({"specversion":"1.0","id":"forged-1","source":"/x","type":"com.stripe.charge",
+        "kitefedorigin":"instance-a","kitefedchain":"[\"instance-a\"]","kitefedhops":1}),
+    )
+    .expect("json");
+    let url = format!("{}/hooks/default/kite", b.url);
+    let send = |bearer: Option<String>, sig: Option<String>| {
+        let mut r = b
+            .http
+            .post(&url)
+            .header("content-type", "application/cloudevents+json")
+            .body(body.clone());
+        if let Some(t) = bearer {
+            r = r.bearer_auth(t);
+        }
+        if let Some(s) = sig {
+            r = r.header("x-kite-signature", s);
+        }
+        async move {
+            let resp = r.send().await.expect("send");
+            let s = resp.status().as_u16();
+            (s, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let cases = [
+        (
+            Some(token.clone()),
+            Some(sign(&token, b"other body")),
+            "invalid_signature",
+        ),
+        (
+            Some(token.clone()),
+            Some("sha256=zz".to_string()),
+            "invalid_signature",
+        ),
+        (Some(token.clone()), None, "invalid_signature"),
+        (
+            Some("kfed_unknown".to_string()),
+            Some(sign("kfed_unknown", &body)),
+            "unknown_sender",
+        ),
+        (None, Some(sign(&token, &body)), "unknown_sender"),
+    ];
+    for (bearer, sig, code) in cases {
+        let (s, v) = send(bearer, sig).await;
+        assert_eq!(s, 401, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+    assert_eq!(b.total_events().await, 0);
+    // The same request correctly signed is accepted.
+    let (s, v) = send(Some(token.clone()), Some(sign(&token, &body))).await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(b.count_events("forged-1").await, 1);
+}
+
+#[tokio::test]
+async fn dead_deliveries_replay_exactly_once_when_the_peer_is_back() {
+    let a = Instance::start("instance-a").await;
+    let port = free_port();
+    let token = kite_protocol::token::mint_federation_token();
+    let peer_id = add_peer(
+        &a,
+        "instance-b",
+        &format!("http://127.0.0.1:{port}/hooks/default/kite"),
+        &token,
+        &["*"],
+        3,
+    )
+    .await;
+    let ids: Vec<String> = (0..5).map(|i| format!("evt_dead_{i}")).collect();
+    for id in &ids {
+        assert_eq!(
+            a.hook("stripe", &stripe_event(id, "charge.failed")).await.0,
+            202
+        );
+    }
+    for id in &ids {
+        let row = wait_state(&a, &peer_id, id, "dead").await;
+        assert_eq!(row["attempts"], 3);
+        assert!(
+            row["last_error"].as_str().unwrap_or("").contains("connect"),
+            "{row}"
+        );
+    }
+    let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+    assert!(p["consecutive_failures"].as_i64().unwrap_or(0) >= 15, "{p}");
+
+    let b = Instance::start_with("instance-b", &[("KITE_PORT", &port.to_string())]).await;
+    let (s, v) = b
+        .post(
+            "/api/federation/trusted-senders",
+            json!({"name":"instance-a","inbound_token": token}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = a
+        .post(
+            &format!("/api/federation/peers/{peer_id}/replay-dead"),
+            json!({"limit": 100}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["replayed"], 5);
+    for id in &ids {
+        wait_state(&a, &peer_id, id, "delivered").await;
+        assert_eq!(b.count_events(id).await, 1);
+    }
+    // A second replay finds nothing dead.
+    let (_, v) = a
+        .post(
+            &format!("/api/federation/peers/{peer_id}/replay-dead"),
+            json!({"limit": 100}),
+        )
+        .await;
+    assert_eq!(v["replayed"], 0);
+    assert_eq!(b.total_events().await, 5);
+}
+
+#[tokio::test]
+async fn pause_holds_resume_delivers_and_delete_cancels() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
+    let (s, p) = a
+        .patch(
+            &format!("/api/federation/peers/{peer_id}"),
+            json!({"status":"paused"}),
+        )
+        .await;
+    assert_eq!((s, p["status"].as_str()), (200, Some("paused")));
+
+    for i in 0..3 {
+        assert_eq!(
+            a.hook(
+                "stripe",
+                &stripe_event(&format!("evt_pause_{i}"), "charge.succeeded")
+            )
+            .await
+            .0,
+            202
+        );
+    }
+    for i in 0..3 {
+        wait_state(&a, &peer_id, &format!("evt_pause_{i}"), "pending").await;
+    }
+    // Held: while paused, B stays empty. Checked over a window while rows stay pending.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(b.total_events().await, 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (s, _) = a
+        .patch(
+            &format!("/api/federation/peers/{peer_id}"),
+            json!({"status":"active"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    for i in 0..3 {
+        wait_state(&a, &peer_id, &format!("evt_pause_{i}"), "delivered").await;
+        assert_eq!(b.count_events(&format!("evt_pause_{i}")).await, 1);
+    }
+
+    // Delete: pending rows become cancelled and nothing more is sent.
+    a.patch(
+        &format!("/api/federation/peers/{peer_id}"),
+        json!({"status":"paused"}),
+    )
+    .await;
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_del_1", "charge.succeeded"))
+            .await
+            .0,
+        202
+    );
+    wait_state(&a, &peer_id, "evt_del_1", "pending").await;
+    let (s, v) = a.delete(&format!("/api/federation/peers/{peer_id}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["cancelled"], 1);
+    let row = outbox_state(&a, &peer_id, "evt_del_1")
+        .await
+        .expect("row kept");
+    assert_eq!(row["status"], "cancelled");
+    let (s, _) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+    assert_eq!(s, 404);
+    assert_eq!(b.count_events("evt_del_1").await, 0);
+}
+
+#[tokio::test]
+async fn duplicate_ingest_is_ignored_and_routed_once() {
+    let a = Instance::start("instance-a").await;
+    let b = Instance::start("instance-b").await;
+    let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
+    let ev = stripe_event("evt_dup_1", "charge.succeeded");
+    assert_eq!(a.hook("stripe", &ev).await.0, 202);
+    let (s, v) = a.hook("stripe", &ev).await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!({"status":"duplicate_ignored","id":"evt_dup_1"}));
+    wait_state(&a, &peer_id, "evt_dup_1", "delivered").await;
+    assert_eq!(a.count_events("evt_dup_1").await, 1);
+    assert_eq!(b.count_events("evt_dup_1").await, 1);
+    assert_eq!(a.outbox(&format!("peer_id={peer_id}")).await.len(), 1);
+    // Concurrent repeats of one new event: exactly one is accepted.
+    let ev2 = stripe_event("evt_dup_2", "charge.succeeded");
+    let answers = futures::future::join_all((0..8).map(|_| a.hook("stripe", &ev2))).await;
+    let accepted = answers.iter().filter(|(s, _)| *s == 202).count();
+    let dups = answers
+        .iter()
+        .filter(|(s, v)| *s == 200 && v["status"] == "duplicate_ignored")
+        .count();
+    assert_eq!((accepted, dups), (1, 7), "{answers:?}");
+}
