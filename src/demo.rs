@@ -211,17 +211,48 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     for i in &instances {
         println!("{}  {}  admin key: {}", i.name, i.url, i.key);
     }
-    if a.once {
-        return Ok(());
+    println!("\nexport A_URL={} A_KEY={}", ia.url, ia.key);
+    println!("export B_URL={} B_KEY={}", ib.url, ib.key);
+    if !a.once {
+        println!("\nboth instances keep running; Ctrl-C stops them and removes their data. Try:");
+        println!(
+            "  kite listen --instance {} --source kite --api-key {}",
+            ib.url, ib.key
+        );
+        tokio::signal::ctrl_c().await?;
     }
-    println!("\nboth instances keep running; Ctrl-C stops them. Try:");
-    println!(
-        "  kite listen --instance {} --source kite --api-key {}",
-        ib.url, ib.key
-    );
-    tokio::signal::ctrl_c().await?;
     for mut i in instances {
         let _ = i.child.kill().await;
+        let _ = i.child.wait().await;
+        if let Err(e) = remove(&a, &i).await {
+            eprintln!("kite demo: could not remove {}'s data: {e:#}", i.name);
+        }
     }
     Ok(())
+}
+
+/// Drops a demo instance's database and AMQP objects.
+async fn remove(a: &DemoArgs, i: &Instance) -> anyhow::Result<()> {
+    let db = format!("kite_demo_{}", &i.name[i.name.len() - 1..]);
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{}/{db}", a.pg_server), tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(conn);
+    let peers: Vec<String> = client
+        .query("SELECT id::text FROM peers", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    let _ = task.await;
+    let bus = kite_bus::Bus::connect(
+        &a.amqp_url,
+        &format!("kite.demo.{}", i.name),
+        Duration::from_secs(5),
+    )
+    .await?;
+    bus.teardown(&peers, kite_delivery::RetryPolicy::default().tiers())
+        .await?;
+    bus.close().await;
+    reset_database(&a.pg_server, &db).await
 }
