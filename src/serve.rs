@@ -83,6 +83,18 @@ pub struct ServeArgs {
     /// How overdue work must be before the sweeper republishes it, in milliseconds.
     #[arg(long, env = "KITE_SWEEP_GRACE_MS", default_value_t = 30_000)]
     pub sweep_grace_ms: u64,
+    /// Failures in a row after which a peer is unreachable and its deliveries are parked.
+    #[arg(long, env = "KITE_PEER_FAILURE_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..))]
+    pub peer_failure_threshold: i32,
+    /// How often an unreachable peer is probed, in milliseconds.
+    #[arg(long, env = "KITE_PEER_PROBE_INTERVAL_MS", default_value_t = 30_000)]
+    pub peer_probe_interval_ms: u64,
+    /// How long SIGTERM waits for in-flight work before exiting, in milliseconds.
+    #[arg(long, env = "KITE_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
+    pub shutdown_grace_ms: u64,
+    /// Webhooks waiting for a database commit before ingress answers 503.
+    #[arg(long, env = "KITE_INGEST_QUEUE", default_value_t = 20_000)]
+    pub ingest_queue: usize,
 }
 
 /// A role a process can run.
@@ -184,6 +196,19 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
     let notes = store.listen_for_changes();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // One signal stops everything at once: HTTP stops accepting, consumers stop taking
+    // messages, and in-flight work gets the grace period to finish.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
     let mut tasks = Vec::new();
     if a.roles.contains(&Role::Router) {
         let cfg = RouterConfig {
@@ -206,6 +231,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             retry,
             request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
             prefetch: 16,
+            failure_threshold: a.peer_failure_threshold,
+            probe_interval: Duration::from_millis(a.peer_probe_interval_ms.max(10)),
         };
         let (s, b, n, r) = (
             store.clone(),
@@ -232,7 +259,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             notes.clone(),
             IngressConfig {
                 instance_id: instance_id.clone(),
-                ingest_queue: 20_000,
+                ingest_queue: a.ingest_queue,
                 ingest_batch: 1_000,
                 ingest_writers: 4,
             },
@@ -246,29 +273,32 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             roles.join(",")
         );
         tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, "kite serving");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP")?;
+        let grace = Duration::from_millis(a.shutdown_grace_ms);
+        let mut rx = stop_rx.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+        tokio::select! {
+            r = server => r.context("serving HTTP")?,
+            _ = async { let _ = rx.wait_for(|s| *s).await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("HTTP requests still open after the grace period");
+            }
+        }
     } else {
         println!(
             "kite ready instance_id={instance_id} roles={}",
             roles.join(",")
         );
-        shutdown_signal().await;
+        stopped.await;
     }
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    let grace = Duration::from_millis(a.shutdown_grace_ms);
     let drain = async {
         for t in tasks {
             let _ = t.await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(20), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("roles did not stop within 20 s; unfinished work is redelivered later");
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        tracing::warn!(
+            "in-flight work did not finish within the grace period; it is redelivered later"
+        );
     }
     bus.close().await;
     Ok(())

@@ -291,7 +291,8 @@ async fn federation_inbound_rejects_forged_requests_and_stores_nothing() {
 
 #[tokio::test]
 async fn dead_deliveries_replay_exactly_once_when_the_peer_is_back() {
-    let a = Instance::start("instance-a").await;
+    // A high failure threshold keeps the peer from being parked, so rows run out of attempts.
+    let a = Instance::start_with("instance-a", &[("KITE_PEER_FAILURE_THRESHOLD", "1000")]).await;
     let port = free_port();
     let token = kite_protocol::token::mint_federation_token();
     let peer_id = add_peer(

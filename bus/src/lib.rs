@@ -116,6 +116,7 @@ pub struct Bus {
     names: Names,
     live: Mutex<Option<Live>>,
     publish_timeout: Duration,
+    tiers: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Bus {
@@ -155,6 +156,7 @@ impl Bus {
             names: Names::new(prefix),
             live: Mutex::new(None),
             publish_timeout: Duration::from_secs(10),
+            tiers: std::sync::atomic::AtomicU32::new(0),
         };
         let deadline = tokio::time::Instant::now() + patience;
         let attempt = || async {
@@ -185,7 +187,10 @@ impl Bus {
             .is_some_and(|l| l.conn.status().connected() && l.publish.status().connected());
         if !healthy {
             *guard = None;
-            let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+            // Named after the prefix, so an operator (or a fault test) can find kite's connections.
+            let props = ConnectionProperties::default()
+                .with_connection_name(self.names.prefix.clone().into());
+            let conn = Connection::connect(&self.url, props).await?;
             let publish = conn.create_channel().await?;
             publish
                 .confirm_select(ConfirmSelectOptions::default())
@@ -218,6 +223,14 @@ impl Bus {
 
     /// Declares the router queue, the delivery exchange and `tiers` retry tiers.
     pub async fn declare_base(&self, tiers: u32) -> Result<()> {
+        self.tiers
+            .store(tiers, std::sync::atomic::Ordering::Relaxed);
+        self.redeclare().await
+    }
+
+    /// Declares the base topology again (after a reconnect: the broker may have lost it).
+    pub async fn redeclare(&self) -> Result<()> {
+        let tiers = self.tiers.load(std::sync::atomic::Ordering::Relaxed);
         let ch = self.channel().await?;
         ch.queue_declare(
             self.names.events_queue().into(),

@@ -69,6 +69,10 @@ pub struct DeliveryConfig {
     pub request_timeout: Duration,
     /// Messages in flight per peer consumer.
     pub prefetch: u16,
+    /// Failures in a row after which a peer is `unreachable` and its deliveries are parked.
+    pub failure_threshold: i32,
+    /// How often an unreachable peer is probed.
+    pub probe_interval: Duration,
 }
 
 struct Ctx {
@@ -113,27 +117,41 @@ pub async fn run(
         http,
         cfg,
     });
-    let mut workers: HashMap<Uuid, (watch::Sender<bool>, JoinHandle<()>)> = HashMap::new();
+    let mut workers: HashMap<Uuid, Worker> = HashMap::new();
     loop {
         match ctx.store.all_peers().await {
             Ok(peers) => {
-                let active: HashMap<Uuid, ()> = peers
+                let wanted: HashMap<Uuid, Kind> = peers
                     .iter()
                     .filter(|p| p.status == "active")
-                    .map(|p| (p.id, ()))
+                    .map(|p| {
+                        let kind = if p.health == "unreachable" {
+                            Kind::Probe
+                        } else {
+                            Kind::Deliver
+                        };
+                        (p.id, kind)
+                    })
                     .collect();
-                workers.retain(|id, (stop, handle)| {
-                    if !active.contains_key(id) {
-                        let _ = stop.send(true);
+                workers.retain(|id, w| {
+                    let keep = wanted.get(id) == Some(&w.kind) && !w.handle.is_finished();
+                    if !keep {
+                        let _ = w.stop.send(true);
                     }
-                    active.contains_key(id) && !handle.is_finished()
+                    keep
                 });
-                for id in active.keys() {
-                    if !workers.contains_key(id) {
-                        let (tx, rx) = watch::channel(false);
-                        let h = tokio::spawn(peer_worker(ctx.clone(), *id, rx, shutdown.clone()));
-                        workers.insert(*id, (tx, h));
+                for (id, kind) in wanted {
+                    if workers.contains_key(&id) {
+                        continue;
                     }
+                    let (stop, rx) = watch::channel(false);
+                    let handle = match kind {
+                        Kind::Deliver => {
+                            tokio::spawn(peer_worker(ctx.clone(), id, rx, shutdown.clone()))
+                        }
+                        Kind::Probe => tokio::spawn(prober(ctx.clone(), id, rx, shutdown.clone())),
+                    };
+                    workers.insert(id, Worker { kind, stop, handle });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot load peers"),
@@ -144,11 +162,48 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    for (_, (stop, h)) in workers {
-        let _ = stop.send(true);
-        let _ = h.await;
+    for (_, w) in workers {
+        let _ = w.stop.send(true);
+        let _ = w.handle.await;
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Deliver,
+    Probe,
+}
+
+struct Worker {
+    kind: Kind,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// While a peer is unreachable its deliveries stay parked in its queue; this task tries the
+/// oldest pending one every probe interval, without counting attempts, until one succeeds.
+async fn prober(
+    ctx: Arc<Ctx>,
+    peer_id: Uuid,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    tracing::warn!(peer = %peer_id, "peer unreachable; deliveries parked, probing");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.cfg.probe_interval) => {}
+            _ = either_stopped(stop.clone(), shutdown.clone()) => return,
+        }
+        match ctx.probe(peer_id).await {
+            Ok(true) => {
+                tracing::info!(peer = %peer_id, "peer reachable again; parked deliveries resume");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(peer = %peer_id, error = %e, "probe bookkeeping failed"),
+        }
+    }
 }
 
 async fn either_stopped(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) {
@@ -189,7 +244,7 @@ async fn peer_worker(
                     async move {
                         match d {
                             Ok(d) => {
-                                if ctx.handle(d).await == Handled::PeerNotActive {
+                                if ctx.handle(d).await != Handled::Done {
                                     let _ = paused_tx.send(true);
                                 }
                             }
@@ -210,7 +265,11 @@ async fn peer_worker(
 
 #[derive(Debug, PartialEq, Eq)]
 enum Handled {
+    /// Processed; ack.
     Done,
+    /// Processed, and the peer just became unreachable; ack and stop consuming.
+    Parked,
+    /// The peer is paused or parked; hand the message back and stop consuming.
     PeerNotActive,
 }
 
@@ -232,9 +291,9 @@ impl Ctx {
         };
         let peer_id = d.routing_key.as_str().parse::<Uuid>().ok();
         match self.deliver(peer_id, &batch.ids).await {
-            Ok(Handled::Done) => {
+            Ok(h @ (Handled::Done | Handled::Parked)) => {
                 let _ = d.ack(BasicAckOptions::default()).await;
-                Handled::Done
+                h
             }
             Ok(Handled::PeerNotActive) => {
                 let _ = d
@@ -268,6 +327,9 @@ impl Ctx {
                 continue;
             }
             match row.peer_status.as_deref() {
+                Some("active") if row.peer_health.as_deref() == Some("unreachable") => {
+                    return Ok(Handled::PeerNotActive)
+                }
                 Some("active") => to_send.push(row),
                 Some("paused") => return Ok(Handled::PeerNotActive),
                 _ => cancel.push(row.id),
@@ -285,8 +347,59 @@ impl Ctx {
             .buffer_unordered(32)
             .collect()
             .await;
-        self.record(peer_id, attempts).await?;
-        Ok(Handled::Done)
+        let health = self.record(peer_id, attempts).await?;
+        Ok(if health == "unreachable" {
+            Handled::Parked
+        } else {
+            Handled::Done
+        })
+    }
+
+    /// Tries the oldest pending delivery of an unreachable peer; answers whether it got
+    /// through (then the peer is reachable again).
+    async fn probe(&self, peer_id: Uuid) -> Result<bool, DeliverError> {
+        let Some(id) = self.store.oldest_pending(peer_id).await? else {
+            self.store.mark_peer_reachable(peer_id).await?;
+            return Ok(true);
+        };
+        let Some(row) = self.store.delivery_rows(&[id]).await?.into_iter().next() else {
+            return Ok(false);
+        };
+        let attempts = row.attempts;
+        let a = self.attempt(row).await;
+        if a.ok {
+            self.store
+                .apply_delivery(&[DeliveryUpdate {
+                    id,
+                    state: "delivered",
+                    attempts,
+                    next_attempt_at: Utc::now(),
+                    last_error: None,
+                    last_status_code: a.status,
+                }])
+                .await?;
+            let outcome = PeerOutcome {
+                success: true,
+                instance_id: a.instance_id,
+                last_status_code: a.status,
+                ..PeerOutcome::default()
+            };
+            self.store
+                .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
+                .await?;
+            self.store.mark_peer_reachable(peer_id).await?;
+            return Ok(true);
+        }
+        let outcome = PeerOutcome {
+            failures: 1,
+            last_error: a.error,
+            last_status_code: a.status,
+            ..PeerOutcome::default()
+        };
+        self.store
+            .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
+            .await?;
+        Ok(false)
     }
 
     async fn attempt(&self, row: DeliveryRow) -> Attempt {
@@ -360,7 +473,7 @@ impl Ctx {
         out
     }
 
-    async fn record(&self, peer_id: Uuid, attempts: Vec<Attempt>) -> Result<(), DeliverError> {
+    async fn record(&self, peer_id: Uuid, attempts: Vec<Attempt>) -> Result<String, DeliverError> {
         let policy = self.cfg.retry;
         let now = Utc::now();
         let mut updates = Vec::with_capacity(attempts.len());
@@ -407,9 +520,17 @@ impl Ctx {
             });
         }
         self.store.apply_delivery(&updates).await?;
-        if let Err(e) = self.store.record_peer_outcome(peer_id, &outcome).await {
-            tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
-        }
+        let health = match self
+            .store
+            .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
+                "active".to_string()
+            }
+        };
         let mut msgs = Vec::new();
         for (tier, rows) in retries {
             // One message a row: each carries its own jittered expiration.
@@ -423,7 +544,7 @@ impl Ctx {
             }
         }
         self.bus.publish(&msgs).await?;
-        Ok(())
+        Ok(health)
     }
 }
 

@@ -250,9 +250,23 @@ async fn create_peer(
     Ok((StatusCode::CREATED, Json(json!(peer))).into_response())
 }
 
+/// A peer as the API shows it: the stored fields plus its pending and dead backlog.
+fn peer_view(p: &kite_store::peers::Peer, backlog: Option<&(i64, i64)>) -> Value {
+    let mut v = json!(p);
+    let (pending, dead) = backlog.copied().unwrap_or((0, 0));
+    v["pending"] = json!(pending);
+    v["dead"] = json!(dead);
+    v
+}
+
 async fn list_peers(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
-    let items = st.store.list_peers(&g.team_id).await?;
+    let peers = st.store.list_peers(&g.team_id).await?;
+    let backlogs = st.store.peer_backlogs(&g.team_id).await?;
+    let items: Vec<Value> = peers
+        .iter()
+        .map(|p| peer_view(p, backlogs.get(&p.id)))
+        .collect();
     Ok(Json(json!({ "items": items })).into_response())
 }
 
@@ -263,7 +277,8 @@ async fn get_peer(
 ) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
-    Ok(Json(json!(peer)).into_response())
+    let backlogs = st.store.peer_backlogs(&g.team_id).await?;
+    Ok(Json(peer_view(&peer, backlogs.get(&peer.id))).into_response())
 }
 
 async fn patch_peer(

@@ -107,11 +107,14 @@ async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
     let queue = router.bus.names().events_queue();
     let mut delay = Duration::from_millis(200);
     while !*shutdown.borrow() {
-        match router
-            .bus
-            .consume(&queue, "kite-router", router.cfg.prefetch)
-            .await
-        {
+        let consumer = async {
+            router.bus.redeclare().await?;
+            router
+                .bus
+                .consume(&queue, "kite-router", router.cfg.prefetch)
+                .await
+        };
+        match consumer.await {
             Ok((channel, consumer)) => {
                 delay = Duration::from_millis(200);
                 tracing::info!(queue = %queue, "router consuming");
@@ -242,11 +245,16 @@ impl Router {
     }
 
     async fn sweep(&self) -> Result<(), RouteError> {
-        let grace = self.cfg.sweep_grace;
-        let seqs = self.store.stale_unrouted(grace, 5000).await?;
-        if !seqs.is_empty() {
-            tracing::info!(count = seqs.len(), "sweeper republishes unrouted events");
-            let msgs: Vec<Outgoing> = seqs
+        let Some(found) = self.store.sweep(self.cfg.sweep_grace, 5000).await? else {
+            return Ok(());
+        };
+        if !found.events.is_empty() {
+            tracing::info!(
+                count = found.events.len(),
+                "sweeper republishes unrouted events"
+            );
+            let msgs: Vec<Outgoing> = found
+                .events
                 .chunks(BATCH_MAX)
                 .map(|c| Outgoing {
                     exchange: String::new(),
@@ -257,10 +265,12 @@ impl Router {
                 .collect();
             self.bus.publish(&msgs).await?;
         }
-        let rows = self.store.claim_stale_pending(grace, 5000).await?;
-        if !rows.is_empty() {
-            tracing::info!(count = rows.len(), "sweeper republishes overdue deliveries");
-            self.publish_pending(rows).await?;
+        if !found.rows.is_empty() {
+            tracing::info!(
+                count = found.rows.len(),
+                "sweeper republishes overdue deliveries"
+            );
+            self.publish_pending(found.rows).await?;
         }
         Ok(())
     }

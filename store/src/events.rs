@@ -1,10 +1,8 @@
 //! Events: every accepted webhook, stored whole as a structured CloudEvent.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::{Result, Store};
@@ -160,20 +158,6 @@ impl Store {
             .filter(|r| r.get::<_, &str>(2) == "pending")
             .map(|r| (r.get(0), r.get(1)))
             .collect())
-    }
-
-    /// Events stored more than `grace` ago whose routing never finished (for the sweeper).
-    pub async fn stale_unrouted(&self, grace: Duration, limit: i64) -> Result<Vec<i64>> {
-        let c = self.conn().await?;
-        let secs = grace.as_secs_f64();
-        let rows = c
-            .query(
-                "SELECT seq FROM events WHERE routed_at IS NULL
-                 AND received_at < now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
-                &[&secs, &limit],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// A team's events after `after_seq`, oldest first.

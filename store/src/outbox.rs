@@ -24,6 +24,8 @@ pub struct DeliveryRow {
     pub event: Value,
     /// The peer's status, or None when the peer was deleted.
     pub peer_status: Option<String>,
+    /// The peer's health.
+    pub peer_health: Option<String>,
     /// The peer's hook URL.
     pub peer_hook_url: Option<String>,
     /// The peer's outbound secret.
@@ -99,7 +101,7 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event, p.status, p.peer_hook_url, p.outbound_token
+                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event, p.status, p.peer_hook_url, p.outbound_token, p.health
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -117,6 +119,7 @@ impl Store {
                 peer_status: r.get(5),
                 peer_hook_url: r.get(6),
                 outbound_token: r.get(7),
+                peer_health: r.get(8),
             })
             .collect())
     }
@@ -225,26 +228,58 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Claims pending rows of active peers overdue by `grace` (their message was lost) and
-    /// pushes their due time forward by `grace` so other sweepers leave them alone.
-    pub async fn claim_stale_pending(
-        &self,
-        grace: Duration,
-        limit: i64,
-    ) -> Result<Vec<(i64, Uuid)>> {
-        let c = self.conn().await?;
+    /// One sweep for lost messages, run by one process at a time (others get None): events
+    /// stored more than `grace` ago whose routing never finished, and pending rows of active,
+    /// reachable peers overdue by `grace`, whose due time moves `grace` ahead so the next sweep
+    /// leaves them alone while their republished message is in flight.
+    pub async fn sweep(&self, grace: Duration, limit: i64) -> Result<Option<Sweep>> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(None);
+        }
         let secs = grace.as_secs_f64();
-        let rows = c
+        let events = tx
+            .query(
+                "SELECT seq FROM events WHERE routed_at IS NULL
+                 AND received_at < now() - make_interval(secs => $1) ORDER BY seq LIMIT $2",
+                &[&secs, &limit],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let rows = tx
             .query(
                 "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $1)
                  WHERE id IN (SELECT o.id FROM outbox o JOIN peers p ON p.id = o.peer_id
-                              WHERE o.state = 'pending' AND p.status = 'active'
+                              WHERE o.state = 'pending' AND p.status = 'active' AND p.health <> 'unreachable'
                                 AND o.next_attempt_at < now() - make_interval(secs => $1)
                               ORDER BY o.next_attempt_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
                  RETURNING id, peer_id",
                 &[&secs, &limit],
             )
-            .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.commit().await?;
+        Ok(Some(Sweep { events, rows }))
     }
+}
+
+/// Advisory lock key that makes one sweeper run at a time.
+const SWEEP_LOCK: i64 = 0x6b69_7465_7377;
+
+/// What a sweep found to republish.
+#[derive(Debug, Clone, Default)]
+pub struct Sweep {
+    /// Event sequence numbers to route again.
+    pub events: Vec<i64>,
+    /// Outbox rows to deliver again, as (id, peer id).
+    pub rows: Vec<(i64, Uuid)>,
 }

@@ -40,6 +40,8 @@ pub struct Peer {
     pub last_success_at: Option<DateTime<Utc>>,
     /// Failed attempts since the last success.
     pub consecutive_failures: i32,
+    /// `active`, `degraded` (recent failures) or `unreachable` (deliveries parked, probed).
+    pub health: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -48,7 +50,7 @@ pub struct Peer {
 
 const COLS: &str = "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
     peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
-    consecutive_failures, created_at, updated_at";
+    consecutive_failures, created_at, updated_at, health";
 
 fn peer(r: &Row) -> Peer {
     Peer {
@@ -68,6 +70,7 @@ fn peer(r: &Row) -> Peer {
         consecutive_failures: r.get(13),
         created_at: r.get(14),
         updated_at: r.get(15),
+        health: r.get(16),
     }
 }
 
@@ -231,8 +234,14 @@ impl Store {
         Ok(cancelled)
     }
 
-    /// Records what a delivery batch learned about a peer's health.
-    pub async fn record_peer_outcome(&self, id: Uuid, o: &PeerOutcome) -> Result<()> {
+    /// Records what a delivery batch learned about a peer's health; a peer whose failures in
+    /// a row reach `threshold` becomes `unreachable`. Answers the new health.
+    pub async fn record_peer_outcome(
+        &self,
+        id: Uuid,
+        o: &PeerOutcome,
+        threshold: i32,
+    ) -> Result<String> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
@@ -242,20 +251,70 @@ impl Store {
                     consecutive_failures = CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END,
                     last_error = COALESCE($5, last_error),
                     last_status_code = COALESCE($6, last_status_code),
-                    last_error_at = CASE WHEN $5::text IS NULL THEN last_error_at ELSE now() END
-                 WHERE id = $1",
+                    last_error_at = CASE WHEN $5::text IS NULL THEN last_error_at ELSE now() END,
+                    health = CASE
+                        WHEN (CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END) >= $7 THEN 'unreachable'
+                        WHEN (CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END) > 0 THEN 'degraded'
+                        ELSE 'active' END
+                 WHERE id = $1 RETURNING health",
             )
             .await?;
+        let row = c
+            .query_opt(
+                &st,
+                &[
+                    &id,
+                    &o.instance_id,
+                    &o.success,
+                    &o.failures,
+                    &o.last_error,
+                    &o.last_status_code,
+                    &threshold,
+                ],
+            )
+            .await?;
+        Ok(row
+            .map(|r| r.get(0))
+            .unwrap_or_else(|| "active".to_string()))
+    }
+
+    /// Pending and dead row counts of a team's peers, by peer id.
+    pub async fn peer_backlogs(
+        &self,
+        team_id: &str,
+    ) -> Result<std::collections::HashMap<Uuid, (i64, i64)>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT peer_id, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead')
+                 FROM outbox WHERE team_id = $1 AND state IN ('pending', 'dead') GROUP BY peer_id",
+                &[&team_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect())
+    }
+
+    /// The oldest pending row of a peer (what a probe delivers).
+    pub async fn oldest_pending(&self, peer_id: Uuid) -> Result<Option<i64>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                "SELECT id FROM outbox WHERE peer_id = $1 AND state = 'pending' ORDER BY id LIMIT 1",
+                &[&peer_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Marks a peer reachable again after a successful probe (or when nothing is parked).
+    pub async fn mark_peer_reachable(&self, id: Uuid) -> Result<()> {
+        let c = self.conn().await?;
         c.execute(
-            &st,
-            &[
-                &id,
-                &o.instance_id,
-                &o.success,
-                &o.failures,
-                &o.last_error,
-                &o.last_status_code,
-            ],
+            "UPDATE peers SET health = 'active', consecutive_failures = 0, last_success_at = now() WHERE id = $1",
+            &[&id],
         )
         .await?;
         Ok(())

@@ -422,3 +422,223 @@ pub async fn github_push(inst: &Instance, delivery: &str) -> (u16, Value) {
     )
     .await
 }
+
+/// Another process of an instance (same database and AMQP prefix) running only some roles.
+pub struct Proc {
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Proc {
+    /// Starts `kite serve` with the instance's environment and `KITE_ROLES=roles`.
+    pub async fn start(of: &Instance, roles: &str) -> Self {
+        let mut env = of.env.clone();
+        env.retain(|(k, _)| k != "KITE_ROLES");
+        env.push(("KITE_ROLES".into(), roles.into()));
+        let mut p = Self { env, child: None };
+        p.spawn().await;
+        p
+    }
+
+    /// (Re)starts the process and waits for its ready line.
+    pub async fn spawn(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+            .arg("serve")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(
+                "RUST_LOG",
+                std::env::var("KITE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kite serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.starts_with("kite ready") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        assert!(ready, "role process did not become ready");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// SIGKILLs the process.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+impl Instance {
+    /// The process id of the instance's main process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit; answers the exit success.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+        let pid = self.pid()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let mut child = self.child.take()?;
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => Some(status.success()),
+            _ => {
+                let _ = child.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Closes this instance's AMQP connections from the broker side (they carry the prefix
+    /// as their connection name). Answers how many were closed.
+    pub async fn close_amqp_connections(&self) -> usize {
+        let out = tokio::process::Command::new("rabbitmqctl")
+            .args(["list_connections", "-q", "pid", "client_properties"])
+            .output()
+            .await
+            .expect("rabbitmqctl list_connections");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut closed = 0;
+        for line in text.lines() {
+            let Some((pid, props)) = line.split_once('\t') else {
+                continue;
+            };
+            if !props.contains(&format!("\"{}\"", self.prefix)) {
+                continue;
+            }
+            let ok = tokio::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "fault test", "-q"])
+                .status()
+                .await
+                .map(|s| s.success())
+                .unwrap_or(false);
+            closed += usize::from(ok);
+        }
+        closed
+    }
+
+    /// Terminates every Postgres backend connected to this instance's database.
+    pub async fn terminate_db_connections(&self) -> i64 {
+        let (client, conn) =
+            tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.db_name],
+            )
+            .await
+            .expect("terminate");
+        row.get(0)
+    }
+
+    /// Purges one of this instance's queues (`events` or `deliver.{peer}`), losing its messages.
+    pub async fn purge_queue(&self, suffix: &str) {
+        let name = format!("{}.{suffix}", self.prefix);
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        let ch = conn.create_channel().await.expect("channel");
+        ch.queue_purge(name.into(), lapin::options::QueuePurgeOptions::default())
+            .await
+            .expect("purge");
+        let _ = conn.close(200, "bye".into()).await;
+    }
+}
+
+/// Posts events like a webhook provider does: each id is retried (503, 5xx, connection
+/// errors) with backoff until it is answered 202 or 200, for up to `patience`. Answers the
+/// ids accepted and every status seen.
+pub async fn provider_send(
+    url: String,
+    ids: Vec<String>,
+    concurrency: usize,
+    patience: Duration,
+) -> (Vec<String>, Vec<u16>) {
+    use futures::StreamExt;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let results: Vec<(Option<String>, Vec<u16>)> = futures::stream::iter(ids)
+        .map(|id| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let deadline = Instant::now() + patience;
+                let mut seen = Vec::new();
+                let mut delay = Duration::from_millis(50);
+                while Instant::now() < deadline {
+                    let r = http
+                        .post(format!("{url}/hooks/default/stripe"))
+                        .json(&stripe_event(&id, "charge.succeeded"))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(resp) => {
+                            let s = resp.status().as_u16();
+                            seen.push(s);
+                            if s == 202 || s == 200 {
+                                return (Some(id), seen);
+                            }
+                        }
+                        Err(_) => seen.push(0),
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                (None, seen)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut accepted = Vec::new();
+    let mut statuses = Vec::new();
+    for (id, seen) in results {
+        accepted.extend(id);
+        statuses.extend(seen);
+    }
+    (accepted, statuses)
+}
+
+/// Waits until `inst` holds every id, then checks each is stored exactly once.
+pub async fn assert_all_once(inst: &Instance, ids: &[String], timeout: Duration) {
+    let db = inst.db().await;
+    let want = ids.len() as i64;
+    eventually(
+        &format!("{want} events at {}", inst.name),
+        timeout,
+        || async {
+            let n: i64 = db
+                .query_one(
+                    "SELECT count(DISTINCT ce_id) FROM events WHERE ce_id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (n == want).then_some(())
+        },
+    )
+    .await;
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM events WHERE ce_id = ANY($1)", &[&ids])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, want, "each event stored exactly once");
+}

@@ -1,0 +1,427 @@
+//! Nothing lost, nothing doubled: crashes, broker and database connection loss, lost
+//! messages, long peer outages, graceful shutdown and back-pressure, each counted at B.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const DRAIN: Duration = Duration::from_secs(90);
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}_{i}")).collect()
+}
+
+/// Fast sweeping, so lost publishes heal within the test's patience.
+const SWEEP: [(&str, &str); 3] = [
+    ("KITE_SWEEP_GRACE_MS", "2000"),
+    ("KITE_SWEEP_INTERVAL_MS", "300"),
+    ("KITE_PEER_PROBE_INTERVAL_MS", "300"),
+];
+
+#[tokio::test]
+async fn sigkill_of_router_delivery_and_peer_processes_loses_nothing() {
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_ROLES", "ingress"));
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let a = Instance::start_with("instance-a", &env).await;
+    let mut router = Proc::start(&a, "router").await;
+    let mut delivery = Proc::start(&a, "delivery").await;
+    let mut b = Instance::start_with("instance-b", &SWEEP).await;
+    peer(&a, &b, &["*"], 3).await;
+
+    let all = ids("evt_kill", 300);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(60),
+    ));
+    let a_db = a.db().await;
+    let stored = |n: i64| {
+        let db = &a_db;
+        async move {
+            let c: i64 = db
+                .query_one("SELECT count(*) FROM events", &[])
+                .await
+                .ok()?
+                .get(0);
+            (c >= n).then_some(())
+        }
+    };
+    eventually("100 stored", DRAIN, || stored(100)).await;
+    router.kill().await;
+    router.spawn().await;
+    eventually("150 stored", DRAIN, || stored(150)).await;
+    delivery.kill().await;
+    delivery.spawn().await;
+    eventually("200 stored", DRAIN, || stored(200)).await;
+    b.kill().await;
+    b.spawn().await;
+    let (accepted, _) = sender.await.expect("sender");
+    assert_eq!(accepted.len(), all.len(), "every event accepted");
+    assert_all_once(&b, &accepted, DRAIN).await;
+}
+
+#[tokio::test]
+async fn sigkill_of_a_combined_instance_loses_nothing() {
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let mut a = Instance::start_with("instance-a", &env).await;
+    let b = Instance::start_with("instance-b", &SWEEP).await;
+    peer(&a, &b, &["*"], 3).await;
+    let all = ids("evt_killall", 200);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(60),
+    ));
+    let a_db = a.db().await;
+    eventually("80 stored", DRAIN, || async {
+        let c: i64 = a_db
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .ok()?
+            .get(0);
+        (c >= 80).then_some(())
+    })
+    .await;
+    a.kill().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.spawn().await;
+    let (accepted, statuses) = sender.await.expect("sender");
+    assert_eq!(accepted.len(), all.len(), "every event accepted eventually");
+    assert!(statuses.contains(&0), "some requests hit the dead process");
+    assert_all_once(&b, &accepted, DRAIN).await;
+}
+
+#[tokio::test]
+async fn broker_connection_loss_loses_nothing() {
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let a = Instance::start_with("instance-a", &env).await;
+    let b = Instance::start_with("instance-b", &SWEEP).await;
+    let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
+    let all = ids("evt_amqp", 300);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(60),
+    ));
+    let mut closed = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        closed += a.close_amqp_connections().await;
+    }
+    assert!(closed >= 3, "closed {closed} connections");
+    let (accepted, statuses) = sender.await.expect("sender");
+    assert_eq!(accepted.len(), all.len());
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 202 | 503)),
+        "{statuses:?}"
+    );
+    assert_all_once(&b, &accepted, DRAIN).await;
+    // Consumers reconnected: a new event still flows end to end.
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_amqp_after", "x"))
+            .await
+            .0,
+        202
+    );
+    assert_all_once(&b, &["evt_amqp_after".to_string()], DRAIN).await;
+    let rows = a
+        .outbox(&format!("peer_id={peer_id}&status=delivered"))
+        .await;
+    assert_eq!(rows.len(), all.len() + 1);
+}
+
+#[tokio::test]
+async fn database_connection_loss_answers_503_never_500_and_loses_nothing() {
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let a = Instance::start_with("instance-a", &env).await;
+    let b = Instance::start_with("instance-b", &SWEEP).await;
+    peer(&a, &b, &["*"], 3).await;
+    let all = ids("evt_pgkill", 300);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(60),
+    ));
+    let mut terminated = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        terminated += a.terminate_db_connections().await;
+    }
+    assert!(terminated > 0);
+    let (accepted, statuses) = sender.await.expect("sender");
+    assert_eq!(accepted.len(), all.len());
+    assert!(
+        !statuses.iter().any(|s| *s >= 500 && *s != 503),
+        "{statuses:?}"
+    );
+    assert_all_once(&b, &accepted, DRAIN).await;
+    let r = a
+        .http
+        .get(format!("{}/health", a.url))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn sweeper_heals_purged_queues_with_two_routers() {
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_ROLES", "ingress,delivery"));
+    let a = Instance::start_with("instance-a", &env).await;
+    let b = Instance::start_with("instance-b", &SWEEP).await;
+    let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
+
+    // No router yet: events wait in the events queue; purge it, then start two routers.
+    let first = ids("evt_purge_ev", 20);
+    let (accepted, _) =
+        provider_send(a.url.clone(), first.clone(), 4, Duration::from_secs(20)).await;
+    assert_eq!(accepted.len(), 20);
+    a.purge_queue("events").await;
+    let _r1 = Proc::start(&a, "router").await;
+    let _r2 = Proc::start(&a, "router").await;
+    assert_all_once(&b, &first, DRAIN).await;
+
+    // Deliveries lost from a paused peer's queue come back after resume.
+    a.patch(
+        &format!("/api/federation/peers/{peer_id}"),
+        json!({"status":"paused"}),
+    )
+    .await;
+    let second = ids("evt_purge_dl", 20);
+    provider_send(a.url.clone(), second.clone(), 4, Duration::from_secs(20)).await;
+    let pending = eventually("20 pending", DRAIN, || async {
+        let n = a
+            .outbox(&format!("peer_id={peer_id}&status=pending"))
+            .await
+            .len();
+        (n == 20).then_some(n)
+    })
+    .await;
+    assert_eq!(pending, 20);
+    a.purge_queue(&format!("deliver.{peer_id}")).await;
+    a.patch(
+        &format!("/api/federation/peers/{peer_id}"),
+        json!({"status":"active"}),
+    )
+    .await;
+    assert_all_once(&b, &second, DRAIN).await;
+    assert_eq!(b.total_events().await, 40);
+}
+
+#[tokio::test]
+async fn unreachable_peer_parks_deliveries_without_burning_attempts() {
+    let a = Instance::start_with(
+        "instance-a",
+        &[
+            ("KITE_RETRY_MAX_ATTEMPTS", "3"),
+            ("KITE_PEER_FAILURE_THRESHOLD", "3"),
+            ("KITE_PEER_PROBE_INTERVAL_MS", "500"),
+        ],
+    )
+    .await;
+    let port = free_port();
+    let token = kite_protocol::token::mint_federation_token();
+    let peer_id = add_peer(
+        &a,
+        "instance-b",
+        &format!("http://127.0.0.1:{port}/hooks/default/kite"),
+        &token,
+        &["*"],
+        3,
+    )
+    .await;
+    let all = ids("evt_park", 10);
+    for id in &all {
+        assert_eq!(
+            a.hook("stripe", &stripe_event(id, "charge.succeeded"))
+                .await
+                .0,
+            202
+        );
+    }
+    let p = eventually("peer unreachable", DRAIN, || async {
+        let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+        (p["health"] == "unreachable").then_some(p)
+    })
+    .await;
+    assert!(p["consecutive_failures"].as_i64().unwrap_or(0) >= 3, "{p}");
+    assert!(
+        p["last_error"].as_str().unwrap_or("").contains("connect"),
+        "{p}"
+    );
+    assert!(p["last_error_at"].is_string());
+    // Parked: over several probe intervals and retry delays, nothing goes dead and no
+    // delivery's attempts move.
+    let attempts = |rows: Vec<serde_json::Value>| -> Vec<i64> {
+        let mut v: Vec<i64> = rows
+            .iter()
+            .map(|r| r["attempts"].as_i64().unwrap_or(-1))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = attempts(a.outbox(&format!("peer_id={peer_id}")).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rows = a.outbox(&format!("peer_id={peer_id}")).await;
+    assert!(rows.iter().all(|r| r["status"] == "pending"), "{rows:?}");
+    assert_eq!(attempts(rows), before);
+    let (_, list) = a.get("/api/federation/peers").await;
+    assert_eq!(list["items"][0]["pending"], 10);
+    assert_eq!(list["items"][0]["dead"], 0);
+    assert_eq!(list["items"][0]["health"], "unreachable");
+
+    // The peer comes up: a probe gets through and the parked deliveries flow.
+    let b = Instance::start_with("instance-b", &[("KITE_PORT", &port.to_string())]).await;
+    let (s, _) = b
+        .post(
+            "/api/federation/trusted-senders",
+            json!({"name":"instance-a","inbound_token": token}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_all_once(&b, &all, DRAIN).await;
+    let p = eventually("peer active again", DRAIN, || async {
+        let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+        (p["health"] == "active" && p["pending"] == 0).then_some(p)
+    })
+    .await;
+    assert!(p["last_success_at"].is_string());
+    assert_eq!(p["dead"], 0);
+}
+
+/// A peer that takes `delay` to answer each delivery, counting completed ones.
+async fn slow_sink(delay: Duration) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (s, d) = (started.clone(), done.clone());
+    let app = axum::Router::new().route(
+        "/hooks/default/kite",
+        axum::routing::post(move || {
+            let (s, d) = (s.clone(), d.clone());
+            async move {
+                s.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                d.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/hooks/default/kite",
+        listener.local_addr().expect("addr")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, started, done)
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_deliveries_then_exits() {
+    let mut a = Instance::start_with("instance-a", &[("KITE_SHUTDOWN_GRACE_MS", "10000")]).await;
+    let (url, started, done) = slow_sink(Duration::from_millis(1500)).await;
+    let peer_id = add_peer(&a, "slow", &url, "kfed_token", &["*"], 3).await;
+    let all = ids("evt_term", 3);
+    for id in &all {
+        assert_eq!(
+            a.hook("stripe", &stripe_event(id, "charge.succeeded"))
+                .await
+                .0,
+            202
+        );
+    }
+    eventually("deliveries in flight", DRAIN, || async {
+        (started.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(done.load(Ordering::SeqCst), 0);
+    let exited = a.terminate(Duration::from_secs(15)).await;
+    assert_eq!(exited, Some(true), "exited cleanly within the deadline");
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        3,
+        "in-flight deliveries finished"
+    );
+    let db = a.db().await;
+    let delivered: i64 = db
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE state = 'delivered' AND peer_id::text = $1",
+            &[&peer_id],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(delivered, 3, "their outcome was recorded before exit");
+    // Nothing was left behind: after a restart, new work flows and nothing is redone.
+    a.spawn().await;
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_term_after", "x"))
+            .await
+            .0,
+        202
+    );
+    eventually("post-restart delivery", DRAIN, || async {
+        (done.load(Ordering::SeqCst) == 4).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn flood_while_the_database_is_stuck_gets_503_with_retry_after() {
+    let a = Instance::start_with("instance-a", &[("KITE_INGEST_QUEUE", "50")]).await;
+    let locker = a.db().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let body = |i: usize| stripe_event(&format!("evt_flood_{i}"), "charge.succeeded");
+    let answers = futures::future::join_all((0..400).map(|i| {
+        let req = a
+            .http
+            .post(format!("{}/hooks/default/stripe", a.url))
+            .json(&body(i));
+        async move {
+            let r = req.send().await.expect("send");
+            let s = r.status().as_u16();
+            let retry_after = r.headers().get("retry-after").is_some();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (s, retry_after, v)
+        }
+    }));
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        locker.batch_execute("COMMIT").await.expect("unlock");
+    };
+    let (answers, ()) = tokio::join!(answers, release);
+    let rejected: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    let accepted = answers.iter().filter(|(s, _, _)| *s == 202).count();
+    assert!(!rejected.is_empty(), "a full ingest queue answers 503");
+    assert!(rejected
+        .iter()
+        .all(|(_, ra, v)| *ra && v["error"]["code"] == "unavailable"));
+    assert_eq!(
+        accepted + rejected.len(),
+        400,
+        "every request got 202 or 503"
+    );
+    assert_eq!(
+        a.total_events().await,
+        accepted as i64,
+        "every 202 was stored"
+    );
+}
