@@ -92,6 +92,19 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for in-flight work before exiting, in milliseconds.
     #[arg(long, env = "KITE_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
     pub shutdown_grace_ms: u64,
+    /// How long settled events are kept, in seconds: the duplicate window and how far back
+    /// a listener can resume.
+    #[arg(long, env = "KITE_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// Events a stream listener may leave unacknowledged before it is cut off (4004).
+    #[arg(long, env = "KITE_STREAM_MAX_UNACKED", default_value_t = 1000)]
+    pub stream_max_unacked: usize,
+    /// How long a listener with a full window of unacked events has to ack before 4004, in ms.
+    #[arg(long, env = "KITE_STREAM_STALL_MS", default_value_t = 10_000)]
+    pub stream_stall_ms: u64,
+    /// Stream connections a team may hold at once (more get 4003).
+    #[arg(long, env = "KITE_STREAM_MAX_CONNECTIONS", default_value_t = 100)]
+    pub stream_max_connections: usize,
     /// Webhooks waiting for a database commit before ingress answers 503.
     #[arg(long, env = "KITE_INGEST_QUEUE", default_value_t = 20_000)]
     pub ingest_queue: usize,
@@ -216,6 +229,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             prefetch: 32,
             sweep_interval: Duration::from_millis(a.sweep_interval_ms.max(100)),
             sweep_grace: Duration::from_millis(a.sweep_grace_ms),
+            retention: Duration::from_secs(a.retention_secs),
         };
         tasks.push(tokio::spawn(kite_router::run(
             store.clone(),
@@ -262,6 +276,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 ingest_queue: a.ingest_queue,
                 ingest_batch: 1_000,
                 ingest_writers: 4,
+                stream_max_unacked: a.stream_max_unacked.max(1),
+                stream_max_connections: a.stream_max_connections.max(1),
+                stream_stall: Duration::from_millis(a.stream_stall_ms.max(1)),
             },
         );
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))

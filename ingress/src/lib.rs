@@ -35,6 +35,12 @@ pub struct IngressConfig {
     pub ingest_batch: usize,
     /// Concurrent group-commit writers.
     pub ingest_writers: usize,
+    /// Events a stream listener may leave unacknowledged before it is cut off.
+    pub stream_max_unacked: usize,
+    /// Stream connections a team may hold at once.
+    pub stream_max_connections: usize,
+    /// How long a listener with a full window of unacked events has to ack before 4004.
+    pub stream_stall: std::time::Duration,
 }
 
 /// Shared state of the HTTP handlers.
@@ -46,6 +52,7 @@ pub struct AppState {
     ingest: ingest::Ingest,
     notes: Notifications,
     cfg: IngressConfig,
+    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
 impl AppState {
@@ -73,6 +80,7 @@ pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig
         ingest,
         notes,
         cfg,
+        streams: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
     Router::new()

@@ -1,6 +1,7 @@
 //! `GET /ws`: the Kite stream protocol. A client sends `connect`, gets `connected`, then
 //! `event` frames for its team's events that match its scopes, and acks them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use kite_protocol::scope::ScopeSet;
+use kite_store::stream::Resume;
 use serde_json::{json, Value};
 
 use crate::AppState;
@@ -17,6 +19,10 @@ use crate::AppState;
 const AUTH_FAILED: u16 = 4001;
 /// A frame could not be understood.
 const INVALID_MESSAGE: u16 = 4002;
+/// Too many connections.
+const RATE_LIMITED: u16 = 4003;
+/// The client does not keep up with acks.
+const SLOW_CONSUMER: u16 = 4004;
 
 /// What a client asked to see.
 enum Filter {
@@ -76,6 +82,35 @@ async fn fail(socket: &mut WebSocket, code: u16, message: &str) {
         .await;
 }
 
+/// Holds one of a team's stream connection slots.
+struct Slot<'a> {
+    st: &'a AppState,
+    team: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.st.streams.lock() {
+            if let Some(n) = m.get_mut(&self.team) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
+fn take_slot<'a>(st: &'a AppState, team: &str) -> Option<Slot<'a>> {
+    let mut m = st.streams.lock().ok()?;
+    let n = m.entry(team.to_string()).or_insert(0);
+    if *n >= st.cfg.stream_max_connections {
+        return None;
+    }
+    *n += 1;
+    Some(Slot {
+        st,
+        team: team.to_string(),
+    })
+}
+
 async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
     let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
     let Ok(Some(Ok(Message::Text(text)))) = first else {
@@ -95,16 +130,25 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
         .await;
         return;
     }
+    if hello.get("version").and_then(Value::as_i64).unwrap_or(1) != 1 {
+        fail(&mut socket, INVALID_MESSAGE, "unsupported protocol version").await;
+        return;
+    }
     let token = hello.get("token").and_then(Value::as_str).unwrap_or("");
     let grant = match st.store.authenticate_key(token).await {
         Ok(Some(g)) => g,
-        _ => {
+        Ok(None) => {
             fail(&mut socket, AUTH_FAILED, "authentication failed").await;
             return;
         }
+        Err(_) => {
+            fail(&mut socket, 1011, "database unavailable").await;
+            return;
+        }
     };
-    if let Some(team) = hello.get("team_id").and_then(Value::as_str) {
-        if team != grant.team_id {
+    let team = grant.team_id;
+    if let Some(t) = hello.get("team_id").and_then(Value::as_str) {
+        if t != team {
             fail(&mut socket, AUTH_FAILED, "authentication failed").await;
             return;
         }
@@ -116,44 +160,202 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             return;
         }
     };
-    let Ok(mut cursor) = st.store.last_seq(&grant.team_id).await else {
-        fail(&mut socket, 1011, "database unavailable").await;
+    let client_id = match hello.get("client_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) if !c.is_empty() && c.len() <= 128 => Some(c.clone()),
+        Some(_) => {
+            fail(
+                &mut socket,
+                INVALID_MESSAGE,
+                "client_id must be a string of 1..=128 bytes",
+            )
+            .await;
+            return;
+        }
+    };
+    let Some(_slot) = take_slot(&st, &team) else {
+        fail(
+            &mut socket,
+            RATE_LIMITED,
+            "too many stream connections for this team",
+        )
+        .await;
         return;
+    };
+    let start = match start_position(&st, &team, client_id.as_deref()).await {
+        Ok(s) => s,
+        Err(_) => {
+            fail(&mut socket, 1011, "database unavailable").await;
+            return;
+        }
+    };
+    let mut cursor = match start {
+        Resume::From(c) => c,
+        Resume::Expired {
+            oldest_available_seq,
+            ..
+        } => {
+            let f = json!({"type":"cursor_expired","oldest_available_seq":oldest_available_seq});
+            if socket
+                .send(Message::Text(f.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            (oldest_available_seq - 1).max(0)
+        }
     };
     let connected = json!({"type":"connected","last_seq":cursor}).to_string();
     if socket.send(Message::Text(connected.into())).await.is_err() {
         return;
     }
-    let (mut tx, mut rx) = socket.split();
-    let mut events = st.notes.events.clone();
-    loop {
-        match st.store.events_after(&grant.team_id, cursor, 500).await {
-            Ok(batch) => {
-                for e in batch {
-                    cursor = e.seq;
-                    if !wanted(&filters, &e.hook_source, &e.ce_type) {
-                        continue;
+    let session = Session {
+        st: &st,
+        team: &team,
+        client_id: client_id.as_deref(),
+        filters: &filters,
+    };
+    let acked = session.run(socket, &mut cursor).await;
+    if let (Some(c), Some(acked)) = (client_id.as_deref(), acked) {
+        if let Err(e) = st.store.save_cursor(&team, c, acked).await {
+            tracing::warn!(error = %e, "could not save a stream cursor");
+        }
+    }
+}
+
+async fn start_position(
+    st: &AppState,
+    team: &str,
+    client_id: Option<&str>,
+) -> Result<Resume, kite_store::StoreError> {
+    let Some(c) = client_id else {
+        return Ok(Resume::From(st.store.last_seq(team).await?));
+    };
+    match st.store.cursor(team, c).await? {
+        Some(acked) => st.store.resume_point(team, acked).await,
+        None => {
+            let now = st.store.last_seq(team).await?;
+            st.store.save_cursor(team, c, now).await?;
+            Ok(Resume::From(now))
+        }
+    }
+}
+
+struct Session<'a> {
+    st: &'a AppState,
+    team: &'a str,
+    client_id: Option<&'a str>,
+    filters: &'a [Filter],
+}
+
+impl Session<'_> {
+    /// Streams events after `cursor` until the client leaves; answers the last acked seq.
+    async fn run(&self, socket: WebSocket, cursor: &mut i64) -> Option<i64> {
+        let (mut tx, mut rx) = socket.split();
+        let max = self.st.cfg.stream_max_unacked;
+        let mut events = self.st.notes.events.clone();
+        let mut unacked: VecDeque<i64> = VecDeque::new();
+        let mut acked = *cursor;
+        let mut saved = acked;
+        let mut more = true;
+        let mut full_since: Option<tokio::time::Instant> = None;
+        let mut flush = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            let room = max.saturating_sub(unacked.len());
+            if more && room > 0 {
+                full_since = None;
+                let limit = room.min(500) as i64;
+                match self.st.store.events_after(self.team, *cursor, limit).await {
+                    Ok(batch) => {
+                        more = batch.len() as i64 == limit;
+                        for e in batch {
+                            *cursor = e.seq;
+                            if !wanted(self.filters, &e.hook_source, &e.ce_type) {
+                                continue;
+                            }
+                            let mut event = e.event;
+                            if let Some(o) = event.as_object_mut() {
+                                o.insert("kiteseq".into(), json!(e.seq));
+                            }
+                            let frame =
+                                json!({"type":"event","seq":e.seq,"event":event}).to_string();
+                            let sent = tokio::time::timeout(
+                                self.stall(),
+                                tx.send(Message::Text(frame.into())),
+                            )
+                            .await;
+                            if !matches!(sent, Ok(Ok(()))) {
+                                return Some(acked);
+                            }
+                            unacked.push_back(e.seq);
+                        }
+                        if unacked.is_empty() {
+                            // Nothing outstanding: everything up to the cursor counts as seen.
+                            acked = acked.max(*cursor);
+                        }
+                        if more {
+                            continue;
+                        }
                     }
-                    let mut event = e.event;
-                    if let Some(o) = event.as_object_mut() {
-                        o.insert("kiteseq".into(), json!(e.seq));
-                    }
-                    let frame = json!({"type":"event","seq":e.seq,"event":event}).to_string();
-                    if tx.send(Message::Text(frame.into())).await.is_err() {
-                        return;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "stream cannot read events");
+                        more = true;
                     }
                 }
+            } else if room == 0 {
+                let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= self.stall() {
+                    let f = json!({"type":"error","code":SLOW_CONSUMER,"message":"slow consumer: too many unacknowledged events"});
+                    let _ = tx.send(Message::Text(f.to_string().into())).await;
+                    let _ = tx
+                        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                            code: SLOW_CONSUMER,
+                            reason: "slow consumer".into(),
+                        })))
+                        .await;
+                    return Some(acked);
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "stream cannot read events"),
+            tokio::select! {
+                _ = events.changed() => more = true,
+                _ = tokio::time::sleep(Duration::from_millis(200)), if room == 0 => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => more = true,
+                _ = flush.tick() => {
+                    if let Some(c) = self.client_id {
+                        if acked > saved && self.st.store.save_cursor(self.team, c, acked).await.is_ok() {
+                            saved = acked;
+                        }
+                    }
+                }
+                msg = rx.next() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Some(acked),
+                    Some(Ok(Message::Text(t))) => {
+                        let Ok(frame) = serde_json::from_str::<Value>(&t) else {
+                            let f = json!({"type":"error","code":INVALID_MESSAGE,"message":"frames must be JSON"});
+                            let _ = tx.send(Message::Text(f.to_string().into())).await;
+                            continue;
+                        };
+                        if frame.get("type").and_then(Value::as_str) == Some("ack") {
+                            if let Some(seq) = frame.get("seq").and_then(Value::as_i64) {
+                                while unacked.front().is_some_and(|s| *s <= seq) {
+                                    unacked.pop_front();
+                                }
+                                acked = acked.max(seq.min(*cursor));
+                                if unacked.is_empty() {
+                                    acked = acked.max(*cursor);
+                                }
+                            }
+                        }
+                        // Unknown frame types are ignored.
+                    }
+                    Some(Ok(_)) => {}
+                },
+            }
         }
-        tokio::select! {
-            _ = events.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            msg = rx.next() => match msg {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                // Acks and unknown frames need no answer here.
-                Some(Ok(_)) => {}
-            },
-        }
+    }
+
+    fn stall(&self) -> Duration {
+        self.st.cfg.stream_stall
     }
 }

@@ -7,6 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::BackoffBuilder;
+
 use futures::StreamExt;
 use kite_bus::{BasicAckOptions, BasicNackOptions, Batch, Bus, Delivery, Outgoing};
 use kite_protocol::fed::FedInfo;
@@ -30,6 +32,8 @@ pub struct RouterConfig {
     pub sweep_interval: Duration,
     /// How overdue work must be before the sweeper republishes it.
     pub sweep_grace: Duration,
+    /// How long settled events are kept (duplicate window and stream replay).
+    pub retention: Duration,
 }
 
 /// Why an event was not forwarded to a peer whose scopes match.
@@ -105,7 +109,15 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 
 async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
     let queue = router.bus.names().events_queue();
-    let mut delay = Duration::from_millis(200);
+    let reconnect = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut delays = reconnect();
     while !*shutdown.borrow() {
         let consumer = async {
             router.bus.redeclare().await?;
@@ -116,7 +128,7 @@ async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
         };
         match consumer.await {
             Ok((channel, consumer)) => {
-                delay = Duration::from_millis(200);
+                delays = reconnect();
                 tracing::info!(queue = %queue, "router consuming");
                 consumer
                     .take_until(stopped(shutdown.clone()))
@@ -137,8 +149,7 @@ async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             break;
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
     }
 }
 
@@ -284,6 +295,11 @@ async fn sweep_loop(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
         }
         if let Err(e) = router.sweep().await {
             tracing::warn!(error = %e, "sweep failed");
+        }
+        match router.store.prune(router.cfg.retention, 10_000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "pruned events past retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
         }
     }
 }

@@ -76,8 +76,15 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event)
+                // The per-team advisory locks (taken in a fixed order, held to commit) make
+                // each team's sequence numbers commit in order, so a stream reader that has
+                // seen seq N never sees a smaller one appear later.
+                "WITH locks AS (
+                    SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
+                    FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered)
+                 INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+                 WHERE (SELECT count(*) FROM locks) >= 0
                  ON CONFLICT DO NOTHING
                  RETURNING seq, team_id, ce_source, ce_id, received_at",
             )

@@ -7,6 +7,7 @@ pub mod notify;
 pub mod outbox;
 pub mod peers;
 pub mod senders;
+pub mod stream;
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use backon::BackoffBuilder;
+
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -26,7 +28,15 @@ impl Store {
         let (events_tx, events) = watch::channel(0u64);
         let pg = self.pg_config().clone();
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(200);
+            let reconnect = || {
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_jitter()
+                    .without_max_times()
+                    .build()
+            };
+            let mut delays = reconnect();
             loop {
                 match pg.connect(NoTls).await {
                     Ok((client, mut conn)) => {
@@ -50,7 +60,7 @@ impl Store {
                             .await
                             .is_ok()
                         {
-                            delay = Duration::from_millis(200);
+                            delays = reconnect();
                             config_tx.send_modify(|g| *g += 1);
                             events_tx.send_modify(|g| *g += 1);
                         }
@@ -63,8 +73,7 @@ impl Store {
                 if config_tx.is_closed() && events_tx.is_closed() {
                     return;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
             }
         });
         Notifications { config, events }

@@ -427,6 +427,8 @@ pub async fn github_push(inst: &Instance, delivery: &str) -> (u16, Value) {
 pub struct Proc {
     env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The process' URL when it runs the ingress role.
+    pub url: Option<String>,
 }
 
 impl Proc {
@@ -435,7 +437,13 @@ impl Proc {
         let mut env = of.env.clone();
         env.retain(|(k, _)| k != "KITE_ROLES");
         env.push(("KITE_ROLES".into(), roles.into()));
-        let mut p = Self { env, child: None };
+        env.retain(|(k, _)| k != "KITE_PORT");
+        env.push(("KITE_PORT".into(), "0".into()));
+        let mut p = Self {
+            env,
+            child: None,
+            url: None,
+        };
         p.spawn().await;
         p
     }
@@ -458,14 +466,19 @@ impl Proc {
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.starts_with("kite ready") {
-                    return true;
+                    return Some(line);
                 }
             }
-            false
+            None
         })
         .await
-        .unwrap_or(false);
-        assert!(ready, "role process did not become ready");
+        .ok()
+        .flatten()
+        .expect("role process became ready");
+        self.url = ready
+            .strip_prefix("kite ready url=")
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string);
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
     }

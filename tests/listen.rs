@@ -1,0 +1,461 @@
+//! The event stream (`/ws`) and `kite listen`, as a developer uses them.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Listen {
+    child: Child,
+    out: Lines<BufReader<ChildStdout>>,
+}
+
+impl Listen {
+    /// Starts `kite listen` against `inst` and waits until it is connected.
+    async fn start(inst: &Instance, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+            .arg("listen")
+            .args(["--instance", &inst.url])
+            .args(args)
+            .env("KITE_API_KEY", &inst.key)
+            .env("HOME", "/nonexistent")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kite listen");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        tokio::time::timeout(WAIT, async {
+            while let Ok(Some(l)) = err.next_line().await {
+                if l.contains("connected") {
+                    return;
+                }
+            }
+            panic!("kite listen exited before connecting");
+        })
+        .await
+        .expect("kite listen connected");
+        tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+        let out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self { child, out }
+    }
+
+    async fn line(&mut self) -> String {
+        tokio::time::timeout(WAIT, self.out.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("listen still running")
+    }
+
+    async fn json(&mut self) -> Value {
+        serde_json::from_str(&self.line().await).expect("JSON line")
+    }
+}
+
+#[tokio::test]
+async fn listen_filters_by_source_and_type_and_prints_readable_lines() {
+    let a = Instance::start("instance-a").await;
+    let mut gh = Listen::start(&a, &["--source", "github", "--json"]).await;
+    let mut stripe = Listen::start(&a, &["--type", "stripe.payment_*", "--json"]).await;
+    let mut human = Listen::start(&a, &[]).await;
+
+    a.hook("stripe", &stripe_event("evt_f_1", "charge.succeeded"))
+        .await;
+    github_push(&a, "gh-f-1").await;
+    a.hook(
+        "stripe",
+        &stripe_event("evt_f_2", "payment_intent.succeeded"),
+    )
+    .await;
+    a.hook("acme", &json!({"type":"thing"})).await;
+    github_push(&a, "gh-f-2").await;
+
+    assert_eq!(gh.json().await["id"], "gh-f-1");
+    assert_eq!(gh.json().await["id"], "gh-f-2");
+    assert_eq!(stripe.json().await["id"], "evt_f_2");
+    // Only matching events were printed: the next stripe line is the next matching event.
+    a.hook(
+        "stripe",
+        &stripe_event("evt_f_3", "payment_method.attached"),
+    )
+    .await;
+    assert_eq!(stripe.json().await["id"], "evt_f_3");
+    let first = human.line().await;
+    assert!(
+        first.contains("seq=")
+            && first.contains("com.stripe.charge.succeeded")
+            && first.contains("id=evt_f_1"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_with_a_client_id_gets_every_missed_event_once_in_order() {
+    let a = Instance::start("instance-a").await;
+    let mut l = Listen::start(&a, &["--client-id", "laptop", "--json"]).await;
+    for i in 0..3 {
+        a.hook(
+            "stripe",
+            &stripe_event(&format!("evt_pre_{i}"), "charge.succeeded"),
+        )
+        .await;
+    }
+    for i in 0..3 {
+        assert_eq!(l.json().await["id"], format!("evt_pre_{i}"));
+    }
+    let _ = l.child.kill().await;
+    let _ = l.child.wait().await;
+
+    let missed: Vec<String> = (0..100).map(|i| format!("evt_missed_{i:03}")).collect();
+    for id in &missed {
+        assert_eq!(
+            a.hook("stripe", &stripe_event(id, "charge.succeeded"))
+                .await
+                .0,
+            202
+        );
+    }
+    let mut l = Listen::start(&a, &["--client-id", "laptop", "--json"]).await;
+    let mut seqs = Vec::new();
+    for id in &missed {
+        let ev = l.json().await;
+        assert_eq!(&ev["id"], id, "in order, none acked before repeated");
+        seqs.push(ev["kiteseq"].as_i64().expect("kiteseq"));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order");
+    // Then live events, with no repeat in between.
+    a.hook("stripe", &stripe_event("evt_live", "charge.succeeded"))
+        .await;
+    assert_eq!(l.json().await["id"], "evt_live");
+}
+
+#[tokio::test]
+async fn an_event_ingested_by_one_process_reaches_a_listener_on_another() {
+    let a = Instance::start("instance-a").await;
+    let other = Proc::start(&a, "ingress").await;
+    let other_url = other.url.clone().expect("second ingress url");
+    let mut l = Listen::start(&a, &["--json"]).await;
+    let r = a
+        .http
+        .post(format!("{other_url}/hooks/default/stripe"))
+        .json(&stripe_event("evt_xproc", "charge.succeeded"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(l.json().await["id"], "evt_xproc");
+}
+
+/// A local endpoint that fails its first `fail` requests with 500, recording every request.
+async fn flaky_sink(
+    fail: usize,
+) -> (
+    String,
+    Arc<Mutex<Vec<(u16, String, Vec<(String, String)>)>>>,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let (s, c) = (seen.clone(), count.clone());
+    let app = axum::Router::new().route(
+        "/webhook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (s, c) = (s.clone(), c.clone());
+            async move {
+                let n = c.fetch_add(1, Ordering::SeqCst);
+                let status = if n < fail { 500 } else { 200 };
+                let hs = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                s.lock().expect("lock").push((status, body, hs));
+                axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/webhook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn forward_to_retries_until_the_local_endpoint_succeeds() {
+    let a = Instance::start("instance-a").await;
+    let (url, seen) = flaky_sink(2).await;
+    let _l = Listen::start(&a, &["--forward-to", &url]).await;
+    a.hook("stripe", &stripe_event("evt_fwd", "charge.succeeded"))
+        .await;
+    eventually("three attempts, the last one 200", WAIT, || async {
+        let s = seen.lock().expect("lock");
+        (s.len() == 3 && s[2].0 == 200).then_some(())
+    })
+    .await;
+    let s = seen.lock().expect("lock").clone();
+    let bodies: Vec<Value> = s
+        .iter()
+        .map(|(_, b, _)| serde_json::from_str(b).expect("json"))
+        .collect();
+    assert!(bodies
+        .iter()
+        .all(|b| b["id"] == "evt_fwd" && b["type"] == "com.stripe.charge.succeeded"));
+    assert!(s[0]
+        .2
+        .iter()
+        .any(|(k, v)| k == "content-type" && v == "application/cloudevents+json"));
+}
+
+#[tokio::test]
+async fn forward_to_raw_sends_data_with_original_headers_minus_authorization() {
+    let a = Instance::start("instance-a").await;
+    let (url, seen) = flaky_sink(0).await;
+    let _l = Listen::start(&a, &["--forward-to", &url, "--raw"]).await;
+    let body = stripe_event("evt_raw", "charge.succeeded");
+    a.hook_with(
+        "stripe",
+        &body,
+        &[
+            ("stripe-signature", "t=1,v1=abc"),
+            ("authorization", "Bearer secret-x"),
+        ],
+    )
+    .await;
+    eventually("raw forward", WAIT, || async {
+        (!seen.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+    let (status, got, headers) = seen.lock().expect("lock")[0].clone();
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&got).expect("json"), body);
+    assert!(headers
+        .iter()
+        .any(|(k, v)| k == "stripe-signature" && v == "t=1,v1=abc"));
+    assert!(!headers.iter().any(|(k, _)| k == "authorization"));
+}
+
+#[tokio::test]
+async fn socket_serves_ndjson_to_local_readers() {
+    use tokio::net::UnixStream;
+    let a = Instance::start("instance-a").await;
+    let dir = std::env::temp_dir().join(format!("kite-sock-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("listen.sock");
+    let _l = Listen::start(&a, &["--socket", path.to_str().expect("path")]).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path)
+        .expect("socket exists")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let stream = UnixStream::connect(&path).await.expect("connect socket");
+    let mut lines = BufReader::new(stream).lines();
+    a.hook("stripe", &stripe_event("evt_sock", "charge.succeeded"))
+        .await;
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("in time")
+        .expect("read")
+        .expect("line");
+    let v: Value = serde_json::from_str(&line).expect("ndjson");
+    assert_eq!(v["id"], "evt_sock");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_bad_key_exits_with_code_2() {
+    let a = Instance::start("instance-a").await;
+    let out = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args([
+            "listen",
+            "--instance",
+            &a.url,
+            "--api-key",
+            "kite_00000000_00000000000000000000000000000000",
+        ])
+        .env("HOME", "/nonexistent")
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authentication failed"));
+}
+
+#[tokio::test]
+async fn listen_reads_instance_and_key_from_the_config_file() {
+    let a = Instance::start("instance-a").await;
+    let dir = std::env::temp_dir().join(format!("kite-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join(".config/kite")).expect("dir");
+    std::fs::write(
+        dir.join(".config/kite/config.toml"),
+        format!("instance = \"{}\"\napi_key = \"{}\"\n", a.url, a.key),
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+        .args(["listen", "--json"])
+        .env("HOME", &dir)
+        .env_remove("KITE_API_KEY")
+        .env_remove("KITE_INSTANCE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Keep sending until the listener (connecting in the background) prints one.
+    let line = tokio::time::timeout(WAIT, async {
+        let mut n = 0;
+        loop {
+            a.hook(
+                "stripe",
+                &stripe_event(&format!("evt_cfg_{n}"), "charge.succeeded"),
+            )
+            .await;
+            n += 1;
+            if let Ok(Ok(Some(l))) =
+                tokio::time::timeout(Duration::from_millis(500), out.next_line()).await
+            {
+                return l;
+            }
+        }
+    })
+    .await
+    .expect("a line");
+    assert!(line.contains("evt_cfg_"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn ws_connect(
+    inst: &Instance,
+    client_id: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}/ws", inst.url.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let hello = json!({"type":"connect","version":1,"token":inst.key,"team_id":"default","scopes":["*"],"client_id":client_id});
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .expect("send");
+    ws
+}
+
+async fn next_frame(
+    ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frame in time")
+            .expect("open")
+            .expect("ok");
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).expect("json frame");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_acking_gets_4004_and_unknown_frames_are_ignored() {
+    let a = Instance::start_with(
+        "instance-a",
+        &[
+            ("KITE_STREAM_MAX_UNACKED", "5"),
+            ("KITE_STREAM_STALL_MS", "500"),
+        ],
+    )
+    .await;
+    let mut ws = ws_connect(&a, None).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "connected");
+    ws.send(Message::Text(
+        json!({"type":"ping","x":1}).to_string().into(),
+    ))
+    .await
+    .expect("send");
+    for i in 0..10 {
+        a.hook(
+            "stripe",
+            &stripe_event(&format!("evt_slow_{i}"), "charge.succeeded"),
+        )
+        .await;
+    }
+    let mut events = 0;
+    let err = loop {
+        let f = next_frame(&mut ws).await;
+        match f["type"].as_str() {
+            Some("event") => events += 1,
+            Some("error") => break f,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    assert_eq!(err["code"], 4004, "{err}");
+    assert_eq!(events, 5, "the window bounded what was sent");
+}
+
+#[tokio::test]
+async fn too_many_connections_get_4003_and_a_bad_first_frame_4002() {
+    let a = Instance::start_with("instance-a", &[("KITE_STREAM_MAX_CONNECTIONS", "1")]).await;
+    let mut first = ws_connect(&a, None).await;
+    assert_eq!(next_frame(&mut first).await["type"], "connected");
+    let mut second = ws_connect(&a, None).await;
+    let f = next_frame(&mut second).await;
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_i64()),
+        (Some("error"), Some(4003)),
+        "{f}"
+    );
+    drop(first);
+    let url = format!("{}/ws", a.url.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    ws.send(Message::Text("hello".into())).await.expect("send");
+    let f = next_frame(&mut ws).await;
+    assert_eq!(f["code"], 4002, "{f}");
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_retention_gets_cursor_expired() {
+    let a = Instance::start_with(
+        "instance-a",
+        &[
+            ("KITE_RETENTION_SECS", "2"),
+            ("KITE_SWEEP_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let mut ws = ws_connect(&a, Some("old-laptop")).await;
+    assert_eq!(next_frame(&mut ws).await["type"], "connected");
+    drop(ws);
+    for i in 0..3 {
+        a.hook(
+            "stripe",
+            &stripe_event(&format!("evt_old_{i}"), "charge.succeeded"),
+        )
+        .await;
+    }
+    eventually("events pruned", WAIT, || async {
+        (a.total_events().await == 0).then_some(())
+    })
+    .await;
+    let (_, v) = a
+        .hook("stripe", &stripe_event("evt_new", "charge.succeeded"))
+        .await;
+    let new_seq = v["seq"].as_i64().expect("seq");
+    let mut ws = ws_connect(&a, Some("old-laptop")).await;
+    let f = next_frame(&mut ws).await;
+    assert_eq!(f["type"], "cursor_expired", "{f}");
+    assert_eq!(f["oldest_available_seq"], new_seq);
+    assert_eq!(next_frame(&mut ws).await["type"], "connected");
+    let ev = next_frame(&mut ws).await;
+    assert_eq!(ev["event"]["id"], "evt_new");
+}
