@@ -4,8 +4,11 @@
 pub mod error;
 pub mod event;
 pub mod fed;
+pub mod provider;
 pub mod scope;
+pub mod secret_box;
 pub mod signature;
+pub mod ssrf;
 pub mod token;
 
 pub use error::ApiError;
