@@ -77,6 +77,10 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
         .env("KITE_AMQP_PREFIX", format!("kite.demo.{name}"))
         .env("KITE_TEAM_ID", "default")
         .env("KITE_ADMIN_KEY", &key)
+        .env(
+            "KITE_SECRET_KEY",
+            kite_protocol::secret_box::SecretBox::generate_key(),
+        )
         .env("KITE_ALLOW_PRIVATE_PEERS", "true")
         .env(
             "RUST_LOG",

@@ -1,5 +1,6 @@
 //! The `kite` binary: `serve`, `migrate`, `listen` and `demo`.
 
+mod admin;
 mod demo;
 mod listen;
 mod serve;
@@ -24,6 +25,8 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Start two federated instances, relay a sample event from A to B, keep both running.
     Demo(demo::DemoArgs),
+    /// Admin API verbs (keys, tokens, peers) and `secret-key`.
+    Admin(admin::AdminArgs),
 }
 
 fn init_tracing() {
@@ -44,12 +47,14 @@ async fn main() {
         Command::Migrate(a) => serve::migrate(a).await,
         Command::Listen(a) => listen::listen(a).await,
         Command::Demo(a) => demo::demo(a).await,
+        Command::Admin(a) => admin::admin(a).await,
     };
     if let Err(e) = result {
-        let code = e
-            .downcast_ref::<listen::AuthFailed>()
-            .map(|_| 2)
-            .unwrap_or(1);
+        let code = if e.chain().any(|c| c.is::<listen::AuthFailed>()) {
+            2
+        } else {
+            1
+        };
         eprintln!("kite: error: {e:#}");
         std::process::exit(code);
     }

@@ -7,10 +7,14 @@ use anyhow::Context;
 use clap::Args;
 use kite_bus::Bus;
 use kite_delivery::{DeliveryConfig, RetryPolicy};
-use kite_ingress::IngressConfig;
+use kite_ingress::{IngressConfig, Rate};
+use kite_protocol::secret_box::SecretBox;
 use kite_router::RouterConfig;
 use kite_store::Store;
 use tokio::sync::watch;
+
+/// The fixed key of `--dev` instances (public: development only).
+const DEV_SECRET_KEY: &str = "a2l0ZS1kZXZlbG9wbWVudC1rZXktbm90LXNlY3JldCE=";
 
 /// Database settings.
 #[derive(Debug, Clone, Args)]
@@ -105,6 +109,37 @@ pub struct ServeArgs {
     /// Stream connections a team may hold at once (more get 4003).
     #[arg(long, env = "KITE_STREAM_MAX_CONNECTIONS", default_value_t = 100)]
     pub stream_max_connections: usize,
+    /// Key sealing federation and source secrets at rest: 32 bytes, base64
+    /// (`kite admin secret-key` makes one). Required unless --dev.
+    #[arg(long, env = "KITE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// Development mode: without KITE_SECRET_KEY, secrets are sealed with a fixed, public key.
+    #[arg(long, env = "KITE_DEV")]
+    pub dev: bool,
+    /// Refuse webhooks to sources without a signature configuration (401 signature_required).
+    #[arg(long, env = "KITE_REQUIRE_SIGNED_HOOKS")]
+    pub require_signed_hooks: bool,
+    /// Allow peer URLs on loopback and private networks (refused otherwise: SSRF guard).
+    #[arg(long, env = "KITE_ALLOW_PRIVATE_PEERS")]
+    pub allow_private_peers: bool,
+    /// How long a rotated-out secret stays valid, in seconds.
+    #[arg(long, env = "KITE_SECRET_OVERLAP_SECS", default_value_t = 24 * 3600)]
+    pub secret_overlap_secs: u64,
+    /// Webhooks a second a team may send (0: unlimited).
+    #[arg(long, env = "KITE_RATE_TEAM_PER_SEC", default_value_t = 10_000)]
+    pub rate_team_per_sec: u32,
+    /// Burst above the team rate.
+    #[arg(long, env = "KITE_RATE_TEAM_BURST", default_value_t = 20_000)]
+    pub rate_team_burst: u32,
+    /// Federated events a second one trusted sender may send (0: unlimited).
+    #[arg(long, env = "KITE_RATE_SENDER_PER_SEC", default_value_t = 10_000)]
+    pub rate_sender_per_sec: u32,
+    /// Burst above the sender rate.
+    #[arg(long, env = "KITE_RATE_SENDER_BURST", default_value_t = 20_000)]
+    pub rate_sender_burst: u32,
+    /// PEM file of a CA to trust for peers' certificates (besides the system's).
+    #[arg(long, env = "KITE_PEER_CA")]
+    pub peer_ca: Option<std::path::PathBuf>,
     /// Webhooks waiting for a database commit before ingress answers 503.
     #[arg(long, env = "KITE_INGEST_QUEUE", default_value_t = 20_000)]
     pub ingest_queue: usize,
@@ -176,10 +211,32 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         max_attempts: a.retry_max_attempts,
     };
 
+    let secrets = match (&a.secret_key, a.dev) {
+        (Some(k), _) => SecretBox::from_base64(k)?,
+        (None, true) => {
+            tracing::warn!("--dev: secrets at rest are sealed with a fixed development key; never use this in production");
+            SecretBox::from_base64(DEV_SECRET_KEY)?
+        }
+        (None, false) => anyhow::bail!(
+            "KITE_SECRET_KEY is not set: kite seals federation and source secrets at rest with it. \
+             Make one with `kite admin secret-key` and set KITE_SECRET_KEY (or pass --dev for a development instance)"
+        ),
+    };
     let store = Store::connect(&a.db.database_url, a.db.db_pool_size)
         .await
-        .context("connecting to Postgres")?;
+        .context("connecting to Postgres")?
+        .with_secrets(secrets);
     store.migrate().await.context("applying migrations")?;
+    let sealed = store
+        .seal_legacy_secrets()
+        .await
+        .context("checking stored secrets against KITE_SECRET_KEY")?;
+    if sealed > 0 {
+        tracing::info!(
+            count = sealed,
+            "sealed secrets stored before encryption at rest"
+        );
+    }
     let bus = Arc::new(
         Bus::connect(&a.amqp_url, &prefix, Duration::from_secs(30))
             .await
@@ -247,6 +304,8 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             prefetch: 16,
             failure_threshold: a.peer_failure_threshold,
             probe_interval: Duration::from_millis(a.peer_probe_interval_ms.max(10)),
+            allow_private_peers: a.allow_private_peers,
+            peer_ca: a.peer_ca.clone(),
         };
         let (s, b, n, r) = (
             store.clone(),
@@ -257,6 +316,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             if let Err(e) = kite_delivery::run(s, b, n, cfg, r).await {
                 tracing::error!(error = %e, "delivery role failed to start");
+                std::process::exit(1);
             }
         }));
     }
@@ -279,6 +339,17 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 stream_max_unacked: a.stream_max_unacked.max(1),
                 stream_max_connections: a.stream_max_connections.max(1),
                 stream_stall: Duration::from_millis(a.stream_stall_ms.max(1)),
+                require_signed_hooks: a.require_signed_hooks,
+                allow_private_peers: a.allow_private_peers,
+                secret_overlap: Duration::from_secs(a.secret_overlap_secs),
+                team_rate: Rate {
+                    per_second: a.rate_team_per_sec,
+                    burst: a.rate_team_burst,
+                },
+                sender_rate: Rate {
+                    per_second: a.rate_sender_per_sec,
+                    burst: a.rate_sender_burst,
+                },
             },
         );
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))

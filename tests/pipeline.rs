@@ -282,10 +282,36 @@ async fn federation_inbound_rejects_forged_requests_and_stores_nothing() {
         assert_eq!(s, 401, "{v}");
         assert_eq!(v["error"]["code"], code, "{v}");
     }
-    assert_eq!(b.total_events().await, 0);
-    // The same request correctly signed is accepted.
+    // A correct body-only Kite signature is refused unless the sender is marked legacy.
     let (s, v) = send(Some(token.clone()), Some(sign(&token, &body))).await;
-    assert_eq!(s, 202, "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("invalid_signature")),
+        "{v}"
+    );
+    assert_eq!(b.total_events().await, 0);
+    let (_, senders) = b.get("/api/federation/trusted-senders").await;
+    let sid = senders["items"][0]["id"]
+        .as_str()
+        .expect("sender id")
+        .to_string();
+    let (s, v) = b
+        .patch(
+            &format!("/api/federation/trusted-senders/{sid}"),
+            json!({"legacy_signature": true}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["legacy_signature"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
+    let accepted = eventually("legacy signature accepted", WAIT, || async {
+        let (s, v) = send(Some(token.clone()), Some(sign(&token, &body))).await;
+        (s == 202).then_some(v)
+    })
+    .await;
+    assert_eq!(accepted["id"], "forged-1");
     assert_eq!(b.count_events("forged-1").await, 1);
 }
 

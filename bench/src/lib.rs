@@ -4,8 +4,13 @@
 //!   and duplicates and records end-to-end latency.
 //! - [`load`]: an open-loop, fixed-rate webhook generator with bounded concurrency.
 //! - [`run`]: the self-contained A→sink benchmark (starts kite as a child process).
+//! - [`chaos`]: A (three processes) federating to B while faults are injected; counts losses
+//!   and duplicates at B.
+//! - [`harness`]: starting kite children, admin calls, `psql`, cleanup (shared by both).
 //! - [`stats`]: percentile helpers.
 
+pub mod chaos;
+pub mod harness;
 pub mod load;
 pub mod run;
 pub mod sink;

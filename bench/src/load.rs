@@ -136,6 +136,66 @@ pub fn client(concurrency: usize) -> Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// How kite answered one webhook POST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 202: stored.
+    Accepted,
+    /// 200 (`duplicate_ignored`): the id was stored before.
+    Duplicate,
+    /// 503: kite cannot take it now.
+    Unavailable,
+    /// Any other status, with the first 200 characters of the body.
+    Status(StatusCode, String),
+    /// No HTTP answer (connection refused or reset, timeout).
+    Transport(String),
+}
+
+/// A JSON webhook POST of `body` to `endpoint`.
+pub fn webhook_request(
+    client: &reqwest::Client,
+    endpoint: &str,
+    body: Bytes,
+) -> reqwest::RequestBuilder {
+    client
+        .post(endpoint)
+        .header(CONTENT_TYPE, "application/json")
+        .body(body)
+}
+
+/// Sends a webhook request and classifies the answer. Reads the whole answer so the
+/// connection goes back to the pool.
+pub async fn send(request: reqwest::RequestBuilder) -> Answer {
+    match request.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            match status {
+                StatusCode::ACCEPTED => Answer::Accepted,
+                StatusCode::OK => Answer::Duplicate,
+                StatusCode::SERVICE_UNAVAILABLE => Answer::Unavailable,
+                other => Answer::Status(other, text.chars().take(200).collect()),
+            }
+        }
+        Err(e) => Answer::Transport(error_chain(&e)),
+    }
+}
+
+/// An error and its sources, joined with `: `.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
 /// The webhook body for event number `n` of run `run_id`, stamped with the current time.
 pub fn webhook_body(run_id: &str, n: u64) -> Bytes {
     Bytes::from(format!(
@@ -206,43 +266,30 @@ pub async fn run_load(client: &reqwest::Client, cfg: &LoadConfig) -> Result<Load
             if start.elapsed() >= cfg.duration {
                 break 'schedule;
             }
-            let body = webhook_body(&run_id, sent);
-            let request = client
-                .post(&endpoint)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body);
+            let request = webhook_request(client, &endpoint, webhook_body(&run_id, sent));
             let counters = counters.clone();
             tokio::spawn(async move {
                 let t0 = Instant::now();
-                match request.send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        // Read the answer so the connection goes back to the pool.
-                        let text = resp.text().await.unwrap_or_default();
-                        match status {
-                            StatusCode::ACCEPTED => {
-                                counters.accepted.fetch_add(1, Ordering::Relaxed);
-                                let us =
-                                    u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                                counters
-                                    .latencies_us
-                                    .lock()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .push(us);
-                            }
-                            StatusCode::OK => {
-                                counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                            }
-                            StatusCode::SERVICE_UNAVAILABLE => {
-                                counters.rejected.fetch_add(1, Ordering::Relaxed);
-                            }
-                            other => {
-                                let snippet: String = text.chars().take(200).collect();
-                                counters.error(format!("HTTP {other}: {snippet}"));
-                            }
-                        }
+                match send(request).await {
+                    Answer::Accepted => {
+                        counters.accepted.fetch_add(1, Ordering::Relaxed);
+                        let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        counters
+                            .latencies_us
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(us);
                     }
-                    Err(e) => counters.error(format!("transport: {e}")),
+                    Answer::Duplicate => {
+                        counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Answer::Unavailable => {
+                        counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Answer::Status(status, snippet) => {
+                        counters.error(format!("HTTP {status}: {snippet}"));
+                    }
+                    Answer::Transport(e) => counters.error(format!("transport: {e}")),
                 }
                 drop(permit);
             });

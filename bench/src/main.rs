@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
+use kite_bench::chaos::{self, ChaosConfig};
 use kite_bench::load::{self, LoadConfig};
 use kite_bench::run::{self, RunConfig};
 use kite_bench::sink;
@@ -32,6 +33,10 @@ enum Cmd {
     },
     /// Full benchmark: start kite, peer it with an in-process sink, drive load, print results.
     Run(RunArgs),
+    /// Chaos test: A (ingress, router and delivery processes) federating to B while faults are
+    /// injected; prints faults, sent, accepted, delivered, duplicates and lost. Exits 1 if
+    /// anything accepted was lost or duplicated at B.
+    Chaos(ChaosArgs),
     /// Drive load at an existing instance's `/hooks/{team}/{source}` and print ingress figures.
     Load {
         /// Base URL of the kite instance.
@@ -96,11 +101,47 @@ struct RunArgs {
     drain_timeout: u64,
 }
 
+#[derive(Debug, Args)]
+struct ChaosArgs {
+    /// The kite binary [default: target/release/kite if it exists, else target/debug/kite].
+    #[arg(long)]
+    kite_bin: Option<PathBuf>,
+    /// Events to send (ids evt_chaos_0 ...).
+    #[arg(long, default_value_t = 10_000)]
+    events: u64,
+    /// Events started a second (retries come on top).
+    #[arg(long, default_value_t = 500)]
+    rate: u64,
+    /// Events in flight at once (an event keeps its slot while it is retried).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Milliseconds between faults.
+    #[arg(long, default_value_t = 1500)]
+    fault_every_ms: u64,
+    /// Seconds to wait, once every event was answered, for B to hold every accepted event.
+    #[arg(long, default_value_t = 180)]
+    drain_timeout: u64,
+    /// Postgres server; the run creates and drops its own two databases on it.
+    #[arg(
+        long,
+        env = "KITE_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    database_url: String,
+    /// RabbitMQ; the run uses (and deletes the queues of) its own two name prefixes.
+    #[arg(
+        long,
+        env = "KITE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("kite-bench: error: {e:#}");
             ExitCode::FAILURE
@@ -108,9 +149,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Cmd) -> Result<()> {
+async fn dispatch(command: Cmd) -> Result<ExitCode> {
     match command {
-        Cmd::Sink { listen, token } => sink::run_standalone(listen, token).await,
+        Cmd::Sink { listen, token } => sink::run_standalone(listen, token)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => {
             let cfg = RunConfig {
                 kite_bin: args.kite_bin,
@@ -121,7 +164,25 @@ async fn dispatch(command: Cmd) -> Result<()> {
                 amqp_url: args.amqp_url,
                 drain_timeout: Duration::from_secs(args.drain_timeout),
             };
-            run::run(&cfg).await
+            run::run(&cfg).await.map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Chaos(args) => {
+            let cfg = ChaosConfig {
+                kite_bin: args.kite_bin,
+                events: args.events,
+                rate: args.rate,
+                concurrency: args.concurrency,
+                fault_every: Duration::from_millis(args.fault_every_ms),
+                drain_timeout: Duration::from_secs(args.drain_timeout),
+                database_url: args.database_url,
+                amqp_url: args.amqp_url,
+            };
+            let passed = chaos::chaos(&cfg).await?;
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Load {
             url,
@@ -140,7 +201,7 @@ async fn dispatch(command: Cmd) -> Result<()> {
             let client = load::client(cfg.concurrency)?;
             let report = load::run_load(&client, &cfg).await?;
             report.print(cfg.rate, cfg.duration);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

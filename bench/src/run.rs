@@ -1,16 +1,18 @@
 //! `kite-bench run`: one kite instance (A) as a child process, forwarding to an in-process sink.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
+use crate::harness::{
+    admin_post, cleanup, peak_rss_mib, random_admin_key, random_fed_token, resolve_kite_bin,
+    spawn_kite, stderr_sink, wait_ready, with_database,
+};
 use crate::load::{per_second, print_table, row, LoadConfig, LoadReport};
 use crate::sink::{self, SinkState, PROBE_KEY};
 
@@ -33,93 +35,9 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
 }
 
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
 const TEAM: &str = "default";
-
-/// Finds the kite binary: the explicit path, else `target/release/kite` or `target/debug/kite`
-/// under the current directory, then under the workspace this crate was built from.
-pub fn resolve_kite_bin(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        bail!("kite binary {} not found", p.display());
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for root in [PathBuf::from("."), workspace] {
-        for profile in ["release", "debug"] {
-            let p = root.join("target").join(profile).join("kite");
-            if p.is_file() {
-                return Ok(p);
-            }
-        }
-    }
-    bail!("no kite binary in target/release or target/debug: run `cargo build --release` first, or pass --kite-bin")
-}
-
-/// Replaces the database name of a Postgres URL (keeping any `?query`).
-pub fn with_database(url: &str, db: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = head.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match head[authority_start..].find('/') {
-        Some(i) => &head[..authority_start + i],
-        None => head,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
-/// The RabbitMQ virtual host of an AMQP URL (`/` when the URL names none).
-pub fn amqp_vhost(url: &str) -> String {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let rest = rest.split('?').next().unwrap_or("");
-    match rest.split_once('/') {
-        Some((_, path)) if !path.is_empty() => percent_decode(path),
-        _ => "/".to_owned(),
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The URL in kite's ready line: `kite ready url=http://127.0.0.1:PORT instance_id=...`.
-pub fn parse_ready_line(line: &str) -> Option<String> {
-    let rest = line.trim().strip_prefix("kite ready ")?;
-    rest.split_whitespace()
-        .find_map(|w| w.strip_prefix("url="))
-        .map(str::to_owned)
-}
-
-/// Peak resident set size of a process in MiB (`VmHWM` in `/proc/<pid>/status`).
-pub fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 /// Names a run makes on the shared servers.
 struct Names {
@@ -138,12 +56,8 @@ impl Names {
             database_url: with_database(database_url, &database),
             database,
             amqp_prefix: format!("kitebench.{run}"),
-            admin_key: format!(
-                "kite_{}_{}",
-                crate::random_hex(8),
-                crate::random_hex(16) + &crate::random_hex(16)
-            ),
-            peer_token: format!("kfed_{}", crate::random_hex(22) + &crate::random_hex(21)),
+            admin_key: random_admin_key(),
+            peer_token: random_fed_token(),
         }
     }
 }
@@ -165,24 +79,26 @@ pub async fn run(cfg: &RunConfig) -> Result<()> {
         names.amqp_prefix
     );
 
-    let mut child = Command::new(&bin)
-        .arg("serve")
-        .env("KITE_INSTANCE_ID", "bench-a")
-        .env("KITE_PORT", "0")
-        .env("KITE_HOST", "127.0.0.1")
-        .env("KITE_DATABASE_URL", &names.database_url)
-        .env("KITE_AMQP_URL", &cfg.amqp_url)
-        .env("KITE_AMQP_PREFIX", &names.amqp_prefix)
-        .env("KITE_ADMIN_KEY", &names.admin_key)
-        .env("KITE_TEAM_ID", TEAM)
-        .env("KITE_ALLOW_PRIVATE_PEERS", "true")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let env: Vec<(String, String)> = [
+        ("KITE_INSTANCE_ID", "bench-a"),
+        ("KITE_PORT", "0"),
+        ("KITE_HOST", "127.0.0.1"),
+        ("KITE_DATABASE_URL", &names.database_url),
+        ("KITE_AMQP_URL", &cfg.amqp_url),
+        ("KITE_AMQP_PREFIX", &names.amqp_prefix),
+        ("KITE_ADMIN_KEY", &names.admin_key),
+        ("KITE_TEAM_ID", TEAM),
+        ("KITE_ALLOW_PRIVATE_PEERS", "true"),
+        // A benchmark instance: secrets sealed with the development key, no rate limits.
+        ("KITE_DEV", "true"),
+        ("KITE_RATE_TEAM_PER_SEC", "0"),
+        ("KITE_RATE_SENDER_PER_SEC", "0"),
+        ("RUST_LOG", "warn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut child = spawn_kite(&bin, &env, None)?;
 
     let outcome = tokio::select! {
         r = bench(cfg, &names, &mut child, sink.addr, &sink.state) => r,
@@ -193,7 +109,13 @@ pub async fn run(cfg: &RunConfig) -> Result<()> {
         eprintln!("kite-bench: could not kill kite: {e}");
     }
     sink.task.abort();
-    cleanup(cfg, &names).await;
+    cleanup(
+        &cfg.database_url,
+        &cfg.amqp_url,
+        &[&names.database],
+        &[&names.amqp_prefix],
+    )
+    .await;
     outcome
 }
 
@@ -204,30 +126,30 @@ async fn bench(
     sink_addr: SocketAddr,
     sink: &Arc<SinkState>,
 ) -> Result<()> {
-    let url = wait_ready(child).await?;
+    let url = wait_ready(child, stderr_sink("kite: "))
+        .await?
+        .url
+        .context("kite's ready line has no url=")?;
     let pid = child.id().context("kite exited right after starting")?;
     eprintln!("kite-bench: kite ready at {url} (pid {pid})");
 
     let client = crate::load::client(cfg.concurrency)?;
     let peer_hook_url = format!("http://{sink_addr}/hooks/{TEAM}/kite");
-    let resp = client
-        .post(format!("{url}/api/federation/peers"))
-        .bearer_auth(&names.admin_key)
-        .json(&json!({
+    admin_post(
+        &client,
+        &url,
+        &names.admin_key,
+        "/api/federation/peers",
+        &json!({
             "name": "sink",
             "peer_hook_url": peer_hook_url,
             "outbound_token": names.peer_token,
             "scopes": ["*"],
             "max_hops": 3,
-        }))
-        .send()
-        .await
-        .context("creating the peer")?;
-    let status = resp.status();
-    if status != reqwest::StatusCode::CREATED {
-        let body = resp.text().await.unwrap_or_default();
-        bail!("creating the peer: expected 201, got {status}: {body}");
-    }
+        }),
+    )
+    .await
+    .context("creating the peer")?;
 
     warm_up(&client, &url, sink).await?;
 
@@ -264,40 +186,6 @@ async fn bench(
     let rss = peak_rss_mib(pid);
     print_results(cfg, &report, sink, rss);
     Ok(())
-}
-
-/// Reads kite's stdout until the ready line, then forwards the rest to stderr in a task.
-async fn wait_ready(child: &mut Child) -> Result<String> {
-    let stdout = child.stdout.take().context("kite's stdout is not piped")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let found = tokio::time::timeout(READY_TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.context("reading kite's stdout")? {
-            if let Some(url) = parse_ready_line(&line) {
-                return Ok(Some(url));
-            }
-            eprintln!("kite: {line}");
-        }
-        Ok::<_, anyhow::Error>(None)
-    })
-    .await;
-    let url = match found {
-        Ok(Ok(Some(url))) => url,
-        Ok(Ok(None)) => {
-            let status = child.wait().await.context("waiting for kite")?;
-            bail!("kite exited before it was ready ({status})");
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => bail!(
-            "kite printed no ready line within {} s",
-            READY_TIMEOUT.as_secs()
-        ),
-    };
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            eprintln!("kite: {line}");
-        }
-    });
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// Sends probe events (marked with [`PROBE_KEY`], not counted in the results) until one
@@ -413,130 +301,9 @@ fn print_results(cfg: &RunConfig, load: &LoadReport, sink: &SinkState, rss: Opti
     print_table(&rows);
 }
 
-/// Drops the run's database and deletes its queues; reports what it could not remove.
-async fn cleanup(cfg: &RunConfig, names: &Names) {
-    let admin_url = with_database(&cfg.database_url, "postgres");
-    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", names.database);
-    match Command::new("psql")
-        .arg(&admin_url)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
-        .stdin(Stdio::null())
-        .output()
-        .await
-    {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => eprintln!(
-            "kite-bench: could not drop database {}: {}",
-            names.database,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => eprintln!(
-            "kite-bench: could not run psql to drop database {}: {e}",
-            names.database
-        ),
-    }
-
-    let vhost = amqp_vhost(&cfg.amqp_url);
-    let ours = |name: &str| {
-        name == names.amqp_prefix || name.starts_with(&format!("{}.", names.amqp_prefix))
-    };
-    match rabbitmq_list(&vhost, "list_queues").await {
-        Ok(queues) => {
-            for q in queues.iter().filter(|q| ours(q)) {
-                let out = Command::new("rabbitmqctl")
-                    .args(["-q", "-p", &vhost, "delete_queue", q])
-                    .stdin(Stdio::null())
-                    .output()
-                    .await;
-                match out {
-                    Ok(o) if o.status.success() => {}
-                    Ok(o) => eprintln!(
-                        "kite-bench: could not delete queue {q}: {}",
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    ),
-                    Err(e) => eprintln!("kite-bench: could not delete queue {q}: {e}"),
-                }
-            }
-        }
-        Err(e) => eprintln!(
-            "kite-bench: could not list queues ({e:#}); delete those named {}.* by hand",
-            names.amqp_prefix
-        ),
-    }
-    match rabbitmq_list(&vhost, "list_exchanges").await {
-        Ok(exchanges) => {
-            let left: Vec<_> = exchanges.into_iter().filter(|x| ours(x)).collect();
-            if !left.is_empty() {
-                eprintln!(
-                    "kite-bench: exchanges left on vhost {vhost} (empty, harmless): {}",
-                    left.join(" ")
-                );
-            }
-        }
-        Err(e) => eprintln!("kite-bench: could not list exchanges ({e:#})"),
-    }
-}
-
-/// Names from `rabbitmqctl -q -p VHOST <command> name`.
-async fn rabbitmq_list(vhost: &str, command: &str) -> Result<Vec<String>> {
-    let out = Command::new("rabbitmqctl")
-        .args(["-q", "-p", vhost, command, "name"])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running rabbitmqctl")?;
-    if !out.status.success() {
-        bail!(
-            "rabbitmqctl {command} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty())
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn database_urls() {
-        let base = "postgres://postgres@127.0.0.1:5432";
-        assert_eq!(with_database(base, "x"), format!("{base}/x"));
-        assert_eq!(with_database(&format!("{base}/"), "x"), format!("{base}/x"));
-        assert_eq!(
-            with_database(&format!("{base}/kite"), "x"),
-            format!("{base}/x")
-        );
-        assert_eq!(
-            with_database(&format!("{base}/kite?sslmode=disable"), "x"),
-            format!("{base}/x?sslmode=disable")
-        );
-        assert_eq!(
-            with_database(&format!("{base}?sslmode=disable"), "x"),
-            format!("{base}/x?sslmode=disable")
-        );
-    }
-
-    #[test]
-    fn vhosts() {
-        assert_eq!(amqp_vhost("amqp://guest:guest@127.0.0.1:5672/%2f"), "/");
-        assert_eq!(amqp_vhost("amqp://guest:guest@127.0.0.1:5672"), "/");
-        assert_eq!(amqp_vhost("amqp://h:5672/"), "/");
-        assert_eq!(amqp_vhost("amqp://h:5672/bench?heartbeat=5"), "bench");
-    }
-
-    #[test]
-    fn ready_line() {
-        assert_eq!(
-            parse_ready_line("kite ready url=http://127.0.0.1:4321 instance_id=bench-a"),
-            Some("http://127.0.0.1:4321".to_owned())
-        );
-        assert_eq!(parse_ready_line("something else"), None);
-    }
 
     #[test]
     fn names_have_expected_shapes() {

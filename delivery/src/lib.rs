@@ -73,6 +73,10 @@ pub struct DeliveryConfig {
     pub failure_threshold: i32,
     /// How often an unreachable peer is probed.
     pub probe_interval: Duration,
+    /// Deliver to loopback and private addresses (otherwise refused at connect time).
+    pub allow_private_peers: bool,
+    /// PEM file of an extra CA to trust for peers' TLS certificates.
+    pub peer_ca: Option<std::path::PathBuf>,
 }
 
 struct Ctx {
@@ -91,15 +95,84 @@ enum DeliverError {
     Bus(#[from] kite_bus::BusError),
 }
 
-/// Builds the process' one outbound HTTP client: timeouts, no redirects, keep-alive pools.
-pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// Resolves peer host names, refusing forbidden addresses at connect time, so a name that
+/// resolved to a public address when the peer was created cannot be rebound to a private one.
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if addrs
+                .iter()
+                .any(|a| kite_protocol::ssrf::is_forbidden(a.ip()))
+            {
+                return Err(format!(
+                    "forbidden destination: {} resolves to a private address",
+                    name.as_str()
+                )
+                .into());
+            }
+            let it: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(it)
+        })
+    }
+}
+
+/// Why the HTTP client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The peer CA file could not be read or parsed.
+    #[error("KITE_PEER_CA: {0}")]
+    PeerCa(String),
+    /// reqwest refused the configuration.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+/// Builds the process' one outbound HTTP client: timeouts, no redirects, keep-alive pools,
+/// certificate verification (plus `peer_ca`), and the SSRF guard unless private peers are
+/// allowed.
+pub fn http_client(
+    timeout: Duration,
+    allow_private: bool,
+    peer_ca: Option<&std::path::Path>,
+) -> Result<reqwest::Client, ClientError> {
+    let mut b = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(256)
-        .user_agent(concat!("kite/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("kite/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(GuardedResolver));
+    }
+    if let Some(path) = peer_ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| ClientError::PeerCa(format!("{}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientError::PeerCa(format!("{}: {e}", path.display())))?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    Ok(b.build()?)
+}
+
+/// True if the URL names a forbidden IP address literal (host names are checked when they
+/// are resolved).
+fn literal_forbidden(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(kite_protocol::ssrf::is_forbidden)
 }
 
 /// Runs the delivery role until `shutdown` turns true: keeps one consumer per active peer.
@@ -109,8 +182,12 @@ pub async fn run(
     mut config_generation: watch::Receiver<u64>,
     cfg: DeliveryConfig,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), reqwest::Error> {
-    let http = http_client(cfg.request_timeout)?;
+) -> Result<(), ClientError> {
+    let http = http_client(
+        cfg.request_timeout,
+        cfg.allow_private_peers,
+        cfg.peer_ca.as_deref(),
+    )?;
     let ctx = Arc::new(Ctx {
         store,
         bus,
@@ -433,16 +510,36 @@ impl Ctx {
                 return out;
             }
         };
-        let sig = signature::sign(&token, &body);
-        let res = self
+        if !self.cfg.allow_private_peers && literal_forbidden(&url) {
+            out.error = Some("forbidden destination: a loopback or private address".into());
+            return out;
+        }
+        let id = ev
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let ts = Utc::now().timestamp();
+        // Standard Webhooks signature (id, timestamp, body), by every secret in rotation; the
+        // body-only X-Kite-Signature is kept for peers running Kite.
+        let mut secrets = vec![token.as_str()];
+        secrets.extend(row.previous_token.as_deref());
+        let mut req = self
             .http
             .post(&url)
             .header("content-type", "application/cloudevents+json")
-            .header("authorization", format!("Bearer {token}"))
-            .header(signature::SIGNATURE_HEADER, sig)
-            .body(body)
-            .send()
-            .await;
+            .header(signature::SIGNATURE_HEADER, signature::sign(&token, &body))
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", ts.to_string())
+            .header(
+                "webhook-signature",
+                kite_protocol::provider::sign_standard(&secrets, &id, ts, &body),
+            );
+        req = match &row.key_id {
+            Some(k) => req.header(signature::KEY_ID_HEADER, k),
+            None => req.header("authorization", format!("Bearer {token}")),
+        };
+        let res = req.body(body).send().await;
         match res {
             Ok(resp) => {
                 let status = resp.status();

@@ -48,8 +48,13 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route(
             "/api/federation/trusted-senders/{id}",
-            axum::routing::delete(delete_sender),
+            axum::routing::delete(delete_sender).patch(patch_sender),
         )
+        .route("/api/sources", post(create_source).get(list_sources))
+        .route("/api/sources/{name}", axum::routing::delete(delete_source))
+        .route("/api/sources/{name}/rotate", post(rotate_source))
+        .route("/api/keys", post(create_key).get(list_keys))
+        .route("/api/keys/{id}", axum::routing::delete(revoke_key))
         .route("/api/federation/outbox", get(list_outbox))
         .route("/api/events", get(list_events))
 }
@@ -136,6 +141,74 @@ fn opt_int(m: &Map<String, Value>, field: &str, lo: i64, hi: i64) -> Result<Opti
             ))),
         },
     }
+}
+
+fn opt_bool(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiErr> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiErr(ApiError::validation(
+            field,
+            format!("{field} must be true or false"),
+        ))),
+    }
+}
+
+/// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
+/// addresses, unless private peers are allowed. Delivery checks again at connect time.
+async fn check_destination(st: &AppState, url: &str) -> Result<(), ApiErr> {
+    if st.cfg.allow_private_peers {
+        return Ok(());
+    }
+    let forbidden = || {
+        ApiErr(
+            ApiError::new(
+                400,
+                "forbidden_destination",
+                "peer_hook_url resolves to a loopback, private, link-local or multicast address",
+            )
+            .with("field", json!("peer_hook_url")),
+        )
+    };
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|_| ApiErr(ApiError::validation("peer_hook_url", "invalid URL")))?;
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return if kite_protocol::ssrf::is_forbidden(ip) {
+            Err(forbidden())
+        } else {
+            Ok(())
+        };
+    }
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| {
+            ApiErr(ApiError::validation(
+                "peer_hook_url",
+                format!("the host {host:?} does not resolve"),
+            ))
+        })?
+        .collect();
+    if addrs.is_empty()
+        || addrs
+            .iter()
+            .any(|a| kite_protocol::ssrf::is_forbidden(a.ip()))
+    {
+        return Err(forbidden());
+    }
+    Ok(())
 }
 
 fn opt_url(m: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiErr> {
@@ -242,7 +315,9 @@ async fn create_peer(
         scopes: opt_scopes(&m)?.unwrap_or_else(|| vec!["*".to_string()]),
         max_hops: opt_int(&m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
         status: opt_status(&m)?.unwrap_or_else(|| "active".to_string()),
+        key_id: opt_str(&m, "key_id", 128)?,
     };
+    check_destination(&st, &new.peer_hook_url).await?;
     let peer = st.store.create_peer(&g.team_id, &new).await?;
     if let Err(e) = st.bus.declare_peer(&peer.id.to_string()).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
@@ -297,8 +372,15 @@ async fn patch_peer(
         scopes: opt_scopes(&m)?,
         max_hops: opt_int(&m, "max_hops", 1, 16)?.map(|n| n as i32),
         status: opt_status(&m)?,
+        key_id: opt_str(&m, "key_id", 128)?,
     };
-    let peer = st.store.update_peer(&g.team_id, id, &patch).await?;
+    if let Some(u) = &patch.peer_hook_url {
+        check_destination(&st, u).await?;
+    }
+    let peer = st
+        .store
+        .update_peer(&g.team_id, id, &patch, st.cfg.secret_overlap)
+        .await?;
     Ok(Json(json!(peer)).into_response())
 }
 
@@ -363,7 +445,12 @@ async fn create_sender(
     let m = json_object(body)?;
     let name = req_str(&m, "name", 128)?;
     let token = req_str(&m, "inbound_token", 512)?;
-    let s = st.store.create_sender(&g.team_id, &name, &token).await?;
+    let key_id = opt_str(&m, "key_id", 128)?;
+    let legacy = opt_bool(&m, "legacy_signature")?.unwrap_or(false);
+    let s = st
+        .store
+        .create_sender(&g.team_id, &name, &token, key_id.as_deref(), legacy)
+        .await?;
     Ok((StatusCode::CREATED, Json(json!(s))).into_response())
 }
 
@@ -466,4 +553,146 @@ async fn list_events(
         .map(|e| json!({"seq": e.seq, "source": e.hook_source, "received_at": e.received_at, "event": e.event}))
         .collect();
     Ok(Json(json!({"items": items, "next_cursor": next})).into_response())
+}
+
+async fn patch_sender(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let id = parse_id(&id)?;
+    let m = json_object(body)?;
+    let patch = kite_store::senders::SenderPatch {
+        name: opt_str(&m, "name", 128)?,
+        inbound_token: opt_str(&m, "inbound_token", 512)?,
+        legacy_signature: opt_bool(&m, "legacy_signature")?,
+    };
+    let s = st
+        .store
+        .update_sender(&g.team_id, id, &patch, st.cfg.secret_overlap)
+        .await?;
+    Ok(Json(json!(s)).into_response())
+}
+
+async fn create_source(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let m = json_object(body)?;
+    let name = req_str(&m, "name", 64)?;
+    kite_protocol::event::validate_source_name(&name).map_err(|_| {
+        ApiErr(ApiError::validation(
+            "name",
+            "name must be 1-64 characters of a-z, 0-9, '_' or '-'",
+        ))
+    })?;
+    if name == kite_protocol::event::FEDERATION_SOURCE {
+        return Err(ApiErr(ApiError::validation(
+            "name",
+            "kite is the federation source; trust senders with /api/federation/trusted-senders",
+        )));
+    }
+    let scheme = req_str(&m, "scheme", 32)?;
+    if kite_protocol::provider::Scheme::parse(&scheme).is_none() {
+        return Err(ApiErr(ApiError::validation(
+            "scheme",
+            format!(
+                "scheme must be one of {}",
+                kite_protocol::provider::Scheme::NAMES.join(", ")
+            ),
+        )));
+    }
+    let secret = req_str(&m, "secret", 512)?;
+    let header = opt_str(&m, "header", 128)?.map(|h| h.to_ascii_lowercase());
+    if let Some(h) = &header {
+        if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err(ApiErr(ApiError::validation(
+                "header",
+                "not a valid header name",
+            )));
+        }
+    }
+    let src = st
+        .store
+        .create_source(&g.team_id, &name, &scheme, &secret, header.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(src))).into_response())
+}
+
+async fn list_sources(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let items = st.store.list_sources(&g.team_id).await?;
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+async fn rotate_source(
+    State(st): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let m = json_object(body)?;
+    let secret = req_str(&m, "secret", 512)?;
+    let src = st
+        .store
+        .rotate_source(&g.team_id, &name, &secret, st.cfg.secret_overlap)
+        .await?;
+    Ok(Json(json!(src)).into_response())
+}
+
+async fn delete_source(
+    State(st): St,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    st.store.delete_source(&g.team_id, &name).await?;
+    Ok(Json(json!({"deleted": true})).into_response())
+}
+
+const PERMISSIONS: &[&str] = &["read", "write", "admin"];
+
+async fn create_key(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let m = json_object(body)?;
+    let label = opt_str(&m, "label", 200)?.unwrap_or_default();
+    let permission = opt_str(&m, "permission", 16)?.unwrap_or_else(|| "read".to_string());
+    if !PERMISSIONS.contains(&permission.as_str()) {
+        return Err(ApiErr(ApiError::validation(
+            "permission",
+            "permission must be one of read, write, admin",
+        )));
+    }
+    let (info, key) = st
+        .store
+        .create_api_key(&g.team_id, &permission, &label)
+        .await?;
+    let mut v = json!(info);
+    v["key"] = json!(key);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn list_keys(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let items = st.store.list_api_keys(&g.team_id).await?;
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+async fn revoke_key(
+    State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let g = authorize(&st, &headers, "admin").await?;
+    let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
+    Ok(Json(json!(info)).into_response())
 }

@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use kite_protocol::event::{build_event, validate_source_name, FEDERATION_SOURCE, MAX_BODY_BYTES};
+use kite_protocol::provider::{self, Scheme, SigError};
+use kite_protocol::signature::KEY_ID_HEADER;
 use kite_protocol::{signature, ApiError};
+use kite_store::cache::SenderSnapshot;
 use kite_store::events::{InsertOutcome, NewEvent};
 use serde_json::{json, Value};
 
@@ -39,6 +42,83 @@ pub(crate) fn body_or_413(
     })
 }
 
+fn sig_error(e: SigError) -> ApiErr {
+    ApiErr(match e {
+        SigError::Invalid => {
+            ApiError::new(401, "invalid_signature", "signature missing or invalid")
+        }
+        SigError::Stale => ApiError::new(
+            401,
+            "stale_timestamp",
+            "the signed timestamp is more than 5 minutes from now",
+        ),
+    })
+}
+
+/// Finds the trusted sender (by `X-Kite-Key-Id`, else by bearer token) and checks its
+/// signature: Standard Webhooks headers, or the body-only `X-Kite-Signature` if the sender
+/// is marked `legacy_signature`.
+fn authenticate_sender(
+    st: &AppState,
+    snapshot: &SenderSnapshot,
+    team: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<(), ApiErr> {
+    let unknown = |m: &str| ApiErr(ApiError::new(401, "unknown_sender", m));
+    let key_id = headers
+        .get(KEY_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let sender = match (key_id, bearer(headers)) {
+        (Some(k), _) => snapshot
+            .by_key_id(team, k)
+            .ok_or_else(|| unknown("X-Kite-Key-Id names no trusted sender"))?,
+        (None, Some(b)) => snapshot
+            .find(team, b)
+            .ok_or_else(|| unknown("the bearer token is not a trusted sender's"))?,
+        (None, None) => {
+            return Err(unknown(
+                "name a key with X-Kite-Key-Id or send a bearer token",
+            ))
+        }
+    };
+    st.sender_limit.check(&sender.id.to_string())?;
+    if headers.contains_key("webhook-signature") {
+        return provider::verify_standard(
+            &sender.secrets(),
+            headers,
+            body,
+            now,
+            provider::DEFAULT_TOLERANCE_SECS,
+        )
+        .map_err(sig_error);
+    }
+    let legacy = headers
+        .get(signature::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match legacy {
+        Some(sig) if sender.legacy_signature => {
+            if sender
+                .secrets()
+                .iter()
+                .any(|s| signature::verify(s, body, sig))
+            {
+                Ok(())
+            } else {
+                Err(sig_error(SigError::Invalid))
+            }
+        }
+        Some(_) => Err(ApiErr(ApiError::new(
+            401,
+            "invalid_signature",
+            "this sender must sign with webhook-signature (legacy X-Kite-Signature is not enabled for it)",
+        ))),
+        None => Err(sig_error(SigError::Invalid)),
+    }
+}
+
 pub(crate) async fn receive(
     State(st): State<Arc<AppState>>,
     Path((team, source)): Path<(String, String)>,
@@ -54,34 +134,29 @@ pub(crate) async fn receive(
             format!("no team {team:?}"),
         )));
     }
+    st.team_limit.check(&team)?;
     let federated = source == FEDERATION_SOURCE;
+    let now = Utc::now().timestamp();
+    let snapshot = st.senders.get().await?;
     if federated {
-        let token = bearer(&headers).ok_or_else(|| {
-            ApiErr(ApiError::new(
-                401,
-                "unknown_sender",
-                "a bearer token is required",
-            ))
-        })?;
-        let senders = st.senders.get().await?;
-        let sender = senders.find(&team, token).ok_or_else(|| {
-            ApiErr(ApiError::new(
-                401,
-                "unknown_sender",
-                "the bearer token is not a trusted sender's",
-            ))
-        })?;
-        let sig = headers
-            .get(signature::SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !signature::verify(&sender.inbound_token, &body, sig) {
-            return Err(ApiErr(ApiError::new(
-                401,
-                "invalid_signature",
-                "X-Kite-Signature is missing or does not match the body",
-            )));
-        }
+        authenticate_sender(&st, &snapshot, &team, &headers, &body, now)?;
+    } else if let Some(src) = snapshot.source(&team, &source) {
+        let scheme = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;
+        provider::verify(
+            scheme,
+            &src.secrets(),
+            src.header.as_deref(),
+            &headers,
+            &body,
+            now,
+        )
+        .map_err(sig_error)?;
+    } else if st.cfg.require_signed_hooks {
+        return Err(ApiErr(ApiError::new(
+            401,
+            "signature_required",
+            format!("source {source:?} has no signature configuration and this instance requires signed hooks"),
+        )));
     }
     let incoming = build_event(&team, &source, &headers, &body, Utc::now())?;
     if federated && incoming.fed.visited(&st.cfg.instance_id) {

@@ -5,7 +5,10 @@ mod admin;
 mod error;
 mod hooks;
 mod ingest;
+mod limits;
 mod stream;
+
+pub use limits::Rate;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,6 +44,16 @@ pub struct IngressConfig {
     pub stream_max_connections: usize,
     /// How long a listener with a full window of unacked events has to ack before 4004.
     pub stream_stall: std::time::Duration,
+    /// Refuse webhooks to sources that have no signature configuration.
+    pub require_signed_hooks: bool,
+    /// Accept peer URLs on loopback and private networks.
+    pub allow_private_peers: bool,
+    /// How long a rotated-out secret stays valid.
+    pub secret_overlap: std::time::Duration,
+    /// Ingest rate per team.
+    pub team_rate: Rate,
+    /// Federation inbound rate per trusted sender.
+    pub sender_rate: Rate,
 }
 
 /// Shared state of the HTTP handlers.
@@ -53,6 +66,8 @@ pub struct AppState {
     notes: Notifications,
     cfg: IngressConfig,
     streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    team_limit: limits::Limiter,
+    sender_limit: limits::Limiter,
 }
 
 impl AppState {
@@ -79,8 +94,10 @@ pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig
         teams: RwLock::new(HashSet::new()),
         ingest,
         notes,
-        cfg,
         streams: std::sync::Mutex::new(std::collections::HashMap::new()),
+        team_limit: limits::Limiter::new(cfg.team_rate, "team ingest"),
+        sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
+        cfg,
     });
     let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
     Router::new()

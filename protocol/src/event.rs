@@ -126,9 +126,19 @@ pub fn build_event(
             ));
         }
         let text = std::str::from_utf8(body)
-            .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8 JSON"))?;
-        let data: Value = serde_json::from_str(text)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
+            .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8"))?;
+        // JSON bodies (or bodies without a content type) must parse; other text bodies, such
+        // as Slack's form posts, are kept as a string.
+        let content_type = header(headers, "content-type")
+            .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
+            .filter(|c| !c.contains("json"));
+        let data: Value = match &content_type {
+            None => serde_json::from_str(text).map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
+            })?,
+            Some(_) => Value::String(text.to_string()),
+        };
+        let data_type = content_type.unwrap_or_else(|| "application/json".to_string());
         let (name, id, summary) = match source {
             "stripe" => {
                 let name = str_field(&data, "type").unwrap_or("event").to_string();
@@ -170,7 +180,7 @@ pub fn build_event(
             .source(format!("/hooks/{team}/{source}"))
             .ty(clip(&format!("com.{source}.{name}"), 256))
             .time(now)
-            .data("application/json", data)
+            .data(data_type, data)
             .extension("kitesummary", clip(&summary, 200))
             .extension("kiteoriginalheaders", original_headers(headers))
             .build()
@@ -259,6 +269,13 @@ mod tests {
                 .unwrap_err()
                 .code,
             "invalid_encoding"
+        );
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        let e = build_event("t", "slack", &form, b"a=1&b=2", Utc::now()).unwrap();
+        assert_eq!(e.event["data"], "a=1&b=2");
+        assert_eq!(
+            e.event["datacontenttype"],
+            "application/x-www-form-urlencoded"
         );
         let ce = headers(&[("content-type", "application/cloudevents+json")]);
         assert_eq!(

@@ -130,7 +130,10 @@ pub fn sign_standard(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) ->
                 &standard_key(s),
                 &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
             );
-            format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac))
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac)
+            )
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -147,7 +150,8 @@ pub fn verify_standard(
     let id = header(headers, "webhook-id").ok_or(SigError::Invalid)?;
     let ts_raw = header(headers, "webhook-timestamp").ok_or(SigError::Invalid)?;
     let ts: i64 = ts_raw.parse().map_err(|_| SigError::Invalid)?;
-    let sigs = parse_webhook_signatures(header(headers, "webhook-signature").ok_or(SigError::Invalid)?);
+    let sigs =
+        parse_webhook_signatures(header(headers, "webhook-signature").ok_or(SigError::Invalid)?);
     let ok = secrets.iter().any(|s| {
         let key = standard_key(s);
         sigs.iter().any(|sig| {
@@ -227,13 +231,9 @@ pub fn verify(
                 .and_then(|v| v.strip_prefix("v0="))
                 .and_then(|h| hex::decode(h).ok())
                 .ok_or(SigError::Invalid)?;
-            let ok = secrets.iter().any(|s| {
-                matches(
-                    s.as_bytes(),
-                    &[b"v0:", ts_raw.as_bytes(), b":", body],
-                    &sig,
-                )
-            });
+            let ok = secrets
+                .iter()
+                .any(|s| matches(s.as_bytes(), &[b"v0:", ts_raw.as_bytes(), b":", body], &sig));
             if !ok {
                 return Err(SigError::Invalid);
             }
@@ -274,9 +274,24 @@ mod tests {
             "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
         )]);
         let secret = "It's a Secret to Everybody";
-        assert!(verify(Scheme::Github, &[secret], None, &headers, b"Hello, World!", 0).is_ok());
+        assert!(verify(
+            Scheme::Github,
+            &[secret],
+            None,
+            &headers,
+            b"Hello, World!",
+            0
+        )
+        .is_ok());
         assert_eq!(
-            verify(Scheme::Github, &["other"], None, &headers, b"Hello, World!", 0),
+            verify(
+                Scheme::Github,
+                &["other"],
+                None,
+                &headers,
+                b"Hello, World!",
+                0
+            ),
             Err(SigError::Invalid)
         );
     }
@@ -292,9 +307,24 @@ mod tests {
             ),
         ]);
         let secret = "8f742231b10e8888abcd99yyyzzz85a5";
-        assert!(verify(Scheme::Slack, &[secret], None, &headers, body, 1531420618 + 10).is_ok());
+        assert!(verify(
+            Scheme::Slack,
+            &[secret],
+            None,
+            &headers,
+            body,
+            1531420618 + 10
+        )
+        .is_ok());
         assert_eq!(
-            verify(Scheme::Slack, &[secret], None, &headers, body, 1531420618 + 301),
+            verify(
+                Scheme::Slack,
+                &[secret],
+                None,
+                &headers,
+                body,
+                1531420618 + 301
+            ),
             Err(SigError::Stale)
         );
     }
@@ -311,9 +341,24 @@ mod tests {
         ]);
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let body = br#"{"test": 2432232314}"#;
-        assert!(verify(Scheme::StandardWebhooks, &[secret], None, &headers, body, 1614265330).is_ok());
+        assert!(verify(
+            Scheme::StandardWebhooks,
+            &[secret],
+            None,
+            &headers,
+            body,
+            1614265330
+        )
+        .is_ok());
         assert_eq!(
-            verify(Scheme::StandardWebhooks, &[secret], None, &headers, body, 1614265330 + 600),
+            verify(
+                Scheme::StandardWebhooks,
+                &[secret],
+                None,
+                &headers,
+                body,
+                1614265330 + 600
+            ),
             Err(SigError::Stale)
         );
         assert_eq!(
@@ -328,13 +373,28 @@ mod tests {
         let t = 1_700_000_000i64;
         let sig = hex::encode(hmac(b"whsec_new", &[t.to_string().as_bytes(), b".", body]));
         let headers = h(&[("stripe-signature", &format!("t={t},v1={sig},v0=ignored"))]);
-        assert!(verify(Scheme::Stripe, &["whsec_old", "whsec_new"], None, &headers, body, t).is_ok());
+        assert!(verify(
+            Scheme::Stripe,
+            &["whsec_old", "whsec_new"],
+            None,
+            &headers,
+            body,
+            t
+        )
+        .is_ok());
         assert_eq!(
             verify(Scheme::Stripe, &["whsec_old"], None, &headers, body, t),
             Err(SigError::Invalid)
         );
         assert_eq!(
-            verify(Scheme::Stripe, &["whsec_new"], None, &headers, body, t + 301),
+            verify(
+                Scheme::Stripe,
+                &["whsec_new"],
+                None,
+                &headers,
+                body,
+                t + 301
+            ),
             Err(SigError::Stale)
         );
         assert!(parse_stripe_header("garbage").is_none());
@@ -345,7 +405,15 @@ mod tests {
         let body = b"payload";
         let sig = hex::encode(hmac(b"s3cret", &[body]));
         let headers = h(&[("x-acme-signature", &format!("sha256={sig}"))]);
-        assert!(verify(Scheme::HmacSha256, &["s3cret"], Some("x-acme-signature"), &headers, body, 0).is_ok());
+        assert!(verify(
+            Scheme::HmacSha256,
+            &["s3cret"],
+            Some("x-acme-signature"),
+            &headers,
+            body,
+            0
+        )
+        .is_ok());
         assert!(verify(Scheme::HmacSha256, &["s3cret"], None, &headers, body, 0).is_err());
     }
 }

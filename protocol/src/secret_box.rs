@@ -12,7 +12,9 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretBoxError {
     /// The key is not 32 bytes of base64.
-    #[error("KITE_SECRET_KEY must be 32 bytes, base64-encoded (make one with `kite admin secret-key`)")]
+    #[error(
+        "KITE_SECRET_KEY must be 32 bytes, base64-encoded (make one with `kite admin secret-key`)"
+    )]
     BadKey,
     /// A stored value does not decrypt with this key.
     #[error("a stored secret does not decrypt with this KITE_SECRET_KEY")]
@@ -99,6 +101,9 @@ mod tests {
         assert_eq!(b.open(&s).unwrap(), "kfed_secret");
         let other = SecretBox::from_base64(&SecretBox::generate_key()).unwrap();
         assert_eq!(other.open(&s), Err(SecretBoxError::Undecryptable));
-        assert_eq!(SecretBox::from_base64("short").unwrap_err(), SecretBoxError::BadKey);
+        assert_eq!(
+            SecretBox::from_base64("short").unwrap_err(),
+            SecretBoxError::BadKey
+        );
     }
 }

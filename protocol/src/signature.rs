@@ -5,6 +5,8 @@ use sha2::Sha256;
 
 /// Header carrying the body signature.
 pub const SIGNATURE_HEADER: &str = "x-kite-signature";
+/// Header naming the sender's key instead of sending the secret as a bearer.
+pub const KEY_ID_HEADER: &str = "x-kite-key-id";
 /// Header a receiver answers with its instance id.
 pub const INSTANCE_ID_HEADER: &str = "x-kite-instance-id";
 

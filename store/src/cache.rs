@@ -10,6 +10,7 @@ use tokio::sync::{watch, RwLock};
 
 use crate::peers::Peer;
 use crate::senders::Sender;
+use crate::sources::Source;
 use crate::{Result, Store};
 
 /// A peer with its compiled scopes.
@@ -28,22 +29,41 @@ pub struct PeerSnapshot {
     pub by_team: HashMap<String, Vec<RoutedPeer>>,
 }
 
-/// Trusted senders by team.
+/// Trusted senders and configured hook sources by team.
 #[derive(Debug, Default)]
 pub struct SenderSnapshot {
     by_team: HashMap<String, Vec<Sender>>,
+    sources: HashMap<(String, String), Source>,
 }
 
 impl SenderSnapshot {
-    /// The team's sender whose token equals `bearer`, compared in constant time.
+    /// The team's sender one of whose current secrets equals `bearer`, compared in constant
+    /// time against every candidate.
     pub fn find(&self, team_id: &str, bearer: &str) -> Option<&Sender> {
         let mut hit = None;
         for s in self.by_team.get(team_id).into_iter().flatten() {
-            if secret_eq(&s.inbound_token, bearer) && hit.is_none() {
+            let matched = s
+                .secrets()
+                .into_iter()
+                .fold(false, |m, secret| secret_eq(secret, bearer) | m);
+            if matched && hit.is_none() {
                 hit = Some(s);
             }
         }
         hit
+    }
+
+    /// The team's sender with this key id.
+    pub fn by_key_id(&self, team_id: &str, key_id: &str) -> Option<&Sender> {
+        self.by_team
+            .get(team_id)?
+            .iter()
+            .find(|s| s.key_id == key_id)
+    }
+
+    /// The configuration of a hook source, if it has one.
+    pub fn source(&self, team_id: &str, name: &str) -> Option<&Source> {
+        self.sources.get(&(team_id.to_string(), name.to_string()))
     }
 }
 
@@ -111,6 +131,12 @@ impl Loadable for SenderSnapshot {
         for s in store.all_senders().await? {
             by_team.entry(s.team_id.clone()).or_default().push(s);
         }
-        Ok(Self { by_team })
+        let sources = store
+            .all_sources()
+            .await?
+            .into_iter()
+            .map(|s| ((s.team_id.clone(), s.name.clone()), s))
+            .collect();
+        Ok(Self { by_team, sources })
     }
 }

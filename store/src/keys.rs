@@ -16,6 +16,34 @@ pub struct KeyGrant {
     pub permission: String,
 }
 
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyInfo {
+    /// Key id.
+    pub id: Uuid,
+    /// Public prefix (`kite_<8 hex>`), to recognise a key.
+    pub prefix: String,
+    /// `read`, `write` or `admin`.
+    pub permission: String,
+    /// Label.
+    pub label: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Revocation time.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+fn key_info(r: &tokio_postgres::Row) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: r.get(0),
+        prefix: r.get(1),
+        permission: r.get(2),
+        label: r.get(3),
+        created_at: r.get(4),
+        revoked_at: r.get(5),
+    }
+}
+
 /// A federation token as listed (the secret itself is never stored).
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {
@@ -82,6 +110,59 @@ impl Store {
         )
         .await?;
         Ok(())
+    }
+
+    /// Mints an API key for a team; answers its listing entry and the key (shown once).
+    pub async fn create_api_key(
+        &self,
+        team_id: &str,
+        permission: &str,
+        label: &str,
+    ) -> Result<(ApiKeyInfo, String)> {
+        let key = token::mint_api_key();
+        let c = self.conn().await?;
+        let row = c
+            .query_one(
+                "INSERT INTO api_keys (id, team_id, prefix, key_hash, permission, label)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 RETURNING id, prefix, permission, label, created_at, revoked_at",
+                &[
+                    &Uuid::now_v7(),
+                    &team_id,
+                    &token::key_prefix(&key),
+                    &token::digest(&key),
+                    &permission,
+                    &label,
+                ],
+            )
+            .await?;
+        Ok((key_info(&row), key))
+    }
+
+    /// A team's API keys.
+    pub async fn list_api_keys(&self, team_id: &str) -> Result<Vec<ApiKeyInfo>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT id, prefix, permission, label, created_at, revoked_at FROM api_keys
+                 WHERE team_id = $1 ORDER BY created_at",
+                &[&team_id],
+            )
+            .await?;
+        Ok(rows.iter().map(key_info).collect())
+    }
+
+    /// Revokes a key; it fails from the next request on.
+    pub async fn revoke_api_key(&self, team_id: &str, id: Uuid) -> Result<ApiKeyInfo> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE team_id = $1 AND id = $2
+                 RETURNING id, prefix, permission, label, created_at, revoked_at",
+                &[&team_id, &id],
+            )
+            .await?;
+        found(row.as_ref().map(key_info))
     }
 
     /// The grant of a presented API key, if it is known and not revoked.

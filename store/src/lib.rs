@@ -7,6 +7,7 @@ pub mod notify;
 pub mod outbox;
 pub mod peers;
 pub mod senders;
+pub mod sources;
 pub mod stream;
 
 use std::time::Duration;
@@ -41,6 +42,9 @@ pub enum StoreError {
     /// The database URL is invalid.
     #[error("invalid database url: {0}")]
     Config(String),
+    /// A secret could not be sealed or opened (no key, or the wrong one).
+    #[error("secret key: {0}")]
+    Secret(String),
 }
 
 impl From<tokio_postgres::Error> for StoreError {
@@ -80,6 +84,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     pool: Pool,
     config: tokio_postgres::Config,
+    secrets: Option<kite_protocol::secret_box::SecretBox>,
 }
 
 impl std::fmt::Debug for Store {
@@ -110,7 +115,82 @@ impl Store {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Self { pool, config })
+        Ok(Self {
+            pool,
+            config,
+            secrets: None,
+        })
+    }
+
+    /// The same store, sealing secrets at rest with `secrets`.
+    pub fn with_secrets(mut self, secrets: kite_protocol::secret_box::SecretBox) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// Seals a secret for storage.
+    pub(crate) fn seal(&self, plain: &str) -> Result<String> {
+        self.secrets
+            .as_ref()
+            .map(|b| b.seal(plain))
+            .ok_or_else(|| StoreError::Secret("no secret key configured".into()))
+    }
+
+    /// Opens a stored secret (a value stored before sealing existed is returned as it is,
+    /// until [`Store::seal_legacy_secrets`] seals it).
+    pub(crate) fn open(&self, stored: &str) -> Result<String> {
+        if !kite_protocol::secret_box::SecretBox::is_sealed(stored) {
+            return Ok(stored.to_string());
+        }
+        let b = self
+            .secrets
+            .as_ref()
+            .ok_or_else(|| StoreError::Secret("no secret key configured".into()))?;
+        b.open(stored)
+            .map_err(|e| StoreError::Secret(e.to_string()))
+    }
+
+    /// Opens an optional stored secret.
+    pub(crate) fn open_opt(&self, stored: Option<String>) -> Result<Option<String>> {
+        stored.map(|s| self.open(&s)).transpose()
+    }
+
+    /// Seals every secret still stored in plain text (from before encryption at rest), and
+    /// checks that the sealed ones open with this key. Answers how many were sealed.
+    pub async fn seal_legacy_secrets(&self) -> Result<u64> {
+        const COLUMNS: &[(&str, &str)] = &[
+            ("peers", "outbound_token"),
+            ("peers", "previous_outbound_token"),
+            ("trusted_senders", "inbound_token"),
+            ("trusted_senders", "previous_inbound_token"),
+            ("sources", "secret"),
+            ("sources", "previous_secret"),
+        ];
+        let c = self.conn().await?;
+        let mut sealed = 0;
+        for (table, col) in COLUMNS {
+            let rows = c
+                .query(
+                    &format!("SELECT id, {col} FROM {table} WHERE {col} IS NOT NULL"),
+                    &[],
+                )
+                .await?;
+            for r in rows {
+                let id: uuid::Uuid = r.get(0);
+                let v: String = r.get(1);
+                if kite_protocol::secret_box::SecretBox::is_sealed(&v) {
+                    self.open(&v)?;
+                    continue;
+                }
+                c.execute(
+                    &format!("UPDATE {table} SET {col} = $2 WHERE id = $1"),
+                    &[&id, &self.seal(&v)?],
+                )
+                .await?;
+                sealed += 1;
+            }
+        }
+        Ok(sealed)
     }
 
     /// Applies pending migrations from `migrations/`.

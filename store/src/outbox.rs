@@ -30,6 +30,10 @@ pub struct DeliveryRow {
     pub peer_hook_url: Option<String>,
     /// The peer's outbound secret.
     pub outbound_token: Option<String>,
+    /// The secret replaced by a rotation, signed with too until the overlap ends.
+    pub previous_token: Option<String>,
+    /// Key id to name instead of sending the token as a bearer.
+    pub key_id: Option<String>,
 }
 
 /// The new state of a row after a delivery attempt.
@@ -101,27 +105,31 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event, p.status, p.peer_hook_url, p.outbound_token, p.health
+                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event, p.status, p.peer_hook_url, p.outbound_token, p.health,
+                        CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
             )
             .await?;
         let rows = c.query(&st, &[&ids]).await?;
-        Ok(rows
-            .iter()
-            .map(|r| DeliveryRow {
-                id: r.get(0),
-                peer_id: r.get(1),
-                state: r.get(2),
-                attempts: r.get(3),
-                event: r.get(4),
-                peer_status: r.get(5),
-                peer_hook_url: r.get(6),
-                outbound_token: r.get(7),
-                peer_health: r.get(8),
+        rows.iter()
+            .map(|r| {
+                Ok(DeliveryRow {
+                    id: r.get(0),
+                    peer_id: r.get(1),
+                    state: r.get(2),
+                    attempts: r.get(3),
+                    event: r.get(4),
+                    peer_status: r.get(5),
+                    peer_hook_url: r.get(6),
+                    outbound_token: self.open_opt(r.get(7))?,
+                    peer_health: r.get(8),
+                    previous_token: self.open_opt(r.get(9))?,
+                    key_id: r.get(10),
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Applies attempt results in one statement; rows no longer pending are left alone.

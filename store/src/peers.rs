@@ -42,6 +42,13 @@ pub struct Peer {
     pub consecutive_failures: i32,
     /// `active`, `degraded` (recent failures) or `unreachable` (deliveries parked, probed).
     pub health: String,
+    /// Key id sent as `X-Kite-Key-Id` instead of the token as a bearer (None: bearer).
+    pub key_id: Option<String>,
+    /// The token replaced by the last rotation, still signed with until `previous_until`.
+    #[serde(skip)]
+    pub previous_outbound_token: Option<String>,
+    /// End of the rotation overlap.
+    pub previous_until: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -50,27 +57,42 @@ pub struct Peer {
 
 const COLS: &str = "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
     peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
-    consecutive_failures, created_at, updated_at, health";
+    consecutive_failures, created_at, updated_at, health, key_id, previous_outbound_token, \
+    previous_until";
 
-fn peer(r: &Row) -> Peer {
-    Peer {
-        id: r.get(0),
-        team_id: r.get(1),
-        name: r.get(2),
-        peer_hook_url: r.get(3),
-        outbound_token: r.get(4),
-        scopes: r.get(5),
-        max_hops: r.get(6),
-        status: r.get(7),
-        peer_instance_id: r.get(8),
-        last_error: r.get(9),
-        last_status_code: r.get(10),
-        last_error_at: r.get(11),
-        last_success_at: r.get(12),
-        consecutive_failures: r.get(13),
-        created_at: r.get(14),
-        updated_at: r.get(15),
-        health: r.get(16),
+impl Store {
+    fn peer(&self, r: &Row) -> Result<Peer> {
+        let previous_until: Option<DateTime<Utc>> = r.get(19);
+        let previous = match previous_until {
+            Some(t) if t > Utc::now() => self.open_opt(r.get(18))?,
+            _ => None,
+        };
+        Ok(Peer {
+            id: r.get(0),
+            team_id: r.get(1),
+            name: r.get(2),
+            peer_hook_url: r.get(3),
+            outbound_token: self.open(r.get(4))?,
+            scopes: r.get(5),
+            max_hops: r.get(6),
+            status: r.get(7),
+            peer_instance_id: r.get(8),
+            last_error: r.get(9),
+            last_status_code: r.get(10),
+            last_error_at: r.get(11),
+            last_success_at: r.get(12),
+            consecutive_failures: r.get(13),
+            created_at: r.get(14),
+            updated_at: r.get(15),
+            health: r.get(16),
+            key_id: r.get(17),
+            previous_outbound_token: previous,
+            previous_until,
+        })
+    }
+
+    fn peers(&self, rows: &[Row]) -> Result<Vec<Peer>> {
+        rows.iter().map(|r| self.peer(r)).collect()
     }
 }
 
@@ -89,6 +111,8 @@ pub struct NewPeer {
     pub max_hops: i32,
     /// Initial status.
     pub status: String,
+    /// Key id to name instead of sending the token as a bearer.
+    pub key_id: Option<String>,
 }
 
 /// A partial update of a peer (validated by the caller).
@@ -106,6 +130,8 @@ pub struct PeerPatch {
     pub max_hops: Option<i32>,
     /// New status.
     pub status: Option<String>,
+    /// New key id.
+    pub key_id: Option<String>,
 }
 
 /// What one delivery batch learned about a peer.
@@ -130,22 +156,23 @@ impl Store {
         let row = c
             .query_one(
                 &format!(
-                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLS}"
+                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLS}"
                 ),
                 &[
                     &Uuid::now_v7(),
                     &team_id,
                     &p.name,
                     &p.peer_hook_url,
-                    &p.outbound_token,
+                    &self.seal(&p.outbound_token)?,
                     &p.scopes,
                     &p.max_hops,
                     &p.status,
+                    &p.key_id,
                 ],
             )
             .await?;
-        Ok(peer(&row))
+        self.peer(&row)
     }
 
     /// A team's peers.
@@ -157,14 +184,14 @@ impl Store {
                 &[&team_id],
             )
             .await?;
-        Ok(rows.iter().map(peer).collect())
+        self.peers(&rows)
     }
 
     /// Every peer of every team (for the router's and delivery's caches).
     pub async fn all_peers(&self) -> Result<Vec<Peer>> {
         let c = self.conn().await?;
         let rows = c.query(&format!("SELECT {COLS} FROM peers"), &[]).await?;
-        Ok(rows.iter().map(peer).collect())
+        self.peers(&rows)
     }
 
     /// One peer of a team.
@@ -176,11 +203,18 @@ impl Store {
                 &[&team_id, &id],
             )
             .await?;
-        found(row.as_ref().map(peer))
+        found(row.as_ref().map(|r| self.peer(r)).transpose()?)
     }
 
-    /// Applies a partial update.
-    pub async fn update_peer(&self, team_id: &str, id: Uuid, p: &PeerPatch) -> Result<Peer> {
+    /// Applies a partial update. A new outbound token keeps the old one signing alongside
+    /// it for `overlap` (secret rotation).
+    pub async fn update_peer(
+        &self,
+        team_id: &str,
+        id: Uuid,
+        p: &PeerPatch,
+        overlap: std::time::Duration,
+    ) -> Result<Peer> {
         let c = self.conn().await?;
         let row = c
             .query_opt(
@@ -188,10 +222,14 @@ impl Store {
                     "UPDATE peers SET
                         name = COALESCE($3, name),
                         peer_hook_url = COALESCE($4, peer_hook_url),
+                        previous_outbound_token = CASE WHEN $5::text IS NULL THEN previous_outbound_token ELSE outbound_token END,
+                        previous_until = CASE WHEN $5::text IS NULL THEN previous_until
+                                              ELSE now() + make_interval(secs => $10) END,
                         outbound_token = COALESCE($5, outbound_token),
                         scopes = COALESCE($6, scopes),
                         max_hops = COALESCE($7, max_hops),
                         status = COALESCE($8, status),
+                        key_id = COALESCE($9, key_id),
                         updated_at = now()
                      WHERE team_id = $1 AND id = $2 RETURNING {COLS}"
                 ),
@@ -200,14 +238,16 @@ impl Store {
                     &id,
                     &p.name,
                     &p.peer_hook_url,
-                    &p.outbound_token,
+                    &p.outbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
                     &p.scopes,
                     &p.max_hops,
                     &p.status,
+                    &p.key_id,
+                    &overlap.as_secs_f64(),
                 ],
             )
             .await?;
-        found(row.as_ref().map(peer))
+        found(row.as_ref().map(|r| self.peer(r)).transpose()?)
     }
 
     /// Deletes a peer and cancels its pending deliveries; answers how many were cancelled.

@@ -2,11 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::keys::found;
 use crate::{Result, Store, StoreError};
 
-/// A trusted sender. The inbound token is never serialized.
+/// A trusted sender. Its tokens are never serialized.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sender {
     /// Sender id.
@@ -15,40 +17,105 @@ pub struct Sender {
     pub team_id: String,
     /// Unique name within the team.
     pub name: String,
-    /// The secret the sender presents (shown never).
+    /// The key id the sender names in `X-Kite-Key-Id`.
+    pub key_id: String,
+    /// Accept the body-only `X-Kite-Signature` (peers running Kite) from this sender.
+    pub legacy_signature: bool,
+    /// The shared secret (shown never).
     #[serde(skip)]
     pub inbound_token: String,
+    /// The secret replaced by the last rotation, accepted until `previous_until`.
+    #[serde(skip)]
+    pub previous_inbound_token: Option<String>,
+    /// End of the rotation overlap.
+    pub previous_until: Option<DateTime<Utc>>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
 
-fn sender(r: &tokio_postgres::Row) -> Sender {
-    Sender {
-        id: r.get(0),
-        team_id: r.get(1),
-        name: r.get(2),
-        inbound_token: r.get(3),
-        created_at: r.get(4),
+impl Sender {
+    /// Every secret currently accepted: the current one, and the previous one during overlap.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut v = vec![self.inbound_token.as_str()];
+        v.extend(self.previous_inbound_token.as_deref());
+        v
     }
 }
 
+const COLS: &str = "id, team_id, name, key_id, legacy_signature, inbound_token, \
+    previous_inbound_token, previous_until, created_at";
+
+/// A partial update of a trusted sender.
+#[derive(Debug, Clone, Default)]
+pub struct SenderPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New secret (the old one stays accepted for the overlap).
+    pub inbound_token: Option<String>,
+    /// Legacy signature acceptance.
+    pub legacy_signature: Option<bool>,
+}
+
 impl Store {
-    /// Adds a trusted sender.
+    fn sender(&self, r: &Row) -> Result<Sender> {
+        let previous_until: Option<DateTime<Utc>> = r.get(7);
+        let previous = match previous_until {
+            Some(t) if t > Utc::now() => self.open_opt(r.get(6))?,
+            _ => None,
+        };
+        Ok(Sender {
+            id: r.get(0),
+            team_id: r.get(1),
+            name: r.get(2),
+            key_id: r.get::<_, Option<String>>(3).unwrap_or_default(),
+            legacy_signature: r.get(4),
+            inbound_token: self.open(r.get(5))?,
+            previous_inbound_token: previous,
+            previous_until,
+            created_at: r.get(8),
+        })
+    }
+
+    /// Adds a trusted sender. Its key id is `key_id` if given, else the id of the federation
+    /// token minted here with this secret, else the sender's own id.
     pub async fn create_sender(
         &self,
         team_id: &str,
         name: &str,
         inbound_token: &str,
+        key_id: Option<&str>,
+        legacy_signature: bool,
     ) -> Result<Sender> {
         let c = self.conn().await?;
+        let id = Uuid::now_v7();
+        let key_id = match key_id {
+            Some(k) => k.to_string(),
+            None => c
+                .query_opt(
+                    "SELECT id::text FROM federation_tokens WHERE team_id = $1 AND token_hash = $2",
+                    &[&team_id, &kite_protocol::token::digest(inbound_token)],
+                )
+                .await?
+                .map(|r| r.get(0))
+                .unwrap_or_else(|| id.to_string()),
+        };
         let row = c
             .query_one(
-                "INSERT INTO trusted_senders (id, team_id, name, inbound_token) VALUES ($1, $2, $3, $4)
-                 RETURNING id, team_id, name, inbound_token, created_at",
-                &[&Uuid::now_v7(), &team_id, &name, &inbound_token],
+                &format!(
+                    "INSERT INTO trusted_senders (id, team_id, name, inbound_token, key_id, legacy_signature)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLS}"
+                ),
+                &[
+                    &id,
+                    &team_id,
+                    &name,
+                    &self.seal(inbound_token)?,
+                    &key_id,
+                    &legacy_signature,
+                ],
             )
             .await?;
-        Ok(sender(&row))
+        self.sender(&row)
     }
 
     /// A team's trusted senders.
@@ -56,24 +123,56 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT id, team_id, name, inbound_token, created_at FROM trusted_senders
-                 WHERE team_id = $1 ORDER BY created_at",
+                &format!(
+                    "SELECT {COLS} FROM trusted_senders WHERE team_id = $1 ORDER BY created_at"
+                ),
                 &[&team_id],
             )
             .await?;
-        Ok(rows.iter().map(sender).collect())
+        rows.iter().map(|r| self.sender(r)).collect()
     }
 
     /// Every trusted sender (for ingress' cache).
     pub async fn all_senders(&self) -> Result<Vec<Sender>> {
         let c = self.conn().await?;
         let rows = c
-            .query(
-                "SELECT id, team_id, name, inbound_token, created_at FROM trusted_senders",
-                &[],
+            .query(&format!("SELECT {COLS} FROM trusted_senders"), &[])
+            .await?;
+        rows.iter().map(|r| self.sender(r)).collect()
+    }
+
+    /// Updates a trusted sender; a new secret keeps the old one valid for `overlap`.
+    pub async fn update_sender(
+        &self,
+        team_id: &str,
+        id: Uuid,
+        p: &SenderPatch,
+        overlap: std::time::Duration,
+    ) -> Result<Sender> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE trusted_senders SET
+                        name = COALESCE($3, name),
+                        previous_inbound_token = CASE WHEN $4::text IS NULL THEN previous_inbound_token ELSE inbound_token END,
+                        previous_until = CASE WHEN $4::text IS NULL THEN previous_until
+                                              ELSE now() + make_interval(secs => $6) END,
+                        inbound_token = COALESCE($4, inbound_token),
+                        legacy_signature = COALESCE($5, legacy_signature)
+                     WHERE team_id = $1 AND id = $2 RETURNING {COLS}"
+                ),
+                &[
+                    &team_id,
+                    &id,
+                    &p.name,
+                    &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
+                    &p.legacy_signature,
+                    &overlap.as_secs_f64(),
+                ],
             )
             .await?;
-        Ok(rows.iter().map(sender).collect())
+        found(row.as_ref().map(|r| self.sender(r)).transpose()?)
     }
 
     /// Removes a trusted sender.

@@ -54,6 +54,8 @@ pub struct Instance {
     child: Option<Child>,
     pub http: reqwest::Client,
     pub max_attempts: u32,
+    /// Every line the process wrote to stderr (its logs), across restarts.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -89,6 +91,10 @@ impl Instance {
         let key = format!("kite_{}_{}", &id[..8], uuid::Uuid::new_v4().simple());
         env.push(("KITE_ADMIN_KEY".into(), key.clone()));
         env.push(("KITE_ALLOW_PRIVATE_PEERS".into(), "true".into()));
+        env.push((
+            "KITE_SECRET_KEY".into(),
+            kite_protocol::secret_box::SecretBox::generate_key(),
+        ));
         for (k, v) in extra {
             env.retain(|(ek, _)| ek != k);
             env.push((k.to_string(), v.to_string()));
@@ -109,6 +115,7 @@ impl Instance {
             child: None,
             http: reqwest::Client::new(),
             max_attempts,
+            logs: Default::default(),
         };
         inst.spawn().await;
         inst
@@ -118,17 +125,28 @@ impl Instance {
     pub async fn spawn(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kite"));
         cmd.arg("serve")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("KITE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         if self.port != 0 {
             cmd.env("KITE_PORT", self.port.to_string());
         }
         let mut child = cmd.spawn().expect("spawn kite serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = self.logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Ok(mut v) = logs.lock() {
+                    v.push(l);
+                }
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let url = tokio::time::timeout(Duration::from_secs(60), async {
@@ -142,7 +160,10 @@ impl Instance {
         .await
         .ok()
         .flatten()
-        .unwrap_or_else(|| panic!("{} did not become ready", self.name));
+        .unwrap_or_else(|| {
+            let logs = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+            panic!("{} did not become ready:\n{logs}", self.name)
+        });
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.port = url
             .rsplit(':')
@@ -287,6 +308,11 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(l) = self.logs.lock() {
+                eprintln!("--- {} logs ---\n{}", self.name, l.join("\n"));
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.start_kill();
         }

@@ -1,0 +1,155 @@
+//! Hook sources with a signature scheme and secret, checked at ingress.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::keys::found;
+use crate::{Result, Store, StoreError};
+
+/// A configured hook source. Its secrets are never serialized.
+#[derive(Debug, Clone, Serialize)]
+pub struct Source {
+    /// Source id.
+    pub id: Uuid,
+    /// Owning team.
+    pub team_id: String,
+    /// The `{source}` of `/hooks/{team}/{source}`.
+    pub name: String,
+    /// Signature scheme (`stripe`, `github`, `slack`, `standard-webhooks`, `hmac-sha256`).
+    pub scheme: String,
+    /// Header of the `hmac-sha256` scheme.
+    pub header: Option<String>,
+    /// The signing secret (shown never).
+    #[serde(skip)]
+    pub secret: String,
+    /// The secret replaced by the last rotation, accepted until `previous_until`.
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+    /// End of the rotation overlap.
+    pub previous_until: Option<DateTime<Utc>>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Source {
+    /// Every secret currently accepted.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut v = vec![self.secret.as_str()];
+        v.extend(self.previous_secret.as_deref());
+        v
+    }
+}
+
+const COLS: &str =
+    "id, team_id, name, scheme, header_name, secret, previous_secret, previous_until, created_at, updated_at";
+
+impl Store {
+    fn source(&self, r: &Row) -> Result<Source> {
+        let previous_until: Option<DateTime<Utc>> = r.get(7);
+        let previous = match previous_until {
+            Some(t) if t > Utc::now() => self.open_opt(r.get(6))?,
+            _ => None,
+        };
+        Ok(Source {
+            id: r.get(0),
+            team_id: r.get(1),
+            name: r.get(2),
+            scheme: r.get(3),
+            header: r.get(4),
+            secret: self.open(r.get(5))?,
+            previous_secret: previous,
+            previous_until,
+            created_at: r.get(8),
+            updated_at: r.get(9),
+        })
+    }
+
+    /// Configures a source.
+    pub async fn create_source(
+        &self,
+        team_id: &str,
+        name: &str,
+        scheme: &str,
+        secret: &str,
+        header: Option<&str>,
+    ) -> Result<Source> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO sources (id, team_id, name, scheme, secret, header_name)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {COLS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &team_id,
+                    &name,
+                    &scheme,
+                    &self.seal(secret)?,
+                    &header,
+                ],
+            )
+            .await?;
+        self.source(&row)
+    }
+
+    /// A team's sources.
+    pub async fn list_sources(&self, team_id: &str) -> Result<Vec<Source>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {COLS} FROM sources WHERE team_id = $1 ORDER BY name"),
+                &[&team_id],
+            )
+            .await?;
+        rows.iter().map(|r| self.source(r)).collect()
+    }
+
+    /// Every source (for ingress' cache).
+    pub async fn all_sources(&self) -> Result<Vec<Source>> {
+        let c = self.conn().await?;
+        let rows = c.query(&format!("SELECT {COLS} FROM sources"), &[]).await?;
+        rows.iter().map(|r| self.source(r)).collect()
+    }
+
+    /// Replaces a source's secret; the old one stays valid for `overlap`.
+    pub async fn rotate_source(
+        &self,
+        team_id: &str,
+        name: &str,
+        secret: &str,
+        overlap: std::time::Duration,
+    ) -> Result<Source> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "UPDATE sources SET previous_secret = secret, secret = $3,
+                        previous_until = now() + make_interval(secs => $4), updated_at = now()
+                     WHERE team_id = $1 AND name = $2 RETURNING {COLS}"
+                ),
+                &[&team_id, &name, &self.seal(secret)?, &overlap.as_secs_f64()],
+            )
+            .await?;
+        found(row.as_ref().map(|r| self.source(r)).transpose()?)
+    }
+
+    /// Removes a source's configuration.
+    pub async fn delete_source(&self, team_id: &str, name: &str) -> Result<()> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "DELETE FROM sources WHERE team_id = $1 AND name = $2",
+                &[&team_id, &name],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
