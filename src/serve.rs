@@ -137,6 +137,12 @@ pub struct ServeArgs {
     /// Burst above the sender rate.
     #[arg(long, env = "KITE_RATE_SENDER_BURST", default_value_t = 20_000)]
     pub rate_sender_burst: u32,
+    /// PEM certificate chain to serve HTTPS with (needs --tls-key).
+    #[arg(long, env = "KITE_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "KITE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// PEM file of a CA to trust for peers' certificates (besides the system's).
     #[arg(long, env = "KITE_PEER_CA")]
     pub peer_ca: Option<std::path::PathBuf>,
@@ -356,18 +362,45 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
+        let grace = Duration::from_millis(a.shutdown_grace_ms);
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("loading --tls-cert and --tls-key")?,
+            ),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         println!(
-            "kite ready url=http://{addr} instance_id={instance_id} roles={}",
+            "kite ready url={scheme}://{addr} instance_id={instance_id} roles={}",
             roles.join(",")
         );
-        tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, "kite serving");
-        let grace = Duration::from_millis(a.shutdown_grace_ms);
-        let mut rx = stop_rx.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-        tokio::select! {
-            r = server => r.context("serving HTTP")?,
-            _ = async { let _ = rx.wait_for(|s| *s).await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("HTTP requests still open after the grace period");
+        tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, tls = tls.is_some(), "kite serving");
+        match tls {
+            Some(config) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    stopped.await;
+                    h.graceful_shutdown(Some(grace));
+                });
+                axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await
+                    .context("serving HTTPS")?;
+            }
+            None => {
+                let mut rx = stop_rx.clone();
+                let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                tokio::select! {
+                    r = server => r.context("serving HTTP")?,
+                    _ = async { let _ = rx.wait_for(|s| *s).await; tokio::time::sleep(grace).await } => {
+                        tracing::warn!("HTTP requests still open after the grace period");
+                    }
+                }
             }
         }
     } else {
