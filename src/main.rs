@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an instance (ingress, router and delivery by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(serve::DbArgs),
     /// Print events as they arrive at an instance.
@@ -43,7 +43,7 @@ async fn main() {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Serve(a) => serve::serve(a).await,
+        Command::Serve(a) => serve::serve(*a).await,
         Command::Migrate(a) => serve::migrate(a).await,
         Command::Listen(a) => listen::listen(a).await,
         Command::Demo(a) => demo::demo(a).await,
