@@ -95,7 +95,7 @@ fn matches(key: &[u8], parts: &[&[u8]], sig: &[u8]) -> bool {
 }
 
 fn fresh(ts: i64, now: i64, tolerance: i64) -> Result<(), SigError> {
-    if (now - ts).abs() > tolerance {
+    if now.abs_diff(ts) > tolerance.unsigned_abs() {
         Err(SigError::Stale)
     } else {
         Ok(())
@@ -398,6 +398,19 @@ mod tests {
             Err(SigError::Stale)
         );
         assert!(parse_stripe_header("garbage").is_none());
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        // Found by the provider_signature fuzz target: `now - ts` overflowed.
+        let body = b"{}";
+        let t = i64::MIN;
+        let sig = hex::encode(hmac(b"k", &[t.to_string().as_bytes(), b".", body]));
+        let headers = h(&[("stripe-signature", &format!("t={t},v1={sig}"))]);
+        assert_eq!(
+            verify(Scheme::Stripe, &["k"], None, &headers, body, 255),
+            Err(SigError::Stale)
+        );
     }
 
     #[test]
