@@ -231,6 +231,12 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = Store::connect(&a.db.database_url, a.db.db_pool_size)
         .await
         .context("connecting to Postgres")?
+        .with_secrets(secrets.clone());
+    // Router and delivery write state that the sweeper and receivers' deduplication can redo,
+    // so their commits skip the WAL flush wait.
+    let worker_store = Store::connect_relaxed(&a.db.database_url, a.db.db_pool_size)
+        .await
+        .context("connecting to Postgres")?
         .with_secrets(secrets);
     store.migrate().await.context("applying migrations")?;
     let sealed = store
@@ -295,7 +301,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             retention: Duration::from_secs(a.retention_secs),
         };
         tasks.push(tokio::spawn(kite_router::run(
-            store.clone(),
+            worker_store.clone(),
             bus.clone(),
             notes.config.clone(),
             cfg,
@@ -314,7 +320,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             peer_ca: a.peer_ca.clone(),
         };
         let (s, b, n, r) = (
-            store.clone(),
+            worker_store.clone(),
             bus.clone(),
             notes.config.clone(),
             stop_rx.clone(),
@@ -341,7 +347,9 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 instance_id: instance_id.clone(),
                 ingest_queue: a.ingest_queue,
                 ingest_batch: 1_000,
-                ingest_writers: 4,
+                // One writer: each team's inserts serialize on its stream lock anyway, and
+                // one writer lets every waiting request join the next commit.
+                ingest_writers: 1,
                 stream_max_unacked: a.stream_max_unacked.max(1),
                 stream_max_connections: a.stream_max_connections.max(1),
                 stream_stall: Duration::from_millis(a.stream_stall_ms.max(1)),

@@ -54,7 +54,12 @@ impl Ingest {
     }
 }
 
+/// Batches published to the broker at once; beyond that the writer waits (and the ingest
+/// queue fills, so new requests get 503) instead of holding unbounded memory.
+const PUBLISHES_IN_FLIGHT: usize = 64;
+
 async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max: usize) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(PUBLISHES_IN_FLIGHT));
     loop {
         let mut jobs = Vec::new();
         {
@@ -70,46 +75,55 @@ async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>
                 }
             }
         }
-        let events: Vec<NewEvent> = jobs.iter().map(|j| j.event.clone()).collect();
-        match store.insert_events(&events).await {
-            Ok(outcomes) => {
-                let seqs: Vec<i64> = outcomes
-                    .iter()
-                    .filter_map(|o| match o {
-                        InsertOutcome::Inserted { seq, .. } => Some(*seq),
-                        InsertOutcome::Duplicate => None,
-                    })
-                    .collect();
-                if !seqs.is_empty() {
-                    let msgs: Vec<Outgoing> = seqs
-                        .chunks(kite_router_batch())
-                        .map(|c| Outgoing {
-                            exchange: String::new(),
-                            routing_key: bus.names().events_queue(),
-                            payload: Batch { ids: c.to_vec() }.to_bytes(),
-                            expiration_ms: None,
-                        })
-                        .collect();
-                    // The commit made the events durable; if the broker is down, the router's
-                    // sweeper publishes them once it is back.
-                    if let Err(e) = bus.publish(&msgs).await {
-                        tracing::warn!(error = %e, count = seqs.len(), "events stored but not published; the sweeper will");
-                    }
-                }
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
-            }
+        let (events, replies): (Vec<NewEvent>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
+        let outcomes = match store.insert_events(&events).await {
+            Ok(o) => o,
             Err(e) => {
                 let api: ApiErr = e.into();
-                for job in jobs {
-                    let _ = job.reply.send(Err(ApiErr(api.0.clone())));
+                for reply in replies {
+                    let _ = reply.send(Err(ApiErr(api.0.clone())));
+                }
+                continue;
+            }
+        };
+        drop(events);
+        // Publish and answer in the background, so the next batch's commit starts now.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let seqs: Vec<i64> = outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    InsertOutcome::Inserted { seq, .. } => Some(*seq),
+                    InsertOutcome::Duplicate => None,
+                })
+                .collect();
+            if !seqs.is_empty() {
+                let msgs: Vec<Outgoing> = seqs
+                    .chunks(ROUTER_BATCH)
+                    .map(|c| Outgoing {
+                        exchange: String::new(),
+                        routing_key: bus.names().events_queue(),
+                        payload: Batch { ids: c.to_vec() }.to_bytes(),
+                        expiration_ms: None,
+                    })
+                    .collect();
+                // The commit made the events durable; if the broker is down, the router's
+                // sweeper publishes them once it is back.
+                if let Err(e) = bus.publish(&msgs).await {
+                    tracing::warn!(error = %e, count = seqs.len(), "events stored but not published; the sweeper will");
                 }
             }
-        }
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+            drop(permit);
+        });
     }
 }
 
-fn kite_router_batch() -> usize {
-    500
-}
+/// Most sequence numbers one router message carries.
+const ROUTER_BATCH: usize = 500;

@@ -69,10 +69,9 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            deadpool_postgres::PoolError::Backend(b) => b.into(),
-            other => StoreError::Unavailable(other.to_string()),
-        }
+        // Every pool error is about getting a connection (connecting, recycling, waiting),
+        // so the database is unavailable for now, whatever the server said.
+        StoreError::Unavailable(e.to_string())
     }
 }
 
@@ -96,10 +95,26 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Connects to `url`, creating the database first if it does not exist.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
-        let config: tokio_postgres::Config = url
+        Self::connect_with(url, pool_size, false).await
+    }
+
+    /// Connects for the router and delivery roles: their commits do not wait for the WAL
+    /// flush (`synchronous_commit = off`). That is safe because what they write can be
+    /// redone: a commit lost in a Postgres crash leaves an event unrouted or a delivery
+    /// pending, which the sweeper republishes and the receiver deduplicates. Ingress keeps
+    /// synchronous commits: a 202 promises durability.
+    pub async fn connect_relaxed(url: &str, pool_size: usize) -> Result<Self> {
+        Self::connect_with(url, pool_size, true).await
+    }
+
+    async fn connect_with(url: &str, pool_size: usize, relaxed: bool) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
         create_database_if_missing(&config).await?;
+        if relaxed {
+            config.options("-c synchronous_commit=off");
+        }
         let mgr = Manager::from_config(
             config.clone(),
             NoTls,
