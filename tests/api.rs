@@ -245,3 +245,110 @@ async fn health_reports_ok_when_services_are_up() {
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["status"], "ok");
 }
+
+async fn health(a: &Instance) -> (u16, Value) {
+    let r = a
+        .http
+        .get(format!("{}/health", a.url))
+        .send()
+        .await
+        .expect("health");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn health_names_postgres_when_it_is_unreachable() {
+    let a = Instance::start("instance-a").await;
+    let (admin, conn) =
+        tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            a.db_name
+        ))
+        .await
+        .expect("block connections");
+    a.terminate_db_connections().await;
+    let v = eventually(
+        "503 naming postgres",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (s, v) = health(&a).await;
+            (s == 503).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["postgres"], "unreachable");
+    assert_eq!(v["rabbitmq"], "ok");
+    assert_eq!(v["error"]["code"], "unavailable");
+    // Requests that need the database answer 503 too, never 500.
+    let (s, e) = a.hook("stripe", &stripe_event("evt_pg_down", "x")).await;
+    assert_eq!((s, code(&e)), (503, "unavailable"), "{e}");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            a.db_name
+        ))
+        .await
+        .expect("allow connections");
+    eventually(
+        "healthy again",
+        std::time::Duration::from_secs(30),
+        || async { (health(&a).await.0 == 200).then_some(()) },
+    )
+    .await;
+}
+
+async fn rabbitmqctl(args: &[&str]) {
+    let ok = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(ok, "rabbitmqctl {args:?}");
+}
+
+#[tokio::test]
+async fn health_names_rabbitmq_when_it_is_unreachable() {
+    // A vhost of the test's own, so taking the broker away affects nothing else.
+    let vhost = format!("kitetest-{}", uuid::Uuid::new_v4().simple());
+    rabbitmqctl(&["add_vhost", &vhost]).await;
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+    let a = Instance::start_with("instance-a", &[("KITE_AMQP_URL", &url)]).await;
+    assert_eq!(health(&a).await.0, 200);
+    rabbitmqctl(&["clear_permissions", "-p", &vhost, "guest"]).await;
+    a.close_amqp_connections().await;
+    let v = eventually(
+        "503 naming rabbitmq",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (s, v) = health(&a).await;
+            (s == 503).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        (v["rabbitmq"].as_str(), v["postgres"].as_str()),
+        (Some("unreachable"), Some("ok"))
+    );
+    // Ingress still accepts: the Postgres commit makes an event durable.
+    assert_eq!(
+        a.hook("stripe", &stripe_event("evt_mq_down", "x")).await.0,
+        202
+    );
+    rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).await;
+    eventually(
+        "healthy again",
+        std::time::Duration::from_secs(30),
+        || async { (health(&a).await.0 == 200).then_some(()) },
+    )
+    .await;
+    drop(a);
+    rabbitmqctl(&["delete_vhost", &vhost]).await;
+}

@@ -451,6 +451,7 @@ async fn create_sender(
         .store
         .create_sender(&g.team_id, &name, &token, key_id.as_deref(), legacy)
         .await?;
+    st.senders.invalidate().await;
     Ok((StatusCode::CREATED, Json(json!(s))).into_response())
 }
 
@@ -467,6 +468,7 @@ async fn delete_sender(
 ) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     st.store.delete_sender(&g.team_id, parse_id(&id)?).await?;
+    st.senders.invalidate().await;
     Ok(Json(json!({"deleted": true})).into_response())
 }
 
@@ -573,6 +575,7 @@ async fn patch_sender(
         .store
         .update_sender(&g.team_id, id, &patch, st.cfg.secret_overlap)
         .await?;
+    st.senders.invalidate().await;
     Ok(Json(json!(s)).into_response())
 }
 
@@ -620,6 +623,7 @@ async fn create_source(
         .store
         .create_source(&g.team_id, &name, &scheme, &secret, header.as_deref())
         .await?;
+    st.senders.invalidate().await;
     Ok((StatusCode::CREATED, Json(json!(src))).into_response())
 }
 
@@ -642,6 +646,7 @@ async fn rotate_source(
         .store
         .rotate_source(&g.team_id, &name, &secret, st.cfg.secret_overlap)
         .await?;
+    st.senders.invalidate().await;
     Ok(Json(json!(src)).into_response())
 }
 
@@ -652,6 +657,7 @@ async fn delete_source(
 ) -> Result<Response, ApiErr> {
     let g = authorize(&st, &headers, "admin").await?;
     st.store.delete_source(&g.team_id, &name).await?;
+    st.senders.invalidate().await;
     Ok(Json(json!({"deleted": true})).into_response())
 }
 

@@ -67,12 +67,17 @@ impl SenderSnapshot {
     }
 }
 
+/// A snapshot and the (generation, epoch) it was loaded at.
+type Versioned<T> = ((u64, u64), Arc<T>);
+
 /// A snapshot that reloads from the store when the config generation moves.
 #[derive(Debug)]
 pub struct Cache<T> {
     store: Store,
     generation: watch::Receiver<u64>,
-    snap: RwLock<Option<(u64, Arc<T>)>>,
+    /// Moves on every local invalidation; a snapshot is current for one (generation, epoch).
+    epoch: std::sync::atomic::AtomicU64,
+    snap: RwLock<Option<Versioned<T>>>,
 }
 
 impl<T: Loadable> Cache<T> {
@@ -81,13 +86,24 @@ impl<T: Loadable> Cache<T> {
         Self {
             store,
             generation,
+            epoch: std::sync::atomic::AtomicU64::new(0),
             snap: RwLock::new(None),
         }
     }
 
+    /// Drops the snapshot, so the next [`Cache::get`] reloads it (after a change made by this
+    /// process, which must not wait for its own notification).
+    pub async fn invalidate(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.snap.write().await = None;
+    }
+
     /// The current snapshot, reloading it if something changed since it was taken.
     pub async fn get(&self) -> Result<Arc<T>> {
-        let generation = *self.generation.borrow();
+        let generation = (
+            *self.generation.borrow(),
+            self.epoch.load(std::sync::atomic::Ordering::SeqCst),
+        );
         if let Some((g, s)) = self.snap.read().await.as_ref() {
             if *g == generation {
                 return Ok(s.clone());
