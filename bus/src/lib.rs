@@ -411,6 +411,17 @@ impl Bus {
 }
 
 pub use lapin::message::Delivery;
+
+/// Hands a message back to its queue (nack with requeue), for work that failed and must be
+/// tried again. The broker being gone needs no answer: the message comes back anyway.
+pub async fn requeue(d: &Delivery) {
+    let _ = d
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await;
+}
 pub use lapin::options::{BasicAckOptions, BasicNackOptions};
 pub use lapin::Channel as AmqpChannel;
 pub use lapin::Consumer as AmqpConsumer;

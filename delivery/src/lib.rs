@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use kite_bus::{BasicAckOptions, BasicNackOptions, Batch, Bus, Delivery, Outgoing};
+use kite_bus::{BasicAckOptions, Batch, Bus, Delivery, Outgoing};
 use kite_protocol::{fed, signature};
 use kite_store::outbox::{DeliveryRow, DeliveryUpdate};
 use kite_store::peers::PeerOutcome;
@@ -373,23 +373,13 @@ impl Ctx {
                 h
             }
             Ok(Handled::PeerNotActive) => {
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                kite_bus::requeue(&d).await;
                 Handled::PeerNotActive
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delivery bookkeeping failed; message requeued");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                kite_bus::requeue(&d).await;
                 Handled::Done
             }
         }

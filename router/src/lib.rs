@@ -10,7 +10,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 
 use futures::StreamExt;
-use kite_bus::{BasicAckOptions, BasicNackOptions, Batch, Bus, Delivery, Outgoing};
+use kite_bus::{BasicAckOptions, Batch, Bus, Delivery, Outgoing};
 use kite_protocol::fed::FedInfo;
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{NewOutbox, StoredEvent};
@@ -167,12 +167,7 @@ impl Router {
             Err(e) => {
                 tracing::warn!(error = %e, "routing failed; message requeued");
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let _ = d
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                kite_bus::requeue(&d).await;
             }
         }
     }
