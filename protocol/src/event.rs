@@ -124,8 +124,6 @@ pub fn build_event(
         if obj.contains_key("data") && obj.contains_key("data_base64") {
             return Err(invalid_ce("an event cannot have both data and data_base64"));
         }
-        serde_json::from_value::<cloudevents::Event>(Value::Object(obj.clone()))
-            .map_err(invalid_ce)?;
         obj
     } else {
         if source == FEDERATION_SOURCE {

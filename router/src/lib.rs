@@ -13,7 +13,7 @@ use futures::StreamExt;
 use kite_bus::{BasicAckOptions, Batch, Bus, Delivery, Outgoing};
 use kite_protocol::fed::FedInfo;
 use kite_store::cache::{Cache, PeerSnapshot};
-use kite_store::events::{NewOutbox, StoredEvent};
+use kite_store::events::{NewOutbox, RoutingEvent};
 use kite_store::Store;
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
@@ -187,13 +187,13 @@ impl Router {
         self.publish_pending(pending).await
     }
 
-    fn decide_event(&self, snapshot: &PeerSnapshot, ev: &StoredEvent, rows: &mut Vec<NewOutbox>) {
+    fn decide_event(&self, snapshot: &PeerSnapshot, ev: &RoutingEvent, rows: &mut Vec<NewOutbox>) {
         let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
             return;
         };
-        let fed = match ev.event.as_object().map(FedInfo::read) {
-            Some(Ok(f)) => f,
-            _ => {
+        let fed = match FedInfo::read(&ev.fed) {
+            Ok(f) => f,
+            Err(_) => {
                 tracing::warn!(
                     seq = ev.seq,
                     "stored event has invalid federation extensions; not routed"

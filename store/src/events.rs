@@ -1,6 +1,7 @@
 //! Events: every accepted webhook, stored whole as a structured CloudEvent.
 
 use chrono::{DateTime, Utc};
+use kite_protocol::fed::{EXT_CHAIN, EXT_HOPS, EXT_ORIGIN};
 use serde_json::Value;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -53,6 +54,19 @@ pub struct StoredEvent {
     pub event: Value,
     /// When it was stored.
     pub received_at: DateTime<Utc>,
+}
+
+/// What the router needs of an event.
+#[derive(Debug, Clone)]
+pub struct RoutingEvent {
+    /// Sequence number.
+    pub seq: i64,
+    /// Owning team.
+    pub team_id: String,
+    /// CloudEvent `type`.
+    pub ce_type: String,
+    /// The federation extensions present on it.
+    pub fed: serde_json::Map<String, Value>,
 }
 
 /// An outbox row the router decided on.
@@ -115,17 +129,34 @@ impl Store {
             .collect())
     }
 
-    /// The events of `seqs` that are not routed yet.
-    pub async fn unrouted_events(&self, seqs: &[i64]) -> Result<Vec<StoredEvent>> {
+    /// The events of `seqs` that are not routed yet, with only what routing reads: the type
+    /// and the federation extensions (not the whole event).
+    pub async fn unrouted_events(&self, seqs: &[i64]) -> Result<Vec<RoutingEvent>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT seq, team_id, hook_source, ce_type, event, received_at FROM events
-                 WHERE seq = ANY($1) AND routed_at IS NULL ORDER BY seq",
+                "SELECT seq, team_id, ce_type, event->'kitefedorigin', event->'kitefedchain', event->'kitefedhops'
+                 FROM events WHERE seq = ANY($1) AND routed_at IS NULL ORDER BY seq",
             )
             .await?;
         let rows = c.query(&st, &[&seqs]).await?;
-        Ok(rows.iter().map(stored).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut fed = serde_json::Map::new();
+                for (i, key) in [(3, EXT_ORIGIN), (4, EXT_CHAIN), (5, EXT_HOPS)] {
+                    if let Some(v) = r.get::<_, Option<Value>>(i) {
+                        fed.insert(key.to_string(), v);
+                    }
+                }
+                RoutingEvent {
+                    seq: r.get(0),
+                    team_id: r.get(1),
+                    ce_type: r.get(2),
+                    fed,
+                }
+            })
+            .collect())
     }
 
     /// Writes the router's decisions and marks the events routed, in one transaction.
