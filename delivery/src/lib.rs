@@ -482,21 +482,10 @@ impl Ctx {
             out.error = Some("peer has no url".into());
             return out;
         };
-        let mut ev = match row.event {
-            serde_json::Value::Object(m) => m,
-            _ => {
-                out.error = Some("stored event is not an object".into());
-                return out;
-            }
-        };
-        if let Err(e) = fed::forward(&mut ev, &self.cfg.instance_id) {
-            out.error = Some(format!("cannot forward: {e}"));
-            return out;
-        }
-        let body = match serde_json::to_vec(&ev) {
+        let body = match fed::forward_text(&row.event_rest, &row.fed, &self.cfg.instance_id) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
-                out.error = Some(format!("cannot encode: {e}"));
+                out.error = Some(format!("cannot forward: {e}"));
                 return out;
             }
         };
@@ -504,11 +493,7 @@ impl Ctx {
             out.error = Some("forbidden destination: a loopback or private address".into());
             return out;
         }
-        let id = ev
-            .get("id")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let id = row.event_id;
         let ts = Utc::now().timestamp();
         // Standard Webhooks signature (id, timestamp, body), by every secret in rotation; the
         // body-only X-Kite-Signature is kept for peers running Kite.

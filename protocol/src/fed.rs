@@ -126,6 +126,31 @@ pub fn forward(ev: &mut Map<String, Value>, self_id: &str) -> Result<(), FedErro
     Ok(())
 }
 
+/// The same as [`forward`] for an event held as JSON text: `rest` is the stored event
+/// without its federation extensions and `kiteseq` (a JSON object), `fed` those extensions.
+/// Answers the forwarded event's JSON, without parsing `rest`.
+pub fn forward_text(
+    rest: &str,
+    fed: &Map<String, Value>,
+    self_id: &str,
+) -> Result<String, FedError> {
+    let mut info = FedInfo::read(fed)?;
+    let origin = info.origin.take().unwrap_or_else(|| self_id.to_string());
+    info.chain.push(self_id.to_string());
+    let body = rest.trim_end();
+    let Some(open) = body.strip_suffix('}') else {
+        return Err(err(EXT_SEQ, "stored event is not a JSON object"));
+    };
+    let open = open.trim_end();
+    let sep = if open.ends_with('{') { "" } else { "," };
+    let chain = Value::String(Value::from(info.chain).to_string());
+    Ok(format!(
+        "{open}{sep}\"{EXT_ORIGIN}\":{},\"{EXT_CHAIN}\":{chain},\"{EXT_HOPS}\":{}}}",
+        Value::String(origin),
+        info.hops + 1
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +196,37 @@ mod tests {
         ] {
             assert!(FedInfo::read(&obj(bad.clone())).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn forward_text_matches_forward() {
+        let full = obj(
+            json!({"id":"1","type":"t","data":{"a":[1,2]},"kitefedorigin":"a","kitefedchain":"[\"a\"]","kitefedhops":1,"kiteseq":9}),
+        );
+        let mut expected = full.clone();
+        forward(&mut expected, "b").unwrap();
+        let mut rest = full.clone();
+        let mut fed = Map::new();
+        for k in [EXT_ORIGIN, EXT_CHAIN, EXT_HOPS] {
+            if let Some(v) = rest.remove(k) {
+                fed.insert(k.to_string(), v);
+            }
+        }
+        rest.remove(EXT_SEQ);
+        let text = forward_text(&Value::Object(rest).to_string(), &fed, "b").unwrap();
+        let got: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(got, Value::Object(expected));
+        // A first forward, with no extensions yet, and an empty object.
+        let t = forward_text("{\"id\": \"x\"}", &Map::new(), "a").unwrap();
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(
+            (v["kitefedorigin"].as_str(), v["kitefedhops"].as_i64()),
+            (Some("a"), Some(1))
+        );
+        assert!(
+            serde_json::from_str::<Value>(&forward_text("{}", &Map::new(), "a").unwrap()).is_ok()
+        );
+        assert!(forward_text("[1]", &Map::new(), "a").is_err());
     }
 
     proptest! {

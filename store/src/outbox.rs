@@ -20,8 +20,12 @@ pub struct DeliveryRow {
     pub state: String,
     /// Failed attempts so far.
     pub attempts: i32,
-    /// The stored structured CloudEvent.
-    pub event: Value,
+    /// The stored CloudEvent as JSON text, without its federation extensions and `kiteseq`.
+    pub event_rest: String,
+    /// Its federation extensions.
+    pub fed: serde_json::Map<String, Value>,
+    /// Its CloudEvent id.
+    pub event_id: String,
     /// The peer's status, or None when the peer was deleted.
     pub peer_status: Option<String>,
     /// The peer's health.
@@ -105,8 +109,11 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event, p.status, p.peer_hook_url, p.outbound_token, p.health,
-                        CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id
+                "SELECT o.id, o.peer_id, o.state, o.attempts,
+                        (e.event - 'kitefedorigin' - 'kitefedchain' - 'kitefedhops' - 'kiteseq')::text,
+                        p.status, p.peer_hook_url, p.outbound_token, p.health,
+                        CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
+                        e.event->'kitefedorigin', e.event->'kitefedchain', e.event->'kitefedhops', e.ce_id
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -120,7 +127,16 @@ impl Store {
                     peer_id: r.get(1),
                     state: r.get(2),
                     attempts: r.get(3),
-                    event: r.get(4),
+                    event_rest: r.get(4),
+                    fed: [
+                        (kite_protocol::fed::EXT_ORIGIN, 11),
+                        (kite_protocol::fed::EXT_CHAIN, 12),
+                        (kite_protocol::fed::EXT_HOPS, 13),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, i)| r.get::<_, Option<Value>>(i).map(|v| (k.to_string(), v)))
+                    .collect(),
+                    event_id: r.get(14),
                     peer_status: r.get(5),
                     peer_hook_url: r.get(6),
                     outbound_token: self.open_opt(r.get(7))?,
