@@ -231,13 +231,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let store = Store::connect(&a.db.database_url, a.db.db_pool_size)
         .await
         .context("connecting to Postgres")?
-        .with_secrets(secrets.clone());
+        .with_secrets(secrets);
     // Router and delivery write state that the sweeper and receivers' deduplication can redo,
     // so their commits skip the WAL flush wait.
-    let worker_store = Store::connect_relaxed(&a.db.database_url, a.db.db_pool_size)
-        .await
-        .context("connecting to Postgres")?
-        .with_secrets(secrets);
+    let worker_store = store.relaxed(a.db.db_pool_size)?;
     store.migrate().await.context("applying migrations")?;
     let sealed = store
         .seal_legacy_secrets()
@@ -276,6 +273,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
     }
 
+    let grace = Duration::from_millis(a.shutdown_grace_ms);
     let notes = store.listen_for_changes();
     let (stop_tx, stop_rx) = watch::channel(false);
     // One signal stops everything at once: HTTP stops accepting, consumers stop taking
@@ -370,7 +368,6 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
-        let grace = Duration::from_millis(a.shutdown_grace_ms);
         let tls = match (&a.tls_cert, &a.tls_key) {
             (Some(cert), Some(key)) => Some(
                 axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -418,7 +415,6 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         );
         stopped.await;
     }
-    let grace = Duration::from_millis(a.shutdown_grace_ms);
     let drain = async {
         for t in tasks {
             let _ = t.await;

@@ -246,17 +246,6 @@ async fn health_reports_ok_when_services_are_up() {
     assert_eq!(v["status"], "ok");
 }
 
-async fn health(a: &Instance) -> (u16, Value) {
-    let r = a
-        .http
-        .get(format!("{}/health", a.url))
-        .send()
-        .await
-        .expect("health");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn health_names_postgres_when_it_is_unreachable() {
     let a = Instance::start("instance-a").await;

@@ -168,13 +168,7 @@ async fn database_connection_loss_answers_503_never_500_and_loses_nothing() {
         "{statuses:?}"
     );
     assert_all_once(&b, &accepted, DRAIN).await;
-    let r = a
-        .http
-        .get(format!("{}/health", a.url))
-        .send()
-        .await
-        .expect("health");
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(health(&a).await.0, 200);
 }
 
 #[tokio::test]
@@ -233,17 +227,7 @@ async fn unreachable_peer_parks_deliveries_without_burning_attempts() {
         ],
     )
     .await;
-    let port = free_port();
-    let token = kite_protocol::token::mint_federation_token();
-    let peer_id = add_peer(
-        &a,
-        "instance-b",
-        &format!("http://127.0.0.1:{port}/hooks/default/kite"),
-        &token,
-        &["*"],
-        3,
-    )
-    .await;
+    let (peer_id, token, port) = peer_at_free_port(&a).await;
     let all = ids("evt_park", 10);
     for id in &all {
         assert_eq!(

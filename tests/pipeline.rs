@@ -319,17 +319,7 @@ async fn federation_inbound_rejects_forged_requests_and_stores_nothing() {
 async fn dead_deliveries_replay_exactly_once_when_the_peer_is_back() {
     // A high failure threshold keeps the peer from being parked, so rows run out of attempts.
     let a = Instance::start_with("instance-a", &[("KITE_PEER_FAILURE_THRESHOLD", "1000")]).await;
-    let port = free_port();
-    let token = kite_protocol::token::mint_federation_token();
-    let peer_id = add_peer(
-        &a,
-        "instance-b",
-        &format!("http://127.0.0.1:{port}/hooks/default/kite"),
-        &token,
-        &["*"],
-        3,
-    )
-    .await;
+    let (peer_id, token, port) = peer_at_free_port(&a).await;
     let ids: Vec<String> = (0..5).map(|i| format!("evt_dead_{i}")).collect();
     for id in &ids {
         assert_eq!(

@@ -95,45 +95,29 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Connects to `url`, creating the database first if it does not exist.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
-        Self::connect_with(url, pool_size, false).await
-    }
-
-    /// Connects for the router and delivery roles: their commits do not wait for the WAL
-    /// flush (`synchronous_commit = off`). That is safe because what they write can be
-    /// redone: a commit lost in a Postgres crash leaves an event unrouted or a delivery
-    /// pending, which the sweeper republishes and the receiver deduplicates. Ingress keeps
-    /// synchronous commits: a 202 promises durability.
-    pub async fn connect_relaxed(url: &str, pool_size: usize) -> Result<Self> {
-        Self::connect_with(url, pool_size, true).await
-    }
-
-    async fn connect_with(url: &str, pool_size: usize, relaxed: bool) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url
+        let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
         create_database_if_missing(&config).await?;
-        if relaxed {
-            config.options("-c synchronous_commit=off");
-        }
-        let mgr = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size.max(2))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?;
         Ok(Self {
-            pool,
+            pool: build_pool(&config, pool_size)?,
             config,
             secrets: None,
+        })
+    }
+
+    /// A second store on the same database for the router and delivery roles: their commits
+    /// do not wait for the WAL flush (`synchronous_commit = off`). That is safe because what
+    /// they write can be redone: a commit lost in a Postgres crash leaves an event unrouted
+    /// or a delivery pending, which the sweeper republishes and the receiver deduplicates.
+    /// Ingress keeps synchronous commits: a 202 promises durability.
+    pub fn relaxed(&self, pool_size: usize) -> Result<Self> {
+        let mut config = self.config.clone();
+        config.options("-c synchronous_commit=off");
+        Ok(Self {
+            pool: build_pool(&config, pool_size)?,
+            config,
+            secrets: self.secrets.clone(),
         })
     }
 
@@ -235,6 +219,24 @@ impl Store {
         c.simple_query("SELECT 1").await?;
         Ok(())
     }
+}
+
+fn build_pool(config: &tokio_postgres::Config, pool_size: usize) -> Result<Pool> {
+    let mgr = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(pool_size.max(2))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
 }
 
 async fn create_database_if_missing(config: &tokio_postgres::Config) -> Result<()> {

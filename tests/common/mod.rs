@@ -681,3 +681,32 @@ pub async fn assert_all_once(inst: &Instance, ids: &[String], timeout: Duration)
         .get(0);
     assert_eq!(rows, want, "each event stored exactly once");
 }
+
+/// `GET /health`: the status and the JSON answer.
+pub async fn health(inst: &Instance) -> (u16, Value) {
+    let r = inst
+        .http
+        .get(format!("{}/health", inst.url))
+        .send()
+        .await
+        .expect("health");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A peer on `on` whose URL points at a free port where nothing listens (yet). Answers the
+/// peer id, the token it sends, and the port.
+pub async fn peer_at_free_port(on: &Instance) -> (String, String, u16) {
+    let port = free_port();
+    let token = kite_protocol::token::mint_federation_token();
+    let id = add_peer(
+        on,
+        "instance-b",
+        &format!("http://127.0.0.1:{port}/hooks/default/kite"),
+        &token,
+        &["*"],
+        3,
+    )
+    .await;
+    (id, token, port)
+}
