@@ -109,6 +109,21 @@ pub struct ServeArgs {
     /// Stream connections a team may hold at once (more get 4003).
     #[arg(long, env = "KITE_STREAM_MAX_CONNECTIONS", default_value_t = 100)]
     pub stream_max_connections: usize,
+    /// Stream connections one API key may hold at once (more get 4003), so one key cannot
+    /// take all of its team's.
+    #[arg(long, env = "KITE_STREAM_MAX_PER_KEY", default_value_t = 20)]
+    pub stream_max_per_key: usize,
+    /// HTTP connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, env = "KITE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Once a request's first byte arrives, its headers (and a TLS handshake) must be
+    /// complete within this many milliseconds, or the connection is closed.
+    #[arg(long, env = "KITE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// A keep-alive connection with nothing in flight is closed after this many
+    /// milliseconds.
+    #[arg(long, env = "KITE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
     /// Key sealing federation and source secrets at rest: 32 bytes, base64
     /// (`kite admin secret-key` makes one). Required unless --dev.
     #[arg(long, env = "KITE_SECRET_KEY", hide_env_values = true)]
@@ -137,6 +152,13 @@ pub struct ServeArgs {
     /// Burst above the sender rate.
     #[arg(long, env = "KITE_RATE_SENDER_BURST", default_value_t = 20_000)]
     pub rate_sender_burst: u32,
+    /// Requests a second one client address may make that fail authentication (bad
+    /// signature, unknown sender or team) before it gets 429 (0: unlimited).
+    #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_PER_SEC", default_value_t = 20)]
+    pub rate_unauthenticated_per_sec: u32,
+    /// Burst above the unauthenticated rate.
+    #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_BURST", default_value_t = 100)]
+    pub rate_unauthenticated_burst: u32,
     /// PEM certificate chain to serve HTTPS with (needs --tls-key).
     #[arg(long, env = "KITE_TLS_CERT")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -274,6 +296,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
 
     let grace = Duration::from_millis(a.shutdown_grace_ms);
+    match kite_ingress::server::raise_fd_limit() {
+        Some(n) => tracing::debug!(limit = n, "open-file limit"),
+        None => tracing::warn!("could not raise the open-file limit"),
+    }
     let notes = store.listen_for_changes();
     let (stop_tx, stop_rx) = watch::channel(false);
     // One signal stops everything at once: HTTP stops accepting, consumers stop taking
@@ -350,6 +376,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 ingest_writers: 1,
                 stream_max_unacked: a.stream_max_unacked.max(1),
                 stream_max_connections: a.stream_max_connections.max(1),
+                stream_max_per_key: a.stream_max_per_key.max(1),
                 stream_stall: Duration::from_millis(a.stream_stall_ms.max(1)),
                 require_signed_hooks: a.require_signed_hooks,
                 allow_private_peers: a.allow_private_peers,
@@ -361,6 +388,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                 sender_rate: Rate {
                     per_second: a.rate_sender_per_sec,
                     burst: a.rate_sender_burst,
+                },
+                anon_rate: Rate {
+                    per_second: a.rate_unauthenticated_per_sec,
+                    burst: a.rate_unauthenticated_burst,
                 },
             },
         );
@@ -383,31 +414,21 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             roles.join(",")
         );
         tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, tls = tls.is_some(), "kite serving");
-        match tls {
-            Some(config) => {
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                tokio::spawn(async move {
-                    stopped.await;
-                    h.graceful_shutdown(Some(grace));
-                });
-                axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                    .handle(handle)
-                    .serve(app.into_make_service())
-                    .await
-                    .context("serving HTTPS")?;
-            }
-            None => {
-                let mut rx = stop_rx.clone();
-                let server = axum::serve(listener, app).with_graceful_shutdown(stopped);
-                tokio::select! {
-                    r = server => r.context("serving HTTP")?,
-                    _ = async { let _ = rx.wait_for(|s| *s).await; tokio::time::sleep(grace).await } => {
-                        tracing::warn!("HTTP requests still open after the grace period");
-                    }
-                }
-            }
-        }
+        let limits = kite_ingress::server::ServerLimits {
+            max_connections: a.max_connections.max(1),
+            header_timeout: Duration::from_millis(a.header_timeout_ms.max(100)),
+            idle_timeout: Duration::from_millis(a.idle_timeout_ms.max(100)),
+        };
+        kite_ingress::server::serve(
+            listener,
+            app,
+            limits,
+            tls.map(|c| c.get_inner()),
+            stop_rx.clone(),
+            grace,
+        )
+        .await
+        .context("serving HTTP")?;
     } else {
         println!(
             "kite ready instance_id={instance_id} roles={}",

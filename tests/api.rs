@@ -189,10 +189,13 @@ async fn hooks_reject_bad_input_with_stable_codes() {
         "application/cloudevents+json",
     )
     .await;
-    assert_eq!((s, code(&v)), (400, "invalid_extension"));
+    // Federation extensions are the peers' alone: refused on every other hook.
+    assert_eq!((s, code(&v)), (400, "reserved_extension"));
     assert_eq!(a.total_events().await, 0);
 
-    // A structured CloudEvent keeps its attributes; a plain JSON body gets com.{source}.{type}.
+    // A structured CloudEvent keeps its attributes but its source, which is the hook it
+    // came through (what it claimed is kept beside it); a plain JSON body gets
+    // com.{source}.{type}.
     let (s, v) = post_raw(
         "/hooks/default/acme".into(),
         br#"{"specversion":"1.0","id":"ce-1","source":"/acme/orders","type":"com.acme.order.created","data":{"n":1}}"#.to_vec(),
@@ -201,7 +204,8 @@ async fn hooks_reject_bad_input_with_stable_codes() {
     .await;
     assert_eq!(s, 202, "{v}");
     let ev = a.event("ce-1").await.expect("stored");
-    assert_eq!(ev["event"]["source"], "/acme/orders");
+    assert_eq!(ev["event"]["source"], "/hooks/default/acme");
+    assert_eq!(ev["event"]["kiteclaimedsource"], "/acme/orders");
     assert_eq!(ev["event"]["type"], "com.acme.order.created");
     let (s, _) = post_raw(
         "/hooks/default/acme".into(),

@@ -58,6 +58,47 @@ impl RetryPolicy {
     }
 }
 
+/// How one delivery attempt ended. Every attempt is classified here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer answered 2xx.
+    Delivered,
+    /// The peer is failing (transport error, timeout, 408, 429, 5xx, a refused
+    /// destination): counts toward `unreachable`, parking and probing.
+    PeerFailure,
+    /// This message fails (any other 4xx, or a local failure such as an event that cannot
+    /// be sent): attempts + 1 and backoff, `dead` after the last attempt; the peer is not
+    /// parked for it.
+    MessageFailure,
+    /// 410 Gone: the peer no longer takes deliveries; it is paused.
+    Gone,
+}
+
+/// Classifies an HTTP status the peer answered.
+pub fn classify_status(status: u16) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        410 => Outcome::Gone,
+        408 | 429 => Outcome::PeerFailure,
+        400..=499 => Outcome::MessageFailure,
+        // 1xx and 3xx (redirects are never followed) and 5xx: the peer is not working.
+        _ => Outcome::PeerFailure,
+    }
+}
+
+/// Classifies a request that got no answer: building it locally (an unencodable header)
+/// is the message's failure; anything on the way to the peer is the peer's.
+pub fn classify_error(e: &reqwest::Error) -> Outcome {
+    if e.is_builder() {
+        Outcome::MessageFailure
+    } else {
+        Outcome::PeerFailure
+    }
+}
+
+/// Rows a probe may settle as message failures before it waits for the next probe.
+const PROBE_ROWS: usize = 20;
+
 /// Delivery settings.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -259,7 +300,9 @@ struct Worker {
 }
 
 /// While a peer is unreachable its deliveries stay parked in its queue; this task tries the
-/// oldest pending one every probe interval, without counting attempts, until one succeeds.
+/// oldest pending one every probe interval until one gets through. A peer failure costs the
+/// row no attempt; a message failure is that row's own (attempts + 1, or dead) and the probe
+/// moves on to the next row.
 async fn prober(
     ctx: Arc<Ctx>,
     peer_id: Uuid,
@@ -344,7 +387,8 @@ async fn peer_worker(
 enum Handled {
     /// Processed; ack.
     Done,
-    /// Processed, and the peer just became unreachable; ack and stop consuming.
+    /// Processed, and the peer just became unreachable or was paused; ack and stop
+    /// consuming.
     Parked,
     /// The peer is paused or parked; hand the message back and stop consuming.
     PeerNotActive,
@@ -353,7 +397,7 @@ enum Handled {
 struct Attempt {
     row_id: i64,
     attempts: i32,
-    ok: bool,
+    outcome: Outcome,
     status: Option<i32>,
     error: Option<String>,
     instance_id: Option<String>,
@@ -414,58 +458,56 @@ impl Ctx {
             .buffer_unordered(32)
             .collect()
             .await;
-        let health = self.record(peer_id, attempts).await?;
-        Ok(if health == "unreachable" {
+        let health = self.record(peer_id, attempts, true).await?;
+        Ok(if health == "unreachable" || health == "paused" {
             Handled::Parked
         } else {
             Handled::Done
         })
     }
 
-    /// Tries the oldest pending delivery of an unreachable peer; answers whether it got
-    /// through (then the peer is reachable again).
+    /// Tries the oldest pending delivery of an unreachable peer; answers whether the probe
+    /// is over (the peer took it, or it is paused now). A row the peer refuses for good is
+    /// settled as its own failure and the next one is tried.
     async fn probe(&self, peer_id: Uuid) -> Result<bool, DeliverError> {
-        let Some(id) = self.store.oldest_pending(peer_id).await? else {
-            self.store.mark_peer_reachable(peer_id).await?;
-            return Ok(true);
-        };
-        let Some(row) = self.store.delivery_rows(&[id]).await?.into_iter().next() else {
-            return Ok(false);
-        };
-        let attempts = row.attempts;
-        let a = self.attempt(row).await;
-        if a.ok {
-            self.store
-                .apply_delivery(&[DeliveryUpdate {
-                    id,
-                    state: "delivered",
-                    attempts,
-                    next_attempt_at: Utc::now(),
-                    last_error: None,
-                    last_status_code: a.status,
-                }])
-                .await?;
-            let outcome = PeerOutcome {
-                success: true,
-                instance_id: a.instance_id,
-                last_status_code: a.status,
-                ..PeerOutcome::default()
+        let mut after = 0;
+        for _ in 0..PROBE_ROWS {
+            let Some(id) = self.store.oldest_pending_after(peer_id, after).await? else {
+                self.store.mark_peer_reachable(peer_id).await?;
+                return Ok(true);
             };
-            self.store
-                .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
-                .await?;
-            self.store.mark_peer_reachable(peer_id).await?;
-            return Ok(true);
+            after = id;
+            let Some(row) = self.store.delivery_rows(&[id]).await?.into_iter().next() else {
+                continue;
+            };
+            let a = self.attempt(row).await;
+            match a.outcome {
+                Outcome::MessageFailure => {
+                    // Its parked message is still queued: no retry message is added.
+                    self.record(peer_id, vec![a], false).await?;
+                }
+                // A parked row spends no attempt on the peer being down.
+                Outcome::PeerFailure => {
+                    let outcome = PeerOutcome {
+                        failures: 1,
+                        last_error: a.error,
+                        last_status_code: a.status,
+                        ..PeerOutcome::default()
+                    };
+                    self.store
+                        .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
+                        .await?;
+                    return Ok(false);
+                }
+                Outcome::Delivered | Outcome::Gone => {
+                    let health = self.record(peer_id, vec![a], false).await?;
+                    if health != "paused" {
+                        self.store.mark_peer_reachable(peer_id).await?;
+                    }
+                    return Ok(true);
+                }
+            }
         }
-        let outcome = PeerOutcome {
-            failures: 1,
-            last_error: a.error,
-            last_status_code: a.status,
-            ..PeerOutcome::default()
-        };
-        self.store
-            .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
-            .await?;
         Ok(false)
     }
 
@@ -473,7 +515,7 @@ impl Ctx {
         let mut out = Attempt {
             row_id: row.id,
             attempts: row.attempts,
-            ok: false,
+            outcome: Outcome::MessageFailure,
             status: None,
             error: None,
             instance_id: None,
@@ -482,14 +524,25 @@ impl Ctx {
             out.error = Some("peer has no url".into());
             return out;
         };
-        let body = match fed::forward_text(&row.event_rest, &row.fed, &self.cfg.instance_id) {
+        let body = match row.event_rest.and_then(|rest| {
+            fed::forward_text(&rest, &row.fed, &self.cfg.instance_id).map_err(|e| e.to_string())
+        }) {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
                 out.error = Some(format!("cannot forward: {e}"));
                 return out;
             }
         };
+        if body.len() > kite_protocol::event::MAX_BODY_BYTES {
+            out.error = Some(format!(
+                "event is {} bytes forwarded, over the {} a peer accepts",
+                body.len(),
+                kite_protocol::event::MAX_BODY_BYTES
+            ));
+            return out;
+        }
         if !self.cfg.allow_private_peers && literal_forbidden(&url) {
+            out.outcome = Outcome::PeerFailure;
             out.error = Some("forbidden destination: a loopback or private address".into());
             return out;
         }
@@ -524,16 +577,18 @@ impl Ctx {
                     .get(signature::INSTANCE_ID_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                if status.is_success() {
-                    out.ok = true;
-                } else {
+                out.outcome = classify_status(status.as_u16());
+                if out.outcome != Outcome::Delivered {
                     let text = resp.text().await.unwrap_or_default();
                     let snippet: String = text.chars().take(300).collect();
                     out.error = Some(format!("HTTP {}: {snippet}", status.as_u16()));
                 }
             }
             Err(e) => {
-                out.error = Some(if e.is_timeout() {
+                out.outcome = classify_error(&e);
+                out.error = Some(if e.is_builder() {
+                    format!("cannot send: {}", root_cause(&e))
+                } else if e.is_timeout() {
                     "timeout".to_string()
                 } else if e.is_connect() {
                     format!("connect error: {}", root_cause(&e))
@@ -545,31 +600,50 @@ impl Ctx {
         out
     }
 
-    async fn record(&self, peer_id: Uuid, attempts: Vec<Attempt>) -> Result<String, DeliverError> {
+    /// Writes attempts' results and the peer's health; schedules retries through the tier
+    /// queues when `schedule` (a probe's rows keep their parked message instead). Answers
+    /// the peer's health, or `paused` when a 410 paused it.
+    async fn record(
+        &self,
+        peer_id: Uuid,
+        attempts: Vec<Attempt>,
+        schedule: bool,
+    ) -> Result<String, DeliverError> {
         let policy = self.cfg.retry;
         let now = Utc::now();
         let mut updates = Vec::with_capacity(attempts.len());
-        let mut retries: HashMap<u32, Vec<(i64, u64)>> = HashMap::new();
+        let mut retries: Vec<(u32, i64, u64)> = Vec::new();
         let mut outcome = PeerOutcome::default();
+        let mut gone: Option<String> = None;
         for a in attempts {
-            if a.ok {
-                outcome.success = true;
-                outcome.failures = 0;
-                outcome.last_status_code = a.status.or(outcome.last_status_code);
-                outcome.instance_id = a.instance_id.clone().or(outcome.instance_id);
-                updates.push(DeliveryUpdate {
-                    id: a.row_id,
-                    state: "delivered",
-                    attempts: a.attempts,
-                    next_attempt_at: now,
-                    last_error: None,
-                    last_status_code: a.status,
-                });
-                continue;
+            match a.outcome {
+                Outcome::Delivered => {
+                    outcome.success = true;
+                    outcome.failures = 0;
+                    outcome.last_status_code = a.status.or(outcome.last_status_code);
+                    outcome.instance_id = a.instance_id.clone().or(outcome.instance_id);
+                    updates.push(DeliveryUpdate {
+                        id: a.row_id,
+                        state: "delivered",
+                        attempts: a.attempts,
+                        next_attempt_at: now,
+                        last_error: None,
+                        last_status_code: a.status,
+                    });
+                    continue;
+                }
+                // The row waits, unspent, for the peer to be resumed.
+                Outcome::Gone => {
+                    gone = Some(a.error.clone().unwrap_or_else(|| "HTTP 410".into()));
+                    continue;
+                }
+                Outcome::PeerFailure => {
+                    outcome.failures += 1;
+                    outcome.last_error = a.error.clone();
+                    outcome.last_status_code = a.status.or(outcome.last_status_code);
+                }
+                Outcome::MessageFailure => {}
             }
-            outcome.failures += 1;
-            outcome.last_error = a.error.clone();
-            outcome.last_status_code = a.status.or(outcome.last_status_code);
             let failures = (a.attempts.max(0) as u32) + 1;
             let (state, delay) = if failures >= policy.max_attempts {
                 ("dead", Duration::ZERO)
@@ -577,10 +651,7 @@ impl Ctx {
                 ("pending", policy.jittered(failures))
             };
             if state == "pending" {
-                retries
-                    .entry(failures)
-                    .or_default()
-                    .push((a.row_id, delay.as_millis() as u64));
+                retries.push((failures, a.row_id, delay.as_millis() as u64));
             }
             updates.push(DeliveryUpdate {
                 id: a.row_id,
@@ -592,31 +663,47 @@ impl Ctx {
             });
         }
         self.store.apply_delivery(&updates).await?;
-        let health = match self
-            .store
-            .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
-                "active".to_string()
+        if let Some(error) = &gone {
+            tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
+            self.store
+                .pause_gone_peer(
+                    peer_id,
+                    &format!("paused: the peer answered 410 Gone ({error}); resume it once it takes deliveries again"),
+                )
+                .await?;
+        }
+        let health = if outcome == PeerOutcome::default() {
+            None
+        } else {
+            match self
+                .store
+                .record_peer_outcome(peer_id, &outcome, self.cfg.failure_threshold)
+                .await
+            {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
+                    None
+                }
             }
         };
-        let mut msgs = Vec::new();
-        for (tier, rows) in retries {
+        if schedule {
             // One message a row: each carries its own jittered expiration.
-            for (id, ms) in rows {
-                msgs.push(Outgoing {
+            let msgs: Vec<Outgoing> = retries
+                .into_iter()
+                .map(|(tier, id, ms)| Outgoing {
                     exchange: self.bus.names().retry_tier(tier.min(policy.tiers())),
                     routing_key: peer_id.to_string(),
                     payload: Batch { ids: vec![id] }.to_bytes(),
                     expiration_ms: Some(ms.max(1)),
-                });
-            }
+                })
+                .collect();
+            self.bus.publish(&msgs).await?;
         }
-        self.bus.publish(&msgs).await?;
-        Ok(health)
+        if gone.is_some() {
+            return Ok("paused".to_string());
+        }
+        Ok(health.unwrap_or_else(|| "active".to_string()))
     }
 }
 
@@ -631,6 +718,26 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_are_classified_once() {
+        for (status, want) in [
+            (200, Outcome::Delivered),
+            (204, Outcome::Delivered),
+            (400, Outcome::MessageFailure),
+            (401, Outcome::MessageFailure),
+            (413, Outcome::MessageFailure),
+            (422, Outcome::MessageFailure),
+            (408, Outcome::PeerFailure),
+            (429, Outcome::PeerFailure),
+            (410, Outcome::Gone),
+            (500, Outcome::PeerFailure),
+            (503, Outcome::PeerFailure),
+            (302, Outcome::PeerFailure),
+        ] {
+            assert_eq!(classify_status(status), want, "{status}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_cap() {

@@ -16,7 +16,8 @@ use kite_protocol::{token, ApiError};
 use kite_store::keys::KeyGrant;
 use kite_store::outbox::OutboxQuery;
 use kite_store::peers::{NewPeer, PeerPatch};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -550,11 +551,49 @@ async fn list_events(
     let next = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
-    let items: Vec<Value> = events
+    // The stored text goes out as it is, never parsed; a row that cannot be read is logged
+    // and left out of the page.
+    let items: Vec<EventItem> = events
         .into_iter()
-        .map(|e| json!({"seq": e.seq, "source": e.hook_source, "received_at": e.received_at, "event": e.event}))
+        .filter_map(|e| {
+            let raw = e
+                .event
+                .and_then(|t| RawValue::from_string(t).map_err(|err| err.to_string()));
+            match raw {
+                Ok(event) => Some(EventItem {
+                    seq: e.seq,
+                    source: e.hook_source,
+                    received_at: e.received_at,
+                    event,
+                }),
+                Err(why) => {
+                    tracing::warn!(seq = e.seq, error = %why, "event listing skips an event it cannot read");
+                    None
+                }
+            }
+        })
         .collect();
-    Ok(Json(json!({"items": items, "next_cursor": next})).into_response())
+    Ok(Json(EventPage {
+        items,
+        next_cursor: next,
+    })
+    .into_response())
+}
+
+/// One event of `GET /api/events`.
+#[derive(Debug, Serialize)]
+struct EventItem {
+    seq: i64,
+    source: String,
+    received_at: chrono::DateTime<chrono::Utc>,
+    event: Box<RawValue>,
+}
+
+/// A page of `GET /api/events`.
+#[derive(Debug, Serialize)]
+struct EventPage {
+    items: Vec<EventItem>,
+    next_cursor: Option<i64>,
 }
 
 async fn patch_sender(

@@ -4,18 +4,20 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use kite_protocol::event::{build_event, validate_source_name, FEDERATION_SOURCE, MAX_BODY_BYTES};
+use kite_protocol::event::{
+    build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
+};
 use kite_protocol::provider::{self, Scheme, SigError};
 use kite_protocol::signature::KEY_ID_HEADER;
 use kite_protocol::{signature, ApiError};
 use kite_store::cache::SenderSnapshot;
 use kite_store::events::{InsertOutcome, NewEvent};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{ApiErr, AppState};
 
@@ -59,13 +61,12 @@ fn sig_error(e: SigError) -> ApiErr {
 /// signature: Standard Webhooks headers, or the body-only `X-Kite-Signature` if the sender
 /// is marked `legacy_signature`.
 fn authenticate_sender(
-    st: &AppState,
     snapshot: &SenderSnapshot,
     team: &str,
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
-) -> Result<(), ApiErr> {
+) -> Result<String, ApiErr> {
     let unknown = |m: &str| ApiErr(ApiError::new(401, "unknown_sender", m));
     let key_id = headers
         .get(KEY_ID_HEADER)
@@ -84,7 +85,7 @@ fn authenticate_sender(
             ))
         }
     };
-    st.sender_limit.check(&sender.id.to_string())?;
+    let id = sender.id.to_string();
     if headers.contains_key("webhook-signature") {
         return provider::verify_standard(
             &sender.secrets(),
@@ -93,6 +94,7 @@ fn authenticate_sender(
             now,
             provider::DEFAULT_TOLERANCE_SECS,
         )
+        .map(|()| id)
         .map_err(sig_error);
     }
     let legacy = headers
@@ -105,7 +107,7 @@ fn authenticate_sender(
                 .iter()
                 .any(|s| signature::verify(s, body, sig))
             {
-                Ok(())
+                Ok(id)
             } else {
                 Err(sig_error(SigError::Invalid))
             }
@@ -119,46 +121,77 @@ fn authenticate_sender(
     }
 }
 
+/// A team id as it may appear in a hook URL: 1..=128 visible ASCII characters.
+fn plausible_team(team: &str) -> bool {
+    !team.is_empty() && team.len() <= 128 && team.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
 pub(crate) async fn receive(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     Path((team, source)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
     let body = body_or_413(body, MAX_BODY_BYTES)?;
     validate_source_name(&source)?;
-    if !st.team_known(&team).await? {
-        return Err(ApiErr(ApiError::new(
+    // Until a request proves who sent it, it is charged to its client address' bucket, so
+    // junk naming a team or a sender never spends their rate.
+    let anonymous = |e: ApiErr| -> ApiErr {
+        match st.anon_limit.check(&client.ip().to_string()) {
+            Ok(()) => e,
+            Err(limited) => limited,
+        }
+    };
+    let team_not_found = || {
+        ApiErr(ApiError::new(
             404,
             "team_not_found",
             format!("no team {team:?}"),
-        )));
+        ))
+    };
+    if !plausible_team(&team) || !st.team_known(&team).await? {
+        return Err(anonymous(team_not_found()));
     }
-    st.team_limit.check(&team)?;
     let federated = source == FEDERATION_SOURCE;
     let now = Utc::now().timestamp();
     let snapshot = st.senders.get().await?;
+    let mut scheme = None;
     if federated {
-        authenticate_sender(&st, &snapshot, &team, &headers, &body, now)?;
+        let sender =
+            authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?;
+        st.sender_limit.check(&sender)?;
     } else if let Some(src) = snapshot.source(&team, &source) {
-        let scheme = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;
+        let s = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;
         provider::verify(
-            scheme,
+            s,
             &src.secrets(),
             src.header.as_deref(),
             &headers,
             &body,
             now,
         )
-        .map_err(sig_error)?;
+        .map_err(|e| anonymous(sig_error(e)))?;
+        scheme = Some(s);
+        st.team_limit.check(&team)?;
     } else if st.cfg.require_signed_hooks {
-        return Err(ApiErr(ApiError::new(
+        return Err(anonymous(ApiErr(ApiError::new(
             401,
             "signature_required",
             format!("source {source:?} has no signature configuration and this instance requires signed hooks"),
-        )));
+        ))));
+    } else {
+        // An unsigned hook proves nothing about its sender: it has a bucket of its own, so
+        // traffic to it never spends the rate of the team's signed hooks.
+        st.team_limit.check(&format!("{team}/{source}"))?;
     }
-    let incoming = build_event(&team, &source, &headers, &body, Utc::now())?;
+    let hook = Hook {
+        team: &team,
+        source: &source,
+        scheme,
+        instance_id: &st.cfg.instance_id,
+    };
+    let incoming = build_event(hook, &headers, &body, Utc::now())?;
     if federated && incoming.fed.visited(&st.cfg.instance_id) {
         tracing::debug!(id = %incoming.id, "dropping federated event that already passed here");
         return Ok((
@@ -176,7 +209,8 @@ pub(crate) async fn receive(
             ce_id: incoming.id,
             hook_source: source,
             ce_type: incoming.ty,
-            event: Value::Object(incoming.event),
+            event: incoming.text,
+            fed: incoming.fed,
         })
         .await?;
     Ok(match outcome {

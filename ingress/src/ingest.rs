@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kite_bus::{Batch, Bus, Outgoing};
 use kite_protocol::ApiError;
 use kite_store::events::{InsertOutcome, NewEvent};
-use kite_store::Store;
+use kite_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::{ApiErr, IngressConfig};
@@ -77,14 +77,21 @@ async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>
         }
         let (events, replies): (Vec<NewEvent>, Vec<_>) =
             jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
-        let outcomes = match store.insert_events(&events).await {
-            Ok(o) => o,
-            Err(e) => {
-                let api: ApiErr = e.into();
+        let outcomes: Vec<Result<InsertOutcome, ApiErr>> = match store.insert_events(&events).await
+        {
+            Ok(o) => o.into_iter().map(Ok).collect(),
+            Err(StoreError::Unavailable(m)) => {
+                let api: ApiErr = StoreError::Unavailable(m).into();
                 for reply in replies {
                     let _ = reply.send(Err(ApiErr(api.0.clone())));
                 }
                 continue;
+            }
+            // The database refused something in the batch: one bad row must not fail the
+            // others, so each is written alone and answered for itself.
+            Err(e) => {
+                tracing::warn!(error = %e, count = events.len(), "batch insert refused; writing its events one by one");
+                one_by_one(&store, &events).await
             }
         };
         drop(events);
@@ -97,8 +104,8 @@ async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>
             let seqs: Vec<i64> = outcomes
                 .iter()
                 .filter_map(|o| match o {
-                    InsertOutcome::Inserted { seq, .. } => Some(*seq),
-                    InsertOutcome::Duplicate => None,
+                    Ok(InsertOutcome::Inserted { seq, .. }) => Some(*seq),
+                    _ => None,
                 })
                 .collect();
             if !seqs.is_empty() {
@@ -118,11 +125,31 @@ async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>
                 }
             }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(Ok(outcome));
+                let _ = reply.send(outcome);
             }
             drop(permit);
         });
     }
+}
+
+/// Writes each event in its own statement: the ones the database refuses get a 400 of
+/// their own, a lost connection a 503.
+async fn one_by_one(store: &Store, events: &[NewEvent]) -> Vec<Result<InsertOutcome, ApiErr>> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        out.push(match store.insert_events(std::slice::from_ref(e)).await {
+            Ok(mut o) => o.pop().ok_or_else(|| ApiErr(ApiError::internal())),
+            Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m).into()),
+            Err(err) => {
+                tracing::warn!(error = %err, id = %e.ce_id, "event refused by the database");
+                Err(ApiErr(ApiError::bad_request(
+                    "unstorable_event",
+                    "the database refused this event",
+                )))
+            }
+        });
+    }
+    out
 }
 
 /// Most sequence numbers one router message carries.

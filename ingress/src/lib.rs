@@ -6,6 +6,7 @@ mod error;
 mod hooks;
 mod ingest;
 mod limits;
+pub mod server;
 mod stream;
 
 pub use limits::Rate;
@@ -42,6 +43,8 @@ pub struct IngressConfig {
     pub stream_max_unacked: usize,
     /// Stream connections a team may hold at once.
     pub stream_max_connections: usize,
+    /// Stream connections one API key may hold at once.
+    pub stream_max_per_key: usize,
     /// How long a listener with a full window of unacked events has to ack before 4004.
     pub stream_stall: std::time::Duration,
     /// Refuse webhooks to sources that have no signature configuration.
@@ -54,6 +57,8 @@ pub struct IngressConfig {
     pub team_rate: Rate,
     /// Federation inbound rate per trusted sender.
     pub sender_rate: Rate,
+    /// Rate per client address of requests that fail authentication.
+    pub anon_rate: Rate,
 }
 
 /// Shared state of the HTTP handlers.
@@ -68,6 +73,7 @@ pub struct AppState {
     streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     team_limit: limits::Limiter,
     sender_limit: limits::Limiter,
+    anon_limit: limits::Limiter,
 }
 
 impl AppState {
@@ -97,6 +103,7 @@ pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig
         streams: std::sync::Mutex::new(std::collections::HashMap::new()),
         team_limit: limits::Limiter::new(cfg.team_rate, "team ingest"),
         sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
+        anon_limit: limits::Limiter::new(cfg.anon_rate, "unauthenticated request"),
         cfg,
     });
     let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();

@@ -9,6 +9,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
+use kite_protocol::fed;
 use kite_protocol::scope::ScopeSet;
 use kite_store::stream::Resume;
 use serde_json::{json, Value};
@@ -67,8 +68,16 @@ fn wanted(filters: &[Filter], source: &str, ty: &str) -> bool {
     })
 }
 
+/// Largest frame a client may send (the connect frame included); bigger ones close the
+/// connection before they are buffered.
+pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
+/// How long a new connection has to send its connect frame.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) async fn ws(State(st): State<Arc<AppState>>, up: WebSocketUpgrade) -> Response {
-    up.on_upgrade(move |socket| serve(st, socket))
+    up.max_message_size(MAX_CLIENT_FRAME_BYTES)
+        .max_frame_size(MAX_CLIENT_FRAME_BYTES)
+        .on_upgrade(move |socket| serve(st, socket))
 }
 
 async fn fail(socket: &mut WebSocket, code: u16, message: &str) {
@@ -82,37 +91,57 @@ async fn fail(socket: &mut WebSocket, code: u16, message: &str) {
         .await;
 }
 
-/// Holds one of a team's stream connection slots.
+/// Holds one of a team's stream connection slots and one of its key's.
 struct Slot<'a> {
     st: &'a AppState,
-    team: String,
+    keys: [String; 2],
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Ok(mut m) = self.st.streams.lock() {
-            if let Some(n) = m.get_mut(&self.team) {
-                *n = n.saturating_sub(1);
+            for k in &self.keys {
+                if let Some(n) = m.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(k);
+                    }
+                }
             }
         }
     }
 }
 
-fn take_slot<'a>(st: &'a AppState, team: &str) -> Option<Slot<'a>> {
-    let mut m = st.streams.lock().ok()?;
-    let n = m.entry(team.to_string()).or_insert(0);
-    if *n >= st.cfg.stream_max_connections {
-        return None;
+/// Takes a slot of the team and of the key, or answers which limit is reached.
+fn take_slot<'a>(st: &'a AppState, team: &str, key: uuid::Uuid) -> Result<Slot<'a>, &'static str> {
+    let mut m = st
+        .streams
+        .lock()
+        .map_err(|_| "too many stream connections")?;
+    let keys = [format!("team:{team}"), format!("key:{key}")];
+    let limits = [
+        (
+            st.cfg.stream_max_connections,
+            "too many stream connections for this team",
+        ),
+        (
+            st.cfg.stream_max_per_key,
+            "too many stream connections for this API key",
+        ),
+    ];
+    for (k, (max, why)) in keys.iter().zip(limits) {
+        if m.get(k).copied().unwrap_or(0) >= max {
+            return Err(why);
+        }
     }
-    *n += 1;
-    Some(Slot {
-        st,
-        team: team.to_string(),
-    })
+    for k in &keys {
+        *m.entry(k.clone()).or_insert(0) += 1;
+    }
+    Ok(Slot { st, keys })
 }
 
 async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
-    let first = tokio::time::timeout(Duration::from_secs(10), socket.recv()).await;
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, socket.recv()).await;
     let Ok(Some(Ok(Message::Text(text)))) = first else {
         fail(&mut socket, INVALID_MESSAGE, "expected a connect frame").await;
         return;
@@ -147,6 +176,7 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
         }
     };
     let team = grant.team_id;
+    let key_id = grant.key_id;
     if let Some(t) = hello.get("team_id").and_then(Value::as_str) {
         if t != team {
             fail(&mut socket, AUTH_FAILED, "authentication failed").await;
@@ -173,14 +203,12 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             return;
         }
     };
-    let Some(_slot) = take_slot(&st, &team) else {
-        fail(
-            &mut socket,
-            RATE_LIMITED,
-            "too many stream connections for this team",
-        )
-        .await;
-        return;
+    let _slot = match take_slot(&st, &team, key_id) {
+        Ok(s) => s,
+        Err(why) => {
+            fail(&mut socket, RATE_LIMITED, why).await;
+            return;
+        }
     };
     let start = match start_position(&st, &team, client_id.as_deref()).await {
         Ok(s) => s,
@@ -274,12 +302,23 @@ impl Session<'_> {
                             if !wanted(self.filters, &e.hook_source, &e.ce_type) {
                                 continue;
                             }
-                            let mut event = e.event;
-                            if let Some(o) = event.as_object_mut() {
-                                o.insert("kiteseq".into(), json!(e.seq));
-                            }
-                            let frame =
-                                json!({"type":"event","seq":e.seq,"event":event}).to_string();
+                            // The stored text is spliced, never parsed: a row that cannot
+                            // be read is logged and passed over.
+                            let text = e.event.and_then(|t| {
+                                fed::splice(&t, &format!("\"{}\":{}", fed::EXT_SEQ, e.seq))
+                                    .map_err(|err| err.to_string())
+                            });
+                            let text = match text {
+                                Ok(t) => t,
+                                Err(why) => {
+                                    tracing::warn!(seq = e.seq, error = %why, "stream skips an event it cannot read");
+                                    continue;
+                                }
+                            };
+                            let frame = format!(
+                                "{{\"type\":\"event\",\"seq\":{},\"event\":{text}}}",
+                                e.seq
+                            );
                             let sent = tokio::time::timeout(
                                 self.stall(),
                                 tx.send(Message::Text(frame.into())),

@@ -46,9 +46,27 @@ pub struct FedInfo {
     pub hops: u32,
 }
 
-fn valid_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= MAX_INSTANCE_ID_LEN && !s.chars().any(char::is_control)
+/// An instance id in an origin or chain: 1..=128 visible ASCII characters other than `"` and
+/// `\`, so it needs no escaping and every chain's size is bounded (see [`MAX_SUFFIX_BYTES`]).
+pub fn valid_instance_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_INSTANCE_ID_LEN
+        && s.bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
+
+fn valid_id(s: &str) -> bool {
+    valid_instance_id(s)
+}
+
+/// Most bytes the federation extensions can add to an event: the longest origin, the
+/// longest chain (each entry quoted and escaped inside a JSON string) and the hop count.
+pub const MAX_SUFFIX_BYTES: usize = {
+    let origin = 20 + MAX_INSTANCE_ID_LEN;
+    let chain = 20 + (MAX_CHAIN_LEN + 1) * (MAX_INSTANCE_ID_LEN + 5);
+    let hops = 20;
+    origin + chain + hops
+};
 
 impl FedInfo {
     /// Reads and validates the extensions of a structured CloudEvent object.
@@ -126,29 +144,84 @@ pub fn forward(ev: &mut Map<String, Value>, self_id: &str) -> Result<(), FedErro
     Ok(())
 }
 
-/// The same as [`forward`] for an event held as JSON text: `rest` is the stored event
-/// without its federation extensions and `kiteseq` (a JSON object), `fed` those extensions.
-/// Answers the forwarded event's JSON, without parsing `rest`.
-pub fn forward_text(
-    rest: &str,
-    fed: &Map<String, Value>,
-    self_id: &str,
-) -> Result<String, FedError> {
-    let mut info = FedInfo::read(fed)?;
-    let origin = info.origin.take().unwrap_or_else(|| self_id.to_string());
-    info.chain.push(self_id.to_string());
-    let body = rest.trim_end();
+/// The extensions of the copy `self_id` forwards, as JSON object members to splice in:
+/// origin set once, `self_id` appended to the chain, hops plus one.
+pub fn forward_suffix(info: &FedInfo, self_id: &str) -> String {
+    let origin = info.origin.as_deref().unwrap_or(self_id);
+    let mut chain = info.chain.clone();
+    chain.push(self_id.to_string());
+    members(Some(origin), &chain, info.hops + 1)
+}
+
+fn members(origin: Option<&str>, chain: &[String], hops: u32) -> String {
+    let mut out = String::new();
+    if let Some(o) = origin {
+        out.push_str(&format!(
+            "\"{EXT_ORIGIN}\":{}",
+            Value::String(o.to_string())
+        ));
+    }
+    if !chain.is_empty() {
+        let text = Value::from(chain.to_vec()).to_string();
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{EXT_CHAIN}\":{}", Value::String(text)));
+    }
+    if hops > 0 {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{EXT_HOPS}\":{hops}"));
+    }
+    out
+}
+
+/// Appends JSON object members (`"k":v,...`) to a JSON object held as text, without parsing
+/// it. Fails if the text does not end like an object.
+pub fn splice(object: &str, extra: &str) -> Result<String, FedError> {
+    let body = object.trim_end();
     let Some(open) = body.strip_suffix('}') else {
         return Err(err(EXT_SEQ, "stored event is not a JSON object"));
     };
+    if extra.is_empty() {
+        return Ok(body.to_string());
+    }
     let open = open.trim_end();
     let sep = if open.ends_with('{') { "" } else { "," };
-    let chain = Value::String(Value::from(info.chain).to_string());
-    Ok(format!(
-        "{open}{sep}\"{EXT_ORIGIN}\":{},\"{EXT_CHAIN}\":{chain},\"{EXT_HOPS}\":{}}}",
-        Value::String(origin),
-        info.hops + 1
-    ))
+    let mut out = String::with_capacity(open.len() + extra.len() + 2);
+    out.push_str(open);
+    out.push_str(sep);
+    out.push_str(extra);
+    out.push('}');
+    Ok(out)
+}
+
+/// The same as [`forward`] for an event held as JSON text: `rest` is the stored event
+/// without its federation extensions and `kiteseq` (a JSON object), `info` those extensions.
+/// Answers the forwarded event's JSON, without parsing `rest`.
+pub fn forward_text(rest: &str, info: &FedInfo, self_id: &str) -> Result<String, FedError> {
+    splice(rest, &forward_suffix(info, self_id))
+}
+
+/// The whole stored event as readers see it: `rest` with its federation extensions put
+/// back and, for the stream, `kiteseq`.
+pub fn stored_text(rest: &str, info: &FedInfo, seq: Option<i64>) -> Result<String, FedError> {
+    let mut extra = members(info.origin.as_deref(), &info.chain, info.hops);
+    if let Some(seq) = seq {
+        if !extra.is_empty() {
+            extra.push(',');
+        }
+        extra.push_str(&format!("\"{EXT_SEQ}\":{seq}"));
+    }
+    splice(rest, &extra)
+}
+
+/// Removes the federation extensions and `kiteseq` from an event object.
+pub fn strip(ev: &mut Map<String, Value>) {
+    for k in [EXT_ORIGIN, EXT_CHAIN, EXT_HOPS, EXT_SEQ] {
+        ev.remove(k);
+    }
 }
 
 #[cfg(test)]
@@ -205,28 +278,36 @@ mod tests {
         );
         let mut expected = full.clone();
         forward(&mut expected, "b").unwrap();
+        let info = FedInfo::read(&full).unwrap();
         let mut rest = full.clone();
-        let mut fed = Map::new();
-        for k in [EXT_ORIGIN, EXT_CHAIN, EXT_HOPS] {
-            if let Some(v) = rest.remove(k) {
-                fed.insert(k.to_string(), v);
-            }
-        }
-        rest.remove(EXT_SEQ);
-        let text = forward_text(&Value::Object(rest).to_string(), &fed, "b").unwrap();
+        strip(&mut rest);
+        let text = forward_text(&Value::Object(rest.clone()).to_string(), &info, "b").unwrap();
         let got: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(got, Value::Object(expected));
         // A first forward, with no extensions yet, and an empty object.
-        let t = forward_text("{\"id\": \"x\"}", &Map::new(), "a").unwrap();
+        let none = FedInfo::default();
+        let t = forward_text("{\"id\": \"x\"}", &none, "a").unwrap();
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(
             (v["kitefedorigin"].as_str(), v["kitefedhops"].as_i64()),
             (Some("a"), Some(1))
         );
-        assert!(
-            serde_json::from_str::<Value>(&forward_text("{}", &Map::new(), "a").unwrap()).is_ok()
-        );
-        assert!(forward_text("[1]", &Map::new(), "a").is_err());
+        assert!(serde_json::from_str::<Value>(&forward_text("{}", &none, "a").unwrap()).is_ok());
+        assert!(forward_text("[1]", &none, "a").is_err());
+        // Readers get the stored extensions back, and the stream its kiteseq.
+        let back = stored_text(&Value::Object(rest).to_string(), &info, Some(9)).unwrap();
+        let back: Value = serde_json::from_str(&back).unwrap();
+        assert_eq!(back, Value::Object(full));
+        let bytes = forward_suffix(
+            &FedInfo {
+                origin: Some("o".repeat(MAX_INSTANCE_ID_LEN)),
+                chain: vec!["c".repeat(MAX_INSTANCE_ID_LEN); MAX_CHAIN_LEN],
+                hops: MAX_HOPS_ACCEPTED as u32,
+            },
+            &"s".repeat(MAX_INSTANCE_ID_LEN),
+        )
+        .len();
+        assert!(bytes <= MAX_SUFFIX_BYTES, "{bytes}");
     }
 
     proptest! {

@@ -18,9 +18,43 @@ fn v4_forbidden(ip: Ipv4Addr) -> bool {
         || o[0] >= 240 // reserved
 }
 
-fn v6_forbidden(ip: Ipv6Addr) -> bool {
+/// The IPv4 address an IPv6 address embeds or reaches, by the forms that carry one:
+/// IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d` (deprecated), IPv4-translated
+/// `::ffff:0:a.b.c.d`, 6to4 `2002:AABB:CCDD::/48` and NAT64 `64:ff9b::a.b.c.d`.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return v4_forbidden(v4);
+        return Some(v4);
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] {
+        return Some(low); // IPv4-compatible (also covers :: and ::1 as 0.0.0.0 and 0.0.0.1)
+    }
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some(low); // IPv4-translated (SIIT)
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low); // NAT64 well-known prefix
+    }
+    if s[0] == 0x2002 {
+        return Some(Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    None
+}
+
+fn v6_forbidden(ip: Ipv6Addr) -> bool {
+    if let Some(v4) = embedded_v4(ip) {
+        // Any form that reaches a refused IPv4 range is refused; the IPv4-compatible and
+        // translated forms are deprecated or internal and refused whatever they embed.
+        let s = ip.segments();
+        let internal_only =
+            (s[..5] == [0, 0, 0, 0, 0] && s[5] != 0xffff) || s[..6] == [0, 0, 0, 0, 0xffff, 0];
+        return internal_only || v4_forbidden(v4);
     }
     let s = ip.segments();
     ip.is_loopback()
@@ -28,8 +62,14 @@ fn v6_forbidden(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64, could reach private IPv4
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
+        || (s[0] == 0x64 && s[1] == 0xff9b) // NAT64 local-use 64:ff9b:1::/48 and the rest
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo 2001::/32 (tunnels to IPv4 hosts)
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x3fff && s[1] < 0x1000) // documentation 3fff::/20
+        || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard 100::/64
+        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID 2001:10::/28
+        || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020) // ORCHIDv2 2001:20::/28
 }
 
 /// True for loopback, private, link-local (cloud metadata), multicast and other addresses
@@ -61,10 +101,31 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "ff02::1",
+            // IPv6 spellings that embed or reach a refused IPv4 address, and old local ranges.
+            "::127.0.0.1",
+            "::ffff:0:7f00:1",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::1",
+            "fec0::1",
+            "::",
+            "::0.0.0.1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "100::1",
         ] {
             assert!(is_forbidden(bad.parse().unwrap()), "{bad}");
         }
-        for ok in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "172.32.0.1"] {
+        for ok in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "2002:808:808::1",
+            "64:ff9b::808:808",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_forbidden(ok.parse().unwrap()), "{ok}");
         }
     }

@@ -191,18 +191,9 @@ impl Router {
         let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
             return;
         };
-        let fed = match FedInfo::read(&ev.fed) {
-            Ok(f) => f,
-            Err(_) => {
-                tracing::warn!(
-                    seq = ev.seq,
-                    "stored event has invalid federation extensions; not routed"
-                );
-                return;
-            }
-        };
+        let fed = &ev.fed;
         for peer in peers {
-            let (state, reason) = match decide(&self.cfg.instance_id, peer, &ev.ce_type, &fed) {
+            let (state, reason) = match decide(&self.cfg.instance_id, peer, &ev.ce_type, fed) {
                 Decision::None => continue,
                 Decision::Forward => ("pending", None),
                 Decision::Skip(r) => ("skipped", Some(r)),

@@ -1,12 +1,12 @@
 //! Events: every accepted webhook, stored whole as a structured CloudEvent.
 
 use chrono::{DateTime, Utc};
-use kite_protocol::fed::{EXT_CHAIN, EXT_HOPS, EXT_ORIGIN};
-use serde_json::Value;
+use kite_protocol::fed::{self, FedInfo};
 use std::collections::HashMap;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{Result, Store};
+use crate::{Result, RowExt, Store};
 
 /// An event to insert.
 #[derive(Debug, Clone)]
@@ -21,8 +21,10 @@ pub struct NewEvent {
     pub hook_source: String,
     /// CloudEvent `type`.
     pub ce_type: String,
-    /// The structured CloudEvent.
-    pub event: Value,
+    /// The structured CloudEvent as JSON text, without its federation extensions.
+    pub event: String,
+    /// Its federation extensions.
+    pub fed: FedInfo,
 }
 
 /// What happened to one event of an insert batch.
@@ -50,8 +52,9 @@ pub struct StoredEvent {
     pub hook_source: String,
     /// CloudEvent `type`.
     pub ce_type: String,
-    /// The structured CloudEvent.
-    pub event: Value,
+    /// The whole structured CloudEvent as JSON text (federation extensions included), or
+    /// why the row could not be read (readers log it and move past it).
+    pub event: std::result::Result<String, String>,
     /// When it was stored.
     pub received_at: DateTime<Utc>,
 }
@@ -65,8 +68,8 @@ pub struct RoutingEvent {
     pub team_id: String,
     /// CloudEvent `type`.
     pub ce_type: String,
-    /// The federation extensions present on it.
-    pub fed: serde_json::Map<String, Value>,
+    /// Its federation extensions.
+    pub fed: FedInfo,
 }
 
 /// An outbox row the router decided on.
@@ -96,11 +99,14 @@ impl Store {
                 "WITH locks AS (
                     SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
                     FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered)
-                 INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+                 INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
+                                     fed_origin, fed_chain, fed_hops)
+                 SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                             $7::text[], $8::text[], $9::int[]) AS u(t, s, i, h, ty, e, o, c, n)
                  WHERE (SELECT count(*) FROM locks) >= 0
                  ON CONFLICT DO NOTHING
-                 RETURNING seq, team_id, ce_source, ce_id, received_at",
+                 RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at",
             )
             .await?;
         let col = |f: fn(&NewEvent) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
@@ -109,19 +115,38 @@ impl Store {
         let ids = col(|e| &e.ce_id);
         let hooks = col(|e| &e.hook_source);
         let types = col(|e| &e.ce_type);
-        let bodies: Vec<&Value> = batch.iter().map(|e| &e.event).collect();
-        let rows = c
-            .query(&st, &[&teams, &sources, &ids, &hooks, &types, &bodies])
-            .await?;
-        let mut inserted: HashMap<(String, String, String), (i64, DateTime<Utc>)> = rows
+        let bodies = col(|e| &e.event);
+        let origins: Vec<Option<&str>> = batch.iter().map(|e| e.fed.origin.as_deref()).collect();
+        let chains: Vec<String> = batch
             .iter()
-            .map(|r| ((r.get(1), r.get(2), r.get(3)), (r.get(0), r.get(4))))
+            .map(|e| serde_json::Value::from(e.fed.chain.clone()).to_string())
             .collect();
+        let hops: Vec<i32> = batch.iter().map(|e| e.fed.hops as i32).collect();
+        let rows = c
+            .query(
+                &st,
+                &[
+                    &teams, &sources, &ids, &hooks, &types, &bodies, &origins, &chains, &hops,
+                ],
+            )
+            .await?;
+        type Identity = (String, String, String, String);
+        let mut inserted: HashMap<Identity, (i64, DateTime<Utc>)> = HashMap::new();
+        for r in &rows {
+            let key = (r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?);
+            inserted.insert(key, (r.col(0)?, r.col(5)?));
+        }
         Ok(batch
             .iter()
             .map(|e| {
                 // The first of several equal identities in a batch takes the row.
-                match inserted.remove(&(e.team_id.clone(), e.ce_source.clone(), e.ce_id.clone())) {
+                let key = (
+                    e.team_id.clone(),
+                    e.hook_source.clone(),
+                    e.ce_source.clone(),
+                    e.ce_id.clone(),
+                );
+                match inserted.remove(&key) {
                     Some((seq, received_at)) => InsertOutcome::Inserted { seq, received_at },
                     None => InsertOutcome::Duplicate,
                 }
@@ -135,28 +160,21 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT seq, team_id, ce_type, event->'kitefedorigin', event->'kitefedchain', event->'kitefedhops'
+                "SELECT seq, team_id, ce_type, fed_origin, fed_chain, fed_hops
                  FROM events WHERE seq = ANY($1) AND routed_at IS NULL ORDER BY seq",
             )
             .await?;
         let rows = c.query(&st, &[&seqs]).await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let mut fed = serde_json::Map::new();
-                for (i, key) in [(3, EXT_ORIGIN), (4, EXT_CHAIN), (5, EXT_HOPS)] {
-                    if let Some(v) = r.get::<_, Option<Value>>(i) {
-                        fed.insert(key.to_string(), v);
-                    }
-                }
-                RoutingEvent {
-                    seq: r.get(0),
-                    team_id: r.get(1),
-                    ce_type: r.get(2),
-                    fed,
-                }
+                Ok(RoutingEvent {
+                    seq: r.col(0)?,
+                    team_id: r.col(1)?,
+                    ce_type: r.col(2)?,
+                    fed: fed_columns(r, 3)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Writes the router's decisions and marks the events routed, in one transaction.
@@ -191,11 +209,13 @@ impl Store {
             .await?;
         tx.execute(&mark, &[&seqs]).await?;
         tx.commit().await?;
-        Ok(created
-            .iter()
-            .filter(|r| r.get::<_, &str>(2) == "pending")
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
+        let mut pending = Vec::new();
+        for r in &created {
+            if r.col::<&str>(2)? == "pending" {
+                pending.push((r.col(0)?, r.col(1)?));
+            }
+        }
+        Ok(pending)
     }
 
     /// A team's events after `after_seq`, oldest first.
@@ -208,12 +228,13 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT seq, team_id, hook_source, ce_type, event, received_at FROM events
+                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
+                        fed_origin, fed_chain, fed_hops FROM events
                  WHERE team_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             )
             .await?;
         let rows = c.query(&st, &[&team_id, &after_seq, &limit]).await?;
-        Ok(rows.iter().map(stored).collect())
+        Ok(rows.iter().filter_map(stored).collect())
     }
 
     /// The team's highest sequence number (0 when it has none).
@@ -225,17 +246,36 @@ impl Store {
                 &[&team_id],
             )
             .await?;
-        Ok(row.get(0))
+        row.col(0)
     }
 }
 
-fn stored(r: &tokio_postgres::Row) -> StoredEvent {
-    StoredEvent {
-        seq: r.get(0),
-        team_id: r.get(1),
-        hook_source: r.get(2),
-        ce_type: r.get(3),
-        event: r.get(4),
-        received_at: r.get(5),
-    }
+/// The federation extensions of a row, from its `fed_origin`, `fed_chain` and `fed_hops`
+/// columns starting at `first`.
+pub(crate) fn fed_columns(r: &Row, first: usize) -> Result<FedInfo> {
+    let hops: i32 = r.col(first + 2)?;
+    Ok(FedInfo {
+        origin: r.col(first)?,
+        chain: r.col(first + 1)?,
+        hops: u32::try_from(hops).unwrap_or(0),
+    })
+}
+
+/// A stored event row; a row whose event cannot be read keeps the reason instead, so
+/// readers log it and move past it. None only without a sequence number (never stored).
+fn stored(r: &Row) -> Option<StoredEvent> {
+    let seq: i64 = r.col(0).ok()?;
+    let event = (|| -> std::result::Result<String, String> {
+        let rest: String = r.col(4).map_err(|e| e.to_string())?;
+        let fed = fed_columns(r, 6).map_err(|e| e.to_string())?;
+        fed::stored_text(&rest, &fed, None).map_err(|e| e.to_string())
+    })();
+    Some(StoredEvent {
+        seq,
+        team_id: r.col(1).unwrap_or_default(),
+        hook_source: r.col(2).unwrap_or_default(),
+        ce_type: r.col(3).unwrap_or_default(),
+        event,
+        received_at: r.col(5).unwrap_or_default(),
+    })
 }

@@ -14,6 +14,8 @@ pub struct KeyGrant {
     pub team_id: String,
     /// `read`, `write` or `admin`.
     pub permission: String,
+    /// The key's id (per-key limits).
+    pub key_id: Uuid,
 }
 
 /// An API key as listed (never the key itself).
@@ -170,13 +172,14 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT team_id, permission FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+                "SELECT team_id, permission, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             )
             .await?;
         let row = c.query_opt(&st, &[&token::digest(key)]).await?;
         Ok(row.map(|r| KeyGrant {
             team_id: r.get(0),
             permission: r.get(1),
+            key_id: r.get(2),
         }))
     }
 

@@ -45,6 +45,29 @@ pub enum StoreError {
     /// A secret could not be sealed or opened (no key, or the wrong one).
     #[error("secret key: {0}")]
     Secret(String),
+    /// A stored value could not be read as the type asked for.
+    #[error("cannot read column {column}: {reason}")]
+    Decode {
+        /// The column's position.
+        column: usize,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Reading a column without panicking: a value that does not decode is an error.
+pub(crate) trait RowExt {
+    /// The column at `i`, or [`StoreError::Decode`].
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T>;
+}
+
+impl RowExt for tokio_postgres::Row {
+    fn col<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, i: usize) -> Result<T> {
+        self.try_get(i).map_err(|e| StoreError::Decode {
+            column: i,
+            reason: e.to_string(),
+        })
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use kite_protocol::fed::FedInfo;
 use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{Result, Store};
+use crate::events::fed_columns;
+use crate::{Result, RowExt, Store};
 
 /// An outbox row with what delivery needs: the event and the peer's current settings.
 #[derive(Debug, Clone)]
@@ -20,10 +21,11 @@ pub struct DeliveryRow {
     pub state: String,
     /// Failed attempts so far.
     pub attempts: i32,
-    /// The stored CloudEvent as JSON text, without its federation extensions and `kiteseq`.
-    pub event_rest: String,
+    /// The stored CloudEvent as JSON text, without its federation extensions, or why the
+    /// row could not be read (a message failure: the delivery can never be made).
+    pub event_rest: std::result::Result<String, String>,
     /// Its federation extensions.
-    pub fed: serde_json::Map<String, Value>,
+    pub fed: FedInfo,
     /// Its CloudEvent id.
     pub event_id: String,
     /// The peer's status, or None when the peer was deleted.
@@ -109,11 +111,10 @@ impl Store {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT o.id, o.peer_id, o.state, o.attempts,
-                        (e.event - 'kitefedorigin' - 'kitefedchain' - 'kitefedhops' - 'kiteseq')::text,
+                "SELECT o.id, o.peer_id, o.state, o.attempts, e.event::text,
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
                         CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
-                        e.event->'kitefedorigin', e.event->'kitefedchain', e.event->'kitefedhops', e.ce_id
+                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -122,27 +123,29 @@ impl Store {
         let rows = c.query(&st, &[&ids]).await?;
         rows.iter()
             .map(|r| {
+                // The event's own columns are read per row: one that cannot be read is that
+                // delivery's failure, never the batch's.
+                let event = (|| -> Result<(String, FedInfo, String)> {
+                    Ok((r.col(4)?, fed_columns(r, 11)?, r.col(14)?))
+                })();
+                let (event_rest, fed, event_id) = match event {
+                    Ok((rest, fed, id)) => (Ok(rest), fed, id),
+                    Err(e) => (Err(e.to_string()), FedInfo::default(), String::new()),
+                };
                 Ok(DeliveryRow {
-                    id: r.get(0),
-                    peer_id: r.get(1),
-                    state: r.get(2),
-                    attempts: r.get(3),
-                    event_rest: r.get(4),
-                    fed: [
-                        (kite_protocol::fed::EXT_ORIGIN, 11),
-                        (kite_protocol::fed::EXT_CHAIN, 12),
-                        (kite_protocol::fed::EXT_HOPS, 13),
-                    ]
-                    .into_iter()
-                    .filter_map(|(k, i)| r.get::<_, Option<Value>>(i).map(|v| (k.to_string(), v)))
-                    .collect(),
-                    event_id: r.get(14),
-                    peer_status: r.get(5),
-                    peer_hook_url: r.get(6),
-                    outbound_token: self.open_opt(r.get(7))?,
-                    peer_health: r.get(8),
-                    previous_token: self.open_opt(r.get(9))?,
-                    key_id: r.get(10),
+                    id: r.col(0)?,
+                    peer_id: r.col(1)?,
+                    state: r.col(2)?,
+                    attempts: r.col(3)?,
+                    event_rest,
+                    fed,
+                    event_id,
+                    peer_status: r.col(5)?,
+                    peer_hook_url: r.col(6)?,
+                    outbound_token: self.open_opt(r.col(7)?)?,
+                    peer_health: r.col(8)?,
+                    previous_token: self.open_opt(r.col(9)?)?,
+                    key_id: r.col(10)?,
                 })
             })
             .collect()

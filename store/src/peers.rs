@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::keys::found;
-use crate::{Result, Store};
+use crate::{Result, RowExt, Store};
 
 /// A peer as stored. The outbound token is never serialized.
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +135,7 @@ pub struct PeerPatch {
 }
 
 /// What one delivery batch learned about a peer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerOutcome {
     /// Some delivery succeeded.
     pub success: bool,
@@ -337,16 +337,30 @@ impl Store {
             .collect())
     }
 
-    /// The oldest pending row of a peer (what a probe delivers).
-    pub async fn oldest_pending(&self, peer_id: Uuid) -> Result<Option<i64>> {
+    /// The oldest pending row of a peer after outbox id `after` (what a probe delivers).
+    pub async fn oldest_pending_after(&self, peer_id: Uuid, after: i64) -> Result<Option<i64>> {
         let c = self.conn().await?;
         let row = c
             .query_opt(
-                "SELECT id FROM outbox WHERE peer_id = $1 AND state = 'pending' ORDER BY id LIMIT 1",
-                &[&peer_id],
+                "SELECT id FROM outbox WHERE peer_id = $1 AND state = 'pending' AND id > $2
+                 ORDER BY id LIMIT 1",
+                &[&peer_id, &after],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        row.map(|r| r.col(0)).transpose()
+    }
+
+    /// Pauses a peer that answered 410 Gone, saying so in `last_error`.
+    pub async fn pause_gone_peer(&self, id: Uuid, error: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "UPDATE peers SET status = 'paused', last_error = $2, last_error_at = now(),
+                    last_status_code = 410, updated_at = now()
+             WHERE id = $1 AND status = 'active'",
+            &[&id, &error],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Marks a peer reachable again after a successful probe (or when nothing is parked).
