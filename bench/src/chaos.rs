@@ -40,6 +40,9 @@ pub struct ChaosConfig {
     pub database_url: String,
     /// RabbitMQ URL; the run uses two name prefixes on it.
     pub amqp_url: String,
+    /// Mix hostile requests of every kind into the stream, one every this long (instead of
+    /// faults when `fault_every` is zero); the peer must never be parked by them.
+    pub hostile_every: Option<Duration>,
 }
 
 const TEAM: &str = "default";
@@ -345,6 +348,10 @@ pub struct ChaosReport {
     pub log_counts: BTreeMap<String, LogCounts>,
     /// Where the children's output is.
     pub log_path: String,
+    /// The hostile side of a `--hostile` run.
+    pub hostile: Option<crate::hostile::HostileTally>,
+    /// Stored events at A and B holding the hostile requests' secret (must be 0).
+    pub secrets_stored: u64,
 }
 
 impl ChaosReport {
@@ -353,9 +360,13 @@ impl ChaosReport {
         self.b_rows.saturating_sub(self.b_distinct)
     }
 
-    /// No accepted event lost and no duplicate in B's store.
+    /// No accepted event lost and no duplicate in B's store; in a hostile run also every
+    /// hostile answer as expected, the peer never parked and no secret stored.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty() && self.duplicates() == 0
+        self.lost.is_empty()
+            && self.duplicates() == 0
+            && self.secrets_stored == 0
+            && self.hostile.as_ref().is_none_or(|h| h.passed())
     }
 
     /// The table as label/value rows.
@@ -508,6 +519,13 @@ impl ChaosReport {
                 v.push_str(&format!(", {} panics", c.panics));
             }
             rows.push(row(&format!("log {name}"), v));
+        }
+        if let Some(h) = &self.hostile {
+            rows.extend(h.rows());
+            rows.push(row(
+                "stored events holding a hostile secret",
+                self.secrets_stored.to_string(),
+            ));
         }
         rows.push(row("child logs", self.log_path.clone()));
         rows.push(row(
@@ -942,7 +960,8 @@ async fn drive_load(client: &reqwest::Client, endpoint: &str, cfg: &ChaosConfig)
 async fn chaos_counts(db_url: &str) -> Result<(u64, u64)> {
     let out = psql(
         db_url,
-        "SELECT count(*), count(DISTINCT ce_id) FROM events WHERE ce_id LIKE 'evt\\_chaos\\_%'",
+        "SELECT count(*), count(DISTINCT ce_id) FROM events WHERE ce_id LIKE 'evt\\_chaos\\_%' \
+         AND ce_source = '/hooks/default/stripe'",
     )
     .await?;
     let (a, b) = out
@@ -954,7 +973,8 @@ async fn chaos_counts(db_url: &str) -> Result<(u64, u64)> {
 async fn chaos_ids(db_url: &str) -> Result<String> {
     psql(
         db_url,
-        "SELECT DISTINCT ce_id FROM events WHERE ce_id LIKE 'evt\\_chaos\\_%'",
+        "SELECT DISTINCT ce_id FROM events WHERE ce_id LIKE 'evt\\_chaos\\_%' \
+         AND ce_source = '/hooks/default/stripe'",
     )
     .await
 }
@@ -1015,8 +1035,11 @@ async fn warm_up(client: &reqwest::Client, a_url: &str, b_db: &str) -> Result<()
 
 /// Runs the chaos test, prints its table and cleans up; answers whether it passed.
 pub async fn chaos(cfg: &ChaosConfig) -> Result<bool> {
-    if cfg.events == 0 || cfg.rate == 0 || cfg.concurrency == 0 || cfg.fault_every.is_zero() {
-        bail!("--events, --rate, --concurrency and --fault-every-ms must all be above zero");
+    if cfg.events == 0 || cfg.rate == 0 || cfg.concurrency == 0 {
+        bail!("--events, --rate and --concurrency must all be above zero");
+    }
+    if cfg.fault_every.is_zero() && cfg.hostile_every.is_none() {
+        bail!("--fault-every-ms must be above zero (0 is allowed with --hostile)");
     }
     let bin = resolve_kite_bin(cfg.kite_bin.as_deref())?;
     let names = Names::new(&cfg.database_url);
@@ -1109,11 +1132,18 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
     )
     .await?;
     warm_up(&client, &a_url, &names.url_b).await?;
+    if cfg.hostile_every.is_some() {
+        crate::hostile::prepare(&client, &a_url, &names.key_a).await?;
+    }
     eprintln!(
-        "kite-bench: A→B works; sending {} events at {}/s with a fault every {} ms",
+        "kite-bench: A→B works; sending {} events at {}/s with a fault every {} ms{}",
         cfg.events,
         cfg.rate,
-        cfg.fault_every.as_millis()
+        cfg.fault_every.as_millis(),
+        match cfg.hostile_every {
+            Some(d) => format!(" and a hostile request every {} ms", d.as_millis()),
+            None => String::new(),
+        }
     );
 
     let endpoint = format!("{a_url}/hooks/{TEAM}/stripe");
@@ -1123,10 +1153,36 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
         let _ = stop_tx.send(true);
         Ok::<_, anyhow::Error>(tally)
     };
-    let (load, mut faults) = tokio::try_join!(
-        load,
-        inject_faults(cluster, names, cfg.fault_every, stop_rx)
-    )?;
+    // Hostile requests claim the identities of the run's last events before they are sent.
+    let claims: Vec<String> = (0..cfg.events.min(200))
+        .map(|k| event_id(cfg.events - 1 - k))
+        .collect();
+    let hostile = async {
+        match cfg.hostile_every {
+            Some(every) => Some(
+                crate::hostile::inject(
+                    client.clone(),
+                    a_url.clone(),
+                    names.key_a.clone(),
+                    every,
+                    claims,
+                    stop_rx.clone(),
+                )
+                .await,
+            ),
+            None => None,
+        }
+    };
+    let faults = async {
+        if cfg.fault_every.is_zero() {
+            Ok(FaultTally::default())
+        } else {
+            inject_faults(cluster, names, cfg.fault_every, stop_rx.clone()).await
+        }
+    };
+    let (load, mut faults, hostile) = tokio::try_join!(load, faults, async {
+        Ok::<_, anyhow::Error>(hostile.await)
+    })?;
     cluster.revive(&mut faults).await?;
     let accepted = load.accepted_count();
     eprintln!(
@@ -1184,6 +1240,16 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
             (None, None)
         }
     };
+    let mut secrets_stored = 0;
+    if hostile.is_some() {
+        for db in [&names.url_a, &names.url_b] {
+            let sql = format!(
+                "SELECT count(*) FROM events WHERE event::text LIKE '%{}%'",
+                crate::hostile::SECRET_MARKER
+            );
+            secrets_stored += psql(db, &sql).await?.trim().parse::<u64>().unwrap_or(1);
+        }
+    }
     for p in cluster.procs() {
         if let Some(status) = p.exited() {
             faults
@@ -1209,6 +1275,8 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
         log_path: cluster.log.path().display().to_string(),
         faults,
         load,
+        hostile,
+        secrets_stored,
     })
 }
 

@@ -6,11 +6,13 @@
 //! - [`run`]: the self-contained A→sink benchmark (starts kite as a child process).
 //! - [`chaos`]: A (three processes) federating to B while faults are injected; counts losses
 //!   and duplicates at B.
+//! - [`hostile`]: hostile requests of every kind mixed into a chaos run (`--hostile`).
 //! - [`harness`]: starting kite children, admin calls, `psql`, cleanup (shared by both).
 //! - [`stats`]: percentile helpers.
 
 pub mod chaos;
 pub mod harness;
+pub mod hostile;
 pub mod load;
 pub mod run;
 pub mod sink;

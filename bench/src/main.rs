@@ -115,9 +115,18 @@ struct ChaosArgs {
     /// Events in flight at once (an event keeps its slot while it is retried).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Milliseconds between faults.
+    /// Milliseconds between faults (0: no faults; needs --hostile).
     #[arg(long, default_value_t = 1500)]
     fault_every_ms: u64,
+    /// Mix hostile requests of every kind into the stream (malformed, oversized, forged,
+    /// badly signed, half-sent, oversized /ws frames) and fail the run if A's peer is ever
+    /// parked, /health fails, a hostile request gets an unexpected answer or a secret is
+    /// stored. Use with --fault-every-ms 0 for a soak without faults.
+    #[arg(long)]
+    hostile: bool,
+    /// Milliseconds between hostile requests.
+    #[arg(long, default_value_t = 100)]
+    hostile_every_ms: u64,
     /// Seconds to wait, once every event was answered, for B to hold every accepted event.
     #[arg(long, default_value_t = 180)]
     drain_timeout: u64,
@@ -176,6 +185,9 @@ async fn dispatch(command: Cmd) -> Result<ExitCode> {
                 drain_timeout: Duration::from_secs(args.drain_timeout),
                 database_url: args.database_url,
                 amqp_url: args.amqp_url,
+                hostile_every: args
+                    .hostile
+                    .then(|| Duration::from_millis(args.hostile_every_ms.max(1))),
             };
             let passed = chaos::chaos(&cfg).await?;
             Ok(if passed {
