@@ -1227,7 +1227,7 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
     let (stored_at_a, unrouted_at_a) = match psql(
         &names.url_a,
         "SELECT count(*), count(*) FILTER (WHERE routed_at IS NULL) FROM events \
-         WHERE ce_id LIKE 'evt\\_chaos\\_%'",
+         WHERE ce_id LIKE 'evt\\_chaos\\_%' AND ce_source = '/hooks/default/stripe'",
     )
     .await
     {

@@ -70,9 +70,9 @@ impl HostileKind {
                 &[400]
             }
             HostileKind::NearLimitBody => &[413],
-            HostileKind::ClaimedIdentity | HostileKind::NulBody | HostileKind::CredentialHeaders => {
-                &[202]
-            }
+            HostileKind::ClaimedIdentity
+            | HostileKind::NulBody
+            | HostileKind::CredentialHeaders => &[202],
             HostileKind::BadSignature => &[401, 429],
             HostileKind::HalfSentRequests | HostileKind::HugeWsFrame => &[0],
         }
@@ -306,8 +306,9 @@ async fn huge_frame(a_url: &str) -> Result<u16> {
     Ok(if closed { 0 } else { 1 })
 }
 
-/// Sends hostile requests of every kind in turn, one every `every`, and watches A's peers
-/// and `/health`, until `stop` turns true. `claim_ids` are legitimate events' ids to claim.
+/// Sends hostile requests of every kind in turn, one every `every` (each in a task of its
+/// own, so a slow one never delays the schedule), and watches A's peers and `/health`,
+/// until `stop` turns true. `claim_ids` are legitimate events' ids to claim.
 pub async fn inject(
     client: reqwest::Client,
     a_url: String,
@@ -318,36 +319,53 @@ pub async fn inject(
 ) -> HostileTally {
     let mut tally = HostileTally::default();
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch_tick = tokio::time::interval(POLL);
+    let mut tasks = tokio::task::JoinSet::new();
     let mut i: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = watch_tick.tick() => watch_once(&client, &a_url, &key, &mut tally).await,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => record(&mut tally, done),
             _ = tick.tick() => {
                 let kind = HostileKind::ALL[(i % HostileKind::ALL.len() as u64) as usize];
                 let claim = claim_ids
                     .get((i / HostileKind::ALL.len() as u64) as usize)
                     .cloned()
                     .unwrap_or_else(|| format!("evt_hostile_claim_{i}"));
-                let status = match send(&client, &a_url, kind, i, &claim).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tally.unexpected.push(format!("{}: {e:#}", kind.name()));
-                        u16::MAX
-                    }
-                };
-                if status != u16::MAX {
-                    *tally.answers.entry((kind, status)).or_default() += 1;
-                    if !kind.expected().contains(&status) && tally.unexpected.len() < 10 {
-                        tally.unexpected.push(format!("{} answered {status}", kind.name()));
-                    }
-                }
+                let (client, a_url) = (client.clone(), a_url.clone());
+                tasks.spawn(async move { (kind, send(&client, &a_url, kind, i, &claim).await) });
                 i += 1;
             }
         }
     }
+    while let Some(done) = tasks.join_next().await {
+        record(&mut tally, done);
+    }
     tally
+}
+
+fn record(
+    tally: &mut HostileTally,
+    done: Result<(HostileKind, Result<u16>), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((kind, Ok(status))) => {
+            *tally.answers.entry((kind, status)).or_default() += 1;
+            if !kind.expected().contains(&status) && tally.unexpected.len() < 10 {
+                tally
+                    .unexpected
+                    .push(format!("{} answered {status}", kind.name()));
+            }
+        }
+        Ok((kind, Err(e))) => {
+            if tally.unexpected.len() < 10 {
+                tally.unexpected.push(format!("{}: {e:#}", kind.name()));
+            }
+        }
+        Err(e) => tally.unexpected.push(format!("hostile task failed: {e}")),
+    }
 }
 
 async fn watch_once(client: &reqwest::Client, a_url: &str, key: &str, tally: &mut HostileTally) {
