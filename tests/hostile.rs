@@ -741,6 +741,11 @@ async fn the_stream_is_bounded_before_and_after_authentication() {
         "closed after an oversized frame"
     );
 
+    // A client id that could not be stored is refused at connect.
+    let mut nul = ws_open(&a, &a.key, Some("a\u{0}b")).await;
+    let f = frame(&mut nul).await.expect("error frame");
+    assert_eq!(f["code"], 4002, "{f}");
+
     // A read key takes at most its own share of the team's slots.
     let (s, k) = a
         .post("/api/keys", json!({"label":"reader","permission":"read"}))
@@ -997,11 +1002,7 @@ async fn credentials_are_never_stored_or_forwarded() {
     let gitlab = json!({"object_kind":"push","id":"gl-1"});
     let (ids, (s, v)) = tokio::join!(
         legit(&a, "ok", 10),
-        a.hook_with(
-            "gitlab",
-            &gitlab,
-            &headers
-        )
+        a.hook_with("gitlab", &gitlab, &headers)
     );
     assert_eq!(s, 202, "{v}");
     let mut all = ids;

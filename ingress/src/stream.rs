@@ -192,12 +192,12 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
     };
     let client_id = match hello.get("client_id") {
         None | Some(Value::Null) => None,
-        Some(Value::String(c)) if !c.is_empty() && c.len() <= 128 => Some(c.clone()),
+        Some(Value::String(c)) if kite_protocol::event::header_safe(c, 128) => Some(c.clone()),
         Some(_) => {
             fail(
                 &mut socket,
                 INVALID_MESSAGE,
-                "client_id must be a string of 1..=128 bytes",
+                "client_id must be 1..=128 characters of visible ASCII",
             )
             .await;
             return;
