@@ -10,6 +10,7 @@ use kite_delivery::{DeliveryConfig, RetryPolicy};
 use kite_ingress::{IngressConfig, Rate};
 use kite_protocol::secret_box::SecretBox;
 use kite_router::RouterConfig;
+use kite_store::types::Permission;
 use kite_store::Store;
 use tokio::sync::watch;
 
@@ -281,14 +282,14 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     match &a.admin_key {
         Some(k) => {
             store
-                .add_api_key(&a.team_id, k, "admin", "bootstrap")
+                .add_api_key(&a.team_id, k, Permission::Admin, "bootstrap")
                 .await?
         }
         None => {
             if !store.team_has_keys(&a.team_id).await? {
                 let key = kite_protocol::token::mint_api_key();
                 store
-                    .add_api_key(&a.team_id, &key, "admin", "bootstrap")
+                    .add_api_key(&a.team_id, &key, Permission::Admin, "bootstrap")
                     .await?;
                 println!("kite admin key for team {} (shown once): {key}", a.team_id);
             }
@@ -334,14 +335,13 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if a.roles.contains(&Role::Delivery) {
         let cfg = DeliveryConfig {
-            instance_id: instance_id.clone(),
             retry,
             request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
-            prefetch: 16,
             failure_threshold: a.peer_failure_threshold,
             probe_interval: Duration::from_millis(a.peer_probe_interval_ms.max(10)),
             allow_private_peers: a.allow_private_peers,
             peer_ca: a.peer_ca.clone(),
+            ..DeliveryConfig::new(&instance_id)
         };
         let (s, b, n, r) = (
             worker_store.clone(),

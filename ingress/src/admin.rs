@@ -16,6 +16,7 @@ use kite_protocol::{token, ApiError};
 use kite_store::keys::KeyGrant;
 use kite_store::outbox::OutboxQuery;
 use kite_store::peers::{NewPeer, PeerPatch};
+use kite_store::types::{OutboxState, PeerStatus, Permission};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
@@ -26,8 +27,6 @@ use crate::{ApiErr, AppState};
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
-const STATUSES: &[&str] = &["active", "paused", "revoked"];
-const OUTBOX_STATES: &[&str] = &["pending", "delivered", "dead", "cancelled", "skipped"];
 
 type St = State<Arc<AppState>>;
 
@@ -60,19 +59,11 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/events", get(list_events))
 }
 
-fn rank(p: &str) -> u8 {
-    match p {
-        "admin" => 3,
-        "write" => 2,
-        _ => 1,
-    }
-}
-
 /// Authenticates the request's API key and checks it grants at least `need`.
 pub(crate) async fn authorize(
     st: &AppState,
     headers: &HeaderMap,
-    need: &str,
+    need: Permission,
 ) -> Result<KeyGrant, ApiErr> {
     let key = bearer(headers).ok_or_else(|| {
         ApiErr(ApiError::unauthorized(
@@ -84,7 +75,7 @@ pub(crate) async fn authorize(
         .authenticate_key(key)
         .await?
         .ok_or_else(|| ApiErr(ApiError::unauthorized("unknown or revoked API key")))?;
-    if rank(&grant.permission) < rank(need) {
+    if !grant.permission.allows(need) {
         return Err(ApiErr(ApiError::new(
             403,
             "forbidden",
@@ -230,17 +221,25 @@ fn opt_url(m: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiErr
     Ok(Some(u))
 }
 
-fn opt_status(m: &Map<String, Value>) -> Result<Option<String>, ApiErr> {
-    let s = opt_str(m, "status", 32)?;
-    if let Some(s) = &s {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiErr(ApiError::validation(
-                "status",
-                format!("status must be one of {}", STATUSES.join(", ")),
-            )));
-        }
-    }
-    Ok(s)
+/// The wire forms of an enum's values, comma-separated (for error messages).
+fn one_of(all: &[impl std::fmt::Display]) -> String {
+    all.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn opt_status(m: &Map<String, Value>) -> Result<Option<PeerStatus>, ApiErr> {
+    opt_str(m, "status", 32)?
+        .map(|s| {
+            PeerStatus::parse(&s).ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "status",
+                    format!("status must be one of {}", one_of(PeerStatus::ALL)),
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn opt_scopes(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr> {
@@ -279,7 +278,7 @@ async fn create_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let m = json_object(body)?;
     let label = opt_str(&m, "label", 200)?.unwrap_or_default();
     let secret = token::mint_federation_token();
@@ -292,7 +291,7 @@ async fn create_token(
 }
 
 async fn list_tokens(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let items = st.store.list_tokens(&g.team_id).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -302,7 +301,7 @@ async fn create_peer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let m = json_object(body)?;
     let new = NewPeer {
         name: req_str(&m, "name", 128)?,
@@ -315,7 +314,7 @@ async fn create_peer(
         outbound_token: req_str(&m, "outbound_token", 512)?,
         scopes: opt_scopes(&m)?.unwrap_or_else(|| vec!["*".to_string()]),
         max_hops: opt_int(&m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
-        status: opt_status(&m)?.unwrap_or_else(|| "active".to_string()),
+        status: opt_status(&m)?.unwrap_or(PeerStatus::Active),
         key_id: opt_str(&m, "key_id", 128)?,
     };
     check_destination(&st, &new.peer_hook_url).await?;
@@ -336,7 +335,7 @@ fn peer_view(p: &kite_store::peers::Peer, backlog: Option<&(i64, i64)>) -> Value
 }
 
 async fn list_peers(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let peers = st.store.list_peers(&g.team_id).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
     let items: Vec<Value> = peers
@@ -351,7 +350,7 @@ async fn get_peer(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
     Ok(Json(peer_view(&peer, backlogs.get(&peer.id))).into_response())
@@ -363,7 +362,7 @@ async fn patch_peer(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let id = parse_id(&id)?;
     let m = json_object(body)?;
     let patch = PeerPatch {
@@ -390,7 +389,7 @@ async fn delete_peer(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let id = parse_id(&id)?;
     let cancelled = st.store.delete_peer(&g.team_id, id).await?;
     if let Err(e) = st
@@ -409,7 +408,7 @@ async fn replay_dead(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let id = parse_id(&id)?;
     let m = json_object(body)?;
     let limit = opt_int(&m, "limit", 1, 100_000)?.unwrap_or(1000);
@@ -442,7 +441,7 @@ async fn create_sender(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let m = json_object(body)?;
     let name = req_str(&m, "name", 128)?;
     let token = req_str(&m, "inbound_token", 512)?;
@@ -457,7 +456,7 @@ async fn create_sender(
 }
 
 async fn list_senders(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let items = st.store.list_senders(&g.team_id).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -467,7 +466,7 @@ async fn delete_sender(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     st.store.delete_sender(&g.team_id, parse_id(&id)?).await?;
     st.senders.invalidate().await;
     Ok(Json(json!({"deleted": true})).into_response())
@@ -499,7 +498,7 @@ async fn list_outbox(
     headers: HeaderMap,
     q: Result<Query<OutboxParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let Query(q) =
         q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
     let peer_id = match q.peer_id.as_deref() {
@@ -510,15 +509,12 @@ async fn list_outbox(
         ),
     };
     let status = match q.status {
-        Some(s) if !s.is_empty() => {
-            if !OUTBOX_STATES.contains(&s.as_str()) {
-                return Err(ApiErr(ApiError::validation(
-                    "status",
-                    format!("status must be one of {}", OUTBOX_STATES.join(", ")),
-                )));
-            }
-            Some(s)
-        }
+        Some(s) if !s.is_empty() => Some(OutboxState::parse(&s).ok_or_else(|| {
+            ApiErr(ApiError::validation(
+                "status",
+                format!("status must be one of {}", one_of(OutboxState::ALL)),
+            ))
+        })?),
         _ => None,
     };
     let query = OutboxQuery {
@@ -542,7 +538,7 @@ async fn list_events(
     headers: HeaderMap,
     q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "read").await?;
+    let g = authorize(&st, &headers, Permission::Read).await?;
     let Query(q) =
         q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
     let after = query_int("after", q.after.as_deref(), 0, i64::MAX)?.unwrap_or(0);
@@ -602,7 +598,7 @@ async fn patch_sender(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let id = parse_id(&id)?;
     let m = json_object(body)?;
     let patch = kite_store::senders::SenderPatch {
@@ -623,7 +619,7 @@ async fn create_source(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let m = json_object(body)?;
     let name = req_str(&m, "name", 64)?;
     kite_protocol::event::validate_source_name(&name).map_err(|_| {
@@ -667,7 +663,7 @@ async fn create_source(
 }
 
 async fn list_sources(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let items = st.store.list_sources(&g.team_id).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -678,7 +674,7 @@ async fn rotate_source(
     Path(name): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let m = json_object(body)?;
     let secret = req_str(&m, "secret", 512)?;
     let src = st
@@ -694,32 +690,32 @@ async fn delete_source(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     st.store.delete_source(&g.team_id, &name).await?;
     st.senders.invalidate().await;
     Ok(Json(json!({"deleted": true})).into_response())
 }
-
-const PERMISSIONS: &[&str] = &["read", "write", "admin"];
 
 async fn create_key(
     State(st): St,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let m = json_object(body)?;
     let label = opt_str(&m, "label", 200)?.unwrap_or_default();
-    let permission = opt_str(&m, "permission", 16)?.unwrap_or_else(|| "read".to_string());
-    if !PERMISSIONS.contains(&permission.as_str()) {
-        return Err(ApiErr(ApiError::validation(
-            "permission",
-            "permission must be one of read, write, admin",
-        )));
-    }
+    let permission = match opt_str(&m, "permission", 16)? {
+        None => Permission::Read,
+        Some(p) => Permission::parse(&p).ok_or_else(|| {
+            ApiErr(ApiError::validation(
+                "permission",
+                format!("permission must be one of {}", one_of(Permission::ALL)),
+            ))
+        })?,
+    };
     let (info, key) = st
         .store
-        .create_api_key(&g.team_id, &permission, &label)
+        .create_api_key(&g.team_id, permission, &label)
         .await?;
     let mut v = json!(info);
     v["key"] = json!(key);
@@ -727,7 +723,7 @@ async fn create_key(
 }
 
 async fn list_keys(State(st): St, headers: HeaderMap) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let items = st.store.list_api_keys(&g.team_id).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -737,7 +733,7 @@ async fn revoke_key(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
-    let g = authorize(&st, &headers, "admin").await?;
+    let g = authorize(&st, &headers, Permission::Admin).await?;
     let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
     Ok(Json(json!(info)).into_response())
 }

@@ -14,6 +14,7 @@ use kite_bus::{BasicAckOptions, Batch, Bus, Delivery, Outgoing};
 use kite_protocol::fed::FedInfo;
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{NewOutbox, RoutingEvent};
+use kite_store::types::{OutboxState, PeerStatus, SkipReason};
 use kite_store::Store;
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
@@ -42,7 +43,7 @@ pub enum Decision {
     /// Forward it.
     Forward,
     /// Record it as skipped with this reason.
-    Skip(&'static str),
+    Skip(SkipReason),
     /// Not for this peer at all.
     None,
 }
@@ -55,7 +56,7 @@ pub fn decide(
     fed: &FedInfo,
 ) -> Decision {
     let p = &peer.peer;
-    if p.status == "revoked" {
+    if p.status == PeerStatus::Revoked {
         return Decision::None;
     }
     let in_scope = peer.scopes.as_ref().is_some_and(|s| s.matches(ty));
@@ -63,14 +64,14 @@ pub fn decide(
         return Decision::None;
     }
     if i64::from(fed.hops) >= i64::from(p.max_hops) {
-        return Decision::Skip("max_hops");
+        return Decision::Skip(SkipReason::MaxHops);
     }
     let peer_seen = p
         .peer_instance_id
         .as_deref()
         .is_some_and(|id| fed.visited(id));
     if fed.visited(self_id) || peer_seen {
-        return Decision::Skip("loop");
+        return Decision::Skip(SkipReason::Loop);
     }
     Decision::Forward
 }
@@ -195,8 +196,8 @@ impl Router {
         for peer in peers {
             let (state, reason) = match decide(&self.cfg.instance_id, peer, &ev.ce_type, fed) {
                 Decision::None => continue,
-                Decision::Forward => ("pending", None),
-                Decision::Skip(r) => ("skipped", Some(r)),
+                Decision::Forward => (OutboxState::Pending, None),
+                Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
             };
             rows.push(NewOutbox {
                 event_seq: ev.seq,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::types::{OutboxState, SkipReason};
 use crate::{Result, RowExt, Store};
 
 /// An event to insert.
@@ -81,10 +82,10 @@ pub struct NewOutbox {
     pub peer_id: Uuid,
     /// The team.
     pub team_id: String,
-    /// `pending` or `skipped`.
-    pub state: &'static str,
+    /// `Pending` or `Skipped`.
+    pub state: OutboxState,
     /// Why it was skipped.
-    pub reason: Option<&'static str>,
+    pub reason: Option<SkipReason>,
 }
 
 impl Store {
@@ -197,8 +198,8 @@ impl Store {
         let event_seqs: Vec<i64> = rows.iter().map(|r| r.event_seq).collect();
         let peers: Vec<Uuid> = rows.iter().map(|r| r.peer_id).collect();
         let teams: Vec<&str> = rows.iter().map(|r| r.team_id.as_str()).collect();
-        let states: Vec<&str> = rows.iter().map(|r| r.state).collect();
-        let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.reason).collect();
+        let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
+        let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
         let created = tx
             .query(&ins, &[&event_seqs, &peers, &teams, &states, &reasons])
             .await?;
@@ -211,7 +212,7 @@ impl Store {
         tx.commit().await?;
         let mut pending = Vec::new();
         for r in &created {
-            if r.col::<&str>(2)? == "pending" {
+            if r.col::<OutboxState>(2)? == OutboxState::Pending {
                 pending.push((r.col(0)?, r.col(1)?));
             }
         }

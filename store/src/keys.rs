@@ -5,7 +5,8 @@ use kite_protocol::token;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{Result, Store, StoreError};
+use crate::types::Permission;
+use crate::{Result, RowExt, Store, StoreError};
 
 /// The team and permission an API key grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub struct KeyGrant {
     /// The key's team.
     pub team_id: String,
     /// `read`, `write` or `admin`.
-    pub permission: String,
+    pub permission: Permission,
     /// The key's id (per-key limits).
     pub key_id: Uuid,
 }
@@ -26,7 +27,7 @@ pub struct ApiKeyInfo {
     /// Public prefix (`kite_<8 hex>`), to recognise a key.
     pub prefix: String,
     /// `read`, `write` or `admin`.
-    pub permission: String,
+    pub permission: Permission,
     /// Label.
     pub label: String,
     /// Creation time.
@@ -35,15 +36,15 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-fn key_info(r: &tokio_postgres::Row) -> ApiKeyInfo {
-    ApiKeyInfo {
-        id: r.get(0),
-        prefix: r.get(1),
-        permission: r.get(2),
-        label: r.get(3),
-        created_at: r.get(4),
-        revoked_at: r.get(5),
-    }
+fn key_info(r: &tokio_postgres::Row) -> Result<ApiKeyInfo> {
+    Ok(ApiKeyInfo {
+        id: r.col(0)?,
+        prefix: r.col(1)?,
+        permission: r.col(2)?,
+        label: r.col(3)?,
+        created_at: r.col(4)?,
+        revoked_at: r.col(5)?,
+    })
 }
 
 /// A federation token as listed (the secret itself is never stored).
@@ -94,7 +95,7 @@ impl Store {
         &self,
         team_id: &str,
         key: &str,
-        permission: &str,
+        permission: Permission,
         label: &str,
     ) -> Result<()> {
         let c = self.conn().await?;
@@ -118,7 +119,7 @@ impl Store {
     pub async fn create_api_key(
         &self,
         team_id: &str,
-        permission: &str,
+        permission: Permission,
         label: &str,
     ) -> Result<(ApiKeyInfo, String)> {
         let key = token::mint_api_key();
@@ -138,7 +139,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok((key_info(&row), key))
+        Ok((key_info(&row)?, key))
     }
 
     /// A team's API keys.
@@ -151,7 +152,7 @@ impl Store {
                 &[&team_id],
             )
             .await?;
-        Ok(rows.iter().map(key_info).collect())
+        rows.iter().map(key_info).collect()
     }
 
     /// Revokes a key; it fails from the next request on.
@@ -164,7 +165,7 @@ impl Store {
                 &[&team_id, &id],
             )
             .await?;
-        found(row.as_ref().map(key_info))
+        found(row.as_ref().map(key_info).transpose()?)
     }
 
     /// The grant of a presented API key, if it is known and not revoked.
@@ -176,11 +177,14 @@ impl Store {
             )
             .await?;
         let row = c.query_opt(&st, &[&token::digest(key)]).await?;
-        Ok(row.map(|r| KeyGrant {
-            team_id: r.get(0),
-            permission: r.get(1),
-            key_id: r.get(2),
-        }))
+        row.map(|r| {
+            Ok(KeyGrant {
+                team_id: r.col(0)?,
+                permission: r.col(1)?,
+                key_id: r.col(2)?,
+            })
+        })
+        .transpose()
     }
 
     /// Records a minted federation token (by digest) and returns its listing entry.

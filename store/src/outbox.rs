@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::events::fed_columns;
+use crate::types::{OutboxState, PeerHealth, PeerStatus, SkipReason};
 use crate::{Result, RowExt, Store};
 
 /// An outbox row with what delivery needs: the event and the peer's current settings.
@@ -18,7 +19,7 @@ pub struct DeliveryRow {
     /// Target peer.
     pub peer_id: Uuid,
     /// Current state.
-    pub state: String,
+    pub state: OutboxState,
     /// Failed attempts so far.
     pub attempts: i32,
     /// The stored CloudEvent as JSON text, without its federation extensions, or why the
@@ -29,9 +30,9 @@ pub struct DeliveryRow {
     /// Its CloudEvent id.
     pub event_id: String,
     /// The peer's status, or None when the peer was deleted.
-    pub peer_status: Option<String>,
+    pub peer_status: Option<PeerStatus>,
     /// The peer's health.
-    pub peer_health: Option<String>,
+    pub peer_health: Option<PeerHealth>,
     /// The peer's hook URL.
     pub peer_hook_url: Option<String>,
     /// The peer's outbound secret.
@@ -47,8 +48,8 @@ pub struct DeliveryRow {
 pub struct DeliveryUpdate {
     /// Outbox id.
     pub id: i64,
-    /// `delivered`, `pending` (retry) or `dead`.
-    pub state: &'static str,
+    /// `Delivered`, `Pending` (retry) or `Dead`.
+    pub state: OutboxState,
     /// Failed attempts after this one.
     pub attempts: i32,
     /// When the next attempt is due.
@@ -72,10 +73,10 @@ pub struct OutboxEntry {
     pub event_type: String,
     /// Target peer.
     pub peer_id: Uuid,
-    /// `pending`, `delivered`, `dead`, `cancelled` or `skipped`.
-    pub status: String,
-    /// Why it was skipped (`max_hops`, `loop`).
-    pub reason: Option<String>,
+    /// Where it stands.
+    pub status: OutboxState,
+    /// Why it was skipped.
+    pub reason: Option<SkipReason>,
     /// Failed attempts.
     pub attempts: i32,
     /// When the next attempt is due.
@@ -98,7 +99,7 @@ pub struct OutboxQuery {
     /// Only this peer.
     pub peer_id: Option<Uuid>,
     /// Only this state.
-    pub status: Option<String>,
+    pub status: Option<OutboxState>,
     /// Rows after this id.
     pub cursor: Option<i64>,
     /// Page size.
@@ -171,7 +172,7 @@ impl Store {
             )
             .await?;
         let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
-        let states: Vec<&str> = updates.iter().map(|u| u.state).collect();
+        let states: Vec<OutboxState> = updates.iter().map(|u| u.state).collect();
         let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
         let next: Vec<DateTime<Utc>> = updates.iter().map(|u| u.next_attempt_at).collect();
         let errs: Vec<Option<&str>> = updates.iter().map(|u| u.last_error.as_deref()).collect();
@@ -214,23 +215,25 @@ impl Store {
             .await?;
         let mut items: Vec<OutboxEntry> = rows
             .iter()
-            .map(|r| OutboxEntry {
-                id: r.get(0),
-                event_seq: r.get(1),
-                event_id: r.get(2),
-                event_type: r.get(3),
-                peer_id: r.get(4),
-                status: r.get(5),
-                reason: r.get(6),
-                attempts: r.get(7),
-                next_attempt_at: r.get(8),
-                last_error: r.get(9),
-                last_status_code: r.get(10),
-                created_at: r.get(11),
-                updated_at: r.get(12),
-                delivered_at: r.get(13),
+            .map(|r| {
+                Ok(OutboxEntry {
+                    id: r.col(0)?,
+                    event_seq: r.col(1)?,
+                    event_id: r.col(2)?,
+                    event_type: r.col(3)?,
+                    peer_id: r.col(4)?,
+                    status: r.col(5)?,
+                    reason: r.col(6)?,
+                    attempts: r.col(7)?,
+                    next_attempt_at: r.col(8)?,
+                    last_error: r.col(9)?,
+                    last_status_code: r.col(10)?,
+                    created_at: r.col(11)?,
+                    updated_at: r.col(12)?,
+                    delivered_at: r.col(13)?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let next = if items.len() as i64 > q.limit {
             items.truncate(q.limit as usize);
             items.last().map(|e| e.id)
@@ -252,7 +255,7 @@ impl Store {
                 &[&team_id, &peer_id, &limit],
             )
             .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        rows.iter().map(|r| r.col(0)).collect()
     }
 
     /// One sweep for lost messages, run by one process at a time (others get None): events
@@ -278,8 +281,8 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| r.col(0))
+            .collect::<Result<_>>()?;
         let rows = tx
             .query(
                 "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $1)
@@ -292,8 +295,8 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.col(0)?, r.col(1)?)))
+            .collect::<Result<_>>()?;
         tx.commit().await?;
         Ok(Some(Sweep { events, rows }))
     }

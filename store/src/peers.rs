@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::keys::found;
+use crate::types::{PeerHealth, PeerStatus};
 use crate::{Result, RowExt, Store};
 
 /// A peer as stored. The outbound token is never serialized.
@@ -26,8 +27,8 @@ pub struct Peer {
     pub scopes: Vec<String>,
     /// Events with this many hops or more are not forwarded.
     pub max_hops: i32,
-    /// `active`, `paused` or `revoked`.
-    pub status: String,
+    /// What an operator set it to.
+    pub status: PeerStatus,
     /// The peer's instance id, learned from its answers.
     pub peer_instance_id: Option<String>,
     /// Last delivery error.
@@ -40,8 +41,8 @@ pub struct Peer {
     pub last_success_at: Option<DateTime<Utc>>,
     /// Failed attempts since the last success.
     pub consecutive_failures: i32,
-    /// `active`, `degraded` (recent failures) or `unreachable` (deliveries parked, probed).
-    pub health: String,
+    /// What delivery has seen of it.
+    pub health: PeerHealth,
     /// Key id sent as `X-Kite-Key-Id` instead of the token as a bearer (None: bearer).
     pub key_id: Option<String>,
     /// The token replaced by the last rotation, still signed with until `previous_until`.
@@ -62,30 +63,30 @@ const COLS: &str = "id, team_id, name, peer_hook_url, outbound_token, scopes, ma
 
 impl Store {
     fn peer(&self, r: &Row) -> Result<Peer> {
-        let previous_until: Option<DateTime<Utc>> = r.get(19);
+        let previous_until: Option<DateTime<Utc>> = r.col(19)?;
         let previous = match previous_until {
-            Some(t) if t > Utc::now() => self.open_opt(r.get(18))?,
+            Some(t) if t > Utc::now() => self.open_opt(r.col(18)?)?,
             _ => None,
         };
         Ok(Peer {
-            id: r.get(0),
-            team_id: r.get(1),
-            name: r.get(2),
-            peer_hook_url: r.get(3),
-            outbound_token: self.open(r.get(4))?,
-            scopes: r.get(5),
-            max_hops: r.get(6),
-            status: r.get(7),
-            peer_instance_id: r.get(8),
-            last_error: r.get(9),
-            last_status_code: r.get(10),
-            last_error_at: r.get(11),
-            last_success_at: r.get(12),
-            consecutive_failures: r.get(13),
-            created_at: r.get(14),
-            updated_at: r.get(15),
-            health: r.get(16),
-            key_id: r.get(17),
+            id: r.col(0)?,
+            team_id: r.col(1)?,
+            name: r.col(2)?,
+            peer_hook_url: r.col(3)?,
+            outbound_token: self.open(r.col(4)?)?,
+            scopes: r.col(5)?,
+            max_hops: r.col(6)?,
+            status: r.col(7)?,
+            peer_instance_id: r.col(8)?,
+            last_error: r.col(9)?,
+            last_status_code: r.col(10)?,
+            last_error_at: r.col(11)?,
+            last_success_at: r.col(12)?,
+            consecutive_failures: r.col(13)?,
+            created_at: r.col(14)?,
+            updated_at: r.col(15)?,
+            health: r.col(16)?,
+            key_id: r.col(17)?,
             previous_outbound_token: previous,
             previous_until,
         })
@@ -110,7 +111,7 @@ pub struct NewPeer {
     /// Hop limit.
     pub max_hops: i32,
     /// Initial status.
-    pub status: String,
+    pub status: PeerStatus,
     /// Key id to name instead of sending the token as a bearer.
     pub key_id: Option<String>,
 }
@@ -129,7 +130,7 @@ pub struct PeerPatch {
     /// New hop limit.
     pub max_hops: Option<i32>,
     /// New status.
-    pub status: Option<String>,
+    pub status: Option<PeerStatus>,
     /// New key id.
     pub key_id: Option<String>,
 }
@@ -275,13 +276,14 @@ impl Store {
     }
 
     /// Records what a delivery batch learned about a peer's health; a peer whose failures in
-    /// a row reach `threshold` becomes `unreachable`. Answers the new health.
+    /// a row reach `threshold` becomes `unreachable`. Answers the new health (None: the peer
+    /// is gone).
     pub async fn record_peer_outcome(
         &self,
         id: Uuid,
         o: &PeerOutcome,
         threshold: i32,
-    ) -> Result<String> {
+    ) -> Result<Option<PeerHealth>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
@@ -313,9 +315,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(row
-            .map(|r| r.get(0))
-            .unwrap_or_else(|| "active".to_string()))
+        row.map(|r| r.col(0)).transpose()
     }
 
     /// Pending and dead row counts of a team's peers, by peer id.

@@ -1,0 +1,118 @@
+//! One signed POST of an outbox row to its peer, classified.
+
+use chrono::Utc;
+use kite_protocol::{fed, signature};
+use kite_store::outbox::DeliveryRow;
+
+use crate::client::literal_forbidden;
+use crate::outcome::{classify_error, classify_status, Outcome};
+use crate::Ctx;
+
+/// The result of one attempt.
+pub(crate) struct Attempt {
+    pub(crate) row_id: i64,
+    pub(crate) attempts: i32,
+    pub(crate) outcome: Outcome,
+    pub(crate) status: Option<i32>,
+    pub(crate) error: Option<String>,
+    pub(crate) instance_id: Option<String>,
+}
+
+impl Ctx {
+    pub(crate) async fn attempt(&self, row: DeliveryRow) -> Attempt {
+        let mut out = Attempt {
+            row_id: row.id,
+            attempts: row.attempts,
+            outcome: Outcome::MessageFailure,
+            status: None,
+            error: None,
+            instance_id: None,
+        };
+        let (Some(url), Some(token)) = (row.peer_hook_url, row.outbound_token) else {
+            out.error = Some("peer has no url".into());
+            return out;
+        };
+        let body = match row.event_rest.and_then(|rest| {
+            fed::forward_text(&rest, &row.fed, &self.cfg.instance_id).map_err(|e| e.to_string())
+        }) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                out.error = Some(format!("cannot forward: {e}"));
+                return out;
+            }
+        };
+        if body.len() > kite_protocol::event::MAX_BODY_BYTES {
+            out.error = Some(format!(
+                "event is {} bytes forwarded, over the {} a peer accepts",
+                body.len(),
+                kite_protocol::event::MAX_BODY_BYTES
+            ));
+            return out;
+        }
+        if !self.cfg.allow_private_peers && literal_forbidden(&url) {
+            out.outcome = Outcome::PeerFailure;
+            out.error = Some("forbidden destination: a loopback or private address".into());
+            return out;
+        }
+        let id = row.event_id;
+        let ts = Utc::now().timestamp();
+        // Standard Webhooks signature (id, timestamp, body), by every secret in rotation; the
+        // body-only X-Kite-Signature is kept for peers running Kite.
+        let mut secrets = vec![token.as_str()];
+        secrets.extend(row.previous_token.as_deref());
+        let mut req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/cloudevents+json")
+            .header(signature::SIGNATURE_HEADER, signature::sign(&token, &body))
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", ts.to_string())
+            .header(
+                "webhook-signature",
+                kite_protocol::provider::sign_standard(&secrets, &id, ts, &body),
+            );
+        req = match &row.key_id {
+            Some(k) => req.header(signature::KEY_ID_HEADER, k),
+            None => req.header("authorization", format!("Bearer {token}")),
+        };
+        let res = req.body(body).send().await;
+        match res {
+            Ok(resp) => {
+                let status = resp.status();
+                out.status = Some(i32::from(status.as_u16()));
+                out.instance_id = resp
+                    .headers()
+                    .get(signature::INSTANCE_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                out.outcome = classify_status(status.as_u16());
+                if out.outcome != Outcome::Delivered {
+                    let text = resp.text().await.unwrap_or_default();
+                    let snippet: String = text.chars().take(300).collect();
+                    out.error = Some(format!("HTTP {}: {snippet}", status.as_u16()));
+                }
+            }
+            Err(e) => {
+                out.outcome = classify_error(&e);
+                out.error = Some(if e.is_builder() {
+                    format!("cannot send: {}", root_cause(&e))
+                } else if e.is_timeout() {
+                    "timeout".to_string()
+                } else if e.is_connect() {
+                    format!("connect error: {}", root_cause(&e))
+                } else {
+                    format!("request error: {}", root_cause(&e))
+                });
+            }
+        }
+        out
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

@@ -1,0 +1,159 @@
+//! What an attempt's result means: classified once, and what it does to its row and its
+//! peer decided by one pure function ([`settle`]).
+
+/// How one delivery attempt ended. Every attempt is classified here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer answered 2xx.
+    Delivered,
+    /// The peer is failing (transport error, timeout, 408, 429, 5xx, a refused
+    /// destination): counts toward `unreachable`, parking and probing.
+    PeerFailure,
+    /// This message fails (any other 4xx, or a local failure such as an event that cannot
+    /// be sent): attempts + 1 and backoff, `dead` after the last attempt; the peer is not
+    /// parked for it.
+    MessageFailure,
+    /// 410 Gone: the peer no longer takes deliveries; it is paused.
+    Gone,
+}
+
+/// Classifies an HTTP status the peer answered.
+pub fn classify_status(status: u16) -> Outcome {
+    match status {
+        200..=299 => Outcome::Delivered,
+        410 => Outcome::Gone,
+        408 | 429 => Outcome::PeerFailure,
+        400..=499 => Outcome::MessageFailure,
+        // 1xx and 3xx (redirects are never followed) and 5xx: the peer is not working.
+        _ => Outcome::PeerFailure,
+    }
+}
+
+/// Classifies a request that got no answer: building it locally (an unencodable header)
+/// is the message's failure; anything on the way to the peer is the peer's.
+pub fn classify_error(e: &reqwest::Error) -> Outcome {
+    if e.is_builder() {
+        Outcome::MessageFailure
+    } else {
+        Outcome::PeerFailure
+    }
+}
+
+/// What one attempt does to its outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowChange {
+    /// The peer took it.
+    Delivered,
+    /// Another attempt later; `attempts` failures so far (its retry tier).
+    Retry {
+        /// Failed attempts after this one.
+        attempts: u32,
+    },
+    /// No attempts left.
+    Dead {
+        /// Failed attempts after this one.
+        attempts: u32,
+    },
+    /// Left as it is: the row waits, unspent (its peer is down while it is parked, or paused
+    /// by a 410).
+    Unchanged,
+}
+
+/// What one attempt does to its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEffect {
+    /// The peer answered 2xx: its failures in a row end.
+    Reached,
+    /// One more failure in a row (toward `unreachable`).
+    Failed,
+    /// The peer is paused (410 Gone).
+    Paused,
+    /// Nothing: the message failed, not the peer.
+    Untouched,
+}
+
+/// Decides what an attempt with `outcome` does to a row that had failed `attempts_before`
+/// times, with `max_attempts` allowed, and to its peer. A `parked` row (tried by the probe
+/// of an unreachable peer) spends no attempt on the peer being down.
+pub fn settle(
+    outcome: Outcome,
+    attempts_before: i32,
+    max_attempts: u32,
+    parked: bool,
+) -> (RowChange, PeerEffect) {
+    let spend = || {
+        let attempts = u32::try_from(attempts_before.max(0)).unwrap_or(0) + 1;
+        if attempts >= max_attempts {
+            RowChange::Dead { attempts }
+        } else {
+            RowChange::Retry { attempts }
+        }
+    };
+    match outcome {
+        Outcome::Delivered => (RowChange::Delivered, PeerEffect::Reached),
+        Outcome::Gone => (RowChange::Unchanged, PeerEffect::Paused),
+        Outcome::PeerFailure if parked => (RowChange::Unchanged, PeerEffect::Failed),
+        Outcome::PeerFailure => (spend(), PeerEffect::Failed),
+        Outcome::MessageFailure => (spend(), PeerEffect::Untouched),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_classified_once() {
+        for (status, want) in [
+            (200, Outcome::Delivered),
+            (204, Outcome::Delivered),
+            (400, Outcome::MessageFailure),
+            (401, Outcome::MessageFailure),
+            (413, Outcome::MessageFailure),
+            (422, Outcome::MessageFailure),
+            (408, Outcome::PeerFailure),
+            (429, Outcome::PeerFailure),
+            (410, Outcome::Gone),
+            (500, Outcome::PeerFailure),
+            (503, Outcome::PeerFailure),
+            (302, Outcome::PeerFailure),
+        ] {
+            assert_eq!(classify_status(status), want, "{status}");
+        }
+    }
+
+    #[test]
+    fn settle_decides_row_and_peer() {
+        use Outcome::*;
+        assert_eq!(
+            settle(Delivered, 2, 3, false),
+            (RowChange::Delivered, PeerEffect::Reached)
+        );
+        assert_eq!(
+            settle(MessageFailure, 0, 3, false),
+            (RowChange::Retry { attempts: 1 }, PeerEffect::Untouched)
+        );
+        assert_eq!(
+            settle(MessageFailure, 2, 3, true),
+            (RowChange::Dead { attempts: 3 }, PeerEffect::Untouched),
+            "a message failure spends an attempt even while parked"
+        );
+        assert_eq!(
+            settle(PeerFailure, 1, 3, false),
+            (RowChange::Retry { attempts: 2 }, PeerEffect::Failed)
+        );
+        assert_eq!(
+            settle(PeerFailure, 2, 3, true),
+            (RowChange::Unchanged, PeerEffect::Failed),
+            "a parked row spends nothing on the peer being down"
+        );
+        assert_eq!(
+            settle(Gone, 0, 3, false),
+            (RowChange::Unchanged, PeerEffect::Paused)
+        );
+        assert_eq!(
+            settle(PeerFailure, -5, 1, false),
+            (RowChange::Dead { attempts: 1 }, PeerEffect::Failed)
+        );
+    }
+}

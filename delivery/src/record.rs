@@ -1,0 +1,224 @@
+//! Delivery bookkeeping: a batch of outbox rows to send, the probe of an unreachable peer,
+//! and writing what the attempts decided (rows, peer health, retry messages).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use kite_bus::{BasicAckOptions, Batch, Delivery, Outgoing};
+use kite_store::outbox::DeliveryUpdate;
+use kite_store::peers::PeerOutcome;
+use kite_store::types::{OutboxState, PeerHealth, PeerStatus};
+use uuid::Uuid;
+
+use crate::attempt::Attempt;
+use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
+use crate::{Ctx, DeliverError, Handled};
+
+impl Ctx {
+    pub(crate) async fn handle(&self, d: Delivery) -> Handled {
+        let Some(batch) = Batch::parse(&d.data) else {
+            tracing::warn!("dropping malformed delivery message");
+            let _ = d.ack(BasicAckOptions::default()).await;
+            return Handled::Done;
+        };
+        let peer_id = d.routing_key.as_str().parse::<Uuid>().ok();
+        match self.deliver(peer_id, &batch.ids).await {
+            Ok(h @ (Handled::Done | Handled::Parked)) => {
+                let _ = d.ack(BasicAckOptions::default()).await;
+                h
+            }
+            Ok(Handled::PeerNotActive) => {
+                kite_bus::requeue(&d).await;
+                Handled::PeerNotActive
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery bookkeeping failed; message requeued");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                kite_bus::requeue(&d).await;
+                Handled::Done
+            }
+        }
+    }
+
+    async fn deliver(&self, peer_hint: Option<Uuid>, ids: &[i64]) -> Result<Handled, DeliverError> {
+        let rows = self.store.delivery_rows(ids).await?;
+        let mut to_send = Vec::new();
+        let mut cancel = Vec::new();
+        for row in rows {
+            if row.state != OutboxState::Pending {
+                continue;
+            }
+            match (row.peer_status, row.peer_health) {
+                (Some(PeerStatus::Active), Some(PeerHealth::Unreachable))
+                | (Some(PeerStatus::Paused), _) => return Ok(Handled::PeerNotActive),
+                (Some(PeerStatus::Active), _) => to_send.push(row),
+                _ => cancel.push(row.id),
+            }
+        }
+        if !cancel.is_empty() {
+            self.store.cancel_rows(&cancel).await?;
+        }
+        let Some(first) = to_send.first() else {
+            return Ok(Handled::Done);
+        };
+        let peer_id = peer_hint.unwrap_or(first.peer_id);
+        let attempts: Vec<Attempt> = futures::stream::iter(to_send)
+            .map(|row| self.attempt(row))
+            .buffer_unordered(self.cfg.attempts_in_flight.max(1))
+            .collect()
+            .await;
+        Ok(match self.record(peer_id, attempts, false).await? {
+            PeerState::Paused | PeerState::Health(PeerHealth::Unreachable) => Handled::Parked,
+            PeerState::Health(_) | PeerState::Gone => Handled::Done,
+        })
+    }
+
+    /// Tries the oldest pending delivery of an unreachable peer; answers whether the probe
+    /// is over (the peer took it, or it is paused now). A row the peer refuses for good is
+    /// settled as its own failure and the next one is tried.
+    pub(crate) async fn probe(&self, peer_id: Uuid) -> Result<bool, DeliverError> {
+        let mut after = 0;
+        for _ in 0..self.cfg.probe_rows.max(1) {
+            let Some(id) = self.store.oldest_pending_after(peer_id, after).await? else {
+                self.store.mark_peer_reachable(peer_id).await?;
+                return Ok(true);
+            };
+            after = id;
+            let Some(row) = self.store.delivery_rows(&[id]).await?.into_iter().next() else {
+                continue;
+            };
+            let a = self.attempt(row).await;
+            let outcome = a.outcome;
+            let state = self.record(peer_id, vec![a], true).await?;
+            match outcome {
+                // That row's own failure: try the next one.
+                Outcome::MessageFailure => {}
+                Outcome::PeerFailure => return Ok(false),
+                Outcome::Delivered | Outcome::Gone => {
+                    if state != PeerState::Paused {
+                        self.store.mark_peer_reachable(peer_id).await?;
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Writes what the attempts decided ([`settle`]): their rows, the peer's health, and
+    /// retry messages through the tier queues. A `probing` batch is parked: its rows keep
+    /// their queued message (no retry message is added) and spend no attempt on the peer
+    /// being down.
+    async fn record(
+        &self,
+        peer_id: Uuid,
+        attempts: Vec<Attempt>,
+        probing: bool,
+    ) -> Result<PeerState, DeliverError> {
+        let policy = self.cfg.retry;
+        let now = Utc::now();
+        let mut updates = Vec::with_capacity(attempts.len());
+        let mut retries: Vec<Outgoing> = Vec::new();
+        let mut peer = PeerOutcome::default();
+        let mut gone: Option<String> = None;
+        for a in attempts {
+            let (change, effect) = settle(a.outcome, a.attempts, policy.max_attempts, probing);
+            match effect {
+                PeerEffect::Reached => {
+                    peer.success = true;
+                    peer.failures = 0;
+                    peer.instance_id = a.instance_id.clone().or(peer.instance_id);
+                }
+                PeerEffect::Failed => {
+                    peer.failures += 1;
+                    peer.last_error = a.error.clone();
+                }
+                PeerEffect::Paused => {
+                    gone = Some(a.error.clone().unwrap_or_else(|| "HTTP 410".into()));
+                }
+                PeerEffect::Untouched => {}
+            }
+            if effect != PeerEffect::Untouched {
+                peer.last_status_code = a.status.or(peer.last_status_code);
+            }
+            let (state, attempts, delay) = match change {
+                RowChange::Unchanged => continue,
+                RowChange::Delivered => (
+                    OutboxState::Delivered,
+                    u32::try_from(a.attempts.max(0)).unwrap_or(0),
+                    Duration::ZERO,
+                ),
+                RowChange::Dead { attempts } => (OutboxState::Dead, attempts, Duration::ZERO),
+                RowChange::Retry { attempts } => {
+                    let delay = policy.jittered(attempts);
+                    if !probing {
+                        // One message a row: each carries its own jittered expiration.
+                        retries.push(Outgoing {
+                            exchange: self.bus.names().retry_tier(attempts.min(policy.tiers())),
+                            routing_key: peer_id.to_string(),
+                            payload: Batch {
+                                ids: vec![a.row_id],
+                            }
+                            .to_bytes(),
+                            expiration_ms: Some((delay.as_millis() as u64).max(1)),
+                        });
+                    }
+                    (OutboxState::Pending, attempts, delay)
+                }
+            };
+            updates.push(DeliveryUpdate {
+                id: a.row_id,
+                state,
+                attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+                next_attempt_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                last_error: (state != OutboxState::Delivered)
+                    .then_some(a.error)
+                    .flatten(),
+                last_status_code: a.status,
+            });
+        }
+        self.store.apply_delivery(&updates).await?;
+        if let Some(error) = &gone {
+            tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
+            self.store
+                .pause_gone_peer(
+                    peer_id,
+                    &format!("paused: the peer answered 410 Gone ({error}); resume it once it takes deliveries again"),
+                )
+                .await?;
+        }
+        let health = if peer == PeerOutcome::default() {
+            Some(PeerHealth::Active)
+        } else {
+            match self
+                .store
+                .record_peer_outcome(peer_id, &peer, self.cfg.failure_threshold)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
+                    Some(PeerHealth::Active)
+                }
+            }
+        };
+        self.bus.publish(&retries).await?;
+        Ok(match (gone, health) {
+            (Some(_), _) => PeerState::Paused,
+            (None, Some(h)) => PeerState::Health(h),
+            (None, None) => PeerState::Gone,
+        })
+    }
+}
+
+/// Where a peer stands after a batch was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    /// Its health now.
+    Health(PeerHealth),
+    /// A 410 paused it.
+    Paused,
+    /// It was deleted meanwhile.
+    Gone,
+}

@@ -1,0 +1,184 @@
+//! The per-peer supervisor: one consumer for each active peer, or a prober for each
+//! unreachable one, kept in step with the peers table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kite_bus::Bus;
+use kite_store::types::{PeerHealth, PeerStatus};
+use kite_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::client::{http_client, ClientError};
+use crate::{Ctx, DeliveryConfig, Handled};
+
+/// Runs the delivery role until `shutdown` turns true: keeps one consumer per active peer.
+pub async fn run(
+    store: Store,
+    bus: Arc<Bus>,
+    mut config_generation: watch::Receiver<u64>,
+    cfg: DeliveryConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ClientError> {
+    let http = http_client(
+        cfg.request_timeout,
+        cfg.allow_private_peers,
+        cfg.peer_ca.as_deref(),
+    )?;
+    let ctx = Arc::new(Ctx {
+        store,
+        bus,
+        http,
+        cfg,
+    });
+    let mut workers: HashMap<Uuid, Worker> = HashMap::new();
+    loop {
+        match ctx.store.all_peers().await {
+            Ok(peers) => {
+                let wanted: HashMap<Uuid, Kind> = peers
+                    .iter()
+                    .filter(|p| p.status == PeerStatus::Active)
+                    .map(|p| {
+                        let kind = if p.health == PeerHealth::Unreachable {
+                            Kind::Probe
+                        } else {
+                            Kind::Deliver
+                        };
+                        (p.id, kind)
+                    })
+                    .collect();
+                workers.retain(|id, w| {
+                    let keep = wanted.get(id) == Some(&w.kind) && !w.handle.is_finished();
+                    if !keep {
+                        let _ = w.stop.send(true);
+                    }
+                    keep
+                });
+                for (id, kind) in wanted {
+                    if workers.contains_key(&id) {
+                        continue;
+                    }
+                    let (stop, rx) = watch::channel(false);
+                    let handle = match kind {
+                        Kind::Deliver => {
+                            tokio::spawn(peer_worker(ctx.clone(), id, rx, shutdown.clone()))
+                        }
+                        Kind::Probe => tokio::spawn(prober(ctx.clone(), id, rx, shutdown.clone())),
+                    };
+                    workers.insert(id, Worker { kind, stop, handle });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot load peers"),
+        }
+        tokio::select! {
+            _ = config_generation.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    for (_, w) in workers {
+        let _ = w.stop.send(true);
+        let _ = w.handle.await;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Deliver,
+    Probe,
+}
+
+struct Worker {
+    kind: Kind,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// While a peer is unreachable its deliveries stay parked in its queue; this task tries the
+/// oldest pending one every probe interval until one gets through. A peer failure costs the
+/// row no attempt; a message failure is that row's own (attempts + 1, or dead) and the probe
+/// moves on to the next row.
+async fn prober(
+    ctx: Arc<Ctx>,
+    peer_id: Uuid,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    tracing::warn!(peer = %peer_id, "peer unreachable; deliveries parked, probing");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.cfg.probe_interval) => {}
+            _ = either_stopped(stop.clone(), shutdown.clone()) => return,
+        }
+        match ctx.probe(peer_id).await {
+            Ok(true) => {
+                tracing::info!(peer = %peer_id, "peer reachable again; parked deliveries resume");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(peer = %peer_id, error = %e, "probe bookkeeping failed"),
+        }
+    }
+}
+
+async fn either_stopped(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = a.wait_for(|s| *s) => {}
+        _ = b.wait_for(|s| *s) => {}
+    }
+}
+
+async fn peer_worker(
+    ctx: Arc<Ctx>,
+    peer_id: Uuid,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let queue = ctx.bus.names().peer_queue(&peer_id.to_string());
+    if let Err(e) = ctx.bus.declare_peer(&peer_id.to_string()).await {
+        tracing::warn!(peer = %peer_id, error = %e, "cannot declare peer queue");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return;
+    }
+    let (paused_tx, paused_rx) = watch::channel(false);
+    let tag = format!("kite-delivery-{peer_id}");
+    match ctx.bus.consume(&queue, &tag, ctx.cfg.prefetch).await {
+        Ok((channel, consumer)) => {
+            tracing::info!(peer = %peer_id, "delivery consuming");
+            let end = async {
+                tokio::select! {
+                    _ = either_stopped(stop.clone(), shutdown.clone()) => {}
+                    _ = async { let mut p = paused_rx.clone(); let _ = p.wait_for(|s| *s).await; } => {}
+                }
+            };
+            consumer
+                .take_until(end)
+                .for_each_concurrent(16, |d| {
+                    let ctx = ctx.clone();
+                    let paused_tx = paused_tx.clone();
+                    async move {
+                        match d {
+                            Ok(d) => {
+                                if ctx.handle(d).await != Handled::Done {
+                                    let _ = paused_tx.send(true);
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "delivery consumer error"),
+                        }
+                    }
+                })
+                .await;
+            // Unacknowledged messages go back to the queue when the channel closes.
+            let _ = channel.close(200, "bye".into()).await;
+        }
+        Err(e) => {
+            tracing::warn!(peer = %peer_id, error = %e, "cannot consume; supervisor will retry");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! kite's domain states as types: what an outbox row, a peer and an API key can be. Each is
+//! stored as text (Postgres `CHECK` constraints name the same values) and converts with
+//! `ToSql`/`FromSql`, serde and `Display`; no state is written as a string anywhere else.
+
+use std::fmt;
+
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $( $(#[$vmeta:meta])* $var:ident => $text:literal ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+                 serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text)] $var ),+
+        }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$var),+];
+
+            /// The stored and wire form.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$var => $text),+ }
+            }
+
+            /// Parses the stored and wire form.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$var),)+ _ => None }
+            }
+
+            /// The wire forms joined for an error message (`a, b or c`).
+            pub fn choices() -> String {
+                let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                match all.split_last() {
+                    Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                    _ => all.join(""),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut bytes::BytesMut,
+            ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                <&str as ToSql>::accepts(ty)
+            }
+
+            to_sql_checked!();
+        }
+
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(
+                ty: &Type,
+                raw: &'a [u8],
+            ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                let s = <&str as FromSql>::from_sql(ty, raw)?;
+                Self::parse(s)
+                    .ok_or_else(|| format!("unknown {} {s:?}", stringify!($name)).into())
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                <&str as FromSql>::accepts(ty)
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where an outbox row (one event for one peer) stands.
+    OutboxState {
+        /// Waiting for (another) attempt.
+        Pending => "pending",
+        /// The peer took it.
+        Delivered => "delivered",
+        /// Every attempt failed; `replay-dead` puts it back.
+        Dead => "dead",
+        /// Its peer was deleted or revoked before it went out.
+        Cancelled => "cancelled",
+        /// Routing decided not to send it (see [`SkipReason`]).
+        Skipped => "skipped",
+    }
+}
+
+text_enum! {
+    /// What an operator set a peer to.
+    PeerStatus {
+        /// Deliveries flow.
+        Active => "active",
+        /// Deliveries wait (also set by a 410 Gone answer).
+        Paused => "paused",
+        /// Nothing is routed to it any more.
+        Revoked => "revoked",
+    }
+}
+
+text_enum! {
+    /// What delivery has seen of a peer.
+    PeerHealth {
+        /// The last attempt got through.
+        Active => "active",
+        /// Recent attempts failed, below the threshold.
+        Degraded => "degraded",
+        /// Failed the threshold in a row: deliveries are parked and a probe runs.
+        Unreachable => "unreachable",
+    }
+}
+
+text_enum! {
+    /// What an API key may do; each level includes the ones below it.
+    Permission {
+        /// Read events, outbox and peers; open `/ws`.
+        Read => "read",
+        /// Reserved for writes below admin.
+        Write => "write",
+        /// Everything.
+        Admin => "admin",
+    }
+}
+
+text_enum! {
+    /// Why routing skipped a peer for an event.
+    SkipReason {
+        /// The event already made the peer's `max_hops` hops.
+        MaxHops => "max_hops",
+        /// The peer already forwarded the event (it is in the chain).
+        Loop => "loop",
+    }
+}
+
+impl Permission {
+    /// True if a key with this permission may do what `needed` allows.
+    pub fn allows(self, needed: Permission) -> bool {
+        self >= needed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_forms_round_trip() {
+        for s in OutboxState::ALL {
+            assert_eq!(OutboxState::parse(s.as_str()), Some(*s));
+            assert_eq!(
+                serde_json::to_string(s).ok(),
+                Some(format!("\"{}\"", s.as_str()))
+            );
+        }
+        assert_eq!(SkipReason::MaxHops.to_string(), "max_hops");
+        assert_eq!(PeerHealth::parse("sleepy"), None);
+        assert_eq!(PeerStatus::choices(), "active, paused or revoked");
+        assert!(Permission::Admin.allows(Permission::Read));
+        assert!(!Permission::Read.allows(Permission::Write));
+    }
+}
