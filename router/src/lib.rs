@@ -298,3 +298,92 @@ enum RouteError {
     #[error(transparent)]
     Bus(#[from] kite_bus::BusError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kite_protocol::scope::ScopeSet;
+    use kite_store::cache::RoutedPeer;
+    use kite_store::peers::Peer;
+    use kite_store::types::PeerHealth;
+
+    fn peer(
+        scopes: &[&str],
+        max_hops: i32,
+        status: PeerStatus,
+        instance: Option<&str>,
+    ) -> RoutedPeer {
+        let now = chrono::Utc::now();
+        RoutedPeer {
+            peer: Peer {
+                id: Uuid::nil(),
+                team_id: "t".into(),
+                name: "b".into(),
+                peer_hook_url: "http://127.0.0.1:9/hooks/t/kite".into(),
+                outbound_token: String::new(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                max_hops,
+                status,
+                peer_instance_id: instance.map(str::to_string),
+                last_error: None,
+                last_status_code: None,
+                last_error_at: None,
+                last_success_at: None,
+                consecutive_failures: 0,
+                health: PeerHealth::Active,
+                key_id: None,
+                previous_outbound_token: None,
+                previous_until: None,
+                created_at: now,
+                updated_at: now,
+            },
+            scopes: ScopeSet::compile(scopes).ok(),
+        }
+    }
+
+    fn fed(chain: &[&str]) -> FedInfo {
+        FedInfo {
+            origin: chain.first().map(|s| s.to_string()),
+            chain: chain.iter().map(|s| s.to_string()).collect(),
+            hops: chain.len() as u32,
+        }
+    }
+
+    #[test]
+    fn decide_follows_the_routing_rules() {
+        let ty = "com.stripe.charge.succeeded";
+        let b = peer(&["stripe.*"], 3, PeerStatus::Active, Some("b"));
+        assert_eq!(decide("a", &b, ty, &fed(&[])), Decision::Forward);
+        // Out of scope, or revoked: not for this peer at all.
+        assert_eq!(
+            decide("a", &b, "com.github.push", &fed(&[])),
+            Decision::None
+        );
+        let revoked = peer(&["*"], 3, PeerStatus::Revoked, None);
+        assert_eq!(decide("a", &revoked, ty, &fed(&[])), Decision::None);
+        // A paused peer still gets its rows (they wait for it).
+        let paused = peer(&["*"], 3, PeerStatus::Paused, None);
+        assert_eq!(decide("a", &paused, ty, &fed(&[])), Decision::Forward);
+        // Hops at the peer's limit.
+        assert_eq!(
+            decide("a", &b, ty, &fed(&["x", "y", "z"])),
+            Decision::Skip(SkipReason::MaxHops)
+        );
+        // Loops: this instance, or the peer, already forwarded it.
+        assert_eq!(
+            decide("a", &b, ty, &fed(&["a"])),
+            Decision::Skip(SkipReason::Loop)
+        );
+        assert_eq!(
+            decide("a", &b, ty, &fed(&["b"])),
+            Decision::Skip(SkipReason::Loop)
+        );
+        assert_eq!(decide("a", &b, ty, &fed(&["c"])), Decision::Forward);
+        // Scopes that no longer compile match nothing.
+        let broken = RoutedPeer {
+            scopes: None,
+            ..peer(&["*"], 3, PeerStatus::Active, None)
+        };
+        assert_eq!(decide("a", &broken, ty, &fed(&[])), Decision::None);
+    }
+}
