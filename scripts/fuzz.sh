@@ -8,10 +8,16 @@
 #   FUZZ_SECONDS=600 scripts/fuzz.sh       # longer
 #   scripts/fuzz.sh chain_parse scope_compile   # only these targets
 #
-# Targets (fuzz/fuzz_targets/): cloudevent_parse (event::build_event), signature_verify
-# (signature::verify), scope_compile (scope::ScopeSet), chain_parse (fed::parse_chain,
-# fed::FedInfo::read, fed::forward), provider_signature (provider::verify and its header
-# parsers).
+# Targets (fuzz/fuzz_targets/):
+#   cloudevent_parse    the whole ingest path: headers + body on a kite, plain or signed hook
+#                       (event::build_event) -> stored event -> forwarded bytes
+#                       (fed::forward_text, fed::stored_text) -> a peer's and a third
+#                       instance's copy (build_event on their kite hook)
+#   signature_verify    signature::verify (X-Kite-Signature)
+#   scope_compile       scope::ScopeSet
+#   chain_parse         fed::parse_chain, fed::FedInfo::read, fed::forward
+#   provider_signature  provider::verify and its header parsers
+# Targets run one after another, one process each (no -jobs/-workers).
 #
 # Needs only a stable toolchain: cargo-fuzz passes nightly-only flags (-Zsanitizer=address),
 # which RUSTC_BOOTSTRAP=1 allows on stable. Set FUZZ_SANITIZER=none to build without ASan.

@@ -336,7 +336,19 @@ fn build_cloudevent(
     let structured = is_structured(headers);
     // Structured: the envelope is one more level; binary: the body is the data.
     check_depth(body, if structured { MAX_DEPTH + 1 } else { MAX_DEPTH })?;
-    let ev = cloudevents::binding::http::to_event(headers, body.to_vec()).map_err(invalid_ce)?;
+    // The SDK would tell the encoding by a case-sensitive content type: decide it here, so a
+    // structured event (`Application/CloudEvents+JSON`) is never read from `ce-*` headers.
+    let mut ev: cloudevents::Event = if structured {
+        serde_json::from_slice(body).map_err(invalid_ce)?
+    } else {
+        cloudevents::binding::http::to_event(headers, body.to_vec()).map_err(invalid_ce)?
+    };
+    // Binary data travels as base64, which a peer reads back as JSON when the content type
+    // says JSON (and refuses, in spec 0.3, when it is not): keep what peers will read.
+    if matches!(ev.data(), Some(cloudevents::Data::Binary(_))) {
+        let sent = serde_json::to_value(&ev).map_err(invalid_ce)?;
+        ev = serde_json::from_value(sent).map_err(invalid_ce)?;
+    }
     let mut obj = into_object(ev)?;
     // What is stored must parse again where it is forwarded (a `ce-data` header, say,
     // would otherwise sit beside `data_base64`).
@@ -398,6 +410,8 @@ pub fn build_event(
     check_attribute("source", &ce_source, MAX_SOURCE_LEN)?;
     check_attribute("type", &ty, MAX_ID_LEN)?;
     let text = Value::Object(event).to_string();
+    // Data decoded from base64 was not in the body's depth.
+    check_depth(text.as_bytes(), MAX_DEPTH + 1)?;
     // The copy forwarded must fit a peer's limit: a new event keeps room for the longest
     // chain it can collect, a federated one for the extensions this instance adds.
     let room = if federated {
@@ -615,5 +629,109 @@ mod tests {
         let e = build("x", &headers(&[]), fits.as_bytes()).unwrap();
         let forwarded = fed::forward_text(&e.text, &e.fed, &"z".repeat(128)).unwrap();
         assert!(forwarded.len() <= MAX_BODY_BYTES);
+    }
+
+    /// What a peer stores when `e` is forwarded to it (its `kite` hook).
+    fn at_peer(e: &IncomingEvent) -> Result<IncomingEvent, ApiError> {
+        let wire = fed::forward_text(&e.text, &e.fed, "a").unwrap();
+        let ce = headers(&[("content-type", "application/cloudevents+json")]);
+        build_event(
+            Hook {
+                team: "p",
+                source: "kite",
+                scheme: None,
+                instance_id: "b",
+            },
+            &ce,
+            wire.as_bytes(),
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn binary_data_is_stored_as_peers_read_it() {
+        // Found by the cloudevent_parse fuzz target: spec 0.3 binary data goes on as base64
+        // `data`, which a peer must decode as JSON (no content type means JSON); a body that
+        // is not JSON was accepted here and refused by every peer.
+        let v03 = |ct: Option<&'static str>| {
+            let mut h = headers(&[
+                ("ce-specversion", "0.3"),
+                ("ce-id", "1"),
+                ("ce-source", "/s"),
+                ("ce-type", "t"),
+            ]);
+            if let Some(ct) = ct {
+                h.insert("content-type", ct.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            build("kite", &v03(None), b"{\"a\":1`").unwrap_err().code,
+            "invalid_cloudevent"
+        );
+        // JSON data is stored as JSON, as the peer stores it; other bytes stay binary.
+        for (h, body) in [
+            (v03(None), &b"{\"a\":1}"[..]),
+            (v03(Some("text/plain")), b"\xff\x00"),
+            (
+                headers(&[
+                    ("ce-specversion", "1.0"),
+                    ("ce-id", "1"),
+                    ("ce-source", "/s"),
+                    ("ce-type", "t"),
+                ]),
+                b"[1, 2]",
+            ),
+        ] {
+            let e = build("kite", &h, body).unwrap();
+            let p = at_peer(&e).unwrap();
+            assert_eq!(obj(&p), obj(&e), "{}", e.text);
+        }
+    }
+
+    #[test]
+    fn base64_data_counts_in_the_depth() {
+        // Found writing the cloudevent_parse fuzz target (its depth invariant): JSON inside
+        // `data_base64` is decoded into `data` unchecked, and every peer refused the result.
+        let b64 = |depth: usize| {
+            use base64::Engine;
+            let json = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(json);
+            format!(
+                r#"{{"specversion":"1.0","id":"1","source":"/s","type":"t","data_base64":"{b64}"}}"#
+            )
+        };
+        let ce = headers(&[("content-type", "application/cloudevents+json")]);
+        let e = build("kite", &ce, b64(MAX_DEPTH).as_bytes()).unwrap();
+        assert!(at_peer(&e).is_ok());
+        assert_eq!(
+            build("kite", &ce, b64(MAX_DEPTH + 1).as_bytes())
+                .unwrap_err()
+                .code,
+            "too_deep"
+        );
+    }
+
+    #[test]
+    fn structured_content_type_is_case_insensitive() {
+        // Found writing the cloudevent_parse fuzz target: kite took this for a structured
+        // event, the SDK for binary mode, so unsigned ce-* headers named a signed event.
+        let h = headers(&[
+            ("content-type", "Application/CloudEvents+JSON"),
+            ("ce-specversion", "1.0"),
+            ("ce-id", "forged"),
+            ("ce-source", "/elsewhere"),
+            ("ce-type", "com.forged"),
+        ]);
+        let body = br#"{"specversion":"1.0","id":"s1","source":"/s","type":"com.shop.order"}"#;
+        let e = build_event(hook("shop", Some(Scheme::HmacSha256)), &h, body, Utc::now()).unwrap();
+        assert_eq!((e.id.as_str(), e.ty.as_str()), ("s1", "com.shop.order"));
+        assert_eq!(obj(&e)["kiteclaimedsource"], "/s");
+        // Nor is a body nested one level too deep for a binary event stored as data.
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(
+            build("acme", &h, deep.as_bytes()).unwrap_err().code,
+            "invalid_cloudevent"
+        );
     }
 }
