@@ -319,11 +319,10 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     if a.roles.contains(&Role::Router) {
         let cfg = RouterConfig {
-            instance_id: instance_id.clone(),
-            prefetch: 32,
             sweep_interval: Duration::from_millis(a.sweep_interval_ms.max(100)),
             sweep_grace: Duration::from_millis(a.sweep_grace_ms),
             retention: Duration::from_secs(a.retention_secs),
+            ..RouterConfig::new(&instance_id)
         };
         tasks.push(tokio::spawn(kite_router::run(
             worker_store.clone(),

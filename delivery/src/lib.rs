@@ -51,12 +51,17 @@ pub struct DeliveryConfig {
     pub attempts_in_flight: usize,
     /// Rows a probe may settle as message failures before it waits for the next probe.
     pub probe_rows: usize,
+    /// How often the supervisor reloads peers even without a change notice.
+    pub supervise_interval: Duration,
+    /// How long a message whose bookkeeping failed waits before it is handed back.
+    pub retry_pause: Duration,
 }
 
 impl DeliveryConfig {
     /// The defaults for an instance: 10 attempts from 1 s doubling to 5 min, 15 s requests,
     /// 16 messages in flight a peer with 32 attempts at once, unreachable after 5 failures
-    /// in a row, probed every 30 s (up to 20 rows a probe), private peers refused.
+    /// in a row, probed every 30 s (up to 20 rows a probe), private peers refused, peers
+    /// reloaded every 2 s at least, failed bookkeeping retried after 500 ms.
     pub fn new(instance_id: &str) -> Self {
         Self {
             instance_id: instance_id.to_string(),
@@ -69,6 +74,8 @@ impl DeliveryConfig {
             peer_ca: None,
             attempts_in_flight: 32,
             probe_rows: 20,
+            supervise_interval: Duration::from_secs(2),
+            retry_pause: Duration::from_millis(500),
         }
     }
 }
@@ -100,4 +107,6 @@ pub(crate) enum Handled {
     Parked,
     /// The peer is paused or parked; hand the message back and stop consuming.
     PeerNotActive,
+    /// Bookkeeping failed; hand the message back for later.
+    Retry,
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use kite_bus::{BasicAckOptions, Batch, Delivery, Outgoing};
+use kite_bus::{Job, Message};
 use kite_store::outbox::DeliveryUpdate;
 use kite_store::peers::PeerOutcome;
 use kite_store::types::{OutboxState, PeerHealth, PeerStatus};
@@ -16,32 +16,22 @@ use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
 use crate::{Ctx, DeliverError, Handled};
 
 impl Ctx {
-    pub(crate) async fn handle(&self, d: Delivery) -> Handled {
-        let Some(batch) = Batch::parse(&d.data) else {
-            tracing::warn!("dropping malformed delivery message");
-            let _ = d.ack(BasicAckOptions::default()).await;
+    pub(crate) async fn handle(&self, peer_id: Uuid, job: Job) -> Handled {
+        let Message::Deliver { ids, .. } = job.message else {
+            tracing::warn!(peer = %peer_id, "delivery got a message that is not Deliver; dropped");
             return Handled::Done;
         };
-        let peer_id = d.routing_key.as_str().parse::<Uuid>().ok();
-        match self.deliver(peer_id, &batch.ids).await {
-            Ok(h @ (Handled::Done | Handled::Parked)) => {
-                let _ = d.ack(BasicAckOptions::default()).await;
-                h
-            }
-            Ok(Handled::PeerNotActive) => {
-                kite_bus::requeue(&d).await;
-                Handled::PeerNotActive
-            }
+        match self.deliver(peer_id, &ids).await {
+            Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "delivery bookkeeping failed; message requeued");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                kite_bus::requeue(&d).await;
-                Handled::Done
+                tokio::time::sleep(self.cfg.retry_pause).await;
+                Handled::Retry
             }
         }
     }
 
-    async fn deliver(&self, peer_hint: Option<Uuid>, ids: &[i64]) -> Result<Handled, DeliverError> {
+    async fn deliver(&self, peer_id: Uuid, ids: &[i64]) -> Result<Handled, DeliverError> {
         let rows = self.store.delivery_rows(ids).await?;
         let mut to_send = Vec::new();
         let mut cancel = Vec::new();
@@ -59,10 +49,9 @@ impl Ctx {
         if !cancel.is_empty() {
             self.store.cancel_rows(&cancel).await?;
         }
-        let Some(first) = to_send.first() else {
+        if to_send.is_empty() {
             return Ok(Handled::Done);
-        };
-        let peer_id = peer_hint.unwrap_or(first.peer_id);
+        }
         let attempts: Vec<Attempt> = futures::stream::iter(to_send)
             .map(|row| self.attempt(row))
             .buffer_unordered(self.cfg.attempts_in_flight.max(1))
@@ -119,7 +108,7 @@ impl Ctx {
         let policy = self.cfg.retry;
         let now = Utc::now();
         let mut updates = Vec::with_capacity(attempts.len());
-        let mut retries: Vec<Outgoing> = Vec::new();
+        let mut retries: Vec<Message> = Vec::new();
         let mut peer = PeerOutcome::default();
         let mut gone: Option<String> = None;
         for a in attempts {
@@ -153,15 +142,12 @@ impl Ctx {
                 RowChange::Retry { attempts } => {
                     let delay = policy.jittered(attempts);
                     if !probing {
-                        // One message a row: each carries its own jittered expiration.
-                        retries.push(Outgoing {
-                            exchange: self.bus.names().retry_tier(attempts.min(policy.tiers())),
-                            routing_key: peer_id.to_string(),
-                            payload: Batch {
-                                ids: vec![a.row_id],
-                            }
-                            .to_bytes(),
-                            expiration_ms: Some((delay.as_millis() as u64).max(1)),
+                        // One message a row: each carries its own jittered delay.
+                        retries.push(Message::Retry {
+                            peer: peer_id,
+                            id: a.row_id,
+                            attempt: attempts.min(policy.tiers()),
+                            delay,
                         });
                     }
                     (OutboxState::Pending, attempts, delay)
@@ -203,7 +189,7 @@ impl Ctx {
                 }
             }
         };
-        self.bus.publish(&retries).await?;
+        self.bus.send(&retries).await?;
         Ok(match (gone, health) {
             (Some(_), _) => PeerState::Paused,
             (None, Some(h)) => PeerState::Health(h),

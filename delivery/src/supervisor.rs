@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
-use kite_bus::Bus;
+use kite_bus::{Bus, ConsumeOptions, Flow, Queue, Settle};
 use kite_store::types::{PeerHealth, PeerStatus};
 use kite_store::Store;
 use tokio::sync::watch;
@@ -76,7 +74,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = config_generation.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(ctx.cfg.supervise_interval) => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
@@ -139,46 +137,30 @@ async fn peer_worker(
     stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let queue = ctx.bus.names().peer_queue(&peer_id.to_string());
-    if let Err(e) = ctx.bus.declare_peer(&peer_id.to_string()).await {
-        tracing::warn!(peer = %peer_id, error = %e, "cannot declare peer queue");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        return;
-    }
-    let (paused_tx, paused_rx) = watch::channel(false);
-    let tag = format!("kite-delivery-{peer_id}");
-    match ctx.bus.consume(&queue, &tag, ctx.cfg.prefetch).await {
-        Ok((channel, consumer)) => {
-            tracing::info!(peer = %peer_id, "delivery consuming");
-            let end = async {
-                tokio::select! {
-                    _ = either_stopped(stop.clone(), shutdown.clone()) => {}
-                    _ = async { let mut p = paused_rx.clone(); let _ = p.wait_for(|s| *s).await; } => {}
+    let (end_tx, end) = watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        either_stopped(stop, shutdown).await;
+        let _ = end_tx.send(true);
+    });
+    let opts = ConsumeOptions::new(
+        &format!("kite-delivery-{peer_id}"),
+        ctx.cfg.prefetch,
+        usize::from(ctx.cfg.prefetch.max(1)),
+    );
+    tracing::info!(peer = %peer_id, "delivery consuming");
+    // Unsettled messages go back to the queue when the consumer ends.
+    ctx.bus
+        .consume(Queue::Peer(peer_id), &opts, end, |job| {
+            let ctx = ctx.clone();
+            async move {
+                match ctx.handle(peer_id, job).await {
+                    Handled::Done => (Settle::Ack, Flow::Continue),
+                    Handled::Retry => (Settle::Requeue, Flow::Continue),
+                    Handled::Parked => (Settle::Ack, Flow::Stop),
+                    Handled::PeerNotActive => (Settle::Requeue, Flow::Stop),
                 }
-            };
-            consumer
-                .take_until(end)
-                .for_each_concurrent(16, |d| {
-                    let ctx = ctx.clone();
-                    let paused_tx = paused_tx.clone();
-                    async move {
-                        match d {
-                            Ok(d) => {
-                                if ctx.handle(d).await != Handled::Done {
-                                    let _ = paused_tx.send(true);
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "delivery consumer error"),
-                        }
-                    }
-                })
-                .await;
-            // Unacknowledged messages go back to the queue when the channel closes.
-            let _ = channel.close(200, "bye".into()).await;
-        }
-        Err(e) => {
-            tracing::warn!(peer = %peer_id, error = %e, "cannot consume; supervisor will retry");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
+            }
+        })
+        .await;
+    watcher.abort();
 }

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kite_bus::{Batch, Outgoing};
+use kite_bus::Message;
 use kite_protocol::scope::{ScopeError, ScopeSet};
 use kite_protocol::{token, ApiError};
 use kite_store::keys::KeyGrant;
@@ -319,7 +319,7 @@ async fn create_peer(
     };
     check_destination(&st, &new.peer_hook_url).await?;
     let peer = st.store.create_peer(&g.team_id, &new).await?;
-    if let Err(e) = st.bus.declare_peer(&peer.id.to_string()).await {
+    if let Err(e) = st.bus.declare_peer(peer.id).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
     Ok((StatusCode::CREATED, Json(json!(peer))).into_response())
@@ -392,11 +392,7 @@ async fn delete_peer(
     let g = authorize(&st, &headers, Permission::Admin).await?;
     let id = parse_id(&id)?;
     let cancelled = st.store.delete_peer(&g.team_id, id).await?;
-    if let Err(e) = st
-        .bus
-        .delete_queue(&st.bus.names().peer_queue(&id.to_string()))
-        .await
-    {
+    if let Err(e) = st.bus.delete_peer_queue(id).await {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
     Ok(Json(json!({"deleted": true, "cancelled": cancelled})).into_response())
@@ -417,17 +413,13 @@ async fn replay_dead(
     let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
     if !ids.is_empty() {
         let publish = async {
-            st.bus.declare_peer(&id.to_string()).await?;
-            let msgs: Vec<Outgoing> = ids
-                .chunks(500)
-                .map(|c| Outgoing {
-                    exchange: st.bus.names().deliver_exchange(),
-                    routing_key: id.to_string(),
-                    payload: Batch { ids: c.to_vec() }.to_bytes(),
-                    expiration_ms: None,
-                })
-                .collect();
-            st.bus.publish(&msgs).await
+            st.bus.declare_peer(id).await?;
+            st.bus
+                .send(&[Message::Deliver {
+                    peer: id,
+                    ids: ids.clone(),
+                }])
+                .await
         };
         if let Err(e) = publish.await {
             tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use kite_bus::{Batch, Bus, Outgoing};
+use kite_bus::{Bus, Message};
 use kite_protocol::ApiError;
 use kite_store::events::{InsertOutcome, NewEvent};
 use kite_store::{Store, StoreError};
@@ -109,19 +109,11 @@ async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>
                 })
                 .collect();
             if !seqs.is_empty() {
-                let msgs: Vec<Outgoing> = seqs
-                    .chunks(ROUTER_BATCH)
-                    .map(|c| Outgoing {
-                        exchange: String::new(),
-                        routing_key: bus.names().events_queue(),
-                        payload: Batch { ids: c.to_vec() }.to_bytes(),
-                        expiration_ms: None,
-                    })
-                    .collect();
+                let count = seqs.len();
                 // The commit made the events durable; if the broker is down, the router's
                 // sweeper publishes them once it is back.
-                if let Err(e) = bus.publish(&msgs).await {
-                    tracing::warn!(error = %e, count = seqs.len(), "events stored but not published; the sweeper will");
+                if let Err(e) = bus.send(&[Message::Route { seqs }]).await {
+                    tracing::warn!(error = %e, count, "events stored but not published; the sweeper will");
                 }
             }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -151,6 +143,3 @@ async fn one_by_one(store: &Store, events: &[NewEvent]) -> Vec<Result<InsertOutc
     }
     out
 }
-
-/// Most sequence numbers one router message carries.
-const ROUTER_BATCH: usize = 500;

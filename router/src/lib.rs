@@ -7,10 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
-
-use futures::StreamExt;
-use kite_bus::{BasicAckOptions, Batch, Bus, Delivery, Outgoing};
+use kite_bus::{Bus, ConsumeOptions, Flow, Job, Message, Queue, Settle};
 use kite_protocol::fed::FedInfo;
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{NewOutbox, RoutingEvent};
@@ -19,22 +16,46 @@ use kite_store::Store;
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
-/// Most ids one AMQP message carries.
-pub const BATCH_MAX: usize = 500;
-
 /// Router settings.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     /// This instance's id (loop checks).
     pub instance_id: String,
-    /// Messages in flight per consumer.
+    /// Messages the broker hands over before they are settled.
     pub prefetch: u16,
+    /// Messages routed at once.
+    pub concurrency: usize,
+    /// How long a message whose routing failed waits before it is handed back.
+    pub retry_pause: Duration,
+    /// Most events (and deliveries) one sweep republishes.
+    pub sweep_limit: i64,
+    /// Most events one retention pass deletes.
+    pub prune_limit: i64,
     /// How often the sweeper looks for lost work.
     pub sweep_interval: Duration,
     /// How overdue work must be before the sweeper republishes it.
     pub sweep_grace: Duration,
     /// How long settled events are kept (duplicate window and stream replay).
     pub retention: Duration,
+}
+
+impl RouterConfig {
+    /// The defaults for an instance: prefetch 32, 8 messages routed at once, a failed
+    /// message handed back after 500 ms, sweeps every 5 s of work overdue by 30 s (5,000 at
+    /// most), settled events kept 7 days (10,000 deleted a pass).
+    pub fn new(instance_id: &str) -> Self {
+        Self {
+            instance_id: instance_id.to_string(),
+            prefetch: 32,
+            concurrency: 8,
+            retry_pause: Duration::from_millis(500),
+            sweep_limit: 5_000,
+            prune_limit: 10_000,
+            sweep_interval: Duration::from_secs(5),
+            sweep_grace: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// Why an event was not forwarded to a peer whose scopes match.
@@ -104,71 +125,29 @@ pub async fn run(
     let _ = sweeper.await;
 }
 
-async fn stopped(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
-
 async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
-    let queue = router.bus.names().events_queue();
-    let reconnect = || {
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
-    let mut delays = reconnect();
-    while !*shutdown.borrow() {
-        let consumer = async {
-            router.bus.redeclare().await?;
-            router
-                .bus
-                .consume(&queue, "kite-router", router.cfg.prefetch)
-                .await
-        };
-        match consumer.await {
-            Ok((channel, consumer)) => {
-                delays = reconnect();
-                tracing::info!(queue = %queue, "router consuming");
-                consumer
-                    .take_until(stopped(shutdown.clone()))
-                    .for_each_concurrent(8, |d| {
-                        let router = router.clone();
-                        async move {
-                            match d {
-                                Ok(d) => router.handle(d).await,
-                                Err(e) => tracing::warn!(error = %e, "router consumer error"),
-                            }
-                        }
-                    })
-                    .await;
-                let _ = channel.close(200, "bye".into()).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "router cannot consume; retrying"),
-        }
-        if *shutdown.borrow() {
-            break;
-        }
-        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
-    }
+    let opts = ConsumeOptions::new("kite-router", router.cfg.prefetch, router.cfg.concurrency);
+    router
+        .bus
+        .consume(Queue::Router, &opts, shutdown, |job| {
+            let router = router.clone();
+            async move { (router.handle(job).await, Flow::Continue) }
+        })
+        .await;
 }
 
 impl Router {
-    async fn handle(&self, d: Delivery) {
-        let Some(batch) = Batch::parse(&d.data) else {
-            tracing::warn!("dropping malformed router message");
-            let _ = d.ack(BasicAckOptions::default()).await;
-            return;
+    async fn handle(&self, job: Job) -> Settle {
+        let Message::Route { seqs } = job.message else {
+            tracing::warn!("the router got a message that is not Route; dropped");
+            return Settle::Ack;
         };
-        match self.route(&batch.ids).await {
-            Ok(()) => {
-                let _ = d.ack(BasicAckOptions::default()).await;
-            }
+        match self.route(&seqs).await {
+            Ok(()) => Settle::Ack,
             Err(e) => {
                 tracing::warn!(error = %e, "routing failed; message requeued");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                kite_bus::requeue(&d).await;
+                tokio::time::sleep(self.cfg.retry_pause).await;
+                Settle::Requeue
             }
         }
     }
@@ -217,33 +196,27 @@ impl Router {
         let mut msgs = Vec::new();
         for (peer, ids) in by_peer {
             self.ensure_peer_queue(peer).await?;
-            for chunk in ids.chunks(BATCH_MAX) {
-                msgs.push(Outgoing {
-                    exchange: self.bus.names().deliver_exchange(),
-                    routing_key: peer.to_string(),
-                    payload: Batch {
-                        ids: chunk.to_vec(),
-                    }
-                    .to_bytes(),
-                    expiration_ms: None,
-                });
-            }
+            msgs.push(Message::Deliver { peer, ids });
         }
-        self.bus.publish(&msgs).await?;
+        self.bus.send(&msgs).await?;
         Ok(())
     }
 
     async fn ensure_peer_queue(&self, peer: Uuid) -> Result<(), RouteError> {
         let mut declared = self.declared.lock().await;
         if !declared.contains(&peer) {
-            self.bus.declare_peer(&peer.to_string()).await?;
+            self.bus.declare_peer(peer).await?;
             declared.insert(peer);
         }
         Ok(())
     }
 
     async fn sweep(&self) -> Result<(), RouteError> {
-        let Some(found) = self.store.sweep(self.cfg.sweep_grace, 5000).await? else {
+        let Some(found) = self
+            .store
+            .sweep(self.cfg.sweep_grace, self.cfg.sweep_limit)
+            .await?
+        else {
             return Ok(());
         };
         if !found.events.is_empty() {
@@ -251,17 +224,9 @@ impl Router {
                 count = found.events.len(),
                 "sweeper republishes unrouted events"
             );
-            let msgs: Vec<Outgoing> = found
-                .events
-                .chunks(BATCH_MAX)
-                .map(|c| Outgoing {
-                    exchange: String::new(),
-                    routing_key: self.bus.names().events_queue(),
-                    payload: Batch { ids: c.to_vec() }.to_bytes(),
-                    expiration_ms: None,
-                })
-                .collect();
-            self.bus.publish(&msgs).await?;
+            self.bus
+                .send(&[Message::Route { seqs: found.events }])
+                .await?;
         }
         if !found.rows.is_empty() {
             tracing::info!(
@@ -283,7 +248,11 @@ async fn sweep_loop(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
         if let Err(e) = router.sweep().await {
             tracing::warn!(error = %e, "sweep failed");
         }
-        match router.store.prune(router.cfg.retention, 10_000).await {
+        match router
+            .store
+            .prune(router.cfg.retention, router.cfg.prune_limit)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "pruned events past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),

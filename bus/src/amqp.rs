@@ -1,0 +1,548 @@
+//! The broker behind the contract: RabbitMQ over one connection that is re-established
+//! after a failure, confirmed publishing, and the consumer loop.
+//!
+//! Topology (all durable; queues are quorum queues):
+//! - `{prefix}.events`: batches of event sequence numbers for the router;
+//! - exchange `{prefix}.deliver` (direct) and one queue `{prefix}.deliver.{peer_id}` a peer,
+//!   bound with the peer id: batches of outbox ids for delivery;
+//! - per retry tier n, fanout exchange and queue `{prefix}.retry.{n}`, which dead-letters
+//!   expired messages back to `{prefix}.deliver` with their routing key (the peer id).
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
+use futures::future::join_all;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex};
+
+use crate::{BusError, ConsumeOptions, Flow, Job, Message, Queue, Result, Settle, MAX_BATCH};
+
+impl From<lapin::Error> for BusError {
+    fn from(e: lapin::Error) -> Self {
+        BusError::Unavailable(e.to_string())
+    }
+}
+
+/// The body of every kite message: a batch of ids (event seqs or outbox ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Batch {
+    /// The ids.
+    pub ids: Vec<i64>,
+}
+
+impl Batch {
+    /// JSON bytes of the batch.
+    fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a message body; None for a malformed one.
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    /// Exchange ("" for the default exchange).
+    exchange: String,
+    /// Routing key.
+    routing_key: String,
+    /// Body.
+    payload: Vec<u8>,
+    /// Per-message TTL in milliseconds (retry tiers).
+    expiration_ms: Option<u64>,
+}
+
+/// Names of kite's AMQP objects under one prefix.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+    /// The router's input queue.
+    pub fn events_queue(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// The exchange routing deliveries to peer queues.
+    pub fn deliver_exchange(&self) -> String {
+        format!("{}.deliver", self.prefix)
+    }
+    /// A peer's delivery queue.
+    pub fn peer_queue(&self, peer_id: &str) -> String {
+        format!("{}.deliver.{peer_id}", self.prefix)
+    }
+    /// Retry tier `n` (exchange and queue share the name).
+    pub fn retry_tier(&self, n: u32) -> String {
+        format!("{}.retry.{n}", self.prefix)
+    }
+}
+
+struct Live {
+    conn: Connection,
+    publish: Channel,
+}
+
+/// A connection to the broker for one kite process.
+pub(crate) struct AmqpBus {
+    url: String,
+    names: Names,
+    live: Mutex<Option<Live>>,
+    publish_timeout: Duration,
+    tiers: std::sync::atomic::AtomicU32,
+}
+
+impl std::fmt::Debug for AmqpBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("names", &self.names).finish()
+    }
+}
+
+fn quorum_args() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    t
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+impl AmqpBus {
+    /// Connects, retrying with backoff for up to about `patience`.
+    pub(crate) async fn connect(url: &str, prefix: &str, patience: Duration) -> Result<Self> {
+        let bus = Self {
+            url: url.to_string(),
+            names: Names::new(prefix),
+            live: Mutex::new(None),
+            publish_timeout: Duration::from_secs(10),
+            tiers: std::sync::atomic::AtomicU32::new(0),
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        let attempt = || async {
+            let mut guard = bus.live.lock().await;
+            bus.ensure(&mut guard).await.map(|_| ())
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(5))
+                    .without_max_times(),
+            )
+            .when(|_| tokio::time::Instant::now() < deadline)
+            .notify(|e, d| tracing::warn!(error = %e, retry_in = ?d, "broker not reachable yet"))
+            .await?;
+        Ok(bus)
+    }
+
+    /// The names of this instance's objects.
+    pub(crate) fn names(&self) -> &Names {
+        &self.names
+    }
+
+    async fn ensure<'a>(&self, guard: &'a mut Option<Live>) -> Result<&'a Live> {
+        let healthy = guard
+            .as_ref()
+            .is_some_and(|l| l.conn.status().connected() && l.publish.status().connected());
+        if !healthy {
+            *guard = None;
+            // Named after the prefix, so an operator (or a fault test) can find kite's connections.
+            let props = ConnectionProperties::default()
+                .with_connection_name(self.names.prefix.clone().into());
+            let conn = Connection::connect(&self.url, props).await?;
+            let publish = conn.create_channel().await?;
+            publish
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            tracing::info!("connected to broker");
+            *guard = Some(Live { conn, publish });
+        }
+        guard
+            .as_ref()
+            .ok_or_else(|| BusError::Unavailable("no connection".into()))
+    }
+
+    async fn channel(&self) -> Result<Channel> {
+        let mut guard = self.live.lock().await;
+        let live = self.ensure(&mut guard).await?;
+        match live.conn.create_channel().await {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                *guard = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// True when the connection is up (reconnecting if it was down).
+    pub(crate) async fn healthy(&self) -> bool {
+        let mut guard = self.live.lock().await;
+        self.ensure(&mut guard).await.is_ok()
+    }
+
+    /// Declares the router queue, the delivery exchange and `tiers` retry tiers.
+    pub(crate) async fn declare_base(&self, tiers: u32) -> Result<()> {
+        self.tiers
+            .store(tiers, std::sync::atomic::Ordering::Relaxed);
+        self.redeclare().await
+    }
+
+    /// Declares the base topology again (after a reconnect: the broker may have lost it).
+    pub(crate) async fn redeclare(&self) -> Result<()> {
+        let tiers = self.tiers.load(std::sync::atomic::Ordering::Relaxed);
+        let ch = self.channel().await?;
+        ch.queue_declare(
+            self.names.events_queue().into(),
+            durable_queue(),
+            quorum_args(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.names.deliver_exchange().into(),
+            ExchangeKind::Direct,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await?;
+        for n in 1..=tiers {
+            let name = self.names.retry_tier(n);
+            ch.exchange_declare(
+                name.clone().into(),
+                ExchangeKind::Fanout,
+                durable_exchange(),
+                FieldTable::default(),
+            )
+            .await?;
+            let mut args = quorum_args();
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.names.deliver_exchange().into()),
+            );
+            ch.queue_declare(name.clone().into(), durable_queue(), args)
+                .await?;
+            ch.queue_bind(
+                name.clone().into(),
+                name.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        let _ = ch.close(200, "OK".into()).await;
+        Ok(())
+    }
+
+    /// Declares a peer's delivery queue and binds it.
+    pub(crate) async fn declare_peer(&self, peer_id: &str) -> Result<()> {
+        let ch = self.channel().await?;
+        let q = self.names.peer_queue(peer_id);
+        ch.queue_declare(q.clone().into(), durable_queue(), quorum_args())
+            .await?;
+        ch.queue_bind(
+            q.into(),
+            self.names.deliver_exchange().into(),
+            peer_id.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let _ = ch.close(200, "OK".into()).await;
+        Ok(())
+    }
+
+    /// Deletes a queue (a removed peer's).
+    pub(crate) async fn delete_queue(&self, name: &str) -> Result<()> {
+        let ch = self.channel().await?;
+        ch.queue_delete(name.into(), QueueDeleteOptions::default())
+            .await?;
+        let _ = ch.close(200, "OK".into()).await;
+        Ok(())
+    }
+
+    /// Publishes persistent messages and waits for all their confirms together. Unroutable
+    /// messages count as failures.
+    async fn publish(&self, msgs: &[Outgoing]) -> Result<()> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let res = tokio::time::timeout(self.publish_timeout, self.publish_inner(msgs)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(BusError::NotConfirmed("timed out".into())),
+        };
+        if res.is_err() {
+            // Start afresh on the next call: the channel may be in an unknown state.
+            *self.live.lock().await = None;
+        }
+        res
+    }
+
+    async fn publish_inner(&self, msgs: &[Outgoing]) -> Result<()> {
+        let mut guard = self.live.lock().await;
+        let live = self.ensure(&mut guard).await?;
+        let mut confirms = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let mut props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            if let Some(ms) = m.expiration_ms {
+                props = props.with_expiration(ms.to_string().into());
+            }
+            let c = live
+                .publish
+                .basic_publish(
+                    ShortString::from(m.exchange.as_str()),
+                    ShortString::from(m.routing_key.as_str()),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &m.payload,
+                    props,
+                )
+                .await?;
+            confirms.push(c);
+        }
+        drop(guard);
+        for c in join_all(confirms).await {
+            let c = c?;
+            if !c.is_ack() {
+                return Err(BusError::NotConfirmed("nacked".into()));
+            }
+            if let Some(returned) = c.take_message() {
+                return Err(BusError::NotConfirmed(format!(
+                    "unroutable: {}",
+                    returned.reply_text
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts consuming `queue` on a channel of its own with the given prefetch. Closing the
+    /// returned channel hands unacknowledged messages back to the queue.
+    async fn consume_raw(
+        &self,
+        queue: &str,
+        tag: &str,
+        prefetch: u16,
+    ) -> Result<(Channel, Consumer)> {
+        let ch = self.channel().await?;
+        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let consumer = ch
+            .basic_consume(
+                queue.into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((ch, consumer))
+    }
+
+    /// Deletes every object of this prefix that kite declares (tests and `kite` teardown).
+    pub(crate) async fn teardown(&self, peer_ids: &[String], tiers: u32) -> Result<()> {
+        let ch = self.channel().await?;
+        let mut queues = vec![self.names.events_queue()];
+        queues.extend(peer_ids.iter().map(|p| self.names.peer_queue(p)));
+        queues.extend((1..=tiers).map(|n| self.names.retry_tier(n)));
+        for q in queues {
+            ch.queue_delete(q.into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        let mut exchanges = vec![self.names.deliver_exchange()];
+        exchanges.extend((1..=tiers).map(|n| self.names.retry_tier(n)));
+        for x in exchanges {
+            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        let _ = ch.close(200, "OK".into()).await;
+        Ok(())
+    }
+
+    /// Closes the connection.
+    pub(crate) async fn close(&self) {
+        if let Some(live) = self.live.lock().await.take() {
+            let _ = live.conn.close(200, "bye".into()).await;
+        }
+    }
+
+    /// The AMQP messages that carry `msgs`: batches split at [`MAX_BATCH`] ids.
+    fn outgoing(&self, msgs: &[Message]) -> Vec<Outgoing> {
+        let tiers = self.tiers.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        let mut out = Vec::new();
+        for m in msgs {
+            match m {
+                Message::Route { seqs } => out.extend(seqs.chunks(MAX_BATCH).map(|c| Outgoing {
+                    exchange: String::new(),
+                    routing_key: self.names.events_queue(),
+                    payload: Batch { ids: c.to_vec() }.to_bytes(),
+                    expiration_ms: None,
+                })),
+                Message::Deliver { peer, ids } => {
+                    out.extend(ids.chunks(MAX_BATCH).map(|c| Outgoing {
+                        exchange: self.names.deliver_exchange(),
+                        routing_key: peer.to_string(),
+                        payload: Batch { ids: c.to_vec() }.to_bytes(),
+                        expiration_ms: None,
+                    }))
+                }
+                Message::Retry {
+                    peer,
+                    id,
+                    attempt,
+                    delay,
+                } => out.push(Outgoing {
+                    exchange: self.names.retry_tier((*attempt).clamp(1, tiers)),
+                    routing_key: peer.to_string(),
+                    payload: Batch { ids: vec![*id] }.to_bytes(),
+                    expiration_ms: Some((delay.as_millis() as u64).max(1)),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Publishes `msgs` persistently and waits for every confirm.
+    pub(crate) async fn send(&self, msgs: &[Message]) -> Result<()> {
+        self.publish(&self.outgoing(msgs)).await
+    }
+
+    /// The consumer loop (see [`crate::Bus::consume`]): declares what it reads, consumes with
+    /// the prefetch, hands each message to `handler` with at most `concurrency` at once,
+    /// settles it as the handler says, and reconnects with backoff until `stop` turns true
+    /// or the handler answers [`Flow::Stop`]. Unsettled messages go back to the queue.
+    pub(crate) async fn consume<F, Fut>(
+        &self,
+        queue: Queue,
+        opts: &ConsumeOptions,
+        mut stop: watch::Receiver<bool>,
+        handler: F,
+    ) where
+        F: Fn(Job) -> Fut + Sync,
+        Fut: std::future::Future<Output = (Settle, Flow)> + Send,
+    {
+        let name = match queue {
+            Queue::Router => self.names.events_queue(),
+            Queue::Peer(p) => self.names.peer_queue(&p.to_string()),
+        };
+        let backoff = || {
+            ExponentialBuilder::default()
+                .with_min_delay(opts.reconnect_min)
+                .with_max_delay(opts.reconnect_max)
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut delays = backoff();
+        let (flow_tx, flow_rx) = watch::channel(false);
+        while !*stop.borrow() && !*flow_rx.borrow() {
+            let started = async {
+                self.redeclare().await?;
+                if let Queue::Peer(p) = queue {
+                    self.declare_peer(&p.to_string()).await?;
+                }
+                self.consume_raw(&name, &opts.tag, opts.prefetch).await
+            };
+            match started.await {
+                Ok((channel, consumer)) => {
+                    delays = backoff();
+                    tracing::info!(queue = %name, "consuming");
+                    let end = {
+                        let (mut stop, mut flow) = (stop.clone(), flow_rx.clone());
+                        async move {
+                            tokio::select! {
+                                _ = stop.wait_for(|s| *s) => {}
+                                _ = flow.wait_for(|s| *s) => {}
+                            }
+                        }
+                    };
+                    consumer
+                        .take_until(end)
+                        .for_each_concurrent(opts.concurrency.max(1), |d| {
+                            let (handler, flow_tx, name) = (&handler, &flow_tx, &name);
+                            async move {
+                                let d = match d {
+                                    Ok(d) => d,
+                                    Err(e) => {
+                                        tracing::warn!(queue = %name, error = %e, "consumer error");
+                                        return;
+                                    }
+                                };
+                                let message = Batch::parse(&d.data).map(|b| match queue {
+                                    Queue::Router => Message::Route { seqs: b.ids },
+                                    Queue::Peer(peer) => Message::Deliver { peer, ids: b.ids },
+                                });
+                                let Some(message) = message else {
+                                    tracing::warn!(queue = %name, "dropping a malformed message");
+                                    let _ = d.ack(BasicAckOptions::default()).await;
+                                    return;
+                                };
+                                let (settle, flow) = handler(Job { message }).await;
+                                match settle {
+                                    Settle::Ack => {
+                                        let _ = d.ack(BasicAckOptions::default()).await;
+                                    }
+                                    // The broker being gone needs no answer: the message
+                                    // comes back anyway.
+                                    Settle::Requeue => {
+                                        let _ = d
+                                            .nack(BasicNackOptions {
+                                                requeue: true,
+                                                ..BasicNackOptions::default()
+                                            })
+                                            .await;
+                                    }
+                                }
+                                if flow == Flow::Stop {
+                                    let _ = flow_tx.send(true);
+                                }
+                            }
+                        })
+                        .await;
+                    let _ = channel.close(200, "bye".into()).await;
+                }
+                Err(e) => tracing::warn!(queue = %name, error = %e, "cannot consume; retrying"),
+            }
+            if *stop.borrow() || *flow_rx.borrow() {
+                break;
+            }
+            let wait = delays.next().unwrap_or(opts.reconnect_max);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
+    }
+}
