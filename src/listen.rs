@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
+use kite_protocol::stream::{self, ClientFrame, ServerFrame};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -120,7 +121,7 @@ pub fn render_line(seq: i64, ev: &Value) -> String {
 
 struct Listener {
     url: String,
-    hello: Value,
+    hello: ClientFrame,
     json: bool,
     forward: Option<Forwarder>,
     socket: Option<broadcast::Sender<Arc<str>>>,
@@ -152,11 +153,13 @@ pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
         .client_id
         .clone()
         .unwrap_or_else(|| format!("listen-{}", uuid::Uuid::new_v4().simple()));
-    let mut hello =
-        json!({"type":"connect","version":1,"token":api_key,"scopes":scopes,"client_id":client_id});
-    if let Some(t) = team_id {
-        hello["team_id"] = json!(t);
-    }
+    let hello = ClientFrame::Connect {
+        version: stream::VERSION,
+        token: api_key,
+        team_id,
+        scopes: Some(json!(scopes)),
+        client_id: Some(json!(client_id)),
+    };
     let socket = match &a.socket {
         Some(path) => Some(serve_socket(path).await?),
         None => None,
@@ -204,53 +207,45 @@ impl Listener {
         let (mut ws, _) = tokio_tungstenite::connect_async(&self.url)
             .await
             .with_context(|| format!("cannot reach {}", self.url))?;
-        ws.send(Message::Text(self.hello.to_string().into()))
-            .await?;
+        ws.send(Message::Text(self.hello.to_text().into())).await?;
         while let Some(msg) = ws.next().await {
             let text = match msg? {
                 Message::Text(t) => t.to_string(),
                 Message::Close(_) => break,
                 _ => continue,
             };
-            let frame: Value =
-                serde_json::from_str(&text).context("server sent a non-JSON frame")?;
-            match frame.get("type").and_then(Value::as_str) {
-                Some("connected") => {
+            // A frame this client does not know is ignored.
+            let Ok(frame) = ServerFrame::parse(&text) else {
+                continue;
+            };
+            match frame {
+                ServerFrame::Connected { last_seq } => {
                     *delays = fresh();
-                    let seq = frame.get("last_seq").and_then(Value::as_i64).unwrap_or(0);
                     eprintln!(
-                        "kite listen: connected to {} (after seq {seq}); waiting for events",
+                        "kite listen: connected to {} (after seq {last_seq}); waiting for events",
                         self.url
                     );
                 }
-                Some("cursor_expired") => {
-                    let oldest = frame
-                        .get("oldest_available_seq")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    eprintln!("kite listen: events before seq {oldest} expired before this listener saw them");
+                ServerFrame::CursorExpired {
+                    oldest_available_seq,
+                } => {
+                    eprintln!("kite listen: events before seq {oldest_available_seq} expired before this listener saw them");
                 }
-                Some("event") => {
-                    let seq = frame.get("seq").and_then(Value::as_i64).unwrap_or(0);
+                ServerFrame::Event { seq, event } => {
                     if seq > self.done_through {
-                        let ev = frame.get("event").cloned().unwrap_or(Value::Null);
+                        let ev: Value = serde_json::from_str(event.get()).unwrap_or(Value::Null);
                         self.handle(seq, &ev).await;
                         self.done_through = seq;
                     }
-                    ws.send(Message::Text(
-                        json!({"type":"ack","seq":seq}).to_string().into(),
-                    ))
-                    .await?;
+                    ws.send(Message::Text(ClientFrame::Ack { seq }.to_text().into()))
+                        .await?;
                 }
-                Some("error") => {
-                    let code = frame.get("code").and_then(Value::as_i64).unwrap_or(0);
-                    if code == 4001 {
+                ServerFrame::Error { code, message } => {
+                    if code == stream::AUTH_FAILED {
                         return Err(AuthFailed.into());
                     }
-                    let m = frame.get("message").and_then(Value::as_str).unwrap_or("");
-                    bail!("server error {code}: {m}");
+                    bail!("server error {code}: {message}");
                 }
-                _ => {}
             }
         }
         bail!("connection closed")

@@ -11,19 +11,13 @@ use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use kite_protocol::fed;
 use kite_protocol::scope::ScopeSet;
+use kite_protocol::stream::{
+    ClientFrame, ServerFrame, AUTH_FAILED, INVALID_MESSAGE, RATE_LIMITED, SLOW_CONSUMER, VERSION,
+};
 use kite_store::stream::Resume;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::AppState;
-
-/// Authentication failed.
-const AUTH_FAILED: u16 = 4001;
-/// A frame could not be understood.
-const INVALID_MESSAGE: u16 = 4002;
-/// Too many connections.
-const RATE_LIMITED: u16 = 4003;
-/// The client does not keep up with acks.
-const SLOW_CONSUMER: u16 = 4004;
 
 /// What a client asked to see.
 enum Filter {
@@ -81,8 +75,11 @@ pub(crate) async fn ws(State(st): State<Arc<AppState>>, up: WebSocketUpgrade) ->
 }
 
 async fn fail(socket: &mut WebSocket, code: u16, message: &str) {
-    let frame = json!({"type":"error","code":code,"message":message}).to_string();
-    let _ = socket.send(Message::Text(frame.into())).await;
+    let frame = ServerFrame::Error {
+        code,
+        message: message.to_string(),
+    };
+    let _ = socket.send(Message::Text(frame.to_text().into())).await;
     let _ = socket
         .send(Message::Close(Some(axum::extract::ws::CloseFrame {
             code,
@@ -146,24 +143,33 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
         fail(&mut socket, INVALID_MESSAGE, "expected a connect frame").await;
         return;
     };
-    let Ok(hello) = serde_json::from_str::<Value>(&text) else {
-        fail(&mut socket, INVALID_MESSAGE, "frames must be JSON").await;
-        return;
+    let (version, token, team_id, scopes, client_id) = match serde_json::from_str(&text) {
+        Ok(ClientFrame::Connect {
+            version,
+            token,
+            team_id,
+            scopes,
+            client_id,
+        }) => (version, token, team_id, scopes, client_id),
+        Ok(_) => {
+            fail(
+                &mut socket,
+                INVALID_MESSAGE,
+                "the first frame must be connect",
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            fail(&mut socket, INVALID_MESSAGE, &format!("invalid frame: {e}")).await;
+            return;
+        }
     };
-    if hello.get("type").and_then(Value::as_str) != Some("connect") {
-        fail(
-            &mut socket,
-            INVALID_MESSAGE,
-            "the first frame must be connect",
-        )
-        .await;
-        return;
-    }
-    if hello.get("version").and_then(Value::as_i64).unwrap_or(1) != 1 {
+    if version != VERSION {
         fail(&mut socket, INVALID_MESSAGE, "unsupported protocol version").await;
         return;
     }
-    let token = hello.get("token").and_then(Value::as_str).unwrap_or("");
+    let token = token.as_str();
     let grant = match st.store.authenticate_key(token).await {
         Ok(Some(g)) => g,
         Ok(None) => {
@@ -177,20 +183,20 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
     };
     let team = grant.team_id;
     let key_id = grant.key_id;
-    if let Some(t) = hello.get("team_id").and_then(Value::as_str) {
+    if let Some(t) = team_id {
         if t != team {
             fail(&mut socket, AUTH_FAILED, "authentication failed").await;
             return;
         }
     }
-    let filters = match parse_scopes(hello.get("scopes")) {
+    let filters = match parse_scopes(scopes.as_ref()) {
         Ok(f) => f,
         Err(m) => {
             fail(&mut socket, INVALID_MESSAGE, &m).await;
             return;
         }
     };
-    let client_id = match hello.get("client_id") {
+    let client_id = match client_id.as_ref() {
         None | Some(Value::Null) => None,
         Some(Value::String(c)) if kite_protocol::event::header_safe(c, 128) => Some(c.clone()),
         Some(_) => {
@@ -223,9 +229,11 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             oldest_available_seq,
             ..
         } => {
-            let f = json!({"type":"cursor_expired","oldest_available_seq":oldest_available_seq});
+            let f = ServerFrame::CursorExpired {
+                oldest_available_seq,
+            };
             if socket
-                .send(Message::Text(f.to_string().into()))
+                .send(Message::Text(f.to_text().into()))
                 .await
                 .is_err()
             {
@@ -234,7 +242,7 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             (oldest_available_seq - 1).max(0)
         }
     };
-    let connected = json!({"type":"connected","last_seq":cursor}).to_string();
+    let connected = ServerFrame::Connected { last_seq: cursor }.to_text();
     if socket.send(Message::Text(connected.into())).await.is_err() {
         return;
     }
@@ -308,17 +316,18 @@ impl Session<'_> {
                                 fed::splice(&t, &format!("\"{}\":{}", fed::EXT_SEQ, e.seq))
                                     .map_err(|err| err.to_string())
                             });
-                            let text = match text {
+                            let event = text.and_then(|t| {
+                                serde_json::value::RawValue::from_string(t)
+                                    .map_err(|err| err.to_string())
+                            });
+                            let event = match event {
                                 Ok(t) => t,
                                 Err(why) => {
                                     tracing::warn!(seq = e.seq, error = %why, "stream skips an event it cannot read");
                                     continue;
                                 }
                             };
-                            let frame = format!(
-                                "{{\"type\":\"event\",\"seq\":{},\"event\":{text}}}",
-                                e.seq
-                            );
+                            let frame = ServerFrame::Event { seq: e.seq, event }.to_text();
                             let sent = tokio::time::timeout(
                                 self.stall(),
                                 tx.send(Message::Text(frame.into())),
@@ -345,8 +354,11 @@ impl Session<'_> {
             } else if room == 0 {
                 let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= self.stall() {
-                    let f = json!({"type":"error","code":SLOW_CONSUMER,"message":"slow consumer: too many unacknowledged events"});
-                    let _ = tx.send(Message::Text(f.to_string().into())).await;
+                    let f = ServerFrame::Error {
+                        code: SLOW_CONSUMER,
+                        message: "slow consumer: too many unacknowledged events".into(),
+                    };
+                    let _ = tx.send(Message::Text(f.to_text().into())).await;
                     let _ = tx
                         .send(Message::Close(Some(axum::extract::ws::CloseFrame {
                             code: SLOW_CONSUMER,
@@ -369,25 +381,26 @@ impl Session<'_> {
                 }
                 msg = rx.next() => match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Some(acked),
-                    Some(Ok(Message::Text(t))) => {
-                        let Ok(frame) = serde_json::from_str::<Value>(&t) else {
-                            let f = json!({"type":"error","code":INVALID_MESSAGE,"message":"frames must be JSON"});
-                            let _ = tx.send(Message::Text(f.to_string().into())).await;
-                            continue;
-                        };
-                        if frame.get("type").and_then(Value::as_str) == Some("ack") {
-                            if let Some(seq) = frame.get("seq").and_then(Value::as_i64) {
-                                while unacked.front().is_some_and(|s| *s <= seq) {
-                                    unacked.pop_front();
-                                }
-                                acked = acked.max(seq.min(*cursor));
-                                if unacked.is_empty() {
-                                    acked = acked.max(*cursor);
-                                }
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientFrame>(&t) {
+                        Ok(ClientFrame::Ack { seq }) => {
+                            while unacked.front().is_some_and(|s| *s <= seq) {
+                                unacked.pop_front();
+                            }
+                            acked = acked.max(seq.min(*cursor));
+                            if unacked.is_empty() {
+                                acked = acked.max(*cursor);
                             }
                         }
                         // Unknown frame types are ignored.
-                    }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let f = ServerFrame::Error {
+                                code: INVALID_MESSAGE,
+                                message: format!("invalid frame: {e}"),
+                            };
+                            let _ = tx.send(Message::Text(f.to_text().into())).await;
+                        }
+                    },
                     Some(Ok(_)) => {}
                 },
             }

@@ -9,6 +9,7 @@ pub mod scope;
 pub mod secret_box;
 pub mod signature;
 pub mod ssrf;
+pub mod stream;
 pub mod token;
 
 pub use error::ApiError;
