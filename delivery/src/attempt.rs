@@ -54,27 +54,18 @@ impl Ctx {
             out.error = Some("forbidden destination: a loopback or private address".into());
             return out;
         }
-        let id = row.event_id;
-        let ts = Utc::now().timestamp();
-        // Standard Webhooks signature (id, timestamp, body), by every secret in rotation; the
-        // body-only X-Kite-Signature is kept for peers running Kite.
-        let mut secrets = vec![token.as_str()];
-        secrets.extend(row.previous_token.as_deref());
-        let mut req = self
-            .http
-            .post(&url)
-            .header("content-type", "application/cloudevents+json")
-            .header(signature::SIGNATURE_HEADER, signature::sign(&token, &body))
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", ts.to_string())
-            .header(
-                "webhook-signature",
-                kite_protocol::provider::sign_standard(&secrets, &id, ts, &body),
-            );
-        req = match &row.key_id {
-            Some(k) => req.header(signature::KEY_ID_HEADER, k),
-            None => req.header("authorization", format!("Bearer {token}")),
-        };
+        let headers = signature::federation_headers(
+            &token,
+            row.previous_token.as_deref(),
+            row.key_id.as_deref(),
+            &row.event_id,
+            Utc::now().timestamp(),
+            &body,
+        );
+        let mut req = self.http.post(&url);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
         let res = req.body(body).send().await;
         match res {
             Ok(resp) => {

@@ -72,14 +72,5 @@ pub fn http_client(
 /// True if the URL names a forbidden IP address literal (host names are checked when they
 /// are resolved).
 pub(crate) fn literal_forbidden(url: &str) -> bool {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    let host = uri
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    host.parse::<std::net::IpAddr>()
-        .is_ok_and(kite_protocol::ssrf::is_forbidden)
+    kite_protocol::ssrf::Destination::parse(url).is_some_and(|d| d.literal_forbidden())
 }

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use kite_bus::Message;
 use kite_protocol::scope::{ScopeError, ScopeSet};
+use kite_protocol::ssrf::Destination;
 use kite_protocol::{token, ApiError};
 use kite_store::keys::KeyGrant;
 use kite_store::outbox::OutboxQuery;
@@ -162,28 +163,16 @@ async fn check_destination(st: &AppState, url: &str) -> Result<(), ApiErr> {
             .with("field", json!("peer_hook_url")),
         )
     };
-    let uri: axum::http::Uri = url
-        .parse()
-        .map_err(|_| ApiErr(ApiError::validation("peer_hook_url", "invalid URL")))?;
-    let host = uri
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return if kite_protocol::ssrf::is_forbidden(ip) {
+    let dest = Destination::parse(url)
+        .ok_or_else(|| ApiErr(ApiError::validation("peer_hook_url", "invalid URL")))?;
+    if dest.ip().is_some() {
+        return if dest.literal_forbidden() {
             Err(forbidden())
         } else {
             Ok(())
         };
     }
+    let (host, port) = (dest.host.as_str(), dest.port);
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|_| {

@@ -13,7 +13,7 @@ use kite_protocol::event::{
     build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
 };
 use kite_protocol::provider::{self, Scheme, SigError};
-use kite_protocol::signature::KEY_ID_HEADER;
+use kite_protocol::signature::{FederationSigError, KEY_ID_HEADER};
 use kite_protocol::{signature, ApiError};
 use kite_store::cache::SenderSnapshot;
 use kite_store::events::{InsertOutcome, NewEvent};
@@ -86,39 +86,23 @@ fn authenticate_sender(
         }
     };
     let id = sender.id.to_string();
-    if headers.contains_key("webhook-signature") {
-        return provider::verify_standard(
-            &sender.secrets(),
-            headers,
-            body,
-            now,
-            provider::DEFAULT_TOLERANCE_SECS,
-        )
-        .map(|()| id)
-        .map_err(sig_error);
-    }
-    let legacy = headers
-        .get(signature::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    match legacy {
-        Some(sig) if sender.legacy_signature => {
-            if sender
-                .secrets()
-                .iter()
-                .any(|s| signature::verify(s, body, sig))
-            {
-                Ok(id)
-            } else {
-                Err(sig_error(SigError::Invalid))
+    signature::verify_federation(
+        &sender.secrets(),
+        sender.legacy_signature,
+        headers,
+        body,
+        now,
+    )
+    .map(|()| id)
+    .map_err(|e| {
+        let code = match e {
+            FederationSigError::Stale => "stale_timestamp",
+            FederationSigError::Invalid | FederationSigError::LegacyNotAllowed => {
+                "invalid_signature"
             }
-        }
-        Some(_) => Err(ApiErr(ApiError::new(
-            401,
-            "invalid_signature",
-            "this sender must sign with webhook-signature (legacy X-Kite-Signature is not enabled for it)",
-        ))),
-        None => Err(sig_error(SigError::Invalid)),
-    }
+        };
+        ApiErr(ApiError::new(401, code, e.to_string()))
+    })
 }
 
 /// A team id as it may appear in a hook URL: 1..=128 visible ASCII characters.

@@ -38,6 +38,86 @@ pub fn verify(secret: &str, body: &[u8], header: &str) -> bool {
     m.verify_slice(&sig).is_ok()
 }
 
+/// The headers of one federation POST: Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+/// `webhook-signature` with one signature per secret in rotation), the body-only
+/// `X-Kite-Signature` for peers running Kite, and who signs: `X-Kite-Key-Id` when the peer
+/// has a key id, else the token as a bearer. [`verify_federation`] is the other side.
+pub fn federation_headers(
+    token: &str,
+    previous: Option<&str>,
+    key_id: Option<&str>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let mut secrets = vec![token];
+    secrets.extend(previous);
+    let mut h = vec![
+        ("content-type", "application/cloudevents+json".to_string()),
+        (SIGNATURE_HEADER, sign(token, body)),
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", timestamp.to_string()),
+        (
+            "webhook-signature",
+            crate::provider::sign_standard(&secrets, id, timestamp, body),
+        ),
+    ];
+    match key_id {
+        Some(k) => h.push((KEY_ID_HEADER, k.to_string())),
+        None => h.push(("authorization", format!("Bearer {token}"))),
+    }
+    h
+}
+
+/// Why a federation request's signature was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FederationSigError {
+    /// Missing or wrong.
+    #[error("signature missing or invalid")]
+    Invalid,
+    /// The signed timestamp is too far from now.
+    #[error("the signed timestamp is more than 5 minutes from now")]
+    Stale,
+    /// Only the body-only `X-Kite-Signature` was sent, and this sender may not use it.
+    #[error("this sender must sign with webhook-signature (legacy X-Kite-Signature is not enabled for it)")]
+    LegacyNotAllowed,
+}
+
+/// Checks a federation request signed by one of `secrets` (the sender's, in rotation):
+/// Standard Webhooks headers, or the body-only `X-Kite-Signature` when `legacy` allows it.
+pub fn verify_federation(
+    secrets: &[&str],
+    legacy: bool,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> Result<(), FederationSigError> {
+    if headers.contains_key("webhook-signature") {
+        return crate::provider::verify_standard(
+            secrets,
+            headers,
+            body,
+            now,
+            crate::provider::DEFAULT_TOLERANCE_SECS,
+        )
+        .map_err(|e| match e {
+            crate::provider::SigError::Invalid => FederationSigError::Invalid,
+            crate::provider::SigError::Stale => FederationSigError::Stale,
+        });
+    }
+    match headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(sig) if legacy => {
+            if secrets.iter().any(|s| verify(s, body, sig)) {
+                Ok(())
+            } else {
+                Err(FederationSigError::Invalid)
+            }
+        }
+        Some(_) => Err(FederationSigError::LegacyNotAllowed),
+        None => Err(FederationSigError::Invalid),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +148,32 @@ mod tests {
         fn verify_never_panics(h in "\\PC{0,80}") {
             let _ = verify("s", b"body", &h);
         }
+    }
+
+    #[test]
+    fn federation_headers_verify_on_the_other_side() {
+        let body = br#"{"id":"e1"}"#;
+        let now = 1_700_000_000;
+        let mut h = http::HeaderMap::new();
+        for (k, v) in federation_headers("new", Some("old"), Some("a-key"), "e1", now, body) {
+            h.insert(k, v.parse().unwrap());
+        }
+        assert_eq!(h["x-kite-key-id"], "a-key");
+        // A receiver that still holds only the old secret verifies too (rotation).
+        assert_eq!(verify_federation(&["old"], false, &h, body, now), Ok(()));
+        assert_eq!(
+            verify_federation(&["other"], false, &h, body, now),
+            Err(FederationSigError::Invalid)
+        );
+        assert_eq!(
+            verify_federation(&["new"], false, &h, body, now + 3600),
+            Err(FederationSigError::Stale)
+        );
+        h.remove("webhook-signature");
+        assert_eq!(
+            verify_federation(&["new"], false, &h, body, now),
+            Err(FederationSigError::LegacyNotAllowed)
+        );
+        assert_eq!(verify_federation(&["new"], true, &h, body, now), Ok(()));
     }
 }

@@ -81,6 +81,50 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
     }
 }
 
+/// Where a peer URL points: its host (an IPv6 literal without brackets) and port. The one
+/// place peer URLs are taken apart for the guard, at creation and at connect time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Host name or IP literal.
+    pub host: String,
+    /// Port (the scheme's default when the URL has none).
+    pub port: u16,
+}
+
+impl Destination {
+    /// Parses an absolute URL; None when it has no host.
+    pub fn parse(url: &str) -> Option<Self> {
+        let uri: http::Uri = url.parse().ok()?;
+        let host = uri
+            .host()?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if host.is_empty() {
+            return None;
+        }
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        Some(Self { host, port })
+    }
+
+    /// The host as an IP address, when it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+
+    /// True when the host is an IP literal in a refused range (names are checked when they
+    /// resolve).
+    pub fn literal_forbidden(&self) -> bool {
+        self.ip().is_some_and(is_forbidden)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +172,16 @@ mod tests {
         ] {
             assert!(!is_forbidden(ok.parse().unwrap()), "{ok}");
         }
+    }
+
+    #[test]
+    fn destinations_parse_once() {
+        let d = Destination::parse("http://[::ffff:7f00:1]:8080/hooks/t/kite").unwrap();
+        assert_eq!((d.host.as_str(), d.port), ("::ffff:7f00:1", 8080));
+        assert!(d.literal_forbidden());
+        let d = Destination::parse("https://peer.example.com/x").unwrap();
+        assert_eq!((d.port, d.ip()), (443, None));
+        assert!(!d.literal_forbidden());
+        assert!(Destination::parse("/relative").is_none());
     }
 }
