@@ -1,0 +1,352 @@
+//! The admin API under `/api/federation/...`, `/api/sources`, `/api/keys` and
+//! `/api/events`, authenticated by the team's API key. One module a resource; this one holds
+//! the routes, the extractors every handler uses ([`AdminKey`], [`ReadKey`], [`JsonBody`])
+//! and the field validators.
+
+mod keys;
+mod listings;
+mod peers;
+mod senders;
+mod sources;
+mod tokens;
+
+use keys::{create_key, list_keys, revoke_key};
+use listings::{list_events, list_outbox};
+use peers::{create_peer, delete_peer, get_peer, list_peers, patch_peer, replay_dead};
+use senders::{create_sender, delete_sender, list_senders, patch_sender};
+use sources::{create_source, delete_source, list_sources, rotate_source};
+use tokens::{create_token, list_tokens};
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kite_bus::Message;
+use kite_protocol::scope::{ScopeError, ScopeSet};
+use kite_protocol::ssrf::Destination;
+use kite_protocol::{token, ApiError};
+use kite_store::keys::KeyGrant;
+use kite_store::outbox::OutboxQuery;
+use kite_store::peers::{NewPeer, PeerPatch};
+use kite_store::types::{OutboxState, PeerStatus, Permission};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::hooks::{bearer, body_or_413};
+use crate::{ApiErr, AppState};
+
+/// Largest admin request body.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+type St = State<Arc<AppState>>;
+
+/// Every admin route.
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/api/federation/tokens",
+            post(create_token).get(list_tokens),
+        )
+        .route("/api/federation/peers", post(create_peer).get(list_peers))
+        .route(
+            "/api/federation/peers/{id}",
+            get(get_peer).patch(patch_peer).delete(delete_peer),
+        )
+        .route("/api/federation/peers/{id}/replay-dead", post(replay_dead))
+        .route(
+            "/api/federation/trusted-senders",
+            post(create_sender).get(list_senders),
+        )
+        .route(
+            "/api/federation/trusted-senders/{id}",
+            axum::routing::delete(delete_sender).patch(patch_sender),
+        )
+        .route("/api/sources", post(create_source).get(list_sources))
+        .route("/api/sources/{name}", axum::routing::delete(delete_source))
+        .route("/api/sources/{name}/rotate", post(rotate_source))
+        .route("/api/keys", post(create_key).get(list_keys))
+        .route("/api/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/api/federation/outbox", get(list_outbox))
+        .route("/api/events", get(list_events))
+}
+
+/// Authenticates the request's API key and checks it grants at least `need`.
+pub(crate) async fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    need: Permission,
+) -> Result<KeyGrant, ApiErr> {
+    let key = bearer(headers).ok_or_else(|| {
+        ApiErr(ApiError::unauthorized(
+            "an API key is required (Authorization: Bearer ...)",
+        ))
+    })?;
+    let grant = st
+        .store
+        .authenticate_key(key)
+        .await?
+        .ok_or_else(|| ApiErr(ApiError::unauthorized("unknown or revoked API key")))?;
+    if !grant.permission.allows(need) {
+        return Err(ApiErr(ApiError::new(
+            403,
+            "forbidden",
+            format!("this endpoint needs the {need} permission"),
+        )));
+    }
+    Ok(grant)
+}
+
+macro_rules! key_extractor {
+    ($(#[$doc:meta])* $name:ident, $need:expr) => {
+        $(#[$doc])*
+        pub(crate) struct $name(pub(crate) KeyGrant);
+
+        impl FromRequestParts<Arc<AppState>> for $name {
+            type Rejection = ApiErr;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                st: &Arc<AppState>,
+            ) -> Result<Self, ApiErr> {
+                authorize(st, &parts.headers, $need).await.map($name)
+            }
+        }
+    };
+}
+
+key_extractor!(
+    /// The grant of a request whose API key has the `admin` permission (else 401 or 403).
+    AdminKey,
+    Permission::Admin
+);
+key_extractor!(
+    /// The grant of a request whose API key has at least the `read` permission.
+    ReadKey,
+    Permission::Read
+);
+
+/// An admin request body: a JSON object of at most [`MAX_ADMIN_BODY`] bytes (an empty body
+/// is an empty object), else 413 or 400 `invalid_json`.
+pub(crate) struct JsonBody(pub(crate) Map<String, Value>);
+
+impl FromRequest<Arc<AppState>> for JsonBody {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, ApiErr> {
+        json_object(Bytes::from_request(req, st).await).map(JsonBody)
+    }
+}
+
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiErr> {
+    let body = body_or_413(body, MAX_ADMIN_BODY)?;
+    if body.len() > MAX_ADMIN_BODY {
+        return Err(ApiErr(ApiError::payload_too_large(MAX_ADMIN_BODY)));
+    }
+    if body.is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiErr(ApiError::bad_request(
+            "invalid_json",
+            "body must be a JSON object",
+        ))),
+        Err(e) => Err(ApiErr(ApiError::bad_request(
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        ))),
+    }
+}
+
+fn opt_str(m: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, ApiErr> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= max => Ok(Some(s.clone())),
+        Some(_) => Err(ApiErr(ApiError::validation(
+            field,
+            format!("{field} must be a non-empty string of at most {max} bytes"),
+        ))),
+    }
+}
+
+fn req_str(m: &Map<String, Value>, field: &str, max: usize) -> Result<String, ApiErr> {
+    opt_str(m, field, max)?
+        .ok_or_else(|| ApiErr(ApiError::validation(field, format!("{field} is required"))))
+}
+
+fn opt_int(m: &Map<String, Value>, field: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiErr> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiErr(ApiError::validation(
+                field,
+                format!("{field} must be an integer within {lo}..={hi}"),
+            ))),
+        },
+    }
+}
+
+fn opt_bool(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiErr> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiErr(ApiError::validation(
+            field,
+            format!("{field} must be true or false"),
+        ))),
+    }
+}
+
+fn opt_url(m: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiErr> {
+    let Some(u) = opt_str(m, field, 2048)? else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiErr(ApiError::validation(
+            field,
+            format!("{field} must be an absolute http(s) URL"),
+        ))
+    };
+    let uri: axum::http::Uri = u.parse().map_err(|_| bad())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(Some(u))
+}
+
+/// The wire forms of an enum's values, comma-separated (for error messages).
+fn one_of(all: &[impl std::fmt::Display]) -> String {
+    all.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn opt_status(m: &Map<String, Value>) -> Result<Option<PeerStatus>, ApiErr> {
+    opt_str(m, "status", 32)?
+        .map(|s| {
+            PeerStatus::parse(&s).ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "status",
+                    format!("status must be one of {}", one_of(PeerStatus::ALL)),
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn opt_scopes(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr> {
+    let not_list = || {
+        ApiErr(ApiError::validation(
+            "scopes",
+            "scopes must be an array of glob strings",
+        ))
+    };
+    let items = match m.get("scopes") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(not_list()),
+    };
+    let scopes: Vec<String> = items
+        .iter()
+        .map(|v| v.as_str().map(str::to_string).ok_or_else(not_list))
+        .collect::<Result<_, _>>()?;
+    ScopeSet::compile(&scopes).map_err(|e| {
+        let mut err = ApiError::validation("scopes", e.to_string());
+        if let ScopeError::Invalid { pattern, .. } = e {
+            err = err.with("pattern", json!(pattern));
+        }
+        ApiErr(err)
+    })?;
+    Ok(Some(scopes))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiErr> {
+    id.parse()
+        .map_err(|_| ApiErr(ApiError::not_found("no such resource")))
+}
+
+fn query_int(field: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i64>, ApiErr> {
+    match v {
+        None | Some("") => Ok(None),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiErr(ApiError::validation(
+                field,
+                format!("{field} must be an integer within {lo}..={hi}"),
+            ))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn code(r: Result<impl std::fmt::Debug, ApiErr>) -> (u16, String, Option<Value>) {
+        let e = r.expect_err("refused").0;
+        let field = e.body()["error"].get("field").cloned();
+        (e.status, e.code.to_string(), field)
+    }
+
+    #[test]
+    fn bodies_must_be_small_json_objects() {
+        assert_eq!(json_object(Ok(Bytes::new())).expect("empty"), Map::new());
+        assert_eq!(
+            code(json_object(Ok(Bytes::from_static(b"[1]")))).1,
+            "invalid_json"
+        );
+        assert_eq!(
+            code(json_object(Ok(Bytes::from_static(b"{nope")))).1,
+            "invalid_json"
+        );
+        let big = Bytes::from(vec![b' '; MAX_ADMIN_BODY + 1]);
+        assert_eq!(code(json_object(Ok(big))).0, 413);
+    }
+
+    #[test]
+    fn fields_are_validated_with_their_name() {
+        let m = obj(
+            json!({"name": "  ", "n": 99, "flag": "yes", "scopes": ["ok.*", 3],
+                           "bad_scopes": ["a["], "status": "sleeping", "url": "ftp://x"}),
+        );
+        assert_eq!(code(opt_str(&m, "name", 10)).2, Some(json!("name")));
+        assert_eq!(code(req_str(&m, "missing", 10)).2, Some(json!("missing")));
+        assert_eq!(code(opt_int(&m, "n", 1, 16)).2, Some(json!("n")));
+        assert_eq!(code(opt_bool(&m, "flag")).2, Some(json!("flag")));
+        assert_eq!(code(opt_scopes(&m)).2, Some(json!("scopes")));
+        let bad = obj(json!({"scopes": ["a["]}));
+        assert_eq!(code(opt_scopes(&bad)).0, 400);
+        assert_eq!(code(opt_status(&m)).2, Some(json!("status")));
+        assert_eq!(code(opt_url(&m, "url")).2, Some(json!("url")));
+        let ok = obj(json!({"status": "paused", "scopes": ["stripe.*"], "n": 3}));
+        assert_eq!(opt_status(&ok).expect("status"), Some(PeerStatus::Paused));
+        assert_eq!(opt_int(&ok, "n", 1, 16).expect("n"), Some(3));
+        assert_eq!(
+            opt_scopes(&ok).expect("scopes"),
+            Some(vec!["stripe.*".to_string()])
+        );
+        assert_eq!(code(parse_id("not-a-uuid")).0, 404);
+        assert_eq!(
+            code(query_int("limit", Some("0"), 1, 10)).2,
+            Some(json!("limit"))
+        );
+    }
+}

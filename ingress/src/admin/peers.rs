@@ -1,0 +1,171 @@
+//! Peers: create, list, show, update, delete, replay dead rows; the SSRF check of their URLs.
+
+use super::*;
+
+/// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
+/// addresses, unless private peers are allowed. Delivery checks again at connect time.
+pub(super) async fn check_destination(st: &AppState, url: &str) -> Result<(), ApiErr> {
+    if st.cfg.allow_private_peers {
+        return Ok(());
+    }
+    let forbidden = || {
+        ApiErr(
+            ApiError::new(
+                400,
+                "forbidden_destination",
+                "peer_hook_url resolves to a loopback, private, link-local or multicast address",
+            )
+            .with("field", json!("peer_hook_url")),
+        )
+    };
+    let dest = Destination::parse(url)
+        .ok_or_else(|| ApiErr(ApiError::validation("peer_hook_url", "invalid URL")))?;
+    if dest.ip().is_some() {
+        return if dest.literal_forbidden() {
+            Err(forbidden())
+        } else {
+            Ok(())
+        };
+    }
+    let (host, port) = (dest.host.as_str(), dest.port);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| {
+            ApiErr(ApiError::validation(
+                "peer_hook_url",
+                format!("the host {host:?} does not resolve"),
+            ))
+        })?
+        .collect();
+    if addrs.is_empty()
+        || addrs
+            .iter()
+            .any(|a| kite_protocol::ssrf::is_forbidden(a.ip()))
+    {
+        return Err(forbidden());
+    }
+    Ok(())
+}
+
+pub(super) async fn create_peer(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    JsonBody(m): JsonBody,
+) -> Result<Response, ApiErr> {
+    let new = NewPeer {
+        name: req_str(&m, "name", 128)?,
+        peer_hook_url: opt_url(&m, "peer_hook_url")?.ok_or_else(|| {
+            ApiErr(ApiError::validation(
+                "peer_hook_url",
+                "peer_hook_url is required",
+            ))
+        })?,
+        outbound_token: req_str(&m, "outbound_token", 512)?,
+        scopes: opt_scopes(&m)?.unwrap_or_else(|| vec!["*".to_string()]),
+        max_hops: opt_int(&m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
+        status: opt_status(&m)?.unwrap_or(PeerStatus::Active),
+        key_id: opt_str(&m, "key_id", 128)?,
+    };
+    check_destination(&st, &new.peer_hook_url).await?;
+    let peer = st.store.create_peer(&g.team_id, &new).await?;
+    if let Err(e) = st.bus.declare_peer(peer.id).await {
+        tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
+    }
+    Ok((StatusCode::CREATED, Json(json!(peer))).into_response())
+}
+
+/// A peer as the API shows it: the stored fields plus its pending and dead backlog.
+pub(super) fn peer_view(p: &kite_store::peers::Peer, backlog: Option<&(i64, i64)>) -> Value {
+    let mut v = json!(p);
+    let (pending, dead) = backlog.copied().unwrap_or((0, 0));
+    v["pending"] = json!(pending);
+    v["dead"] = json!(dead);
+    v
+}
+
+pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
+    let peers = st.store.list_peers(&g.team_id).await?;
+    let backlogs = st.store.peer_backlogs(&g.team_id).await?;
+    let items: Vec<Value> = peers
+        .iter()
+        .map(|p| peer_view(p, backlogs.get(&p.id)))
+        .collect();
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+pub(super) async fn get_peer(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
+    let backlogs = st.store.peer_backlogs(&g.team_id).await?;
+    Ok(Json(peer_view(&peer, backlogs.get(&peer.id))).into_response())
+}
+
+pub(super) async fn patch_peer(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Path(id): Path<String>,
+    JsonBody(m): JsonBody,
+) -> Result<Response, ApiErr> {
+    let id = parse_id(&id)?;
+    let patch = PeerPatch {
+        name: opt_str(&m, "name", 128)?,
+        peer_hook_url: opt_url(&m, "peer_hook_url")?,
+        outbound_token: opt_str(&m, "outbound_token", 512)?,
+        scopes: opt_scopes(&m)?,
+        max_hops: opt_int(&m, "max_hops", 1, 16)?.map(|n| n as i32),
+        status: opt_status(&m)?,
+        key_id: opt_str(&m, "key_id", 128)?,
+    };
+    if let Some(u) = &patch.peer_hook_url {
+        check_destination(&st, u).await?;
+    }
+    let peer = st
+        .store
+        .update_peer(&g.team_id, id, &patch, st.cfg.secret_overlap)
+        .await?;
+    Ok(Json(json!(peer)).into_response())
+}
+
+pub(super) async fn delete_peer(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let id = parse_id(&id)?;
+    let cancelled = st.store.delete_peer(&g.team_id, id).await?;
+    if let Err(e) = st.bus.delete_peer_queue(id).await {
+        tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
+    }
+    Ok(Json(json!({"deleted": true, "cancelled": cancelled})).into_response())
+}
+
+pub(super) async fn replay_dead(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Path(id): Path<String>,
+    JsonBody(m): JsonBody,
+) -> Result<Response, ApiErr> {
+    let id = parse_id(&id)?;
+    let limit = opt_int(&m, "limit", 1, 100_000)?.unwrap_or(1000);
+    // 404 for a peer of another team or none.
+    st.store.get_peer(&g.team_id, id).await?;
+    let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
+    if !ids.is_empty() {
+        let publish = async {
+            st.bus.declare_peer(id).await?;
+            st.bus
+                .send(&[Message::Deliver {
+                    peer: id,
+                    ids: ids.clone(),
+                }])
+                .await
+        };
+        if let Err(e) = publish.await {
+            tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");
+        }
+    }
+    Ok(Json(json!({"replayed": ids.len()})).into_response())
+}
