@@ -367,12 +367,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             bus.clone(),
             notes.clone(),
             IngressConfig {
-                instance_id: instance_id.clone(),
                 ingest_queue: a.ingest_queue,
-                ingest_batch: 1_000,
-                // One writer: each team's inserts serialize on its stream lock anyway, and
-                // one writer lets every waiting request join the next commit.
-                ingest_writers: 1,
                 stream_max_unacked: a.stream_max_unacked.max(1),
                 stream_max_connections: a.stream_max_connections.max(1),
                 stream_max_per_key: a.stream_max_per_key.max(1),
@@ -392,6 +387,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
                     per_second: a.rate_unauthenticated_per_sec,
                     burst: a.rate_unauthenticated_burst,
                 },
+                ..IngressConfig::new(&instance_id)
             },
         );
         let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))

@@ -805,6 +805,8 @@ async fn closed(c: &mut tokio::net::TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn http_connections_are_bounded_before_authentication() {
+    // This test holds thousands of sockets itself.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let a = Instance::start_with(
         "instance-a",
         &[

@@ -318,6 +318,8 @@ pub async fn inject(
     mut stop: watch::Receiver<bool>,
 ) -> HostileTally {
     let mut tally = HostileTally::default();
+    // Half-sent connections add up to thousands of sockets held at once.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch_tick = tokio::time::interval(POLL);

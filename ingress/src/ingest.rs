@@ -31,6 +31,7 @@ impl Ingest {
                 bus.clone(),
                 rx.clone(),
                 cfg.ingest_batch.max(1),
+                cfg.publishes_in_flight,
             ));
         }
         Self { tx }
@@ -54,12 +55,16 @@ impl Ingest {
     }
 }
 
-/// Batches published to the broker at once; beyond that the writer waits (and the ingest
-/// queue fills, so new requests get 503) instead of holding unbounded memory.
-const PUBLISHES_IN_FLIGHT: usize = 64;
-
-async fn writer(store: Store, bus: Arc<Bus>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max: usize) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(PUBLISHES_IN_FLIGHT));
+async fn writer(
+    store: Store,
+    bus: Arc<Bus>,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    max: usize,
+    publishes: usize,
+) {
+    // Beyond this many publishes the writer waits (and the ingest queue fills, so new
+    // requests get 503) instead of holding unbounded memory.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(publishes.max(1)));
     loop {
         let mut jobs = Vec::new();
         {

@@ -59,6 +59,57 @@ pub struct IngressConfig {
     pub sender_rate: Rate,
     /// Rate per client address of requests that fail authentication.
     pub anon_rate: Rate,
+    /// Batches of stored events being published at once before the writer waits.
+    pub publishes_in_flight: usize,
+    /// How long a new `/ws` connection has to send its connect frame.
+    pub stream_connect_timeout: std::time::Duration,
+    /// How often a stream looks for new events without a notice.
+    pub stream_poll: std::time::Duration,
+    /// How often a stream saves a named listener's cursor.
+    pub stream_cursor_flush: std::time::Duration,
+}
+
+impl IngressConfig {
+    /// The defaults for an instance: an ingest queue of 20,000, one writer committing up to
+    /// 1,000 events at once with 64 publishes in flight, streams with 1,000 unacked events,
+    /// a 10 s stall, 100 connections a team and 20 a key, a connect frame within 5 s, a poll
+    /// every second and cursors saved every 250 ms, unsigned hooks accepted, private peers
+    /// refused, a 24 h secret overlap, 10,000/s (burst 20,000) a team and a sender, 20/s
+    /// (burst 100) of failed authentication an address.
+    pub fn new(instance_id: &str) -> Self {
+        use std::time::Duration;
+        Self {
+            instance_id: instance_id.to_string(),
+            ingest_queue: 20_000,
+            ingest_batch: 1_000,
+            // One writer: each team's inserts serialize on its stream lock anyway, and one
+            // writer lets every waiting request join the next commit.
+            ingest_writers: 1,
+            stream_max_unacked: 1_000,
+            stream_max_connections: 100,
+            stream_max_per_key: 20,
+            stream_stall: Duration::from_secs(10),
+            require_signed_hooks: false,
+            allow_private_peers: false,
+            secret_overlap: Duration::from_secs(24 * 3600),
+            team_rate: Rate {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            sender_rate: Rate {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            anon_rate: Rate {
+                per_second: 20,
+                burst: 100,
+            },
+            publishes_in_flight: 64,
+            stream_connect_timeout: Duration::from_secs(5),
+            stream_poll: Duration::from_secs(1),
+            stream_cursor_flush: Duration::from_millis(250),
+        }
+    }
 }
 
 /// Shared state of the HTTP handlers.

@@ -65,8 +65,6 @@ fn wanted(filters: &[Filter], source: &str, ty: &str) -> bool {
 /// Largest frame a client may send (the connect frame included); bigger ones close the
 /// connection before they are buffered.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
-/// How long a new connection has to send its connect frame.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn ws(State(st): State<Arc<AppState>>, up: WebSocketUpgrade) -> Response {
     up.max_message_size(MAX_CLIENT_FRAME_BYTES)
@@ -138,7 +136,7 @@ fn take_slot<'a>(st: &'a AppState, team: &str, key: uuid::Uuid) -> Result<Slot<'
 }
 
 async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
-    let first = tokio::time::timeout(CONNECT_TIMEOUT, socket.recv()).await;
+    let first = tokio::time::timeout(st.cfg.stream_connect_timeout, socket.recv()).await;
     let Ok(Some(Ok(Message::Text(text)))) = first else {
         fail(&mut socket, INVALID_MESSAGE, "expected a connect frame").await;
         return;
@@ -296,7 +294,7 @@ impl Session<'_> {
         let mut saved = acked;
         let mut more = true;
         let mut full_since: Option<tokio::time::Instant> = None;
-        let mut flush = tokio::time::interval(Duration::from_millis(250));
+        let mut flush = tokio::time::interval(self.st.cfg.stream_cursor_flush);
         loop {
             let room = max.saturating_sub(unacked.len());
             if more && room > 0 {
@@ -370,8 +368,8 @@ impl Session<'_> {
             }
             tokio::select! {
                 _ = events.changed() => more = true,
-                _ = tokio::time::sleep(Duration::from_millis(200)), if room == 0 => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => more = true,
+                _ = tokio::time::sleep(self.stall() / 50), if room == 0 => {}
+                _ = tokio::time::sleep(self.st.cfg.stream_poll) => more = true,
                 _ = flush.tick() => {
                     if let Some(c) = self.client_id {
                         if acked > saved && self.st.store.save_cursor(self.team, c, acked).await.is_ok() {
