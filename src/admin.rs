@@ -19,6 +19,7 @@ pub struct AdminArgs {
     /// Admin API key of the team.
     #[arg(long, env = "KITE_API_KEY", hide_env_values = true, global = true)]
     pub api_key: Option<String>,
+    /// The verb.
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -30,11 +31,13 @@ pub enum AdminCommand {
     SecretKey,
     /// API keys of the team.
     Keys {
+        /// What to do with them.
         #[command(subcommand)]
         verb: KeyVerb,
     },
     /// Federation tokens (shared secrets for one direction of a peering).
     Tokens {
+        /// What to do with them.
         #[command(subcommand)]
         verb: TokenVerb,
     },

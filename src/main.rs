@@ -1,11 +1,8 @@
-//! The `kite` binary: `serve`, `migrate`, `listen` and `demo`.
-
-mod admin;
-mod demo;
-mod listen;
-mod serve;
+//! The `kite` binary: `serve`, `migrate`, `listen`, `demo` and `admin`, over the `kite`
+//! library.
 
 use clap::{Parser, Subcommand};
+use kite::{admin, demo, listen, serve};
 
 /// kite: a webhook federation relay.
 #[derive(Debug, Parser)]

@@ -35,6 +35,7 @@ pub struct DbArgs {
 /// Every setting of `kite serve`, as flag and environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// Database settings.
     #[command(flatten)]
     pub db: DbArgs,
     /// Instance id (kitefedorigin, chain entries); defaults to the host name.
@@ -227,8 +228,58 @@ async fn shutdown_signal() {
     }
 }
 
-/// `kite serve`.
+/// `kite serve`: runs until SIGINT or SIGTERM.
 pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // One signal stops everything at once: HTTP stops accepting, consumers stop taking
+    // messages, and in-flight work gets the grace period to finish.
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = stop_tx.send(true);
+    });
+    run(a, stop_rx, |ready| {
+        println!("{}", ready.line());
+    })
+    .await
+}
+
+/// What a started instance tells its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// Its HTTP(S) base URL, when it runs the ingress role.
+    pub url: Option<String>,
+    /// Its instance id.
+    pub instance_id: String,
+    /// The roles it runs.
+    pub roles: Vec<String>,
+}
+
+impl Ready {
+    /// The ready line `kite serve` prints on stdout.
+    pub fn line(&self) -> String {
+        match &self.url {
+            Some(u) => format!(
+                "kite ready url={u} instance_id={} roles={}",
+                self.instance_id,
+                self.roles.join(",")
+            ),
+            None => format!(
+                "kite ready instance_id={} roles={}",
+                self.instance_id,
+                self.roles.join(",")
+            ),
+        }
+    }
+}
+
+/// Runs an instance in this process until `shutdown` turns true, then lets in-flight work
+/// finish within the grace period. `on_ready` is called once everything serves.
+pub async fn run(
+    a: ServeArgs,
+    shutdown: watch::Receiver<bool>,
+    on_ready: impl FnOnce(Ready) + Send,
+) -> anyhow::Result<()> {
     let instance_id = a.instance_id.clone().unwrap_or_else(host_name);
     let prefix = a
         .amqp_prefix
@@ -302,14 +353,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         None => tracing::warn!("could not raise the open-file limit"),
     }
     let notes = store.listen_for_changes();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // One signal stops everything at once: HTTP stops accepting, consumers stop taking
-    // messages, and in-flight work gets the grace period to finish.
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested");
-        let _ = stop_tx.send(true);
-    });
+    let stop_rx = shutdown;
     let stopped = {
         let mut rx = stop_rx.clone();
         async move {
@@ -404,10 +448,11 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        println!(
-            "kite ready url={scheme}://{addr} instance_id={instance_id} roles={}",
-            roles.join(",")
-        );
+        on_ready(Ready {
+            url: Some(format!("{scheme}://{addr}")),
+            instance_id: instance_id.clone(),
+            roles: roles.clone(),
+        });
         tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, tls = tls.is_some(), "kite serving");
         let limits = kite_ingress::server::ServerLimits {
             max_connections: a.max_connections.max(1),
@@ -425,10 +470,11 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     } else {
-        println!(
-            "kite ready instance_id={instance_id} roles={}",
-            roles.join(",")
-        );
+        on_ready(Ready {
+            url: None,
+            instance_id: instance_id.clone(),
+            roles: roles.clone(),
+        });
         stopped.await;
     }
     let drain = async {

@@ -185,7 +185,8 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.wait_for(|s| *s) => break,
+            // (The guard wait_for answers must not live across an await: Send.)
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
@@ -297,7 +298,7 @@ async fn connection<S>(
                     _ => {}
                 }
             }
-            _ = stop.wait_for(|s| *s), if closing.is_none() => {
+            _ = async { let _ = stop.wait_for(|s| *s).await; }, if closing.is_none() => {
                 closing = Some(Instant::now());
                 served.as_mut().graceful_shutdown();
             }

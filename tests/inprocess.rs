@@ -1,0 +1,106 @@
+//! An instance started in this process through the `kite` library (`serve::run`), as an
+//! embedding program or a test would: ready, serving, and stopped by its shutdown signal.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::*;
+use kite::serve::{run, Ready, ServeArgs};
+
+/// `kite serve`'s flags, parsed as the binary parses them.
+#[derive(Debug, Parser)]
+struct Flags {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[tokio::test]
+async fn an_instance_runs_in_process_until_its_shutdown_signal() {
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    let db = format!("kite_inproc_{id}");
+    let prefix = format!("kitetest.{id}");
+    let key = format!("kite_{}_{}", &id[..8], uuid::Uuid::new_v4().simple());
+    let flags = Flags::parse_from([
+        "kite-serve",
+        "--dev",
+        "--port",
+        "0",
+        "--instance-id",
+        "in-process",
+        "--database-url",
+        &format!("{}/{db}", pg_server()),
+        "--amqp-url",
+        &amqp_url(),
+        "--amqp-prefix",
+        &prefix,
+        "--admin-key",
+        &key,
+        "--shutdown-grace-ms",
+        "2000",
+    ]);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Ready>();
+    let instance = tokio::spawn(run(flags.serve, stop, move |r| {
+        let _ = ready_tx.send(r);
+    }));
+    let ready = tokio::time::timeout(Duration::from_secs(60), ready_rx)
+        .await
+        .expect("ready in time")
+        .expect("ready");
+    assert_eq!(ready.instance_id, "in-process");
+    assert_eq!(ready.roles, ["ingress", "router", "delivery"]);
+    let url = ready.url.clone().expect("an ingress url");
+    assert!(ready.line().starts_with(&format!("kite ready url={url} ")));
+
+    let http = reqwest::Client::new();
+    let health = http
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    let r = http
+        .post(format!("{url}/hooks/default/stripe"))
+        .json(&stripe_event("evt_inproc", "charge.succeeded"))
+        .send()
+        .await
+        .expect("hook");
+    assert_eq!(r.status(), 202);
+    let (s, _) = {
+        let r = http
+            .get(format!("{url}/api/events"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("events");
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(s, 200);
+
+    let _ = stop_tx.send(true);
+    let ended = tokio::time::timeout(Duration::from_secs(20), instance)
+        .await
+        .expect("stopped within the grace period")
+        .expect("joined");
+    assert!(ended.is_ok(), "{ended:?}");
+    assert!(
+        http.get(format!("{url}/health")).send().await.is_err(),
+        "no longer serving"
+    );
+
+    // Leave nothing behind.
+    if let Ok(bus) = kite_bus::Bus::connect(&amqp_url(), &prefix, Duration::from_secs(5)).await {
+        let _ = bus.teardown(&[], 9).await;
+        bus.close().await;
+    }
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+    tokio::spawn(conn);
+    let _ = client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await;
+}
