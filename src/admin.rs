@@ -1,8 +1,9 @@
 //! `kite admin`: the admin API verbs a person would otherwise type as curl, and
 //! `secret-key`, which makes a KITE_SECRET_KEY.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Subcommand};
+use kite_kit::admin::{AdminClient, AdminError};
 use serde_json::{json, Value};
 
 /// `kite admin` options.
@@ -81,6 +82,7 @@ pub enum TokenVerb {
     List,
 }
 
+/// One admin call through the kit's typed client; a refused key is [`AuthFailed`] (exit 2).
 async fn call(
     a: &AdminArgs,
     method: reqwest::Method,
@@ -91,28 +93,19 @@ async fn call(
         .api_key
         .as_deref()
         .context("no API key: pass --api-key or set KITE_API_KEY")?;
-    let url = format!("{}{path}", a.instance.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req
-        .send()
+    match AdminClient::new(&a.instance, key)
+        .ok(method, path, body.as_ref())
         .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let code = v["error"]["code"].as_str().unwrap_or("error");
-        let msg = v["error"]["message"].as_str().unwrap_or("");
-        if status.as_u16() == 401 {
-            return Err(crate::listen::AuthFailed).context(format!("{code}: {msg}"));
-        }
-        bail!("{status}: {code}: {msg}");
+    {
+        Ok(v) => Ok(v),
+        Err(AdminError::Status {
+            status: 401,
+            code,
+            message,
+            ..
+        }) => Err(crate::listen::AuthFailed).context(format!("{code}: {message}")),
+        Err(e) => Err(e.into()),
     }
-    Ok(v)
 }
 
 fn print(v: &Value) {

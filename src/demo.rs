@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
+use kite_kit::admin::AdminClient;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -94,12 +95,8 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
     let mut lines = BufReader::new(stdout).lines();
     let url = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("kite ready url=") {
-                return Ok(rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string());
+            if let Some(url) = kite_kit::ready::parse(&line).and_then(|r| r.url) {
+                return Ok(url);
             }
         }
         bail!("{name} exited before it was ready")
@@ -115,26 +112,6 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
     })
 }
 
-async fn call(
-    http: &reqwest::Client,
-    i: &Instance,
-    path: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let r = http
-        .post(format!("{}{path}", i.url))
-        .bearer_auth(&i.key)
-        .json(&body)
-        .send()
-        .await?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{} {path} answered {status}: {v}", i.name);
-    }
-    Ok(v)
-}
-
 /// Runs the demo.
 pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let mut instances = Vec::new();
@@ -145,29 +122,18 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     // Peering A -> B: a token minted on B, trusted on B, used by A's peer record.
-    let tok = call(
-        &http,
-        ib,
-        "/api/federation/tokens",
-        json!({"label":"from instance-a"}),
+    let admin = |i: &Instance| AdminClient::with_http(http.clone(), &i.url, &i.key);
+    kite_kit::admin::peer(
+        &admin(ia),
+        ia.name,
+        &admin(ib),
+        ib.name,
+        "default",
+        &["stripe.*"],
+        3,
     )
-    .await?;
-    let token = tok["token"].as_str().context("token missing")?.to_string();
-    call(
-        &http,
-        ib,
-        "/api/federation/trusted-senders",
-        json!({"name":"instance-a","inbound_token":token}),
-    )
-    .await?;
-    call(
-        &http,
-        ia,
-        "/api/federation/peers",
-        json!({"name":"instance-b","peer_hook_url":format!("{}/hooks/default/kite", ib.url),
-               "outbound_token":token,"scopes":["stripe.*"],"max_hops":3}),
-    )
-    .await?;
+    .await
+    .context("peering instance-a with instance-b")?;
     println!("peered instance-a -> instance-b (scopes [\"stripe.*\"])");
 
     // Listen on B before sending, so the relayed event is seen arriving.

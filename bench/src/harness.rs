@@ -84,33 +84,8 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// kite's ready line: `kite ready url=http://127.0.0.1:PORT instance_id=... roles=...`, or
-/// without `url=` for a process that does not run the ingress role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadyLine {
-    /// The base URL, when the process serves HTTP.
-    pub url: Option<String>,
-}
-
-impl ReadyLine {
-    /// The port of [`ReadyLine::url`].
-    pub fn port(&self) -> Option<u16> {
-        let url = self.url.as_deref()?;
-        let authority = url.split_once("://").map_or(url, |(_, r)| r);
-        let authority = authority.split('/').next()?;
-        authority.rsplit_once(':')?.1.parse().ok()
-    }
-}
-
-/// Parses kite's ready line; `None` for any other line.
-pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
-    let rest = line.trim().strip_prefix("kite ready ")?;
-    let url = rest
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("url="))
-        .map(|u| u.trim_end_matches('/').to_owned());
-    Some(ReadyLine { url })
-}
+pub use kite_kit::faults::{close_amqp_connections as close_amqp, connections_named};
+pub use kite_kit::ready::{parse as parse_ready_line, ReadyLine};
 
 /// Peak resident set size of a process in MiB (`VmHWM` in `/proc/<pid>/status`).
 pub fn peak_rss_mib(pid: u32) -> Option<f64> {
@@ -317,7 +292,8 @@ pub async fn wait_ready(child: &mut Child, sink: LineSink) -> Result<ReadyLine> 
     Ok(ready)
 }
 
-/// `POST {base}{path}` with the admin key and a JSON body; expects 201 and answers its JSON.
+/// `POST {base}{path}` with the admin key and a JSON body through the kit's admin client;
+/// expects a 2xx and answers its JSON.
 pub async fn admin_post(
     client: &reqwest::Client,
     base: &str,
@@ -325,19 +301,11 @@ pub async fn admin_post(
     path: &str,
     body: &Value,
 ) -> Result<Value> {
-    let resp = client
-        .post(format!("{base}{path}"))
-        .bearer_auth(admin_key)
-        .json(body)
-        .send()
-        .await
-        .with_context(|| format!("POST {base}{path}"))?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if status != reqwest::StatusCode::CREATED {
-        bail!("POST {base}{path}: expected 201, got {status}: {text}");
-    }
-    serde_json::from_str(&text).with_context(|| format!("POST {base}{path}: answer is not JSON"))
+    Ok(
+        kite_kit::admin::AdminClient::with_http(client.clone(), base, admin_key)
+            .ok(reqwest::Method::POST, path, Some(body))
+            .await?,
+    )
 }
 
 /// Runs one SQL statement with `psql` (unaligned, tuples only) and answers its output, trimmed.
@@ -436,51 +404,10 @@ pub async fn rabbitmq_list(vhost: &str, command: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The pids of the AMQP connections whose `connection_name` is `name`, from the default
-/// (tab-separated) output of `rabbitmqctl list_connections pid client_properties`. The JSON
-/// formatter prints pids as `#PID<...>`, which `close_connection` does not accept.
-pub fn connections_named(list_output: &str, name: &str) -> Vec<String> {
-    let needle = format!("{{\"connection_name\",\"{name}\"}}");
-    list_output
-        .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .filter(|(pid, props)| pid.starts_with('<') && props.contains(&needle))
-        .map(|(pid, _)| pid.to_owned())
-        .collect()
-}
-
 /// Closes, from the broker side, every AMQP connection named `name` (kite names its
 /// connections with its AMQP prefix). Answers how many were closed.
 pub async fn close_amqp_connections(name: &str, reason: &str) -> Result<usize> {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_connections",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running rabbitmqctl list_connections")?;
-    if !out.status.success() {
-        bail!(
-            "rabbitmqctl list_connections failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let pids = connections_named(&String::from_utf8_lossy(&out.stdout), name);
-    let closes = pids.iter().map(|pid| async move {
-        Command::new("rabbitmqctl")
-            .args(["-q", "close_connection", pid, reason])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .is_ok_and(|o| o.status.success())
-    });
-    let closed = futures::future::join_all(closes).await;
-    Ok(closed.into_iter().filter(|ok| *ok).count())
+    Ok(close_amqp(name, reason).await?)
 }
 
 #[cfg(test)]

@@ -151,8 +151,8 @@ impl Instance {
         let mut lines = BufReader::new(stdout).lines();
         let url = tokio::time::timeout(Duration::from_secs(60), async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.strip_prefix("kite ready url=") {
-                    return rest.split_whitespace().next().map(str::to_string);
+                if let Some(ready) = kite_kit::ready::parse(&line) {
+                    return ready.url;
                 }
             }
             None
@@ -165,10 +165,8 @@ impl Instance {
             panic!("{} did not become ready:\n{logs}", self.name)
         });
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
+        self.port = kite_kit::ready::parse(&format!("kite ready url={url}"))
+            .and_then(|r| r.port())
             .unwrap_or(0);
         self.url = url;
         self.child = Some(child);
@@ -215,6 +213,11 @@ impl Instance {
             .get(0)
     }
 
+    /// The kit's admin client for this instance.
+    pub fn admin(&self) -> kite_kit::admin::AdminClient {
+        kite_kit::admin::AdminClient::with_http(self.http.clone(), &self.url, &self.key)
+    }
+
     /// An admin API call.
     pub async fn api(
         &self,
@@ -222,17 +225,12 @@ impl Instance {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        let v = r.json().await.unwrap_or(Value::Null);
-        (status, v)
+        let a = self
+            .admin()
+            .call(method, path, body.as_ref())
+            .await
+            .expect("request");
+        (a.status, a.body)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -368,31 +366,17 @@ pub async fn peer(
     scopes: &[&str],
     max_hops: u32,
 ) -> (String, String) {
-    let (s, t) = to
-        .post(
-            "/api/federation/tokens",
-            json!({"label": format!("from {}", from.name)}),
-        )
-        .await;
-    assert_eq!(s, 201, "mint token: {t}");
-    let token = t["token"].as_str().expect("token").to_string();
-    let (s, v) = to
-        .post(
-            "/api/federation/trusted-senders",
-            json!({"name": from.name, "inbound_token": token}),
-        )
-        .await;
-    assert_eq!(s, 201, "trusted sender: {v}");
-    let id = add_peer(
-        from,
+    kite_kit::admin::peer(
+        &from.admin(),
+        &from.name,
+        &to.admin(),
         &to.name,
-        &format!("{}/hooks/default/kite", to.url),
-        &token,
+        "default",
         scopes,
         max_hops,
     )
-    .await;
-    (id, token)
+    .await
+    .expect("peer A with B")
 }
 
 /// Creates a peer record on `on`.
@@ -404,15 +388,10 @@ pub async fn add_peer(
     scopes: &[&str],
     max_hops: u32,
 ) -> String {
-    let (s, p) = on
-        .post(
-            "/api/federation/peers",
-            json!({"name": name, "peer_hook_url": url, "outbound_token": token,
-                   "scopes": scopes, "max_hops": max_hops}),
-        )
-        .await;
-    assert_eq!(s, 201, "create peer: {p}");
-    p["id"].as_str().expect("peer id").to_string()
+    on.admin()
+        .create_peer(name, url, token, scopes, max_hops)
+        .await
+        .expect("create peer")
 }
 
 /// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
@@ -491,8 +470,8 @@ impl Proc {
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if line.starts_with("kite ready") {
-                    return Some(line);
+                if let Some(r) = kite_kit::ready::parse(&line) {
+                    return Some(r);
                 }
             }
             None
@@ -501,10 +480,7 @@ impl Proc {
         .ok()
         .flatten()
         .expect("role process became ready");
-        self.url = ready
-            .strip_prefix("kite ready url=")
-            .and_then(|r| r.split_whitespace().next())
-            .map(str::to_string);
+        self.url = ready.url;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.child = Some(child);
     }
@@ -542,46 +518,19 @@ impl Instance {
     /// Closes this instance's AMQP connections from the broker side (they carry the prefix
     /// as their connection name). Answers how many were closed.
     pub async fn close_amqp_connections(&self) -> usize {
-        let out = tokio::process::Command::new("rabbitmqctl")
-            .args(["list_connections", "-q", "pid", "client_properties"])
-            .output()
+        kite_kit::faults::close_amqp_connections(&self.prefix, "fault test")
             .await
-            .expect("rabbitmqctl list_connections");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let mut closed = 0;
-        for line in text.lines() {
-            let Some((pid, props)) = line.split_once('\t') else {
-                continue;
-            };
-            if !props.contains(&format!("\"{}\"", self.prefix)) {
-                continue;
-            }
-            let ok = tokio::process::Command::new("rabbitmqctl")
-                .args(["close_connection", pid, "fault test", "-q"])
-                .status()
-                .await
-                .map(|s| s.success())
-                .unwrap_or(false);
-            closed += usize::from(ok);
-        }
-        closed
+            .expect("rabbitmqctl")
     }
 
     /// Terminates every Postgres backend connected to this instance's database.
     pub async fn terminate_db_connections(&self) -> i64 {
-        let (client, conn) =
-            tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        tokio::spawn(conn);
-        let row = client
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&self.db_name],
-            )
-            .await
-            .expect("terminate");
-        row.get(0)
+        kite_kit::faults::terminate_db_connections(
+            &format!("{}/postgres", pg_server()),
+            &self.db_name,
+        )
+        .await
+        .expect("terminate")
     }
 
     /// Purges one of this instance's queues (`events` or `deliver.{peer}`), losing its messages.
