@@ -1,0 +1,349 @@
+//! The run's processes (A as three, B as one), killed and started again, and the fault
+//! injector.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::harness::{
+    close_amqp_connections, psql, random_admin_key, spawn_kite, wait_ready, with_database, LogFile,
+};
+
+use super::{FaultKind, FaultTally, START_ATTEMPTS, TEAM};
+
+/// Names the run makes on the shared servers.
+pub(super) struct Names {
+    pub(super) run: String,
+    pub(super) db_a: String,
+    pub(super) db_b: String,
+    pub(super) url_a: String,
+    pub(super) url_b: String,
+    pub(super) admin_url: String,
+    pub(super) prefix_a: String,
+    pub(super) prefix_b: String,
+    pub(super) key_a: String,
+    pub(super) key_b: String,
+}
+
+impl Names {
+    pub(super) fn new(database_url: &str) -> Self {
+        let run = crate::random_hex(10);
+        let db_a = format!("kite_chaos_{run}_a");
+        let db_b = format!("kite_chaos_{run}_b");
+        Self {
+            url_a: with_database(database_url, &db_a),
+            url_b: with_database(database_url, &db_b),
+            admin_url: with_database(database_url, "postgres"),
+            prefix_a: format!("kitechaos.{run}.a"),
+            prefix_b: format!("kitechaos.{run}.b"),
+            key_a: random_admin_key(),
+            key_b: random_admin_key(),
+            db_a,
+            db_b,
+            run,
+        }
+    }
+}
+
+/// The environment of one of the run's processes (`KITE_PORT` is added at start).
+pub(super) fn process_env(
+    amqp_url: &str,
+    instance_id: &str,
+    database_url: &str,
+    prefix: &str,
+    admin_key: &str,
+    roles: &str,
+) -> Vec<(String, String)> {
+    [
+        ("KITE_INSTANCE_ID", instance_id),
+        ("KITE_HOST", "127.0.0.1"),
+        ("KITE_DATABASE_URL", database_url),
+        ("KITE_AMQP_URL", amqp_url),
+        ("KITE_AMQP_PREFIX", prefix),
+        ("KITE_TEAM_ID", TEAM),
+        ("KITE_ADMIN_KEY", admin_key),
+        ("KITE_ROLES", roles),
+        ("KITE_ALLOW_PRIVATE_PEERS", "true"),
+        // A benchmark instance: secrets sealed with the development key, no rate limits.
+        ("KITE_DEV", "true"),
+        ("KITE_RATE_TEAM_PER_SEC", "0"),
+        ("KITE_RATE_SENDER_PER_SEC", "0"),
+        ("KITE_RETRY_BASE_MS", "200"),
+        ("KITE_RETRY_MAX_DELAY_MS", "2000"),
+        ("KITE_RETRY_MAX_ATTEMPTS", "10"),
+        ("KITE_SWEEP_INTERVAL_MS", "1000"),
+        ("KITE_SWEEP_GRACE_MS", "5000"),
+        ("KITE_PEER_PROBE_INTERVAL_MS", "1000"),
+        ("RUST_LOG", "warn"),
+        ("NO_COLOR", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// One `kite serve` process of the run, which can be killed and started again.
+pub(super) struct Proc {
+    pub(super) name: &'static str,
+    pub(super) env: Vec<(String, String)>,
+    pub(super) child: Option<Child>,
+    pub(super) starts: u32,
+    /// Fixed after the first start for a process that serves HTTP.
+    pub(super) port: Option<u16>,
+    pub(super) url: Option<String>,
+}
+
+impl Proc {
+    pub(super) fn new(name: &'static str, env: Vec<(String, String)>) -> Self {
+        Self {
+            name,
+            env,
+            child: None,
+            starts: 0,
+            port: None,
+            url: None,
+        }
+    }
+
+    /// Starts the process (on its port once it has one) and waits for its ready line,
+    /// retrying a start that fails (a port still taken, say). Answers how long it took.
+    pub(super) async fn start(&mut self, bin: &Path, log: &Arc<LogFile>) -> Result<Duration> {
+        let t0 = Instant::now();
+        let mut last = None;
+        for attempt in 1..=START_ATTEMPTS {
+            self.starts += 1;
+            let label = format!("{}#{}", self.name, self.starts);
+            let mut env = self.env.clone();
+            env.push(("KITE_PORT".to_owned(), self.port.unwrap_or(0).to_string()));
+            let mut child = spawn_kite(bin, &env, Some(log.sink(label.clone())))?;
+            match wait_ready(&mut child, log.sink(label.clone())).await {
+                Ok(ready) => {
+                    if self.port.is_none() {
+                        self.port = ready.port();
+                        self.url = ready.url;
+                    }
+                    log.note(&format!("{label} ready (pid {:?})", child.id()));
+                    self.child = Some(child);
+                    return Ok(t0.elapsed());
+                }
+                Err(e) => {
+                    eprintln!("kite-bench: {label} did not start (attempt {attempt}): {e:#}");
+                    log.note(&format!("{label} did not start: {e:#}"));
+                    let _ = child.kill().await;
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow!("no attempt made"))
+            .context(format!("{} did not start", self.name)))
+    }
+
+    /// `Some(status)` when the process has exited (without us killing it).
+    pub(super) fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub(super) async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGKILL, then start again; notes an exit that happened before the kill.
+    pub(super) async fn kill_and_restart(
+        &mut self,
+        bin: &Path,
+        log: &Arc<LogFile>,
+        tally: &mut FaultTally,
+    ) -> Result<()> {
+        if let Some(status) = self.exited() {
+            tally
+                .unexpected_exits
+                .push(format!("{}#{} ({status})", self.name, self.starts));
+        }
+        self.kill().await;
+        let took = self.start(bin, log).await?;
+        tally.slowest_restart = tally.slowest_restart.max(took);
+        Ok(())
+    }
+}
+
+/// A (three processes) and B (one).
+pub(super) struct Cluster {
+    pub(super) bin: PathBuf,
+    pub(super) log: Arc<LogFile>,
+    pub(super) a_ingress: Proc,
+    pub(super) a_router: Proc,
+    pub(super) a_delivery: Proc,
+    pub(super) b: Proc,
+}
+
+impl Cluster {
+    pub(super) fn new(bin: PathBuf, log: Arc<LogFile>, names: &Names, amqp_url: &str) -> Self {
+        let a = |roles| {
+            process_env(
+                amqp_url,
+                "chaos-a",
+                &names.url_a,
+                &names.prefix_a,
+                &names.key_a,
+                roles,
+            )
+        };
+        Self {
+            a_ingress: Proc::new("a-ingress", a("ingress")),
+            a_router: Proc::new("a-router", a("router")),
+            a_delivery: Proc::new("a-delivery", a("delivery")),
+            b: Proc::new(
+                "b",
+                process_env(
+                    amqp_url,
+                    "chaos-b",
+                    &names.url_b,
+                    &names.prefix_b,
+                    &names.key_b,
+                    "ingress,router,delivery",
+                ),
+            ),
+            bin,
+            log,
+        }
+    }
+
+    pub(super) fn procs(&mut self) -> [&mut Proc; 4] {
+        [
+            &mut self.a_ingress,
+            &mut self.a_router,
+            &mut self.a_delivery,
+            &mut self.b,
+        ]
+    }
+
+    /// Starts every process: B and A-ingress first (A-ingress applies A's migrations), then
+    /// A-router and A-delivery.
+    pub(super) async fn start(&mut self) -> Result<()> {
+        let (bin, log) = (&self.bin, &self.log);
+        tokio::try_join!(self.b.start(bin, log), self.a_ingress.start(bin, log))?;
+        tokio::try_join!(
+            self.a_router.start(bin, log),
+            self.a_delivery.start(bin, log)
+        )?;
+        Ok(())
+    }
+
+    /// Restarts any process that exited on its own, noting it.
+    pub(super) async fn revive(&mut self, tally: &mut FaultTally) -> Result<()> {
+        let (bin, log) = (self.bin.clone(), self.log.clone());
+        for p in self.procs() {
+            if p.exited().is_some() {
+                p.kill_and_restart(&bin, &log, tally).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn kill_all(&mut self) {
+        for p in self.procs() {
+            p.kill().await;
+        }
+    }
+}
+
+/// Injects one fault; errors only when a killed process cannot be started again.
+async fn inject(
+    kind: FaultKind,
+    cluster: &mut Cluster,
+    names: &Names,
+    tally: &mut FaultTally,
+) -> Result<String> {
+    let (bin, log) = (cluster.bin.clone(), cluster.log.clone());
+    let proc = match kind {
+        FaultKind::KillRouter => Some(&mut cluster.a_router),
+        FaultKind::KillDelivery => Some(&mut cluster.a_delivery),
+        FaultKind::KillB => Some(&mut cluster.b),
+        FaultKind::KillIngress => Some(&mut cluster.a_ingress),
+        FaultKind::CloseAmqp | FaultKind::TerminateDb => None,
+    };
+    if let Some(p) = proc {
+        let t0 = Instant::now();
+        p.kill_and_restart(&bin, &log, tally).await?;
+        tally.record(kind);
+        return Ok(format!(
+            "{} back in {:.1} s",
+            p.name,
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    let done = match kind {
+        FaultKind::CloseAmqp => close_amqp_connections(&names.prefix_a, "chaos")
+            .await
+            .map(|n| {
+                tally.amqp_connections_closed += n as u64;
+                format!("{n} connections closed")
+            }),
+        _ => {
+            let sql = format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                names.db_a
+            );
+            psql(&names.admin_url, &sql).await.and_then(|out| {
+                let n: u64 = out.parse().context("parsing psql's count")?;
+                tally.db_backends_terminated += n;
+                Ok(format!("{n} backends terminated"))
+            })
+        }
+    };
+    match done {
+        Ok(detail) => {
+            tally.record(kind);
+            Ok(detail)
+        }
+        Err(e) => {
+            tally.failed[kind.index()] += 1;
+            Ok(format!("could not be injected: {e:#}"))
+        }
+    }
+}
+
+/// Injects a fault every `every`, cycling through [`FaultKind::ALL`], until `stop` turns true.
+/// A fault that overruns its period delays the next one.
+pub(super) async fn inject_faults(
+    cluster: &mut Cluster,
+    names: &Names,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Result<FaultTally> {
+    let mut tally = FaultTally::default();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut i = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let kind = FaultKind::nth(i);
+        i += 1;
+        let detail = inject(kind, cluster, names, &mut tally).await?;
+        let line = format!("fault {i}: {}: {detail}", kind.describe());
+        eprintln!("kite-bench: {line}");
+        cluster.log.note(&line);
+    }
+    Ok(tally)
+}
