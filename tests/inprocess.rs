@@ -91,16 +91,5 @@ async fn an_instance_runs_in_process_until_its_shutdown_signal() {
     );
 
     // Leave nothing behind.
-    if let Ok(bus) = kite_bus::Bus::connect(&amqp_url(), &prefix, Duration::from_secs(5)).await {
-        let _ = bus.teardown(&[], 9).await;
-        bus.close().await;
-    }
-    let (client, conn) =
-        tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-    tokio::spawn(conn);
-    let _ = client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .await;
+    cleanup(format!("{}/{db}", pg_server()), db, prefix, 9).await;
 }

@@ -41,17 +41,7 @@ impl Db {
 
     async fn drop_database(self) {
         drop(self.store);
-        let (client, conn) =
-            tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        tokio::spawn(conn);
-        let _ = client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
+        drop_database(&self.name).await;
     }
 }
 

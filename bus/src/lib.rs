@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-pub use amqp::Names;
 pub use memory::MemoryBus;
 
 /// Most ids one message carries; longer batches are split when sent.
@@ -174,14 +173,6 @@ impl Bus {
         match &self.inner {
             Inner::Memory(m) => Some(m),
             Inner::Amqp(_) => None,
-        }
-    }
-
-    /// The RabbitMQ names of this instance's objects (None in memory).
-    pub fn names(&self) -> Option<&Names> {
-        match &self.inner {
-            Inner::Amqp(a) => Some(a.names()),
-            Inner::Memory(_) => None,
         }
     }
 

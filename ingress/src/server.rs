@@ -142,8 +142,17 @@ impl Drop for InFlight {
     }
 }
 
+/// Why the watchdog ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overdue {
+    /// A request's headers did not arrive in time: dropped at once.
+    Headers,
+    /// Nothing in flight for the idle timeout: shut down gracefully.
+    Idle,
+}
+
 /// Why the watchdog ends a connection, if it should now.
-fn overdue(conn: &Conn, limits: &ServerLimits) -> Option<&'static str> {
+fn overdue(conn: &Conn, limits: &ServerLimits) -> Option<Overdue> {
     let a = &conn.activity;
     if a.in_flight.load(Ordering::Relaxed) > 0 {
         return None;
@@ -151,11 +160,11 @@ fn overdue(conn: &Conn, limits: &ServerLimits) -> Option<&'static str> {
     let now = conn.now_ms();
     let head = a.head_since_ms.load(Ordering::Relaxed);
     if head != 0 && now.saturating_sub(head) > limits.header_timeout.as_millis() as u64 {
-        return Some("request headers not complete in time");
+        return Some(Overdue::Headers);
     }
     let last = a.last_ms.load(Ordering::Relaxed);
     if now.saturating_sub(last) > limits.idle_timeout.as_millis() as u64 {
-        return Some("idle");
+        return Some(Overdue::Idle);
     }
     None
 }
@@ -284,12 +293,12 @@ async fn connection<S>(
             _ = tokio::time::sleep(tick) => {
                 match (overdue(&conn, &limits), closing) {
                     // Nothing is in flight: dropping the connection loses no request.
-                    (Some(why @ "request headers not complete in time"), _) => {
-                        tracing::debug!(%addr, why, "closing connection");
+                    (Some(Overdue::Headers), _) => {
+                        tracing::debug!(%addr, "closing connection: request headers not complete in time");
                         return;
                     }
-                    (Some(why), None) => {
-                        tracing::debug!(%addr, why, "closing connection");
+                    (Some(Overdue::Idle), None) => {
+                        tracing::debug!(%addr, "closing idle connection");
                         served.as_mut().graceful_shutdown();
                         closing = Some(Instant::now());
                     }

@@ -9,10 +9,10 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use kite_protocol::fed;
 use kite_protocol::scope::ScopeSet;
 use kite_protocol::stream::{
-    ClientFrame, ServerFrame, AUTH_FAILED, INVALID_MESSAGE, RATE_LIMITED, SLOW_CONSUMER, VERSION,
+    self, ClientFrame, ServerFrame, AUTH_FAILED, INVALID_MESSAGE, RATE_LIMITED, SLOW_CONSUMER,
+    VERSION,
 };
 use kite_store::stream::Resume;
 use serde_json::Value;
@@ -310,22 +310,13 @@ impl Session<'_> {
                             }
                             // The stored text is spliced, never parsed: a row that cannot
                             // be read is logged and passed over.
-                            let text = e.event.and_then(|t| {
-                                fed::splice(&t, &format!("\"{}\":{}", fed::EXT_SEQ, e.seq))
-                                    .map_err(|err| err.to_string())
-                            });
-                            let event = text.and_then(|t| {
-                                serde_json::value::RawValue::from_string(t)
-                                    .map_err(|err| err.to_string())
-                            });
-                            let event = match event {
-                                Ok(t) => t,
+                            let frame = match e.text(true) {
+                                Ok(t) => stream::event_frame(e.seq, &t),
                                 Err(why) => {
                                     tracing::warn!(seq = e.seq, error = %why, "stream skips an event it cannot read");
                                     continue;
                                 }
                             };
-                            let frame = ServerFrame::Event { seq: e.seq, event }.to_text();
                             let sent = tokio::time::timeout(
                                 self.stall(),
                                 tx.send(Message::Text(frame.into())),

@@ -164,6 +164,12 @@ impl ServerFrame {
     }
 }
 
+/// The text of [`ServerFrame::Event`] for an event already held as JSON text (the stored
+/// event, valid since it was stored), without parsing it again.
+pub fn event_frame(seq: i64, event_json: &str) -> String {
+    format!(r#"{{"type":"event","seq":{seq},"event":{event_json}}}"#)
+}
+
 impl ClientFrame {
     /// The frame as JSON text.
     pub fn to_text(&self) -> String {
@@ -194,6 +200,7 @@ mod tests {
             ev.to_text(),
             r#"{"type":"event","seq":3,"event":{"id":"x"}}"#
         );
+        assert_eq!(event_frame(3, r#"{"id":"x"}"#), ev.to_text());
         let back = ServerFrame::parse(&ev.to_text()).unwrap();
         assert!(
             matches!(back, ServerFrame::Event { seq: 3, ref event } if event.get() == r#"{"id":"x"}"#)

@@ -53,9 +53,11 @@ pub struct StoredEvent {
     pub hook_source: String,
     /// CloudEvent `type`.
     pub ce_type: String,
-    /// The whole structured CloudEvent as JSON text (federation extensions included), or
-    /// why the row could not be read (readers log it and move past it).
-    pub event: std::result::Result<String, String>,
+    /// The stored CloudEvent text without its federation extensions, or why the row could
+    /// not be read (readers log it and move past it); see [`StoredEvent::text`].
+    pub rest: std::result::Result<String, String>,
+    /// Its federation extensions.
+    pub fed: FedInfo,
     /// When it was stored.
     pub received_at: DateTime<Utc>,
 }
@@ -266,17 +268,31 @@ pub(crate) fn fed_columns(r: &Row, first: usize) -> Result<FedInfo> {
 /// readers log it and move past it. None only without a sequence number (never stored).
 fn stored(r: &Row) -> Option<StoredEvent> {
     let seq: i64 = r.col(0).ok()?;
-    let event = (|| -> std::result::Result<String, String> {
+    let read = (|| -> std::result::Result<(String, FedInfo), String> {
         let rest: String = r.col(4).map_err(|e| e.to_string())?;
         let fed = fed_columns(r, 6).map_err(|e| e.to_string())?;
-        fed::stored_text(&rest, &fed, None).map_err(|e| e.to_string())
+        Ok((rest, fed))
     })();
+    let (rest, fed) = match read {
+        Ok((rest, fed)) => (Ok(rest), fed),
+        Err(e) => (Err(e), FedInfo::default()),
+    };
     Some(StoredEvent {
         seq,
         team_id: r.col(1).unwrap_or_default(),
         hook_source: r.col(2).unwrap_or_default(),
         ce_type: r.col(3).unwrap_or_default(),
-        event,
+        rest,
+        fed,
         received_at: r.col(5).unwrap_or_default(),
     })
+}
+
+impl StoredEvent {
+    /// The whole event as JSON text, federation extensions put back (and `kiteseq` when
+    /// `with_seq`), spliced in one pass; or why it cannot be read.
+    pub fn text(&self, with_seq: bool) -> std::result::Result<String, String> {
+        let rest = self.rest.as_deref().map_err(|e| e.clone())?;
+        fed::stored_text(rest, &self.fed, with_seq.then_some(self.seq)).map_err(|e| e.to_string())
+    }
 }

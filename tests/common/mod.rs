@@ -339,7 +339,8 @@ impl Drop for Instance {
     }
 }
 
-async fn cleanup(db_url: String, db_name: String, prefix: String, tiers: u32) {
+/// Removes what an instance made: its AMQP objects under `prefix` and its database.
+pub async fn cleanup(db_url: String, db_name: String, prefix: String, tiers: u32) {
     let mut peer_ids = Vec::new();
     if let Ok((client, conn)) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await {
         let task = tokio::spawn(conn);
@@ -353,6 +354,11 @@ async fn cleanup(db_url: String, db_name: String, prefix: String, tiers: u32) {
         let _ = bus.teardown(&peer_ids, tiers).await;
         bus.close().await;
     }
+    drop_database(&db_name).await;
+}
+
+/// Drops a test database, whoever is still connected to it.
+pub async fn drop_database(db_name: &str) {
     if let Ok((client, conn)) =
         tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls).await
     {

@@ -68,7 +68,7 @@ pub(super) async fn list_events(
         .into_iter()
         .filter_map(|e| {
             let raw = e
-                .event
+                .text(false)
                 .and_then(|t| RawValue::from_string(t).map_err(|err| err.to_string()));
             match raw {
                 Ok(event) => Some(EventItem {
