@@ -1,16 +1,14 @@
 //! `kite demo`: two federated instances on this machine, a sample Stripe event relayed
 //! from A to B, then both kept running for the README's walkthrough.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use kite_kit::admin::AdminClient;
+use kite_kit::process::{KiteEnv, KiteProcess, Output, READY_TIMEOUT};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 /// `kite demo` options.
@@ -45,7 +43,7 @@ struct Instance {
     name: &'static str,
     url: String,
     key: String,
-    child: Child,
+    child: KiteProcess,
 }
 
 async fn reset_database(server: &str, db: &str) -> anyhow::Result<()> {
@@ -68,42 +66,29 @@ async fn start(name: &'static str, port: u16, a: &DemoArgs) -> anyhow::Result<In
     reset_database(&a.pg_server, &db).await?;
     let key = kite_protocol::token::mint_api_key();
     let exe = std::env::current_exe().context("locating the kite binary")?;
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .env("KITE_INSTANCE_ID", name)
-        .env("KITE_PORT", port.to_string())
-        .env("KITE_HOST", "127.0.0.1")
-        .env("KITE_DATABASE_URL", format!("{}/{db}", a.pg_server))
-        .env("KITE_AMQP_URL", &a.amqp_url)
-        .env("KITE_AMQP_PREFIX", format!("kite.demo.{name}"))
-        .env("KITE_TEAM_ID", "default")
-        .env("KITE_ADMIN_KEY", &key)
-        .env(
+    let mut env = KiteEnv::loopback(
+        name,
+        &format!("{}/{db}", a.pg_server),
+        &a.amqp_url,
+        &format!("kite.demo.{name}"),
+        &key,
+    );
+    env.set("KITE_PORT", port.to_string())
+        .set(
             "KITE_SECRET_KEY",
             kite_protocol::secret_box::SecretBox::generate_key(),
         )
-        .env("KITE_ALLOW_PRIVATE_PEERS", "true")
-        .env(
+        .set(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting kite serve")?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(url) = kite_kit::ready::parse(&line).and_then(|r| r.url) {
-                return Ok(url);
-            }
-        }
-        bail!("{name} exited before it was ready")
-    })
-    .await
-    .with_context(|| format!("{name} did not start within 60 s"))??;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        );
+    let child = KiteProcess::start(&exe, &env, Output::inherit(), READY_TIMEOUT)
+        .await
+        .with_context(|| format!("starting {name}"))?;
+    let url = child
+        .url()
+        .with_context(|| format!("{name} printed no url"))?
+        .to_owned();
     Ok(Instance {
         name,
         url,
@@ -192,8 +177,7 @@ pub async fn demo(a: DemoArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     }
     for mut i in instances {
-        let _ = i.child.kill().await;
-        let _ = i.child.wait().await;
+        i.child.kill().await;
         if let Err(e) = remove(&a, &i).await {
             eprintln!("kite demo: could not remove {}'s data: {e:#}", i.name);
         }

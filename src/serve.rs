@@ -7,12 +7,31 @@ use anyhow::Context;
 use clap::Args;
 use kite_bus::Bus;
 use kite_delivery::{DeliveryConfig, RetryPolicy};
+use kite_ingress::server::ServerLimits;
 use kite_ingress::{IngressConfig, Rate};
 use kite_protocol::secret_box::SecretBox;
 use kite_router::RouterConfig;
 use kite_store::types::Permission;
 use kite_store::Store;
 use tokio::sync::watch;
+
+// The flags' defaults are the roles' own (`RouterConfig::new` and the like): one place each.
+fn router() -> RouterConfig {
+    RouterConfig::new("")
+}
+
+fn delivery() -> DeliveryConfig {
+    DeliveryConfig::new("")
+}
+
+fn ingress() -> IngressConfig {
+    IngressConfig::new("")
+}
+
+/// Whole milliseconds of a duration (for a flag's default).
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// The fixed key of `--dev` instances (public: development only).
 const DEV_SECRET_KEY: &str = "a2l0ZS1kZXZlbG9wbWVudC1rZXktbm90LXNlY3JldCE=";
@@ -72,59 +91,59 @@ pub struct ServeArgs {
     )]
     pub roles: Vec<Role>,
     /// First retry delay in milliseconds.
-    #[arg(long, env = "KITE_RETRY_BASE_MS", default_value_t = 1000)]
+    #[arg(long, env = "KITE_RETRY_BASE_MS", default_value_t = ms(RetryPolicy::default().base))]
     pub retry_base_ms: u64,
     /// Cap on a retry delay in milliseconds.
-    #[arg(long, env = "KITE_RETRY_MAX_DELAY_MS", default_value_t = 300_000)]
+    #[arg(long, env = "KITE_RETRY_MAX_DELAY_MS", default_value_t = ms(RetryPolicy::default().max_delay))]
     pub retry_max_delay_ms: u64,
     /// Failed attempts after which a delivery is dead.
-    #[arg(long, env = "KITE_RETRY_MAX_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=30))]
+    #[arg(long, env = "KITE_RETRY_MAX_ATTEMPTS", default_value_t = RetryPolicy::default().max_attempts, value_parser = clap::value_parser!(u32).range(1..=30))]
     pub retry_max_attempts: u32,
     /// Timeout of one delivery request in milliseconds.
-    #[arg(long, env = "KITE_REQUEST_TIMEOUT_MS", default_value_t = 15_000)]
+    #[arg(long, env = "KITE_REQUEST_TIMEOUT_MS", default_value_t = ms(delivery().request_timeout))]
     pub request_timeout_ms: u64,
     /// How often the sweeper looks for lost work, in milliseconds.
-    #[arg(long, env = "KITE_SWEEP_INTERVAL_MS", default_value_t = 5_000)]
+    #[arg(long, env = "KITE_SWEEP_INTERVAL_MS", default_value_t = ms(router().sweep_interval))]
     pub sweep_interval_ms: u64,
     /// How overdue work must be before the sweeper republishes it, in milliseconds.
-    #[arg(long, env = "KITE_SWEEP_GRACE_MS", default_value_t = 30_000)]
+    #[arg(long, env = "KITE_SWEEP_GRACE_MS", default_value_t = ms(router().sweep_grace))]
     pub sweep_grace_ms: u64,
     /// Failures in a row after which a peer is unreachable and its deliveries are parked.
-    #[arg(long, env = "KITE_PEER_FAILURE_THRESHOLD", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..))]
+    #[arg(long, env = "KITE_PEER_FAILURE_THRESHOLD", default_value_t = delivery().failure_threshold, value_parser = clap::value_parser!(i32).range(1..))]
     pub peer_failure_threshold: i32,
     /// How often an unreachable peer is probed, in milliseconds.
-    #[arg(long, env = "KITE_PEER_PROBE_INTERVAL_MS", default_value_t = 30_000)]
+    #[arg(long, env = "KITE_PEER_PROBE_INTERVAL_MS", default_value_t = ms(delivery().probe_interval))]
     pub peer_probe_interval_ms: u64,
     /// How long SIGTERM waits for in-flight work before exiting, in milliseconds.
     #[arg(long, env = "KITE_SHUTDOWN_GRACE_MS", default_value_t = 20_000)]
     pub shutdown_grace_ms: u64,
     /// How long settled events are kept, in seconds: the duplicate window and how far back
     /// a listener can resume.
-    #[arg(long, env = "KITE_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    #[arg(long, env = "KITE_RETENTION_SECS", default_value_t = router().retention.as_secs())]
     pub retention_secs: u64,
     /// Events a stream listener may leave unacknowledged before it is cut off (4004).
-    #[arg(long, env = "KITE_STREAM_MAX_UNACKED", default_value_t = 1000)]
+    #[arg(long, env = "KITE_STREAM_MAX_UNACKED", default_value_t = ingress().stream_max_unacked)]
     pub stream_max_unacked: usize,
     /// How long a listener with a full window of unacked events has to ack before 4004, in ms.
-    #[arg(long, env = "KITE_STREAM_STALL_MS", default_value_t = 10_000)]
+    #[arg(long, env = "KITE_STREAM_STALL_MS", default_value_t = ms(ingress().stream_stall))]
     pub stream_stall_ms: u64,
     /// Stream connections a team may hold at once (more get 4003).
-    #[arg(long, env = "KITE_STREAM_MAX_CONNECTIONS", default_value_t = 100)]
+    #[arg(long, env = "KITE_STREAM_MAX_CONNECTIONS", default_value_t = ingress().stream_max_connections)]
     pub stream_max_connections: usize,
     /// Stream connections one API key may hold at once (more get 4003), so one key cannot
     /// take all of its team's.
-    #[arg(long, env = "KITE_STREAM_MAX_PER_KEY", default_value_t = 20)]
+    #[arg(long, env = "KITE_STREAM_MAX_PER_KEY", default_value_t = ingress().stream_max_per_key)]
     pub stream_max_per_key: usize,
     /// HTTP connections open at once; more are closed as soon as they are accepted.
-    #[arg(long, env = "KITE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "KITE_MAX_CONNECTIONS", default_value_t = ServerLimits::default().max_connections)]
     pub max_connections: usize,
     /// Once a request's first byte arrives, its headers (and a TLS handshake) must be
     /// complete within this many milliseconds, or the connection is closed.
-    #[arg(long, env = "KITE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "KITE_HEADER_TIMEOUT_MS", default_value_t = ms(ServerLimits::default().header_timeout))]
     pub header_timeout_ms: u64,
     /// A keep-alive connection with nothing in flight is closed after this many
     /// milliseconds.
-    #[arg(long, env = "KITE_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    #[arg(long, env = "KITE_IDLE_TIMEOUT_MS", default_value_t = ms(ServerLimits::default().idle_timeout))]
     pub idle_timeout_ms: u64,
     /// Key sealing federation and source secrets at rest: 32 bytes, base64
     /// (`kite admin secret-key` makes one). Required unless --dev.
@@ -140,26 +159,26 @@ pub struct ServeArgs {
     #[arg(long, env = "KITE_ALLOW_PRIVATE_PEERS")]
     pub allow_private_peers: bool,
     /// How long a rotated-out secret stays valid, in seconds.
-    #[arg(long, env = "KITE_SECRET_OVERLAP_SECS", default_value_t = 24 * 3600)]
+    #[arg(long, env = "KITE_SECRET_OVERLAP_SECS", default_value_t = ingress().secret_overlap.as_secs())]
     pub secret_overlap_secs: u64,
     /// Webhooks a second a team may send (0: unlimited).
-    #[arg(long, env = "KITE_RATE_TEAM_PER_SEC", default_value_t = 10_000)]
+    #[arg(long, env = "KITE_RATE_TEAM_PER_SEC", default_value_t = ingress().team_rate.per_second)]
     pub rate_team_per_sec: u32,
     /// Burst above the team rate.
-    #[arg(long, env = "KITE_RATE_TEAM_BURST", default_value_t = 20_000)]
+    #[arg(long, env = "KITE_RATE_TEAM_BURST", default_value_t = ingress().team_rate.burst)]
     pub rate_team_burst: u32,
     /// Federated events a second one trusted sender may send (0: unlimited).
-    #[arg(long, env = "KITE_RATE_SENDER_PER_SEC", default_value_t = 10_000)]
+    #[arg(long, env = "KITE_RATE_SENDER_PER_SEC", default_value_t = ingress().sender_rate.per_second)]
     pub rate_sender_per_sec: u32,
     /// Burst above the sender rate.
-    #[arg(long, env = "KITE_RATE_SENDER_BURST", default_value_t = 20_000)]
+    #[arg(long, env = "KITE_RATE_SENDER_BURST", default_value_t = ingress().sender_rate.burst)]
     pub rate_sender_burst: u32,
     /// Requests a second one client address may make that fail authentication (bad
     /// signature, unknown sender or team) before it gets 429 (0: unlimited).
-    #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_PER_SEC", default_value_t = 20)]
+    #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_PER_SEC", default_value_t = ingress().anon_rate.per_second)]
     pub rate_unauthenticated_per_sec: u32,
     /// Burst above the unauthenticated rate.
-    #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_BURST", default_value_t = 100)]
+    #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_BURST", default_value_t = ingress().anon_rate.burst)]
     pub rate_unauthenticated_burst: u32,
     /// PEM certificate chain to serve HTTPS with (needs --tls-key).
     #[arg(long, env = "KITE_TLS_CERT")]
@@ -171,7 +190,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KITE_PEER_CA")]
     pub peer_ca: Option<std::path::PathBuf>,
     /// Webhooks waiting for a database commit before ingress answers 503.
-    #[arg(long, env = "KITE_INGEST_QUEUE", default_value_t = 20_000)]
+    #[arg(long, env = "KITE_INGEST_QUEUE", default_value_t = ingress().ingest_queue)]
     pub ingest_queue: usize,
 }
 
@@ -454,7 +473,7 @@ pub async fn run(
             roles: roles.clone(),
         });
         tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, tls = tls.is_some(), "kite serving");
-        let limits = kite_ingress::server::ServerLimits {
+        let limits = ServerLimits {
             max_connections: a.max_connections.max(1),
             header_timeout: Duration::from_millis(a.header_timeout_ms.max(100)),
             idle_timeout: Duration::from_millis(a.idle_timeout_ms.max(100)),

@@ -158,12 +158,7 @@ async fn secrets_never_reach_the_database_logs_or_listings() {
     let (_, row) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
     assert_eq!(row["health"], "active");
 
-    let secret_key_a = a
-        .env
-        .iter()
-        .find(|(k, _)| k == "KITE_SECRET_KEY")
-        .map(|(_, v)| v.clone())
-        .expect("key");
+    let secret_key_a = a.env.get("KITE_SECRET_KEY").expect("key").to_owned();
     let secrets = [
         token.clone(),
         a.key.clone(),

@@ -7,15 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
-
-/// How long a `kite serve` child may take to print its ready line.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+use tokio::process::Command;
 
 /// Finds the kite binary: the explicit path, else `target/release/kite` or `target/debug/kite`
 /// under the current directory, then under the workspace this crate was built from.
@@ -85,7 +80,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub use kite_kit::faults::{close_amqp_connections as close_amqp, connections_named};
-pub use kite_kit::ready::{parse as parse_ready_line, ReadyLine};
+pub use kite_kit::process::{KiteEnv, KiteProcess, LineSink, Output, READY_TIMEOUT};
 
 /// Peak resident set size of a process in MiB (`VmHWM` in `/proc/<pid>/status`).
 pub fn peak_rss_mib(pid: u32) -> Option<f64> {
@@ -108,9 +103,6 @@ pub fn random_admin_key() -> String {
 pub fn random_fed_token() -> String {
     format!("kfed_{}", crate::random_hex(22) + &crate::random_hex(21))
 }
-
-/// Where the output lines of a child go.
-pub type LineSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A sink that prints each line on our stderr after `prefix`.
 pub fn stderr_sink(prefix: &str) -> LineSink {
@@ -215,81 +207,6 @@ impl LogFile {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
-
-/// Sends every line of `reader` to `sink` until it closes (in a task).
-pub fn forward_lines<R>(reader: R, sink: LineSink)
-where
-    R: AsyncRead + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink(&line);
-        }
-    });
-}
-
-/// Starts `kite serve` with `env` on top of our environment. Stdout is piped for
-/// [`wait_ready`]; stderr goes to `stderr` when given, else is inherited. The child is killed
-/// when its handle is dropped.
-pub fn spawn_kite(bin: &Path, env: &[(String, String)], stderr: Option<LineSink>) -> Result<Child> {
-    let mut cmd = Command::new(bin);
-    cmd.arg("serve")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(if stderr.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::inherit()
-        })
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    if let Some(sink) = stderr {
-        if let Some(err) = child.stderr.take() {
-            forward_lines(err, sink);
-        }
-    }
-    Ok(child)
-}
-
-/// Reads the child's stdout until kite's ready line (other lines go to `sink`), then forwards
-/// the rest of stdout to `sink` in a task. Fails if the child exits or stays silent for
-/// [`READY_TIMEOUT`].
-pub async fn wait_ready(child: &mut Child, sink: LineSink) -> Result<ReadyLine> {
-    let stdout = child.stdout.take().context("kite's stdout is not piped")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let found = tokio::time::timeout(READY_TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.context("reading kite's stdout")? {
-            if let Some(ready) = parse_ready_line(&line) {
-                return Ok(Some(ready));
-            }
-            sink(&line);
-        }
-        Ok::<_, anyhow::Error>(None)
-    })
-    .await;
-    let ready = match found {
-        Ok(Ok(Some(ready))) => ready,
-        Ok(Ok(None)) => {
-            let status = child.wait().await.context("waiting for kite")?;
-            bail!("kite exited before it was ready ({status})");
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => bail!(
-            "kite printed no ready line within {} s",
-            READY_TIMEOUT.as_secs()
-        ),
-    };
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            sink(&line);
-        }
-    });
-    Ok(ready)
 }
 
 /// `POST {base}{path}` with the admin key and a JSON body through the kit's admin client;
@@ -439,20 +356,6 @@ mod tests {
         assert_eq!(amqp_vhost("amqp://guest:guest@127.0.0.1:5672"), "/");
         assert_eq!(amqp_vhost("amqp://h:5672/"), "/");
         assert_eq!(amqp_vhost("amqp://h:5672/bench?heartbeat=5"), "bench");
-    }
-
-    #[test]
-    fn ready_line() {
-        let r = parse_ready_line(
-            "kite ready url=http://127.0.0.1:4321 instance_id=bench-a roles=ingress",
-        )
-        .expect("ready");
-        assert_eq!(r.url.as_deref(), Some("http://127.0.0.1:4321"));
-        assert_eq!(r.port(), Some(4321));
-        let r = parse_ready_line("kite ready instance_id=a roles=router").expect("ready");
-        assert_eq!(r.url, None);
-        assert_eq!(r.port(), None);
-        assert_eq!(parse_ready_line("something else"), None);
     }
 
     #[test]

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
-use tokio::process::Child;
 
 use crate::harness::{
     admin_post, cleanup, peak_rss_mib, random_admin_key, random_fed_token, resolve_kite_bin,
-    spawn_kite, stderr_sink, wait_ready, with_database,
+    stderr_sink, with_database, KiteEnv, KiteProcess, Output, READY_TIMEOUT,
 };
 use crate::load::{per_second, print_table, row, LoadConfig, LoadReport};
 use crate::sink::{self, SinkState, PROBE_KEY};
@@ -79,35 +78,37 @@ pub async fn run(cfg: &RunConfig) -> Result<()> {
         names.amqp_prefix
     );
 
-    let env: Vec<(String, String)> = [
-        ("KITE_INSTANCE_ID", "bench-a"),
-        ("KITE_PORT", "0"),
-        ("KITE_HOST", "127.0.0.1"),
-        ("KITE_DATABASE_URL", &names.database_url),
-        ("KITE_AMQP_URL", &cfg.amqp_url),
-        ("KITE_AMQP_PREFIX", &names.amqp_prefix),
-        ("KITE_ADMIN_KEY", &names.admin_key),
+    let mut env = KiteEnv::loopback(
+        "bench-a",
+        &names.database_url,
+        &cfg.amqp_url,
+        &names.amqp_prefix,
+        &names.admin_key,
+    );
+    env.extend([
         ("KITE_TEAM_ID", TEAM),
-        ("KITE_ALLOW_PRIVATE_PEERS", "true"),
         // A benchmark instance: secrets sealed with the development key, no rate limits.
         ("KITE_DEV", "true"),
         ("KITE_RATE_TEAM_PER_SEC", "0"),
         ("KITE_RATE_SENDER_PER_SEC", "0"),
         ("RUST_LOG", "warn"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let mut child = spawn_kite(&bin, &env, None)?;
+    ]);
+    let output = Output {
+        stdout: stderr_sink("kite: "),
+        stderr: None,
+    };
 
+    // Dropping the child (on ^C) kills it.
     let outcome = tokio::select! {
-        r = bench(cfg, &names, &mut child, sink.addr, &sink.state) => r,
+        r = async {
+            let mut kite = KiteProcess::start(&bin, &env, output, READY_TIMEOUT).await?;
+            let r = bench(cfg, &names, &kite, sink.addr, &sink.state).await;
+            kite.kill().await;
+            r
+        } => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
 
-    if let Err(e) = child.kill().await {
-        eprintln!("kite-bench: could not kill kite: {e}");
-    }
     sink.task.abort();
     cleanup(
         &cfg.database_url,
@@ -122,15 +123,15 @@ pub async fn run(cfg: &RunConfig) -> Result<()> {
 async fn bench(
     cfg: &RunConfig,
     names: &Names,
-    child: &mut Child,
+    child: &KiteProcess,
     sink_addr: SocketAddr,
     sink: &Arc<SinkState>,
 ) -> Result<()> {
-    let url = wait_ready(child, stderr_sink("kite: "))
-        .await?
-        .url
-        .context("kite's ready line has no url=")?;
-    let pid = child.id().context("kite exited right after starting")?;
+    let url = child
+        .url()
+        .context("kite's ready line has no url=")?
+        .to_owned();
+    let pid = child.pid().context("kite exited right after starting")?;
     eprintln!("kite-bench: kite ready at {url} (pid {pid})");
 
     let client = crate::load::client(cfg.concurrency)?;

@@ -3,8 +3,10 @@
 //!
 //! - [`admin`]: the typed admin API client, and [`admin::peer`] ("peer A with B");
 //! - [`ready`]: the ready line `kite serve` prints;
-//! - [`faults`]: fault injectors (broker connections, database backends).
+//! - [`faults`]: fault injectors (broker connections, database backends);
+//! - [`process`]: `kite serve` as a child process (environment, start, kill, terminate).
 
 pub mod admin;
 pub mod faults;
+pub mod process;
 pub mod ready;

@@ -169,4 +169,70 @@ mod tests {
         assert!(Permission::Admin.allows(Permission::Read));
         assert!(!Permission::Read.allows(Permission::Write));
     }
+
+    /// The schema's CHECK lists are these enums, and every quoted state the store's SQL
+    /// names is one of their values. (The SQL keeps literals rather than bound enums: the
+    /// partial index `outbox_pending_due` only serves a literal `state = 'pending'`.)
+    #[test]
+    fn the_sql_speaks_these_types() {
+        let schema = [
+            include_str!("../../migrations/V1__init.sql"),
+            include_str!("../../migrations/V2__peer_health.sql"),
+        ]
+        .concat();
+        let check = |column: &str| -> Vec<String> {
+            let at = schema
+                .find(&format!("CHECK ({column} IN ("))
+                .unwrap_or_else(|| panic!("a CHECK on {column}"));
+            let list = &schema[at..];
+            let list = &list[list.find("IN (").unwrap_or(0) + 4..list.find("))").unwrap_or(0)];
+            list.split(',')
+                .map(|v| v.trim().trim_matches('\'').to_owned())
+                .collect()
+        };
+        let names = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let texts = |v: Vec<&'static str>| names(&v);
+        assert_eq!(
+            check("state"),
+            texts(OutboxState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            check("status"),
+            texts(PeerStatus::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            check("health"),
+            texts(PeerHealth::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            check("permission"),
+            texts(Permission::ALL.iter().map(|s| s.as_str()).collect())
+        );
+
+        let sql = [
+            include_str!("outbox.rs"),
+            include_str!("peers.rs"),
+            include_str!("stream.rs"),
+            include_str!("events.rs"),
+            include_str!("keys.rs"),
+        ]
+        .concat();
+        let known: Vec<&str> = OutboxState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(PeerStatus::ALL.iter().map(|s| s.as_str()))
+            .chain(PeerHealth::ALL.iter().map(|s| s.as_str()))
+            .chain(Permission::ALL.iter().map(|s| s.as_str()))
+            .collect();
+        for state in ["state", "status", "health"] {
+            for (i, _) in sql.match_indices(&format!("{state} = '")) {
+                let rest = &sql[i + state.len() + 4..];
+                let value = &rest[..rest.find('\'').unwrap_or(0)];
+                assert!(
+                    known.contains(&value),
+                    "{state} = '{value}' is no enum value"
+                );
+            }
+        }
+    }
 }

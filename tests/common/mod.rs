@@ -13,9 +13,8 @@ pub use traffic::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use kite_kit::process::{discard, KiteEnv, KiteProcess, Output, READY_TIMEOUT};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 pub const PG_SERVER_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -34,8 +33,13 @@ fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
+/// The kite binary cargo built for these tests.
+pub fn kite_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_kite"))
+}
+
 /// Settings that make retries fast enough for tests.
-pub fn fast_env() -> Vec<(String, String)> {
+pub fn fast_env() -> [(&'static str, &'static str); 6] {
     [
         ("KITE_RETRY_BASE_MS", "100"),
         ("KITE_RETRY_MAX_DELAY_MS", "400"),
@@ -44,9 +48,6 @@ pub fn fast_env() -> Vec<(String, String)> {
         ("KITE_SWEEP_GRACE_MS", "10000"),
         ("KITE_REQUEST_TIMEOUT_MS", "3000"),
     ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
 }
 
 /// A running kite instance.
@@ -57,8 +58,8 @@ pub struct Instance {
     pub db_name: String,
     pub prefix: String,
     pub port: u16,
-    pub env: Vec<(String, String)>,
-    child: Option<Child>,
+    pub env: KiteEnv,
+    child: Option<KiteProcess>,
     pub http: reqwest::Client,
     pub max_attempts: u32,
     /// Every line the process wrote to stderr (its logs), across restarts.
@@ -82,34 +83,29 @@ impl Instance {
     /// Starts an instance with extra environment (overriding the defaults).
     pub async fn start_with(name: &str, extra: &[(&str, &str)]) -> Self {
         let id = unique();
-        let mut env = fast_env();
-        env.push(("KITE_INSTANCE_ID".into(), name.into()));
-        env.push(("KITE_HOST".into(), "127.0.0.1".into()));
-        env.push(("KITE_PORT".into(), "0".into()));
         let db_name = format!("kite_test_{id}");
-        env.push((
-            "KITE_DATABASE_URL".into(),
-            format!("{}/{db_name}", pg_server()),
-        ));
-        env.push(("KITE_AMQP_URL".into(), amqp_url()));
         let prefix = format!("kitetest.{id}");
-        env.push(("KITE_AMQP_PREFIX".into(), prefix.clone()));
-        env.push(("KITE_TEAM_ID".into(), "default".into()));
         let key = format!("kite_{}_{}", &id[..8], uuid::Uuid::new_v4().simple());
-        env.push(("KITE_ADMIN_KEY".into(), key.clone()));
-        env.push(("KITE_ALLOW_PRIVATE_PEERS".into(), "true".into()));
-        env.push((
-            "KITE_SECRET_KEY".into(),
-            kite_protocol::secret_box::SecretBox::generate_key(),
-        ));
-        for (k, v) in extra {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.to_string(), v.to_string()));
-        }
+        let mut env = KiteEnv::loopback(
+            name,
+            &format!("{}/{db_name}", pg_server()),
+            &amqp_url(),
+            &prefix,
+            &key,
+        );
+        env.extend(fast_env())
+            .set(
+                "KITE_SECRET_KEY",
+                kite_protocol::secret_box::SecretBox::generate_key(),
+            )
+            .set(
+                "RUST_LOG",
+                std::env::var("KITE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .extend(extra.iter().copied());
         let max_attempts = env
-            .iter()
-            .find(|(k, _)| k == "KITE_RETRY_MAX_ATTEMPTS")
-            .and_then(|(_, v)| v.parse().ok())
+            .get("KITE_RETRY_MAX_ATTEMPTS")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(10);
         let mut inst = Self {
             name: name.to_string(),
@@ -128,61 +124,37 @@ impl Instance {
         inst
     }
 
-    /// (Re)starts the process with the instance's environment.
+    /// (Re)starts the process with the instance's environment, on its first port once it has one.
     pub async fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kite"));
-        cmd.arg("serve")
-            .env(
-                "RUST_LOG",
-                std::env::var("KITE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut env = self.env.clone();
         if self.port != 0 {
-            cmd.env("KITE_PORT", self.port.to_string());
+            env.set("KITE_PORT", self.port.to_string());
         }
-        let mut child = cmd.spawn().expect("spawn kite serve");
-        let stderr = child.stderr.take().expect("stderr");
         let logs = self.logs.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
+        let output = Output {
+            stdout: discard(),
+            stderr: Some(std::sync::Arc::new(move |l: &str| {
                 if let Ok(mut v) = logs.lock() {
-                    v.push(l);
+                    v.push(l.to_owned());
                 }
+            })),
+        };
+        let child = match KiteProcess::start(&kite_bin(), &env, output, READY_TIMEOUT).await {
+            Ok(child) => child,
+            Err(e) => {
+                let logs = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("{} did not become ready ({e}):\n{logs}", self.name)
             }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(ready) = kite_kit::ready::parse(&line) {
-                    return ready.url;
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            let logs = self.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
-            panic!("{} did not become ready:\n{logs}", self.name)
-        });
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        self.port = kite_kit::ready::parse(&format!("kite ready url={url}"))
-            .and_then(|r| r.port())
-            .unwrap_or(0);
-        self.url = url;
+        };
+        self.port = child.ready().port().unwrap_or(0);
+        self.url = child.url().unwrap_or_default().to_owned();
         self.child = Some(child);
     }
 
     /// SIGKILLs the process.
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
+            c.kill().await;
         }
     }
 
@@ -319,7 +291,7 @@ impl Drop for Instance {
             }
         }
         if let Some(mut c) = self.child.take() {
-            let _ = c.start_kill();
+            c.start_kill();
         }
         let db_url = self.db_url();
         let db_name = self.db_name.clone();
@@ -443,8 +415,8 @@ pub async fn github_push(inst: &Instance, delivery: &str) -> (u16, Value) {
 
 /// Another process of an instance (same database and AMQP prefix) running only some roles.
 pub struct Proc {
-    env: Vec<(String, String)>,
-    child: Option<Child>,
+    env: KiteEnv,
+    child: Option<KiteProcess>,
     /// The process' URL when it runs the ingress role.
     pub url: Option<String>,
 }
@@ -453,10 +425,7 @@ impl Proc {
     /// Starts `kite serve` with the instance's environment and `KITE_ROLES=roles`.
     pub async fn start(of: &Instance, roles: &str) -> Self {
         let mut env = of.env.clone();
-        env.retain(|(k, _)| k != "KITE_ROLES");
-        env.push(("KITE_ROLES".into(), roles.into()));
-        env.retain(|(k, _)| k != "KITE_PORT");
-        env.push(("KITE_PORT".into(), "0".into()));
+        env.set("KITE_ROLES", roles).set("KITE_PORT", "0");
         let mut p = Self {
             env,
             child: None,
@@ -468,40 +437,17 @@ impl Proc {
 
     /// (Re)starts the process and waits for its ready line.
     pub async fn spawn(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-            .arg("serve")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("KITE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn kite serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(r) = kite_kit::ready::parse(&line) {
-                    return Some(r);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("role process became ready");
-        self.url = ready.url;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let child = KiteProcess::start(&kite_bin(), &self.env, Output::inherit(), READY_TIMEOUT)
+            .await
+            .expect("role process became ready");
+        self.url = child.url().map(str::to_owned);
         self.child = Some(child);
     }
 
     /// SIGKILLs the process.
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
+            c.kill().await;
         }
     }
 }
@@ -509,23 +455,12 @@ impl Proc {
 impl Instance {
     /// The process id of the instance's main process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.id())
+        self.child.as_ref().and_then(|c| c.pid())
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit; answers the exit success.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<bool> {
-        let pid = self.pid()?;
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let mut child = self.child.take()?;
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(status)) => Some(status.success()),
-            _ => {
-                let _ = child.kill().await;
-                None
-            }
-        }
+        self.child.take()?.terminate(timeout).await
     }
 
     /// Closes this instance's AMQP connections from the broker side (they carry the prefix

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::harness::{
-    close_amqp_connections, psql, random_admin_key, spawn_kite, wait_ready, with_database, LogFile,
+    close_amqp_connections, psql, random_admin_key, with_database, KiteEnv, KiteProcess, LogFile,
+    Output, READY_TIMEOUT,
 };
 
 use super::{FaultKind, FaultTally, START_ATTEMPTS, TEAM};
@@ -50,7 +50,7 @@ impl Names {
     }
 }
 
-/// The environment of one of the run's processes (`KITE_PORT` is added at start).
+/// The environment of one of the run's processes (`KITE_PORT` is set at start).
 pub(super) fn process_env(
     amqp_url: &str,
     instance_id: &str,
@@ -58,17 +58,11 @@ pub(super) fn process_env(
     prefix: &str,
     admin_key: &str,
     roles: &str,
-) -> Vec<(String, String)> {
-    [
-        ("KITE_INSTANCE_ID", instance_id),
-        ("KITE_HOST", "127.0.0.1"),
-        ("KITE_DATABASE_URL", database_url),
-        ("KITE_AMQP_URL", amqp_url),
-        ("KITE_AMQP_PREFIX", prefix),
+) -> KiteEnv {
+    let mut env = KiteEnv::loopback(instance_id, database_url, amqp_url, prefix, admin_key);
+    env.extend([
         ("KITE_TEAM_ID", TEAM),
-        ("KITE_ADMIN_KEY", admin_key),
         ("KITE_ROLES", roles),
-        ("KITE_ALLOW_PRIVATE_PEERS", "true"),
         // A benchmark instance: secrets sealed with the development key, no rate limits.
         ("KITE_DEV", "true"),
         ("KITE_RATE_TEAM_PER_SEC", "0"),
@@ -81,17 +75,15 @@ pub(super) fn process_env(
         ("KITE_PEER_PROBE_INTERVAL_MS", "1000"),
         ("RUST_LOG", "warn"),
         ("NO_COLOR", "1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    ]);
+    env
 }
 
 /// One `kite serve` process of the run, which can be killed and started again.
 pub(super) struct Proc {
     pub(super) name: &'static str,
-    pub(super) env: Vec<(String, String)>,
-    pub(super) child: Option<Child>,
+    pub(super) env: KiteEnv,
+    pub(super) child: Option<KiteProcess>,
     pub(super) starts: u32,
     /// Fixed after the first start for a process that serves HTTP.
     pub(super) port: Option<u16>,
@@ -99,7 +91,7 @@ pub(super) struct Proc {
 }
 
 impl Proc {
-    pub(super) fn new(name: &'static str, env: Vec<(String, String)>) -> Self {
+    pub(super) fn new(name: &'static str, env: KiteEnv) -> Self {
         Self {
             name,
             env,
@@ -119,23 +111,22 @@ impl Proc {
             self.starts += 1;
             let label = format!("{}#{}", self.name, self.starts);
             let mut env = self.env.clone();
-            env.push(("KITE_PORT".to_owned(), self.port.unwrap_or(0).to_string()));
-            let mut child = spawn_kite(bin, &env, Some(log.sink(label.clone())))?;
-            match wait_ready(&mut child, log.sink(label.clone())).await {
-                Ok(ready) => {
+            env.set("KITE_PORT", self.port.unwrap_or(0).to_string());
+            let output = Output::both(log.sink(label.clone()));
+            match KiteProcess::start(bin, &env, output, READY_TIMEOUT).await {
+                Ok(child) => {
                     if self.port.is_none() {
-                        self.port = ready.port();
-                        self.url = ready.url;
+                        self.port = child.ready().port();
+                        self.url = child.url().map(str::to_owned);
                     }
-                    log.note(&format!("{label} ready (pid {:?})", child.id()));
+                    log.note(&format!("{label} ready (pid {:?})", child.pid()));
                     self.child = Some(child);
                     return Ok(t0.elapsed());
                 }
                 Err(e) => {
                     eprintln!("kite-bench: {label} did not start (attempt {attempt}): {e:#}");
                     log.note(&format!("{label} did not start: {e:#}"));
-                    let _ = child.kill().await;
-                    last = Some(e);
+                    last = Some(anyhow::Error::from(e));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -147,17 +138,13 @@ impl Proc {
 
     /// `Some(status)` when the process has exited (without us killing it).
     pub(super) fn exited(&mut self) -> Option<String> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
+        self.child.as_mut()?.exited()
     }
 
     /// SIGKILL and reap.
     pub(super) async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+            child.kill().await;
         }
     }
 

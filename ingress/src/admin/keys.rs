@@ -2,33 +2,55 @@
 
 use super::*;
 
+/// `POST /api/keys`: an optional label and permission (default `read`).
+#[derive(Debug)]
+pub(crate) struct NewKey {
+    label: String,
+    permission: Permission,
+}
+
+impl FromBody for NewKey {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        let permission = match opt_str(m, "permission", 16)? {
+            None => Permission::Read,
+            Some(p) => Permission::parse(&p).ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "permission",
+                    format!("permission must be one of {}", one_of(Permission::ALL)),
+                ))
+            })?,
+        };
+        Ok(NewKey {
+            label: opt_str(m, "label", 200)?.unwrap_or_default(),
+            permission,
+        })
+    }
+}
+
+/// A new key as answered once: its listing plus the secret itself.
+#[derive(Serialize)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    info: kite_store::keys::ApiKeyInfo,
+    /// The key; shown only in this answer.
+    key: String,
+}
+
 pub(super) async fn create_key(
     State(st): St,
     AdminKey(g): AdminKey,
-    JsonBody(m): JsonBody,
+    Valid(new): Valid<NewKey>,
 ) -> Result<Response, ApiErr> {
-    let label = opt_str(&m, "label", 200)?.unwrap_or_default();
-    let permission = match opt_str(&m, "permission", 16)? {
-        None => Permission::Read,
-        Some(p) => Permission::parse(&p).ok_or_else(|| {
-            ApiErr(ApiError::validation(
-                "permission",
-                format!("permission must be one of {}", one_of(Permission::ALL)),
-            ))
-        })?,
-    };
     let (info, key) = st
         .store
-        .create_api_key(&g.team_id, permission, &label)
+        .create_api_key(&g.team_id, new.permission, &new.label)
         .await?;
-    let mut v = json!(info);
-    v["key"] = json!(key);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedKey { info, key })).into_response())
 }
 
 pub(super) async fn list_keys(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_api_keys(&g.team_id).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(Items { items }).into_response())
 }
 
 pub(super) async fn revoke_key(
@@ -37,5 +59,5 @@ pub(super) async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
-    Ok(Json(json!(info)).into_response())
+    Ok(Json(info).into_response())
 }

@@ -40,7 +40,11 @@ pub(super) async fn list_outbox(
         cursor: query_int("cursor", q.cursor.as_deref(), 0, i64::MAX)?,
     };
     let (items, next) = st.store.list_outbox(&g.team_id, &query).await?;
-    Ok(Json(json!({"items": items, "next_cursor": next})).into_response())
+    Ok(Json(Page {
+        items,
+        next_cursor: next,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +88,7 @@ pub(super) async fn list_events(
             }
         })
         .collect();
-    Ok(Json(EventPage {
+    Ok(Json(Page {
         items,
         next_cursor: next,
     })
@@ -98,11 +102,4 @@ struct EventItem {
     source: String,
     received_at: chrono::DateTime<chrono::Utc>,
     event: Box<RawValue>,
-}
-
-/// A page of `GET /api/events`.
-#[derive(Debug, Serialize)]
-struct EventPage {
-    items: Vec<EventItem>,
-    next_cursor: Option<i64>,
 }

@@ -1,7 +1,8 @@
 //! The admin API under `/api/federation/...`, `/api/sources`, `/api/keys` and
 //! `/api/events`, authenticated by the team's API key. One module a resource; this one holds
-//! the routes, the extractors every handler uses ([`AdminKey`], [`ReadKey`], [`JsonBody`])
-//! and the field validators.
+//! the routes, the extractors every handler uses ([`AdminKey`], [`ReadKey`], [`Valid`]),
+//! the answer shapes they share and the field validators. Each resource module declares its
+//! request models ([`FromBody`]) and answer models.
 
 mod keys;
 mod listings;
@@ -133,15 +134,59 @@ key_extractor!(
     Permission::Read
 );
 
-/// An admin request body: a JSON object of at most [`MAX_ADMIN_BODY`] bytes (an empty body
-/// is an empty object), else 413 or 400 `invalid_json`.
-pub(crate) struct JsonBody(pub(crate) Map<String, Value>);
+/// A typed admin request body, read field by field from the JSON object the client sent, so
+/// every refusal names its field (400 `validation_failed` with `field`).
+pub(crate) trait FromBody: Sized {
+    /// Validates the object and builds the request.
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr>;
+}
 
-impl FromRequest<Arc<AppState>> for JsonBody {
+/// A validated admin request body: a JSON object of at most [`MAX_ADMIN_BODY`] bytes (an
+/// empty body is an empty object), then [`FromBody`]; else 413 or 400 `invalid_json`.
+pub(crate) struct Valid<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
     type Rejection = ApiErr;
 
-    async fn from_request(req: Request, st: &Arc<AppState>) -> Result<Self, ApiErr> {
-        json_object(Bytes::from_request(req, st).await).map(JsonBody)
+    async fn from_request(req: Request, st: &S) -> Result<Self, ApiErr> {
+        let m = json_object(Bytes::from_request(req, st).await)?;
+        T::from_body(&m).map(Valid)
+    }
+}
+
+/// A list answer: `{"items": [...]}`.
+#[derive(Serialize)]
+pub(crate) struct Items<T> {
+    /// The items, in the listing's order.
+    pub(crate) items: Vec<T>,
+}
+
+/// The answer of a delete.
+#[derive(Serialize)]
+pub(crate) struct Deleted {
+    /// Always true.
+    pub(crate) deleted: bool,
+    /// Outbox rows the delete cancelled (peers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cancelled: Option<u64>,
+}
+
+/// A page of a listing: `{"items": [...], "next_cursor": N | null}`.
+#[derive(Serialize)]
+pub(crate) struct Page<T> {
+    /// The items of this page.
+    pub(crate) items: Vec<T>,
+    /// The cursor of the next page, or null on the last one.
+    pub(crate) next_cursor: Option<i64>,
+}
+
+impl Deleted {
+    fn answer(cancelled: Option<u64>) -> Response {
+        Json(Deleted {
+            deleted: true,
+            cancelled,
+        })
+        .into_response()
     }
 }
 
@@ -304,6 +349,70 @@ mod tests {
         let e = r.expect_err("refused").0;
         let field = e.body()["error"].get("field").cloned();
         (e.status, e.code.to_string(), field)
+    }
+
+    /// One admin request body through the real extractor, in-process (no services needed).
+    async fn through<T: FromBody + std::fmt::Debug + Send + 'static>(
+        body: &'static [u8],
+    ) -> (u16, Value) {
+        use tower::ServiceExt;
+        let app: Router = Router::new().route(
+            "/",
+            post(|Valid(v): Valid<T>| async move { format!("{v:?}") }),
+        );
+        let req = axum::http::Request::post("/")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .expect("request");
+        let res = app.oneshot(req).await.expect("answer");
+        let status = res.status().as_u16();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn request_models_refuse_bad_fields_by_name() {
+        let (s, v) = through::<NewPeer>(br#"{"name":"b","outbound_token":"t"}"#).await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("peer_hook_url")));
+        let (s, v) = through::<NewPeer>(
+            br#"{"name":"b","peer_hook_url":"http://127.0.0.1:1/hooks/default/kite","outbound_token":"t","max_hops":17}"#,
+        )
+        .await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("max_hops")));
+        let (s, v) = through::<NewPeer>(
+            br#"{"name":"b","peer_hook_url":"http://127.0.0.1:1/x","outbound_token":"t"}"#,
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let text = v.as_str().unwrap_or_default();
+        assert!(
+            text.contains("max_hops: 3") && text.contains(r#"scopes: ["*"]"#),
+            "{text}"
+        );
+        let (s, v) = through::<PeerPatch>(br#"{"status":"asleep"}"#).await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("status")));
+        let (s, v) = through::<keys::NewKey>(br#"{"permission":"root"}"#).await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("permission")));
+        let (s, v) =
+            through::<sources::NewSource>(br#"{"name":"kite","scheme":"stripe","secret":"x"}"#)
+                .await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("name")));
+        let (s, v) =
+            through::<sources::NewSource>(br#"{"name":"shop","scheme":"md5","secret":"x"}"#).await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("scheme")));
+        let (s, v) = through::<senders::NewSender>(
+            br#"{"name":"a","inbound_token":"t","legacy_signature":"yes"}"#,
+        )
+        .await;
+        assert_eq!((s, &v["error"]["field"]), (400, &json!("legacy_signature")));
+        let (s, v) = through::<peers::ReplayDead>(br#"[1]"#).await;
+        assert_eq!((s, &v["error"]["code"]), (400, &json!("invalid_json")));
+        let (s, _) = through::<tokens::NewToken>(b"").await;
+        assert_eq!(s, 200);
     }
 
     #[test]

@@ -47,50 +47,106 @@ pub(super) async fn check_destination(st: &AppState, url: &str) -> Result<(), Ap
     Ok(())
 }
 
+/// `POST /api/federation/peers`: name, peer_hook_url and outbound_token are required;
+/// scopes default to `["*"]`, max_hops to 3, status to `active`.
+impl FromBody for NewPeer {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(NewPeer {
+            name: req_str(m, "name", 128)?,
+            peer_hook_url: opt_url(m, "peer_hook_url")?.ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "peer_hook_url",
+                    "peer_hook_url is required",
+                ))
+            })?,
+            outbound_token: req_str(m, "outbound_token", 512)?,
+            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
+            max_hops: opt_int(m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
+            status: opt_status(m)?.unwrap_or(PeerStatus::Active),
+            key_id: opt_str(m, "key_id", 128)?,
+        })
+    }
+}
+
+/// `PATCH /api/federation/peers/{id}`: any of the fields of [`NewPeer`].
+impl FromBody for PeerPatch {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(PeerPatch {
+            name: opt_str(m, "name", 128)?,
+            peer_hook_url: opt_url(m, "peer_hook_url")?,
+            outbound_token: opt_str(m, "outbound_token", 512)?,
+            scopes: opt_scopes(m)?,
+            max_hops: opt_int(m, "max_hops", 1, 16)?.map(|n| n as i32),
+            status: opt_status(m)?,
+            key_id: opt_str(m, "key_id", 128)?,
+        })
+    }
+}
+
+/// `POST /api/federation/peers/{id}/replay-dead`: how many dead rows to replay (default 1,000).
+#[derive(Debug)]
+pub(crate) struct ReplayDead {
+    limit: i64,
+}
+
+impl FromBody for ReplayDead {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(ReplayDead {
+            limit: opt_int(m, "limit", 1, 100_000)?.unwrap_or(1000),
+        })
+    }
+}
+
+/// The answer of a replay.
+#[derive(Serialize)]
+pub(crate) struct Replayed {
+    /// Dead rows put back in line.
+    replayed: usize,
+}
+
+/// A peer as the API shows it: the stored fields plus its pending and dead backlog.
+#[derive(Serialize)]
+pub(crate) struct PeerView<'a> {
+    #[serde(flatten)]
+    peer: &'a kite_store::peers::Peer,
+    /// Outbox rows waiting for delivery.
+    pending: i64,
+    /// Outbox rows that gave up.
+    dead: i64,
+}
+
+impl<'a> PeerView<'a> {
+    fn new(peer: &'a kite_store::peers::Peer, backlog: Option<&(i64, i64)>) -> Self {
+        let (pending, dead) = backlog.copied().unwrap_or((0, 0));
+        Self {
+            peer,
+            pending,
+            dead,
+        }
+    }
+}
+
 pub(super) async fn create_peer(
     State(st): St,
     AdminKey(g): AdminKey,
-    JsonBody(m): JsonBody,
+    Valid(new): Valid<NewPeer>,
 ) -> Result<Response, ApiErr> {
-    let new = NewPeer {
-        name: req_str(&m, "name", 128)?,
-        peer_hook_url: opt_url(&m, "peer_hook_url")?.ok_or_else(|| {
-            ApiErr(ApiError::validation(
-                "peer_hook_url",
-                "peer_hook_url is required",
-            ))
-        })?,
-        outbound_token: req_str(&m, "outbound_token", 512)?,
-        scopes: opt_scopes(&m)?.unwrap_or_else(|| vec!["*".to_string()]),
-        max_hops: opt_int(&m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
-        status: opt_status(&m)?.unwrap_or(PeerStatus::Active),
-        key_id: opt_str(&m, "key_id", 128)?,
-    };
     check_destination(&st, &new.peer_hook_url).await?;
     let peer = st.store.create_peer(&g.team_id, &new).await?;
     if let Err(e) = st.bus.declare_peer(peer.id).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
-    Ok((StatusCode::CREATED, Json(json!(peer))).into_response())
-}
-
-/// A peer as the API shows it: the stored fields plus its pending and dead backlog.
-pub(super) fn peer_view(p: &kite_store::peers::Peer, backlog: Option<&(i64, i64)>) -> Value {
-    let mut v = json!(p);
-    let (pending, dead) = backlog.copied().unwrap_or((0, 0));
-    v["pending"] = json!(pending);
-    v["dead"] = json!(dead);
-    v
+    Ok((StatusCode::CREATED, Json(peer)).into_response())
 }
 
 pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let peers = st.store.list_peers(&g.team_id).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
-    let items: Vec<Value> = peers
+    let items = peers
         .iter()
-        .map(|p| peer_view(p, backlogs.get(&p.id)))
+        .map(|p| PeerView::new(p, backlogs.get(&p.id)))
         .collect();
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(Items { items }).into_response())
 }
 
 pub(super) async fn get_peer(
@@ -100,25 +156,16 @@ pub(super) async fn get_peer(
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
-    Ok(Json(peer_view(&peer, backlogs.get(&peer.id))).into_response())
+    Ok(Json(PeerView::new(&peer, backlogs.get(&peer.id))).into_response())
 }
 
 pub(super) async fn patch_peer(
     State(st): St,
     AdminKey(g): AdminKey,
     Path(id): Path<String>,
-    JsonBody(m): JsonBody,
+    Valid(patch): Valid<PeerPatch>,
 ) -> Result<Response, ApiErr> {
     let id = parse_id(&id)?;
-    let patch = PeerPatch {
-        name: opt_str(&m, "name", 128)?,
-        peer_hook_url: opt_url(&m, "peer_hook_url")?,
-        outbound_token: opt_str(&m, "outbound_token", 512)?,
-        scopes: opt_scopes(&m)?,
-        max_hops: opt_int(&m, "max_hops", 1, 16)?.map(|n| n as i32),
-        status: opt_status(&m)?,
-        key_id: opt_str(&m, "key_id", 128)?,
-    };
     if let Some(u) = &patch.peer_hook_url {
         check_destination(&st, u).await?;
     }
@@ -126,7 +173,7 @@ pub(super) async fn patch_peer(
         .store
         .update_peer(&g.team_id, id, &patch, st.cfg.secret_overlap)
         .await?;
-    Ok(Json(json!(peer)).into_response())
+    Ok(Json(peer).into_response())
 }
 
 pub(super) async fn delete_peer(
@@ -139,17 +186,16 @@ pub(super) async fn delete_peer(
     if let Err(e) = st.bus.delete_peer_queue(id).await {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
-    Ok(Json(json!({"deleted": true, "cancelled": cancelled})).into_response())
+    Ok(Deleted::answer(Some(cancelled)))
 }
 
 pub(super) async fn replay_dead(
     State(st): St,
     AdminKey(g): AdminKey,
     Path(id): Path<String>,
-    JsonBody(m): JsonBody,
+    Valid(ReplayDead { limit }): Valid<ReplayDead>,
 ) -> Result<Response, ApiErr> {
     let id = parse_id(&id)?;
-    let limit = opt_int(&m, "limit", 1, 100_000)?.unwrap_or(1000);
     // 404 for a peer of another team or none.
     st.store.get_peer(&g.team_id, id).await?;
     let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
@@ -167,5 +213,8 @@ pub(super) async fn replay_dead(
             tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");
         }
     }
-    Ok(Json(json!({"replayed": ids.len()})).into_response())
+    Ok(Json(Replayed {
+        replayed: ids.len(),
+    })
+    .into_response())
 }

@@ -2,70 +2,109 @@
 
 use super::*;
 
+/// `POST /api/sources`: a source name, its signature scheme and secret, and for the
+/// `hmac-sha256` scheme an optional header.
+#[derive(Debug)]
+pub(crate) struct NewSource {
+    name: String,
+    scheme: String,
+    secret: String,
+    header: Option<String>,
+}
+
+impl FromBody for NewSource {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        let name = req_str(m, "name", 64)?;
+        kite_protocol::event::validate_source_name(&name).map_err(|_| {
+            ApiErr(ApiError::validation(
+                "name",
+                "name must be 1-64 characters of a-z, 0-9, '_' or '-'",
+            ))
+        })?;
+        if name == kite_protocol::event::FEDERATION_SOURCE {
+            return Err(ApiErr(ApiError::validation(
+                "name",
+                "kite is the federation source; trust senders with /api/federation/trusted-senders",
+            )));
+        }
+        let scheme = req_str(m, "scheme", 32)?;
+        if kite_protocol::provider::Scheme::parse(&scheme).is_none() {
+            return Err(ApiErr(ApiError::validation(
+                "scheme",
+                format!(
+                    "scheme must be one of {}",
+                    kite_protocol::provider::Scheme::NAMES.join(", ")
+                ),
+            )));
+        }
+        let secret = req_str(m, "secret", 512)?;
+        let header = opt_str(m, "header", 128)?.map(|h| h.to_ascii_lowercase());
+        if let Some(h) = &header {
+            if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                return Err(ApiErr(ApiError::validation(
+                    "header",
+                    "not a valid header name",
+                )));
+            }
+        }
+        Ok(NewSource {
+            name,
+            scheme,
+            secret,
+            header,
+        })
+    }
+}
+
+/// `POST /api/sources/{name}/rotate`: the new secret.
+pub(crate) struct Rotation {
+    secret: String,
+}
+
+impl FromBody for Rotation {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(Rotation {
+            secret: req_str(m, "secret", 512)?,
+        })
+    }
+}
+
 pub(super) async fn create_source(
     State(st): St,
     AdminKey(g): AdminKey,
-    JsonBody(m): JsonBody,
+    Valid(new): Valid<NewSource>,
 ) -> Result<Response, ApiErr> {
-    let name = req_str(&m, "name", 64)?;
-    kite_protocol::event::validate_source_name(&name).map_err(|_| {
-        ApiErr(ApiError::validation(
-            "name",
-            "name must be 1-64 characters of a-z, 0-9, '_' or '-'",
-        ))
-    })?;
-    if name == kite_protocol::event::FEDERATION_SOURCE {
-        return Err(ApiErr(ApiError::validation(
-            "name",
-            "kite is the federation source; trust senders with /api/federation/trusted-senders",
-        )));
-    }
-    let scheme = req_str(&m, "scheme", 32)?;
-    if kite_protocol::provider::Scheme::parse(&scheme).is_none() {
-        return Err(ApiErr(ApiError::validation(
-            "scheme",
-            format!(
-                "scheme must be one of {}",
-                kite_protocol::provider::Scheme::NAMES.join(", ")
-            ),
-        )));
-    }
-    let secret = req_str(&m, "secret", 512)?;
-    let header = opt_str(&m, "header", 128)?.map(|h| h.to_ascii_lowercase());
-    if let Some(h) = &header {
-        if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            return Err(ApiErr(ApiError::validation(
-                "header",
-                "not a valid header name",
-            )));
-        }
-    }
     let src = st
         .store
-        .create_source(&g.team_id, &name, &scheme, &secret, header.as_deref())
+        .create_source(
+            &g.team_id,
+            &new.name,
+            &new.scheme,
+            &new.secret,
+            new.header.as_deref(),
+        )
         .await?;
     st.senders.invalidate().await;
-    Ok((StatusCode::CREATED, Json(json!(src))).into_response())
+    Ok((StatusCode::CREATED, Json(src)).into_response())
 }
 
 pub(super) async fn list_sources(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_sources(&g.team_id).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(Items { items }).into_response())
 }
 
 pub(super) async fn rotate_source(
     State(st): St,
     AdminKey(g): AdminKey,
     Path(name): Path<String>,
-    JsonBody(m): JsonBody,
+    Valid(Rotation { secret }): Valid<Rotation>,
 ) -> Result<Response, ApiErr> {
-    let secret = req_str(&m, "secret", 512)?;
     let src = st
         .store
         .rotate_source(&g.team_id, &name, &secret, st.cfg.secret_overlap)
         .await?;
     st.senders.invalidate().await;
-    Ok(Json(json!(src)).into_response())
+    Ok(Json(src).into_response())
 }
 
 pub(super) async fn delete_source(
@@ -75,5 +114,5 @@ pub(super) async fn delete_source(
 ) -> Result<Response, ApiErr> {
     st.store.delete_source(&g.team_id, &name).await?;
     st.senders.invalidate().await;
-    Ok(Json(json!({"deleted": true})).into_response())
+    Ok(Deleted::answer(None))
 }

@@ -2,22 +2,43 @@
 
 use super::*;
 
+/// `POST /api/federation/tokens`: an optional label.
+#[derive(Debug)]
+pub(crate) struct NewToken {
+    label: String,
+}
+
+impl FromBody for NewToken {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(NewToken {
+            label: opt_str(m, "label", 200)?.unwrap_or_default(),
+        })
+    }
+}
+
+/// A new federation token as answered once: its listing plus the secret itself.
+#[derive(Serialize)]
+pub(crate) struct CreatedToken {
+    #[serde(flatten)]
+    info: kite_store::keys::TokenInfo,
+    /// The token; shown only in this answer.
+    token: String,
+}
+
 pub(super) async fn create_token(
     State(st): St,
     AdminKey(g): AdminKey,
-    JsonBody(m): JsonBody,
+    Valid(new): Valid<NewToken>,
 ) -> Result<Response, ApiErr> {
-    let label = opt_str(&m, "label", 200)?.unwrap_or_default();
-    let secret = token::mint_federation_token();
-    let info = st.store.create_token(&g.team_id, &label, &secret).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": info.id, "label": info.label, "token": secret, "created_at": info.created_at})),
-    )
-        .into_response())
+    let token = token::mint_federation_token();
+    let info = st
+        .store
+        .create_token(&g.team_id, &new.label, &token)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { info, token })).into_response())
 }
 
 pub(super) async fn list_tokens(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_tokens(&g.team_id).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(Items { items }).into_response())
 }
