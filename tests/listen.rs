@@ -10,59 +10,11 @@ use std::time::Duration;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Listen {
-    child: Child,
-    out: Lines<BufReader<ChildStdout>>,
-}
-
-impl Listen {
-    /// Starts `kite listen` against `inst` and waits until it is connected.
-    async fn start(inst: &Instance, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-            .arg("listen")
-            .args(["--instance", &inst.url])
-            .args(args)
-            .env("KITE_API_KEY", &inst.key)
-            .env("HOME", "/nonexistent")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn kite listen");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        tokio::time::timeout(WAIT, async {
-            while let Ok(Some(l)) = err.next_line().await {
-                if l.contains("connected") {
-                    return;
-                }
-            }
-            panic!("kite listen exited before connecting");
-        })
-        .await
-        .expect("kite listen connected");
-        tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
-        let out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { child, out }
-    }
-
-    async fn line(&mut self) -> String {
-        tokio::time::timeout(WAIT, self.out.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read")
-            .expect("listen still running")
-    }
-
-    async fn json(&mut self) -> Value {
-        serde_json::from_str(&self.line().await).expect("JSON line")
-    }
-}
 
 #[tokio::test]
 async fn listen_filters_by_source_and_type_and_prints_readable_lines() {

@@ -2,12 +2,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -50,25 +48,7 @@ async fn getting_started_relays_a_stripe_event_and_listen_prints_it() {
     let (_, peers) = a.get("/api/federation/peers").await;
     assert!(peers["items"][0].get("outbound_token").is_none());
 
-    let mut listen = tokio::process::Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(["listen", "--instance", &b.url, "--source", "kite", "--json"])
-        .env("KITE_API_KEY", &b.key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn kite listen");
-    let mut err_lines = BufReader::new(listen.stderr.take().expect("stderr")).lines();
-    tokio::time::timeout(WAIT, async {
-        while let Ok(Some(l)) = err_lines.next_line().await {
-            if l.contains("connected") {
-                return;
-            }
-        }
-        panic!("kite listen exited before connecting");
-    })
-    .await
-    .expect("kite listen connected in time");
+    let mut listen = Listen::start(&b, &["--source", "kite", "--json"]).await;
 
     let (s, v) = a
         .hook(
@@ -94,17 +74,11 @@ async fn getting_started_relays_a_stripe_event_and_listen_prints_it() {
     let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
     assert_eq!(p["peer_instance_id"], "instance-b");
 
-    let mut out = BufReader::new(listen.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(WAIT, out.next_line())
-        .await
-        .expect("listen printed in time")
-        .expect("read")
-        .expect("a line");
-    let printed: Value = serde_json::from_str(&line).expect("--json prints JSON");
+    let printed = listen.json().await;
     assert_eq!(printed["id"], "evt_gs_1");
     assert_eq!(printed["kitefedorigin"], "instance-a");
     assert_eq!(printed["kitefedhops"], 1);
-    let _ = listen.kill().await;
+    let _ = listen.child.kill().await;
 }
 
 #[tokio::test]

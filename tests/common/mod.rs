@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use kite_kit::process::{discard, KiteEnv, KiteProcess, Output, READY_TIMEOUT};
 use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 
 pub const PG_SERVER_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432";
 pub const AMQP_DEFAULT: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -522,4 +524,58 @@ pub async fn peer_at_free_port(on: &Instance) -> (String, String, u16) {
     )
     .await;
     (id, token, port)
+}
+
+/// How long `kite listen` may take to connect or print.
+pub const LISTEN_WAIT: Duration = Duration::from_secs(30);
+
+/// A running `kite listen`, connected, whose stdout the test reads line by line.
+pub struct Listen {
+    pub child: Child,
+    out: Lines<BufReader<ChildStdout>>,
+}
+
+impl Listen {
+    /// Starts `kite listen` against `inst` and waits until it is connected.
+    pub async fn start(inst: &Instance, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
+            .arg("listen")
+            .args(["--instance", &inst.url])
+            .args(args)
+            .env("KITE_API_KEY", &inst.key)
+            .env("HOME", "/nonexistent")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn kite listen");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        tokio::time::timeout(LISTEN_WAIT, async {
+            while let Ok(Some(l)) = err.next_line().await {
+                if l.contains("connected") {
+                    return;
+                }
+            }
+            panic!("kite listen exited before connecting");
+        })
+        .await
+        .expect("kite listen connected");
+        tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+        let out = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self { child, out }
+    }
+
+    /// The next line it prints.
+    pub async fn line(&mut self) -> String {
+        tokio::time::timeout(LISTEN_WAIT, self.out.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read")
+            .expect("listen still running")
+    }
+
+    /// The next line it prints, as JSON.
+    pub async fn json(&mut self) -> Value {
+        serde_json::from_str(&self.line().await).expect("JSON line")
+    }
 }
