@@ -3,5 +3,13 @@
 
 pub mod admin;
 pub mod demo;
+pub mod forward;
 pub mod listen;
 pub mod serve;
+
+/// Makes aws-lc-rs the process' TLS provider (serving, peers, `kite listen`). rustls picks
+/// one by itself only when exactly one is compiled in; naming it keeps that true whatever
+/// else the build pulls in. Calling it again does nothing.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

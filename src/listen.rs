@@ -2,7 +2,7 @@
 //! forward it to a local URL or serve it on a Unix socket. Resumes from its cursor after a
 //! disconnect.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
 use kite_protocol::stream::{self, ClientFrame, ServerFrame};
+
+use crate::forward::Forwarder;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -42,12 +44,17 @@ pub struct ListenArgs {
     /// Print each event as one CloudEvent JSON object per line.
     #[arg(long)]
     pub json: bool,
-    /// POST each event to this URL; non-2xx answers are retried with backoff.
+    /// POST each event to this URL, signed with a local signing secret printed at start
+    /// (kept per --client-id); non-2xx answers are retried up to --forward-retries times.
     #[arg(long)]
     pub forward_to: Option<String>,
-    /// With --forward-to: send only the event's data, with its original headers replayed.
+    /// With --forward-to: send the provider's original body and headers, re-signed in the
+    /// provider's own scheme (Stripe, GitHub, Slack) with the local signing secret.
     #[arg(long, requires = "forward_to")]
     pub raw: bool,
+    /// With --forward-to: retries of a forward that fails before moving on.
+    #[arg(long, default_value_t = 3, requires = "forward_to")]
+    pub forward_retries: u32,
     /// Also serve events as NDJSON on this Unix socket (mode 0600).
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -75,13 +82,16 @@ struct FileConfig {
     team_id: Option<String>,
 }
 
+/// The config file: the given one, else `~/.config/kite/config.toml`.
+fn config_path(path: Option<&PathBuf>) -> Option<PathBuf> {
+    path.cloned().or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/kite/config.toml"))
+    })
+}
+
 fn load_file_config(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
-    let path = match path {
-        Some(p) => p.clone(),
-        None => match std::env::var_os("HOME") {
-            Some(h) => PathBuf::from(h).join(".config/kite/config.toml"),
-            None => return Ok(FileConfig::default()),
-        },
+    let Some(path) = config_path(path) else {
+        return Ok(FileConfig::default());
     };
     match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
@@ -124,7 +134,7 @@ struct Listener {
     hello: ClientFrame,
     json: bool,
     forward: Option<Forwarder>,
-    socket: Option<broadcast::Sender<Arc<str>>>,
+    socket: Option<SocketFile>,
     /// Highest seq handled (printed, forwarded): a redelivery after a reconnect is only acked.
     done_through: i64,
 }
@@ -160,19 +170,35 @@ pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
         scopes: Some(json!(scopes)),
         client_id: Some(json!(client_id)),
     };
+    // Checked before anything connects: a bad URL or socket path is a usage error.
+    let forward = match &a.forward_to {
+        Some(url) => {
+            let (secret, kept) = match config_path(a.config.as_ref()) {
+                Some(path) => crate::forward::signing_secret(&path, a.client_id.as_deref()),
+                None => (kite_protocol::token::mint_federation_token(), false),
+            };
+            let f = Forwarder::new(url, a.raw, a.forward_retries, secret.clone())?;
+            eprintln!(
+                "kite listen: forwarding to {url}; your webhook signing secret is {secret}{}",
+                if kept {
+                    ""
+                } else {
+                    " (new for this run: pass --client-id to keep one)"
+                }
+            );
+            Some(f)
+        }
+        None => None,
+    };
     let socket = match &a.socket {
-        Some(path) => Some(serve_socket(path).await?),
+        Some(path) => Some(SocketFile::serve(path).await?),
         None => None,
     };
     let mut l = Listener {
         url: ws_url(&instance)?,
         hello,
         json: a.json,
-        forward: a
-            .forward_to
-            .clone()
-            .map(|u| Forwarder::new(u, a.raw))
-            .transpose()?,
+        forward,
         socket,
         done_through: 0,
     };
@@ -185,16 +211,25 @@ pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
             .build()
     };
     let mut delays = backoff();
-    loop {
-        match l.session(&mut delays, &backoff).await {
-            Err(e) if e.downcast_ref::<AuthFailed>().is_some() => return Err(e),
-            Err(e) => {
-                let d = delays.next().unwrap_or(Duration::from_secs(30));
-                eprintln!("kite listen: {e:#}; retrying in {}s", d.as_secs());
-                tokio::time::sleep(d).await;
+    let follow = async {
+        loop {
+            match l.session(&mut delays, &backoff).await {
+                Err(e) if e.downcast_ref::<AuthFailed>().is_some() => return Err(e),
+                Err(e) => {
+                    let d = delays.next().unwrap_or(Duration::from_secs(30));
+                    eprintln!("kite listen: {e:#}; retrying in {}s", d.as_secs());
+                    tokio::time::sleep(d).await;
+                }
+                Ok(()) => {}
             }
-            Ok(()) => {}
         }
+    };
+    // ^C or SIGTERM ends the listener; its socket file goes with it (SocketFile's drop).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = follow => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
     }
 }
 
@@ -219,7 +254,7 @@ impl Listener {
                 continue;
             };
             match frame {
-                ServerFrame::Connected { last_seq } => {
+                ServerFrame::Connected { last_seq, .. } => {
                     *delays = fresh();
                     eprintln!(
                         "kite listen: connected to {} (after seq {last_seq}); waiting for events",
@@ -228,18 +263,20 @@ impl Listener {
                 }
                 ServerFrame::CursorExpired {
                     oldest_available_seq,
+                    ..
                 } => {
                     eprintln!("kite listen: events before seq {oldest_available_seq} expired before this listener saw them");
                 }
                 ServerFrame::Event { seq, event } => {
                     if seq > self.done_through {
-                        let ev: Value = serde_json::from_str(event.get()).unwrap_or(Value::Null);
-                        self.handle(seq, &ev).await;
+                        self.handle(seq, event.get()).await;
                         self.done_through = seq;
                     }
                     ws.send(Message::Text(ClientFrame::Ack { seq }.to_text().into()))
                         .await?;
                 }
+                // This client sends no requests.
+                ServerFrame::Response { .. } => {}
                 ServerFrame::Error { code, message } => {
                     if code == stream::AUTH_FAILED {
                         return Err(AuthFailed.into());
@@ -251,128 +288,84 @@ impl Listener {
         bail!("connection closed")
     }
 
-    async fn handle(&mut self, seq: i64, ev: &Value) {
-        let line = if self.json {
-            ev.to_string()
+    /// Prints one event (its JSON text as it came, with --json), serves it on the socket and
+    /// forwards it.
+    async fn handle(&mut self, seq: i64, text: &str) {
+        let ev: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        // One event a line: a line break in the text can only be whitespace between JSON
+        // tokens (a provider's pretty-printed body), which becomes a space; every other byte
+        // is as stored. (--forward-to --raw sends the exact bytes.)
+        let line = one_line(text);
+        if self.json {
+            println!("{line}");
         } else {
-            render_line(seq, ev)
-        };
-        println!("{line}");
-        if let Some(tx) = &self.socket {
-            let _ = tx.send(Arc::from(format!("{ev}\n")));
+            println!("{}", render_line(seq, &ev));
+        }
+        if let Some(s) = &self.socket {
+            let _ = s.tx.send(Arc::from(format!("{line}\n")));
         }
         if let Some(f) = &self.forward {
-            f.forward(seq, ev).await;
+            f.forward(seq, text, &ev).await;
         }
     }
 }
 
-/// Posts events to a local URL, retrying until a 2xx.
-struct Forwarder {
-    url: String,
-    raw: bool,
-    http: reqwest::Client,
-}
-
-/// Headers not replayed with --raw: credentials and hop-by-hop ones.
-const NOT_REPLAYED: &[&str] = &[
-    "authorization",
-    "host",
-    "content-length",
-    "connection",
-    "transfer-encoding",
-    "accept-encoding",
-];
-
-impl Forwarder {
-    fn new(url: String, raw: bool) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Self { url, raw, http })
-    }
-
-    fn request(&self, ev: &Value) -> reqwest::RequestBuilder {
-        if !self.raw {
-            return self
-                .http
-                .post(&self.url)
-                .header("content-type", "application/cloudevents+json")
-                .body(ev.to_string());
-        }
-        let mut req = self.http.post(&self.url);
-        let headers: serde_json::Map<String, Value> = ev
-            .get("kiteoriginalheaders")
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        for (k, v) in headers {
-            if NOT_REPLAYED.contains(&k.to_ascii_lowercase().as_str()) {
-                continue;
-            }
-            if let Some(v) = v.as_str() {
-                req = req.header(k.as_str(), v);
-            }
-        }
-        let body = match ev.get("data") {
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-            None => String::new(),
-        };
-        req.body(body)
-    }
-
-    async fn forward(&self, seq: i64, ev: &Value) {
-        let id = ev.get("id").and_then(Value::as_str).unwrap_or("-");
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(Duration::from_secs(30))
-            .without_max_times()
-            .build();
-        loop {
-            match self.request(ev).send().await {
-                Ok(r) if r.status().is_success() => {
-                    eprintln!(
-                        "[{}] POST {} seq={seq} id={id}",
-                        r.status().as_u16(),
-                        self.url
-                    );
-                    return;
-                }
-                Ok(r) => eprintln!(
-                    "[{}] POST {} seq={seq} id={id}; retrying",
-                    r.status().as_u16(),
-                    self.url
-                ),
-                Err(e) => eprintln!("[error] POST {} seq={seq} id={id}: {e}; retrying", self.url),
-            }
-            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
-        }
+/// JSON text on one line: line breaks (whitespace between tokens in valid JSON) as spaces.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(text.replace(['\n', '\r'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
-/// Serves NDJSON events on a Unix socket readable only by this user.
-async fn serve_socket(path: &PathBuf) -> anyhow::Result<broadcast::Sender<Arc<str>>> {
-    use std::os::unix::fs::PermissionsExt;
-    if path.exists() {
-        std::fs::remove_file(path).with_context(|| format!("removing stale {}", path.display()))?;
-    }
-    let listener = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let (tx, _) = broadcast::channel::<Arc<str>>(1024);
-    let accept_tx = tx.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut rx = accept_tx.subscribe();
-            tokio::spawn(async move {
-                while let Ok(line) = rx.recv().await {
-                    if stream.write_all(line.as_bytes()).await.is_err() {
-                        return;
+/// The Unix socket of `--socket`: NDJSON events for every client, readable only by this
+/// user; the file is removed when the listener ends.
+struct SocketFile {
+    path: PathBuf,
+    tx: broadcast::Sender<Arc<str>>,
+}
+
+impl SocketFile {
+    /// Binds the socket, replacing a stale socket at `path` but never another kind of file.
+    async fn serve(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?,
+            Ok(_) => bail!(
+                "refusing to replace {}: it exists and is not a socket",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+        }
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let (tx, _) = broadcast::channel::<Arc<str>>(1024);
+        let accept_tx = tx.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut rx = accept_tx.subscribe();
+                tokio::spawn(async move {
+                    while let Ok(line) = rx.recv().await {
+                        if stream.write_all(line.as_bytes()).await.is_err() {
+                            return;
+                        }
                     }
-                }
-            });
-        }
-    });
-    Ok(tx)
+                });
+            }
+        });
+        Ok(Self {
+            path: path.to_path_buf(),
+            tx,
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

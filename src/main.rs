@@ -39,6 +39,7 @@ fn init_tracing() {
 async fn main() {
     let cli = Cli::parse();
     init_tracing();
+    kite::install_tls_provider();
     let result = match cli.command {
         Command::Serve(a) => serve::serve(*a).await,
         Command::Migrate(a) => serve::migrate(a).await,

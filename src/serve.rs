@@ -121,10 +121,8 @@ pub struct ServeArgs {
     /// a listener can resume.
     #[arg(long, env = "KITE_RETENTION_SECS", default_value_t = router().retention.as_secs())]
     pub retention_secs: u64,
-    /// Events a stream listener may leave unacknowledged before it is cut off (4004).
-    #[arg(long, env = "KITE_STREAM_MAX_UNACKED", default_value_t = ingress().stream_max_unacked)]
-    pub stream_max_unacked: usize,
-    /// How long a listener with a full window of unacked events has to ack before 4004, in ms.
+    /// How long a stream connection may take no data (its socket is full) before it is cut
+    /// off as a slow consumer (4004), in milliseconds.
     #[arg(long, env = "KITE_STREAM_STALL_MS", default_value_t = ms(ingress().stream_stall))]
     pub stream_stall_ms: u64,
     /// Stream connections a team may hold at once (more get 4003).
@@ -299,6 +297,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     on_ready: impl FnOnce(Ready) + Send,
 ) -> anyhow::Result<()> {
+    crate::install_tls_provider();
     let instance_id = a.instance_id.clone().unwrap_or_else(host_name);
     let prefix = a
         .amqp_prefix
@@ -431,7 +430,6 @@ pub async fn run(
             notes.clone(),
             IngressConfig {
                 ingest_queue: a.ingest_queue,
-                stream_max_unacked: a.stream_max_unacked.max(1),
                 stream_max_connections: a.stream_max_connections.max(1),
                 stream_max_per_key: a.stream_max_per_key.max(1),
                 stream_stall: Duration::from_millis(a.stream_stall_ms.max(1)),

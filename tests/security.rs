@@ -346,12 +346,13 @@ async fn a_sender_names_its_key_and_signs_with_every_secret_in_rotation() {
         header(&hs, "authorization").is_none(),
         "no secret on the wire"
     );
-    assert_eq!(header(&hs, "webhook-id"), Some("evt_sig_1"));
+    let msg_1 = kite_protocol::signature::message_id("/hooks/default/stripe", "evt_sig_1");
+    assert_eq!(header(&hs, "webhook-id"), Some(msg_1.as_str()));
     let ts: i64 = header(&hs, "webhook-timestamp")
         .and_then(|t| t.parse().ok())
         .expect("timestamp");
     assert!((now() - ts).abs() < 60);
-    let expected = sign_standard(&["kfed_first"], "evt_sig_1", ts, body.as_bytes());
+    let expected = sign_standard(&["kfed_first"], &msg_1, ts, body.as_bytes());
     assert_eq!(header(&hs, "webhook-signature"), Some(expected.as_str()));
 
     let id = p["id"].as_str().expect("id");
@@ -372,12 +373,8 @@ async fn a_sender_names_its_key_and_signs_with_every_secret_in_rotation() {
     let ts: i64 = header(&hs, "webhook-timestamp")
         .and_then(|t| t.parse().ok())
         .expect("timestamp");
-    let both = sign_standard(
-        &["kfed_second", "kfed_first"],
-        "evt_sig_2",
-        ts,
-        body.as_bytes(),
-    );
+    let msg_2 = kite_protocol::signature::message_id("/hooks/default/stripe", "evt_sig_2");
+    let both = sign_standard(&["kfed_second", "kfed_first"], &msg_2, ts, body.as_bytes());
     assert_eq!(
         header(&hs, "webhook-signature"),
         Some(both.as_str()),

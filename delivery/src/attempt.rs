@@ -58,7 +58,7 @@ impl Ctx {
             &token,
             row.previous_token.as_deref(),
             row.key_id.as_deref(),
-            &row.event_id,
+            &signature::message_id(&row.event_source, &row.event_id),
             Utc::now().timestamp(),
             &body,
         );

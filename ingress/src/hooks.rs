@@ -169,6 +169,21 @@ pub(crate) async fn receive(
         // traffic to it never spends the rate of the team's signed hooks.
         st.team_limit.check(&format!("{team}/{source}"))?;
     }
+    // Slack checks an Events API URL with a signed `url_verification` request, answered with
+    // its challenge; it is a handshake, not an event.
+    if scheme == Some(Scheme::Slack) || (scheme.is_none() && source == "slack") {
+        if let Some(challenge) = slack_challenge(&body) {
+            return Ok((
+                StatusCode::OK,
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                )],
+                challenge,
+            )
+                .into_response());
+        }
+    }
     let hook = Hook {
         team: &team,
         source: &source,
@@ -209,4 +224,17 @@ pub(crate) async fn receive(
         )
             .into_response(),
     })
+}
+
+/// The challenge of a Slack `url_verification` request (`{"type":"url_verification",
+/// "challenge":"..."}`), if that is what the body is.
+fn slack_challenge(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Verification {
+        #[serde(rename = "type")]
+        ty: String,
+        challenge: String,
+    }
+    let v: Verification = serde_json::from_slice(body).ok()?;
+    (v.ty == "url_verification").then_some(v.challenge)
 }

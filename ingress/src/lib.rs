@@ -6,6 +6,7 @@ mod error;
 mod hooks;
 mod ingest;
 mod limits;
+mod rpc;
 pub mod server;
 mod stream;
 
@@ -39,13 +40,11 @@ pub struct IngressConfig {
     pub ingest_batch: usize,
     /// Concurrent group-commit writers.
     pub ingest_writers: usize,
-    /// Events a stream listener may leave unacknowledged before it is cut off.
-    pub stream_max_unacked: usize,
     /// Stream connections a team may hold at once.
     pub stream_max_connections: usize,
     /// Stream connections one API key may hold at once.
     pub stream_max_per_key: usize,
-    /// How long a listener with a full window of unacked events has to ack before 4004.
+    /// How long a stream connection may take no data before it is a slow consumer (4004).
     pub stream_stall: std::time::Duration,
     /// Refuse webhooks to sources that have no signature configuration.
     pub require_signed_hooks: bool,
@@ -71,7 +70,7 @@ pub struct IngressConfig {
 
 impl IngressConfig {
     /// The defaults for an instance: an ingest queue of 20,000, one writer committing up to
-    /// 1,000 events at once with 64 publishes in flight, streams with 1,000 unacked events,
+    /// 1,000 events at once with 64 publishes in flight, streams cut off after
     /// a 10 s stall, 100 connections a team and 20 a key, a connect frame within 5 s, a poll
     /// every second and cursors saved every 250 ms, unsigned hooks accepted, private peers
     /// refused, a 24 h secret overlap, 10,000/s (burst 20,000) a team and a sender, 20/s
@@ -85,7 +84,6 @@ impl IngressConfig {
             // One writer: each team's inserts serialize on its stream lock anyway, and one
             // writer lets every waiting request join the next commit.
             ingest_writers: 1,
-            stream_max_unacked: 1_000,
             stream_max_connections: 100,
             stream_max_per_key: 20,
             stream_stall: Duration::from_secs(10),
@@ -163,6 +161,8 @@ pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig
         .route("/hooks/{team}/{source}", post(hooks::receive))
         .route("/ws", get(stream::ws))
         .merge(admin::routes())
+        .fallback(no_route)
+        .layer(axum::middleware::map_response(error::as_json))
         .layer(axum::extract::DefaultBodyLimit::max(
             kite_protocol::event::MAX_BODY_BYTES,
         ))
@@ -177,6 +177,14 @@ pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig
             }
         }))
         .with_state(state)
+}
+
+/// Any path kite does not serve: 404 in the documented JSON form.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiErr {
+    ApiErr(kite_protocol::ApiError::not_found(format!(
+        "no route for {method} {}",
+        uri.path()
+    )))
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {

@@ -1,7 +1,7 @@
 //! `GET /ws`: the Kite stream protocol. A client sends `connect`, gets `connected`, then
-//! `event` frames for its team's events that match its scopes, and acks them.
+//! `event` frames for its team's events that match its scopes, which it may ack; it may also
+//! make calls (`request` / `response`, see [`crate::rpc`]).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use kite_protocol::stream::{
 use kite_store::stream::Resume;
 use serde_json::Value;
 
-use crate::AppState;
+use crate::{rpc, AppState};
 
 /// What a client asked to see.
 enum Filter {
@@ -54,11 +54,20 @@ fn parse_scopes(v: Option<&Value>) -> Result<Vec<Filter>, String> {
     Ok(out)
 }
 
-fn wanted(filters: &[Filter], source: &str, ty: &str) -> bool {
+/// Whether an event is for a client: `source:NAME` matches the hook it came through, and
+/// for an event that came by federation also the provider it first came from (the last
+/// part of its CloudEvent source, `/hooks/{team}/{provider}`), so `source:stripe` on B
+/// shows the Stripe events A forwarded and `source:kite` all that came by federation.
+fn wanted(filters: &[Filter], e: &kite_store::events::StoredEvent) -> bool {
+    let provider = || kite_protocol::event::provider_of(&e.ce_source);
     filters.iter().any(|f| match f {
         Filter::All => true,
-        Filter::Source(s) => s == source,
-        Filter::Type(g) => g.matches(ty),
+        Filter::Source(s) => {
+            *s == e.hook_source
+                || (e.hook_source == kite_protocol::event::FEDERATION_SOURCE
+                    && provider() == Some(s.as_str()))
+        }
+        Filter::Type(g) => g.matches(&e.ce_type),
     })
 }
 
@@ -179,9 +188,10 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             return;
         }
     };
-    let team = grant.team_id;
+    let team = grant.team_id.clone();
     let key_id = grant.key_id;
-    if let Some(t) = team_id {
+    // The public client sends its team; an empty one names none.
+    if let Some(t) = team_id.filter(|t| !t.is_empty()) {
         if t != team {
             fail(&mut socket, AUTH_FAILED, "authentication failed").await;
             return;
@@ -229,6 +239,9 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
         } => {
             let f = ServerFrame::CursorExpired {
                 oldest_available_seq,
+                message: format!(
+                    "events before seq {oldest_available_seq} expired before this client saw them"
+                ),
             };
             if socket
                 .send(Message::Text(f.to_text().into()))
@@ -240,19 +253,28 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             (oldest_available_seq - 1).max(0)
         }
     };
-    let connected = ServerFrame::Connected { last_seq: cursor }.to_text();
+    // A client without an id gets one for this connection (no durable cursor).
+    let shown_id = client_id
+        .clone()
+        .unwrap_or_else(|| format!("conn-{}", uuid::Uuid::new_v4().simple()));
+    let connected = ServerFrame::Connected {
+        last_seq: cursor,
+        client_id: shown_id,
+    }
+    .to_text();
     if socket.send(Message::Text(connected.into())).await.is_err() {
         return;
     }
     let session = Session {
         st: &st,
         team: &team,
+        grant: &grant,
         client_id: client_id.as_deref(),
         filters: &filters,
     };
-    let acked = session.run(socket, &mut cursor).await;
-    if let (Some(c), Some(acked)) = (client_id.as_deref(), acked) {
-        if let Err(e) = st.store.save_cursor(&team, c, acked).await {
+    let resume = session.run(socket, &mut cursor).await;
+    if let Some(c) = client_id.as_deref() {
+        if let Err(e) = st.store.save_cursor(&team, c, resume).await {
             tracing::warn!(error = %e, "could not save a stream cursor");
         }
     }
@@ -279,33 +301,63 @@ async fn start_position(
 struct Session<'a> {
     st: &'a AppState,
     team: &'a str,
+    grant: &'a kite_store::keys::KeyGrant,
     client_id: Option<&'a str>,
     filters: &'a [Filter],
 }
 
+/// Where a client resumes: after its last ack once it acks (at least once), else after the
+/// last event sent to it (a client that never acks, like the public `kite stream`).
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Every event up to here was sent to the client or passed over.
+    cursor: i64,
+    /// The last event frame sent.
+    last_sent: i64,
+    /// Everything up to here is acknowledged; `None` until the first ack.
+    acked: Option<i64>,
+}
+
+impl Progress {
+    fn ack(&mut self, seq: i64) {
+        // An ack of the last event sent covers the events passed over after it.
+        let through = if seq >= self.last_sent {
+            self.cursor
+        } else {
+            seq
+        };
+        self.acked = Some(self.acked.map_or(through, |a| a.max(through)));
+    }
+
+    fn resume(&self) -> i64 {
+        self.acked.unwrap_or(self.cursor)
+    }
+}
+
 impl Session<'_> {
-    /// Streams events after `cursor` until the client leaves; answers the last acked seq.
-    async fn run(&self, socket: WebSocket, cursor: &mut i64) -> Option<i64> {
+    /// Streams events after `cursor` and answers calls until the client leaves; answers
+    /// where the client resumes. A client that cannot take a frame for the stall time is a
+    /// slow consumer (4004): backpressure, not missing acks, decides it.
+    async fn run(&self, socket: WebSocket, cursor: &mut i64) -> i64 {
         let (mut tx, mut rx) = socket.split();
-        let max = self.st.cfg.stream_max_unacked;
         let mut events = self.st.notes.events.clone();
-        let mut unacked: VecDeque<i64> = VecDeque::new();
-        let mut acked = *cursor;
-        let mut saved = acked;
+        let mut p = Progress {
+            cursor: *cursor,
+            last_sent: *cursor,
+            acked: None,
+        };
+        let mut saved = p.resume();
         let mut more = true;
-        let mut full_since: Option<tokio::time::Instant> = None;
         let mut flush = tokio::time::interval(self.st.cfg.stream_cursor_flush);
         loop {
-            let room = max.saturating_sub(unacked.len());
-            if more && room > 0 {
-                full_since = None;
-                let limit = room.min(500) as i64;
-                match self.st.store.events_after(self.team, *cursor, limit).await {
+            if more {
+                let limit = 500;
+                match self.st.store.events_after(self.team, p.cursor, limit).await {
                     Ok(batch) => {
                         more = batch.len() as i64 == limit;
                         for e in batch {
-                            *cursor = e.seq;
-                            if !wanted(self.filters, &e.hook_source, &e.ce_type) {
+                            if !wanted(self.filters, &e) {
+                                p.cursor = e.seq;
                                 continue;
                             }
                             // The stored text is spliced, never parsed: a row that cannot
@@ -314,22 +366,16 @@ impl Session<'_> {
                                 Ok(t) => stream::event_frame(e.seq, &t),
                                 Err(why) => {
                                     tracing::warn!(seq = e.seq, error = %why, "stream skips an event it cannot read");
+                                    p.cursor = e.seq;
                                     continue;
                                 }
                             };
-                            let sent = tokio::time::timeout(
-                                self.stall(),
-                                tx.send(Message::Text(frame.into())),
-                            )
-                            .await;
-                            if !matches!(sent, Ok(Ok(()))) {
-                                return Some(acked);
+                            if !self.send(&mut tx, frame).await {
+                                *cursor = p.cursor;
+                                return p.resume();
                             }
-                            unacked.push_back(e.seq);
-                        }
-                        if unacked.is_empty() {
-                            // Nothing outstanding: everything up to the cursor counts as seen.
-                            acked = acked.max(*cursor);
+                            p.cursor = e.seq;
+                            p.last_sent = e.seq;
                         }
                         if more {
                             continue;
@@ -340,13 +386,75 @@ impl Session<'_> {
                         more = true;
                     }
                 }
-            } else if room == 0 {
-                let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() >= self.stall() {
-                    let f = ServerFrame::Error {
-                        code: SLOW_CONSUMER,
-                        message: "slow consumer: too many unacknowledged events".into(),
-                    };
+            }
+            tokio::select! {
+                _ = events.changed() => more = true,
+                _ = tokio::time::sleep(self.st.cfg.stream_poll) => more = true,
+                _ = flush.tick() => {
+                    if let Some(c) = self.client_id {
+                        let at = p.resume();
+                        if at > saved && self.st.store.save_cursor(self.team, c, at).await.is_ok() {
+                            saved = at;
+                        }
+                    }
+                }
+                msg = rx.next() => match msg {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {
+                        *cursor = p.cursor;
+                        return p.resume();
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        let reply = match serde_json::from_str::<ClientFrame>(&t) {
+                            Ok(ClientFrame::Ack { seq }) => {
+                                p.ack(seq.min(p.cursor));
+                                None
+                            }
+                            Ok(ClientFrame::Request { id, method, params }) => {
+                                let (ok, payload) =
+                                    match rpc::call(self.st, self.grant, &method, &params).await {
+                                        Ok(v) => (true, v),
+                                        Err(e) => (false, e.payload()),
+                                    };
+                                Some(ServerFrame::Response { id, ok, payload })
+                            }
+                            // Unknown frame types are ignored.
+                            Ok(_) => None,
+                            Err(e) => Some(ServerFrame::Error {
+                                code: INVALID_MESSAGE,
+                                message: format!("invalid frame: {e}"),
+                            }),
+                        };
+                        if let Some(f) = reply {
+                            if !self.send(&mut tx, f.to_text()).await {
+                                *cursor = p.cursor;
+                                return p.resume();
+                            }
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                },
+            }
+        }
+    }
+
+    /// Sends one frame; false when the client is gone or did not take it for the stall
+    /// time (then it is told 4004, if it still listens, and the connection ends).
+    async fn send(
+        &self,
+        tx: &mut futures::stream::SplitSink<WebSocket, Message>,
+        text: String,
+    ) -> bool {
+        let stall = self.st.cfg.stream_stall;
+        match tokio::time::timeout(stall, tx.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::warn!(team = %self.team, "slow consumer: the client took no frame for the stall time");
+                let f = ServerFrame::Error {
+                    code: SLOW_CONSUMER,
+                    message: "slow consumer: the connection took no data for too long".into(),
+                };
+                let bye = async {
                     let _ = tx.send(Message::Text(f.to_text().into())).await;
                     let _ = tx
                         .send(Message::Close(Some(axum::extract::ws::CloseFrame {
@@ -354,49 +462,10 @@ impl Session<'_> {
                             reason: "slow consumer".into(),
                         })))
                         .await;
-                    return Some(acked);
-                }
-            }
-            tokio::select! {
-                _ = events.changed() => more = true,
-                _ = tokio::time::sleep(self.stall() / 50), if room == 0 => {}
-                _ = tokio::time::sleep(self.st.cfg.stream_poll) => more = true,
-                _ = flush.tick() => {
-                    if let Some(c) = self.client_id {
-                        if acked > saved && self.st.store.save_cursor(self.team, c, acked).await.is_ok() {
-                            saved = acked;
-                        }
-                    }
-                }
-                msg = rx.next() => match msg {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Some(acked),
-                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientFrame>(&t) {
-                        Ok(ClientFrame::Ack { seq }) => {
-                            while unacked.front().is_some_and(|s| *s <= seq) {
-                                unacked.pop_front();
-                            }
-                            acked = acked.max(seq.min(*cursor));
-                            if unacked.is_empty() {
-                                acked = acked.max(*cursor);
-                            }
-                        }
-                        // Unknown frame types are ignored.
-                        Ok(_) => {}
-                        Err(e) => {
-                            let f = ServerFrame::Error {
-                                code: INVALID_MESSAGE,
-                                message: format!("invalid frame: {e}"),
-                            };
-                            let _ = tx.send(Message::Text(f.to_text().into())).await;
-                        }
-                    },
-                    Some(Ok(_)) => {}
-                },
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
+                false
             }
         }
-    }
-
-    fn stall(&self) -> Duration {
-        self.st.cfg.stream_stall
     }
 }

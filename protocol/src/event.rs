@@ -232,28 +232,36 @@ fn build_webhook(
     headers: &HeaderMap,
     body: &[u8],
     now: DateTime<Utc>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<(Map<String, Value>, Data), ApiError> {
     let Hook {
         team,
         source,
         scheme,
         ..
     } = hook;
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8"))?;
-    // JSON bodies (or bodies without a content type) must parse; other text bodies, such
-    // as Slack's form posts, are kept as a string.
+    // JSON bodies (or bodies without a content type) must parse, and travel as their own
+    // text, byte for byte; other bodies (Slack's form posts, say) travel as `data_base64`.
     let content_type = header(headers, "content-type")
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
         .filter(|c| !c.contains("json"));
-    let data: Value = match &content_type {
+    let (data, raw): (Value, Data) = match &content_type {
         None => {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8"))?;
             check_depth(body, MAX_DEPTH)?;
-            serde_json::from_str(text).map_err(|e| {
+            let data = serde_json::from_str(text).map_err(|e| {
                 ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
-            })?
+            })?;
+            (data, Data::Json(trim_json(text).to_owned()))
         }
-        Some(_) => Value::String(text.to_string()),
+        Some(_) => {
+            use base64::Engine as _;
+            let data = std::str::from_utf8(body)
+                .map(|t| Value::String(t.to_owned()))
+                .unwrap_or(Value::Null);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+            (data, Data::Base64(b64))
+        }
     };
     let data_type = content_type.unwrap_or_else(|| "application/json".to_string());
     let mapping = match (scheme, source) {
@@ -320,43 +328,114 @@ fn build_webhook(
         .source(format!("/hooks/{team}/{source}"))
         .ty(format!("com.{source}.{name}"))
         .time(now)
-        .data(data_type, data)
         .extension("kitesummary", clip(&summary, 200))
         .extension(EXT_ORIGINAL_HEADERS, original_headers(headers))
         .build()
         .map_err(invalid_ce)?;
-    into_object(ev)
+    let mut obj = into_object(ev)?;
+    obj.insert("datacontenttype".into(), Value::String(data_type));
+    Ok((obj, raw))
+}
+
+/// An event's data as it travels: the original JSON text (spliced into the stored event,
+/// never re-encoded), base64 of a non-JSON body, or none.
+enum Data {
+    Json(String),
+    Base64(String),
+    None,
+}
+
+/// The JSON text without the whitespace around it.
+fn trim_json(text: &str) -> &str {
+    text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'))
+}
+
+/// The event's text: its attributes, then its data as it came.
+fn with_data(mut obj: Map<String, Value>, data: Data) -> String {
+    match data {
+        Data::Json(raw) => {
+            obj.remove("data");
+            obj.remove("data_base64");
+            let head = Value::Object(obj).to_string();
+            let head = head.strip_suffix('}').unwrap_or(&head);
+            let sep = if head.len() > 1 { "," } else { "" };
+            format!("{head}{sep}\"data\":{raw}}}")
+        }
+        Data::Base64(b64) => {
+            obj.remove("data");
+            obj.insert("data_base64".into(), Value::String(b64));
+            Value::Object(obj).to_string()
+        }
+        Data::None => Value::Object(obj).to_string(),
+    }
 }
 
 fn build_cloudevent(
     hook: Hook<'_>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<(Map<String, Value>, Data), ApiError> {
     let structured = is_structured(headers);
     // Structured: the envelope is one more level; binary: the body is the data.
     check_depth(body, if structured { MAX_DEPTH + 1 } else { MAX_DEPTH })?;
-    // The SDK would tell the encoding by a case-sensitive content type: decide it here, so a
-    // structured event (`Application/CloudEvents+JSON`) is never read from `ce-*` headers.
-    let mut ev: cloudevents::Event = if structured {
-        serde_json::from_slice(body).map_err(invalid_ce)?
+    let (obj, data) = if structured {
+        // The envelope is read with the SDK; `data` is kept as its own text.
+        let mut fields: std::collections::HashMap<String, &serde_json::value::RawValue> =
+            serde_json::from_slice(body).map_err(invalid_ce)?;
+        if fields.contains_key("data") && fields.contains_key("data_base64") {
+            return Err(invalid_ce("an event cannot have both data and data_base64"));
+        }
+        // Spec 0.3's `datacontentencoding` changes what `data` means: the SDK reads that.
+        if fields.contains_key("datacontentencoding") {
+            let ev: cloudevents::Event = serde_json::from_slice(body).map_err(invalid_ce)?;
+            return finish_cloudevent(hook, into_object(ev)?, Data::None);
+        }
+        let data = fields.remove("data").map(|d| d.get().to_owned());
+        let envelope = fields
+            .into_iter()
+            .map(|(k, v)| serde_json::from_str(v.get()).map(|v| (k, v)))
+            .collect::<Result<Map<String, Value>, _>>()
+            .map_err(invalid_ce)?;
+        let ev: cloudevents::Event =
+            serde_json::from_value(Value::Object(envelope)).map_err(invalid_ce)?;
+        let obj = into_object(ev)?;
+        (obj, data.map_or(Data::None, Data::Json))
     } else {
-        cloudevents::binding::http::to_event(headers, body.to_vec()).map_err(invalid_ce)?
+        // The SDK would tell the encoding by a case-sensitive content type: decided above,
+        // so a structured event (`Application/CloudEvents+JSON`) is never read from `ce-*`.
+        let mut ev =
+            cloudevents::binding::http::to_event(headers, body.to_vec()).map_err(invalid_ce)?;
+        // Binary data travels as base64, which a peer reads back as JSON when the content
+        // type says JSON (and refuses, in spec 0.3, when it is not): keep what peers read.
+        if matches!(ev.data(), Some(cloudevents::Data::Binary(_))) {
+            let sent = serde_json::to_value(&ev).map_err(invalid_ce)?;
+            ev = serde_json::from_value(sent).map_err(invalid_ce)?;
+        }
+        let json_body = matches!(ev.data(), Some(cloudevents::Data::Json(_)));
+        let obj = into_object(ev)?;
+        // What is stored must parse again where it is forwarded (a `ce-data` header, say,
+        // would otherwise sit beside `data_base64`).
+        if obj.contains_key("data") && obj.contains_key("data_base64") {
+            return Err(invalid_ce("an event cannot have both data and data_base64"));
+        }
+        let data = match std::str::from_utf8(body) {
+            Ok(text) if json_body => Data::Json(trim_json(text).to_owned()),
+            _ => Data::None,
+        };
+        (obj, data)
     };
-    // Binary data travels as base64, which a peer reads back as JSON when the content type
-    // says JSON (and refuses, in spec 0.3, when it is not): keep what peers will read.
-    if matches!(ev.data(), Some(cloudevents::Data::Binary(_))) {
-        let sent = serde_json::to_value(&ev).map_err(invalid_ce)?;
-        ev = serde_json::from_value(sent).map_err(invalid_ce)?;
-    }
-    let mut obj = into_object(ev)?;
-    // What is stored must parse again where it is forwarded (a `ce-data` header, say,
-    // would otherwise sit beside `data_base64`).
-    if obj.contains_key("data") && obj.contains_key("data_base64") {
-        return Err(invalid_ce("an event cannot have both data and data_base64"));
-    }
+    finish_cloudevent(hook, obj, data)
+}
+
+/// What every CloudEvent that came through a hook gets: a peer's event is kept as sent;
+/// any other keeps the hook as its source and may not carry kite's own extensions.
+fn finish_cloudevent(
+    hook: Hook<'_>,
+    mut obj: Map<String, Value>,
+    data: Data,
+) -> Result<(Map<String, Value>, Data), ApiError> {
     if hook.source == FEDERATION_SOURCE {
-        return Ok(obj);
+        return Ok((obj, data));
     }
     // Only peers (`/hooks/{team}/kite`, authenticated) speak for another instance: kite's
     // own extensions are refused elsewhere, and the source is the hook it came through.
@@ -373,7 +452,7 @@ fn build_cloudevent(
             obj.insert(EXT_CLAIMED_SOURCE.into(), Value::String(claimed));
         }
     }
-    Ok(obj)
+    Ok((obj, data))
 }
 
 /// Maps a webhook (or a structured/binary CloudEvent) posted to `/hooks/{team}/{source}`
@@ -388,7 +467,7 @@ pub fn build_event(
     // A signed source's `ce-*` headers are not signed: only the body speaks for it.
     let cloudevent = is_structured(headers)
         || (headers.contains_key("ce-specversion") && (federated || hook.scheme.is_none()));
-    let mut event = if cloudevent {
+    let (mut event, data) = if cloudevent {
         build_cloudevent(hook, headers, body)?
     } else {
         if federated {
@@ -409,7 +488,7 @@ pub fn build_event(
     check_attribute("id", &id, MAX_ID_LEN)?;
     check_attribute("source", &ce_source, MAX_SOURCE_LEN)?;
     check_attribute("type", &ty, MAX_ID_LEN)?;
-    let text = Value::Object(event).to_string();
+    let text = with_data(event, data);
     // Data decoded from base64 was not in the body's depth.
     check_depth(text.as_bytes(), MAX_DEPTH + 1)?;
     // The copy forwarded must fit a peer's limit: a new event keeps room for the longest
@@ -432,6 +511,40 @@ pub fn build_event(
         text,
         fed: fed_info,
     })
+}
+
+/// The bytes a stored or forwarded event carries as its data: the original JSON text of
+/// `data`, verbatim (a JSON string's text when the data is not JSON), or `data_base64`
+/// decoded; `None` for an event without data or text that is not an event.
+pub fn data_bytes(event_text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let fields: std::collections::HashMap<&str, &serde_json::value::RawValue> =
+        serde_json::from_str(event_text).ok()?;
+    if let Some(b64) = fields.get("data_base64") {
+        let b64: String = serde_json::from_str(b64.get()).ok()?;
+        return base64::engine::general_purpose::STANDARD.decode(b64).ok();
+    }
+    let data = fields.get("data")?.get();
+    let json_type = fields
+        .get("datacontenttype")
+        .and_then(|c| serde_json::from_str::<String>(c.get()).ok())
+        .is_none_or(|c| c.contains("json"));
+    if !json_type && data.starts_with('"') {
+        return serde_json::from_str::<String>(data)
+            .ok()
+            .map(String::into_bytes);
+    }
+    Some(data.as_bytes().to_vec())
+}
+
+/// The provider an event first came from: the `{source}` of its CloudEvent source
+/// `/hooks/{team}/{source}` (kept across federation), if it has that form.
+pub fn provider_of(ce_source: &str) -> Option<&str> {
+    ce_source
+        .strip_prefix("/hooks/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, source)| source)
+        .filter(|s| !s.is_empty() && !s.contains('/'))
 }
 
 #[cfg(test)]

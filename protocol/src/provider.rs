@@ -102,13 +102,22 @@ fn fresh(ts: i64, now: i64, tolerance: i64) -> Result<(), SigError> {
     }
 }
 
-/// The key bytes of a Standard Webhooks secret: `whsec_<base64>` decodes, anything else is
-/// used as it is.
+/// The key bytes of a Standard Webhooks secret, as the official libraries read it: without
+/// its `whsec_` prefix, base64-decoded (a bare base64 secret too). A secret that is not
+/// base64 (`kfed_...` tokens minted before) is used as it is.
 pub fn standard_key(secret: &str) -> Vec<u8> {
-    secret
-        .strip_prefix("whsec_")
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .unwrap_or_else(|| secret.as_bytes().to_vec())
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode};
+    // Padding optional, as Python's decoder (the libraries append `==`) accepts.
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+    match LENIENT.decode(b64) {
+        Ok(key) if !key.is_empty() => key,
+        _ => secret.as_bytes().to_vec(),
+    }
 }
 
 /// The signatures of a `webhook-signature` header (`v1,<base64>` items separated by spaces).
@@ -185,6 +194,53 @@ pub fn parse_stripe_header(v: &str) -> Option<(i64, Vec<Vec<u8>>)> {
 
 fn hex_sig(v: &str, prefix: &str) -> Option<Vec<u8>> {
     hex::decode(v.strip_prefix(prefix).unwrap_or(v)).ok()
+}
+
+/// Headers a provider's signature travels in (dropped when a body is signed anew).
+pub const SIGNATURE_HEADERS: &[&str] = &[
+    "stripe-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "x-slack-signature",
+    "x-slack-request-timestamp",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// The headers that sign `body` the way `scheme`'s provider does, with `secret` (its bytes
+/// as they are, as the providers' libraries take them): what a local app behind
+/// `kite listen --forward-to --raw` verifies with its provider's official library. Schemes
+/// without a provider of their own get none.
+pub fn sign_as(
+    scheme: Scheme,
+    secret: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let key = secret.as_bytes();
+    let t = timestamp.to_string();
+    match scheme {
+        Scheme::Stripe => {
+            let mac = hmac(key, &[t.as_bytes(), b".", body]);
+            vec![("stripe-signature", format!("t={t},v1={}", hex::encode(mac)))]
+        }
+        Scheme::Github => {
+            let mac = hmac(key, &[body]);
+            vec![(
+                "x-hub-signature-256",
+                format!("sha256={}", hex::encode(mac)),
+            )]
+        }
+        Scheme::Slack => {
+            let mac = hmac(key, &[b"v0:", t.as_bytes(), b":", body]);
+            vec![
+                ("x-slack-request-timestamp", t),
+                ("x-slack-signature", format!("v0={}", hex::encode(mac))),
+            ]
+        }
+        Scheme::StandardWebhooks | Scheme::HmacSha256 => Vec::new(),
+    }
 }
 
 /// Verifies a provider webhook with any of `secrets` (current first, then ones still valid

@@ -69,6 +69,18 @@ pub fn federation_headers(
     h
 }
 
+/// The `webhook-id` of an event: unique per message, as Standard Webhooks receivers
+/// deduplicate by it, so derived from the event's whole identity (its CloudEvent `source` and
+/// `id`; two sources may use the same id), and the same on every retry.
+pub fn message_id(source: &str, id: &str) -> String {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(source.as_bytes());
+    h.update([0]);
+    h.update(id.as_bytes());
+    format!("msg_{}", hex::encode(&h.finalize()[..16]))
+}
+
 /// Why a federation request's signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FederationSigError {
@@ -122,6 +134,15 @@ pub fn verify_federation(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn message_ids_name_the_whole_identity() {
+        let a = message_id("/hooks/t/stripe", "evt_1");
+        assert_eq!(a, message_id("/hooks/t/stripe", "evt_1"));
+        assert_ne!(a, message_id("/hooks/t/github", "evt_1"));
+        assert_ne!(message_id("/a", "b/c"), message_id("/a/b", "c"));
+        assert!(a.starts_with("msg_") && a.len() == 4 + 32);
+    }
 
     #[test]
     fn known_vector() {

@@ -1,6 +1,7 @@
 //! The stream protocol of `GET /ws`: the frames a client sends, the frames the server sends,
-//! and the close codes. The server (`kite-ingress`) and `kite listen` both speak it through
-//! these types.
+//! and the close codes, field for field those of the public Kite protocol (`kite-protocol`
+//! 0.1, `ws_messages.rs`), so the public Kite CLI works against kite. The server
+//! (`kite-ingress`) and `kite listen` both speak it through these types.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -44,6 +45,17 @@ pub enum ClientFrame {
         /// The sequence number acknowledged.
         seq: i64,
     },
+    /// A call (`hooks.list`, `keys.create`, ...); answered by a [`ServerFrame::Response`]
+    /// with the same `id`.
+    Request {
+        /// The caller's id for the call.
+        id: String,
+        /// The method.
+        method: String,
+        /// Its parameters (an object; absent is null).
+        #[serde(default)]
+        params: Value,
+    },
     /// A frame type this side does not know (ignored).
     #[serde(other)]
     Unknown,
@@ -62,11 +74,15 @@ pub enum ServerFrame {
     Connected {
         /// Where the stream starts.
         last_seq: i64,
+        /// The client's id: the one it sent, or one the server made for this connection.
+        client_id: String,
     },
     /// The client's cursor points at events retention removed.
     CursorExpired {
         /// The oldest sequence number still available.
         oldest_available_seq: i64,
+        /// What happened, for people.
+        message: String,
     },
     /// One event.
     Event {
@@ -74,6 +90,15 @@ pub enum ServerFrame {
         seq: i64,
         /// The stored CloudEvent, as it is stored (never re-encoded).
         event: Box<RawValue>,
+    },
+    /// The answer to a [`ClientFrame::Request`].
+    Response {
+        /// The request's id.
+        id: String,
+        /// Whether the call succeeded.
+        ok: bool,
+        /// The result, or `{"error": "..."}` when `ok` is false.
+        payload: Value,
     },
     /// Something went wrong; a close with the same code follows.
     Error {
@@ -120,10 +145,21 @@ impl ServerFrame {
         #[derive(Deserialize)]
         struct Connected {
             last_seq: i64,
+            #[serde(default)]
+            client_id: String,
         }
         #[derive(Deserialize)]
         struct CursorExpired {
             oldest_available_seq: i64,
+            #[serde(default)]
+            message: String,
+        }
+        #[derive(Deserialize)]
+        struct Response {
+            id: String,
+            ok: bool,
+            #[serde(default)]
+            payload: Value,
         }
         #[derive(Deserialize)]
         struct Error {
@@ -144,12 +180,22 @@ impl ServerFrame {
                 let c: Connected = serde_json::from_str(text)?;
                 ServerFrame::Connected {
                     last_seq: c.last_seq,
+                    client_id: c.client_id,
                 }
             }
             "cursor_expired" => {
                 let c: CursorExpired = serde_json::from_str(text)?;
                 ServerFrame::CursorExpired {
                     oldest_available_seq: c.oldest_available_seq,
+                    message: c.message,
+                }
+            }
+            "response" => {
+                let r: Response = serde_json::from_str(text)?;
+                ServerFrame::Response {
+                    id: r.id,
+                    ok: r.ok,
+                    payload: r.payload,
                 }
             }
             "error" => {
@@ -211,8 +257,17 @@ mod tests {
         ));
         assert!(ServerFrame::parse(r#"{"type":"ping"}"#).is_err());
         assert_eq!(
-            ServerFrame::Connected { last_seq: 5 }.to_text(),
-            r#"{"type":"connected","last_seq":5}"#
+            ServerFrame::Connected {
+                last_seq: 5,
+                client_id: "c".into()
+            }
+            .to_text(),
+            r#"{"type":"connected","last_seq":5,"client_id":"c"}"#
+        );
+        let req: ClientFrame =
+            serde_json::from_str(r#"{"type":"request","id":"1","method":"keys.list"}"#).unwrap();
+        assert!(
+            matches!(req, ClientFrame::Request { ref method, ref params, .. } if method == "keys.list" && params.is_null())
         );
     }
 }

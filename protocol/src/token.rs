@@ -5,13 +5,15 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A new federation token: `kfed_` and 43 base64url characters (256 random bits).
+/// A new federation secret in the Standard Webhooks form: `whsec_` and base64 of 32 random
+/// bytes, so a receiver built on the official libraries verifies with it as printed.
+/// (Tokens minted before, `kfed_...`, keep working: they are used as they are.)
 pub fn mint_federation_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
     format!(
-        "kfed_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(b)
     )
 }
 
@@ -46,8 +48,8 @@ mod tests {
     #[test]
     fn formats() {
         let t = mint_federation_token();
-        assert!(t.starts_with("kfed_"));
-        assert_eq!(t.len(), 5 + 43);
+        assert!(t.starts_with("whsec_"));
+        assert_eq!(crate::provider::standard_key(&t).len(), 32);
         let k = mint_api_key();
         assert_eq!(k.len(), 5 + 8 + 1 + 32);
         assert_eq!(key_prefix(&k).len(), 13);

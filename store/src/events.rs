@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use kite_protocol::fed::{self, FedInfo};
+use serde::Serialize;
 use std::collections::HashMap;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -53,6 +54,8 @@ pub struct StoredEvent {
     pub hook_source: String,
     /// CloudEvent `type`.
     pub ce_type: String,
+    /// CloudEvent `source` (`/hooks/{team}/{source}` where the event entered federation).
+    pub ce_source: String,
     /// The stored CloudEvent text without its federation extensions, or why the row could
     /// not be read (readers log it and move past it); see [`StoredEvent::text`].
     pub rest: std::result::Result<String, String>,
@@ -60,6 +63,17 @@ pub struct StoredEvent {
     pub fed: FedInfo,
     /// When it was stored.
     pub received_at: DateTime<Utc>,
+}
+
+/// A team's counts, for a dashboard.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TeamStats {
+    /// Events stored since midnight UTC.
+    pub events_today: i64,
+    /// Signed provider sources.
+    pub sources: i64,
+    /// API keys not revoked.
+    pub active_keys: i64,
 }
 
 /// What the router needs of an event.
@@ -232,12 +246,46 @@ impl Store {
         let st = c
             .prepare_cached(
                 "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops FROM events
+                        fed_origin, fed_chain, fed_hops, ce_source FROM events
                  WHERE team_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             )
             .await?;
         let rows = c.query(&st, &[&team_id, &after_seq, &limit]).await?;
         Ok(rows.iter().filter_map(stored).collect())
+    }
+
+    /// The team's latest `limit` events, newest first.
+    pub async fn recent_events(&self, team_id: &str, limit: i64) -> Result<Vec<StoredEvent>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
+                        fed_origin, fed_chain, fed_hops, ce_source FROM events
+                 WHERE team_id = $1 ORDER BY seq DESC LIMIT $2",
+                &[&team_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(stored).collect())
+    }
+
+    /// A team's counts for a dashboard: events stored since midnight UTC, signed sources,
+    /// API keys not revoked.
+    pub async fn team_stats(&self, team_id: &str) -> Result<TeamStats> {
+        let c = self.conn().await?;
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM events WHERE team_id = $1
+                           AND received_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),
+                        (SELECT count(*) FROM sources WHERE team_id = $1),
+                        (SELECT count(*) FROM api_keys WHERE team_id = $1 AND revoked_at IS NULL)",
+                &[&team_id],
+            )
+            .await?;
+        Ok(TeamStats {
+            events_today: r.col(0)?,
+            sources: r.col(1)?,
+            active_keys: r.col(2)?,
+        })
     }
 
     /// The team's highest sequence number (0 when it has none).
@@ -282,6 +330,7 @@ fn stored(r: &Row) -> Option<StoredEvent> {
         team_id: r.col(1).unwrap_or_default(),
         hook_source: r.col(2).unwrap_or_default(),
         ce_type: r.col(3).unwrap_or_default(),
+        ce_source: r.col(9).unwrap_or_default(),
         rest,
         fed,
         received_at: r.col(5).unwrap_or_default(),

@@ -29,6 +29,8 @@ pub struct DeliveryRow {
     pub fed: FedInfo,
     /// Its CloudEvent id.
     pub event_id: String,
+    /// Its CloudEvent source (with the id, the event's identity).
+    pub event_source: String,
     /// The peer's status, or None when the peer was deleted.
     pub peer_status: Option<PeerStatus>,
     /// The peer's health.
@@ -115,7 +117,7 @@ impl Store {
                 "SELECT o.id, o.peer_id, o.state, o.attempts, e.event::text,
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
                         CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
-                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id
+                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -126,12 +128,17 @@ impl Store {
             .map(|r| {
                 // The event's own columns are read per row: one that cannot be read is that
                 // delivery's failure, never the batch's.
-                let event = (|| -> Result<(String, FedInfo, String)> {
-                    Ok((r.col(4)?, fed_columns(r, 11)?, r.col(14)?))
+                let event = (|| -> Result<(String, FedInfo, String, String)> {
+                    Ok((r.col(4)?, fed_columns(r, 11)?, r.col(14)?, r.col(15)?))
                 })();
-                let (event_rest, fed, event_id) = match event {
-                    Ok((rest, fed, id)) => (Ok(rest), fed, id),
-                    Err(e) => (Err(e.to_string()), FedInfo::default(), String::new()),
+                let (event_rest, fed, event_id, event_source) = match event {
+                    Ok((rest, fed, id, source)) => (Ok(rest), fed, id, source),
+                    Err(e) => (
+                        Err(e.to_string()),
+                        FedInfo::default(),
+                        String::new(),
+                        String::new(),
+                    ),
                 };
                 Ok(DeliveryRow {
                     id: r.col(0)?,
@@ -141,6 +148,7 @@ impl Store {
                     event_rest,
                     fed,
                     event_id,
+                    event_source,
                     peer_status: r.col(5)?,
                     peer_hook_url: r.col(6)?,
                     outbound_token: self.open_opt(r.col(7)?)?,

@@ -34,7 +34,7 @@ pub fn ce_json() -> (&'static str, String) {
     ("content-type", "application/cloudevents+json".to_string())
 }
 
-/// What a sink saw: every request's event id, headers and body, and the ids it accepted.
+/// What a sink saw: every request's CloudEvent id, headers and body, and the ids it accepted.
 #[derive(Default)]
 pub struct Seen {
     pub requests: Vec<(String, HashMap<String, String>, String)>,
@@ -59,11 +59,11 @@ impl Sink {
             axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: String| {
                 let s = s.clone();
                 async move {
-                    let id = headers
-                        .get("webhook-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
+                    // The event's CloudEvent id (webhook-id is derived from source and id).
+                    let id = serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
                     let status = rule(&id);
                     let hs = headers
                         .iter()

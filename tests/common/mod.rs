@@ -5,6 +5,7 @@
 
 pub mod hostile;
 pub mod http;
+pub mod tools;
 pub mod traffic;
 
 pub use http::*;
@@ -533,36 +534,73 @@ pub const LISTEN_WAIT: Duration = Duration::from_secs(30);
 pub struct Listen {
     pub child: Child,
     out: Lines<BufReader<ChildStdout>>,
+    /// Every line it wrote to stderr so far.
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Listen {
     /// Starts `kite listen` against `inst` and waits until it is connected.
     pub async fn start(inst: &Instance, args: &[&str]) -> Self {
+        Self::start_with_home(inst, args, std::path::Path::new("/nonexistent")).await
+    }
+
+    /// Starts `kite listen` with `HOME` at `home` (where its config file lives).
+    pub async fn start_with_home(inst: &Instance, args: &[&str], home: &std::path::Path) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
             .arg("listen")
             .args(["--instance", &inst.url])
             .args(args)
             .env("KITE_API_KEY", &inst.key)
-            .env("HOME", "/nonexistent")
+            .env("HOME", home)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn kite listen");
         let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        tokio::time::timeout(LISTEN_WAIT, async {
+        let stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (connected_tx, connected) = tokio::sync::oneshot::channel::<()>();
+        let lines = stderr.clone();
+        tokio::spawn(async move {
+            let mut connected_tx = Some(connected_tx);
             while let Ok(Some(l)) = err.next_line().await {
                 if l.contains("connected") {
-                    return;
+                    if let Some(tx) = connected_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                if let Ok(mut v) = lines.lock() {
+                    v.push(l);
                 }
             }
-            panic!("kite listen exited before connecting");
-        })
-        .await
-        .expect("kite listen connected");
-        tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+        });
+        let ok = tokio::time::timeout(LISTEN_WAIT, connected).await;
+        assert!(
+            matches!(ok, Ok(Ok(()))),
+            "kite listen did not connect: {:?}",
+            stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
+        );
         let out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { child, out }
+        Self { child, out, stderr }
+    }
+
+    /// The signing secret it printed for --forward-to.
+    pub fn signing_secret(&self) -> String {
+        let lines = self.stderr.lock().expect("lock");
+        lines
+            .iter()
+            .find_map(|l| l.split("signing secret is ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("a printed signing secret")
+            .to_owned()
+    }
+
+    /// Whether it wrote a stderr line containing `text`.
+    pub fn said(&self, text: &str) -> bool {
+        self.stderr
+            .lock()
+            .map(|v| v.iter().any(|l| l.contains(text)))
+            .unwrap_or(false)
     }
 
     /// The next line it prints.

@@ -149,7 +149,34 @@ impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
     type Rejection = ApiErr;
 
     async fn from_request(req: Request, st: &S) -> Result<Self, ApiErr> {
-        let m = json_object(Bytes::from_request(req, st).await)?;
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase());
+        let body = Bytes::from_request(req, st).await;
+        let declared_json = content_type
+            .as_deref()
+            .map(|c| c == "application/json" || c.ends_with("+json"));
+        let not_json = || {
+            ApiErr(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "admin request bodies are JSON objects (content-type: application/json)",
+            ))
+        };
+        if let (Some(false), Ok(b)) = (declared_json, &body) {
+            if !b.is_empty() {
+                return Err(not_json());
+            }
+        }
+        let m = match json_object(body) {
+            // Without a content type, a body that is not JSON was not meant as JSON.
+            Err(e) if declared_json.is_none() && e.0.message.starts_with("malformed") => {
+                return Err(not_json())
+            }
+            other => other?,
+        };
         T::from_body(&m).map(Valid)
     }
 }
