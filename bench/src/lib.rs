@@ -11,6 +11,7 @@
 //! - [`stats`]: percentile helpers.
 
 pub mod chaos;
+pub mod cpu;
 pub mod harness;
 pub mod hostile;
 pub mod load;

@@ -99,6 +99,12 @@ struct RunArgs {
     /// Seconds to wait, after the load stops, for every accepted event to reach the sink.
     #[arg(long, default_value_t = 60)]
     drain_timeout: u64,
+    /// Peers of the team, each a path of the sink.
+    #[arg(long, default_value_t = 1)]
+    peers: usize,
+    /// How many peers every event matches (the others' scopes match nothing).
+    #[arg(long, default_value_t = 1)]
+    matching_peers: usize,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +178,8 @@ async fn dispatch(command: Cmd) -> Result<ExitCode> {
                 database_url: args.database_url,
                 amqp_url: args.amqp_url,
                 drain_timeout: Duration::from_secs(args.drain_timeout),
+                peers: args.peers,
+                matching_peers: args.matching_peers,
             };
             run::run(&cfg).await.map(|()| ExitCode::SUCCESS)
         }

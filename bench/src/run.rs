@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
+use crate::cpu::{per_event_us, Snapshot};
 use crate::harness::{
     admin_post, cleanup, peak_rss_mib, random_admin_key, random_fed_token, resolve_kite_bin,
     stderr_sink, with_database, KiteEnv, KiteProcess, Output, READY_TIMEOUT,
@@ -32,6 +33,10 @@ pub struct RunConfig {
     pub amqp_url: String,
     /// How long to wait for deliveries after the load stops.
     pub drain_timeout: Duration,
+    /// Peers of the team (at least 1).
+    pub peers: usize,
+    /// How many of them every event matches (1..=peers); the others' scopes match nothing.
+    pub matching_peers: usize,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,22 +140,33 @@ async fn bench(
     eprintln!("kite-bench: kite ready at {url} (pid {pid})");
 
     let client = crate::load::client(cfg.concurrency)?;
-    let peer_hook_url = format!("http://{sink_addr}/hooks/{TEAM}/kite");
-    admin_post(
-        &client,
-        &url,
-        &names.admin_key,
-        "/api/federation/peers",
-        &json!({
-            "name": "sink",
-            "peer_hook_url": peer_hook_url,
-            "outbound_token": names.peer_token,
-            "scopes": ["*"],
-            "max_hops": 3,
-        }),
-    )
-    .await
-    .context("creating the peer")?;
+    let peers = cfg.peers.max(1);
+    let matching = cfg.matching_peers.clamp(1, peers);
+    for i in 0..peers {
+        let scopes = if i < matching {
+            json!(["*"])
+        } else {
+            json!(["nothing.matches.*"])
+        };
+        admin_post(
+            &client,
+            &url,
+            &names.admin_key,
+            "/api/federation/peers",
+            &json!({
+                "name": format!("sink-{i}"),
+                "peer_hook_url": format!("http://{sink_addr}/p/{i}/hooks/{TEAM}/kite"),
+                "outbound_token": names.peer_token,
+                "scopes": scopes,
+                "max_hops": 3,
+            }),
+        )
+        .await
+        .with_context(|| format!("creating peer {i}"))?;
+    }
+    if peers > 1 {
+        eprintln!("kite-bench: {peers} peers, {matching} matching every event");
+    }
 
     warm_up(&client, &url, sink).await?;
 
@@ -168,24 +184,31 @@ async fn bench(
         duration: cfg.duration,
         concurrency: cfg.concurrency,
     };
+    let backends = postgres_backends(&cfg.database_url, &names.database).await;
+    let cpu_before = (Snapshot::take(&[pid]), Snapshot::take(&backends));
     let report = crate::load::run_load(&client, &load_cfg).await?;
 
+    let expected = report.accepted * matching as u64;
     eprintln!(
-        "kite-bench: load done, waiting up to {} s for {} deliveries",
+        "kite-bench: load done, waiting up to {} s for {expected} deliveries",
         cfg.drain_timeout.as_secs(),
-        report.accepted
     );
     let deadline = Instant::now() + cfg.drain_timeout;
     loop {
         let c = sink.counts();
-        if c.unique >= report.accepted || Instant::now() >= deadline {
+        if c.unique >= expected || Instant::now() >= deadline {
             break;
         }
         tokio::time::sleep(POLL).await;
     }
+    let backends_after = postgres_backends(&cfg.database_url, &names.database).await;
+    let cpu = Cpu {
+        kite: Snapshot::take(&[pid]).since(&cpu_before.0),
+        postgres: Snapshot::take(&backends_after).since(&cpu_before.1),
+    };
 
     let rss = peak_rss_mib(pid);
-    print_results(cfg, &report, sink, rss);
+    print_results(cfg, &report, sink, rss, matching as u64, &cpu);
     Ok(())
 }
 
@@ -229,10 +252,35 @@ async fn warm_up(client: &reqwest::Client, url: &str, sink: &SinkState) -> Resul
     Ok(())
 }
 
-fn print_results(cfg: &RunConfig, load: &LoadReport, sink: &SinkState, rss: Option<f64>) {
+/// CPU spent during the load and the drain after it.
+struct Cpu {
+    kite: Duration,
+    postgres: Duration,
+}
+
+/// The pids of the Postgres backends connected to the run's database (same machine).
+async fn postgres_backends(server: &str, database: &str) -> Vec<u32> {
+    let sql = format!("SELECT pid FROM pg_stat_activity WHERE datname = '{database}'");
+    match crate::harness::psql(&with_database(server, "postgres"), &sql).await {
+        Ok(out) => out.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+        Err(e) => {
+            eprintln!("kite-bench: cannot list Postgres backends ({e:#}); no Postgres CPU figure");
+            Vec::new()
+        }
+    }
+}
+
+fn print_results(
+    cfg: &RunConfig,
+    load: &LoadReport,
+    sink: &SinkState,
+    rss: Option<f64>,
+    matching: u64,
+    cpu: &Cpu,
+) {
     let c = sink.counts();
     let lat = sink.latency();
-    let lost = load.accepted.saturating_sub(c.unique);
+    let lost = (load.accepted * matching).saturating_sub(c.unique);
     let delivery_window = match (load.started, c.last_unique_at) {
         (Some(start), Some(last)) => last.saturating_duration_since(start),
         _ => Duration::ZERO,
@@ -275,7 +323,10 @@ fn print_results(cfg: &RunConfig, load: &LoadReport, sink: &SinkState, rss: Opti
             format!("{} unique, {} received", c.unique, c.received),
         ),
         row("duplicates at sink", c.duplicates.to_string()),
-        row("lost (accepted - unique)", lost.to_string()),
+        row(
+            "lost (accepted x matching peers - unique)",
+            lost.to_string(),
+        ),
         row(
             "A->sink delivery throughput",
             format!("{:.0} events/s", per_second(c.unique, delivery_window)),
@@ -292,7 +343,27 @@ fn print_results(cfg: &RunConfig, load: &LoadReport, sink: &SinkState, rss: Opti
             "kite peak RSS",
             rss.map_or("n/a".to_owned(), |m| format!("{m:.1} MiB")),
         ),
+        row(
+            "CPU per delivered event: kite / its Postgres backends",
+            match (
+                per_event_us(cpu.kite, c.unique),
+                per_event_us(cpu.postgres, c.unique),
+            ) {
+                (Some(k), Some(p)) => format!(
+                    "{k:.0} / {p:.0} us ({:.1} / {:.1} CPU-s in all)",
+                    cpu.kite.as_secs_f64(),
+                    cpu.postgres.as_secs_f64()
+                ),
+                _ => "n/a".to_owned(),
+            },
+        ),
     ]);
+    if cfg.peers > 1 {
+        rows.insert(
+            2,
+            row("peers", format!("{} ({} matching)", cfg.peers, matching)),
+        );
+    }
     if c.rejected > 0 {
         rows.push(row("refused at sink (401/400)", c.rejected.to_string()));
     }

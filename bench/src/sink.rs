@@ -197,19 +197,37 @@ fn error(status: StatusCode, code: &str) -> Response {
         .into_response()
 }
 
+/// `POST /p/{peer}/hooks/{team}/kite`: the same, for one of several peers (a delivery counts
+/// once per peer).
+async fn peer_hook(
+    State(state): State<Arc<SinkState>>,
+    axum::extract::Path((peer, _team)): axum::extract::Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    receive(&state, Some(&peer), &headers, &body)
+}
+
 async fn hook(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(code) = state.authenticate(&headers, &body) {
+    receive(&state, None, &headers, &body)
+}
+
+fn receive(state: &SinkState, peer: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Response {
+    if let Err(code) = state.authenticate(headers, body) {
         state.rejected.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, code);
     }
-    let Some((id, sent_at_us, probe)) = parse_event(&body) else {
+    let Some((id, sent_at_us, probe)) = parse_event(body) else {
         state.rejected.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::BAD_REQUEST, "invalid_event");
     };
     if probe {
         state.probes.fetch_add(1, Ordering::Relaxed);
     } else {
-        state.record(&id, sent_at_us);
+        match peer {
+            Some(p) => state.record(&format!("{p}/{id}"), sent_at_us),
+            None => state.record(&id, sent_at_us),
+        }
     }
     (
         StatusCode::OK,
@@ -226,10 +244,12 @@ async fn stats(State(state): State<Arc<SinkState>>) -> Json<Value> {
     Json(state.stats_json())
 }
 
-/// The sink's routes: `POST /hooks/{team}/kite` and `GET /stats`.
+/// The sink's routes: `POST /hooks/{team}/kite`, `POST /p/{peer}/hooks/{team}/kite` and
+/// `GET /stats`.
 pub fn router(state: Arc<SinkState>) -> Router {
     Router::new()
         .route("/hooks/{team}/kite", post(hook))
+        .route("/p/{peer}/hooks/{team}/kite", post(peer_hook))
         .route("/stats", get(stats))
         .with_state(state)
 }
