@@ -9,6 +9,7 @@ pub mod peers;
 pub mod senders;
 pub mod sources;
 pub mod stream;
+pub mod teams;
 pub mod types;
 
 use std::time::Duration;

@@ -9,6 +9,7 @@ mod listings;
 mod peers;
 mod senders;
 mod sources;
+mod teams;
 mod tokens;
 
 use keys::{create_key, list_keys, revoke_key};
@@ -16,6 +17,7 @@ use listings::{list_events, list_outbox};
 use peers::{create_peer, delete_peer, get_peer, list_peers, patch_peer, replay_dead};
 use senders::{create_sender, delete_sender, list_senders, patch_sender};
 use sources::{create_source, delete_source, list_sources, rotate_source};
+use teams::{create_team, delete_team, list_teams};
 use tokens::{create_token, list_tokens};
 
 use std::sync::Arc;
@@ -75,6 +77,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/sources/{name}/rotate", post(rotate_source))
         .route("/api/keys", post(create_key).get(list_keys))
         .route("/api/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/api/teams", post(create_team).get(list_teams))
+        .route("/api/teams/{id}", axum::routing::delete(delete_team))
         .route("/api/federation/outbox", get(list_outbox))
         .route("/api/events", get(list_events))
 }

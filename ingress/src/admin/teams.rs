@@ -1,0 +1,95 @@
+//! Teams, for the operator: `POST`, `GET /api/teams` and `DELETE /api/teams/{id}`,
+//! authenticated by the operator key (`KITE_OPERATOR_KEY`), never by a team's key.
+
+use super::*;
+
+/// A request authenticated by the operator key (else 401; 401 too when the instance has
+/// none, so the teams API is closed by default).
+pub(crate) struct OperatorKey;
+
+impl FromRequestParts<Arc<AppState>> for OperatorKey {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiErr> {
+        let given = bearer(&parts.headers);
+        match (&st.cfg.operator_key, given) {
+            (Some(key), Some(given)) if token::secret_eq(key, given) => Ok(OperatorKey),
+            (None, _) => Err(ApiErr(ApiError::unauthorized(
+                "the teams API needs the operator key, and this instance has none (KITE_OPERATOR_KEY)",
+            ))),
+            _ => Err(ApiErr(ApiError::unauthorized(
+                "the teams API needs the operator key (Authorization: Bearer ...)",
+            ))),
+        }
+    }
+}
+
+/// `POST /api/teams`: the new team's id.
+#[derive(Debug)]
+pub(crate) struct NewTeam {
+    id: String,
+}
+
+impl FromBody for NewTeam {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        let id = req_str(m, "id", 64)?;
+        kite_protocol::event::validate_source_name(&id).map_err(|_| {
+            ApiErr(ApiError::validation(
+                "id",
+                "id must be 1-64 characters of a-z, 0-9, '_' or '-'",
+            ))
+        })?;
+        Ok(NewTeam { id })
+    }
+}
+
+/// A new team as answered once: the team and its first admin key.
+#[derive(Serialize)]
+pub(crate) struct CreatedTeam {
+    #[serde(flatten)]
+    team: kite_store::teams::Team,
+    /// The first admin key; shown only in this answer.
+    admin_key: String,
+    /// Its listing.
+    admin_key_info: kite_store::keys::ApiKeyInfo,
+}
+
+pub(super) async fn create_team(
+    State(st): St,
+    _: OperatorKey,
+    Valid(new): Valid<NewTeam>,
+) -> Result<Response, ApiErr> {
+    let (team, admin_key_info, admin_key) = st.store.create_team(&new.id).await?;
+    tracing::info!(team = %team.id, "team created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTeam {
+            team,
+            admin_key,
+            admin_key_info,
+        }),
+    )
+        .into_response())
+}
+
+pub(super) async fn list_teams(State(st): St, _: OperatorKey) -> Result<Response, ApiErr> {
+    let items = st.store.list_teams().await?;
+    Ok(Json(Items { items }).into_response())
+}
+
+pub(super) async fn delete_team(
+    State(st): St,
+    _: OperatorKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let peers = st.store.delete_team(&id).await?;
+    st.teams.write().await.remove(&id);
+    st.senders.invalidate().await;
+    for peer in peers {
+        if let Err(e) = st.bus.delete_peer_queue(peer).await {
+            tracing::warn!(peer = %peer, error = %e, "could not delete a removed team's peer queue");
+        }
+    }
+    tracing::info!(team = %id, "team deleted");
+    Ok(Deleted::answer(None))
+}
