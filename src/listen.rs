@@ -75,11 +75,15 @@ impl std::fmt::Display for AuthFailed {
 
 impl std::error::Error for AuthFailed {}
 
+/// The config file's settings (`kite listen` and `kite admin` read the same file).
 #[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    instance: Option<String>,
-    api_key: Option<String>,
-    team_id: Option<String>,
+pub(crate) struct FileConfig {
+    /// Base URL of the instance.
+    pub(crate) instance: Option<String>,
+    /// API key of the team.
+    pub(crate) api_key: Option<String>,
+    /// Team id.
+    pub(crate) team_id: Option<String>,
 }
 
 /// The config file: the given one, else `~/.config/kite/config.toml`.
@@ -89,7 +93,8 @@ fn config_path(path: Option<&PathBuf>) -> Option<PathBuf> {
     })
 }
 
-fn load_file_config(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
+/// Reads the config file (see [`config_path`]); a missing file is an empty config.
+pub(crate) fn load_file_config(path: Option<&PathBuf>) -> anyhow::Result<FileConfig> {
     let Some(path) = config_path(path) else {
         return Ok(FileConfig::default());
     };

@@ -1,0 +1,350 @@
+//! The typed admin API client: one way to call `/api/...` with a team's key (or, for
+//! `/api/teams`, the operator key), one method a verb. Answers are the API's JSON as it
+//! came, so a caller can print it as it is or read the fields it needs.
+
+mod specs;
+mod verbs;
+
+pub use specs::{OutboxFilter, PeerChanges, PeerSpec, SenderChanges, SenderSpec, SourceSpec};
+
+use std::collections::HashMap;
+
+use reqwest::{Method, Url};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The instance URL has no `http://` or `https://` scheme.
+    #[error("the instance URL {url:?} needs an http:// or https:// scheme")]
+    NoScheme {
+        /// The URL as given.
+        url: String,
+    },
+    /// The instance URL has a path, query or fragment: it must be the instance's root.
+    #[error("the instance URL {url:?} is not the instance's root: use {root}")]
+    NotRoot {
+        /// The URL as given.
+        url: String,
+        /// The root it names.
+        root: String,
+    },
+    /// The instance URL does not parse.
+    #[error("the instance URL {url:?} is not a URL: {reason}")]
+    BadUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The instance could not be reached.
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// What went wrong.
+        source: reqwest::Error,
+    },
+    /// The instance answered with another status than the call expects.
+    #[error("{method} {url} answered {status}: {code}: {message}")]
+    Status {
+        /// The method.
+        method: Method,
+        /// The URL called.
+        url: String,
+        /// The status.
+        status: u16,
+        /// The error code of the answer (`error` when it had none).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+}
+
+impl AdminError {
+    /// The HTTP status the instance answered, when it answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AdminError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// An answer: its status and JSON body (`null` when the body was not JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The JSON body.
+    pub body: Value,
+    /// The body as the instance wrote it.
+    pub text: String,
+}
+
+/// A JSON answer as parsed ([`Reply::value`], also reached through `Deref`, so
+/// `reply["id"]` reads a field) and as the instance wrote it ([`Reply::text`]: key order,
+/// spacing and numbers as sent, such as an event's `data` byte for byte).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// The parsed JSON (`null` when the text is not JSON).
+    pub value: Value,
+    /// The JSON text as written.
+    pub text: String,
+}
+
+impl Reply {
+    /// A reply of JSON text.
+    pub fn from_text(text: String) -> Self {
+        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { value, text }
+    }
+
+    /// The `items` of a list answer, each with its own text (empty when it has none).
+    pub fn items(&self) -> Vec<Reply> {
+        let Ok(fields) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(&self.text) else {
+            return Vec::new();
+        };
+        let Some(items) = fields.get("items") else {
+            return Vec::new();
+        };
+        serde_json::from_str::<Vec<Box<RawValue>>>(items.get())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|raw| Reply::from_text(raw.get().to_string()))
+            .collect()
+    }
+}
+
+impl std::ops::Deref for Reply {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// Checks that `url` is an instance's root URL (`http(s)://host[:port]`, at most a trailing
+/// `/`) and answers it without the trailing slash.
+pub fn instance_root(url: &str) -> Result<String, AdminError> {
+    let lower = url.trim().to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(AdminError::NoScheme {
+            url: url.to_string(),
+        });
+    }
+    let parsed = Url::parse(url.trim()).map_err(|e| AdminError::BadUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(AdminError::BadUrl {
+            url: url.to_string(),
+            reason: "it names no host".to_string(),
+        });
+    }
+    let root = parsed.origin().ascii_serialization();
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(AdminError::NotRoot {
+            url: url.to_string(),
+            root,
+        });
+    }
+    Ok(root)
+}
+
+/// A client for one instance's admin API with one API key.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl AdminClient {
+    /// A client for the instance at `base` (its root URL) with `key`.
+    pub fn new(base: &str, key: &str) -> Self {
+        Self::with_http(reqwest::Client::new(), base, key)
+    }
+
+    /// The same, over an HTTP client of the caller's.
+    pub fn with_http(http: reqwest::Client, base: &str, key: &str) -> Self {
+        Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            key: key.to_string(),
+        }
+    }
+
+    /// A client for an instance URL a person typed: refused unless it is an http(s) root URL
+    /// (see [`instance_root`]).
+    pub fn for_instance(url: &str, key: &str) -> Result<Self, AdminError> {
+        Ok(Self::new(&instance_root(url)?, key))
+    }
+
+    /// The instance's root URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One call: any status is an [`Answer`]; only an unreachable instance is an error.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer, AdminError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| AdminError::Unreachable { url, source })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, body, text })
+    }
+
+    /// One call that must answer a 2xx; answers its JSON.
+    pub async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AdminError> {
+        self.reply(method, path, body).await.map(|r| r.value)
+    }
+
+    /// One call that must answer a 2xx; answers its JSON, parsed and as written.
+    pub async fn reply(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, AdminError> {
+        let a = self.call(method.clone(), path, body).await?;
+        if (200..300).contains(&a.status) {
+            return Ok(Reply {
+                value: a.body,
+                text: a.text,
+            });
+        }
+        Err(AdminError::Status {
+            method,
+            url: format!("{}{path}", self.base),
+            status: a.status,
+            code: a.body["error"]["code"]
+                .as_str()
+                .unwrap_or("error")
+                .to_string(),
+            message: a.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Reply, AdminError> {
+        self.reply(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
+        self.reply(Method::POST, path, Some(&body)).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
+        self.reply(Method::PATCH, path, Some(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<Reply, AdminError> {
+        self.reply(Method::DELETE, path, None).await
+    }
+}
+
+/// The `items` of a list answer (empty when it has none).
+pub fn items(answer: &Value) -> Vec<Value> {
+    answer["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Peers `from` to `to` for `team`: a token minted on `to`, trusted there as `from_name`,
+/// and a peer `to_name` on `from` that uses it. Answers the peer id on `from` and the token.
+pub async fn peer(
+    from: &AdminClient,
+    from_name: &str,
+    to: &AdminClient,
+    to_name: &str,
+    team: &str,
+    scopes: &[&str],
+    max_hops: u32,
+) -> Result<(String, String), AdminError> {
+    let token = to.mint_token(&format!("from {from_name}")).await?;
+    to.trust_sender(from_name, &token).await?;
+    let url = format!("{}/hooks/{team}/kite", to.base());
+    let id = from
+        .create_peer(to_name, &url, &token, scopes, max_hops)
+        .await?;
+    Ok((id, token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_keep_the_text_of_each_item() {
+        let r = Reply::from_text(
+            r#"{"items":[{"b":1.50,"a":2},{"n":123456789012345678901234}],"next_cursor":null}"#
+                .into(),
+        );
+        let items = r.items();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].text, r#"{"b":1.50,"a":2}"#);
+        assert_eq!(items[0]["a"], 2);
+        assert_eq!(items[1].text, r#"{"n":123456789012345678901234}"#);
+        assert!(r["next_cursor"].is_null());
+        assert!(Reply::from_text("[1]".into()).items().is_empty());
+    }
+
+    #[test]
+    fn instance_urls_must_be_http_roots() {
+        assert_eq!(
+            instance_root("http://127.0.0.1:7700/").ok().as_deref(),
+            Some("http://127.0.0.1:7700")
+        );
+        assert_eq!(
+            instance_root("HTTPS://Kite.Example").ok().as_deref(),
+            Some("https://kite.example")
+        );
+        assert!(matches!(
+            instance_root("127.0.0.1:7700"),
+            Err(AdminError::NoScheme { .. })
+        ));
+        assert!(matches!(
+            instance_root("localhost:7700"),
+            Err(AdminError::NoScheme { .. })
+        ));
+        assert!(matches!(
+            instance_root("ws://127.0.0.1:7700"),
+            Err(AdminError::NoScheme { .. })
+        ));
+        match instance_root("http://127.0.0.1:7700/api") {
+            Err(e @ AdminError::NotRoot { .. }) => {
+                assert!(e.to_string().contains("use http://127.0.0.1:7700"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            instance_root("http://127.0.0.1:7700?x=1"),
+            Err(AdminError::NotRoot { .. })
+        ));
+        assert!(matches!(
+            instance_root("http://:7700"),
+            Err(AdminError::BadUrl { .. })
+        ));
+    }
+}

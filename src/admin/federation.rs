@@ -1,0 +1,298 @@
+//! `kite admin tokens`, `trusted-senders` and `peers`: the verbs of a peering.
+
+use clap::{Args, Subcommand};
+use kite_kit::admin::{PeerChanges, PeerSpec, SenderChanges, SenderSpec};
+
+use super::output::{col, Col};
+use super::{find_id, secret_arg, Ctx};
+
+const TOKEN_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("LABEL", "label"),
+    col("CREATED", "created_at"),
+];
+
+const SENDER_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("NAME", "name"),
+    col("KEY_ID", "key_id"),
+    col("LEGACY_SIGNATURE", "legacy_signature"),
+    col("CREATED", "created_at"),
+];
+
+const PEER_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("NAME", "name"),
+    col("STATUS", "status"),
+    col("HEALTH", "health"),
+    col("SCOPES", "scopes"),
+    col("MAX_HOPS", "max_hops"),
+    col("PENDING", "pending"),
+    col("DEAD", "dead"),
+    col("URL", "peer_hook_url"),
+];
+
+/// Federation token verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenVerb {
+    /// Mint a token (shown once) for a sender: trust it here with `trusted-senders create`,
+    /// and give it to the sender's `peers create --token`.
+    Create {
+        /// A label to recognise it by.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List tokens (labels only, never the secret).
+    List,
+}
+
+/// Trusted sender verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SenderVerb {
+    /// Trust a sender that holds a token minted here.
+    Create {
+        /// Its name, unique in the team.
+        #[arg(long)]
+        name: String,
+        /// The token it sends (`-` reads it from stdin).
+        #[arg(long)]
+        token: String,
+        /// The key id it names in X-Kite-Key-Id (default: the id of the minted token).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Also accept the body-only X-Kite-Signature (peers running Kite).
+        #[arg(long)]
+        legacy_signature: bool,
+    },
+    /// List trusted senders.
+    List,
+    /// Change a trusted sender (the old token stays valid for the overlap).
+    Update {
+        /// Its id or name.
+        sender: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New token (`-` reads it from stdin).
+        #[arg(long)]
+        token: Option<String>,
+        /// Accept the body-only X-Kite-Signature or not.
+        #[arg(long)]
+        legacy_signature: Option<bool>,
+    },
+    /// Stop trusting a sender.
+    Delete {
+        /// Its id or name.
+        sender: String,
+    },
+}
+
+/// Peer verbs. A peer is named by its id or its name.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PeerVerb {
+    /// Forward events to another instance.
+    Create(PeerCreate),
+    /// List peers with their status, health and backlog.
+    List,
+    /// One peer with its health, last error and backlog.
+    Show {
+        /// Its id or name.
+        peer: String,
+    },
+    /// Change any of a peer's fields.
+    Update(PeerUpdate),
+    /// Hold deliveries to a peer (they wait in its queue).
+    Pause {
+        /// Its id or name.
+        peer: String,
+    },
+    /// Let a paused peer's deliveries flow again.
+    Resume {
+        /// Its id or name.
+        peer: String,
+    },
+    /// Delete a peer; its pending deliveries are cancelled.
+    Delete {
+        /// Its id or name.
+        peer: String,
+    },
+    /// Put a peer's dead deliveries back in line.
+    ReplayDead {
+        /// Its id or name.
+        peer: String,
+        /// At most this many (default 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+/// `kite admin peers create`.
+#[derive(Debug, Clone, Args)]
+pub struct PeerCreate {
+    /// Its name, unique in the team.
+    #[arg(long)]
+    pub name: String,
+    /// The peer's hook URL: its root followed by /hooks/{team}/kite.
+    #[arg(long)]
+    pub url: String,
+    /// The token minted on the peer for this instance (`-` reads it from stdin).
+    #[arg(long)]
+    pub token: String,
+    /// Forward only event types matching this glob (repeatable; default `*`).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Events with this many hops or more are not forwarded (default 3).
+    #[arg(long)]
+    pub max_hops: Option<u32>,
+    /// Send this key id as X-Kite-Key-Id instead of the token as a bearer.
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Create it paused.
+    #[arg(long)]
+    pub paused: bool,
+}
+
+/// `kite admin peers update`: only the fields given change.
+#[derive(Debug, Clone, Args)]
+pub struct PeerUpdate {
+    /// Its id or name.
+    pub peer: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New hook URL.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// New token; the old one stays valid for the overlap (`-` reads it from stdin).
+    #[arg(long)]
+    pub token: Option<String>,
+    /// New scopes (repeatable; replaces them all).
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// New hop limit.
+    #[arg(long)]
+    pub max_hops: Option<u32>,
+    /// New key id.
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// New status.
+    #[arg(long, value_parser = ["active", "paused", "revoked"])]
+    pub status: Option<String>,
+}
+
+/// `kite admin tokens ...`.
+pub(super) async fn tokens(ctx: &Ctx, verb: Option<TokenVerb>) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    match verb.unwrap_or(TokenVerb::List) {
+        TokenVerb::Create { label } => {
+            ctx.out.one(&c.create_token(label.as_deref()).await?);
+            eprintln!("store the token now: it is not shown again");
+        }
+        TokenVerb::List => ctx.out.list(&c.list_tokens().await?, TOKEN_COLS, None),
+    }
+    Ok(())
+}
+
+/// `kite admin trusted-senders ...`.
+pub(super) async fn senders(ctx: &Ctx, verb: Option<SenderVerb>) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    let id = |arg: String| async move {
+        find_id(
+            &c.list_senders().await?,
+            &arg,
+            "trusted sender",
+            "kite admin trusted-senders list",
+        )
+    };
+    let answer = match verb.unwrap_or(SenderVerb::List) {
+        SenderVerb::Create {
+            name,
+            token,
+            key_id,
+            legacy_signature,
+        } => {
+            let spec = SenderSpec {
+                name,
+                token: secret_arg(&token, "token")?,
+                key_id,
+                legacy_signature,
+            };
+            c.create_sender(&spec).await?
+        }
+        SenderVerb::List => {
+            ctx.out.list(&c.list_senders().await?, SENDER_COLS, None);
+            return Ok(());
+        }
+        SenderVerb::Update {
+            sender,
+            name,
+            token,
+            legacy_signature,
+        } => {
+            let changes = SenderChanges {
+                name,
+                token: token.map(|t| secret_arg(&t, "token")).transpose()?,
+                legacy_signature,
+            };
+            c.update_sender(&id(sender).await?, &changes).await?
+        }
+        SenderVerb::Delete { sender } => c.delete_sender(&id(sender).await?).await?,
+    };
+    ctx.out.one(&answer);
+    Ok(())
+}
+
+/// `kite admin peers ...`.
+pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    let id = |arg: String| async move {
+        find_id(
+            &c.list_peers().await?,
+            &arg,
+            "peer",
+            "kite admin peers list",
+        )
+    };
+    let answer = match verb.unwrap_or(PeerVerb::List) {
+        PeerVerb::Create(p) => {
+            let spec = PeerSpec {
+                name: p.name,
+                url: p.url,
+                token: secret_arg(&p.token, "token")?,
+                scopes: p.scopes,
+                max_hops: p.max_hops,
+                key_id: p.key_id,
+                status: p.paused.then(|| "paused".to_string()),
+            };
+            c.add_peer(&spec).await?
+        }
+        PeerVerb::List => {
+            ctx.out.list(&c.list_peers().await?, PEER_COLS, None);
+            return Ok(());
+        }
+        PeerVerb::Show { peer } => c.get_peer(&id(peer).await?).await?,
+        PeerVerb::Update(u) => {
+            let changes = PeerChanges {
+                name: u.name,
+                url: u.url,
+                token: u.token.map(|t| secret_arg(&t, "token")).transpose()?,
+                scopes: (!u.scopes.is_empty()).then_some(u.scopes),
+                max_hops: u.max_hops,
+                key_id: u.key_id,
+                status: u.status,
+            };
+            if changes.is_empty() {
+                anyhow::bail!(
+                    "nothing to change: pass --name, --url, --token, --scope, --max-hops, --key-id or --status"
+                );
+            }
+            c.update_peer(&id(u.peer).await?, &changes).await?
+        }
+        PeerVerb::Pause { peer } => c.pause_peer(&id(peer).await?).await?,
+        PeerVerb::Resume { peer } => c.resume_peer(&id(peer).await?).await?,
+        PeerVerb::Delete { peer } => c.delete_peer(&id(peer).await?).await?,
+        PeerVerb::ReplayDead { peer, limit } => c.replay_dead(&id(peer).await?, limit).await?,
+    };
+    ctx.out.one(&answer);
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! `kite admin keys`, `sources`, `outbox`, `events` and `teams`.
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use kite_kit::admin::{OutboxFilter, SourceSpec};
+
+use super::output::{col, Col};
+use super::{find_id, secret_arg, Ctx};
+
+const KEY_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("PREFIX", "prefix"),
+    col("PERMISSION", "permission"),
+    col("LABEL", "label"),
+    col("CREATED", "created_at"),
+    col("REVOKED", "revoked_at"),
+];
+
+const SOURCE_COLS: &[Col] = &[
+    col("NAME", "name"),
+    col("SCHEME", "scheme"),
+    col("HEADER", "header"),
+    col("UPDATED", "updated_at"),
+    col("OLD_SECRET_UNTIL", "previous_until"),
+];
+
+const OUTBOX_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("SEQ", "event_seq"),
+    col("EVENT", "event_id"),
+    col("TYPE", "event_type"),
+    col("PEER", "peer_id"),
+    col("STATUS", "status"),
+    col("REASON", "reason"),
+    col("ATTEMPTS", "attempts"),
+    col("LAST_ERROR", "last_error"),
+];
+
+const EVENT_COLS: &[Col] = &[
+    col("SEQ", "seq"),
+    col("SOURCE", "source"),
+    col("RECEIVED", "received_at"),
+    col("TYPE", "event.type"),
+    col("ID", "event.id"),
+    col("ORIGIN", "event.kitefedorigin"),
+    col("HOPS", "event.kitefedhops"),
+];
+
+const TEAM_COLS: &[Col] = &[col("ID", "id"), col("CREATED", "created_at")];
+
+/// API key verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeyVerb {
+    /// Mint a key (shown once).
+    Create {
+        /// What it may do (default read).
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        permission: Option<String>,
+        /// A label to recognise it by.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List keys (prefixes only, never the key).
+    List,
+    /// Revoke a key.
+    Revoke {
+        /// The key's id.
+        id: String,
+    },
+}
+
+/// Signed source verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SourceVerb {
+    /// Make /hooks/{team}/{name} verify the provider's signature on every post.
+    Create {
+        /// The source name (a-z, 0-9, '_', '-').
+        #[arg(long)]
+        name: String,
+        /// The provider's signature scheme.
+        #[arg(long, value_parser = ["stripe", "github", "slack", "standard-webhooks", "hmac-sha256"])]
+        scheme: String,
+        /// The provider's signing secret (`-` reads it from stdin).
+        #[arg(long)]
+        secret: String,
+        /// The signature header (hmac-sha256 scheme).
+        #[arg(long)]
+        header: Option<String>,
+    },
+    /// List signed sources (never their secrets).
+    List,
+    /// Give a source a new secret; the old one stays valid for the overlap.
+    Rotate {
+        /// The source name.
+        name: String,
+        /// The new secret (`-` reads it from stdin).
+        #[arg(long)]
+        secret: String,
+    },
+    /// Remove a source's signature check.
+    Delete {
+        /// The source name.
+        name: String,
+    },
+}
+
+/// `kite admin outbox [list] [--peer P] [--status S] [--limit N] [--cursor C]`.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, flatten_help = true)]
+pub struct OutboxArgs {
+    /// The verb (default: list).
+    #[command(subcommand)]
+    pub verb: Option<OutboxVerb>,
+    /// Filters of the listing.
+    #[command(flatten)]
+    pub filter: OutboxFilterArgs,
+}
+
+/// Outbox verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OutboxVerb {
+    /// List deliveries, oldest first.
+    List(OutboxFilterArgs),
+}
+
+/// Filters of an outbox listing.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutboxFilterArgs {
+    /// Only this peer's deliveries (its id or name).
+    #[arg(long, visible_alias = "peer-id")]
+    pub peer: Option<String>,
+    /// Only deliveries in this state.
+    #[arg(long, value_parser = ["pending", "delivered", "dead", "cancelled", "skipped"])]
+    pub status: Option<String>,
+    /// Page size (default 100, at most 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Where the page starts (the `next_cursor` of the previous page).
+    #[arg(long)]
+    pub cursor: Option<i64>,
+}
+
+/// `kite admin events [list] [--after SEQ] [--limit N]` or `events show ID|SEQ`.
+#[derive(Debug, Clone, Args)]
+#[command(args_conflicts_with_subcommands = true, flatten_help = true)]
+pub struct EventsArgs {
+    /// The verb (default: list).
+    #[command(subcommand)]
+    pub verb: Option<EventVerb>,
+    /// Where the listing starts.
+    #[command(flatten)]
+    pub list: EventListArgs,
+}
+
+/// Event verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum EventVerb {
+    /// List stored events in seq order.
+    List(EventListArgs),
+    /// One stored event, by its CloudEvent id or its seq.
+    Show {
+        /// A CloudEvent id, or a seq (a number is tried as a seq first).
+        event: String,
+        /// Only the event of this hook source (when several sources used the same id).
+        #[arg(long)]
+        source: Option<String>,
+    },
+}
+
+/// Where an event listing starts.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EventListArgs {
+    /// Events after this seq (default 0: from the first).
+    #[arg(long)]
+    pub after: Option<i64>,
+    /// Page size (default 100, at most 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+/// Team verbs (with the operator key).
+#[derive(Debug, Clone, Subcommand)]
+pub enum TeamVerb {
+    /// Create a team; prints its first admin key (shown once).
+    Create {
+        /// The team id.
+        id: String,
+    },
+    /// List teams.
+    List,
+    /// Delete a team.
+    Delete {
+        /// The team id.
+        id: String,
+    },
+}
+
+/// `kite admin keys ...`.
+pub(super) async fn keys(ctx: &Ctx, verb: Option<KeyVerb>) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    match verb.unwrap_or(KeyVerb::List) {
+        KeyVerb::Create { permission, label } => {
+            let v = c
+                .create_key(permission.as_deref(), label.as_deref())
+                .await?;
+            ctx.out.one(&v);
+            eprintln!("store the key now: it is not shown again");
+        }
+        KeyVerb::List => ctx.out.list(&c.list_keys().await?, KEY_COLS, None),
+        KeyVerb::Revoke { id } => ctx.out.one(&c.revoke_key(&id).await?),
+    }
+    Ok(())
+}
+
+/// `kite admin sources ...`.
+pub(super) async fn sources(ctx: &Ctx, verb: Option<SourceVerb>) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    let answer = match verb.unwrap_or(SourceVerb::List) {
+        SourceVerb::Create {
+            name,
+            scheme,
+            secret,
+            header,
+        } => {
+            let spec = SourceSpec {
+                name,
+                scheme,
+                secret: secret_arg(&secret, "secret")?,
+                header,
+            };
+            c.create_source(&spec).await?
+        }
+        SourceVerb::List => {
+            ctx.out.list(&c.list_sources().await?, SOURCE_COLS, None);
+            return Ok(());
+        }
+        SourceVerb::Rotate { name, secret } => {
+            c.rotate_source(&name, &secret_arg(&secret, "secret")?)
+                .await?
+        }
+        SourceVerb::Delete { name } => c.delete_source(&name).await?,
+    };
+    ctx.out.one(&answer);
+    Ok(())
+}
+
+/// `kite admin outbox ...`.
+pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
+    let f = match args.verb {
+        Some(OutboxVerb::List(f)) => f,
+        None => args.filter,
+    };
+    let c = &ctx.client;
+    let peer_id = match f.peer {
+        Some(p) => Some(find_id(
+            &c.list_peers().await?,
+            &p,
+            "peer",
+            "kite admin peers list",
+        )?),
+        None => None,
+    };
+    let filter = OutboxFilter {
+        peer_id,
+        status: f.status,
+        limit: f.limit,
+        cursor: f.cursor,
+    };
+    ctx.out.list(
+        &c.list_outbox(&filter).await?,
+        OUTBOX_COLS,
+        Some("--cursor"),
+    );
+    Ok(())
+}
+
+/// `kite admin events ...`.
+pub(super) async fn events(ctx: &Ctx, args: EventsArgs) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    let (event, source) = match args.verb {
+        Some(EventVerb::Show { event, source }) => (event, source),
+        other => {
+            let l = match other {
+                Some(EventVerb::List(l)) => l,
+                _ => args.list,
+            };
+            let page = c.list_events(l.after, l.limit).await?;
+            ctx.out.list(&page, EVENT_COLS, Some("--after"));
+            return Ok(());
+        }
+    };
+    if let Ok(seq) = event.parse::<i64>() {
+        if let Some(e) = c.event_by_seq(seq).await? {
+            if source.as_deref().is_none_or(|s| e["source"] == s) {
+                ctx.out.one(&e);
+                return Ok(());
+            }
+        }
+    }
+    let found = c.events_with_id(&event, source.as_deref()).await?;
+    match found.as_slice() {
+        [] => bail!(
+            "no event with id or seq {event:?} on {}: `kite admin events list` shows them",
+            c.base()
+        ),
+        [one] => ctx.out.one(one),
+        many => {
+            let sources: Vec<String> = many.iter().map(|e| e["source"].to_string()).collect();
+            bail!(
+                "{} events have the id {event:?} (sources {}): pass --source",
+                many.len(),
+                sources.join(", ")
+            )
+        }
+    }
+    Ok(())
+}
+
+/// `kite admin teams ...`.
+pub(super) async fn teams(ctx: &Ctx, verb: Option<TeamVerb>) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    match verb.unwrap_or(TeamVerb::List) {
+        TeamVerb::Create { id } => {
+            ctx.out.one(&c.create_team(&id).await?);
+            eprintln!("store the admin key now: it is not shown again");
+        }
+        TeamVerb::List => ctx.out.list(&c.list_teams().await?, TEAM_COLS, None),
+        TeamVerb::Delete { id } => ctx.out.one(&c.delete_team(&id).await?),
+    }
+    Ok(())
+}
