@@ -3,8 +3,13 @@
 #   docker build -t kite .
 #   docker run --rm -p 7700:7700 -e KITE_DATABASE_URL=... -e KITE_AMQP_URL=... kite
 
+# kite needs Rust 1.92 or newer (rust-version in Cargo.toml).
 FROM rust:1-bookworm AS builder
 WORKDIR /src
+# `kite --version` names this revision; .git is not in the build context (.dockerignore):
+#   docker build --build-arg KITE_GIT_REV=$(git rev-parse --short HEAD) -t kite .
+ARG KITE_GIT_REV=""
+ENV KITE_GIT_REV=${KITE_GIT_REV}
 COPY . .
 # Migrations are embedded at compile time (refinery), so the binary is all the runtime needs.
 # The cache mounts keep the registry and target/ between builds; the binary is copied

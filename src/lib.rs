@@ -6,6 +6,7 @@ pub mod demo;
 pub mod forward;
 pub mod listen;
 pub mod serve;
+pub mod startup;
 
 /// Makes aws-lc-rs the process' TLS provider (serving, peers, `kite listen`). rustls picks
 /// one by itself only when exactly one is compiled in; naming it keeps that true whatever

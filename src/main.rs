@@ -1,12 +1,15 @@
-//! The `kite` binary: `serve`, `migrate`, `listen`, `demo` and `admin`, over the `kite`
-//! library.
+//! The `kite` binary: `serve`, `migrate`, `listen`, `demo`, `admin` and `completions`, over
+//! the `kite` library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use kite::{admin, demo, listen, serve};
+
+/// `kite --version`: the package version and the git revision it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KITE_GIT_REV"), ")");
 
 /// kite: a webhook federation relay.
 #[derive(Debug, Parser)]
-#[command(name = "kite", version, about)]
+#[command(name = "kite", version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,13 +25,22 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Start two federated instances, relay a sample event from A to B, keep both running.
     Demo(demo::DemoArgs),
-    /// Admin API verbs (keys, tokens, peers) and `secret-key`.
+    /// Every admin API verb (peers, trusted senders, tokens, keys, sources, outbox, events,
+    /// teams) and `secret-key`.
     Admin(admin::AdminArgs),
+    /// Print a shell completion script.
+    ///
+    /// For example `kite completions bash > ~/.local/share/bash-completion/completions/kite`.
+    Completions {
+        /// The shell (bash, zsh, fish, elvish or powershell).
+        shell: clap_complete::Shell,
+    },
 }
 
-fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG`, else at `default`.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -38,7 +50,19 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    init_tracing();
+    if let Command::Completions { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "kite", &mut script);
+        // A closed pipe (`kite completions bash | head`) is not an error worth a message.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return;
+    }
+    // The demo prints its own story on stdout; its instances log warnings themselves.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     kite::install_tls_provider();
     let result = match cli.command {
         Command::Serve(a) => serve::serve(*a).await,
@@ -46,6 +70,7 @@ async fn main() {
         Command::Listen(a) => listen::listen(a).await,
         Command::Demo(a) => demo::demo(a).await,
         Command::Admin(a) => admin::admin(a).await,
+        Command::Completions { .. } => Ok(()),
     };
     if let Err(e) = result {
         let code = if e.chain().any(|c| c.is::<listen::AuthFailed>()) {

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use kite_bus::Bus;
 use kite_delivery::{DeliveryConfig, RetryPolicy};
 use kite_ingress::server::ServerLimits;
 use kite_ingress::{IngressConfig, Rate};
 use kite_protocol::secret_box::SecretBox;
 use kite_router::RouterConfig;
 use kite_store::types::Permission;
-use kite_store::Store;
+
+use crate::startup::{connect_bus, connect_store};
 use tokio::sync::watch;
 
 // The flags' defaults are the roles' own (`RouterConfig::new` and the like): one place each.
@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// Admin key of the bootstrap team; one is generated and printed once if the team has none.
     #[arg(long, env = "KITE_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Operator key: manages teams (`/api/teams`). Without it the teams API answers 401.
+    #[arg(long, env = "KITE_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: Option<String>,
     /// Roles this process runs.
     #[arg(
         long,
@@ -214,9 +217,7 @@ fn host_name() -> String {
 
 /// `kite migrate`.
 pub async fn migrate(a: DbArgs) -> anyhow::Result<()> {
-    let store = Store::connect(&a.database_url, 2)
-        .await
-        .context("connecting to Postgres")?;
+    let store = connect_store(&a.database_url, 2).await?;
     store.migrate().await.context("applying migrations")?;
     println!("migrations applied");
     Ok(())
@@ -320,9 +321,8 @@ pub async fn run(
              Make one with `kite admin secret-key` and set KITE_SECRET_KEY (or pass --dev for a development instance)"
         ),
     };
-    let store = Store::connect(&a.db.database_url, a.db.db_pool_size)
-        .await
-        .context("connecting to Postgres")?
+    let store = connect_store(&a.db.database_url, a.db.db_pool_size)
+        .await?
         .with_secrets(secrets);
     // Router and delivery write state that the sweeper and receivers' deduplication can redo,
     // so their commits skip the WAL flush wait.
@@ -338,11 +338,7 @@ pub async fn run(
             "sealed secrets stored before encryption at rest"
         );
     }
-    let bus = Arc::new(
-        Bus::connect(&a.amqp_url, &prefix, Duration::from_secs(30))
-            .await
-            .context("connecting to RabbitMQ")?,
-    );
+    let bus = Arc::new(connect_bus(&a.amqp_url, &prefix).await?);
     bus.declare_base(retry.tiers())
         .await
         .context("declaring AMQP topology")?;
@@ -436,6 +432,7 @@ pub async fn run(
                 require_signed_hooks: a.require_signed_hooks,
                 allow_private_peers: a.allow_private_peers,
                 secret_overlap: Duration::from_secs(a.secret_overlap_secs),
+                operator_key: a.operator_key.clone(),
                 team_rate: Rate {
                     per_second: a.rate_team_per_sec,
                     burst: a.rate_team_burst,

@@ -34,6 +34,8 @@ pub use error::ApiErr;
 pub struct IngressConfig {
     /// This instance's id (answered as `X-Kite-Instance-Id`, loop checks).
     pub instance_id: String,
+    /// The operator key that manages teams (`/api/teams`); none: the teams API answers 401.
+    pub operator_key: Option<String>,
     /// Requests waiting for a group commit before ingress answers 503.
     pub ingest_queue: usize,
     /// Most events one group commit writes.
@@ -79,6 +81,7 @@ impl IngressConfig {
         use std::time::Duration;
         Self {
             instance_id: instance_id.to_string(),
+            operator_key: None,
             ingest_queue: 20_000,
             ingest_batch: 1_000,
             // One writer: each team's inserts serialize on its stream lock anyway, and one
@@ -188,10 +191,13 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiErr {
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
+    /// The version this instance runs, answered by `/health`.
+    const VERSION: &str = env!("CARGO_PKG_VERSION");
     let db = st.store.ping().await.is_ok();
     let broker = st.bus.healthy().await;
     if db && broker {
-        return Json(json!({"status":"ok","postgres":"ok","rabbitmq":"ok"})).into_response();
+        return Json(json!({"status":"ok","postgres":"ok","rabbitmq":"ok","version":VERSION}))
+            .into_response();
     }
     let down: Vec<&str> = [(!db).then_some("postgres"), (!broker).then_some("rabbitmq")]
         .into_iter()
@@ -201,6 +207,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         axum::http::StatusCode::SERVICE_UNAVAILABLE,
         Json(json!({
             "status": "unavailable",
+            "version": VERSION,
             "postgres": if db { "ok" } else { "unreachable" },
             "rabbitmq": if broker { "ok" } else { "unreachable" },
             "error": {"code": "unavailable", "message": format!("unreachable: {}", down.join(", "))}

@@ -5,10 +5,12 @@
 
 pub mod hostile;
 pub mod http;
+pub mod listen;
 pub mod tools;
 pub mod traffic;
 
 pub use http::*;
+pub use listen::*;
 pub use traffic::*;
 
 use std::process::Stdio;
@@ -41,9 +43,11 @@ pub fn kite_bin() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_kite"))
 }
 
-/// Settings that make retries fast enough for tests.
-pub fn fast_env() -> [(&'static str, &'static str); 6] {
+/// Settings that make retries fast enough for tests, and a Postgres pool small enough that
+/// the suite fits the server's default 100 connections (README, "Setup").
+pub fn fast_env() -> [(&'static str, &'static str); 7] {
     [
+        ("KITE_DB_POOL_SIZE", "4"),
         ("KITE_RETRY_BASE_MS", "100"),
         ("KITE_RETRY_MAX_DELAY_MS", "400"),
         ("KITE_RETRY_MAX_ATTEMPTS", "3"),
@@ -525,95 +529,4 @@ pub async fn peer_at_free_port(on: &Instance) -> (String, String, u16) {
     )
     .await;
     (id, token, port)
-}
-
-/// How long `kite listen` may take to connect or print.
-pub const LISTEN_WAIT: Duration = Duration::from_secs(30);
-
-/// A running `kite listen`, connected, whose stdout the test reads line by line.
-pub struct Listen {
-    pub child: Child,
-    out: Lines<BufReader<ChildStdout>>,
-    /// Every line it wrote to stderr so far.
-    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Listen {
-    /// Starts `kite listen` against `inst` and waits until it is connected.
-    pub async fn start(inst: &Instance, args: &[&str]) -> Self {
-        Self::start_with_home(inst, args, std::path::Path::new("/nonexistent")).await
-    }
-
-    /// Starts `kite listen` with `HOME` at `home` (where its config file lives).
-    pub async fn start_with_home(inst: &Instance, args: &[&str], home: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kite"))
-            .arg("listen")
-            .args(["--instance", &inst.url])
-            .args(args)
-            .env("KITE_API_KEY", &inst.key)
-            .env("HOME", home)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn kite listen");
-        let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-        let (connected_tx, connected) = tokio::sync::oneshot::channel::<()>();
-        let lines = stderr.clone();
-        tokio::spawn(async move {
-            let mut connected_tx = Some(connected_tx);
-            while let Ok(Some(l)) = err.next_line().await {
-                if l.contains("connected") {
-                    if let Some(tx) = connected_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                if let Ok(mut v) = lines.lock() {
-                    v.push(l);
-                }
-            }
-        });
-        let ok = tokio::time::timeout(LISTEN_WAIT, connected).await;
-        assert!(
-            matches!(ok, Ok(Ok(()))),
-            "kite listen did not connect: {:?}",
-            stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
-        );
-        let out = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { child, out, stderr }
-    }
-
-    /// The signing secret it printed for --forward-to.
-    pub fn signing_secret(&self) -> String {
-        let lines = self.stderr.lock().expect("lock");
-        lines
-            .iter()
-            .find_map(|l| l.split("signing secret is ").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("a printed signing secret")
-            .to_owned()
-    }
-
-    /// Whether it wrote a stderr line containing `text`.
-    pub fn said(&self, text: &str) -> bool {
-        self.stderr
-            .lock()
-            .map(|v| v.iter().any(|l| l.contains(text)))
-            .unwrap_or(false)
-    }
-
-    /// The next line it prints.
-    pub async fn line(&mut self) -> String {
-        tokio::time::timeout(LISTEN_WAIT, self.out.next_line())
-            .await
-            .expect("a line in time")
-            .expect("read")
-            .expect("listen still running")
-    }
-
-    /// The next line it prints, as JSON.
-    pub async fn json(&mut self) -> Value {
-        serde_json::from_str(&self.line().await).expect("JSON line")
-    }
 }
