@@ -322,20 +322,15 @@ async fn run(
     let (ia, ib) = (&started[0], &started[1]);
     let http = reqwest::Client::new();
 
-    // Peering A -> B: a token minted on B, trusted on B, used by A's peer record.
+    // Peering by invitation: A invites (sending stripe.*), B accepts; both then hold a peer
+    // for the other with the other's identity keys pinned.
     let admin = |i: &Instance| AdminClient::with_http(http.clone(), &i.url, &i.key);
-    kite_kit::admin::peer(
-        &admin(ia),
-        ia.name,
-        &admin(ib),
-        ib.name,
-        "default",
-        &["stripe.*"],
-        3,
-    )
-    .await
-    .context("peering instance-a with instance-b")?;
-    println!("peered instance-a -> instance-b (scopes [\"stripe.*\"])");
+    kite_kit::admin::peer_by_invitation(&admin(ia), &admin(ib), &["stripe.*"], 3)
+        .await
+        .context("peering instance-a with instance-b by invitation")?;
+    println!(
+        "peered instance-a <-> instance-b by invitation (kite peer invite on A, kite peer accept on B; scopes [\"stripe.*\"])"
+    );
 
     // Listen on B before sending, so the relayed event is seen arriving.
     let (mut ws, _) = tokio_tungstenite::connect_async(crate::listen::ws_url(&ib.url)?).await?;

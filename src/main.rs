@@ -26,8 +26,10 @@ enum Command {
     /// Start two federated instances, relay a sample event from A to B, keep both running.
     Demo(demo::DemoArgs),
     /// Every admin API verb (peers, trusted senders, tokens, keys, sources, outbox, events,
-    /// teams) and `secret-key`.
+    /// teams, identity, policy, invitations) and `secret-key`.
     Admin(admin::AdminArgs),
+    /// Peer with another server by invitation (invite, accept) and see peers' health.
+    Peer(admin::PeerArgs),
     /// Print a shell completion script.
     ///
     /// For example `kite completions bash > ~/.local/share/bash-completion/completions/kite`.
@@ -70,6 +72,7 @@ async fn main() {
         Command::Listen(a) => listen::listen(a).await,
         Command::Demo(a) => demo::demo(a).await,
         Command::Admin(a) => admin::admin(a).await,
+        Command::Peer(a) => admin::peer(a).await,
         Command::Completions { .. } => Ok(()),
     };
     if let Err(e) = result {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use kite_delivery::{DeliveryConfig, RetryPolicy};
+use kite_federation::{Federation, FederationConfig};
 use kite_ingress::server::ServerLimits;
 use kite_ingress::{IngressConfig, Rate};
 use kite_protocol::secret_box::SecretBox;
@@ -26,6 +27,10 @@ fn delivery() -> DeliveryConfig {
 
 fn ingress() -> IngressConfig {
     IngressConfig::new("")
+}
+
+fn federation() -> FederationConfig {
+    FederationConfig::new("")
 }
 
 /// Whole milliseconds of a duration (for a flag's default).
@@ -193,6 +198,19 @@ pub struct ServeArgs {
     /// Webhooks waiting for a database commit before ingress answers 503.
     #[arg(long, env = "KITE_INGEST_QUEUE", default_value_t = ingress().ingest_queue)]
     pub ingest_queue: usize,
+    /// The base URL other servers reach this one at (invitations and the server
+    /// descriptor name it); default: the address it listens on.
+    #[arg(long, env = "KITE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds between heartbeats to each handshake peer.
+    #[arg(long, env = "KITE_HEARTBEAT_INTERVAL_SECS", default_value_t = federation().heartbeat_interval.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_interval_secs: u64,
+    /// Heartbeats missed in a row after which a peer is `degraded`.
+    #[arg(long, env = "KITE_HEARTBEAT_MISSES", default_value_t = federation().heartbeat_misses, value_parser = clap::value_parser!(u32).range(1..))]
+    pub heartbeat_misses: u32,
+    /// Seconds a rotated-out identity key stays published and accepted.
+    #[arg(long, env = "KITE_KEY_OVERLAP_SECS", default_value_t = federation().key_overlap.as_secs())]
+    pub key_overlap_secs: u64,
 }
 
 /// A role a process can run.
@@ -374,6 +392,50 @@ pub async fn run(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // The ingress role listens first: its address is the default public URL.
+    let listening = if a.roles.contains(&Role::Ingress) {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+        let tls = match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("loading --tls-cert and --tls-key")?,
+            ),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Some((listener, tls))
+    } else {
+        None
+    };
+    let listen_url = match &listening {
+        Some((l, tls)) => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            Some(format!("{scheme}://{}", l.local_addr()?))
+        }
+        None => None,
+    };
+    let fed = Federation::start(
+        store.clone(),
+        notes.config.clone(),
+        FederationConfig {
+            public_url: a
+                .public_url
+                .clone()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .or_else(|| listen_url.clone()),
+            heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
+            heartbeat_misses: a.heartbeat_misses.max(1),
+            key_overlap: Duration::from_secs(a.key_overlap_secs),
+            allow_private_peers: a.allow_private_peers,
+            peer_ca: a.peer_ca.clone(),
+            ..FederationConfig::new(&instance_id)
+        },
+    )
+    .await
+    .context("starting federation (the identity key)")?;
     let mut tasks = Vec::new();
     if a.roles.contains(&Role::Router) {
         let cfg = RouterConfig {
@@ -400,14 +462,19 @@ pub async fn run(
             peer_ca: a.peer_ca.clone(),
             ..DeliveryConfig::new(&instance_id)
         };
-        let (s, b, n, r) = (
+        let (s, b, f, n, r) = (
             worker_store.clone(),
             bus.clone(),
+            fed.clone(),
             notes.config.clone(),
             stop_rx.clone(),
         );
+        tasks.push(tokio::spawn(kite_federation::heartbeat::run(
+            fed.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = kite_delivery::run(s, b, n, cfg, r).await {
+            if let Err(e) = kite_delivery::run(s, b, f, n, cfg, r).await {
                 tracing::error!(error = %e, "delivery role failed to start");
                 std::process::exit(1);
             }
@@ -419,10 +486,11 @@ pub async fn run(
         .iter()
         .map(|r| format!("{r:?}").to_lowercase())
         .collect();
-    if a.roles.contains(&Role::Ingress) {
+    if let Some((listener, tls)) = listening {
         let app = kite_ingress::app(
             store.clone(),
             bus.clone(),
+            fed.clone(),
             notes.clone(),
             IngressConfig {
                 ingest_queue: a.ingest_queue,
@@ -448,22 +516,9 @@ pub async fn run(
                 ..IngressConfig::new(&instance_id)
             },
         );
-        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
-            .await
-            .with_context(|| format!("binding {}:{}", a.host, a.port))?;
         let addr = listener.local_addr()?;
-        let tls = match (&a.tls_cert, &a.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .context("loading --tls-cert and --tls-key")?,
-            ),
-            (None, None) => None,
-            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
-        };
-        let scheme = if tls.is_some() { "https" } else { "http" };
         on_ready(Ready {
-            url: Some(format!("{scheme}://{addr}")),
+            url: listen_url.clone(),
             instance_id: instance_id.clone(),
             roles: roles.clone(),
         });

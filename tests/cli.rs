@@ -3,73 +3,13 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
+use common::cli::*;
 use common::*;
 use serde_json::Value;
-use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// What one `kite` run printed and how it ended.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    out: String,
-    err: String,
-}
-
-impl Run {
-    /// Asserts it succeeded; answers itself.
-    fn ok(self) -> Self {
-        assert_eq!(self.code, Some(0), "kite failed: {self:?}");
-        self
-    }
-
-    /// Its stdout as JSON.
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.out).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
-    }
-}
-
-/// Runs `kite args...` with no settings from the environment or a config file, unless `home`
-/// names the directory whose `.config/kite/config.toml` it reads.
-async fn kite_in(home: &std::path::Path, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_kite"))
-        .args(args)
-        .env_remove("KITE_INSTANCE")
-        .env_remove("KITE_API_KEY")
-        .env_remove("KITE_TEAM_ID")
-        .env("HOME", home)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run kite");
-    Run {
-        code: out.status.code(),
-        out: String::from_utf8_lossy(&out.stdout).into_owned(),
-        err: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-async fn kite(args: &[&str]) -> Run {
-    kite_in(std::path::Path::new("/nonexistent"), args).await
-}
-
-/// `kite admin --instance URL --api-key KEY args...` against `inst`.
-async fn admin(inst: &Instance, args: &[&str]) -> Run {
-    let mut all = vec!["admin", "--instance", &inst.url, "--api-key", &inst.key];
-    all.extend_from_slice(args);
-    kite(&all).await
-}
-
-/// The same with `--output json`; must succeed; answers the JSON it printed.
-async fn admin_json(inst: &Instance, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend_from_slice(&["--output", "json"]);
-    admin(inst, &all).await.ok().json()
-}
 
 /// The stored event with CloudEvent id `id`, as `kite admin events list` shows it.
 async fn listed_event(inst: &Instance, id: &str) -> Option<Value> {

@@ -453,6 +453,7 @@ async fn a_second_demo_refuses_to_start_and_the_first_keeps_running() {
     let name = demo_name();
     let (port_a, port_b) = (free_port(), free_port());
     let mut first = Demo::start(&name, port_a, port_b);
+    first.wait_for("by invitation", Duration::from_secs(120));
     let a_url = first
         .wait_for("export A_URL=", Duration::from_secs(120))
         .split_whitespace()

@@ -4,9 +4,9 @@ use chrono::Utc;
 use kite_protocol::{fed, signature};
 use kite_store::outbox::DeliveryRow;
 
-use crate::client::literal_forbidden;
-use crate::outcome::{classify_error, classify_status, Outcome};
+use crate::outcome::{classify_error, classify_refusal, classify_status, Outcome};
 use crate::Ctx;
+use kite_federation::literal_forbidden;
 
 /// The result of one attempt.
 pub(crate) struct Attempt {
@@ -54,14 +54,30 @@ impl Ctx {
             out.error = Some("forbidden destination: a loopback or private address".into());
             return out;
         }
-        let headers = signature::federation_headers(
-            &token,
-            row.previous_token.as_deref(),
-            row.key_id.as_deref(),
-            &signature::message_id(&row.event_source, &row.event_id),
-            Utc::now().timestamp(),
-            &body,
-        );
+        let message_id = signature::message_id(&row.event_source, &row.event_id);
+        let headers = if row.server_name.is_some() {
+            // A handshake peer: signed with this server's identity key, no shared secret.
+            match self.fed.signed_headers(&message_id, &body).await {
+                Ok(mut h) => {
+                    h.push(("content-type", "application/cloudevents+json".to_string()));
+                    h
+                }
+                Err(e) => {
+                    out.outcome = Outcome::PeerFailure;
+                    out.error = Some(format!("cannot sign: {e}"));
+                    return out;
+                }
+            }
+        } else {
+            signature::federation_headers(
+                &token,
+                row.previous_token.as_deref(),
+                row.key_id.as_deref(),
+                &message_id,
+                Utc::now().timestamp(),
+                &body,
+            )
+        };
         let mut req = self.http.post(&url);
         for (name, value) in headers {
             req = req.header(name, value);
@@ -78,9 +94,22 @@ impl Ctx {
                     .map(str::to_string);
                 out.outcome = classify_status(status.as_u16());
                 if out.outcome != Outcome::Delivered {
-                    let text = resp.text().await.unwrap_or_default();
-                    let snippet: String = text.chars().take(300).collect();
-                    out.error = Some(format!("HTTP {}: {snippet}", status.as_u16()));
+                    let text = resp.bytes().await.unwrap_or_default();
+                    let refusal = kite_federation::error_of(&text);
+                    out.outcome =
+                        classify_refusal(status.as_u16(), refusal.as_ref().map(|r| r.0.as_str()));
+                    out.error = Some(match refusal {
+                        // The peer's own error code first, so `last_error` names it.
+                        Some((code, message)) => {
+                            let message: String = message.chars().take(300).collect();
+                            format!("{code}: HTTP {}: {message}", status.as_u16())
+                        }
+                        None => {
+                            let snippet: String =
+                                String::from_utf8_lossy(&text).chars().take(300).collect();
+                            format!("HTTP {}: {snippet}", status.as_u16())
+                        }
+                    });
                 }
             }
             Err(e) => {

@@ -5,13 +5,11 @@
 //! - [`retry`]: the backoff between attempts;
 //! - [`outcome`]: what an attempt's result is ([`classify_status`]) and what it does to its
 //!   row and peer ([`settle`], a pure function);
-//! - `client`: the outbound HTTP client and its SSRF guard;
 //! - `attempt`: one signed POST;
 //! - `record`: a batch, a probe, and writing their results;
 //! - `supervisor`: one consumer or prober per peer ([`run`]).
 
 mod attempt;
-mod client;
 pub mod outcome;
 mod record;
 pub mod retry;
@@ -23,8 +21,10 @@ use std::time::Duration;
 use kite_bus::Bus;
 use kite_store::Store;
 
-pub use client::{http_client, ClientError};
-pub use outcome::{classify_error, classify_status, settle, Outcome, PeerEffect, RowChange};
+pub use kite_federation::{http_client, ClientError};
+pub use outcome::{
+    classify_error, classify_refusal, classify_status, settle, Outcome, PeerEffect, RowChange,
+};
 pub use retry::RetryPolicy;
 pub use supervisor::run;
 
@@ -85,6 +85,7 @@ pub(crate) struct Ctx {
     pub(crate) store: Store,
     pub(crate) bus: Arc<Bus>,
     pub(crate) http: reqwest::Client,
+    pub(crate) fed: Arc<kite_federation::Federation>,
     pub(crate) cfg: DeliveryConfig,
 }
 

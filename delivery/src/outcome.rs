@@ -15,6 +15,19 @@ pub enum Outcome {
     MessageFailure,
     /// 410 Gone: the peer no longer takes deliveries; it is paused.
     Gone,
+    /// The peer revoked this server (403 `peer_revoked`): it is revoked here too.
+    Revoked,
+}
+
+/// Classifies a refusal by the error code the peer answered with, where the code says
+/// more than the status: `peer_revoked` ends the peering, `federation_closed` is the
+/// peer's (its policy may open again), anything else as its status says.
+pub fn classify_refusal(status: u16, code: Option<&str>) -> Outcome {
+    match code {
+        Some("peer_revoked") => Outcome::Revoked,
+        Some("federation_closed") => Outcome::PeerFailure,
+        _ => classify_status(status),
+    }
 }
 
 /// Classifies an HTTP status the peer answered.
@@ -68,6 +81,8 @@ pub enum PeerEffect {
     Failed,
     /// The peer is paused (410 Gone).
     Paused,
+    /// The peer revoked this server.
+    Revoked,
     /// Nothing: the message failed, not the peer.
     Untouched,
 }
@@ -92,6 +107,7 @@ pub fn settle(
     match outcome {
         Outcome::Delivered => (RowChange::Delivered, PeerEffect::Reached),
         Outcome::Gone => (RowChange::Unchanged, PeerEffect::Paused),
+        Outcome::Revoked => (RowChange::Unchanged, PeerEffect::Revoked),
         Outcome::PeerFailure if parked => (RowChange::Unchanged, PeerEffect::Failed),
         Outcome::PeerFailure => (spend(), PeerEffect::Failed),
         Outcome::MessageFailure => (spend(), PeerEffect::Untouched),
@@ -120,6 +136,19 @@ mod tests {
         ] {
             assert_eq!(classify_status(status), want, "{status}");
         }
+        assert_eq!(
+            classify_refusal(403, Some("peer_revoked")),
+            Outcome::Revoked
+        );
+        assert_eq!(
+            classify_refusal(403, Some("federation_closed")),
+            Outcome::PeerFailure
+        );
+        assert_eq!(
+            classify_refusal(403, Some("not_granted")),
+            Outcome::MessageFailure
+        );
+        assert_eq!(classify_refusal(503, None), Outcome::PeerFailure);
     }
 
     #[test]
@@ -150,6 +179,10 @@ mod tests {
         assert_eq!(
             settle(Gone, 0, 3, false),
             (RowChange::Unchanged, PeerEffect::Paused)
+        );
+        assert_eq!(
+            settle(Revoked, 0, 3, false),
+            (RowChange::Unchanged, PeerEffect::Revoked)
         );
         assert_eq!(
             settle(PeerFailure, -5, 1, false),

@@ -40,9 +40,11 @@ impl Ctx {
                 continue;
             }
             match (row.peer_status, row.peer_health) {
-                (Some(PeerStatus::Active), Some(PeerHealth::Unreachable))
-                | (Some(PeerStatus::Paused), _) => return Ok(Handled::PeerNotActive),
-                (Some(PeerStatus::Active), _) => to_send.push(row),
+                (Some(s), Some(PeerHealth::Unreachable)) if s.delivers() => {
+                    return Ok(Handled::PeerNotActive)
+                }
+                (Some(PeerStatus::Paused), _) => return Ok(Handled::PeerNotActive),
+                (Some(s), _) if s.delivers() => to_send.push(row),
                 _ => cancel.push(row.id),
             }
         }
@@ -84,6 +86,7 @@ impl Ctx {
                 // That row's own failure: try the next one.
                 Outcome::MessageFailure => {}
                 Outcome::PeerFailure => return Ok(false),
+                Outcome::Revoked => return Ok(true),
                 Outcome::Delivered | Outcome::Gone => {
                     if state != PeerState::Paused {
                         self.store.mark_peer_reachable(peer_id).await?;
@@ -111,6 +114,7 @@ impl Ctx {
         let mut retries: Vec<Message> = Vec::new();
         let mut peer = PeerOutcome::default();
         let mut gone: Option<String> = None;
+        let mut revoked = false;
         for a in attempts {
             let (change, effect) = settle(a.outcome, a.attempts, policy.max_attempts, probing);
             match effect {
@@ -126,7 +130,15 @@ impl Ctx {
                 PeerEffect::Paused => {
                     gone = Some(a.error.clone().unwrap_or_else(|| "HTTP 410".into()));
                 }
-                PeerEffect::Untouched => {}
+                PeerEffect::Revoked => revoked = true,
+                PeerEffect::Untouched => {
+                    // The peer refused this message with a code of its own: say so.
+                    if a.error.as_deref().is_some_and(|e| !e.starts_with("HTTP "))
+                        && a.status.is_some()
+                    {
+                        peer.last_error = a.error.clone();
+                    }
+                }
             }
             if effect != PeerEffect::Untouched {
                 peer.last_status_code = a.status.or(peer.last_status_code);
@@ -174,6 +186,12 @@ impl Ctx {
                 )
                 .await?;
         }
+        if revoked {
+            tracing::warn!(peer = %peer_id, "the peer revoked this server; revoking it here");
+            self.store
+                .mark_revoked_by_peer(peer_id, "peer_revoked")
+                .await?;
+        }
         let health = if peer == PeerOutcome::default() {
             Some(PeerHealth::Active)
         } else {
@@ -191,6 +209,7 @@ impl Ctx {
         };
         self.bus.send(&retries).await?;
         Ok(match (gone, health) {
+            _ if revoked => PeerState::Paused,
             (Some(_), _) => PeerState::Paused,
             (None, Some(h)) => PeerState::Health(h),
             (None, None) => PeerState::Gone,

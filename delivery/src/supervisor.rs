@@ -5,19 +5,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kite_bus::{Bus, ConsumeOptions, Flow, Queue, Settle};
-use kite_store::types::{PeerHealth, PeerStatus};
+use kite_store::types::PeerHealth;
 use kite_store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::client::{http_client, ClientError};
 use crate::{Ctx, DeliveryConfig, Handled};
+use kite_federation::{http_client, ClientError};
 
 /// Runs the delivery role until `shutdown` turns true: keeps one consumer per active peer.
 pub async fn run(
     store: Store,
     bus: Arc<Bus>,
+    fed: Arc<kite_federation::Federation>,
     mut config_generation: watch::Receiver<u64>,
     cfg: DeliveryConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -31,6 +32,7 @@ pub async fn run(
         store,
         bus,
         http,
+        fed,
         cfg,
     });
     let mut workers: HashMap<Uuid, Worker> = HashMap::new();
@@ -39,7 +41,7 @@ pub async fn run(
             Ok(peers) => {
                 let wanted: HashMap<Uuid, Kind> = peers
                     .iter()
-                    .filter(|p| p.status == PeerStatus::Active)
+                    .filter(|p| p.status.delivers())
                     .map(|p| {
                         let kind = if p.health == PeerHealth::Unreachable {
                             Kind::Probe

@@ -142,8 +142,19 @@ pub(crate) async fn receive(
     let snapshot = st.senders.get().await?;
     let mut scheme = None;
     if federated {
-        let sender =
-            authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?;
+        // A closed policy refuses every federation request, existing peers' included.
+        st.fed.check_open(&team).await?;
+        let sender = if kite_protocol::identity::claimed(&headers).is_some() {
+            // A handshake peer: signed with its identity key, checked against its pinned keys.
+            let peers = st.peers.get().await?;
+            st.fed
+                .verify_peer(&team, &peers, &headers, &body)
+                .await
+                .map(|p| p.id.to_string())
+                .map_err(|e| anonymous(e.into()))?
+        } else {
+            authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?
+        };
         st.sender_limit.check(&sender)?;
     } else if let Some(src) = snapshot.source(&team, &source) {
         let s = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;

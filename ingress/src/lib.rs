@@ -3,6 +3,7 @@
 
 mod admin;
 mod error;
+mod federation;
 mod hooks;
 mod ingest;
 mod limits;
@@ -21,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kite_bus::Bus;
-use kite_store::cache::{Cache, SenderSnapshot};
+use kite_store::cache::{Cache, PeerSnapshot, SenderSnapshot};
 use kite_store::notify::Notifications;
 use kite_store::Store;
 use serde_json::json;
@@ -118,6 +119,8 @@ pub struct AppState {
     store: Store,
     bus: Arc<Bus>,
     senders: Cache<SenderSnapshot>,
+    peers: Cache<PeerSnapshot>,
+    fed: Arc<kite_federation::Federation>,
     teams: RwLock<HashSet<String>>,
     ingest: ingest::Ingest,
     notes: Notifications,
@@ -143,10 +146,18 @@ impl AppState {
 }
 
 /// Builds the HTTP app and starts its group-commit writers.
-pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig) -> Router {
+pub fn app(
+    store: Store,
+    bus: Arc<Bus>,
+    fed: Arc<kite_federation::Federation>,
+    notes: Notifications,
+    cfg: IngressConfig,
+) -> Router {
     let ingest = ingest::Ingest::start(store.clone(), bus.clone(), &cfg);
     let state = Arc::new(AppState {
         senders: Cache::new(store.clone(), notes.config.clone()),
+        peers: Cache::new(store.clone(), notes.config.clone()),
+        fed,
         store,
         bus,
         teams: RwLock::new(HashSet::new()),
@@ -163,6 +174,18 @@ pub fn app(store: Store, bus: Arc<Bus>, notes: Notifications, cfg: IngressConfig
         .route("/health", get(health))
         .route("/hooks/{team}/{source}", post(hooks::receive))
         .route("/ws", get(stream::ws))
+        .route(
+            kite_protocol::peering::DESCRIPTOR_PATH,
+            get(federation::descriptor),
+        )
+        .route(
+            "/federation/v1/teams/{team}/accept",
+            post(federation::accept),
+        )
+        .route(
+            "/federation/v1/teams/{team}/heartbeat",
+            post(federation::heartbeat),
+        )
         .merge(admin::routes())
         .fallback(no_route)
         .layer(axum::middleware::map_response(error::as_json))

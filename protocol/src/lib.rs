@@ -4,6 +4,8 @@
 pub mod error;
 pub mod event;
 pub mod fed;
+pub mod identity;
+pub mod peering;
 pub mod provider;
 pub mod scope;
 pub mod secret_box;

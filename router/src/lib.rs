@@ -11,7 +11,7 @@ use kite_bus::{Bus, ConsumeOptions, Flow, Job, Message, Queue, Settle};
 use kite_protocol::fed::FedInfo;
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{NewOutbox, RoutingEvent};
-use kite_store::types::{OutboxState, PeerStatus, SkipReason};
+use kite_store::types::{OutboxState, SkipReason};
 use kite_store::Store;
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
@@ -77,7 +77,7 @@ pub fn decide(
     fed: &FedInfo,
 ) -> Decision {
     let p = &peer.peer;
-    if p.status == PeerStatus::Revoked {
+    if !p.status.routes() {
         return Decision::None;
     }
     let in_scope = peer.scopes.as_ref().is_some_and(|s| s.matches(ty));
@@ -275,6 +275,7 @@ mod tests {
     use kite_store::cache::RoutedPeer;
     use kite_store::peers::Peer;
     use kite_store::types::PeerHealth;
+    use kite_store::types::PeerStatus;
 
     fn peer(
         scopes: &[&str],
@@ -303,6 +304,12 @@ mod tests {
                 key_id: None,
                 previous_outbound_token: None,
                 previous_until: None,
+                server_name: None,
+                peer_base_url: None,
+                peer_team: None,
+                last_heartbeat_at: None,
+                last_heartbeat_ok_at: None,
+                heartbeat_failures: 0,
                 created_at: now,
                 updated_at: now,
             },
@@ -333,6 +340,15 @@ mod tests {
         // A paused peer still gets its rows (they wait for it).
         let paused = peer(&["*"], 3, PeerStatus::Paused, None);
         assert_eq!(decide("a", &paused, ty, &fed(&[])), Decision::Forward);
+        // A handshake peer routes once accepted, and while degraded; not while proposed.
+        for (status, want) in [
+            (PeerStatus::Proposed, Decision::None),
+            (PeerStatus::Accepted, Decision::Forward),
+            (PeerStatus::Degraded, Decision::Forward),
+        ] {
+            let p = peer(&["*"], 3, status, None);
+            assert_eq!(decide("a", &p, ty, &fed(&[])), want, "{status}");
+        }
         // Hops at the peer's limit.
         assert_eq!(
             decide("a", &b, ty, &fed(&["x", "y", "z"])),

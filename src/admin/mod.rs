@@ -8,6 +8,7 @@
 mod federation;
 mod output;
 mod resources;
+mod trust;
 
 pub use federation::{PeerCreate, PeerUpdate, PeerVerb, SenderVerb, TokenVerb};
 pub use output::OutputFormat;
@@ -15,6 +16,7 @@ pub use resources::{
     EventListArgs, EventVerb, EventsArgs, KeyVerb, OutboxArgs, OutboxFilterArgs, OutboxVerb,
     SourceVerb, TeamVerb,
 };
+pub use trust::{IdentityVerb, InvitationVerb, PeerArgs, PeerCommand, PolicyVerb};
 
 use std::path::PathBuf;
 
@@ -28,9 +30,9 @@ use output::Printer;
 /// The instance `kite admin` calls when no flag, variable or config file names one.
 pub const DEFAULT_INSTANCE: &str = "http://127.0.0.1:7700";
 
-/// `kite admin` options.
+/// Where `kite admin` and `kite peer` call, with which key, and how they print.
 #[derive(Debug, Clone, Args)]
-pub struct AdminArgs {
+pub struct Connection {
     /// Root URL of the instance (http(s)://host:port); else the config file's `instance`,
     /// else http://127.0.0.1:7700.
     #[arg(long, env = "KITE_INSTANCE", global = true)]
@@ -46,6 +48,14 @@ pub struct AdminArgs {
     /// API's JSON answer.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
+}
+
+/// `kite admin` options.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The instance, key and output.
+    #[command(flatten)]
+    pub conn: Connection,
     /// The verb.
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -97,6 +107,24 @@ pub enum AdminCommand {
         #[command(subcommand)]
         verb: Option<TeamVerb>,
     },
+    /// The instance's identity: its server descriptor and Ed25519 keys.
+    Identity {
+        /// What to do (default: show).
+        #[command(subcommand)]
+        verb: Option<IdentityVerb>,
+    },
+    /// The team's federation policy: who may peer with it.
+    Policy {
+        /// What to do (default: show).
+        #[command(subcommand)]
+        verb: Option<PolicyVerb>,
+    },
+    /// The team's invitations (`kite peer invite` makes them).
+    Invitations {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        verb: Option<InvitationVerb>,
+    },
 }
 
 /// What a verb works with: the client for the instance and the printer.
@@ -113,12 +141,7 @@ pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         println!("{}", kite_protocol::secret_box::SecretBox::generate_key());
         return Ok(());
     }
-    let (instance, key) = settings(&a)?;
-    let client = AdminClient::for_instance(&instance, &key).map_err(explain)?;
-    let ctx = Ctx {
-        client,
-        out: Printer::new(a.output),
-    };
+    let ctx = Ctx::connect(&a.conn)?;
     let done = match a.command {
         AdminCommand::SecretKey => Ok(()),
         AdminCommand::Keys { verb } => resources::keys(&ctx, verb).await,
@@ -129,16 +152,41 @@ pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Outbox(o) => resources::outbox(&ctx, o).await,
         AdminCommand::Events(e) => resources::events(&ctx, e).await,
         AdminCommand::Teams { verb } => resources::teams(&ctx, verb).await,
+        AdminCommand::Identity { verb } => trust::identity(&ctx, verb).await,
+        AdminCommand::Policy { verb } => trust::policy(&ctx, verb).await,
+        AdminCommand::Invitations { verb } => trust::invitations(&ctx, verb).await,
     };
-    done.map_err(|e| match e.downcast::<AdminError>() {
+    done.map_err(explained)
+}
+
+/// Runs a `kite peer` verb.
+pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
+    let ctx = Ctx::connect(&a.conn)?;
+    trust::peer(&ctx, a.command).await.map_err(explained)
+}
+
+/// An admin error in a verb's result as a message naming the URL and the fix.
+fn explained(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<AdminError>() {
         Ok(e) => explain(e),
         Err(e) => e,
-    })
+    }
+}
+
+impl Ctx {
+    fn connect(conn: &Connection) -> anyhow::Result<Self> {
+        let (instance, key) = settings(conn)?;
+        let client = AdminClient::for_instance(&instance, &key).map_err(explain)?;
+        Ok(Ctx {
+            client,
+            out: Printer::new(conn.output),
+        })
+    }
 }
 
 /// The instance and the API key: flags, then the environment (clap reads both), then the
 /// config file (read only when one of them is missing).
-fn settings(a: &AdminArgs) -> anyhow::Result<(String, String)> {
+fn settings(a: &Connection) -> anyhow::Result<(String, String)> {
     let (mut instance, mut key) = (a.instance.clone(), a.api_key.clone());
     if instance.is_none() || key.is_none() {
         let file = crate::listen::load_file_config(a.config.as_ref())?;
@@ -176,7 +224,7 @@ fn explain(e: AdminError) -> anyhow::Error {
             url,
             code,
             message,
-        } => {
+        } if code == "unauthorized" => {
             let teams = if url.contains("/api/teams") {
                 " (teams need the operator key, KITE_OPERATOR_KEY of kite serve)"
             } else {

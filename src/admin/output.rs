@@ -47,6 +47,11 @@ impl Printer {
         Self { format }
     }
 
+    /// The format it prints in.
+    pub(crate) fn format(&self) -> OutputFormat {
+        self.format
+    }
+
     /// A list answer (`{"items": [...], "next_cursor"?}`): a table of `cols`. A further page
     /// is announced on stderr as `more_flag N`.
     pub(crate) fn list(&self, answer: &Reply, cols: &[Col], more_flag: Option<&str>) {

@@ -2,6 +2,8 @@
 
 pub mod cache;
 pub mod events;
+pub mod federation;
+pub mod identity;
 pub mod keys;
 pub mod notify;
 pub mod outbox;

@@ -43,6 +43,9 @@ pub struct DeliveryRow {
     pub previous_token: Option<String>,
     /// Key id to name instead of sending the token as a bearer.
     pub key_id: Option<String>,
+    /// The peer's server name when it is a handshake peer (requests are signed with this
+    /// server's identity key instead of a shared secret).
+    pub server_name: Option<String>,
 }
 
 /// The new state of a row after a delivery attempt.
@@ -117,7 +120,7 @@ impl Store {
                 "SELECT o.id, o.peer_id, o.state, o.attempts, e.event::text,
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
                         CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
-                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source
+                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -155,6 +158,7 @@ impl Store {
                     peer_health: r.col(8)?,
                     previous_token: self.open_opt(r.col(9)?)?,
                     key_id: r.col(10)?,
+                    server_name: r.col(16)?,
                 })
             })
             .collect()
@@ -295,7 +299,7 @@ impl Store {
             .query(
                 "UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $1)
                  WHERE id IN (SELECT o.id FROM outbox o JOIN peers p ON p.id = o.peer_id
-                              WHERE o.state = 'pending' AND p.status = 'active' AND p.health <> 'unreachable'
+                              WHERE o.state = 'pending' AND p.status IN ('accepted', 'active', 'degraded') AND p.health <> 'unreachable'
                                 AND o.next_attempt_at < now() - make_interval(secs => $1)
                               ORDER BY o.next_attempt_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
                  RETURNING id, peer_id",

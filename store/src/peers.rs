@@ -54,15 +54,39 @@ pub struct Peer {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The peer's server name, for a peer made by the invite/accept handshake (its
+    /// requests are verified with its pinned identity keys); None for a Kite token peer.
+    pub server_name: Option<String>,
+    /// A handshake peer's base URL (descriptor, heartbeats).
+    pub peer_base_url: Option<String>,
+    /// A handshake peer's team.
+    pub peer_team: Option<String>,
+    /// When its last heartbeat arrived here.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// When it last took one of this side's heartbeats.
+    pub last_heartbeat_ok_at: Option<DateTime<Utc>>,
+    /// This side's heartbeats it failed to take in a row.
+    pub heartbeat_failures: i32,
 }
 
-const COLS: &str = "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
+impl Peer {
+    /// When this side last heard from the peer: a heartbeat or a delivery it took.
+    pub fn last_seen(&self) -> Option<DateTime<Utc>> {
+        self.last_heartbeat_at
+            .max(self.last_heartbeat_ok_at)
+            .max(self.last_success_at)
+    }
+}
+
+pub(crate) const COLS: &str =
+    "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
     peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
     consecutive_failures, created_at, updated_at, health, key_id, previous_outbound_token, \
-    previous_until";
+    previous_until, server_name, peer_base_url, peer_team, last_heartbeat_at, \
+    last_heartbeat_ok_at, heartbeat_failures";
 
 impl Store {
-    fn peer(&self, r: &Row) -> Result<Peer> {
+    pub(crate) fn peer_row(&self, r: &Row) -> Result<Peer> {
         let previous_until: Option<DateTime<Utc>> = r.col(19)?;
         let previous = match previous_until {
             Some(t) if t > Utc::now() => self.open_opt(r.col(18)?)?,
@@ -89,11 +113,17 @@ impl Store {
             key_id: r.col(17)?,
             previous_outbound_token: previous,
             previous_until,
+            server_name: r.col(20)?,
+            peer_base_url: r.col(21)?,
+            peer_team: r.col(22)?,
+            last_heartbeat_at: r.col(23)?,
+            last_heartbeat_ok_at: r.col(24)?,
+            heartbeat_failures: r.col(25)?,
         })
     }
 
     fn peers(&self, rows: &[Row]) -> Result<Vec<Peer>> {
-        rows.iter().map(|r| self.peer(r)).collect()
+        rows.iter().map(|r| self.peer_row(r)).collect()
     }
 }
 
@@ -173,7 +203,7 @@ impl Store {
                 ],
             )
             .await?;
-        self.peer(&row)
+        self.peer_row(&row)
     }
 
     /// A team's peers.
@@ -204,7 +234,7 @@ impl Store {
                 &[&team_id, &id],
             )
             .await?;
-        found(row.as_ref().map(|r| self.peer(r)).transpose()?)
+        found(row.as_ref().map(|r| self.peer_row(r)).transpose()?)
     }
 
     /// Applies a partial update. A new outbound token keeps the old one signing alongside
@@ -248,7 +278,7 @@ impl Store {
                 ],
             )
             .await?;
-        found(row.as_ref().map(|r| self.peer(r)).transpose()?)
+        found(row.as_ref().map(|r| self.peer_row(r)).transpose()?)
     }
 
     /// Deletes a peer and cancels its pending deliveries; answers how many were cancelled.
@@ -356,7 +386,7 @@ impl Store {
         c.execute(
             "UPDATE peers SET status = 'paused', last_error = $2, last_error_at = now(),
                     last_status_code = 410, updated_at = now()
-             WHERE id = $1 AND status = 'active'",
+             WHERE id = $1 AND status IN ('accepted', 'active', 'degraded')",
             &[&id, &error],
         )
         .await?;

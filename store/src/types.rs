@@ -98,15 +98,43 @@ text_enum! {
 }
 
 text_enum! {
-    /// What an operator set a peer to.
+    /// Where a peer stands: the handshake and heartbeat state machine (`proposed` →
+    /// `accepted` → `active` ⇄ `degraded`) and what an operator set it to (`paused`,
+    /// `revoked`). Peers made with the Kite token flow start `active`.
     PeerStatus {
-        /// Deliveries flow.
+        /// This side asked to peer and waits for the answer.
+        Proposed => "proposed",
+        /// The handshake is done; no heartbeat has gone both ways yet.
+        Accepted => "accepted",
+        /// Deliveries flow (and heartbeats do, for a handshake peer).
         Active => "active",
+        /// Heartbeats stopped; deliveries still go out and retry.
+        Degraded => "degraded",
         /// Deliveries wait (also set by a 410 Gone answer).
         Paused => "paused",
-        /// Nothing is routed to it any more.
+        /// Nothing is routed to it any more, and it is refused here.
         Revoked => "revoked",
     }
+}
+
+impl PeerStatus {
+    /// Whether deliveries to a peer in this state go out.
+    pub fn delivers(self) -> bool {
+        matches!(
+            self,
+            PeerStatus::Accepted | PeerStatus::Active | PeerStatus::Degraded
+        )
+    }
+
+    /// Whether events are routed to (recorded for) a peer in this state: all but `proposed`
+    /// and `revoked`; a paused peer's rows wait.
+    pub fn routes(self) -> bool {
+        !matches!(self, PeerStatus::Proposed | PeerStatus::Revoked)
+    }
+
+    /// The states an operator may set with a PATCH.
+    pub const SETTABLE: &'static [PeerStatus] =
+        &[PeerStatus::Active, PeerStatus::Paused, PeerStatus::Revoked];
 }
 
 text_enum! {
@@ -130,6 +158,18 @@ text_enum! {
         Write => "write",
         /// Everything.
         Admin => "admin",
+    }
+}
+
+text_enum! {
+    /// Who may federate with a team (`GET/PUT /api/federation/policy`).
+    FederationMode {
+        /// Any server holding a valid invitation may accept it.
+        Open => "open",
+        /// Only servers named in `allowed_peers`, with a valid invitation.
+        InviteOnly => "invite_only",
+        /// Every federation request is refused, existing peers' included.
+        Closed => "closed",
     }
 }
 
@@ -165,7 +205,7 @@ mod tests {
         }
         assert_eq!(SkipReason::MaxHops.to_string(), "max_hops");
         assert_eq!(PeerHealth::parse("sleepy"), None);
-        assert_eq!(PeerStatus::choices(), "active, paused or revoked");
+        assert_eq!(FederationMode::choices(), "open, invite_only or closed");
         assert!(Permission::Admin.allows(Permission::Read));
         assert!(!Permission::Read.allows(Permission::Write));
     }
@@ -178,11 +218,12 @@ mod tests {
         let schema = [
             include_str!("../../migrations/V1__init.sql"),
             include_str!("../../migrations/V2__peer_health.sql"),
+            include_str!("../../migrations/V6__federation.sql"),
         ]
         .concat();
         let check = |column: &str| -> Vec<String> {
             let at = schema
-                .find(&format!("CHECK ({column} IN ("))
+                .rfind(&format!("CHECK ({column} IN ("))
                 .unwrap_or_else(|| panic!("a CHECK on {column}"));
             let list = &schema[at..];
             let list = &list[list.find("IN (").unwrap_or(0) + 4..list.find("))").unwrap_or(0)];
@@ -205,6 +246,10 @@ mod tests {
             texts(PeerHealth::ALL.iter().map(|s| s.as_str()).collect())
         );
         assert_eq!(
+            check("default_mode"),
+            texts(FederationMode::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
             check("permission"),
             texts(Permission::ALL.iter().map(|s| s.as_str()).collect())
         );
@@ -212,6 +257,7 @@ mod tests {
         let sql = [
             include_str!("outbox.rs"),
             include_str!("peers.rs"),
+            include_str!("federation.rs"),
             include_str!("stream.rs"),
             include_str!("events.rs"),
             include_str!("keys.rs"),

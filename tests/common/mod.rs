@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod hostile;
 pub mod http;
 pub mod listen;

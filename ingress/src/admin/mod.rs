@@ -11,6 +11,9 @@ mod senders;
 mod sources;
 mod teams;
 mod tokens;
+mod trust;
+
+pub(crate) use peers::check_destination;
 
 use keys::{create_key, list_keys, revoke_key};
 use listings::{list_events, list_outbox};
@@ -19,6 +22,10 @@ use senders::{create_sender, delete_sender, list_senders, patch_sender};
 use sources::{create_source, delete_source, list_sources, rotate_source};
 use teams::{create_team, delete_team, list_teams};
 use tokens::{create_token, list_tokens};
+use trust::{
+    accept_invitation, create_invitation, delete_invitation, get_policy, identity,
+    list_invitations, put_policy, rotate_identity,
+};
 
 use std::sync::Arc;
 
@@ -79,6 +86,21 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/api/keys/{id}", axum::routing::delete(revoke_key))
         .route("/api/teams", post(create_team).get(list_teams))
         .route("/api/teams/{id}", axum::routing::delete(delete_team))
+        .route("/api/federation/identity", get(identity))
+        .route("/api/federation/identity/rotate", post(rotate_identity))
+        .route("/api/federation/policy", get(get_policy).put(put_policy))
+        .route(
+            "/api/federation/invitations",
+            post(create_invitation).get(list_invitations),
+        )
+        .route(
+            "/api/federation/invitations/accept",
+            post(accept_invitation),
+        )
+        .route(
+            "/api/federation/invitations/{id}",
+            axum::routing::delete(delete_invitation),
+        )
         .route("/api/federation/outbox", get(list_outbox))
         .route("/api/events", get(list_events))
 }
@@ -311,12 +333,14 @@ fn one_of(all: &[impl std::fmt::Display]) -> String {
 fn opt_status(m: &Map<String, Value>) -> Result<Option<PeerStatus>, ApiErr> {
     opt_str(m, "status", 32)?
         .map(|s| {
-            PeerStatus::parse(&s).ok_or_else(|| {
-                ApiErr(ApiError::validation(
-                    "status",
-                    format!("status must be one of {}", one_of(PeerStatus::ALL)),
-                ))
-            })
+            PeerStatus::parse(&s)
+                .filter(|s| PeerStatus::SETTABLE.contains(s))
+                .ok_or_else(|| {
+                    ApiErr(ApiError::validation(
+                        "status",
+                        format!("status must be one of {}", one_of(PeerStatus::SETTABLE)),
+                    ))
+                })
         })
         .transpose()
 }

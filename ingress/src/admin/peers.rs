@@ -4,7 +4,7 @@ use super::*;
 
 /// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
 /// addresses, unless private peers are allowed. Delivery checks again at connect time.
-pub(super) async fn check_destination(st: &AppState, url: &str) -> Result<(), ApiErr> {
+pub(crate) async fn check_destination(st: &AppState, url: &str) -> Result<(), ApiErr> {
     if st.cfg.allow_private_peers {
         return Ok(());
     }
@@ -104,25 +104,60 @@ pub(crate) struct Replayed {
     replayed: usize,
 }
 
-/// A peer as the API shows it: the stored fields plus its pending and dead backlog.
+/// A peer as the API shows it: the stored fields, when it was last heard from, its pending
+/// and dead backlog, its traffic in the last 24 hours and, shown alone, the keys pinned for
+/// it.
 #[derive(Serialize)]
-pub(crate) struct PeerView<'a> {
+pub(crate) struct PeerView {
     #[serde(flatten)]
-    peer: &'a kite_store::peers::Peer,
+    peer: kite_store::peers::Peer,
+    /// When this side last heard from it (a heartbeat, or a delivery it took).
+    last_seen: Option<chrono::DateTime<chrono::Utc>>,
     /// Outbox rows waiting for delivery.
     pending: i64,
     /// Outbox rows that gave up.
     dead: i64,
+    /// Events delivered to it in the last 24 hours.
+    events_sent_24h: i64,
+    /// Events received from it in the last 24 hours.
+    events_received_24h: i64,
+    /// The identity keys pinned for it (a handshake peer, shown alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<kite_protocol::peering::PublishedKey>>,
 }
 
-impl<'a> PeerView<'a> {
-    fn new(peer: &'a kite_store::peers::Peer, backlog: Option<&(i64, i64)>) -> Self {
+impl PeerView {
+    fn new(
+        peer: kite_store::peers::Peer,
+        backlog: Option<&(i64, i64)>,
+        traffic: Option<&kite_store::federation::Traffic>,
+    ) -> Self {
         let (pending, dead) = backlog.copied().unwrap_or((0, 0));
+        let t = traffic.copied().unwrap_or_default();
         Self {
+            last_seen: peer.last_seen(),
             peer,
             pending,
             dead,
+            events_sent_24h: t.sent,
+            events_received_24h: t.received,
+            keys: None,
         }
+    }
+
+    /// One peer, with its pinned keys.
+    pub(crate) async fn describe(
+        st: &AppState,
+        team: &str,
+        peer: &kite_store::peers::Peer,
+    ) -> Result<Self, ApiErr> {
+        let backlogs = st.store.peer_backlogs(team).await?;
+        let traffic = st.store.peer_traffic(team).await?;
+        let mut v = Self::new(peer.clone(), backlogs.get(&peer.id), traffic.get(&peer.id));
+        if peer.server_name.is_some() {
+            v.keys = Some(st.store.peer_keys(peer.id).await?);
+        }
+        Ok(v)
     }
 }
 
@@ -142,9 +177,13 @@ pub(super) async fn create_peer(
 pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let peers = st.store.list_peers(&g.team_id).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
+    let traffic = st.store.peer_traffic(&g.team_id).await?;
     let items = peers
-        .iter()
-        .map(|p| PeerView::new(p, backlogs.get(&p.id)))
+        .into_iter()
+        .map(|p| {
+            let (b, t) = (backlogs.get(&p.id), traffic.get(&p.id));
+            PeerView::new(p, b, t)
+        })
         .collect();
     Ok(Json(Items { items }).into_response())
 }
@@ -155,8 +194,7 @@ pub(super) async fn get_peer(
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
-    let backlogs = st.store.peer_backlogs(&g.team_id).await?;
-    Ok(Json(PeerView::new(&peer, backlogs.get(&peer.id))).into_response())
+    Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
 }
 
 pub(super) async fn patch_peer(

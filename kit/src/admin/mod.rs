@@ -3,9 +3,11 @@
 //! came, so a caller can print it as it is or read the fields it needs.
 
 mod specs;
+mod trust;
 mod verbs;
 
 pub use specs::{OutboxFilter, PeerChanges, PeerSpec, SenderChanges, SenderSpec, SourceSpec};
+pub use trust::peer_by_invitation;
 
 use std::collections::HashMap;
 
@@ -255,6 +257,10 @@ impl AdminClient {
 
     async fn post(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
         self.reply(Method::POST, path, Some(&body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
+        self.reply(Method::PUT, path, Some(&body)).await
     }
 
     async fn patch(&self, path: &str, body: Value) -> Result<Reply, AdminError> {

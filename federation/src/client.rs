@@ -71,6 +71,6 @@ pub fn http_client(
 
 /// True if the URL names a forbidden IP address literal (host names are checked when they
 /// are resolved).
-pub(crate) fn literal_forbidden(url: &str) -> bool {
+pub fn literal_forbidden(url: &str) -> bool {
     kite_protocol::ssrf::Destination::parse(url).is_some_and(|d| d.literal_forbidden())
 }

@@ -1,0 +1,257 @@
+//! Federation trust for admins: the instance's identity (`/api/federation/identity`, and
+//! its rotation), the team's policy (`/api/federation/policy`), and invitations
+//! (`/api/federation/invitations`, and accepting another server's).
+
+use kite_protocol::peering::Invitation;
+use kite_store::federation::{InvitationInfo, Policy};
+use kite_store::types::FederationMode;
+
+use super::*;
+use crate::federation::fed_error;
+
+/// The longest an invitation may live: a year.
+const MAX_TTL_SECS: i64 = 365 * 24 * 3600;
+/// How long an invitation lives unless told: 7 days.
+const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
+
+pub(super) async fn identity(State(st): St, ReadKey(_): ReadKey) -> Result<Response, ApiErr> {
+    Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
+}
+
+pub(super) async fn rotate_identity(
+    State(st): St,
+    AdminKey(g): AdminKey,
+) -> Result<Response, ApiErr> {
+    st.fed.rotate().await?;
+    tracing::info!(team = %g.team_id, "identity key rotated");
+    Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
+}
+
+pub(super) async fn get_policy(State(st): St, ReadKey(g): ReadKey) -> Result<Response, ApiErr> {
+    Ok(Json(st.store.policy(&g.team_id).await?).into_response())
+}
+
+/// `PUT /api/federation/policy`: any of `default_mode`, `allowed_peers`,
+/// `max_backfill_events_per_request`; a field left out keeps its value.
+#[derive(Debug)]
+pub(crate) struct PolicyPatch {
+    default_mode: Option<FederationMode>,
+    allowed_peers: Option<Vec<String>>,
+    max_backfill: Option<i32>,
+}
+
+impl FromBody for PolicyPatch {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        let default_mode = opt_str(m, "default_mode", 32)?
+            .map(|s| {
+                FederationMode::parse(&s).ok_or_else(|| {
+                    ApiErr(ApiError::validation(
+                        "default_mode",
+                        format!(
+                            "default_mode must be one of {}",
+                            one_of(FederationMode::ALL)
+                        ),
+                    ))
+                })
+            })
+            .transpose()?;
+        let allowed_peers = match m.get("allowed_peers") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(v)) if v.len() <= 1000 => Some(
+                v.iter()
+                    .map(|p| match p {
+                        Value::String(s) if !s.trim().is_empty() && s.len() <= 256 => Ok(s.clone()),
+                        _ => Err(ApiErr(ApiError::validation(
+                            "allowed_peers",
+                            "allowed_peers must be server names (non-empty strings)",
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => {
+                return Err(ApiErr(ApiError::validation(
+                    "allowed_peers",
+                    "allowed_peers must be an array of at most 1000 server names",
+                )))
+            }
+        };
+        Ok(PolicyPatch {
+            default_mode,
+            allowed_peers,
+            max_backfill: opt_int(m, "max_backfill_events_per_request", 1, 100_000)?
+                .map(|n| n as i32),
+        })
+    }
+}
+
+pub(super) async fn put_policy(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Valid(patch): Valid<PolicyPatch>,
+) -> Result<Response, ApiErr> {
+    let now = st.store.policy(&g.team_id).await?;
+    let policy = Policy {
+        default_mode: patch.default_mode.unwrap_or(now.default_mode),
+        allowed_peers: patch.allowed_peers.unwrap_or(now.allowed_peers),
+        max_backfill_events_per_request: patch
+            .max_backfill
+            .unwrap_or(now.max_backfill_events_per_request),
+    };
+    let saved = st.store.set_policy(&g.team_id, &policy).await?;
+    // This process applies it at once; the others on the change notice.
+    st.fed.invalidate().await;
+    Ok(Json(saved).into_response())
+}
+
+/// `POST /api/federation/invitations`: `scopes` (what this side sends to whoever accepts;
+/// default `["*"]`), `max_hops` (default 3), `ttl` in seconds (default 7 days).
+#[derive(Debug)]
+pub(crate) struct NewInvitation {
+    scopes: Vec<String>,
+    max_hops: i32,
+    ttl: i64,
+}
+
+impl FromBody for NewInvitation {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(NewInvitation {
+            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
+            max_hops: opt_int(m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
+            ttl: opt_int(m, "ttl", 1, MAX_TTL_SECS)?.unwrap_or(DEFAULT_TTL_SECS),
+        })
+    }
+}
+
+/// A new invitation as answered once: the string to hand to the other server.
+#[derive(Serialize)]
+pub(crate) struct CreatedInvitation {
+    /// Its id (to list or revoke it).
+    id: Uuid,
+    /// The invitation string, with its single-use token; shown only in this answer.
+    invitation: String,
+    /// When it stops working.
+    expires_at: chrono::DateTime<chrono::Utc>,
+    /// What this side sends to whoever accepts.
+    scopes: Vec<String>,
+    /// Hop limit of what this side sends.
+    max_hops: i32,
+}
+
+pub(super) async fn create_invitation(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Valid(new): Valid<NewInvitation>,
+) -> Result<Response, ApiErr> {
+    let url = st
+        .fed
+        .config()
+        .public_url
+        .clone()
+        .ok_or_else(|| fed_error(kite_federation::FedError::NoPublicUrl))?;
+    let token = Invitation::mint_token();
+    let info: InvitationInfo = st
+        .store
+        .create_invitation(
+            &g.team_id,
+            &token,
+            &new.scopes,
+            new.max_hops,
+            std::time::Duration::from_secs(new.ttl.unsigned_abs()),
+        )
+        .await?;
+    let invitation = Invitation {
+        url,
+        team: g.team_id.clone(),
+        server_name: st.cfg.instance_id.clone(),
+        token,
+    }
+    .encode();
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedInvitation {
+            id: info.id,
+            invitation,
+            expires_at: info.expires_at,
+            scopes: info.scopes,
+            max_hops: info.max_hops,
+        }),
+    )
+        .into_response())
+}
+
+pub(super) async fn list_invitations(
+    State(st): St,
+    AdminKey(g): AdminKey,
+) -> Result<Response, ApiErr> {
+    let items = st.store.list_invitations(&g.team_id).await?;
+    Ok(Json(Items { items }).into_response())
+}
+
+pub(super) async fn delete_invitation(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    st.store
+        .delete_invitation(&g.team_id, parse_id(&id)?)
+        .await?;
+    Ok(Deleted::answer(None))
+}
+
+/// `POST /api/federation/invitations/accept`: `invitation` (the string another server's
+/// `kite peer invite` printed), optional `scopes` (what this side sends; default what the
+/// inviter sends) and `max_hops` (default 3).
+#[derive(Debug)]
+pub(crate) struct AcceptInvitation {
+    invitation: Invitation,
+    scopes: Option<Vec<String>>,
+    max_hops: Option<i32>,
+}
+
+impl FromBody for AcceptInvitation {
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        let text = req_str(m, "invitation", 8192)?;
+        let invitation = Invitation::decode(&text)
+            .map_err(|e| ApiErr(ApiError::validation("invitation", e.to_string())))?;
+        Ok(AcceptInvitation {
+            invitation,
+            scopes: opt_scopes(m)?,
+            max_hops: opt_int(m, "max_hops", 1, 16)?.map(|n| n as i32),
+        })
+    }
+}
+
+pub(super) async fn accept_invitation(
+    State(st): St,
+    AdminKey(g): AdminKey,
+    Valid(a): Valid<AcceptInvitation>,
+) -> Result<Response, ApiErr> {
+    use kite_federation::handshake::AcceptError;
+    peers::check_destination(&st, &a.invitation.url).await?;
+    let peer = st
+        .fed
+        .accept_invitation(&g.team_id, &a.invitation, a.scopes, a.max_hops)
+        .await
+        .map_err(|e| match e {
+            AcceptError::SelfPeering => ApiErr(ApiError::bad_request(
+                "self_peering",
+                "the invitation is this server's own",
+            )),
+            AcceptError::AlreadyPeered(s) => ApiErr(ApiError::new(
+                409,
+                "already_peered",
+                format!("this team already peers with {s:?} (or has a peer of that name)"),
+            )),
+            e @ AcceptError::WrongServer { .. } => {
+                ApiErr(ApiError::new(502, "wrong_server", e.to_string()))
+            }
+            AcceptError::Fed(e) => fed_error(e),
+        })?;
+    st.fed.invalidate().await;
+    if let Err(e) = st.bus.declare_peer(peer.id).await {
+        tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
+    }
+    tracing::info!(team = %g.team_id, peer = %peer.name, "peered by invitation");
+    let view = peers::PeerView::describe(&st, &g.team_id, &peer).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}

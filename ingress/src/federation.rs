@@ -1,0 +1,250 @@
+//! What other servers call: the descriptor (`GET /.well-known/kite/server`), the accept
+//! endpoint of an invitation and heartbeats (`/federation/v1/teams/{team}/...`), every call
+//! signed with the caller's identity key.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use kite_federation::{FedError, FedRefusal};
+use kite_protocol::identity::{self, PublicKey};
+use kite_protocol::peering::{AcceptRequest, AcceptResponse, Heartbeat};
+use kite_protocol::scope::ScopeSet;
+use kite_protocol::ApiError;
+use kite_store::federation::{InvitationRefusal, NewHandshakePeer};
+use kite_store::types::{FederationMode, PeerStatus};
+use kite_store::StoreError;
+use serde_json::json;
+
+use crate::hooks::body_or_413;
+use crate::{ApiErr, AppState};
+
+/// Largest server-to-server request body (descriptors and heartbeats are small).
+const MAX_FEDERATION_BODY: usize = 64 * 1024;
+
+impl From<FedRefusal> for ApiErr {
+    fn from(e: FedRefusal) -> Self {
+        match e {
+            FedRefusal::Api(e) => ApiErr(e),
+            FedRefusal::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A failure talking to another server, as this server's answer: the other side's own
+/// refusal keeps its status and code; not reaching it is 502.
+pub(crate) fn fed_error(e: FedError) -> ApiErr {
+    match e {
+        FedError::Store(e) => e.into(),
+        FedError::Refused {
+            status,
+            code,
+            message,
+            ..
+        } => ApiErr(ApiError::new(
+            status,
+            peer_code(&code),
+            format!("the other server refused ({code}): {message}"),
+        )),
+        FedError::NoPublicUrl => ApiErr(ApiError::new(503, "no_public_url", e.to_string())),
+        e @ (FedError::Unreachable { .. } | FedError::BadAnswer(_)) => {
+            ApiErr(ApiError::new(502, "peer_unreachable", e.to_string()))
+        }
+    }
+}
+
+/// The stable codes another kite server answers the handshake with; others are `peer_refused`.
+fn peer_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "invalid_invitation",
+        "invitation_used",
+        "invitation_expired",
+        "federation_closed",
+        "peer_not_allowed",
+        "already_peered",
+        "peer_revoked",
+        "invalid_signature",
+        "stale_timestamp",
+        "forbidden_destination",
+        "team_not_found",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("peer_refused")
+}
+
+async fn known_team(st: &AppState, team: &str) -> Result<(), ApiErr> {
+    if st.team_known(team).await? {
+        Ok(())
+    } else {
+        Err(ApiErr(ApiError::new(
+            404,
+            "team_not_found",
+            format!("no team {team:?}"),
+        )))
+    }
+}
+
+/// `GET /.well-known/kite/server`.
+pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Response, ApiErr> {
+    let d = st.fed.descriptor().await.map_err(fed_error)?;
+    Ok(Json(d).into_response())
+}
+
+/// `POST /federation/v1/teams/{team}/accept`: another server uses an invitation of this
+/// team. The request is signed with a key of the descriptor it carries; the token works
+/// once; the policy decides who may.
+pub(crate) async fn accept(
+    State(st): State<Arc<AppState>>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
+    known_team(&st, &team).await?;
+    st.fed.check_open(&team).await?;
+    let req: AcceptRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiErr(ApiError::bad_request(
+            "invalid_body",
+            format!("not an accept request: {e}"),
+        ))
+    })?;
+    let server = &req.server.server_name;
+    if let Err(mode) = st.fed.policy(&team).await?.admits(server) {
+        return Err(ApiErr(match mode {
+            FederationMode::Closed => ApiError::new(
+                403,
+                "federation_closed",
+                "this team's federation policy is closed",
+            ),
+            _ => ApiError::new(
+                403,
+                "peer_not_allowed",
+                format!("this team federates by invitation with allowed peers only, and {server:?} is not one"),
+            ),
+        }));
+    }
+    // Proof of possession: signed by a key the accepting server publishes.
+    let invalid = |m: &str| ApiErr(ApiError::new(401, "invalid_signature", m.to_string()));
+    let claimed =
+        identity::claimed(&headers).ok_or_else(|| invalid("the request is not signed"))?;
+    if &claimed.server_name != server {
+        return Err(invalid(
+            "X-Kite-Server is not the server the request describes",
+        ));
+    }
+    let key = req
+        .server
+        .keys
+        .iter()
+        .find(|k| k.key_id == claimed.key_id && k.valid_until.is_none_or(|t| t > Utc::now()))
+        .and_then(|k| PublicKey::from_base64(&k.public_key))
+        .ok_or_else(|| invalid("X-Kite-Key-Id names none of the described keys"))?;
+    identity::verify_request(&key, &headers, &body, Utc::now().timestamp())
+        .map_err(|_| invalid("signature missing, invalid or stale"))?;
+    if server == &st.cfg.instance_id {
+        return Err(ApiErr(ApiError::bad_request(
+            "self_peering",
+            "a server cannot peer with itself",
+        )));
+    }
+    let base = req
+        .server
+        .endpoints
+        .base_url
+        .trim_end_matches('/')
+        .to_string();
+    let hook = kite_protocol::peering::hook_url(&base, &req.team);
+    crate::admin::check_destination(&st, &hook).await?;
+    if let Some(scopes) = &req.scopes {
+        ScopeSet::compile(scopes)
+            .map_err(|e| ApiErr(ApiError::validation("scopes", e.to_string())))?;
+    }
+    let accepter = NewHandshakePeer {
+        server_name: server.clone(),
+        base_url: base,
+        team: req.team.clone(),
+        scopes: Vec::new(),
+        max_hops: 3,
+        keys: req.server.keys.clone(),
+        status: PeerStatus::Accepted,
+    };
+    let (inv, peer) = match st
+        .store
+        .accept_invitation(&team, &req.token, &accepter)
+        .await
+    {
+        Ok(Ok(done)) => done,
+        Ok(Err(refusal)) => {
+            let (code, message) = match refusal {
+                InvitationRefusal::Unknown => {
+                    ("invalid_invitation", "no invitation has this token")
+                }
+                InvitationRefusal::Used => ("invitation_used", "this invitation was used already"),
+                InvitationRefusal::Expired => ("invitation_expired", "this invitation expired"),
+            };
+            return Err(ApiErr(ApiError::new(401, code, message)));
+        }
+        Err(StoreError::Conflict) => {
+            return Err(ApiErr(ApiError::new(
+                409,
+                "already_peered",
+                format!("this team already peers with {server:?} (or has a peer of that name)"),
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    st.fed.invalidate().await;
+    if let Err(e) = st.bus.declare_peer(peer.id).await {
+        tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
+    }
+    tracing::info!(team = %team, peer = %server, "invitation accepted");
+    Ok(Json(AcceptResponse {
+        server_name: st.cfg.instance_id.clone(),
+        team,
+        scopes: inv.scopes.clone(),
+        max_hops: inv.max_hops,
+        your_scopes: req.scopes.unwrap_or(inv.scopes),
+        your_max_hops: req.max_hops.clamp(1, 16),
+    })
+    .into_response())
+}
+
+/// `POST /federation/v1/teams/{team}/heartbeat`: a handshake peer is still there; its
+/// current keys are pinned.
+pub(crate) async fn heartbeat(
+    State(st): State<Arc<AppState>>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
+    known_team(&st, &team).await?;
+    let peers = st.peers.get().await?;
+    let peer = st.fed.verify_peer(&team, &peers, &headers, &body).await?;
+    let hb: Heartbeat = serde_json::from_slice(&body).map_err(|e| {
+        ApiErr(ApiError::bad_request(
+            "invalid_body",
+            format!("not a heartbeat: {e}"),
+        ))
+    })?;
+    if !hb.keys.is_empty() {
+        st.fed.pin(peer.id, &hb.keys).await?;
+    }
+    let cfg = st.fed.config();
+    st.store
+        .record_heartbeat_received(peer.id, cfg.heartbeat_interval, cfg.heartbeat_misses)
+        .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"status": "ok", "server_name": st.cfg.instance_id})),
+    )
+        .into_response())
+}

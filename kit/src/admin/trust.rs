@@ -1,0 +1,117 @@
+//! The federation trust verbs: the instance's identity and its rotation, the team's policy,
+//! invitations, and peering two instances by invitation.
+
+use serde_json::Value;
+
+use super::specs::{enc, Body};
+use super::{AdminClient, AdminError, Reply};
+
+impl AdminClient {
+    /// The instance's server descriptor: `server_name`, `keys`, `protocol_versions`,
+    /// `endpoints`.
+    pub async fn identity(&self) -> Result<Reply, AdminError> {
+        self.get("/api/federation/identity").await
+    }
+
+    /// Rotates the instance's identity key; answers the descriptor after it.
+    pub async fn rotate_identity(&self) -> Result<Reply, AdminError> {
+        self.post("/api/federation/identity/rotate", Value::Null)
+            .await
+    }
+
+    /// The team's federation policy.
+    pub async fn policy(&self) -> Result<Reply, AdminError> {
+        self.get("/api/federation/policy").await
+    }
+
+    /// Changes the team's federation policy (a field left None keeps its value).
+    pub async fn set_policy(
+        &self,
+        mode: Option<&str>,
+        allowed_peers: Option<Vec<String>>,
+        max_backfill: Option<u32>,
+    ) -> Result<Reply, AdminError> {
+        let body = Body::default()
+            .opt("default_mode", mode)
+            .opt("allowed_peers", allowed_peers)
+            .opt("max_backfill_events_per_request", max_backfill);
+        self.put("/api/federation/policy", body.value()).await
+    }
+
+    /// Makes an invitation (what this side sends to whoever accepts it); the answer carries
+    /// the invitation string (`invitation`, shown once), `id` and `expires_at`.
+    pub async fn create_invitation(
+        &self,
+        scopes: &[String],
+        max_hops: Option<u32>,
+        ttl_secs: Option<u64>,
+    ) -> Result<Reply, AdminError> {
+        let body = Body::default()
+            .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
+            .opt("max_hops", max_hops)
+            .opt("ttl", ttl_secs);
+        self.post("/api/federation/invitations", body.value()).await
+    }
+
+    /// The team's invitations (never their tokens): `{"items": [...]}`.
+    pub async fn list_invitations(&self) -> Result<Reply, AdminError> {
+        self.get("/api/federation/invitations").await
+    }
+
+    /// Revokes an invitation.
+    pub async fn delete_invitation(&self, id: &str) -> Result<Reply, AdminError> {
+        self.delete(&format!("/api/federation/invitations/{}", enc(id)))
+            .await
+    }
+
+    /// Accepts another server's invitation (what this side sends: `scopes`, default what the
+    /// inviter sends); answers the new peer.
+    pub async fn accept_invitation(
+        &self,
+        invitation: &str,
+        scopes: &[String],
+        max_hops: Option<u32>,
+    ) -> Result<Reply, AdminError> {
+        let body = Body::default()
+            .set("invitation", invitation)
+            .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
+            .opt("max_hops", max_hops);
+        self.post("/api/federation/invitations/accept", body.value())
+            .await
+    }
+}
+
+/// Peers two instances by invitation: `inviter` invites (sending `scopes` to the other),
+/// `accepter` accepts (sending the same scopes back). Answers the peer ids on the inviter
+/// and on the accepter.
+pub async fn peer_by_invitation(
+    inviter: &AdminClient,
+    accepter: &AdminClient,
+    scopes: &[&str],
+    max_hops: u32,
+) -> Result<(String, String), AdminError> {
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let inv = inviter
+        .create_invitation(&scopes, Some(max_hops), None)
+        .await?;
+    let text = inv["invitation"].as_str().unwrap_or_default().to_string();
+    let on_accepter = accepter
+        .accept_invitation(&text, &scopes, Some(max_hops))
+        .await?;
+    let accepter_name = accepter.identity().await?["server_name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let on_inviter = inviter
+        .list_peers()
+        .await?
+        .items()
+        .into_iter()
+        .find(|p| p["server_name"] == accepter_name.as_str())
+        .and_then(|p| p["id"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    Ok((
+        on_inviter,
+        on_accepter["id"].as_str().unwrap_or_default().to_string(),
+    ))
+}

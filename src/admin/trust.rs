@@ -1,0 +1,260 @@
+//! `kite peer` (invite, accept, list, show, revoke) and `kite admin identity`, `policy` and
+//! `invitations`: peering the way federations do it.
+
+use clap::{Args, Subcommand};
+
+use super::output::{col, Col};
+use super::{find_id, Connection, Ctx};
+
+/// What `kite peer list` shows of each peer.
+const PEER_HEALTH_COLS: &[Col] = &[
+    col("NAME", "name"),
+    col("SERVER", "server_name"),
+    col("STATUS", "status"),
+    col("HEALTH", "health"),
+    col("LAST_SEEN", "last_seen"),
+    col("LAST_HEARTBEAT", "last_heartbeat_at"),
+    col("LAST_ERROR", "last_error"),
+    col("SENT_24H", "events_sent_24h"),
+    col("RECEIVED_24H", "events_received_24h"),
+    col("PENDING", "pending"),
+    col("DEAD", "dead"),
+];
+
+const INVITATION_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("SCOPES", "scopes"),
+    col("MAX_HOPS", "max_hops"),
+    col("EXPIRES", "expires_at"),
+    col("USED", "used_at"),
+    col("USED_BY", "used_by"),
+];
+
+/// `kite peer` options.
+#[derive(Debug, Clone, Args)]
+pub struct PeerArgs {
+    /// The instance, key and output.
+    #[command(flatten)]
+    pub conn: Connection,
+    /// The verb.
+    #[command(subcommand)]
+    pub command: PeerCommand,
+}
+
+/// Peering verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PeerCommand {
+    /// Print an invitation (shown once) for another server: it carries this instance's URL
+    /// and a single-use token; `kite peer accept` on the other server uses it.
+    Invite {
+        /// Event type globs this side sends to whoever accepts (comma-separated or
+        /// repeated; default `*`).
+        #[arg(long = "scopes", alias = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Hop limit of what this side sends.
+        #[arg(long)]
+        max_hops: Option<u32>,
+        /// How long the invitation works (`7d`, `12h`, `30m`, `90s`).
+        #[arg(long, default_value = "7d", value_parser = parse_ttl)]
+        ttl: u64,
+    },
+    /// Accept another server's invitation: both sides then hold a peer for the other,
+    /// with pinned identity keys.
+    Accept {
+        /// The invitation `kite peer invite` printed on the other server.
+        invitation: String,
+        /// Event type globs this side sends to the inviter (default: what it sends here).
+        #[arg(long = "scopes", alias = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Hop limit of what this side sends.
+        #[arg(long)]
+        max_hops: Option<u32>,
+    },
+    /// Peers with their state and health: status, last seen, last heartbeat, last error,
+    /// events sent and received in 24 h, pending and dead.
+    List,
+    /// One peer, with the keys pinned for it.
+    Show {
+        /// Its id or name.
+        peer: String,
+    },
+    /// Revoke a peer: nothing goes to it any more, and its requests are refused (the other
+    /// side learns it on its next request).
+    Revoke {
+        /// Its id or name.
+        peer: String,
+    },
+}
+
+/// Identity verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum IdentityVerb {
+    /// The server descriptor: name, published keys, endpoints.
+    Show,
+    /// Make a new identity key; the old one stays valid for the overlap
+    /// (KITE_KEY_OVERLAP_SECS of `kite serve`).
+    Rotate,
+}
+
+/// Policy verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PolicyVerb {
+    /// The team's policy.
+    Show,
+    /// Change it (only what is given changes).
+    Set {
+        /// `open` (any server with an invitation), `invite_only` (also named in
+        /// allowed peers) or `closed` (every federation request refused).
+        #[arg(long, value_parser = ["open", "invite_only", "closed"])]
+        mode: Option<String>,
+        /// Server names allowed under invite_only (comma-separated or repeated; replaces
+        /// the list).
+        #[arg(long = "allowed-peers", alias = "allow", value_delimiter = ',')]
+        allowed_peers: Vec<String>,
+        /// Empty the allowed peers.
+        #[arg(long, conflicts_with = "allowed_peers")]
+        no_allowed_peers: bool,
+        /// The most events one backfill request is answered with.
+        #[arg(long)]
+        max_backfill: Option<u32>,
+    },
+}
+
+/// Invitation verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum InvitationVerb {
+    /// The team's invitations (never their tokens).
+    List,
+    /// Revoke an unused invitation.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A TTL as people write it (`7d`, `12h`, `30m`, `90s`, or seconds), in seconds.
+fn parse_ttl(s: &str) -> Result<u64, String> {
+    let secs = match s.trim().parse::<u64>() {
+        Ok(n) => n,
+        Err(_) => humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{s:?} is not a duration like 7d, 12h or 30m: {e}"))?
+            .as_secs(),
+    };
+    if secs == 0 {
+        return Err("the TTL must be at least a second".into());
+    }
+    Ok(secs)
+}
+
+/// `kite peer ...`.
+pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
+    let c = &ctx.client;
+    let id = |arg: String| async move {
+        find_id(&c.list_peers().await?, &arg, "peer", "kite peer list")
+    };
+    let answer = match verb {
+        PeerCommand::Invite {
+            scopes,
+            max_hops,
+            ttl,
+        } => {
+            let inv = c.create_invitation(&scopes, max_hops, Some(ttl)).await?;
+            match ctx.out.format() {
+                super::OutputFormat::Json => ctx.out.one(&inv),
+                super::OutputFormat::Table => {
+                    println!("{}", inv["invitation"].as_str().unwrap_or_default());
+                    eprintln!(
+                        "invitation {} works once, until {}; on the other server run: kite peer accept <invitation>",
+                        inv["id"].as_str().unwrap_or_default(),
+                        inv["expires_at"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            return Ok(());
+        }
+        PeerCommand::Accept {
+            invitation,
+            scopes,
+            max_hops,
+        } => c.accept_invitation(&invitation, &scopes, max_hops).await?,
+        PeerCommand::List => {
+            ctx.out.list(&c.list_peers().await?, PEER_HEALTH_COLS, None);
+            return Ok(());
+        }
+        PeerCommand::Show { peer } => c.get_peer(&id(peer).await?).await?,
+        PeerCommand::Revoke { peer } => {
+            let changes = kite_kit::admin::PeerChanges {
+                status: Some("revoked".into()),
+                ..Default::default()
+            };
+            c.update_peer(&id(peer).await?, &changes).await?
+        }
+    };
+    ctx.out.one(&answer);
+    Ok(())
+}
+
+/// `kite admin identity ...`.
+pub(super) async fn identity(ctx: &Ctx, verb: Option<IdentityVerb>) -> anyhow::Result<()> {
+    let answer = match verb.unwrap_or(IdentityVerb::Show) {
+        IdentityVerb::Show => ctx.client.identity().await?,
+        IdentityVerb::Rotate => ctx.client.rotate_identity().await?,
+    };
+    ctx.out.one(&answer);
+    Ok(())
+}
+
+/// `kite admin policy ...`.
+pub(super) async fn policy(ctx: &Ctx, verb: Option<PolicyVerb>) -> anyhow::Result<()> {
+    let answer = match verb.unwrap_or(PolicyVerb::Show) {
+        PolicyVerb::Show => ctx.client.policy().await?,
+        PolicyVerb::Set {
+            mode,
+            allowed_peers,
+            no_allowed_peers,
+            max_backfill,
+        } => {
+            let allowed = if no_allowed_peers {
+                Some(Vec::new())
+            } else {
+                (!allowed_peers.is_empty()).then_some(allowed_peers)
+            };
+            if mode.is_none() && allowed.is_none() && max_backfill.is_none() {
+                anyhow::bail!(
+                    "nothing to change: pass --mode, --allowed-peers, --no-allowed-peers or --max-backfill"
+                );
+            }
+            ctx.client
+                .set_policy(mode.as_deref(), allowed, max_backfill)
+                .await?
+        }
+    };
+    ctx.out.one(&answer);
+    Ok(())
+}
+
+/// `kite admin invitations ...`.
+pub(super) async fn invitations(ctx: &Ctx, verb: Option<InvitationVerb>) -> anyhow::Result<()> {
+    match verb.unwrap_or(InvitationVerb::List) {
+        InvitationVerb::List => {
+            ctx.out
+                .list(&ctx.client.list_invitations().await?, INVITATION_COLS, None)
+        }
+        InvitationVerb::Delete { id } => ctx.out.one(&ctx.client.delete_invitation(&id).await?),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_read_as_people_write_them() {
+        assert_eq!(parse_ttl("7d"), Ok(7 * 24 * 3600));
+        assert_eq!(parse_ttl("12h"), Ok(12 * 3600));
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("soon").is_err());
+    }
+}
