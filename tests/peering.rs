@@ -8,107 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::cli::*;
+use common::peering::*;
 use common::*;
 use kite_protocol::identity::{self, SecretKey};
 use kite_protocol::peering::Invitation;
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Fast heartbeats: one a second, `degraded` after two missed.
-const FAST_HEARTBEATS: &[(&str, &str)] = &[
-    ("KITE_HEARTBEAT_INTERVAL_SECS", "1"),
-    ("KITE_HEARTBEAT_MISSES", "2"),
-];
-
-/// `kite peer invite` on `on`; answers the invitation string it printed.
-async fn invite(on: &Instance, args: &[&str]) -> String {
-    let mut all = vec!["invite"];
-    all.extend_from_slice(args);
-    let run = peer_cmd(on, &all).await.ok();
-    let line = run.out.trim().to_string();
-    assert!(line.starts_with("kiteinv_"), "{run:?}");
-    assert!(run.err.contains("works once"), "{run:?}");
-    line
-}
-
-/// The peer record `on` holds for the server named `server`.
-async fn peer_of(on: &Instance, server: &str) -> Option<Value> {
-    let (s, v) = on.get("/api/federation/peers").await;
-    assert_eq!(s, 200, "{v}");
-    v["items"]
-        .as_array()?
-        .iter()
-        .find(|p| p["server_name"] == server)
-        .cloned()
-}
-
-/// Waits until `on`'s peer record for `server` is in `status`; answers it.
-async fn status_becomes(on: &Instance, server: &str, status: &str) -> Value {
-    eventually(
-        &format!("{}'s peer {server} to be {status}", on.name),
-        WAIT,
-        || async { peer_of(on, server).await.filter(|p| p["status"] == status) },
-    )
-    .await
-}
-
-/// Invites on `a` (sending `scopes`), accepts on `b` (sending `back`); both by the CLI.
-async fn handshake(a: &Instance, b: &Instance, scopes: &str, back: &str) -> Value {
-    let inv = invite(a, &["--scopes", scopes]).await;
-    peer_cmd(b, &["accept", &inv, "--scopes", back, "--output", "json"])
-        .await
-        .ok()
-        .json()
-}
-
-/// A federated CloudEvent body as `origin` would forward it.
-fn federated_event(id: &str, origin: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "specversion": "1.0", "id": id, "source": format!("/hooks/default/stripe"),
-        "type": "com.stripe.charge.succeeded", "datacontenttype": "application/json",
-        "data": {"id": id}, "kitefedorigin": origin,
-        "kitefedchain": format!("[\"{origin}\"]"), "kitefedhops": 1
-    }))
-    .expect("json")
-}
-
-/// POSTs `body` to `to`'s federation hook signed as `server` with `key` named `key_id`.
-async fn post_signed_as(
-    to: &Instance,
-    server: &str,
-    key_id: &str,
-    key: &SecretKey,
-    body: Vec<u8>,
-) -> (u16, Value) {
-    let mut req = to
-        .http
-        .post(format!("{}/hooks/default/kite", to.url))
-        .header("content-type", "application/cloudevents+json");
-    for (k, v) in identity::signed_headers(
-        server,
-        key_id,
-        key,
-        &format!("msg_{}", uuid::Uuid::new_v4().simple()),
-        Utc::now().timestamp(),
-        &body,
-    ) {
-        req = req.header(k, v);
-    }
-    let r = req.body(body).send().await.expect("post");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Every identity key `inst` ever had, with its private half, read from its database.
-async fn keys_of(inst: &Instance) -> Vec<(kite_protocol::peering::PublishedKey, SecretKey)> {
-    let secret = inst.env.get("KITE_SECRET_KEY").expect("secret key");
-    let store = kite_store::Store::connect(&inst.db_url(), 1)
-        .await
-        .expect("store")
-        .with_secrets(kite_protocol::secret_box::SecretBox::from_base64(secret).expect("key"));
-    store.all_signing_keys().await.expect("keys")
-}
 
 #[tokio::test]
 async fn invite_and_accept_peer_both_ways_with_pinned_keys_and_heartbeats() {
@@ -467,7 +371,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         &old.key_id,
         &old_key,
-        federated_event("old-in", "ra"),
+        federated_event(STRIPE, "old-in", "ra"),
     )
     .await;
     assert_eq!(s, 202, "{v}");
@@ -483,7 +387,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         &old.key_id,
         &old_key,
-        federated_event("old-out", "ra"),
+        federated_event(STRIPE, "old-out", "ra"),
     )
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");
@@ -503,7 +407,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         &identity::new_key_id(),
         &stranger,
-        federated_event("never-published", "ra"),
+        federated_event(STRIPE, "never-published", "ra"),
     )
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");
@@ -514,7 +418,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         current,
         &stranger,
-        federated_event("forged", "ra"),
+        federated_event(STRIPE, "forged", "ra"),
     )
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");
@@ -545,7 +449,7 @@ async fn a_revocation_reaches_the_other_side_on_its_next_request() {
         "va",
         keys_of(&a).await[0].0.key_id.as_str(),
         &keys_of(&a).await[0].1,
-        federated_event("after-revoke", "va"),
+        federated_event(STRIPE, "after-revoke", "va"),
     )
     .await;
     assert_eq!((s, code(&v)), (403, "peer_revoked"), "{v}");

@@ -78,6 +78,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
             ce_type: ty.to_string(),
             event: format!(r#"{{"id":"e{i}","type":"{ty}"}}"#),
             fed: FedInfo::default(),
+            origin_sig: None,
         })
         .collect();
     let seqs: Vec<i64> = store

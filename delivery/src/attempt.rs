@@ -32,9 +32,20 @@ impl Ctx {
             out.error = Some("peer has no url".into());
             return out;
         };
-        let body = match row.event_rest.and_then(|rest| {
-            fed::forward_text(&rest, &row.fed, &self.cfg.instance_id).map_err(|e| e.to_string())
-        }) {
+        // A handshake peer gets the origin signature (this server's, for an event entering
+        // the federation here); a Kite token peer the event as before.
+        let forwarded = match (&row.event_rest, &row.server_name) {
+            (Ok(rest), Some(_)) => {
+                self.fed
+                    .forward_signed(rest, &row.fed, row.origin_sig.as_ref())
+                    .await
+            }
+            (Ok(rest), None) => {
+                fed::forward_text(rest, &row.fed, &self.cfg.instance_id).map_err(|e| e.to_string())
+            }
+            (Err(e), _) => Err(e.clone()),
+        };
+        let body = match forwarded {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
                 out.error = Some(format!("cannot forward: {e}"));

@@ -114,7 +114,12 @@ impl Federation {
         };
         let peer = self
             .store
-            .confirm_handshake_peer(proposed.id, &answer.your_scopes, answer.your_max_hops)
+            .confirm_handshake_peer(
+                proposed.id,
+                &answer.your_scopes,
+                answer.your_max_hops,
+                &answer.scopes,
+            )
             .await?;
         Ok(peer)
     }

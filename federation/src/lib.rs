@@ -6,11 +6,14 @@
 //!   request against the keys pinned for it (refreshing its descriptor once on an unknown
 //!   key id);
 //! - [`handshake`]: accepting an invitation (`kite peer accept`);
-//! - [`heartbeat`]: the signed heartbeats that move a peer between `active` and `degraded`.
+//! - [`heartbeat`]: the signed heartbeats that move a peer between `active` and `degraded`;
+//! - [`provenance`]: origin signatures (signing where an event enters the federation,
+//!   checking them with pinned or vouched-for keys) and the peers' grants.
 
 pub mod client;
 pub mod handshake;
 pub mod heartbeat;
+pub mod provenance;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,9 +24,11 @@ use chrono::Utc;
 use kite_protocol::identity::{self, PublicKey};
 use kite_protocol::peering::{self, PublishedKey, ServerDescriptor};
 use kite_protocol::provider::SigError;
+use kite_protocol::scope::ScopeSet;
 use kite_protocol::ApiError;
 use kite_store::cache::{Cache, Loadable, PeerSnapshot};
 use kite_store::federation::Policy;
+use kite_store::grants::Grant;
 use kite_store::identity::SigningKey;
 use kite_store::peers::Peer;
 use kite_store::types::{FederationMode, PeerStatus};
@@ -129,6 +134,7 @@ struct Snapshot {
     published: Vec<PublishedKey>,
     policies: HashMap<String, Policy>,
     peer_keys: HashMap<Uuid, Vec<PublishedKey>>,
+    grants: HashMap<Uuid, Vec<(Grant, Option<ScopeSet>)>>,
 }
 
 impl Loadable for Snapshot {
@@ -138,6 +144,21 @@ impl Loadable for Snapshot {
             published: store.server_keys().await?,
             policies: store.all_policies().await?,
             peer_keys: store.all_peer_keys().await?,
+            grants: store
+                .all_grants()
+                .await?
+                .into_iter()
+                .map(|(peer, grants)| {
+                    let compiled = grants
+                        .into_iter()
+                        .map(|g| {
+                            let scopes = ScopeSet::compile(&g.scopes).ok();
+                            (g, scopes)
+                        })
+                        .collect();
+                    (peer, compiled)
+                })
+                .collect(),
         })
     }
 }
@@ -149,6 +170,8 @@ pub struct Federation {
     cfg: FederationConfig,
     snap: Cache<Snapshot>,
     refreshed: Mutex<HashMap<Uuid, Instant>>,
+    /// Keys of servers that are not peers, as a peer vouched for them.
+    vouched: Mutex<HashMap<(String, String), PublishedKey>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -180,6 +203,7 @@ impl Federation {
             http,
             cfg,
             refreshed: Mutex::new(HashMap::new()),
+            vouched: Mutex::new(HashMap::new()),
         }))
     }
 

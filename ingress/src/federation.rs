@@ -13,7 +13,10 @@ use axum::Json;
 use chrono::Utc;
 use kite_federation::{FedError, FedRefusal};
 use kite_protocol::identity::{self, PublicKey};
-use kite_protocol::peering::{AcceptRequest, AcceptResponse, Heartbeat};
+use kite_protocol::peering::{
+    AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, KeyQuery,
+    KeyQueryResponse,
+};
 use kite_protocol::scope::ScopeSet;
 use kite_protocol::ApiError;
 use kite_store::federation::{InvitationRefusal, NewHandshakePeer};
@@ -72,6 +75,10 @@ fn peer_code(code: &str) -> &'static str {
         "stale_timestamp",
         "forbidden_destination",
         "team_not_found",
+        "not_granted",
+        "invalid_origin_signature",
+        "unknown_sender",
+        "not_found",
     ];
     KNOWN
         .iter()
@@ -178,7 +185,7 @@ pub(crate) async fn accept(
     };
     let (inv, peer) = match st
         .store
-        .accept_invitation(&team, &req.token, &accepter)
+        .accept_invitation(&team, &req.token, &accepter, req.scopes.as_deref())
         .await
     {
         Ok(Ok(done)) => done,
@@ -247,4 +254,115 @@ pub(crate) async fn heartbeat(
         Json(json!({"status": "ok", "server_name": st.cfg.instance_id})),
     )
         .into_response())
+}
+
+/// `POST /federation/v1/teams/{team}/keys/query`: a handshake peer asks which keys a server
+/// publishes, as far as this one knows (its own, or those it pinned for its peer).
+pub(crate) async fn keys_query(
+    State(st): State<Arc<AppState>>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
+    known_team(&st, &team).await?;
+    let peers = st.peers.get().await?;
+    st.fed.verify_peer(&team, &peers, &headers, &body).await?;
+    let q: KeyQuery = serde_json::from_slice(&body).map_err(|e| {
+        ApiErr(ApiError::bad_request(
+            "invalid_body",
+            format!("not a key query: {e}"),
+        ))
+    })?;
+    let keys = st
+        .fed
+        .vouch(&team, &peers, &q.server_name)
+        .await?
+        .ok_or_else(|| {
+            ApiErr(ApiError::not_found(format!(
+                "this server knows no server {:?}",
+                q.server_name
+            )))
+        })?;
+    Ok(Json(KeyQueryResponse {
+        server_name: q.server_name,
+        keys,
+    })
+    .into_response())
+}
+
+/// `POST /federation/v1/teams/{team}/backfill`: a handshake peer pulls a page of history:
+/// only event types it holds a live `backfill` grant for, at most the policy's
+/// `max_backfill_events_per_request`, each as it would have been forwarded to it, origin
+/// signature included.
+pub(crate) async fn backfill(
+    State(st): State<Arc<AppState>>,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
+    known_team(&st, &team).await?;
+    let peers = st.peers.get().await?;
+    let peer = st.fed.verify_peer(&team, &peers, &headers, &body).await?;
+    let req: BackfillRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiErr(ApiError::bad_request(
+            "invalid_body",
+            format!("not a backfill request: {e}"),
+        ))
+    })?;
+    let granted = st.fed.backfill_scopes(peer.id).await?.ok_or_else(|| {
+        ApiErr(ApiError::new(
+            403,
+            "not_granted",
+            "no live backfill grant here for this server",
+        ))
+    })?;
+    let wanted = req
+        .types
+        .as_ref()
+        .map(|t| ScopeSet::compile(t))
+        .transpose()
+        .map_err(|e| ApiErr(ApiError::validation("types", e.to_string())))?;
+    let max = st
+        .fed
+        .policy(&team)
+        .await?
+        .max_backfill_events_per_request
+        .max(1);
+    let limit = i64::from(req.limit.max(1)).min(i64::from(max));
+    let rows = st
+        .store
+        .history(&team, req.after.unwrap_or(0), req.since, limit)
+        .await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|e| e.seq))
+        .flatten();
+    let server = peer.server_name.as_deref().unwrap_or_default();
+    let mut events = Vec::new();
+    for e in rows {
+        let covered =
+            granted.matches(&e.ce_type) && wanted.as_ref().is_none_or(|w| w.matches(&e.ce_type));
+        // What the peer forwarded (or made) it holds already.
+        if !covered || e.fed.visited(server) {
+            continue;
+        }
+        let Ok(rest) = &e.rest else { continue };
+        match st
+            .fed
+            .forward_signed(rest, &e.fed, e.origin_sig.as_ref())
+            .await
+        {
+            Ok(text) => match serde_json::value::RawValue::from_string(text) {
+                Ok(raw) => events.push(raw),
+                Err(err) => tracing::warn!(seq = e.seq, error = %err, "stored event not served"),
+            },
+            Err(err) => tracing::warn!(seq = e.seq, error = %err, "stored event not served"),
+        }
+    }
+    Ok(Json(BackfillPage {
+        events,
+        next_cursor,
+    })
+    .into_response())
 }

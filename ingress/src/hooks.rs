@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use kite_federation::provenance::Sender;
 use kite_protocol::event::{
     build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
 };
@@ -66,7 +67,7 @@ fn authenticate_sender(
     headers: &HeaderMap,
     body: &[u8],
     now: i64,
-) -> Result<String, ApiErr> {
+) -> Result<(String, String), ApiErr> {
     let unknown = |m: &str| ApiErr(ApiError::new(401, "unknown_sender", m));
     let key_id = headers
         .get(KEY_ID_HEADER)
@@ -85,7 +86,7 @@ fn authenticate_sender(
             ))
         }
     };
-    let id = sender.id.to_string();
+    let id = (sender.id.to_string(), sender.name.clone());
     signature::verify_federation(
         &sender.secrets(),
         sender.legacy_signature,
@@ -141,21 +142,26 @@ pub(crate) async fn receive(
     let now = Utc::now().timestamp();
     let snapshot = st.senders.get().await?;
     let mut scheme = None;
+    let mut from = None;
     if federated {
         // A closed policy refuses every federation request, existing peers' included.
         st.fed.check_open(&team).await?;
-        let sender = if kite_protocol::identity::claimed(&headers).is_some() {
+        let (limit_key, who) = if kite_protocol::identity::claimed(&headers).is_some() {
             // A handshake peer: signed with its identity key, checked against its pinned keys.
             let peers = st.peers.get().await?;
-            st.fed
+            let peer = st
+                .fed
                 .verify_peer(&team, &peers, &headers, &body)
                 .await
-                .map(|p| p.id.to_string())
-                .map_err(|e| anonymous(e.into()))?
+                .map_err(|e| anonymous(e.into()))?;
+            (peer.id.to_string(), Handover::Peer(Box::new(peer)))
         } else {
-            authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?
+            let (id, name) =
+                authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?;
+            (id, Handover::Token(name))
         };
-        st.sender_limit.check(&sender)?;
+        st.sender_limit.check(&limit_key)?;
+        from = Some(who);
     } else if let Some(src) = snapshot.source(&team, &source) {
         let s = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;
         provider::verify(
@@ -202,15 +208,94 @@ pub(crate) async fn receive(
         instance_id: &st.cfg.instance_id,
     };
     let incoming = build_event(hook, &headers, &body, Utc::now())?;
-    if federated && incoming.fed.visited(&st.cfg.instance_id) {
-        tracing::debug!(id = %incoming.id, "dropping federated event that already passed here");
-        return Ok((
-            StatusCode::OK,
-            Json(json!({"status":"loop_ignored","id": incoming.id})),
-        )
-            .into_response());
+    if let Some(from) = &from {
+        let peers = st.peers.get().await?;
+        st.fed
+            .check_send(&team, &peers, &from.sender(), &incoming.ty)
+            .await?;
+        if incoming.origin_sig.is_some() {
+            let via = match from {
+                Handover::Peer(p) => Some(p.as_ref()),
+                Handover::Token(_) => None,
+            };
+            verify_origin(&st, &team, &peers, &body, via).await?;
+        }
     }
     let id = incoming.id.clone();
+    Ok(match admit(&st, team, source, incoming).await? {
+        Admitted::Stored { seq, received_at } => (
+            StatusCode::ACCEPTED,
+            Json(json!({"status":"accepted","id": id,"seq": seq,"created_at": received_at})),
+        )
+            .into_response(),
+        Admitted::Duplicate => (
+            StatusCode::OK,
+            Json(json!({"status":"duplicate_ignored","id": id})),
+        )
+            .into_response(),
+        Admitted::Loop => (
+            StatusCode::OK,
+            Json(json!({"status":"loop_ignored","id": id})),
+        )
+            .into_response(),
+    })
+}
+
+/// Who handed a federated event over.
+enum Handover {
+    Peer(Box<kite_store::peers::Peer>),
+    Token(String),
+}
+
+impl Handover {
+    fn sender(&self) -> Sender<'_> {
+        match self {
+            Handover::Peer(p) => Sender::Peer(p),
+            Handover::Token(name) => Sender::Token(name),
+        }
+    }
+}
+
+/// Checks the origin signature of a federated event's body.
+pub(crate) async fn verify_origin(
+    st: &AppState,
+    team: &str,
+    peers: &kite_store::cache::PeerSnapshot,
+    body: &[u8],
+    via: Option<&kite_store::peers::Peer>,
+) -> Result<(), ApiErr> {
+    let event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| ApiErr(ApiError::bad_request("invalid_cloudevent", e.to_string())))?;
+    st.fed
+        .verify_origin(team, peers, &event, via)
+        .await
+        .map_err(ApiErr::from)
+}
+
+/// What became of an event handed to [`admit`].
+pub(crate) enum Admitted {
+    /// Stored, with its sequence number.
+    Stored {
+        seq: i64,
+        received_at: chrono::DateTime<Utc>,
+    },
+    /// Its identity was stored already.
+    Duplicate,
+    /// It passed here before (this instance is in its chain): not stored.
+    Loop,
+}
+
+/// Stores an event (committed before this answers), unless it already passed here.
+pub(crate) async fn admit(
+    st: &AppState,
+    team: String,
+    source: String,
+    incoming: kite_protocol::event::IncomingEvent,
+) -> Result<Admitted, ApiErr> {
+    if source == FEDERATION_SOURCE && incoming.fed.visited(&st.cfg.instance_id) {
+        tracing::debug!(id = %incoming.id, "dropping federated event that already passed here");
+        return Ok(Admitted::Loop);
+    }
     let outcome = st
         .ingest
         .submit(NewEvent {
@@ -221,19 +306,12 @@ pub(crate) async fn receive(
             ce_type: incoming.ty,
             event: incoming.text,
             fed: incoming.fed,
+            origin_sig: incoming.origin_sig,
         })
         .await?;
     Ok(match outcome {
-        InsertOutcome::Inserted { seq, received_at } => (
-            StatusCode::ACCEPTED,
-            Json(json!({"status":"accepted","id": id,"seq": seq,"created_at": received_at})),
-        )
-            .into_response(),
-        InsertOutcome::Duplicate => (
-            StatusCode::OK,
-            Json(json!({"status":"duplicate_ignored","id": id})),
-        )
-            .into_response(),
+        InsertOutcome::Inserted { seq, received_at } => Admitted::Stored { seq, received_at },
+        InsertOutcome::Duplicate => Admitted::Duplicate,
     })
 }
 

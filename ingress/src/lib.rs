@@ -186,6 +186,14 @@ pub fn app(
             "/federation/v1/teams/{team}/heartbeat",
             post(federation::heartbeat),
         )
+        .route(
+            "/federation/v1/teams/{team}/keys/query",
+            post(federation::keys_query),
+        )
+        .route(
+            "/federation/v1/teams/{team}/backfill",
+            post(federation::backfill),
+        )
         .merge(admin::routes())
         .fallback(no_route)
         .layer(axum::middleware::map_response(error::as_json))

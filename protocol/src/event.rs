@@ -101,6 +101,8 @@ pub struct IncomingEvent {
     pub text: String,
     /// Its federation extensions.
     pub fed: FedInfo,
+    /// Its origin signature, kept beside it (federated events only).
+    pub origin_sig: Option<crate::provenance::SigText>,
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -481,6 +483,17 @@ pub fn build_event(
         ApiError::bad_request("invalid_extension", e.to_string()).with("field", json!(e.field))
     })?;
     fed::strip(&mut event);
+    // Only a federated event can carry an origin signature in; one entering the federation
+    // here is signed here.
+    let origin_sig = if federated {
+        crate::provenance::take(&mut event).map_err(|e| {
+            ApiError::bad_request("invalid_extension", e.to_string())
+                .with("field", json!(crate::provenance::EXT_SIG))
+        })?
+    } else {
+        crate::provenance::strip(&mut event);
+        None
+    };
     let get = |k: &str| event.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(id), Some(ce_source), Some(ty)) = (get("id"), get("source"), get("type")) else {
         return Err(invalid_ce("id, source and type are required"));
@@ -494,9 +507,11 @@ pub fn build_event(
     // The copy forwarded must fit a peer's limit: a new event keeps room for the longest
     // chain it can collect, a federated one for the extensions this instance adds.
     let room = if federated {
-        fed::forward_suffix(&fed_info, hook.instance_id).len() + 1
+        fed::forward_suffix(&fed_info, hook.instance_id).len()
+            + 1
+            + origin_sig.as_ref().map_or(0, |s| s.members().len() + 1)
     } else {
-        fed::MAX_SUFFIX_BYTES + 1
+        fed::MAX_SUFFIX_BYTES + 1 + crate::provenance::MAX_SIG_BYTES
     };
     if text.len() + room > MAX_BODY_BYTES {
         return Err(
@@ -510,6 +525,7 @@ pub fn build_event(
         ty,
         text,
         fed: fed_info,
+        origin_sig,
     })
 }
 

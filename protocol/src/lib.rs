@@ -6,6 +6,7 @@ pub mod event;
 pub mod fed;
 pub mod identity;
 pub mod peering;
+pub mod provenance;
 pub mod provider;
 pub mod scope;
 pub mod secret_box;

@@ -31,6 +31,22 @@ pub fn heartbeat_url(base: &str, team: &str) -> String {
     )
 }
 
+/// The key query endpoint of a team (a peer vouches for the keys it holds).
+pub fn keys_query_url(base: &str, team: &str) -> String {
+    format!(
+        "{}/federation/v1/teams/{team}/keys/query",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The backfill endpoint of a team.
+pub fn backfill_url(base: &str, team: &str) -> String {
+    format!(
+        "{}/federation/v1/teams/{team}/backfill",
+        base.trim_end_matches('/')
+    )
+}
+
 /// The hook a team receives federated events on.
 pub fn hook_url(base: &str, team: &str) -> String {
     format!("{}/hooks/{team}/kite", base.trim_end_matches('/'))
@@ -183,6 +199,46 @@ pub struct Heartbeat {
     pub keys: Vec<PublishedKey>,
     /// When it was sent.
     pub sent_at: DateTime<Utc>,
+}
+
+/// `POST {keys/query}`: which keys does `server_name` publish, as far as the asked peer knows
+/// (its own, or those it pinned for its peer)?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyQuery {
+    /// The server whose keys are asked for.
+    pub server_name: String,
+}
+
+/// The answer to a [`KeyQuery`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyQueryResponse {
+    /// The server the keys are of.
+    pub server_name: String,
+    /// Its keys.
+    pub keys: Vec<PublishedKey>,
+}
+
+/// `POST {backfill}`: a page of history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillRequest {
+    /// Events received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Events after this cursor (the serving side's sequence number).
+    pub after: Option<i64>,
+    /// The most events wanted in this page (the server caps it by its policy).
+    pub limit: u32,
+    /// Only these event types (globs); None: every type granted.
+    pub types: Option<Vec<String>>,
+}
+
+/// A page of backfilled events: each the structured CloudEvent as it would have been
+/// forwarded, with its origin signature.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackfillPage {
+    /// The events, each as its JSON text.
+    pub events: Vec<Box<serde_json::value::RawValue>>,
+    /// Where the next page starts (None: this was the last).
+    pub next_cursor: Option<i64>,
 }
 
 #[cfg(test)]

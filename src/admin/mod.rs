@@ -239,9 +239,9 @@ fn explain(e: AdminError) -> anyhow::Error {
             status: 403,
             method,
             url,
+            code,
             message,
-            ..
-        } => anyhow!(
+        } if code == "forbidden" => anyhow!(
             "the API key may not do this: {message}; use a team admin key ({method} {url} answered 403)"
         ),
         AdminError::Status {
@@ -275,7 +275,7 @@ pub(crate) fn secret_arg(value: &str, what: &str) -> anyhow::Result<String> {
     Ok(line.to_string())
 }
 
-/// The id of the item of a listing whose `id` or `name` is `arg` (`kind` names the resource
+/// The id of the item of a listing whose `id`, `name` or `server_name` is `arg` (`kind` names the resource
 /// in the error, `list` is the command that lists them).
 pub(crate) fn find_id(
     listing: &kite_kit::admin::Reply,
@@ -285,7 +285,7 @@ pub(crate) fn find_id(
 ) -> anyhow::Result<String> {
     kite_kit::admin::items(listing)
         .iter()
-        .find(|i| i["id"] == arg || i["name"] == arg)
+        .find(|i| i["id"] == arg || i["name"] == arg || i["server_name"] == arg)
         .and_then(|i| i["id"].as_str().map(str::to_string))
         .with_context(|| format!("no {kind} with id or name {arg:?}: `{list}` shows them"))
 }

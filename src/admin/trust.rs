@@ -1,4 +1,4 @@
-//! `kite peer` (invite, accept, list, show, revoke) and `kite admin identity`, `policy` and
+//! `kite peer` (invite, accept, list, show, revoke, grant, grants, revoke-grant, backfill) and `kite admin identity`, `policy` and
 //! `invitations`: peering the way federations do it.
 
 use clap::{Args, Subcommand};
@@ -19,6 +19,14 @@ const PEER_HEALTH_COLS: &[Col] = &[
     col("RECEIVED_24H", "events_received_24h"),
     col("PENDING", "pending"),
     col("DEAD", "dead"),
+];
+
+const GRANT_COLS: &[Col] = &[
+    col("ID", "id"),
+    col("PERMISSIONS", "permissions"),
+    col("SCOPES", "scopes"),
+    col("EXPIRES", "expires_at"),
+    col("CREATED", "created_at"),
 ];
 
 const INVITATION_COLS: &[Col] = &[
@@ -83,6 +91,51 @@ pub enum PeerCommand {
     Revoke {
         /// Its id or name.
         peer: String,
+    },
+    /// Give a peer a grant: `send` (event types it may send here) or `backfill` (types it
+    /// may pull from here).
+    Grant {
+        /// Its id, name or server name.
+        peer: String,
+        /// `send` or `backfill` (comma-separated or repeated).
+        #[arg(long = "permission", alias = "permissions", value_delimiter = ',', required = true, value_parser = ["send", "backfill"])]
+        permissions: Vec<String>,
+        /// Event type globs it covers (default `*`).
+        #[arg(long = "scopes", alias = "scope", value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// How long it works (`30d`, `12h`, `90s`; default 30 days).
+        #[arg(long, value_parser = parse_ttl, conflicts_with = "expires_at")]
+        ttl: Option<u64>,
+        /// Until when it works (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// A peer's grants.
+    Grants {
+        /// Its id, name or server name.
+        peer: String,
+    },
+    /// Delete a grant of a peer: it stops working at once.
+    RevokeGrant {
+        /// Its id, name or server name.
+        peer: String,
+        /// The grant's id.
+        grant: String,
+    },
+    /// Pull a peer's history (it must hold a `backfill` grant for this side there): every
+    /// event's origin signature is checked, and events held already are not stored twice.
+    Backfill {
+        /// Its id, name or server name.
+        peer: String,
+        /// From this RFC 3339 time (inclusive) or after this cursor of the peer's.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many events (default 1,000).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Only these event types (globs; repeated or comma-separated).
+        #[arg(long = "type", alias = "types", value_delimiter = ',')]
+        types: Vec<String>,
     },
 }
 
@@ -188,6 +241,39 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
                 ..Default::default()
             };
             c.update_peer(&id(peer).await?, &changes).await?
+        }
+        PeerCommand::Grant {
+            peer,
+            permissions,
+            scopes,
+            ttl,
+            expires_at,
+        } => {
+            c.create_grant(
+                &id(peer).await?,
+                &permissions,
+                &scopes,
+                ttl,
+                expires_at.as_deref(),
+            )
+            .await?
+        }
+        PeerCommand::Grants { peer } => {
+            ctx.out
+                .list(&c.list_grants(&id(peer).await?).await?, GRANT_COLS, None);
+            return Ok(());
+        }
+        PeerCommand::RevokeGrant { peer, grant } => {
+            c.delete_grant(&id(peer).await?, &grant).await?
+        }
+        PeerCommand::Backfill {
+            peer,
+            since,
+            limit,
+            types,
+        } => {
+            c.backfill(&id(peer).await?, since.as_deref(), limit, &types)
+                .await?
         }
     };
     ctx.out.one(&answer);

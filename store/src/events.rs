@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use kite_protocol::fed::{self, FedInfo};
+use kite_protocol::provenance::SigText;
 use serde::Serialize;
 use std::collections::HashMap;
 use tokio_postgres::Row;
@@ -27,6 +28,8 @@ pub struct NewEvent {
     pub event: String,
     /// Its federation extensions.
     pub fed: FedInfo,
+    /// Its origin signature, when it came with one.
+    pub origin_sig: Option<SigText>,
 }
 
 /// What happened to one event of an insert batch.
@@ -63,6 +66,8 @@ pub struct StoredEvent {
     pub fed: FedInfo,
     /// When it was stored.
     pub received_at: DateTime<Utc>,
+    /// Its origin signature (read only where a caller needs it: [`Store::history`]).
+    pub origin_sig: Option<SigText>,
 }
 
 /// A team's counts, for a dashboard.
@@ -117,10 +122,11 @@ impl Store {
                     SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
                     FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered)
                  INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
-                                     fed_origin, fed_chain, fed_hops)
-                 SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n
+                                     fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey)
+                 SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n, g, k
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::text[], $8::text[], $9::int[]) AS u(t, s, i, h, ty, e, o, c, n)
+                             $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])
+                      AS u(t, s, i, h, ty, e, o, c, n, g, k)
                  WHERE (SELECT count(*) FROM locks) >= 0
                  ON CONFLICT DO NOTHING
                  RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at",
@@ -139,11 +145,20 @@ impl Store {
             .map(|e| serde_json::Value::from(e.fed.chain.clone()).to_string())
             .collect();
         let hops: Vec<i32> = batch.iter().map(|e| e.fed.hops as i32).collect();
+        let sigs: Vec<Option<&str>> = batch
+            .iter()
+            .map(|e| e.origin_sig.as_ref().map(|s| s.sig.as_str()))
+            .collect();
+        let sigkeys: Vec<Option<&str>> = batch
+            .iter()
+            .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
+            .collect();
         let rows = c
             .query(
                 &st,
                 &[
                     &teams, &sources, &ids, &hooks, &types, &bodies, &origins, &chains, &hops,
+                    &sigs, &sigkeys,
                 ],
             )
             .await?;
@@ -254,6 +269,28 @@ impl Store {
         Ok(rows.iter().filter_map(stored).collect())
     }
 
+    /// A team's events after `after_seq` received at or after `since`, oldest first (what a
+    /// peer's backfill reads).
+    pub async fn history(
+        &self,
+        team_id: &str,
+        after_seq: i64,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
+                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
+                 WHERE team_id = $1 AND seq > $2 AND ($3::timestamptz IS NULL OR received_at >= $3)
+                 ORDER BY seq LIMIT $4",
+                &[&team_id, &after_seq, &since, &limit],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(stored).collect())
+    }
+
     /// The team's latest `limit` events, newest first.
     pub async fn recent_events(&self, team_id: &str, limit: i64) -> Result<Vec<StoredEvent>> {
         let c = self.conn().await?;
@@ -334,7 +371,20 @@ fn stored(r: &Row) -> Option<StoredEvent> {
         rest,
         fed,
         received_at: r.col(5).unwrap_or_default(),
+        origin_sig: sig_columns(r, 10),
     })
+}
+
+/// The origin signature of a row from `fed_sig` and `fed_sigkey` at `first`, when the query
+/// read them and the event has one.
+pub(crate) fn sig_columns(r: &Row, first: usize) -> Option<SigText> {
+    if r.len() < first + 2 {
+        return None;
+    }
+    match (r.col(first).ok()?, r.col(first + 1).ok()?) {
+        (Some(sig), Some(key)) => Some(SigText { sig, key }),
+        _ => None,
+    }
 }
 
 impl StoredEvent {

@@ -11,9 +11,10 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use crate::grants::{insert_grant, NewGrant};
 use crate::keys::found;
 use crate::peers::{Peer, COLS};
-use crate::types::{FederationMode, PeerStatus};
+use crate::types::{FederationMode, GrantPermission, PeerStatus};
 use crate::{Result, RowExt, Store, StoreError};
 
 /// A team's federation policy.
@@ -280,6 +281,7 @@ impl Store {
         team_id: &str,
         token: &str,
         accepter: &NewHandshakePeer,
+        accepter_sends: Option<&[String]>,
     ) -> Result<std::result::Result<(InvitationInfo, Peer), InvitationRefusal>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -319,6 +321,9 @@ impl Store {
             ..accepter.clone()
         };
         let id = insert_handshake_peer(self, &tx, team_id, &peer).await?;
+        // The accepting server may send what it said it sends (default: what it is sent).
+        let sends = accepter_sends.map_or_else(|| inv.scopes.clone(), <[String]>::to_vec);
+        insert_grant(&tx, team_id, id, &send_grant(sends)).await?;
         let row = tx
             .query_one(&format!("SELECT {COLS} FROM peers WHERE id = $1"), &[&id])
             .await?;
@@ -346,15 +351,17 @@ impl Store {
     }
 
     /// Moves a peer from `proposed` to `accepted` once the other side answered, with the
-    /// scopes and hop limit agreed.
+    /// scopes and hop limit agreed, and grants it `send` for what it said it sends.
     pub async fn confirm_handshake_peer(
         &self,
         id: Uuid,
         scopes: &[String],
         max_hops: i32,
+        it_sends: &[String],
     ) -> Result<Peer> {
-        let c = self.conn().await?;
-        let row = c
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let row = tx
             .query_opt(
                 &format!(
                     "UPDATE peers SET status = 'accepted', scopes = $2, max_hops = $3, updated_at = now()
@@ -363,7 +370,10 @@ impl Store {
                 &[&id, &scopes, &max_hops],
             )
             .await?;
-        found(row.as_ref().map(|r| self.peer_row(r)).transpose()?)
+        let peer = found(row.as_ref().map(|r| self.peer_row(r)).transpose()?)?;
+        insert_grant(&tx, &peer.team_id, id, &send_grant(it_sends.to_vec())).await?;
+        tx.commit().await?;
+        Ok(peer)
     }
 
     /// Removes a peer that never got past `proposed` (the other side refused).
@@ -601,6 +611,15 @@ impl Store {
             out.entry(r.col(0)?).or_default().received = r.col(1)?;
         }
         Ok(out)
+    }
+}
+
+/// The `send` grant a handshake makes: the scopes agreed, never expiring.
+fn send_grant(scopes: Vec<String>) -> NewGrant {
+    NewGrant {
+        permissions: vec![GrantPermission::Send],
+        scopes,
+        expires_at: None,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod events;
 pub mod federation;
+pub mod grants;
 pub mod identity;
 pub mod keys;
 pub mod notify;

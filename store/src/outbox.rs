@@ -46,6 +46,8 @@ pub struct DeliveryRow {
     /// The peer's server name when it is a handshake peer (requests are signed with this
     /// server's identity key instead of a shared secret).
     pub server_name: Option<String>,
+    /// The event's origin signature, when it came with one.
+    pub origin_sig: Option<kite_protocol::provenance::SigText>,
 }
 
 /// The new state of a row after a delivery attempt.
@@ -120,7 +122,8 @@ impl Store {
                 "SELECT o.id, o.peer_id, o.state, o.attempts, e.event::text,
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
                         CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
-                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name
+                        e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name,
+                        e.fed_sig, e.fed_sigkey
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -159,6 +162,7 @@ impl Store {
                     previous_token: self.open_opt(r.col(9)?)?,
                     key_id: r.col(10)?,
                     server_name: r.col(16)?,
+                    origin_sig: crate::events::sig_columns(r, 17),
                 })
             })
             .collect()

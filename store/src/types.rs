@@ -174,6 +174,16 @@ text_enum! {
 }
 
 text_enum! {
+    /// What a grant lets a handshake peer do.
+    GrantPermission {
+        /// Send events of the grant's types here.
+        Send => "send",
+        /// Pull events of the grant's types from here (backfill).
+        Backfill => "backfill",
+    }
+}
+
+text_enum! {
     /// Why routing skipped a peer for an event.
     SkipReason {
         /// The event already made the peer's `max_hops` hops.

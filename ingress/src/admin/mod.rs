@@ -4,6 +4,7 @@
 //! the answer shapes they share and the field validators. Each resource module declares its
 //! request models ([`FromBody`]) and answer models.
 
+mod grants;
 mod keys;
 mod listings;
 mod peers;
@@ -15,6 +16,7 @@ mod trust;
 
 pub(crate) use peers::check_destination;
 
+use grants::{backfill, create_grant, delete_grant, list_grants};
 use keys::{create_key, list_keys, revoke_key};
 use listings::{list_events, list_outbox};
 use peers::{create_peer, delete_peer, get_peer, list_peers, patch_peer, replay_dead};
@@ -71,6 +73,15 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
             get(get_peer).patch(patch_peer).delete(delete_peer),
         )
         .route("/api/federation/peers/{id}/replay-dead", post(replay_dead))
+        .route(
+            "/api/federation/peers/{id}/grants",
+            post(create_grant).get(list_grants),
+        )
+        .route(
+            "/api/federation/peers/{id}/grants/{grant}",
+            axum::routing::delete(delete_grant),
+        )
+        .route("/api/federation/peers/{id}/backfill", post(backfill))
         .route(
             "/api/federation/trusted-senders",
             post(create_sender).get(list_senders),
@@ -346,13 +357,21 @@ fn opt_status(m: &Map<String, Value>) -> Result<Option<PeerStatus>, ApiErr> {
 }
 
 fn opt_scopes(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr> {
+    opt_scopes_named(m, "scopes")
+}
+
+/// An optional array of event type globs in `field`, each checked to compile.
+fn opt_scopes_named(
+    m: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Vec<String>>, ApiErr> {
     let not_list = || {
         ApiErr(ApiError::validation(
-            "scopes",
-            "scopes must be an array of glob strings",
+            field,
+            format!("{field} must be an array of glob strings"),
         ))
     };
-    let items = match m.get("scopes") {
+    let items = match m.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Array(a)) => a,
         Some(_) => return Err(not_list()),
@@ -362,7 +381,7 @@ fn opt_scopes(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr> {
         .map(|v| v.as_str().map(str::to_string).ok_or_else(not_list))
         .collect::<Result<_, _>>()?;
     ScopeSet::compile(&scopes).map_err(|e| {
-        let mut err = ApiError::validation("scopes", e.to_string());
+        let mut err = ApiError::validation(field, e.to_string());
         if let ScopeError::Invalid { pattern, .. } = e {
             err = err.with("pattern", json!(pattern));
         }

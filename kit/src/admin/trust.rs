@@ -81,6 +81,71 @@ impl AdminClient {
     }
 }
 
+impl AdminClient {
+    /// Gives a peer a grant (`permissions`: `send`, `backfill`) for `scopes` (empty: the
+    /// API's default `*`), for `ttl_secs` (None: the API's 30 days) or until `expires_at`.
+    pub async fn create_grant(
+        &self,
+        peer: &str,
+        permissions: &[String],
+        scopes: &[String],
+        ttl_secs: Option<u64>,
+        expires_at: Option<&str>,
+    ) -> Result<Reply, AdminError> {
+        let body = Body::default()
+            .set("permissions", permissions.to_vec())
+            .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
+            .opt("ttl", ttl_secs)
+            .opt("expires_at", expires_at);
+        self.post(
+            &format!("/api/federation/peers/{}/grants", enc(peer)),
+            body.value(),
+        )
+        .await
+    }
+
+    /// A peer's grants: `{"items": [...]}`.
+    pub async fn list_grants(&self, peer: &str) -> Result<Reply, AdminError> {
+        self.get(&format!("/api/federation/peers/{}/grants", enc(peer)))
+            .await
+    }
+
+    /// Deletes a grant of a peer.
+    pub async fn delete_grant(&self, peer: &str, grant: &str) -> Result<Reply, AdminError> {
+        self.delete(&format!(
+            "/api/federation/peers/{}/grants/{}",
+            enc(peer),
+            enc(grant)
+        ))
+        .await
+    }
+
+    /// Pulls a peer's history: `since` an RFC 3339 time or the peer's cursor, at most
+    /// `limit` events, of `types` (empty: every type granted). Answers `{"fetched",
+    /// "stored", "duplicates", "rejected", "pages"}`.
+    pub async fn backfill(
+        &self,
+        peer: &str,
+        since: Option<&str>,
+        limit: Option<u32>,
+        types: &[String],
+    ) -> Result<Reply, AdminError> {
+        let since = since.map(|s| match s.parse::<i64>() {
+            Ok(cursor) => Value::from(cursor),
+            Err(_) => Value::from(s),
+        });
+        let body = Body::default()
+            .opt("since", since)
+            .opt("limit", limit)
+            .opt("types", (!types.is_empty()).then(|| types.to_vec()));
+        self.post(
+            &format!("/api/federation/peers/{}/backfill", enc(peer)),
+            body.value(),
+        )
+        .await
+    }
+}
+
 /// Peers two instances by invitation: `inviter` invites (sending `scopes` to the other),
 /// `accepter` accepts (sending the same scopes back). Answers the peer ids on the inviter
 /// and on the accepter.

@@ -1,0 +1,165 @@
+//! Grants: scoped, expiring permissions a team gives a handshake peer (`send`, `backfill`).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::types::GrantPermission;
+use crate::{Result, RowExt, Store, StoreError};
+
+/// A grant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grant {
+    /// Its id.
+    pub id: Uuid,
+    /// The peer it is given to.
+    pub peer_id: Uuid,
+    /// What it allows.
+    pub permissions: Vec<GrantPermission>,
+    /// The event types it covers (globs).
+    pub scopes: Vec<String>,
+    /// When it stops working (None: never).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Grant {
+    /// Whether it works at `now` and allows `permission`.
+    pub fn allows(&self, permission: GrantPermission, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|t| t > now) && self.permissions.contains(&permission)
+    }
+}
+
+const COLS: &str = "id, peer_id, permissions, scopes, expires_at, created_at";
+
+fn grant(r: &Row) -> Result<Grant> {
+    let permissions: Vec<String> = r.col(2)?;
+    Ok(Grant {
+        id: r.col(0)?,
+        peer_id: r.col(1)?,
+        permissions: permissions
+            .iter()
+            .map(|p| {
+                GrantPermission::parse(p).ok_or_else(|| StoreError::Decode {
+                    column: 2,
+                    reason: format!("unknown permission {p:?}"),
+                })
+            })
+            .collect::<Result<_>>()?,
+        scopes: r.col(3)?,
+        expires_at: r.col(4)?,
+        created_at: r.col(5)?,
+    })
+}
+
+/// A grant to make.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    /// What it allows.
+    pub permissions: Vec<GrantPermission>,
+    /// The event types it covers.
+    pub scopes: Vec<String>,
+    /// When it stops working (None: never).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Gives a peer of the team a grant.
+    pub async fn create_grant(&self, team_id: &str, peer_id: Uuid, g: &NewGrant) -> Result<Grant> {
+        let c = self.conn().await?;
+        let permissions: Vec<&str> = g.permissions.iter().map(|p| p.as_str()).collect();
+        let row = c
+            .query_opt(
+                &format!(
+                    "INSERT INTO peer_grants (id, team_id, peer_id, permissions, scopes, expires_at)
+                     SELECT $1, $2, $3, $4, $5, $6 FROM peers WHERE id = $3 AND team_id = $2
+                     RETURNING {COLS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &team_id,
+                    &peer_id,
+                    &permissions,
+                    &g.scopes,
+                    &g.expires_at,
+                ],
+            )
+            .await?;
+        row.as_ref()
+            .map(grant)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A peer's grants, newest first (expired ones included).
+    pub async fn list_grants(&self, team_id: &str, peer_id: Uuid) -> Result<Vec<Grant>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {COLS} FROM peer_grants WHERE team_id = $1 AND peer_id = $2
+                     ORDER BY created_at DESC"
+                ),
+                &[&team_id, &peer_id],
+            )
+            .await?;
+        rows.iter().map(grant).collect()
+    }
+
+    /// Every grant, by peer (for the federation cache, which checks expiry when it uses one).
+    pub async fn all_grants(&self) -> Result<HashMap<Uuid, Vec<Grant>>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(&format!("SELECT {COLS} FROM peer_grants"), &[])
+            .await?;
+        let mut out: HashMap<Uuid, Vec<Grant>> = HashMap::new();
+        for r in &rows {
+            let g = grant(r)?;
+            out.entry(g.peer_id).or_default().push(g);
+        }
+        Ok(out)
+    }
+
+    /// Deletes a grant of a peer.
+    pub async fn delete_grant(&self, team_id: &str, peer_id: Uuid, id: Uuid) -> Result<()> {
+        let c = self.conn().await?;
+        let n = c
+            .execute(
+                "DELETE FROM peer_grants WHERE team_id = $1 AND peer_id = $2 AND id = $3",
+                &[&team_id, &peer_id, &id],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+/// Inserts a grant inside a transaction (the grants a handshake makes).
+pub(crate) async fn insert_grant(
+    tx: &tokio_postgres::Transaction<'_>,
+    team_id: &str,
+    peer_id: Uuid,
+    g: &NewGrant,
+) -> Result<()> {
+    let permissions: Vec<&str> = g.permissions.iter().map(|p| p.as_str()).collect();
+    tx.execute(
+        "INSERT INTO peer_grants (id, team_id, peer_id, permissions, scopes, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &Uuid::now_v7(),
+            &team_id,
+            &peer_id,
+            &permissions,
+            &g.scopes,
+            &g.expires_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
