@@ -258,7 +258,12 @@ async fn unreachable_peer_parks_deliveries_without_burning_attempts() {
         v.sort();
         v
     };
-    let before = attempts(a.outbox(&format!("peer_id={peer_id}")).await);
+    // All ten routed (a slow router may still be writing the last rows).
+    let before = eventually("ten rows", DRAIN, || async {
+        let rows = a.outbox(&format!("peer_id={peer_id}")).await;
+        (rows.len() == 10).then(|| attempts(rows))
+    })
+    .await;
     // Checked again and again across a window of several probe intervals and retry delays.
     let window = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < window {
