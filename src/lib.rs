@@ -5,6 +5,7 @@ pub mod admin;
 pub mod demo;
 pub mod forward;
 pub mod listen;
+pub mod metrics;
 pub mod serve;
 pub mod startup;
 

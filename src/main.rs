@@ -39,14 +39,27 @@ enum Command {
     },
 }
 
-/// Logs to stderr, filtered by `RUST_LOG`, else at `default`.
-fn init_tracing(default: &str) {
+/// Logs to stderr, filtered by `RUST_LOG`, else at `default`: text (coloured only on a
+/// terminal) or, with `KITE_LOG_FORMAT=json`, one JSON object a line.
+fn init_tracing(default: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let format = std::env::var("KITE_LOG_FORMAT").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format.trim().to_ascii_lowercase().as_str() {
+        "json" => builder.json().with_current_span(false).init(),
+        "" | "text" => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        other => {
+            return Err(format!(
+                "KITE_LOG_FORMAT must be text or json, got {other:?}"
+            ))
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -60,11 +73,14 @@ async fn main() {
         return;
     }
     // The demo prints its own story on stdout; its instances log warnings themselves.
-    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+    if let Err(e) = init_tracing(if matches!(cli.command, Command::Demo(_)) {
         "warn"
     } else {
         "info"
-    });
+    }) {
+        eprintln!("kite: error: {e}");
+        std::process::exit(1);
+    }
     kite::install_tls_provider();
     let result = match cli.command {
         Command::Serve(a) => serve::serve(*a).await,

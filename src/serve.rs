@@ -208,6 +208,9 @@ pub struct ServeArgs {
     /// Heartbeats missed in a row after which a peer is `degraded`.
     #[arg(long, env = "KITE_HEARTBEAT_MISSES", default_value_t = federation().heartbeat_misses, value_parser = clap::value_parser!(u32).range(1..))]
     pub heartbeat_misses: u32,
+    /// Where Prometheus metrics are served (`GET /metrics`); `off` serves none.
+    #[arg(long, env = "KITE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
     /// Seconds a rotated-out identity key stays published and accepted.
     #[arg(long, env = "KITE_KEY_OVERLAP_SECS", default_value_t = federation().key_overlap.as_secs())]
     pub key_overlap_secs: u64,
@@ -289,11 +292,21 @@ pub struct Ready {
     pub instance_id: String,
     /// The roles it runs.
     pub roles: Vec<String>,
+    /// Where its Prometheus metrics are served, when they are.
+    pub metrics_url: Option<String>,
 }
 
 impl Ready {
     /// The ready line `kite serve` prints on stdout.
     pub fn line(&self) -> String {
+        let line = self.head();
+        match &self.metrics_url {
+            Some(m) => format!("{line} metrics={m}"),
+            None => line,
+        }
+    }
+
+    fn head(&self) -> String {
         match &self.url {
             Some(u) => format!(
                 "kite ready url={u} instance_id={} roles={}",
@@ -417,6 +430,15 @@ pub async fn run(
         }
         None => None,
     };
+    let metrics_url = match a.metrics_addr.trim() {
+        "" | "off" => None,
+        addr => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the metrics address {addr} (KITE_METRICS_ADDR)")
+            })?;
+            Some(crate::metrics::serve(listener, store.clone(), stop_rx.clone()).await?)
+        }
+    };
     let fed = Federation::start(
         store.clone(),
         notes.config.clone(),
@@ -521,6 +543,7 @@ pub async fn run(
             url: listen_url.clone(),
             instance_id: instance_id.clone(),
             roles: roles.clone(),
+            metrics_url: metrics_url.clone(),
         });
         tracing::info!(%addr, instance_id = %instance_id, prefix = %prefix, tls = tls.is_some(), "kite serving");
         let limits = ServerLimits {
@@ -543,6 +566,7 @@ pub async fn run(
             url: None,
             instance_id: instance_id.clone(),
             roles: roles.clone(),
+            metrics_url: metrics_url.clone(),
         });
         stopped.await;
     }

@@ -16,6 +16,13 @@ pub(crate) struct Attempt {
     pub(crate) status: Option<i32>,
     pub(crate) error: Option<String>,
     pub(crate) instance_id: Option<String>,
+    /// The team and the peer's name (metric labels).
+    pub(crate) team: String,
+    pub(crate) peer: String,
+    /// When its event was received (end-to-end latency).
+    pub(crate) received_at: Option<chrono::DateTime<Utc>>,
+    /// How long the request took.
+    pub(crate) took: std::time::Duration,
 }
 
 impl Ctx {
@@ -27,6 +34,10 @@ impl Ctx {
             status: None,
             error: None,
             instance_id: None,
+            team: row.team_id.clone(),
+            peer: row.peer_name.clone().unwrap_or_default(),
+            received_at: row.received_at,
+            took: std::time::Duration::ZERO,
         };
         let (Some(url), Some(token)) = (row.peer_hook_url, row.outbound_token) else {
             out.error = Some("peer has no url".into());
@@ -93,9 +104,11 @@ impl Ctx {
         for (name, value) in headers {
             req = req.header(name, value);
         }
+        let started = std::time::Instant::now();
         let res = req.body(body).send().await;
         match res {
             Ok(resp) => {
+                out.took = started.elapsed();
                 let status = resp.status();
                 out.status = Some(i32::from(status.as_u16()));
                 out.instance_id = resp
@@ -124,6 +137,7 @@ impl Ctx {
                 }
             }
             Err(e) => {
+                out.took = started.elapsed();
                 out.outcome = classify_error(&e);
                 out.error = Some(if e.is_builder() {
                     format!("cannot send: {}", root_cause(&e))

@@ -117,6 +117,7 @@ impl Ctx {
         let mut revoked = false;
         for a in attempts {
             let (change, effect) = settle(a.outcome, a.attempts, policy.max_attempts, probing);
+            observe(&a, change, now);
             match effect {
                 PeerEffect::Reached => {
                     peer.success = true;
@@ -214,6 +215,39 @@ impl Ctx {
             (None, Some(h)) => PeerState::Health(h),
             (None, None) => PeerState::Gone,
         })
+    }
+}
+
+/// Records an attempt in the metrics: its outcome and duration, the end-to-end latency of a
+/// delivered row, a row that gave up.
+fn observe(a: &Attempt, change: RowChange, now: chrono::DateTime<Utc>) {
+    use kite_protocol::metrics as m;
+    let outcome = match a.outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::PeerFailure => "peer_failure",
+        Outcome::MessageFailure => "message_failure",
+        Outcome::Gone => "gone",
+        Outcome::Revoked => "revoked",
+    };
+    let (team, peer) = (a.team.clone(), a.peer.clone());
+    metrics::counter!(m::ATTEMPTS, "team" => team.clone(), "peer" => peer.clone(), "outcome" => outcome)
+        .increment(1);
+    if !a.took.is_zero() {
+        metrics::histogram!(m::ATTEMPT_SECONDS, "team" => team.clone(), "peer" => peer.clone())
+            .record(a.took.as_secs_f64());
+    }
+    match change {
+        RowChange::Delivered => {
+            if let Some(received) = a.received_at {
+                let e2e = (now - received).to_std().unwrap_or_default();
+                metrics::histogram!(m::END_TO_END_SECONDS, "team" => team, "peer" => peer)
+                    .record(e2e.as_secs_f64());
+            }
+        }
+        RowChange::Dead { .. } => {
+            metrics::counter!(m::DEAD, "team" => team, "peer" => peer).increment(1);
+        }
+        RowChange::Retry { .. } | RowChange::Unchanged => {}
     }
 }
 

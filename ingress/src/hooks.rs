@@ -111,10 +111,62 @@ fn plausible_team(team: &str) -> bool {
     !team.is_empty() && team.len() <= 128 && team.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// What became of a hook request, for `kite_ingest_total` (carried in the response's
+/// extensions from the handler to [`receive`]).
+#[derive(Debug, Clone, Copy)]
+struct IngestOutcome(&'static str);
+
+/// `POST /hooks/{team}/{source}`, counted and timed.
 pub(crate) async fn receive(
     State(st): State<Arc<AppState>>,
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     Path((team, source)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
+    use kite_protocol::metrics as m;
+    let started = std::time::Instant::now();
+    let result = take(
+        st.clone(),
+        client,
+        team.clone(),
+        source.clone(),
+        headers,
+        body,
+    )
+    .await;
+    let outcome = match &result {
+        Ok(r) => r
+            .extensions()
+            .get::<IngestOutcome>()
+            .map_or("accepted", |o| o.0),
+        Err(_) => "rejected",
+    };
+    // Labels only for a team that exists and a source name that is valid: junk in a URL
+    // must not make new series.
+    let known = validate_source_name(&source).is_ok() && st.teams.read().await.contains(&team);
+    let (team, source) = if known {
+        (team, source)
+    } else {
+        ("-".to_string(), "-".to_string())
+    };
+    metrics::histogram!(m::INGEST_SECONDS, "source" => source.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::INGEST, "team" => team, "source" => source, "outcome" => outcome)
+        .increment(1);
+    result
+}
+
+fn with_outcome(mut r: Response, outcome: &'static str) -> Response {
+    r.extensions_mut().insert(IngestOutcome(outcome));
+    r
+}
+
+async fn take(
+    st: Arc<AppState>,
+    client: std::net::SocketAddr,
+    team: String,
+    source: String,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
@@ -190,15 +242,18 @@ pub(crate) async fn receive(
     // its challenge; it is a handshake, not an event.
     if scheme == Some(Scheme::Slack) || (scheme.is_none() && source == "slack") {
         if let Some(challenge) = slack_challenge(&body) {
-            return Ok((
-                StatusCode::OK,
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; charset=utf-8",
-                )],
-                challenge,
-            )
-                .into_response());
+            return Ok(with_outcome(
+                (
+                    StatusCode::OK,
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; charset=utf-8",
+                    )],
+                    challenge,
+                )
+                    .into_response(),
+                "challenge",
+            ));
         }
     }
     let hook = Hook {
@@ -228,16 +283,22 @@ pub(crate) async fn receive(
             Json(json!({"status":"accepted","id": id,"seq": seq,"created_at": received_at})),
         )
             .into_response(),
-        Admitted::Duplicate => (
-            StatusCode::OK,
-            Json(json!({"status":"duplicate_ignored","id": id})),
-        )
-            .into_response(),
-        Admitted::Loop => (
-            StatusCode::OK,
-            Json(json!({"status":"loop_ignored","id": id})),
-        )
-            .into_response(),
+        Admitted::Duplicate => with_outcome(
+            (
+                StatusCode::OK,
+                Json(json!({"status":"duplicate_ignored","id": id})),
+            )
+                .into_response(),
+            "duplicate",
+        ),
+        Admitted::Loop => with_outcome(
+            (
+                StatusCode::OK,
+                Json(json!({"status":"loop_ignored","id": id})),
+            )
+                .into_response(),
+            "loop",
+        ),
     })
 }
 

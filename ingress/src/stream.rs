@@ -103,6 +103,10 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        if let Some(team) = self.keys[0].strip_prefix("team:") {
+            metrics::gauge!(kite_protocol::metrics::WS_CONNECTIONS, "team" => team.to_string())
+                .decrement(1);
+        }
         if let Ok(mut m) = self.st.streams.lock() {
             for k in &self.keys {
                 if let Some(n) = m.get_mut(k) {
@@ -141,6 +145,8 @@ fn take_slot<'a>(st: &'a AppState, team: &str, key: uuid::Uuid) -> Result<Slot<'
     for k in &keys {
         *m.entry(k.clone()).or_insert(0) += 1;
     }
+    metrics::gauge!(kite_protocol::metrics::WS_CONNECTIONS, "team" => team.to_string())
+        .increment(1);
     Ok(Slot { st, keys })
 }
 

@@ -1,6 +1,7 @@
 //! The line `kite serve` prints once it serves:
 //! `kite ready url=http://127.0.0.1:PORT instance_id=... roles=...` (without `url=` for a
-//! process that does not run the ingress role).
+//! process that does not run the ingress role), and `metrics=http://.../metrics` when it serves
+//! its Prometheus metrics.
 
 /// A parsed ready line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,6 +10,8 @@ pub struct ReadyLine {
     pub url: Option<String>,
     /// The instance id.
     pub instance_id: Option<String>,
+    /// Where its Prometheus metrics are served, when they are.
+    pub metrics_url: Option<String>,
 }
 
 impl ReadyLine {
@@ -32,6 +35,7 @@ pub fn parse(line: &str) -> Option<ReadyLine> {
     Some(ReadyLine {
         url: field("url=").map(|u| u.trim_end_matches('/').to_owned()),
         instance_id: field("instance_id="),
+        metrics_url: field("metrics="),
     })
 }
 
@@ -47,7 +51,9 @@ mod tests {
             (r.port(), r.instance_id.as_deref()),
             (Some(7701), Some("a"))
         );
-        let r = parse("kite ready instance_id=b roles=router").unwrap();
+        let r = parse("kite ready instance_id=b roles=router metrics=http://127.0.0.1:9/metrics")
+            .unwrap();
+        assert_eq!(r.metrics_url.as_deref(), Some("http://127.0.0.1:9/metrics"));
         assert_eq!((r.url.as_deref(), r.port()), (None, None));
         assert!(parse("something else").is_none());
     }

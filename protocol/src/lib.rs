@@ -5,6 +5,7 @@ pub mod error;
 pub mod event;
 pub mod fed;
 pub mod identity;
+pub mod metrics;
 pub mod peering;
 pub mod provenance;
 pub mod provider;

@@ -97,6 +97,21 @@ pub fn decide(
     Decision::Forward
 }
 
+/// Counts a batch's routing decisions (`kite_routing_decisions_total` by reason).
+fn count_decisions(rows: &[NewOutbox], no_match: u64) {
+    let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
+    for r in rows {
+        let reason = r.reason.map_or("forward", SkipReason::as_str);
+        *by_reason.entry(reason).or_default() += 1;
+    }
+    if no_match > 0 {
+        by_reason.insert("no_match", no_match);
+    }
+    for (reason, n) in by_reason {
+        metrics::counter!(kite_protocol::metrics::ROUTING, "reason" => reason).increment(n);
+    }
+}
+
 struct Router {
     store: Store,
     bus: Arc<Bus>,
@@ -159,22 +174,34 @@ impl Router {
         }
         let snapshot = self.peers.get().await?;
         let mut rows = Vec::new();
+        let mut no_match = 0u64;
         for ev in &events {
-            self.decide_event(&snapshot, ev, &mut rows);
+            no_match += self.decide_event(&snapshot, ev, &mut rows);
         }
+        count_decisions(&rows, no_match);
         let routed: Vec<i64> = events.iter().map(|e| e.seq).collect();
         let pending = self.store.commit_routing(&routed, &rows).await?;
         self.publish_pending(pending).await
     }
 
-    fn decide_event(&self, snapshot: &PeerSnapshot, ev: &RoutingEvent, rows: &mut Vec<NewOutbox>) {
+    /// Adds the event's outbox rows; answers how many peers it was not for.
+    fn decide_event(
+        &self,
+        snapshot: &PeerSnapshot,
+        ev: &RoutingEvent,
+        rows: &mut Vec<NewOutbox>,
+    ) -> u64 {
         let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
-            return;
+            return 0;
         };
         let fed = &ev.fed;
+        let mut none = 0;
         for peer in peers {
             let (state, reason) = match decide(&self.cfg.instance_id, peer, &ev.ce_type, fed) {
-                Decision::None => continue,
+                Decision::None => {
+                    none += 1;
+                    continue;
+                }
                 Decision::Forward => (OutboxState::Pending, None),
                 Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
             };
@@ -186,6 +213,7 @@ impl Router {
                 reason,
             });
         }
+        none
     }
 
     async fn publish_pending(&self, pending: Vec<(i64, Uuid)>) -> Result<(), RouteError> {

@@ -231,6 +231,12 @@ impl Store {
         Ok(())
     }
 
+    /// The pool's connections: (in use, open, most it opens).
+    pub fn pool_use(&self) -> (usize, usize, usize) {
+        let s = self.pool.status();
+        (s.size.saturating_sub(s.available), s.size, s.max_size)
+    }
+
     /// A pooled connection.
     pub async fn conn(&self) -> Result<Conn> {
         Ok(self.pool.get().await?)

@@ -48,6 +48,12 @@ pub struct DeliveryRow {
     pub server_name: Option<String>,
     /// The event's origin signature, when it came with one.
     pub origin_sig: Option<kite_protocol::provenance::SigText>,
+    /// The peer's name (None when it was deleted).
+    pub peer_name: Option<String>,
+    /// The owning team.
+    pub team_id: String,
+    /// When the event was received.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 /// The new state of a row after a delivery attempt.
@@ -123,7 +129,7 @@ impl Store {
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
                         CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
                         e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name,
-                        e.fed_sig, e.fed_sigkey
+                        e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -163,6 +169,9 @@ impl Store {
                     key_id: r.col(10)?,
                     server_name: r.col(16)?,
                     origin_sig: crate::events::sig_columns(r, 17),
+                    peer_name: r.col(19)?,
+                    team_id: r.col(20)?,
+                    received_at: r.col(21)?,
                 })
             })
             .collect()

@@ -348,6 +348,24 @@ impl Store {
         row.map(|r| r.col(0)).transpose()
     }
 
+    /// Every peer's waiting deliveries: (team, peer name, pending, parked), where parked
+    /// rows are the pending ones of an unreachable peer (for the metrics).
+    pub async fn waiting_deliveries(&self) -> Result<Vec<(String, String, i64, i64)>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT p.team_id, p.name, count(o.id),
+                        CASE WHEN p.health = 'unreachable' THEN count(o.id) ELSE 0 END
+                 FROM peers p LEFT JOIN outbox o ON o.peer_id = p.id AND o.state = 'pending'
+                 GROUP BY p.id",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?)))
+            .collect()
+    }
+
     /// Pending and dead row counts of a team's peers, by peer id.
     pub async fn peer_backlogs(
         &self,

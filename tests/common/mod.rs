@@ -67,6 +67,8 @@ pub struct Instance {
     pub db_name: String,
     pub prefix: String,
     pub port: u16,
+    /// Where its Prometheus metrics are served.
+    pub metrics_url: String,
     pub env: KiteEnv,
     child: Option<KiteProcess>,
     pub http: reqwest::Client,
@@ -123,6 +125,7 @@ impl Instance {
             db_name,
             prefix,
             port: 0,
+            metrics_url: String::new(),
             env,
             child: None,
             http: reqwest::Client::new(),
@@ -157,6 +160,7 @@ impl Instance {
         };
         self.port = child.ready().port().unwrap_or(0);
         self.url = child.url().unwrap_or_default().to_owned();
+        self.metrics_url = child.ready().metrics_url.clone().unwrap_or_default();
         self.child = Some(child);
     }
 

@@ -235,8 +235,10 @@ pub(super) async fn replay_dead(
 ) -> Result<Response, ApiErr> {
     let id = parse_id(&id)?;
     // 404 for a peer of another team or none.
-    st.store.get_peer(&g.team_id, id).await?;
+    let peer = st.store.get_peer(&g.team_id, id).await?;
     let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
+    metrics::counter!(kite_protocol::metrics::REPLAYED, "team" => g.team_id.clone(), "peer" => peer.name)
+        .increment(ids.len() as u64);
     if !ids.is_empty() {
         let publish = async {
             st.bus.declare_peer(id).await?;

@@ -1,0 +1,157 @@
+//! The Prometheus metrics kite exposes (`KITE_METRICS_ADDR`, `/metrics`): their names, kinds,
+//! labels and help texts, in one place for the roles that record them, the exporter that
+//! describes them, the README and the tests.
+
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (`_total`).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations in buckets (seconds).
+    Histogram,
+}
+
+/// Webhooks and federated events in, by `team`, `source` and `outcome` (`accepted`,
+/// `duplicate`, `loop`, `rejected`).
+pub const INGEST: &str = "kite_ingest_total";
+/// Time from a hook request's start to its answer, by `source`.
+pub const INGEST_SECONDS: &str = "kite_ingest_duration_seconds";
+/// Routing decisions for (event, peer), by `reason` (`forward`, `max_hops`, `loop`,
+/// `no_match`).
+pub const ROUTING: &str = "kite_routing_decisions_total";
+/// Delivery attempts, by `team`, `peer` and `outcome` (`delivered`, `peer_failure`,
+/// `message_failure`, `gone`, `revoked`).
+pub const ATTEMPTS: &str = "kite_delivery_attempts_total";
+/// Duration of one delivery attempt, by `team` and `peer`.
+pub const ATTEMPT_SECONDS: &str = "kite_delivery_attempt_duration_seconds";
+/// From an event's receipt to a peer's 2xx, one observation per delivered outbox row, by
+/// `team` and `peer`.
+pub const END_TO_END_SECONDS: &str = "kite_end_to_end_seconds";
+/// Deliveries that gave up (`dead`), by `team` and `peer`.
+pub const DEAD: &str = "kite_deliveries_dead_total";
+/// Dead deliveries put back in line by `replay-dead`, by `team` and `peer`.
+pub const REPLAYED: &str = "kite_deliveries_replayed_total";
+/// Deliveries waiting (a paused peer's included), by `team` and `peer`.
+pub const PENDING: &str = "kite_deliveries_pending";
+/// Deliveries parked because their peer is unreachable, by `team` and `peer`.
+pub const PARKED: &str = "kite_deliveries_parked";
+/// Open `/ws` connections, by `team`.
+pub const WS_CONNECTIONS: &str = "kite_ws_connections";
+/// Database connections in use.
+pub const DB_POOL_IN_USE: &str = "kite_db_pool_connections_in_use";
+/// Database connections open (in use or idle).
+pub const DB_POOL_OPEN: &str = "kite_db_pool_connections_open";
+/// The most database connections the pool opens.
+pub const DB_POOL_MAX: &str = "kite_db_pool_connections_max";
+/// What the process metrics' names start with (`kite_process_cpu_seconds_total`,
+/// `kite_process_resident_memory_bytes`, `kite_process_open_fds`, ...).
+pub const PROCESS_PREFIX: &str = "kite_";
+
+/// Every metric kite records itself: name, kind, labels, help.
+pub const ALL: &[(&str, Kind, &[&str], &str)] = &[
+    (
+        INGEST,
+        Kind::Counter,
+        &["team", "source", "outcome"],
+        "Webhooks and federated events in, by outcome (accepted, duplicate, loop, rejected).",
+    ),
+    (
+        INGEST_SECONDS,
+        Kind::Histogram,
+        &["source"],
+        "Time from a hook request's start to its answer.",
+    ),
+    (
+        ROUTING,
+        Kind::Counter,
+        &["reason"],
+        "Routing decisions for an event and a peer (forward, max_hops, loop, no_match).",
+    ),
+    (
+        ATTEMPTS,
+        Kind::Counter,
+        &["team", "peer", "outcome"],
+        "Delivery attempts by outcome (delivered, peer_failure, message_failure, gone, revoked).",
+    ),
+    (
+        ATTEMPT_SECONDS,
+        Kind::Histogram,
+        &["team", "peer"],
+        "Duration of one delivery attempt.",
+    ),
+    (
+        END_TO_END_SECONDS,
+        Kind::Histogram,
+        &["team", "peer"],
+        "From an event's receipt to the peer's 2xx, one observation per delivered row.",
+    ),
+    (
+        DEAD,
+        Kind::Counter,
+        &["team", "peer"],
+        "Deliveries that gave up.",
+    ),
+    (
+        REPLAYED,
+        Kind::Counter,
+        &["team", "peer"],
+        "Dead deliveries put back in line.",
+    ),
+    (
+        PENDING,
+        Kind::Gauge,
+        &["team", "peer"],
+        "Deliveries waiting, a paused peer's included.",
+    ),
+    (
+        PARKED,
+        Kind::Gauge,
+        &["team", "peer"],
+        "Deliveries parked while their peer is unreachable.",
+    ),
+    (
+        WS_CONNECTIONS,
+        Kind::Gauge,
+        &["team"],
+        "Open /ws connections.",
+    ),
+    (
+        DB_POOL_IN_USE,
+        Kind::Gauge,
+        &[],
+        "Database connections in use.",
+    ),
+    (DB_POOL_OPEN, Kind::Gauge, &[], "Database connections open."),
+    (
+        DB_POOL_MAX,
+        Kind::Gauge,
+        &[],
+        "The most database connections the pool opens.",
+    ),
+];
+
+/// Histogram buckets, in seconds: 1 ms to 60 s.
+pub const BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_conventions() {
+        for (name, kind, labels, _) in ALL {
+            assert!(name.starts_with("kite_"), "{name}");
+            assert_eq!(*kind == Kind::Counter, name.ends_with("_total"), "{name}");
+            for l in *labels {
+                assert!(
+                    ["team", "source", "peer", "outcome", "reason"].contains(l),
+                    "{name}: {l}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! What an operator sees: Prometheus metrics moving with traffic (scraped and parsed from the
+//! exposition format), and logs a machine can read.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::listen::Listen;
+use common::*;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One scrape of an instance's `/metrics`.
+async fn scrape(inst: &Instance) -> String {
+    assert!(
+        !inst.metrics_url.is_empty(),
+        "no metrics URL in the ready line"
+    );
+    let r = reqwest::get(&inst.metrics_url).await.expect("scrape");
+    assert_eq!(r.status(), 200);
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    r.text().await.expect("text")
+}
+
+/// The value of the sample `name{labels...}` (all `labels` must match) in an exposition.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, v) = l.rsplit_once(' ')?;
+        let (n, found) = match series.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
+            None => (series, HashMap::new()),
+        };
+        (n == name
+            && labels
+                .iter()
+                .all(|(k, want)| found.get(*k).map(String::as_str) == Some(*want)))
+        .then(|| v.parse().ok())
+        .flatten()
+    })
+}
+
+fn parse_labels(s: &str) -> HashMap<String, String> {
+    s.split("\",")
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once("=\"")?;
+            Some((k.trim().to_string(), v.trim_end_matches('"').to_string()))
+        })
+        .collect()
+}
+
+/// Waits until `name{labels}` reaches `want` on `inst`.
+async fn reaches(inst: &Instance, name: &str, labels: &[(&str, &str)], want: f64) {
+    let what = format!("{name}{labels:?} = {want} on {}", inst.name);
+    eventually(&what, WAIT, || async {
+        (value(&scrape(inst).await, name, labels) == Some(want)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let a = Instance::start("oa").await;
+    let b = Instance::start("ob").await;
+    let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
+    let team = ("team", "default");
+
+    for id in ["m_1", "m_2", "m_1"] {
+        a.hook("stripe", &stripe_event(id, "charge.succeeded"))
+            .await;
+    }
+    let (s, _) = raw_post_json(&a, "/hooks/nobody/stripe").await;
+    assert_eq!(s, 404);
+
+    let text = scrape(&a).await;
+    let ingest = |outcome| {
+        value(
+            &text,
+            "kite_ingest_total",
+            &[team, ("source", "stripe"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(ingest("accepted"), Some(2.0), "{text}");
+    assert_eq!(ingest("duplicate"), Some(1.0), "{text}");
+    assert!(
+        value(
+            &text,
+            "kite_ingest_total",
+            &[("team", "-"), ("outcome", "rejected")]
+        ) >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            "kite_ingest_duration_seconds_count",
+            &[("source", "stripe")]
+        ) >= Some(3.0),
+        "{text}"
+    );
+    let peer = ("peer", "ob");
+    reaches(
+        &a,
+        "kite_delivery_attempts_total",
+        &[team, peer, ("outcome", "delivered")],
+        2.0,
+    )
+    .await;
+    reaches(&a, "kite_end_to_end_seconds_count", &[team, peer], 2.0).await;
+    let text = scrape(&a).await;
+    assert_eq!(
+        value(
+            &text,
+            "kite_routing_decisions_total",
+            &[("reason", "forward")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        value(
+            &text,
+            "kite_delivery_attempt_duration_seconds_bucket",
+            &[peer, ("le", "60")]
+        ) >= Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "kite_db_pool_connections_max", &[]),
+        Some(4.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "kite_process_resident_memory_bytes", &[]) > Some(0.0),
+        "{text}"
+    );
+    reaches(
+        &b,
+        "kite_ingest_total",
+        &[team, ("source", "kite"), ("outcome", "accepted")],
+        2.0,
+    )
+    .await;
+
+    // A paused peer's waiting rows, and a replay of dead ones.
+    let (s, _) = a
+        .patch(
+            &format!("/api/federation/peers/{peer_id}"),
+            serde_json::json!({"status":"paused"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    a.hook("stripe", &stripe_event("m_3", "charge.succeeded"))
+        .await;
+    reaches(&a, "kite_deliveries_pending", &[team, peer], 1.0).await;
+    assert_eq!(
+        value(&scrape(&a).await, "kite_deliveries_parked", &[team, peer]),
+        Some(0.0)
+    );
+
+    // `/ws` connections.
+    let listen = Listen::start(&a, &["--source", "stripe"]).await;
+    reaches(&a, "kite_ws_connections", &[team], 1.0).await;
+    drop(listen);
+    reaches(&a, "kite_ws_connections", &[team], 0.0).await;
+}
+
+#[tokio::test]
+async fn the_readme_lists_every_metric() {
+    let readme = include_str!("../README.md");
+    for (name, _, labels, _) in kite_protocol::metrics::ALL {
+        let row = readme
+            .lines()
+            .find(|l| l.contains(&format!("`{name}`")))
+            .unwrap_or_else(|| panic!("README does not list {name}"));
+        for l in *labels {
+            assert!(
+                row.contains(l),
+                "README's {name} row does not name its label {l}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_on_request_and_never_coloured_in_a_pipe() {
+    let json =
+        Instance::start_with("lj", &[("KITE_LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let text = Instance::start_with("lt", &[("RUST_LOG", "info")]).await;
+    // "kite serving" is logged right after the ready line.
+    let logged = |inst: &Instance| {
+        let lines = inst.logs.lock().map(|l| l.clone()).unwrap_or_default();
+        lines
+            .iter()
+            .any(|l| l.contains("kite serving"))
+            .then_some(lines)
+    };
+    eventually("json logs", WAIT, || async { logged(&json) }).await;
+    eventually("text logs", WAIT, || async { logged(&text) }).await;
+    let lines = json.logs.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("\"message\":\"kite serving\"")),
+        "{lines:?}"
+    );
+    let lines = text.logs.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(
+        lines.iter().any(|l| l.contains("kite serving")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "{lines:?}");
+
+    // A wrong format is refused with the reason.
+    let out = tokio::process::Command::new(kite_bin())
+        .args(["admin", "secret-key"])
+        .env("KITE_LOG_FORMAT", "xml")
+        .output()
+        .await
+        .expect("run kite");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KITE_LOG_FORMAT must be text or json"));
+}
+
+/// POSTs a small JSON body to `path` on `inst`.
+async fn raw_post_json(inst: &Instance, path: &str) -> (u16, Value) {
+    let r = inst
+        .http
+        .post(format!("{}{path}", inst.url))
+        .json(&serde_json::json!({"id": "x"}))
+        .send()
+        .await
+        .expect("post");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
