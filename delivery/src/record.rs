@@ -8,6 +8,7 @@ use futures::StreamExt;
 use kite_bus::{Job, Message};
 use kite_store::outbox::DeliveryUpdate;
 use kite_store::peers::PeerOutcome;
+use kite_store::story::NewAttempt;
 use kite_store::types::{OutboxState, PeerHealth, PeerStatus};
 use uuid::Uuid;
 
@@ -115,9 +116,17 @@ impl Ctx {
         let mut peer = PeerOutcome::default();
         let mut gone: Option<String> = None;
         let mut revoked = false;
+        let mut log = Vec::with_capacity(attempts.len());
         for a in attempts {
             let (change, effect) = settle(a.outcome, a.attempts, policy.max_attempts, probing);
             observe(&a, change, now);
+            log.push(NewAttempt {
+                outbox_id: a.row_id,
+                outcome: story_outcome(&a),
+                status_code: a.status,
+                error: a.error.clone(),
+                duration_ms: i32::try_from(a.took.as_millis()).unwrap_or(i32::MAX),
+            });
             match effect {
                 PeerEffect::Reached => {
                     peer.success = true;
@@ -178,6 +187,10 @@ impl Ctx {
             });
         }
         self.store.apply_delivery(&updates).await?;
+        // The attempt log tells an event's story; losing it never fails a delivery.
+        if let Err(e) = self.store.log_attempts(&log).await {
+            tracing::warn!(peer = %peer_id, error = %e, "delivery attempts not logged");
+        }
         if let Some(error) = &gone {
             tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
             self.store
@@ -215,6 +228,20 @@ impl Ctx {
             (None, Some(h)) => PeerState::Health(h),
             (None, None) => PeerState::Gone,
         })
+    }
+}
+
+/// How an attempt reads in an event's story: `delivered`, `failed` (the peer is failing),
+/// `refused` (the peer answered no to this event), `error` (it could not be sent), `gone`,
+/// `revoked`.
+fn story_outcome(a: &Attempt) -> &'static str {
+    match a.outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::PeerFailure => "failed",
+        Outcome::MessageFailure if a.status.is_some() => "refused",
+        Outcome::MessageFailure => "error",
+        Outcome::Gone => "gone",
+        Outcome::Revoked => "revoked",
     }
 }
 

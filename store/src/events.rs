@@ -70,6 +70,23 @@ pub struct StoredEvent {
     pub origin_sig: Option<SigText>,
 }
 
+/// Filters of an event listing.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Events after this sequence number.
+    pub after: i64,
+    /// Page size.
+    pub limit: i64,
+    /// Only types matching this glob.
+    pub event_type: Option<String>,
+    /// Only this hook source.
+    pub source: Option<String>,
+    /// Received at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Received before.
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// A team's counts, for a dashboard.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct TeamStats {
@@ -286,6 +303,33 @@ impl Store {
                  WHERE team_id = $1 AND seq > $2 AND ($3::timestamptz IS NULL OR received_at >= $3)
                  ORDER BY seq LIMIT $4",
                 &[&team_id, &after_seq, &since, &limit],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(stored).collect())
+    }
+
+    /// A team's events after `q.after` matching the filters, oldest first.
+    pub async fn list_events(&self, team_id: &str, q: &EventQuery) -> Result<Vec<StoredEvent>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
+                        fed_origin, fed_chain, fed_hops, ce_source FROM events
+                 WHERE team_id = $1 AND seq > $2
+                   AND ($4::text IS NULL OR ce_type LIKE $4)
+                   AND ($5::text IS NULL OR hook_source = $5)
+                   AND ($6::timestamptz IS NULL OR received_at >= $6)
+                   AND ($7::timestamptz IS NULL OR received_at < $7)
+                 ORDER BY seq LIMIT $3",
+                &[
+                    &team_id,
+                    &q.after,
+                    &q.limit,
+                    &q.event_type.as_deref().map(crate::outbox::glob_to_like),
+                    &q.source,
+                    &q.since,
+                    &q.until,
+                ],
             )
             .await?;
         Ok(rows.iter().filter_map(stored).collect())

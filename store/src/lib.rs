@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod peers;
 pub mod senders;
 pub mod sources;
+pub mod story;
 pub mod stream;
 pub mod teams;
 pub mod types;

@@ -113,10 +113,35 @@ pub struct OutboxQuery {
     pub peer_id: Option<Uuid>,
     /// Only this state.
     pub status: Option<OutboxState>,
+    /// Only events whose type matches this glob (`*` any run, `?` one character).
+    pub event_type: Option<String>,
+    /// Only events that came in through this hook source.
+    pub source: Option<String>,
+    /// Only rows made at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows made before this time.
+    pub until: Option<DateTime<Utc>>,
     /// Rows after this id.
     pub cursor: Option<i64>,
     /// Page size.
     pub limit: i64,
+}
+
+/// A type glob (`*`, `?`) as a SQL `LIKE` pattern (with `\` as its escape).
+pub fn glob_to_like(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len());
+    for ch in glob.chars() {
+        match ch {
+            '\\' | '%' | '_' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Store {
@@ -234,8 +259,22 @@ impl Store {
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  WHERE o.team_id = $1 AND ($2::uuid IS NULL OR o.peer_id = $2)
                    AND ($3::text IS NULL OR o.state = $3) AND o.id > $4
+                   AND ($6::text IS NULL OR e.ce_type LIKE $6)
+                   AND ($7::text IS NULL OR e.hook_source = $7)
+                   AND ($8::timestamptz IS NULL OR o.created_at >= $8)
+                   AND ($9::timestamptz IS NULL OR o.created_at < $9)
                  ORDER BY o.id LIMIT $5",
-                &[&team_id, &q.peer_id, &q.status, &q.cursor.unwrap_or(0), &(q.limit + 1)],
+                &[
+                    &team_id,
+                    &q.peer_id,
+                    &q.status,
+                    &q.cursor.unwrap_or(0),
+                    &(q.limit + 1),
+                    &q.event_type.as_deref().map(glob_to_like),
+                    &q.source,
+                    &q.since,
+                    &q.until,
+                ],
             )
             .await?;
         let mut items: Vec<OutboxEntry> = rows

@@ -1,43 +1,114 @@
-//! Read-only listings: `/api/federation/outbox` and `/api/events`.
+//! Read-only listings, `/api/federation/outbox` and `/api/events` (filtered, with cursors;
+//! an unknown filter is a 400, never ignored), and every event's story
+//! (`GET /api/events/{id}`).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use kite_store::events::EventQuery;
+use kite_store::peers::Peer;
+use kite_store::story::{AttemptEntry, StoryRow};
+use kite_store::types::PeerHealth;
 
 use super::*;
 
-#[derive(Debug, Deserialize)]
-pub(super) struct OutboxParams {
-    peer_id: Option<String>,
-    status: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+/// A listing's query string, every name checked against what the route knows.
+struct Filters(HashMap<String, String>);
+
+impl Filters {
+    fn read(
+        q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+        known: &[&str],
+    ) -> Result<Self, ApiErr> {
+        let Query(q) =
+            q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
+        if let Some(unknown) = q.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiErr(
+                ApiError::bad_request(
+                    "unknown_filter",
+                    format!(
+                        "unknown filter {unknown:?}: this listing takes {}",
+                        known.join(", ")
+                    ),
+                )
+                .with("field", json!(unknown)),
+            ));
+        }
+        Ok(Self(q))
+    }
+
+    fn text(&self, k: &str) -> Option<String> {
+        self.0.get(k).filter(|v| !v.is_empty()).cloned()
+    }
+
+    fn int(&self, k: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiErr> {
+        query_int(k, self.0.get(k).map(String::as_str), lo, hi)
+    }
+
+    fn time(&self, k: &str) -> Result<Option<DateTime<Utc>>, ApiErr> {
+        self.text(k)
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        ApiErr(ApiError::validation(
+                            k,
+                            format!("{k} must be an RFC 3339 time"),
+                        ))
+                    })
+            })
+            .transpose()
+    }
 }
+
+const OUTBOX_FILTERS: &[&str] = &[
+    "peer", "peer_id", "status", "state", "type", "source", "since", "until", "cursor", "limit",
+];
 
 pub(super) async fn list_outbox(
     State(st): St,
     AdminKey(g): AdminKey,
-    q: Result<Query<OutboxParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let Query(q) =
-        q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
-    let peer_id = match q.peer_id.as_deref() {
-        None | Some("") => None,
+    let f = Filters::read(q, OUTBOX_FILTERS)?;
+    let mut peer_id = match f.text("peer_id") {
+        None => None,
         Some(p) => Some(
             p.parse::<Uuid>()
                 .map_err(|_| ApiErr(ApiError::validation("peer_id", "peer_id must be a UUID")))?,
         ),
     };
-    let status = match q.status {
-        Some(s) if !s.is_empty() => Some(OutboxState::parse(&s).ok_or_else(|| {
+    if let Some(name) = f.text("peer") {
+        let peers = st.store.list_peers(&g.team_id).await?;
+        let p = peers
+            .iter()
+            .find(|p| p.name == name || p.server_name.as_deref() == Some(name.as_str()))
+            .ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "peer",
+                    format!("no peer named {name:?}"),
+                ))
+            })?;
+        peer_id = Some(p.id);
+    }
+    let status = match f.text("status").or_else(|| f.text("state")) {
+        Some(s) => Some(OutboxState::parse(&s).ok_or_else(|| {
             ApiErr(ApiError::validation(
                 "status",
                 format!("status must be one of {}", one_of(OutboxState::ALL)),
             ))
         })?),
-        _ => None,
+        None => None,
     };
     let query = OutboxQuery {
         peer_id,
         status,
-        limit: query_int("limit", q.limit.as_deref(), 1, 1000)?.unwrap_or(100),
-        cursor: query_int("cursor", q.cursor.as_deref(), 0, i64::MAX)?,
+        event_type: f.text("type"),
+        source: f.text("source"),
+        since: f.time("since")?,
+        until: f.time("until")?,
+        limit: f.int("limit", 1, 1000)?.unwrap_or(100),
+        cursor: f.int("cursor", 0, i64::MAX)?,
     };
     let (items, next) = st.store.list_outbox(&g.team_id, &query).await?;
     Ok(Json(Page {
@@ -47,47 +118,35 @@ pub(super) async fn list_outbox(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct EventParams {
-    after: Option<String>,
-    limit: Option<String>,
-}
+const EVENT_FILTERS: &[&str] = &[
+    "after", "cursor", "limit", "type", "source", "since", "until",
+];
 
 pub(super) async fn list_events(
     State(st): St,
     ReadKey(g): ReadKey,
-    q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let Query(q) =
-        q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
-    let after = query_int("after", q.after.as_deref(), 0, i64::MAX)?.unwrap_or(0);
-    let limit = query_int("limit", q.limit.as_deref(), 1, 1000)?.unwrap_or(100);
-    let events = st.store.events_after(&g.team_id, after, limit).await?;
-    let next = (events.len() as i64 == limit)
+    let f = Filters::read(q, EVENT_FILTERS)?;
+    let after = match f.int("after", 0, i64::MAX)? {
+        Some(a) => a,
+        None => f.int("cursor", 0, i64::MAX)?.unwrap_or(0),
+    };
+    let query = EventQuery {
+        after,
+        limit: f.int("limit", 1, 1000)?.unwrap_or(100),
+        event_type: f.text("type"),
+        source: f.text("source"),
+        since: f.time("since")?,
+        until: f.time("until")?,
+    };
+    let events = st.store.list_events(&g.team_id, &query).await?;
+    let next = (events.len() as i64 == query.limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
     // The stored text goes out as it is, never parsed; a row that cannot be read is logged
     // and left out of the page.
-    let items: Vec<EventItem> = events
-        .into_iter()
-        .filter_map(|e| {
-            let raw = e
-                .text(false)
-                .and_then(|t| RawValue::from_string(t).map_err(|err| err.to_string()));
-            match raw {
-                Ok(event) => Some(EventItem {
-                    seq: e.seq,
-                    source: e.hook_source,
-                    received_at: e.received_at,
-                    event,
-                }),
-                Err(why) => {
-                    tracing::warn!(seq = e.seq, error = %why, "event listing skips an event it cannot read");
-                    None
-                }
-            }
-        })
-        .collect();
+    let items: Vec<EventItem> = events.into_iter().filter_map(EventItem::of).collect();
     Ok(Json(Page {
         items,
         next_cursor: next,
@@ -100,6 +159,135 @@ pub(super) async fn list_events(
 struct EventItem {
     seq: i64,
     source: String,
-    received_at: chrono::DateTime<chrono::Utc>,
+    received_at: DateTime<Utc>,
     event: Box<RawValue>,
+}
+
+impl EventItem {
+    fn of(e: kite_store::events::StoredEvent) -> Option<Self> {
+        let raw = e
+            .text(false)
+            .and_then(|t| RawValue::from_string(t).map_err(|err| err.to_string()));
+        match raw {
+            Ok(event) => Some(EventItem {
+                seq: e.seq,
+                source: e.hook_source,
+                received_at: e.received_at,
+                event,
+            }),
+            Err(why) => {
+                tracing::warn!(seq = e.seq, error = %why, "an event that cannot be read is left out");
+                None
+            }
+        }
+    }
+}
+
+/// `GET /api/events/{id}`: the event and, for every peer of its team, what happened to it.
+#[derive(Debug, Serialize)]
+struct Story {
+    #[serde(flatten)]
+    event: EventItem,
+    /// One entry a peer (and one for each row of a peer deleted since).
+    deliveries: Vec<PeerStory>,
+}
+
+/// What happened to an event for one peer.
+#[derive(Debug, Serialize)]
+struct PeerStory {
+    peer_id: Uuid,
+    /// The peer's name (None: it was deleted since).
+    peer: Option<String>,
+    /// `no_match` (its scopes do not cover the type), `not_routed` (the peer was added
+    /// after the event, or is not taking events), `skipped`, `waiting` (paused or parked),
+    /// `pending`, `delivered`, `dead` or `cancelled`.
+    outcome: &'static str,
+    /// Why: `max_hops` or `loop` (skipped), `paused` or `parked` (waiting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    /// The peer's scopes (`no_match`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivered_at: Option<DateTime<Utc>>,
+    /// Every attempt: time, outcome (`delivered`, `failed`, `refused`, `error`, `gone`,
+    /// `revoked`), status code, error, duration.
+    attempts: Vec<AttemptEntry>,
+}
+
+const STORY_FILTERS: &[&str] = &["source"];
+
+pub(super) async fn show_event(
+    State(st): St,
+    ReadKey(g): ReadKey,
+    Path(id): Path<String>,
+    q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiErr> {
+    let f = Filters::read(q, STORY_FILTERS)?;
+    let not_found = || ApiErr(ApiError::not_found(format!("no event {id:?}")));
+    let seq = st
+        .store
+        .find_event(&g.team_id, &id, f.text("source").as_deref())
+        .await?
+        .ok_or_else(not_found)?;
+    let (event, rows) = st
+        .store
+        .event_story(&g.team_id, seq)
+        .await?
+        .ok_or_else(not_found)?;
+    let peers = st.store.list_peers(&g.team_id).await?;
+    let received_at = event.received_at;
+    let event = EventItem::of(event).ok_or_else(|| ApiErr(ApiError::internal()))?;
+    let mut deliveries: Vec<PeerStory> = peers
+        .iter()
+        .map(|p| {
+            let row = rows.iter().find(|r| r.peer_id == p.id);
+            story_of(Some(p), row, received_at)
+        })
+        .collect();
+    deliveries.extend(
+        rows.iter()
+            .filter(|r| !peers.iter().any(|p| p.id == r.peer_id))
+            .map(|r| story_of(None, Some(r), received_at)),
+    );
+    Ok(Json(Story { event, deliveries }).into_response())
+}
+
+fn story_of(peer: Option<&Peer>, row: Option<&StoryRow>, received_at: DateTime<Utc>) -> PeerStory {
+    let mut s = PeerStory {
+        peer_id: peer
+            .map(|p| p.id)
+            .or(row.map(|r| r.peer_id))
+            .unwrap_or_default(),
+        peer: peer.map(|p| p.name.clone()),
+        outcome: "no_match",
+        reason: None,
+        scopes: None,
+        delivered_at: row.and_then(|r| r.delivered_at),
+        attempts: row.map(|r| r.attempts.clone()).unwrap_or_default(),
+    };
+    match (peer, row) {
+        (Some(p), None) => {
+            if p.created_at > received_at || !p.status.routes() {
+                s.outcome = "not_routed";
+            } else {
+                s.scopes = Some(p.scopes.clone());
+            }
+        }
+        (_, Some(r)) => {
+            (s.outcome, s.reason) = match r.state {
+                OutboxState::Skipped => ("skipped", r.reason.map(|r| r.as_str())),
+                OutboxState::Pending => match peer {
+                    Some(p) if p.status == PeerStatus::Paused => ("waiting", Some("paused")),
+                    Some(p) if p.health == PeerHealth::Unreachable => ("waiting", Some("parked")),
+                    _ => ("pending", None),
+                },
+                OutboxState::Delivered => ("delivered", None),
+                OutboxState::Dead => ("dead", None),
+                OutboxState::Cancelled => ("cancelled", None),
+            };
+        }
+        (None, None) => {}
+    }
+    s
 }

@@ -18,7 +18,7 @@ pub(crate) use peers::check_destination;
 
 use grants::{backfill, create_grant, delete_grant, list_grants};
 use keys::{create_key, list_keys, revoke_key};
-use listings::{list_events, list_outbox};
+use listings::{list_events, list_outbox, show_event};
 use peers::{create_peer, delete_peer, get_peer, list_peers, patch_peer, replay_dead};
 use senders::{create_sender, delete_sender, list_senders, patch_sender};
 use sources::{create_source, delete_source, list_sources, rotate_source};
@@ -47,7 +47,7 @@ use kite_store::keys::KeyGrant;
 use kite_store::outbox::OutboxQuery;
 use kite_store::peers::{NewPeer, PeerPatch};
 use kite_store::types::{OutboxState, PeerStatus, Permission};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -114,6 +114,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/federation/outbox", get(list_outbox))
         .route("/api/events", get(list_events))
+        .route("/api/events/{id}", get(show_event))
 }
 
 /// Authenticates the request's API key and checks it grants at least `need`.

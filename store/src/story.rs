@@ -1,0 +1,170 @@
+//! Every event's story: its delivery attempts as rows, and what happened to it for each peer.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::events::StoredEvent;
+use crate::types::{OutboxState, SkipReason};
+use crate::{Result, RowExt, Store};
+
+/// One delivery attempt to record.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    /// Its outbox row.
+    pub outbox_id: i64,
+    /// How it ended (`delivered`, `failed`, `refused`, `error`, `gone`, `revoked`).
+    pub outcome: &'static str,
+    /// The peer's HTTP status, when it answered.
+    pub status_code: Option<i32>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: i32,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptEntry {
+    /// When it was made.
+    pub at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: String,
+    /// The peer's HTTP status, when it answered.
+    pub status_code: Option<i32>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration_ms: i32,
+}
+
+/// An event's outbox row for one peer, with its attempts.
+#[derive(Debug, Clone)]
+pub struct StoryRow {
+    /// Outbox id.
+    pub id: i64,
+    /// The peer.
+    pub peer_id: Uuid,
+    /// Where it stands.
+    pub state: OutboxState,
+    /// Why it was skipped.
+    pub reason: Option<SkipReason>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<AttemptEntry>,
+}
+
+impl Store {
+    /// Records attempts (of rows that still exist).
+    pub async fn log_attempts(&self, attempts: &[NewAttempt]) -> Result<()> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "INSERT INTO attempts (outbox_id, outcome, status_code, error, duration_ms)
+                 SELECT u.id, u.outcome, u.code, u.error, u.ms
+                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[])
+                      AS u(id, outcome, code, error, ms)
+                 JOIN outbox o ON o.id = u.id",
+            )
+            .await?;
+        let ids: Vec<i64> = attempts.iter().map(|a| a.outbox_id).collect();
+        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
+        let codes: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+        let ms: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
+        c.execute(&st, &[&ids, &outcomes, &codes, &errors, &ms])
+            .await?;
+        Ok(())
+    }
+
+    /// The sequence number of a team's event named by `id`: a sequence number, or a
+    /// CloudEvent id (the newest such event, or the one from `source`).
+    pub async fn find_event(
+        &self,
+        team_id: &str,
+        id: &str,
+        source: Option<&str>,
+    ) -> Result<Option<i64>> {
+        let c = self.conn().await?;
+        if let Ok(seq) = id.parse::<i64>() {
+            let row = c
+                .query_opt(
+                    "SELECT seq FROM events WHERE team_id = $1 AND seq = $2",
+                    &[&team_id, &seq],
+                )
+                .await?;
+            if row.is_some() {
+                return Ok(Some(seq));
+            }
+        }
+        let row = c
+            .query_opt(
+                "SELECT seq FROM events WHERE team_id = $1 AND ce_id = $2
+                   AND ($3::text IS NULL OR hook_source = $3 OR ce_source = $3)
+                 ORDER BY seq DESC LIMIT 1",
+                &[&team_id, &id, &source],
+            )
+            .await?;
+        row.map(|r| r.col(0)).transpose()
+    }
+
+    /// A team's event and its outbox rows with their attempts.
+    pub async fn event_story(
+        &self,
+        team_id: &str,
+        seq: i64,
+    ) -> Result<Option<(StoredEvent, Vec<StoryRow>)>> {
+        let Some(event) = self
+            .events_after(team_id, seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.seq == seq)
+        else {
+            return Ok(None);
+        };
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT id, peer_id, state, reason, delivered_at FROM outbox
+                 WHERE event_seq = $1 AND team_id = $2 ORDER BY id",
+                &[&seq, &team_id],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(StoryRow {
+                id: r.col(0)?,
+                peer_id: r.col(1)?,
+                state: r.col(2)?,
+                reason: r.col(3)?,
+                delivered_at: r.col(4)?,
+                attempts: Vec::new(),
+            });
+        }
+        let ids: Vec<i64> = out.iter().map(|r| r.id).collect();
+        let attempts = c
+            .query(
+                "SELECT outbox_id, attempted_at, outcome, status_code, error, duration_ms
+                 FROM attempts WHERE outbox_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await?;
+        for a in &attempts {
+            let id: i64 = a.col(0)?;
+            if let Some(row) = out.iter_mut().find(|r| r.id == id) {
+                row.attempts.push(AttemptEntry {
+                    at: a.col(1)?,
+                    outcome: a.col(2)?,
+                    status_code: a.col(3)?,
+                    error: a.col(4)?,
+                    duration_ms: a.col(5)?,
+                });
+            }
+        }
+        Ok(Some((event, out)))
+    }
+}
