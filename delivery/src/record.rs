@@ -117,9 +117,10 @@ impl Ctx {
         let mut gone: Option<String> = None;
         let mut revoked = false;
         let mut log = Vec::with_capacity(attempts.len());
+        let mut tally = Tally::for_batch(attempts.first());
         for a in attempts {
             let (change, effect) = settle(a.outcome, a.attempts, policy.max_attempts, probing);
-            observe(&a, change, now);
+            tally.observe(&a, change, now);
             log.push(NewAttempt {
                 outbox_id: a.row_id,
                 outcome: story_outcome(&a),
@@ -186,11 +187,9 @@ impl Ctx {
                 last_status_code: a.status,
             });
         }
-        self.store.apply_delivery(&updates).await?;
-        // The attempt log tells an event's story; losing it never fails a delivery.
-        if let Err(e) = self.store.log_attempts(&log).await {
-            tracing::warn!(peer = %peer_id, error = %e, "delivery attempts not logged");
-        }
+        tally.record();
+        // The rows and their attempt log (an event's story) in one statement.
+        self.store.apply_delivery(&updates, &log).await?;
         if let Some(error) = &gone {
             tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
             self.store
@@ -245,36 +244,85 @@ fn story_outcome(a: &Attempt) -> &'static str {
     }
 }
 
-/// Records an attempt in the metrics: its outcome and duration, the end-to-end latency of a
-/// delivered row, a row that gave up.
-fn observe(a: &Attempt, change: RowChange, now: chrono::DateTime<Utc>) {
-    use kite_protocol::metrics as m;
-    let outcome = match a.outcome {
-        Outcome::Delivered => "delivered",
-        Outcome::PeerFailure => "peer_failure",
-        Outcome::MessageFailure => "message_failure",
-        Outcome::Gone => "gone",
-        Outcome::Revoked => "revoked",
-    };
-    let (team, peer) = (a.team.clone(), a.peer.clone());
-    metrics::counter!(m::ATTEMPTS, "team" => team.clone(), "peer" => peer.clone(), "outcome" => outcome)
-        .increment(1);
-    if !a.took.is_zero() {
-        metrics::histogram!(m::ATTEMPT_SECONDS, "team" => team.clone(), "peer" => peer.clone())
-            .record(a.took.as_secs_f64());
+/// A batch's metrics (one peer, so one set of labels): counted while its attempts are
+/// settled, recorded once.
+struct Tally {
+    labels: Option<(String, String)>,
+    outcomes: [u64; 5],
+    dead: u64,
+    took: Vec<f64>,
+    e2e: Vec<f64>,
+}
+
+impl Tally {
+    fn for_batch(first: Option<&Attempt>) -> Self {
+        Self {
+            labels: first.map(|a| (a.team.clone(), a.peer.clone())),
+            outcomes: [0; 5],
+            dead: 0,
+            took: Vec::new(),
+            e2e: Vec::new(),
+        }
     }
-    match change {
-        RowChange::Delivered => {
-            if let Some(received) = a.received_at {
-                let e2e = (now - received).to_std().unwrap_or_default();
-                metrics::histogram!(m::END_TO_END_SECONDS, "team" => team, "peer" => peer)
-                    .record(e2e.as_secs_f64());
+
+    fn observe(&mut self, a: &Attempt, change: RowChange, now: chrono::DateTime<Utc>) {
+        let i = match a.outcome {
+            Outcome::Delivered => 0,
+            Outcome::PeerFailure => 1,
+            Outcome::MessageFailure => 2,
+            Outcome::Gone => 3,
+            Outcome::Revoked => 4,
+        };
+        self.outcomes[i] += 1;
+        if !a.took.is_zero() {
+            self.took.push(a.took.as_secs_f64());
+        }
+        match change {
+            RowChange::Delivered => {
+                if let Some(received) = a.received_at {
+                    self.e2e
+                        .push((now - received).to_std().unwrap_or_default().as_secs_f64());
+                }
+            }
+            RowChange::Dead { .. } => self.dead += 1,
+            RowChange::Retry { .. } | RowChange::Unchanged => {}
+        }
+    }
+
+    /// Attempts by outcome and their duration, end-to-end latency of delivered rows, rows
+    /// that gave up.
+    fn record(self) {
+        use kite_protocol::metrics as m;
+        const OUTCOMES: [&str; 5] = [
+            "delivered",
+            "peer_failure",
+            "message_failure",
+            "gone",
+            "revoked",
+        ];
+        let Some((team, peer)) = self.labels else {
+            return;
+        };
+        for (n, outcome) in self.outcomes.iter().zip(OUTCOMES) {
+            if *n > 0 {
+                metrics::counter!(m::ATTEMPTS, "team" => team.clone(), "peer" => peer.clone(), "outcome" => outcome)
+                    .increment(*n);
             }
         }
-        RowChange::Dead { .. } => {
-            metrics::counter!(m::DEAD, "team" => team, "peer" => peer).increment(1);
+        let took =
+            metrics::histogram!(m::ATTEMPT_SECONDS, "team" => team.clone(), "peer" => peer.clone());
+        for t in self.took {
+            took.record(t);
         }
-        RowChange::Retry { .. } | RowChange::Unchanged => {}
+        if !self.e2e.is_empty() {
+            let e2e = metrics::histogram!(m::END_TO_END_SECONDS, "team" => team.clone(), "peer" => peer.clone());
+            for t in self.e2e {
+                e2e.record(t);
+            }
+        }
+        if self.dead > 0 {
+            metrics::counter!(m::DEAD, "team" => team, "peer" => peer).increment(self.dead);
+        }
     }
 }
 

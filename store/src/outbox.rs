@@ -202,15 +202,29 @@ impl Store {
             .collect()
     }
 
-    /// Applies attempt results in one statement; rows no longer pending are left alone.
-    pub async fn apply_delivery(&self, updates: &[DeliveryUpdate]) -> Result<u64> {
-        if updates.is_empty() {
+    /// Applies attempt results and logs the attempts (of rows that still exist) in one
+    /// statement; rows no longer pending are left alone.
+    pub async fn apply_delivery(
+        &self,
+        updates: &[DeliveryUpdate],
+        attempts: &[crate::story::NewAttempt],
+    ) -> Result<u64> {
+        if updates.is_empty() && attempts.is_empty() {
             return Ok(0);
         }
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "UPDATE outbox o SET state = u.state, attempts = u.attempts,
+                // The attempt log rides along (a data-modifying CTE runs whether or not it is
+                // read): one round trip a batch.
+                "WITH logged AS (
+                    INSERT INTO attempts (outbox_id, outcome, status_code, error, duration_ms)
+                    SELECT a.id, a.outcome, a.code, a.error, a.ms
+                    FROM UNNEST($7::bigint[], $8::text[], $9::int[], $10::text[], $11::int[])
+                         AS a(id, outcome, code, error, ms)
+                    JOIN outbox x ON x.id = a.id
+                    RETURNING 1)
+                 UPDATE outbox o SET state = u.state, attempts = u.attempts,
                     next_attempt_at = u.next_attempt_at,
                     last_error = COALESCE(u.last_error, o.last_error),
                     last_status_code = COALESCE(u.last_status_code, o.last_status_code),
@@ -223,14 +237,32 @@ impl Store {
             .await?;
         let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
         let states: Vec<OutboxState> = updates.iter().map(|u| u.state).collect();
-        let attempts: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
+        let tries: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
         let next: Vec<DateTime<Utc>> = updates.iter().map(|u| u.next_attempt_at).collect();
         let errs: Vec<Option<&str>> = updates.iter().map(|u| u.last_error.as_deref()).collect();
         let codes: Vec<Option<i32>> = updates.iter().map(|u| u.last_status_code).collect();
-        Ok(
-            c.execute(&st, &[&ids, &states, &attempts, &next, &errs, &codes])
-                .await?,
+        let a_ids: Vec<i64> = attempts.iter().map(|a| a.outbox_id).collect();
+        let a_outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
+        let a_codes: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
+        let a_errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+        let a_ms: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
+        Ok(c.execute(
+            &st,
+            &[
+                &ids,
+                &states,
+                &tries,
+                &next,
+                &errs,
+                &codes,
+                &a_ids,
+                &a_outcomes,
+                &a_codes,
+                &a_errors,
+                &a_ms,
+            ],
         )
+        .await?)
     }
 
     /// Cancels pending rows (their peer is gone or revoked).

@@ -56,31 +56,6 @@ pub struct StoryRow {
 }
 
 impl Store {
-    /// Records attempts (of rows that still exist).
-    pub async fn log_attempts(&self, attempts: &[NewAttempt]) -> Result<()> {
-        if attempts.is_empty() {
-            return Ok(());
-        }
-        let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                "INSERT INTO attempts (outbox_id, outcome, status_code, error, duration_ms)
-                 SELECT u.id, u.outcome, u.code, u.error, u.ms
-                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::text[], $5::int[])
-                      AS u(id, outcome, code, error, ms)
-                 JOIN outbox o ON o.id = u.id",
-            )
-            .await?;
-        let ids: Vec<i64> = attempts.iter().map(|a| a.outbox_id).collect();
-        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
-        let codes: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
-        let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
-        let ms: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
-        c.execute(&st, &[&ids, &outcomes, &codes, &errors, &ms])
-            .await?;
-        Ok(())
-    }
-
     /// The sequence number of a team's event named by `id`: a sequence number, or a
     /// CloudEvent id (the newest such event, or the one from `source`).
     pub async fn find_event(
