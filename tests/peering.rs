@@ -14,18 +14,23 @@ use kite_protocol::identity::{self, SecretKey};
 use kite_protocol::peering::Invitation;
 use serde_json::{json, Value};
 
+/// `inst`'s public server descriptor.
+async fn descriptor(inst: &Instance) -> Value {
+    reqwest::get(format!("{}/.well-known/kite/server", inst.url))
+        .await
+        .expect("descriptor")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn invite_and_accept_peer_both_ways_with_pinned_keys_and_heartbeats() {
     let a = Instance::start_with("pa", FAST_HEARTBEATS).await;
     let b = Instance::start_with("pb", FAST_HEARTBEATS).await;
 
     // The descriptor is public, and the admin API and CLI show the same.
-    let desc: Value = reqwest::get(format!("{}/.well-known/kite/server", a.url))
-        .await
-        .expect("descriptor")
-        .json()
-        .await
-        .expect("json");
+    let desc: Value = descriptor(&a).await;
     assert_eq!(desc["server_name"], "pa");
     assert_eq!(desc["keys"].as_array().map(Vec::len), Some(1));
     assert_eq!(
@@ -392,12 +397,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");
     assert_eq!(b.count_events("old-out").await, 0);
-    let desc: Value = reqwest::get(format!("{}/.well-known/kite/server", a.url))
-        .await
-        .expect("descriptor")
-        .json()
-        .await
-        .expect("json");
+    let desc: Value = descriptor(&a).await;
     assert_eq!(desc["keys"].as_array().map(Vec::len), Some(1), "{desc}");
 
     // A key A never published: refused, even after B asks A again.

@@ -6,7 +6,7 @@ use kite_store::outbox::DeliveryRow;
 
 use crate::outcome::{classify_error, classify_refusal, classify_status, Outcome};
 use crate::Ctx;
-use kite_federation::literal_forbidden;
+use kite_federation::{literal_forbidden, root_cause};
 
 /// The result of one attempt.
 pub(crate) struct Attempt {
@@ -152,12 +152,4 @@ impl Ctx {
         }
         out
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }

@@ -382,20 +382,13 @@ impl Federation {
             ))
         })?;
         self.check_open(team).await?;
-        let peer = peers
-            .by_team
-            .get(team)
-            .into_iter()
-            .flatten()
-            .map(|p| &p.peer)
-            .find(|p| p.server_name.as_deref() == Some(claimed.server_name.as_str()))
-            .ok_or_else(|| {
-                FedRefusal::Api(ApiError::new(
-                    401,
-                    "unknown_sender",
-                    format!("{:?} is not a peer of this team", claimed.server_name),
-                ))
-            })?;
+        let peer = peers.by_server(team, &claimed.server_name).ok_or_else(|| {
+            FedRefusal::Api(ApiError::new(
+                401,
+                "unknown_sender",
+                format!("{:?} is not a peer of this team", claimed.server_name),
+            ))
+        })?;
         if peer.status == PeerStatus::Revoked {
             return Err(FedRefusal::Api(ApiError::new(
                 403,
@@ -403,14 +396,7 @@ impl Federation {
                 "this server revoked the peering",
             )));
         }
-        let mut key = self.pinned(peer.id, &claimed.key_id).await?;
-        if key.is_none() && self.may_refresh(peer.id).await {
-            key = self
-                .refresh(peer)
-                .await?
-                .into_iter()
-                .find(|k| k.key_id == claimed.key_id);
-        }
+        let key = self.peer_key(peer, &claimed.key_id).await?;
         let invalid = |m: String| FedRefusal::Api(ApiError::new(401, "invalid_signature", m));
         let key = key.ok_or_else(|| {
             invalid(format!(
@@ -437,6 +423,26 @@ impl Federation {
             }
         })?;
         Ok(peer.clone())
+    }
+
+    /// A key pinned for a handshake peer; an unknown key id refreshes the peer's descriptor
+    /// once (at most once a cooldown).
+    async fn peer_key(
+        &self,
+        peer: &Peer,
+        key_id: &str,
+    ) -> Result<Option<PublishedKey>, FedRefusal> {
+        if let Some(k) = self.pinned(peer.id, key_id).await? {
+            return Ok(Some(k));
+        }
+        if !self.may_refresh(peer.id).await {
+            return Ok(None);
+        }
+        Ok(self
+            .refresh(peer)
+            .await?
+            .into_iter()
+            .find(|k| k.key_id == key_id))
     }
 
     async fn pinned(&self, peer: Uuid, key_id: &str) -> Result<Option<PublishedKey>, StoreError> {
@@ -514,7 +520,8 @@ pub enum FedRefusal {
     Store(#[from] StoreError),
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+/// The innermost cause of an error (what a failed HTTP call says went wrong).
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

@@ -105,21 +105,8 @@ impl Federation {
         if server == self.cfg.server_name {
             return Ok(find(&self.snap.get().await?.published));
         }
-        let origin_peer = peers
-            .by_team
-            .get(team)
-            .into_iter()
-            .flatten()
-            .map(|p| &p.peer)
-            .find(|p| p.server_name.as_deref() == Some(server));
-        if let Some(p) = origin_peer {
-            if let Some(k) = self.pinned(p.id, key_id).await? {
-                return Ok(Some(k));
-            }
-            if self.may_refresh(p.id).await {
-                return Ok(find(&self.refresh(p).await?));
-            }
-            return Ok(None);
+        if let Some(p) = peers.by_server(team, server) {
+            return self.peer_key(p, key_id).await;
         }
         if let Some(k) = self
             .vouched
@@ -186,14 +173,7 @@ impl Federation {
         if server == self.cfg.server_name {
             return Ok(Some(self.published_keys().await?));
         }
-        let Some(p) = peers
-            .by_team
-            .get(team)
-            .into_iter()
-            .flatten()
-            .map(|p| &p.peer)
-            .find(|p| p.server_name.as_deref() == Some(server))
-        else {
+        let Some(p) = peers.by_server(team, server) else {
             return Ok(None);
         };
         Ok(Some(self.pinned_keys(p.id).await?))
@@ -238,7 +218,7 @@ impl Federation {
         &self,
         team: &str,
         peers: &PeerSnapshot,
-        from: &Sender<'_>,
+        from: &Sender,
         ty: &str,
     ) -> Result<(), FedRefusal> {
         let peer = match from {
@@ -249,7 +229,7 @@ impl Federation {
                     .get(team)
                     .into_iter()
                     .flatten()
-                    .find(|p| p.peer.name == *name)
+                    .find(|p| &p.peer.name == name)
                     .map(|p| p.peer.id);
                 match p {
                     Some(id) if self.has_grants(id).await? => Some(id),
@@ -291,12 +271,12 @@ impl Federation {
 }
 
 /// Who handed an event over.
-#[derive(Debug, Clone, Copy)]
-pub enum Sender<'a> {
+#[derive(Debug, Clone)]
+pub enum Sender {
     /// A handshake peer.
-    Peer(&'a Peer),
+    Peer(Box<Peer>),
     /// A Kite token sender, by name.
-    Token(&'a str),
+    Token(String),
 }
 
 impl Federation {

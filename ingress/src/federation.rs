@@ -99,6 +99,34 @@ async fn known_team(st: &AppState, team: &str) -> Result<(), ApiErr> {
     }
 }
 
+/// A server-to-server call from a handshake peer of `team`: its bounded body, checked
+/// against the keys pinned for the peer and read as `T` (`what` names it in a refusal).
+struct PeerCall<T> {
+    peer: kite_store::peers::Peer,
+    peers: Arc<kite_store::cache::PeerSnapshot>,
+    req: T,
+}
+
+async fn peer_call<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    team: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<PeerCall<T>, ApiErr> {
+    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
+    known_team(st, team).await?;
+    let peers = st.peers.get().await?;
+    let peer = st.fed.verify_peer(team, &peers, headers, &body).await?;
+    let req = serde_json::from_slice(&body).map_err(|e| {
+        ApiErr(ApiError::bad_request(
+            "invalid_body",
+            format!("not {what}: {e}"),
+        ))
+    })?;
+    Ok(PeerCall { peer, peers, req })
+}
+
 /// `GET /.well-known/kite/server`.
 pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Response, ApiErr> {
     let d = st.fed.descriptor().await.map_err(fed_error)?;
@@ -232,16 +260,8 @@ pub(crate) async fn heartbeat(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
-    known_team(&st, &team).await?;
-    let peers = st.peers.get().await?;
-    let peer = st.fed.verify_peer(&team, &peers, &headers, &body).await?;
-    let hb: Heartbeat = serde_json::from_slice(&body).map_err(|e| {
-        ApiErr(ApiError::bad_request(
-            "invalid_body",
-            format!("not a heartbeat: {e}"),
-        ))
-    })?;
+    let PeerCall { peer, req: hb, .. } =
+        peer_call::<Heartbeat>(&st, &team, &headers, body, "a heartbeat").await?;
     if !hb.keys.is_empty() {
         st.fed.pin(peer.id, &hb.keys).await?;
     }
@@ -264,16 +284,8 @@ pub(crate) async fn keys_query(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
-    known_team(&st, &team).await?;
-    let peers = st.peers.get().await?;
-    st.fed.verify_peer(&team, &peers, &headers, &body).await?;
-    let q: KeyQuery = serde_json::from_slice(&body).map_err(|e| {
-        ApiErr(ApiError::bad_request(
-            "invalid_body",
-            format!("not a key query: {e}"),
-        ))
-    })?;
+    let PeerCall { peers, req: q, .. } =
+        peer_call::<KeyQuery>(&st, &team, &headers, body, "a key query").await?;
     let keys = st
         .fed
         .vouch(&team, &peers, &q.server_name)
@@ -301,16 +313,8 @@ pub(crate) async fn backfill(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
-    known_team(&st, &team).await?;
-    let peers = st.peers.get().await?;
-    let peer = st.fed.verify_peer(&team, &peers, &headers, &body).await?;
-    let req: BackfillRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiErr(ApiError::bad_request(
-            "invalid_body",
-            format!("not a backfill request: {e}"),
-        ))
-    })?;
+    let PeerCall { peer, req, .. } =
+        peer_call::<BackfillRequest>(&st, &team, &headers, body, "a backfill request").await?;
     let granted = st.fed.backfill_scopes(peer.id).await?.ok_or_else(|| {
         ApiErr(ApiError::new(
             403,

@@ -198,22 +198,22 @@ async fn take(
     if federated {
         // A closed policy refuses every federation request, existing peers' included.
         st.fed.check_open(&team).await?;
+        let peers = st.peers.get().await?;
         let (limit_key, who) = if kite_protocol::identity::claimed(&headers).is_some() {
             // A handshake peer: signed with its identity key, checked against its pinned keys.
-            let peers = st.peers.get().await?;
             let peer = st
                 .fed
                 .verify_peer(&team, &peers, &headers, &body)
                 .await
                 .map_err(|e| anonymous(e.into()))?;
-            (peer.id.to_string(), Handover::Peer(Box::new(peer)))
+            (peer.id.to_string(), Sender::Peer(Box::new(peer)))
         } else {
             let (id, name) =
                 authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?;
-            (id, Handover::Token(name))
+            (id, Sender::Token(name))
         };
         st.sender_limit.check(&limit_key)?;
-        from = Some(who);
+        from = Some((who, peers));
     } else if let Some(src) = snapshot.source(&team, &source) {
         let s = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;
         provider::verify(
@@ -263,17 +263,14 @@ async fn take(
         instance_id: &st.cfg.instance_id,
     };
     let incoming = build_event(hook, &headers, &body, Utc::now())?;
-    if let Some(from) = &from {
-        let peers = st.peers.get().await?;
-        st.fed
-            .check_send(&team, &peers, &from.sender(), &incoming.ty)
-            .await?;
+    if let Some((from, peers)) = &from {
+        st.fed.check_send(&team, peers, from, &incoming.ty).await?;
         if incoming.origin_sig.is_some() {
             let via = match from {
-                Handover::Peer(p) => Some(p.as_ref()),
-                Handover::Token(_) => None,
+                Sender::Peer(p) => Some(p.as_ref()),
+                Sender::Token(_) => None,
             };
-            verify_origin(&st, &team, &peers, &body, via).await?;
+            verify_origin(&st, &team, peers, &body, via).await?;
         }
     }
     let id = incoming.id.clone();
@@ -300,21 +297,6 @@ async fn take(
             "loop",
         ),
     })
-}
-
-/// Who handed a federated event over.
-enum Handover {
-    Peer(Box<kite_store::peers::Peer>),
-    Token(String),
-}
-
-impl Handover {
-    fn sender(&self) -> Sender<'_> {
-        match self {
-            Handover::Peer(p) => Sender::Peer(p),
-            Handover::Token(name) => Sender::Token(name),
-        }
-    }
 }
 
 /// Checks the origin signature of a federated event's body.

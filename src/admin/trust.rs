@@ -235,13 +235,7 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         PeerCommand::Show { peer } => c.get_peer(&id(peer).await?).await?,
-        PeerCommand::Revoke { peer } => {
-            let changes = kite_kit::admin::PeerChanges {
-                status: Some("revoked".into()),
-                ..Default::default()
-            };
-            c.update_peer(&id(peer).await?, &changes).await?
-        }
+        PeerCommand::Revoke { peer } => c.revoke_peer(&id(peer).await?).await?,
         PeerCommand::Grant {
             peer,
             permissions,

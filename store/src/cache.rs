@@ -29,6 +29,17 @@ pub struct PeerSnapshot {
     pub by_team: HashMap<String, Vec<RoutedPeer>>,
 }
 
+impl PeerSnapshot {
+    /// The team's handshake peer with this server name.
+    pub fn by_server(&self, team_id: &str, server_name: &str) -> Option<&Peer> {
+        self.by_team
+            .get(team_id)?
+            .iter()
+            .map(|p| &p.peer)
+            .find(|p| p.server_name.as_deref() == Some(server_name))
+    }
+}
+
 /// Trusted senders and configured hook sources by team.
 #[derive(Debug, Default)]
 pub struct SenderSnapshot {

@@ -167,7 +167,7 @@ impl Store {
     /// A team's policy (the default one if it never set one).
     pub async fn policy(&self, team_id: &str) -> Result<Policy> {
         Ok(self
-            .all_policies()
+            .policies(Some(team_id))
             .await?
             .remove(team_id)
             .unwrap_or_default())
@@ -175,12 +175,16 @@ impl Store {
 
     /// Every team's policy that differs from the default.
     pub async fn all_policies(&self) -> Result<HashMap<String, Policy>> {
+        self.policies(None).await
+    }
+
+    async fn policies(&self, team_id: Option<&str>) -> Result<HashMap<String, Policy>> {
         let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT team_id, default_mode, allowed_peers, max_backfill_events_per_request
-                 FROM federation_policies",
-                &[],
+                 FROM federation_policies WHERE $1::text IS NULL OR team_id = $1",
+                &[&team_id],
             )
             .await?;
         rows.iter()
@@ -390,20 +394,24 @@ impl Store {
     /// The keys pinned for a peer, newest first.
     pub async fn peer_keys(&self, peer_id: Uuid) -> Result<Vec<PublishedKey>> {
         Ok(self
-            .all_peer_keys()
+            .pinned_keys(Some(peer_id))
             .await?
             .remove(&peer_id)
             .unwrap_or_default())
     }
 
-    /// Every peer's pinned keys (for ingress' cache).
+    /// Every peer's pinned keys (for the federation cache).
     pub async fn all_peer_keys(&self) -> Result<HashMap<Uuid, Vec<PublishedKey>>> {
+        self.pinned_keys(None).await
+    }
+
+    async fn pinned_keys(&self, peer_id: Option<Uuid>) -> Result<HashMap<Uuid, Vec<PublishedKey>>> {
         let c = self.conn().await?;
         let rows = c
             .query(
                 "SELECT peer_id, key_id, public_key, valid_from, valid_until FROM peer_keys
-                 ORDER BY valid_from DESC",
-                &[],
+                 WHERE $1::uuid IS NULL OR peer_id = $1 ORDER BY valid_from DESC",
+                &[&peer_id],
             )
             .await?;
         let mut out: HashMap<Uuid, Vec<PublishedKey>> = HashMap::new();

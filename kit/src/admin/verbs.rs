@@ -166,6 +166,11 @@ impl AdminClient {
         self.set_peer_status(id, "active").await
     }
 
+    /// Revokes a peer: nothing is routed to it and its requests are refused.
+    pub async fn revoke_peer(&self, id: &str) -> Result<Reply, AdminError> {
+        self.set_peer_status(id, "revoked").await
+    }
+
     async fn set_peer_status(&self, id: &str, status: &str) -> Result<Reply, AdminError> {
         let changes = PeerChanges {
             status: Some(status.to_string()),
