@@ -25,6 +25,14 @@ impl From<StoreError> for ApiErr {
             }
             StoreError::Conflict => ApiError::conflict("a resource with that name already exists"),
             StoreError::NotFound => ApiError::not_found("not found"),
+            StoreError::Invalid(m) => {
+                tracing::debug!(error = %m, "the database refused a value of a request");
+                ApiError::bad_request(
+                    "invalid_value",
+                    "a value of this request cannot be stored or searched for (text with a NUL \
+                     character, or a number or time out of range)",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::internal()

@@ -14,15 +14,14 @@ use chrono::Utc;
 use kite_federation::{FedError, FedRefusal};
 use kite_protocol::identity::{self, PublicKey};
 use kite_protocol::peering::{
-    AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, KeyQuery,
-    KeyQueryResponse,
+    AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, HeartbeatAck,
+    KeyQuery, KeyQueryResponse,
 };
 use kite_protocol::scope::ScopeSet;
 use kite_protocol::ApiError;
 use kite_store::federation::{InvitationRefusal, NewHandshakePeer};
 use kite_store::types::{FederationMode, PeerStatus};
 use kite_store::StoreError;
-use serde_json::json;
 
 use crate::hooks::body_or_413;
 use crate::{ApiErr, AppState};
@@ -128,6 +127,9 @@ async fn peer_call<T: serde::de::DeserializeOwned>(
 }
 
 /// `GET /.well-known/kite/server`.
+#[utoipa::path(get, path = "/.well-known/kite/server", tag = "server-to-server", security(()),
+    summary = "This server's descriptor: its name, keys and endpoints",
+    responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
 pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Response, ApiErr> {
     let d = st.fed.descriptor().await.map_err(fed_error)?;
     Ok(Json(d).into_response())
@@ -136,6 +138,12 @@ pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Respon
 /// `POST /federation/v1/teams/{team}/accept`: another server uses an invitation of this
 /// team. The request is signed with a key of the descriptor it carries; the token works
 /// once; the policy decides who may.
+#[utoipa::path(post, path = "/federation/v1/teams/{team}/accept", tag = "server-to-server",
+    security(()), summary = "Another server uses an invitation of this team", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
+        and `X-Kite-Server`), checked against the keys pinned for it.",
+    params(("team" = String, Path, description = "The team called")),
+    request_body = AcceptRequest,
+    responses((status = 200, description = "Peered", body = AcceptResponse)))]
 pub(crate) async fn accept(
     State(st): State<Arc<AppState>>,
     Path(team): Path<String>,
@@ -254,6 +262,12 @@ pub(crate) async fn accept(
 
 /// `POST /federation/v1/teams/{team}/heartbeat`: a handshake peer is still there; its
 /// current keys are pinned.
+#[utoipa::path(post, path = "/federation/v1/teams/{team}/heartbeat", tag = "server-to-server",
+    security(()), summary = "A handshake peer is still there, with its current keys", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
+        and `X-Kite-Server`), checked against the keys pinned for it.",
+    params(("team" = String, Path, description = "The team called")),
+    request_body = Heartbeat,
+    responses((status = 200, description = "Taken", body = HeartbeatAck)))]
 pub(crate) async fn heartbeat(
     State(st): State<Arc<AppState>>,
     Path(team): Path<String>,
@@ -271,13 +285,22 @@ pub(crate) async fn heartbeat(
         .await?;
     Ok((
         StatusCode::OK,
-        Json(json!({"status": "ok", "server_name": st.cfg.instance_id})),
+        Json(HeartbeatAck {
+            status: "ok".to_string(),
+            server_name: st.cfg.instance_id.clone(),
+        }),
     )
         .into_response())
 }
 
 /// `POST /federation/v1/teams/{team}/keys/query`: a handshake peer asks which keys a server
 /// publishes, as far as this one knows (its own, or those it pinned for its peer).
+#[utoipa::path(post, path = "/federation/v1/teams/{team}/keys/query", tag = "server-to-server",
+    security(()), summary = "Which keys a server publishes, as far as this one knows", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
+        and `X-Kite-Server`), checked against the keys pinned for it.",
+    params(("team" = String, Path, description = "The team called")),
+    request_body = KeyQuery,
+    responses((status = 200, description = "Its keys", body = KeyQueryResponse)))]
 pub(crate) async fn keys_query(
     State(st): State<Arc<AppState>>,
     Path(team): Path<String>,
@@ -307,6 +330,12 @@ pub(crate) async fn keys_query(
 /// only event types it holds a live `backfill` grant for, at most the policy's
 /// `max_backfill_events_per_request`, each as it would have been forwarded to it, origin
 /// signature included.
+#[utoipa::path(post, path = "/federation/v1/teams/{team}/backfill", tag = "server-to-server",
+    security(()), summary = "A page of history, for a peer holding a backfill grant", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
+        and `X-Kite-Server`), checked against the keys pinned for it.",
+    params(("team" = String, Path, description = "The team called")),
+    request_body = BackfillRequest,
+    responses((status = 200, description = "A page of events", body = BackfillPage)))]
 pub(crate) async fn backfill(
     State(st): State<Arc<AppState>>,
     Path(team): Path<String>,

@@ -18,7 +18,6 @@ use kite_protocol::signature::{FederationSigError, KEY_ID_HEADER};
 use kite_protocol::{signature, ApiError};
 use kite_store::cache::SenderSnapshot;
 use kite_store::events::{InsertOutcome, NewEvent};
-use serde_json::json;
 
 use crate::{ApiErr, AppState};
 
@@ -116,7 +115,36 @@ fn plausible_team(team: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct IngestOutcome(&'static str);
 
+/// What `POST /hooks/{team}/{source}` answers for an event it took.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct HookAnswer {
+    /// `accepted` (stored), `duplicate_ignored` (held already) or `loop_ignored` (it came
+    /// back to where it started).
+    status: &'static str,
+    /// The CloudEvent id.
+    id: String,
+    /// Its sequence number on this instance (`accepted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<i64>,
+    /// When it was stored (`accepted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<chrono::DateTime<Utc>>,
+}
+
 /// `POST /hooks/{team}/{source}`, counted and timed.
+#[utoipa::path(post, path = "/hooks/{team}/{source}", tag = "hooks", security(()),
+    summary = "Take a webhook: a provider's (its signature checked) or a peer's (source `kite`)",
+    description = "The body is kept byte for byte. A provider source checks the provider's \
+        signature; source `kite` takes events from peers, authenticated by a federation token, \
+        a trusted sender's signature or a handshake peer's `v1a` signature (`X-Kite-Key-Id`, \
+        `X-Kite-Server`). The event is stored before the answer.",
+    params(("team" = String, Path, description = "The team"),
+        ("source" = String, Path, description = "The source's name, or `kite`")),
+    request_body(content = Object, content_type = "application/json",
+        description = "The webhook's payload, as the provider or peer sent it"),
+    responses(
+        (status = 202, description = "Stored", body = HookAnswer),
+        (status = 200, description = "Held already, or a loop", body = HookAnswer)))]
 pub(crate) async fn receive(
     State(st): State<Arc<AppState>>,
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
@@ -277,13 +305,23 @@ async fn take(
     Ok(match admit(&st, team, source, incoming).await? {
         Admitted::Stored { seq, received_at } => (
             StatusCode::ACCEPTED,
-            Json(json!({"status":"accepted","id": id,"seq": seq,"created_at": received_at})),
+            Json(HookAnswer {
+                status: "accepted",
+                id,
+                seq: Some(seq),
+                created_at: Some(received_at),
+            }),
         )
             .into_response(),
         Admitted::Duplicate => with_outcome(
             (
                 StatusCode::OK,
-                Json(json!({"status":"duplicate_ignored","id": id})),
+                Json(HookAnswer {
+                    status: "duplicate_ignored",
+                    id,
+                    seq: None,
+                    created_at: None,
+                }),
             )
                 .into_response(),
             "duplicate",
@@ -291,7 +329,12 @@ async fn take(
         Admitted::Loop => with_outcome(
             (
                 StatusCode::OK,
-                Json(json!({"status":"loop_ignored","id": id})),
+                Json(HookAnswer {
+                    status: "loop_ignored",
+                    id,
+                    seq: None,
+                    created_at: None,
+                }),
             )
                 .into_response(),
             "loop",

@@ -7,6 +7,7 @@ mod federation;
 mod hooks;
 mod ingest;
 mod limits;
+pub mod openapi;
 mod rpc;
 pub mod server;
 mod stream;
@@ -19,13 +20,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use kite_bus::Bus;
 use kite_store::cache::{Cache, PeerSnapshot, SenderSnapshot};
 use kite_store::notify::Notifications;
 use kite_store::Store;
-use serde_json::json;
 use tokio::sync::RwLock;
 
 pub use error::ApiErr;
@@ -126,6 +125,8 @@ pub struct AppState {
     notes: Notifications,
     cfg: IngressConfig,
     streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The OpenAPI document of the routes served (`/api/openapi.json`), as JSON text.
+    openapi: std::sync::OnceLock<String>,
     team_limit: limits::Limiter,
     sender_limit: limits::Limiter,
     anon_limit: limits::Limiter,
@@ -164,37 +165,16 @@ pub fn app(
         ingest,
         notes,
         streams: std::sync::Mutex::new(std::collections::HashMap::new()),
+        openapi: std::sync::OnceLock::new(),
         team_limit: limits::Limiter::new(cfg.team_rate, "team ingest"),
         sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
         anon_limit: limits::Limiter::new(cfg.anon_rate, "unauthenticated request"),
         cfg,
     });
     let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
-    Router::new()
-        .route("/health", get(health))
-        .route("/hooks/{team}/{source}", post(hooks::receive))
-        .route("/ws", get(stream::ws))
-        .route(
-            kite_protocol::peering::DESCRIPTOR_PATH,
-            get(federation::descriptor),
-        )
-        .route(
-            "/federation/v1/teams/{team}/accept",
-            post(federation::accept),
-        )
-        .route(
-            "/federation/v1/teams/{team}/heartbeat",
-            post(federation::heartbeat),
-        )
-        .route(
-            "/federation/v1/teams/{team}/keys/query",
-            post(federation::keys_query),
-        )
-        .route(
-            "/federation/v1/teams/{team}/backfill",
-            post(federation::backfill),
-        )
-        .merge(admin::routes())
+    let (router, api) = openapi::routes().split_for_parts();
+    let _ = state.openapi.set(openapi::finish(api));
+    router
         .fallback(no_route)
         .layer(axum::middleware::map_response(error::as_json))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -221,28 +201,65 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiErr {
     )))
 }
 
+/// What `/health` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`, or `unavailable` when a service it needs is unreachable.
+    status: &'static str,
+    /// `ok` or `unreachable`.
+    postgres: &'static str,
+    /// `ok` or `unreachable`.
+    rabbitmq: &'static str,
+    /// The version this instance runs.
+    version: &'static str,
+    /// What is unreachable (when `unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<kite_protocol::error::ErrorDetail>,
+}
+
+/// `GET /health`.
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    summary = "Whether this instance reaches its database and broker",
+    responses(
+        (status = 200, description = "Both reachable", body = Health),
+        (status = 503, description = "One is unreachable", body = Health)))]
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     /// The version this instance runs, answered by `/health`.
     const VERSION: &str = env!("CARGO_PKG_VERSION");
     let db = st.store.ping().await.is_ok();
     let broker = st.bus.healthy().await;
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let mut h = Health {
+        status: "ok",
+        postgres: word(db),
+        rabbitmq: word(broker),
+        version: VERSION,
+        error: None,
+    };
     if db && broker {
-        return Json(json!({"status":"ok","postgres":"ok","rabbitmq":"ok","version":VERSION}))
-            .into_response();
+        return Json(h).into_response();
     }
     let down: Vec<&str> = [(!db).then_some("postgres"), (!broker).then_some("rabbitmq")]
         .into_iter()
         .flatten()
         .collect();
+    h.status = "unavailable";
+    h.error = Some(kite_protocol::error::ErrorDetail {
+        code: "unavailable".to_string(),
+        message: format!("unreachable: {}", down.join(", ")),
+        extra: Default::default(),
+    });
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response()
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", security(()),
+    summary = "This document: every route kite serves, generated from its code",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json(State(st): State<Arc<AppState>>) -> Response {
     (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "status": "unavailable",
-            "version": VERSION,
-            "postgres": if db { "ok" } else { "unreachable" },
-            "rabbitmq": if broker { "ok" } else { "unreachable" },
-            "error": {"code": "unavailable", "message": format!("unreachable: {}", down.join(", "))}
-        })),
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        st.openapi.get().cloned().unwrap_or_default(),
     )
         .into_response()
 }

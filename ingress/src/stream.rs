@@ -75,6 +75,12 @@ fn wanted(filters: &[Filter], e: &kite_store::events::StoredEvent) -> bool {
 /// connection before they are buffered.
 pub const MAX_CLIENT_FRAME_BYTES: usize = 64 * 1024;
 
+/// `GET /ws`: the WebSocket stream.
+#[utoipa::path(get, path = "/ws", tag = "stream", security(()),
+    summary = "The live event stream (WebSocket, the Kite stream protocol)",
+    description = "Upgrade to a WebSocket, then send the connect frame with an API key; \
+        events follow as `event` frames, from the durable cursor of a named listener.",
+    responses((status = 101, description = "Switched to the WebSocket protocol")))]
 pub(crate) async fn ws(State(st): State<Arc<AppState>>, up: WebSocketUpgrade) -> Response {
     up.max_message_size(MAX_CLIENT_FRAME_BYTES)
         .max_frame_size(MAX_CLIENT_FRAME_BYTES)

@@ -85,14 +85,35 @@ impl ApiError {
 
     /// The JSON body `{"error":{...}}`.
     pub fn body(&self) -> Value {
-        let mut obj = Map::new();
-        obj.insert("code".into(), json!(self.code));
-        obj.insert("message".into(), json!(self.message));
-        for (k, v) in &self.extra {
-            obj.insert(k.clone(), v.clone());
-        }
-        json!({ "error": Value::Object(obj) })
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                extra: self.extra.clone(),
+            },
+        };
+        serde_json::to_value(body).unwrap_or_else(|_| json!({"error": {"code": self.code}}))
     }
+}
+
+/// The body of every error answer: `{"error":{"code","message",...}}`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error object of an [`ErrorBody`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code callers can match on (`validation_error`, `not_found`, ...).
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Extra fields some codes carry (`field`, `max_bytes`, `pattern`, ...).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub extra: Map<String, Value>,
 }
 
 #[cfg(test)]

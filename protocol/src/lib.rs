@@ -16,4 +16,4 @@ pub mod ssrf;
 pub mod stream;
 pub mod token;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};

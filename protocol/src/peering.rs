@@ -58,7 +58,7 @@ pub fn descriptor_url(base: &str) -> String {
 }
 
 /// One published verification key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublishedKey {
     /// Its id, named by `X-Kite-Key-Id`.
     pub key_id: String,
@@ -71,7 +71,7 @@ pub struct PublishedKey {
 }
 
 /// The federation endpoints a server publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoints {
     /// The server's base URL.
     pub base_url: String,
@@ -97,7 +97,7 @@ impl Endpoints {
 }
 
 /// `GET /.well-known/kite/server`: who a server is and how to verify it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServerDescriptor {
     /// The server's name (its instance id).
     pub server_name: String,
@@ -110,7 +110,7 @@ pub struct ServerDescriptor {
 }
 
 /// What an invitation string carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invitation {
     /// The inviting server's base URL.
     pub url: String,
@@ -157,7 +157,7 @@ impl Invitation {
 }
 
 /// `POST {accept}`: the accepting server answers an invitation (signed with its key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AcceptRequest {
     /// The invitation's token.
     pub token: String,
@@ -172,7 +172,7 @@ pub struct AcceptRequest {
 }
 
 /// The inviter's answer to an accepted invitation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AcceptResponse {
     /// The inviter's server name.
     pub server_name: String,
@@ -189,7 +189,7 @@ pub struct AcceptResponse {
 }
 
 /// `POST {heartbeat}`: a signed "still here", carrying the sender's current keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// The sender's server name.
     pub server_name: String,
@@ -201,16 +201,25 @@ pub struct Heartbeat {
     pub sent_at: DateTime<Utc>,
 }
 
+/// The answer to a [`Heartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeartbeatAck {
+    /// Always `ok`.
+    pub status: String,
+    /// The answering server's name.
+    pub server_name: String,
+}
+
 /// `POST {keys/query}`: which keys does `server_name` publish, as far as the asked peer knows
 /// (its own, or those it pinned for its peer)?
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyQuery {
     /// The server whose keys are asked for.
     pub server_name: String,
 }
 
 /// The answer to a [`KeyQuery`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyQueryResponse {
     /// The server the keys are of.
     pub server_name: String,
@@ -219,7 +228,7 @@ pub struct KeyQueryResponse {
 }
 
 /// `POST {backfill}`: a page of history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackfillRequest {
     /// Events received at or after this time.
     pub since: Option<DateTime<Utc>>,
@@ -233,9 +242,10 @@ pub struct BackfillRequest {
 
 /// A page of backfilled events: each the structured CloudEvent as it would have been
 /// forwarded, with its origin signature.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackfillPage {
     /// The events, each as its JSON text.
+    #[schema(value_type = Vec<Object>)]
     pub events: Vec<Box<serde_json::value::RawValue>>,
     /// Where the next page starts (None: this was the last).
     pub next_cursor: Option<i64>,

@@ -88,7 +88,7 @@ pub struct EventQuery {
 }
 
 /// A team's counts, for a dashboard.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct TeamStats {
     /// Events stored since midnight UTC.
     pub events_today: i64,

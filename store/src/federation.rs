@@ -18,7 +18,7 @@ use crate::types::{FederationMode, GrantPermission, PeerStatus};
 use crate::{Result, RowExt, Store, StoreError};
 
 /// A team's federation policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Policy {
     /// Who may federate.
     pub default_mode: FederationMode,
@@ -52,7 +52,7 @@ impl Policy {
 }
 
 /// An invitation as listed (its token is never kept, only its digest).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvitationInfo {
     /// Its id.
     pub id: Uuid,

@@ -11,7 +11,7 @@ use crate::types::GrantPermission;
 use crate::{Result, RowExt, Store, StoreError};
 
 /// A grant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Grant {
     /// Its id.
     pub id: Uuid,

@@ -20,7 +20,7 @@ pub struct KeyGrant {
 }
 
 /// An API key as listed (never the key itself).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyInfo {
     /// Key id.
     pub id: Uuid,
@@ -48,7 +48,7 @@ fn key_info(r: &tokio_postgres::Row) -> Result<ApiKeyInfo> {
 }
 
 /// A federation token as listed (the secret itself is never stored).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// Token id.
     pub id: Uuid,

@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The row does not exist (404).
     #[error("not found")]
     NotFound,
+    /// The database refused a value it was given (Postgres class 22, a data exception: text
+    /// with a NUL character, a number or time out of range): the caller's input (400).
+    #[error("invalid value: {0}")]
+    Invalid(String),
     /// Any other database error (a bug or a schema mismatch).
     #[error("database error: {0}")]
     Db(String),
@@ -86,6 +90,9 @@ impl From<tokio_postgres::Error> for StoreError {
             // 08: connection exception, 57: operator intervention (terminated), 53: resources.
             if matches!(class, "08" | "57" | "53") {
                 return StoreError::Unavailable(db.message().to_string());
+            }
+            if class == "22" {
+                return StoreError::Invalid(db.message().to_string());
             }
             return StoreError::Db(db.message().to_string());
         }

@@ -74,7 +74,7 @@ pub struct DeliveryUpdate {
 }
 
 /// An outbox row as the admin API lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutboxEntry {
     /// Outbox id (also the listing cursor).
     pub id: i64,

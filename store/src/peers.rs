@@ -10,7 +10,7 @@ use crate::types::{PeerHealth, PeerStatus};
 use crate::{Result, RowExt, Store};
 
 /// A peer as stored. The outbound token is never serialized.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Peer {
     /// Peer id.
     pub id: Uuid,
@@ -128,40 +128,52 @@ impl Store {
 }
 
 /// Fields of a new peer (validated by the caller).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, utoipa::ToSchema)]
 pub struct NewPeer {
     /// Unique name within the team.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
-    /// Target hook URL.
+    /// Target hook URL (absolute http or https).
+    #[schema(format = "uri", max_length = 2048)]
     pub peer_hook_url: String,
-    /// Outbound secret.
+    /// Outbound secret, sent as the bearer token and signing key (shown never).
+    #[schema(min_length = 1, max_length = 512, write_only)]
     pub outbound_token: String,
-    /// Scope globs.
+    /// Scope globs on event types.
+    #[schema(required = false, default = json!(["*"]))]
     pub scopes: Vec<String>,
     /// Hop limit.
+    #[schema(required = false, default = 3, minimum = 1, maximum = 16)]
     pub max_hops: i32,
-    /// Initial status.
+    /// Initial status (`active` or `paused`).
+    #[schema(required = false, default = "active")]
     pub status: PeerStatus,
     /// Key id to name instead of sending the token as a bearer.
+    #[schema(max_length = 128)]
     pub key_id: Option<String>,
 }
 
 /// A partial update of a peer (validated by the caller).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, utoipa::ToSchema)]
 pub struct PeerPatch {
     /// New name.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: Option<String>,
     /// New URL.
+    #[schema(format = "uri", max_length = 2048)]
     pub peer_hook_url: Option<String>,
     /// New outbound secret.
+    #[schema(min_length = 1, max_length = 512, write_only)]
     pub outbound_token: Option<String>,
     /// New scopes.
     pub scopes: Option<Vec<String>>,
     /// New hop limit.
+    #[schema(minimum = 1, maximum = 16)]
     pub max_hops: Option<i32>,
-    /// New status.
+    /// New status (`active` or `paused`).
     pub status: Option<PeerStatus>,
     /// New key id.
+    #[schema(max_length = 128)]
     pub key_id: Option<String>,
 }
 

@@ -9,7 +9,7 @@ use crate::keys::found;
 use crate::{Result, Store, StoreError};
 
 /// A trusted sender. Its tokens are never serialized.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Sender {
     /// Sender id.
     pub id: Uuid,
@@ -46,11 +46,13 @@ const COLS: &str = "id, team_id, name, key_id, legacy_signature, inbound_token, 
     previous_inbound_token, previous_until, created_at";
 
 /// A partial update of a trusted sender.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, utoipa::ToSchema)]
 pub struct SenderPatch {
     /// New name.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: Option<String>,
     /// New secret (the old one stays accepted for the overlap).
+    #[schema(min_length = 1, max_length = 512, write_only)]
     pub inbound_token: Option<String>,
     /// Legacy signature acceptance.
     pub legacy_signature: Option<bool>,

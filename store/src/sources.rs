@@ -9,7 +9,7 @@ use crate::keys::found;
 use crate::{Result, Store, StoreError};
 
 /// A configured hook source. Its secrets are never serialized.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Source {
     /// Source id.
     pub id: Uuid,

@@ -24,7 +24,7 @@ pub struct NewAttempt {
 }
 
 /// One recorded attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptEntry {
     /// When it was made.
     pub at: DateTime<Utc>,

@@ -9,7 +9,7 @@ use crate::types::Permission;
 use crate::{Result, RowExt, Store, StoreError};
 
 /// A team as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Team {
     /// The team id (`/hooks/{team}/...`).
     pub id: String,

@@ -1,43 +1,61 @@
-//! Tools the tests run that kite did not write: the official Standard Webhooks library
-//! (PyPI `standardwebhooks`), in a virtualenv under `target/test-tools` made on first use
-//! (`.ci/run` makes it ahead).
+//! Tools the tests run that kite did not write, from PyPI, in one virtualenv under
+//! `target/test-tools/venv` made on first use (`scripts/services python` makes it ahead): the
+//! official Standard Webhooks library, and schemathesis, which fuzzes the HTTP API from its
+//! OpenAPI document.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 /// The version of the official library the tests verify with.
 pub const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
+/// The version of schemathesis the OpenAPI test runs.
+pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
 
-/// A Python with the official `standardwebhooks` library, installing it on first use.
-pub fn standardwebhooks_python() -> PathBuf {
+/// The test tools' virtualenv, with both tools installed (once).
+fn venv() -> PathBuf {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-tools/venv");
     let python = venv.join("bin/python");
-    let has = |p: &PathBuf| {
-        Command::new(p)
-            .args(["-c", "import standardwebhooks"])
+    let has = || {
+        Command::new(&python)
+            .args(["-c", "import standardwebhooks, schemathesis"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if has(&python) {
-        return python;
+    if has() {
+        return venv;
     }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 (needed to run the official Standard Webhooks library)");
-    assert!(made.success(), "python3 -m venv {}", venv.display());
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 (needed to run the test tools from PyPI)");
+        assert!(made.success(), "python3 -m venv {}", venv.display());
+    }
     let pip = Command::new(venv.join("bin/pip"))
         .args([
             "install",
             "--quiet",
             &format!("standardwebhooks=={STANDARDWEBHOOKS_VERSION}"),
+            &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
         ])
         .status()
         .expect("pip");
-    assert!(pip.success(), "pip install standardwebhooks");
-    assert!(has(&python), "standardwebhooks importable after install");
-    python
+    assert!(pip.success(), "pip install standardwebhooks schemathesis");
+    assert!(has(), "the test tools importable after install");
+    venv
+}
+
+/// A Python with the official `standardwebhooks` library.
+pub fn standardwebhooks_python() -> PathBuf {
+    venv().join("bin/python")
+}
+
+/// The `schemathesis` command.
+pub fn schemathesis() -> PathBuf {
+    venv().join("bin/schemathesis")
 }
 
 /// Verifies a delivery with the official library: `Webhook(secret).verify(body, headers)`,

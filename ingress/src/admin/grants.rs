@@ -24,6 +24,24 @@ const MAX_PAGES: u32 = 10_000;
 #[derive(Debug)]
 pub(crate) struct GrantRequest(NewGrant);
 
+/// The body of `POST /api/federation/peers/{id}/grants`, as documented (read by
+/// [`GrantRequest`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct GrantBody {
+    /// What the grant allows (`send`, `backfill`); at least one.
+    #[schema(min_items = 1)]
+    permissions: Vec<GrantPermission>,
+    /// Event types it covers (globs).
+    #[schema(required = false, default = json!(["*"]))]
+    scopes: Vec<String>,
+    /// When it stops working (RFC 3339); not with `ttl`.
+    expires_at: Option<DateTime<Utc>>,
+    /// Seconds it lives (default 30 days); not with `expires_at`.
+    #[schema(minimum = 1, maximum = 315360000)]
+    ttl: Option<i64>,
+}
+
 impl FromBody for GrantRequest {
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let bad = || {
@@ -72,6 +90,10 @@ impl FromBody for GrantRequest {
     }
 }
 
+#[utoipa::path(post, path = "/api/federation/peers/{id}/grants", tag = "peers",
+    summary = "Grant a handshake peer sending or backfilling event types, until a time", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    request_body = GrantBody,
+    responses((status = 201, description = "The grant", body = kite_store::grants::Grant)))]
 pub(super) async fn create_grant(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -86,6 +108,9 @@ pub(super) async fn create_grant(
     Ok((StatusCode::CREATED, Json(grant)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/peers/{id}/grants", tag = "peers",
+    summary = "A peer's grants", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "The grants", body = Items<kite_store::grants::Grant>)))]
 pub(super) async fn list_grants(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -97,6 +122,10 @@ pub(super) async fn list_grants(
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/federation/peers/{id}/grants/{grant}", tag = "peers",
+    summary = "Revoke a grant",
+    params(("id" = String, Path, description = "The peer's id"), ("grant" = String, Path, description = "The grant's id")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_grant(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -111,6 +140,21 @@ pub(super) async fn delete_grant(
 
 /// `POST /api/federation/peers/{id}/backfill`: `since` (an RFC 3339 time, inclusive, or the
 /// peer's cursor), `limit` (default 1,000), `types` (globs; default every type granted).
+/// The body of `POST /api/federation/peers/{id}/backfill`, as documented (read by
+/// [`Backfill`]).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BackfillBody {
+    /// Where to start: an RFC 3339 time (inclusive) or the peer's cursor (an integer).
+    #[schema(value_type = Option<serde_json::Value>)]
+    since: Option<String>,
+    /// The most events to pull.
+    #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]
+    limit: i64,
+    /// Only these event types (globs); default every type granted.
+    types: Option<Vec<String>>,
+}
+
 #[derive(Debug)]
 pub(crate) struct Backfill {
     since: Option<DateTime<Utc>>,
@@ -152,7 +196,7 @@ impl FromBody for Backfill {
 }
 
 /// What a backfill did.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(crate) struct Backfilled {
     /// Events the peer sent.
     fetched: u64,
@@ -166,6 +210,10 @@ pub(crate) struct Backfilled {
     pages: u32,
 }
 
+#[utoipa::path(post, path = "/api/federation/peers/{id}/backfill", tag = "peers",
+    summary = "Pull the history a handshake peer holds, every event's origin signature verified", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    request_body(content = BackfillBody, description = "Optional"),
+    responses((status = 200, description = "What was fetched and stored", body = Backfilled)))]
 pub(super) async fn backfill(
     State(st): St,
     AdminKey(g): AdminKey,

@@ -3,9 +3,13 @@
 use super::*;
 
 /// `POST /api/keys`: an optional label and permission (default `read`).
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct NewKey {
+    /// A label to recognise it by.
+    #[schema(required = false, max_length = 200, default = "")]
     label: String,
+    /// What it may do.
+    #[schema(required = false, default = "read")]
     permission: Permission,
 }
 
@@ -28,7 +32,7 @@ impl FromBody for NewKey {
 }
 
 /// A new key as answered once: its listing plus the secret itself.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedKey {
     #[serde(flatten)]
     info: kite_store::keys::ApiKeyInfo,
@@ -36,6 +40,10 @@ pub(crate) struct CreatedKey {
     key: String,
 }
 
+#[utoipa::path(post, path = "/api/keys", tag = "keys",
+    summary = "Make an API key (shown once)",
+    request_body(content = NewKey, description = "Optional"),
+    responses((status = 201, description = "The key, with its secret", body = CreatedKey)))]
 pub(super) async fn create_key(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -48,11 +56,18 @@ pub(super) async fn create_key(
     Ok((StatusCode::CREATED, Json(CreatedKey { info, key })).into_response())
 }
 
+#[utoipa::path(get, path = "/api/keys", tag = "keys",
+    summary = "The team's API keys (never their secrets)",
+    responses((status = 200, description = "The keys", body = Items<kite_store::keys::ApiKeyInfo>)))]
 pub(super) async fn list_keys(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_api_keys(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys",
+    summary = "Revoke an API key",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The revoked key", body = kite_store::keys::ApiKeyInfo)))]
 pub(super) async fn revoke_key(
     State(st): St,
     AdminKey(g): AdminKey,

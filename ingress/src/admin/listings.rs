@@ -9,20 +9,30 @@ use kite_store::events::EventQuery;
 use kite_store::peers::Peer;
 use kite_store::story::{AttemptEntry, StoryRow};
 use kite_store::types::PeerHealth;
+use utoipa::IntoParams;
 
 use super::*;
 
-/// A listing's query string, every name checked against what the route knows.
+/// A listing's query string, every name checked against the filters the route documents
+/// (its [`IntoParams`] type), so the OpenAPI document and the check never disagree.
 struct Filters(HashMap<String, String>);
 
+/// The query parameter names a listing documents.
+fn names<P: IntoParams>() -> Vec<String> {
+    P::into_params(|| None)
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
 impl Filters {
-    fn read(
+    fn read<P: IntoParams>(
         q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-        known: &[&str],
     ) -> Result<Self, ApiErr> {
         let Query(q) =
             q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
-        if let Some(unknown) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        let known = names::<P>();
+        if let Some(unknown) = q.keys().find(|k| !known.contains(k)) {
             return Err(ApiErr(
                 ApiError::bad_request(
                     "unknown_filter",
@@ -61,16 +71,45 @@ impl Filters {
     }
 }
 
-const OUTBOX_FILTERS: &[&str] = &[
-    "peer", "peer_id", "status", "state", "type", "source", "since", "until", "cursor", "limit",
-];
+/// The filters of `GET /api/federation/outbox`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct OutboxParams {
+    /// Rows of the peer of this name (or server name).
+    peer: Option<String>,
+    /// Rows of the peer of this id.
+    peer_id: Option<Uuid>,
+    /// Rows in this state.
+    status: Option<OutboxState>,
+    /// The same as `status`.
+    state: Option<OutboxState>,
+    /// Rows of events of this type.
+    r#type: Option<String>,
+    /// Rows of events that came in on this source.
+    source: Option<String>,
+    /// Rows made at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Rows made before this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page.
+    #[param(minimum = 0)]
+    cursor: Option<i64>,
+    /// The most rows in the page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
 
+#[utoipa::path(get, path = "/api/federation/outbox", tag = "events",
+    summary = "Outbox rows (one per event and peer), newest first, filtered, with a cursor",
+    params(OutboxParams),
+    responses((status = 200, description = "A page of rows", body = Page<kite_store::outbox::OutboxEntry>)))]
 pub(super) async fn list_outbox(
     State(st): St,
     AdminKey(g): AdminKey,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let f = Filters::read(q, OUTBOX_FILTERS)?;
+    let f = Filters::read::<OutboxParams>(q)?;
     let mut peer_id = match f.text("peer_id") {
         None => None,
         Some(p) => Some(
@@ -118,16 +157,40 @@ pub(super) async fn list_outbox(
     .into_response())
 }
 
-const EVENT_FILTERS: &[&str] = &[
-    "after", "cursor", "limit", "type", "source", "since", "until",
-];
+/// The filters of `GET /api/events`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct EventParams {
+    /// Events after this sequence number.
+    #[param(minimum = 0)]
+    after: Option<i64>,
+    /// The `next_cursor` of the previous page (the same as `after`).
+    #[param(minimum = 0)]
+    cursor: Option<i64>,
+    /// The most events in the page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+    /// Events of this type.
+    r#type: Option<String>,
+    /// Events that came in on this source.
+    source: Option<String>,
+    /// Events received at or after this time (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Events received before this time (RFC 3339).
+    until: Option<DateTime<Utc>>,
+}
 
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    summary = "Stored events in order, filtered, with a cursor (read key)",
+    params(EventParams),
+    responses((status = 200, description = "A page of events", body = Page<EventItem>)))]
 pub(super) async fn list_events(
     State(st): St,
     ReadKey(g): ReadKey,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let f = Filters::read(q, EVENT_FILTERS)?;
+    let f = Filters::read::<EventParams>(q)?;
     let after = match f.int("after", 0, i64::MAX)? {
         Some(a) => a,
         None => f.int("cursor", 0, i64::MAX)?.unwrap_or(0),
@@ -155,11 +218,16 @@ pub(super) async fn list_events(
 }
 
 /// One event of `GET /api/events`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EventItem {
+    /// Its sequence number on this instance (the listing's cursor).
     seq: i64,
+    /// The source it came in on (`kite` for peers).
     source: String,
+    /// When it was stored.
     received_at: DateTime<Utc>,
+    /// The structured CloudEvent, its `data` byte for byte as received.
+    #[schema(value_type = Object)]
     event: Box<RawValue>,
 }
 
@@ -184,8 +252,9 @@ impl EventItem {
 }
 
 /// `GET /api/events/{id}`: the event and, for every peer of its team, what happened to it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Story {
+    /// The event.
     #[serde(flatten)]
     event: EventItem,
     /// One entry a peer (and one for each row of a peer deleted since).
@@ -193,8 +262,9 @@ struct Story {
 }
 
 /// What happened to an event for one peer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PeerStory {
+    /// The peer's id.
     peer_id: Uuid,
     /// The peer's name (None: it was deleted since).
     peer: Option<String>,
@@ -208,6 +278,7 @@ struct PeerStory {
     /// The peer's scopes (`no_match`).
     #[serde(skip_serializing_if = "Option::is_none")]
     scopes: Option<Vec<String>>,
+    /// When it was delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     delivered_at: Option<DateTime<Utc>>,
     /// Every attempt: time, outcome (`delivered`, `failed`, `refused`, `error`, `gone`,
@@ -215,15 +286,26 @@ struct PeerStory {
     attempts: Vec<AttemptEntry>,
 }
 
-const STORY_FILTERS: &[&str] = &["source"];
+/// The filter of `GET /api/events/{id}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct StoryParams {
+    /// With a CloudEvent id: the source it came in on (ids are unique per source).
+    source: Option<String>,
+}
 
+#[utoipa::path(get, path = "/api/events/{id}", tag = "events",
+    summary = "One event and its story: for every peer, what happened to it (read key)",
+    params(("id" = String, Path, description = "The event's sequence number or CloudEvent id"), StoryParams),
+    responses((status = 200, description = "The event and its story", body = Story)))]
 pub(super) async fn show_event(
     State(st): St,
     ReadKey(g): ReadKey,
     Path(id): Path<String>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
-    let f = Filters::read(q, STORY_FILTERS)?;
+    let f = Filters::read::<StoryParams>(q)?;
     let not_found = || ApiErr(ApiError::not_found(format!("no event {id:?}")));
     let seq = st
         .store

@@ -16,19 +16,6 @@ mod trust;
 
 pub(crate) use peers::check_destination;
 
-use grants::{backfill, create_grant, delete_grant, list_grants};
-use keys::{create_key, list_keys, revoke_key};
-use listings::{list_events, list_outbox, show_event};
-use peers::{create_peer, delete_peer, get_peer, list_peers, patch_peer, replay_dead};
-use senders::{create_sender, delete_sender, list_senders, patch_sender};
-use sources::{create_source, delete_source, list_sources, rotate_source};
-use teams::{create_team, delete_team, list_teams};
-use tokens::{create_token, list_tokens};
-use trust::{
-    accept_invitation, create_invitation, delete_invitation, get_policy, identity,
-    list_invitations, put_policy, rotate_identity,
-};
-
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -37,8 +24,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use kite_bus::Message;
 use kite_protocol::scope::{ScopeError, ScopeSet};
 use kite_protocol::ssrf::Destination;
@@ -50,6 +36,7 @@ use kite_store::types::{OutboxState, PeerStatus, Permission};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::hooks::{bearer, body_or_413};
@@ -60,61 +47,38 @@ pub const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 type St = State<Arc<AppState>>;
 
-/// Every admin route.
-pub(crate) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/api/federation/tokens",
-            post(create_token).get(list_tokens),
-        )
-        .route("/api/federation/peers", post(create_peer).get(list_peers))
-        .route(
-            "/api/federation/peers/{id}",
-            get(get_peer).patch(patch_peer).delete(delete_peer),
-        )
-        .route("/api/federation/peers/{id}/replay-dead", post(replay_dead))
-        .route(
-            "/api/federation/peers/{id}/grants",
-            post(create_grant).get(list_grants),
-        )
-        .route(
-            "/api/federation/peers/{id}/grants/{grant}",
-            axum::routing::delete(delete_grant),
-        )
-        .route("/api/federation/peers/{id}/backfill", post(backfill))
-        .route(
-            "/api/federation/trusted-senders",
-            post(create_sender).get(list_senders),
-        )
-        .route(
-            "/api/federation/trusted-senders/{id}",
-            axum::routing::delete(delete_sender).patch(patch_sender),
-        )
-        .route("/api/sources", post(create_source).get(list_sources))
-        .route("/api/sources/{name}", axum::routing::delete(delete_source))
-        .route("/api/sources/{name}/rotate", post(rotate_source))
-        .route("/api/keys", post(create_key).get(list_keys))
-        .route("/api/keys/{id}", axum::routing::delete(revoke_key))
-        .route("/api/teams", post(create_team).get(list_teams))
-        .route("/api/teams/{id}", axum::routing::delete(delete_team))
-        .route("/api/federation/identity", get(identity))
-        .route("/api/federation/identity/rotate", post(rotate_identity))
-        .route("/api/federation/policy", get(get_policy).put(put_policy))
-        .route(
-            "/api/federation/invitations",
-            post(create_invitation).get(list_invitations),
-        )
-        .route(
-            "/api/federation/invitations/accept",
-            post(accept_invitation),
-        )
-        .route(
-            "/api/federation/invitations/{id}",
-            axum::routing::delete(delete_invitation),
-        )
-        .route("/api/federation/outbox", get(list_outbox))
-        .route("/api/events", get(list_events))
-        .route("/api/events/{id}", get(show_event))
+/// Every admin route, each registered with its OpenAPI operation (`#[utoipa::path]`).
+pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(peers::create_peer, peers::list_peers))
+        .routes(routes!(
+            peers::get_peer,
+            peers::patch_peer,
+            peers::delete_peer
+        ))
+        .routes(routes!(peers::replay_dead))
+        .routes(routes!(grants::create_grant, grants::list_grants))
+        .routes(routes!(grants::delete_grant))
+        .routes(routes!(grants::backfill))
+        .routes(routes!(senders::create_sender, senders::list_senders))
+        .routes(routes!(senders::delete_sender, senders::patch_sender))
+        .routes(routes!(sources::create_source, sources::list_sources))
+        .routes(routes!(sources::delete_source))
+        .routes(routes!(sources::rotate_source))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(teams::create_team, teams::list_teams))
+        .routes(routes!(teams::delete_team))
+        .routes(routes!(trust::identity))
+        .routes(routes!(trust::rotate_identity))
+        .routes(routes!(trust::get_policy, trust::put_policy))
+        .routes(routes!(trust::create_invitation, trust::list_invitations))
+        .routes(routes!(trust::accept_invitation))
+        .routes(routes!(trust::delete_invitation))
+        .routes(routes!(listings::list_outbox))
+        .routes(routes!(listings::list_events))
+        .routes(routes!(listings::show_event))
 }
 
 /// Authenticates the request's API key and checks it grants at least `need`.
@@ -220,14 +184,14 @@ impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
 }
 
 /// A list answer: `{"items": [...]}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Items<T> {
     /// The items, in the listing's order.
     pub(crate) items: Vec<T>,
 }
 
 /// The answer of a delete.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Deleted {
     /// Always true.
     pub(crate) deleted: bool,
@@ -237,7 +201,7 @@ pub(crate) struct Deleted {
 }
 
 /// A page of a listing: `{"items": [...], "next_cursor": N | null}`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Page<T> {
     /// The items of this page.
     pub(crate) items: Vec<T>,
@@ -279,10 +243,12 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
 fn opt_str(m: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, ApiErr> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= max => Ok(Some(s.clone())),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= max && !s.contains('\0') => {
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(ApiErr(ApiError::validation(
             field,
-            format!("{field} must be a non-empty string of at most {max} bytes"),
+            format!("{field} must be a non-empty string of at most {max} bytes, without NUL"),
         ))),
     }
 }
@@ -431,9 +397,9 @@ mod tests {
         body: &'static [u8],
     ) -> (u16, Value) {
         use tower::ServiceExt;
-        let app: Router = Router::new().route(
+        let app: axum::Router = axum::Router::new().route(
             "/",
-            post(|Valid(v): Valid<T>| async move { format!("{v:?}") }),
+            axum::routing::post(|Valid(v): Valid<T>| async move { format!("{v:?}") }),
         );
         let req = axum::http::Request::post("/")
             .header("content-type", "application/json")

@@ -84,8 +84,10 @@ impl FromBody for PeerPatch {
 }
 
 /// `POST /api/federation/peers/{id}/replay-dead`: how many dead rows to replay (default 1,000).
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct ReplayDead {
+    /// The most dead rows to replay.
+    #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]
     limit: i64,
 }
 
@@ -98,7 +100,7 @@ impl FromBody for ReplayDead {
 }
 
 /// The answer of a replay.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Replayed {
     /// Dead rows put back in line.
     replayed: usize,
@@ -107,8 +109,9 @@ pub(crate) struct Replayed {
 /// A peer as the API shows it: the stored fields, when it was last heard from, its pending
 /// and dead backlog, its traffic in the last 24 hours and, shown alone, the keys pinned for
 /// it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct PeerView {
+    /// The stored peer.
     #[serde(flatten)]
     peer: kite_store::peers::Peer,
     /// When this side last heard from it (a heartbeat, or a delivery it took).
@@ -161,6 +164,10 @@ impl PeerView {
     }
 }
 
+#[utoipa::path(post, path = "/api/federation/peers", tag = "peers",
+    summary = "Add a peer by URL and shared token (the Kite token flow)",
+    request_body = NewPeer,
+    responses((status = 201, description = "The peer", body = kite_store::peers::Peer)))]
 pub(super) async fn create_peer(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -174,6 +181,9 @@ pub(super) async fn create_peer(
     Ok((StatusCode::CREATED, Json(peer)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/peers", tag = "peers",
+    summary = "Every peer of the team, with its health and backlog",
+    responses((status = 200, description = "The peers", body = Items<PeerView>)))]
 pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let peers = st.store.list_peers(&g.team_id).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
@@ -188,6 +198,9 @@ pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<R
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/peers/{id}", tag = "peers",
+    summary = "One peer, with its health, backlog and pinned keys", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "The peer", body = PeerView)))]
 pub(super) async fn get_peer(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -197,6 +210,10 @@ pub(super) async fn get_peer(
     Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
 }
 
+#[utoipa::path(patch, path = "/api/federation/peers/{id}", tag = "peers",
+    summary = "Change a peer: pause or resume it, its scopes, URL, token or hop limit", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    request_body = PeerPatch,
+    responses((status = 200, description = "The peer", body = kite_store::peers::Peer)))]
 pub(super) async fn patch_peer(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -214,6 +231,9 @@ pub(super) async fn patch_peer(
     Ok(Json(peer).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/federation/peers/{id}", tag = "peers",
+    summary = "Remove a peer; its waiting rows are cancelled", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_peer(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -227,6 +247,10 @@ pub(super) async fn delete_peer(
     Ok(Deleted::answer(Some(cancelled)))
 }
 
+#[utoipa::path(post, path = "/api/federation/peers/{id}/replay-dead", tag = "peers",
+    summary = "Put a peer's dead rows back in line", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    request_body(content = ReplayDead, description = "Optional; an empty body replays up to 1,000"),
+    responses((status = 200, description = "How many were replayed", body = Replayed)))]
 pub(super) async fn replay_dead(
     State(st): St,
     AdminKey(g): AdminKey,

@@ -4,11 +4,19 @@ use super::*;
 use kite_store::senders::SenderPatch;
 
 /// `POST /api/federation/trusted-senders`: name and inbound_token are required.
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct NewSender {
+    /// Unique name within the team.
+    #[schema(min_length = 1, max_length = 128)]
     name: String,
+    /// The shared secret the sender signs with.
+    #[schema(min_length = 1, max_length = 512, write_only)]
     inbound_token: String,
+    /// The key id the sender names in `X-Kite-Key-Id` (default: made up).
+    #[schema(max_length = 128)]
     key_id: Option<String>,
+    /// Accept the body-only `X-Kite-Signature` (peers running Kite).
+    #[schema(required = false, default = false)]
     legacy_signature: bool,
 }
 
@@ -34,6 +42,10 @@ impl FromBody for SenderPatch {
     }
 }
 
+#[utoipa::path(post, path = "/api/federation/trusted-senders", tag = "federation",
+    summary = "Trust a sender that signs with a shared secret",
+    request_body = NewSender,
+    responses((status = 201, description = "The sender", body = kite_store::senders::Sender)))]
 pub(super) async fn create_sender(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -53,11 +65,19 @@ pub(super) async fn create_sender(
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/trusted-senders", tag = "federation",
+    summary = "The team's trusted senders (never their secrets)",
+    responses((status = 200, description = "The senders", body = Items<kite_store::senders::Sender>)))]
 pub(super) async fn list_senders(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_senders(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(patch, path = "/api/federation/trusted-senders/{id}", tag = "federation",
+    summary = "Rename a sender, rotate its secret or change its signature form",
+    params(("id" = String, Path, description = "The sender's id")),
+    request_body = SenderPatch,
+    responses((status = 200, description = "The sender", body = kite_store::senders::Sender)))]
 pub(super) async fn patch_sender(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -73,6 +93,10 @@ pub(super) async fn patch_sender(
     Ok(Json(s).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/federation/trusted-senders/{id}", tag = "federation",
+    summary = "Stop trusting a sender",
+    params(("id" = String, Path, description = "The sender's id")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_sender(
     State(st): St,
     AdminKey(g): AdminKey,

@@ -4,11 +4,20 @@ use super::*;
 
 /// `POST /api/sources`: a source name, its signature scheme and secret, and for the
 /// `hmac-sha256` scheme an optional header.
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct NewSource {
+    /// The `{source}` of `/hooks/{team}/{source}` (not `kite`).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     name: String,
+    /// The provider's signature scheme.
+    #[schema(value_type = String, example = "stripe",
+        pattern = "^(stripe|github|slack|standard-webhooks|hmac-sha256)$")]
     scheme: String,
+    /// The signing secret the provider gave you.
+    #[schema(min_length = 1, max_length = 512, write_only)]
     secret: String,
+    /// The signature header of the `hmac-sha256` scheme.
+    #[schema(max_length = 128)]
     header: Option<String>,
 }
 
@@ -57,7 +66,10 @@ impl FromBody for NewSource {
 }
 
 /// `POST /api/sources/{name}/rotate`: the new secret.
+#[derive(utoipa::ToSchema)]
 pub(crate) struct Rotation {
+    /// The new signing secret.
+    #[schema(min_length = 1, max_length = 512, write_only)]
     secret: String,
 }
 
@@ -69,6 +81,10 @@ impl FromBody for Rotation {
     }
 }
 
+#[utoipa::path(post, path = "/api/sources", tag = "sources",
+    summary = "Add a signed provider source (`/hooks/{team}/{name}`)",
+    request_body = NewSource,
+    responses((status = 201, description = "The source", body = kite_store::sources::Source)))]
 pub(super) async fn create_source(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -88,11 +104,19 @@ pub(super) async fn create_source(
     Ok((StatusCode::CREATED, Json(src)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/sources", tag = "sources",
+    summary = "The team's sources (never their secrets)",
+    responses((status = 200, description = "The sources", body = Items<kite_store::sources::Source>)))]
 pub(super) async fn list_sources(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_sources(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(post, path = "/api/sources/{name}/rotate", tag = "sources",
+    summary = "Rotate a source's secret; the old one is accepted for the overlap",
+    params(("name" = String, Path, description = "The source's name")),
+    request_body = Rotation,
+    responses((status = 200, description = "The source", body = kite_store::sources::Source)))]
 pub(super) async fn rotate_source(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -107,6 +131,10 @@ pub(super) async fn rotate_source(
     Ok(Json(src).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/sources/{name}", tag = "sources",
+    summary = "Remove a source",
+    params(("name" = String, Path, description = "The source's name")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_source(
     State(st): St,
     AdminKey(g): AdminKey,

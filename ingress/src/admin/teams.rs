@@ -25,8 +25,10 @@ impl FromRequestParts<Arc<AppState>> for OperatorKey {
 }
 
 /// `POST /api/teams`: the new team's id.
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct NewTeam {
+    /// The team id (`/hooks/{team}/...`).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     id: String,
 }
 
@@ -44,7 +46,7 @@ impl FromBody for NewTeam {
 }
 
 /// A new team as answered once: the team and its first admin key.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedTeam {
     #[serde(flatten)]
     team: kite_store::teams::Team,
@@ -54,6 +56,11 @@ pub(crate) struct CreatedTeam {
     admin_key_info: kite_store::keys::ApiKeyInfo,
 }
 
+#[utoipa::path(post, path = "/api/teams", tag = "teams",
+    summary = "Make a team and its first admin key (operator key)",
+    security(("operator_key" = [])),
+    request_body = NewTeam,
+    responses((status = 201, description = "The team and its admin key", body = CreatedTeam)))]
 pub(super) async fn create_team(
     State(st): St,
     _: OperatorKey,
@@ -72,11 +79,20 @@ pub(super) async fn create_team(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/teams", tag = "teams",
+    summary = "Every team (operator key)",
+    security(("operator_key" = [])),
+    responses((status = 200, description = "The teams", body = Items<kite_store::teams::Team>)))]
 pub(super) async fn list_teams(State(st): St, _: OperatorKey) -> Result<Response, ApiErr> {
     let items = st.store.list_teams().await?;
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/teams/{id}", tag = "teams",
+    summary = "Delete a team and everything it holds (operator key)",
+    security(("operator_key" = [])),
+    params(("id" = String, Path, description = "The team's id")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_team(
     State(st): St,
     _: OperatorKey,

@@ -3,8 +3,10 @@
 use super::*;
 
 /// `POST /api/federation/tokens`: an optional label.
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct NewToken {
+    /// A label to recognise it by.
+    #[schema(required = false, max_length = 200, default = "")]
     label: String,
 }
 
@@ -17,7 +19,7 @@ impl FromBody for NewToken {
 }
 
 /// A new federation token as answered once: its listing plus the secret itself.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedToken {
     #[serde(flatten)]
     info: kite_store::keys::TokenInfo,
@@ -25,6 +27,10 @@ pub(crate) struct CreatedToken {
     token: String,
 }
 
+#[utoipa::path(post, path = "/api/federation/tokens", tag = "federation",
+    summary = "Make a federation token a peer sends with its events (shown once)",
+    request_body(content = NewToken, description = "Optional"),
+    responses((status = 201, description = "The token, with its secret", body = CreatedToken)))]
 pub(super) async fn create_token(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -38,6 +44,9 @@ pub(super) async fn create_token(
     Ok((StatusCode::CREATED, Json(CreatedToken { info, token })).into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/tokens", tag = "federation",
+    summary = "The team's federation tokens (never their secrets)",
+    responses((status = 200, description = "The tokens", body = Items<kite_store::keys::TokenInfo>)))]
 pub(super) async fn list_tokens(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
     let items = st.store.list_tokens(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())

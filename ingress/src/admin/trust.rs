@@ -14,10 +14,16 @@ const MAX_TTL_SECS: i64 = 365 * 24 * 3600;
 /// How long an invitation lives unless told: 7 days.
 const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
 
+#[utoipa::path(get, path = "/api/federation/identity", tag = "federation",
+    summary = "This server's descriptor: its name, keys and endpoints",
+    responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
 pub(super) async fn identity(State(st): St, ReadKey(_): ReadKey) -> Result<Response, ApiErr> {
     Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
 }
 
+#[utoipa::path(post, path = "/api/federation/identity/rotate", tag = "federation",
+    summary = "Rotate the identity key; the old one stays valid for the overlap",
+    responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
 pub(super) async fn rotate_identity(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -27,17 +33,24 @@ pub(super) async fn rotate_identity(
     Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/policy", tag = "federation",
+    summary = "The team's federation policy",
+    responses((status = 200, description = "The policy", body = kite_store::federation::Policy)))]
 pub(super) async fn get_policy(State(st): St, ReadKey(g): ReadKey) -> Result<Response, ApiErr> {
     Ok(Json(st.store.policy(&g.team_id).await?).into_response())
 }
 
 /// `PUT /api/federation/policy`: any of `default_mode`, `allowed_peers`,
 /// `max_backfill_events_per_request`; a field left out keeps its value.
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct PolicyPatch {
+    /// Who may federate.
     default_mode: Option<FederationMode>,
+    /// Server names that may accept invitations under `invite_only` (at most 1,000).
     allowed_peers: Option<Vec<String>>,
-    max_backfill: Option<i32>,
+    /// The most events one backfill request is answered with.
+    #[schema(minimum = 1, maximum = 100000)]
+    max_backfill_events_per_request: Option<i32>,
 }
 
 impl FromBody for PolicyPatch {
@@ -78,12 +91,21 @@ impl FromBody for PolicyPatch {
         Ok(PolicyPatch {
             default_mode,
             allowed_peers,
-            max_backfill: opt_int(m, "max_backfill_events_per_request", 1, 100_000)?
-                .map(|n| n as i32),
+            max_backfill_events_per_request: opt_int(
+                m,
+                "max_backfill_events_per_request",
+                1,
+                100_000,
+            )?
+            .map(|n| n as i32),
         })
     }
 }
 
+#[utoipa::path(put, path = "/api/federation/policy", tag = "federation",
+    summary = "Change the federation policy; a field left out keeps its value",
+    request_body = PolicyPatch,
+    responses((status = 200, description = "The policy", body = kite_store::federation::Policy)))]
 pub(super) async fn put_policy(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -94,7 +116,7 @@ pub(super) async fn put_policy(
         default_mode: patch.default_mode.unwrap_or(now.default_mode),
         allowed_peers: patch.allowed_peers.unwrap_or(now.allowed_peers),
         max_backfill_events_per_request: patch
-            .max_backfill
+            .max_backfill_events_per_request
             .unwrap_or(now.max_backfill_events_per_request),
     };
     let saved = st.store.set_policy(&g.team_id, &policy).await?;
@@ -105,10 +127,16 @@ pub(super) async fn put_policy(
 
 /// `POST /api/federation/invitations`: `scopes` (what this side sends to whoever accepts;
 /// default `["*"]`), `max_hops` (default 3), `ttl` in seconds (default 7 days).
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct NewInvitation {
+    /// Event types this side sends to whoever accepts (globs).
+    #[schema(required = false, default = json!(["*"]))]
     scopes: Vec<String>,
+    /// Hop limit of what this side sends.
+    #[schema(required = false, default = 3, minimum = 1, maximum = 16)]
     max_hops: i32,
+    /// Seconds it stays valid (default 7 days).
+    #[schema(required = false, default = 604800, minimum = 1)]
     ttl: i64,
 }
 
@@ -123,7 +151,7 @@ impl FromBody for NewInvitation {
 }
 
 /// A new invitation as answered once: the string to hand to the other server.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct CreatedInvitation {
     /// Its id (to list or revoke it).
     id: Uuid,
@@ -137,6 +165,10 @@ pub(crate) struct CreatedInvitation {
     max_hops: i32,
 }
 
+#[utoipa::path(post, path = "/api/federation/invitations", tag = "federation",
+    summary = "Invite another server to peer (a single-use token, shown once)",
+    request_body(content = NewInvitation, description = "Optional"),
+    responses((status = 201, description = "The invitation", body = CreatedInvitation)))]
 pub(super) async fn create_invitation(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -179,6 +211,9 @@ pub(super) async fn create_invitation(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/api/federation/invitations", tag = "federation",
+    summary = "The team's invitations (never their tokens)",
+    responses((status = 200, description = "The invitations", body = Items<kite_store::federation::InvitationInfo>)))]
 pub(super) async fn list_invitations(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -187,6 +222,10 @@ pub(super) async fn list_invitations(
     Ok(Json(Items { items }).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/federation/invitations/{id}", tag = "federation",
+    summary = "Withdraw an invitation",
+    params(("id" = String, Path, description = "The invitation's id")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_invitation(
     State(st): St,
     AdminKey(g): AdminKey,
@@ -201,10 +240,15 @@ pub(super) async fn delete_invitation(
 /// `POST /api/federation/invitations/accept`: `invitation` (the string another server's
 /// `kite peer invite` printed), optional `scopes` (what this side sends; default what the
 /// inviter sends) and `max_hops` (default 3).
-#[derive(Debug)]
+#[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct AcceptInvitation {
+    /// The string the other server's `kite peer invite` printed (`kiteinv_...`).
+    #[schema(value_type = String, max_length = 8192)]
     invitation: Invitation,
+    /// Event types this side sends (default: what the inviter sends).
     scopes: Option<Vec<String>>,
+    /// Hop limit of what this side sends (default 3).
+    #[schema(minimum = 1, maximum = 16)]
     max_hops: Option<i32>,
 }
 
@@ -221,6 +265,10 @@ impl FromBody for AcceptInvitation {
     }
 }
 
+#[utoipa::path(post, path = "/api/federation/invitations/accept", tag = "federation",
+    summary = "Accept another server's invitation: the handshake, then a peer on both sides",
+    request_body = AcceptInvitation,
+    responses((status = 201, description = "The new peer", body = super::peers::PeerView)))]
 pub(super) async fn accept_invitation(
     State(st): St,
     AdminKey(g): AdminKey,
