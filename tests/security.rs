@@ -45,8 +45,22 @@ async fn api_keys_have_permissions_and_revocation_is_immediate() {
     };
     let (read, write, admin) = (keys[0].1.clone(), keys[1].1.clone(), keys[2].1.clone());
     assert_eq!(get(read.clone(), "/api/events").await.0, 200);
-    let (s, v) = get(read.clone(), "/api/federation/peers").await;
-    assert_eq!((s, code(&v)), (403, "forbidden"));
+    // A read key sees peers and the outbox (the dashboard's read-only view)...
+    assert_eq!(get(read.clone(), "/api/federation/peers").await.0, 200);
+    assert_eq!(get(read.clone(), "/api/federation/outbox").await.0, 200);
+    let (s, v) = get(read.clone(), "/api/session").await;
+    assert_eq!((s, &v["permission"]), (200, &json!("read")), "{v}");
+    // ...but acting on them takes an admin key.
+    let refused = a
+        .http
+        .post(format!("{}/api/federation/peers", a.url))
+        .bearer_auth(&read)
+        .json(&json!({"name":"x","peer_hook_url":"http://127.0.0.1:9/x","outbound_token":"t"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(get(read.clone(), "/api/federation/tokens").await.0, 403);
     assert_eq!(get(write.clone(), "/api/federation/tokens").await.0, 403);
     assert_eq!(get(admin.clone(), "/api/federation/peers").await.0, 200);
     // Revoke the admin key: it fails on the very next request.

@@ -11,6 +11,7 @@ pub mod openapi;
 mod rpc;
 pub mod server;
 mod stream;
+mod ui;
 
 pub use limits::Rate;
 

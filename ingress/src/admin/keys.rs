@@ -76,3 +76,26 @@ pub(super) async fn revoke_key(
     let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
     Ok(Json(info).into_response())
 }
+
+/// Who a key is: `GET /api/session`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Session {
+    /// The key's team.
+    team_id: String,
+    /// What the key may do.
+    permission: Permission,
+    /// The key's id.
+    key_id: Uuid,
+}
+
+#[utoipa::path(get, path = "/api/session", tag = "keys",
+    summary = "Who this key is: its team and permission (any key; the dashboard signs in with it)",
+    responses((status = 200, description = "The key's team and permission", body = Session)))]
+pub(super) async fn session(ReadKey(g): ReadKey) -> Response {
+    Json(Session {
+        team_id: g.team_id,
+        permission: g.permission,
+        key_id: g.key_id,
+    })
+    .into_response()
+}

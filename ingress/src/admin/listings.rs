@@ -101,12 +101,12 @@ struct OutboxParams {
 }
 
 #[utoipa::path(get, path = "/api/federation/outbox", tag = "events",
-    summary = "Outbox rows (one per event and peer), newest first, filtered, with a cursor",
+    summary = "Outbox rows (one per event and peer), filtered, with a cursor (read key)",
     params(OutboxParams),
     responses((status = 200, description = "A page of rows", body = Page<kite_store::outbox::OutboxEntry>)))]
 pub(super) async fn list_outbox(
     State(st): St,
-    AdminKey(g): AdminKey,
+    ReadKey(g): ReadKey,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let f = Filters::read::<OutboxParams>(q)?;

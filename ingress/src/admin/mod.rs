@@ -68,6 +68,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sources::rotate_source))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::session))
         .routes(routes!(teams::create_team, teams::list_teams))
         .routes(routes!(teams::delete_team))
         .routes(routes!(trust::identity))

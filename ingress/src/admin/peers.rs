@@ -182,9 +182,9 @@ pub(super) async fn create_peer(
 }
 
 #[utoipa::path(get, path = "/api/federation/peers", tag = "peers",
-    summary = "Every peer of the team, with its health and backlog",
+    summary = "Every peer of the team, with its health and backlog (read key)",
     responses((status = 200, description = "The peers", body = Items<PeerView>)))]
-pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
+pub(super) async fn list_peers(State(st): St, ReadKey(g): ReadKey) -> Result<Response, ApiErr> {
     let peers = st.store.list_peers(&g.team_id).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
     let traffic = st.store.peer_traffic(&g.team_id).await?;
@@ -199,11 +199,11 @@ pub(super) async fn list_peers(State(st): St, AdminKey(g): AdminKey) -> Result<R
 }
 
 #[utoipa::path(get, path = "/api/federation/peers/{id}", tag = "peers",
-    summary = "One peer, with its health, backlog and pinned keys", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    summary = "One peer, with its health, backlog and pinned keys (read key)", params(("id" = String, Path, description = "The peer's id (a UUID)")),
     responses((status = 200, description = "The peer", body = PeerView)))]
 pub(super) async fn get_peer(
     State(st): St,
-    AdminKey(g): AdminKey,
+    ReadKey(g): ReadKey,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
