@@ -437,3 +437,41 @@ async fn duplicate_ingest_is_ignored_and_routed_once() {
         .count();
     assert_eq!((accepted, dups), (1, 7), "{answers:?}");
 }
+
+#[tokio::test]
+async fn events_are_routed_as_they_are_stored_without_a_router() {
+    // No router role anywhere on A: the ingest transaction writes the outbox rows and
+    // publishes the deliveries itself.
+    let a = Instance::start_with("instance-a", &[("KITE_ROLES", "ingress,delivery")]).await;
+    let b = Instance::start("instance-b").await;
+    let (to_b, _) = peer(&a, &b, &["stripe.*"], 3).await;
+    let (s, v) = a
+        .hook(
+            "stripe",
+            &stripe_event("evt_ingest_route_1", "charge.succeeded"),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(github_push(&a, "gh-ingest-route-1").await.0, 202);
+    wait_event(&b, "evt_ingest_route_1").await;
+    wait_state(&a, &to_b, "evt_ingest_route_1", "delivered").await;
+    // Both events are routed (the GitHub one matched no scope: no row), in the same
+    // transaction that stored them.
+    let db = a.db().await;
+    let rows = db
+        .query(
+            "SELECT ce_id, routed_at IS NOT NULL AND routed_at = received_at FROM events ORDER BY seq",
+            &[],
+        )
+        .await
+        .expect("events");
+    let routed: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        routed,
+        vec![
+            ("evt_ingest_route_1".to_string(), true),
+            ("gh-ingest-route-1".to_string(), true)
+        ]
+    );
+    assert!(outbox_state(&a, &to_b, "gh-ingest-route-1").await.is_none());
+}

@@ -1,13 +1,20 @@
-//! Group commit: concurrent requests share one multi-row INSERT and one confirmed publish
-//! of their sequence numbers; each request is answered after its own commit.
+//! Group commit: concurrent requests share one transaction that stores their events and
+//! routes them (the outbox rows, with the routing rules of `kite_store::routing`), and one
+//! confirmed publish of the deliveries it made, straight to each peer's queue; each request
+//! is answered after its own commit. An event stored without routing (the peers could not be
+//! read, or the batch was written one by one) goes to the router instead.
 
 use std::sync::Arc;
 
+use std::collections::{HashMap, HashSet};
+
 use kite_bus::{Bus, Message};
 use kite_protocol::ApiError;
+use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{InsertOutcome, NewEvent};
 use kite_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
 
 use crate::{ApiErr, IngressConfig};
 
@@ -22,17 +29,26 @@ pub(crate) struct Ingest {
 }
 
 impl Ingest {
-    pub(crate) fn start(store: Store, bus: Arc<Bus>, cfg: &IngressConfig) -> Self {
+    pub(crate) fn start(
+        store: Store,
+        bus: Arc<Bus>,
+        peers: Arc<Cache<PeerSnapshot>>,
+        cfg: &IngressConfig,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(cfg.ingest_queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
+        let declared = Arc::new(Mutex::new(HashSet::new()));
         for _ in 0..cfg.ingest_writers.max(1) {
-            tokio::spawn(writer(
-                store.clone(),
-                bus.clone(),
-                rx.clone(),
-                cfg.ingest_batch.max(1),
-                cfg.publishes_in_flight,
-            ));
+            tokio::spawn(writer(Writer {
+                store: store.clone(),
+                bus: bus.clone(),
+                peers: peers.clone(),
+                instance_id: cfg.instance_id.clone(),
+                declared: declared.clone(),
+                rx: rx.clone(),
+                max: cfg.ingest_batch.max(1),
+                publishes: cfg.publishes_in_flight,
+            }));
         }
         Self { tx }
     }
@@ -55,25 +71,40 @@ impl Ingest {
     }
 }
 
-async fn writer(
+/// One group-commit writer's handles and settings.
+struct Writer {
     store: Store,
     bus: Arc<Bus>,
+    peers: Arc<Cache<PeerSnapshot>>,
+    instance_id: String,
+    /// Peer queues known to exist (declared once a process).
+    declared: Arc<Mutex<HashSet<Uuid>>>,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     max: usize,
     publishes: usize,
-) {
+}
+
+/// What a batch's commit left to publish.
+enum Work {
+    /// Delivery rows made at ingest, by peer.
+    Deliver(Vec<(i64, Uuid)>),
+    /// Events stored without routing: the router's.
+    Route(Vec<i64>),
+}
+
+async fn writer(w: Writer) {
     // Beyond this many publishes the writer waits (and the ingest queue fills, so new
     // requests get 503) instead of holding unbounded memory.
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(publishes.max(1)));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(w.publishes.max(1)));
     loop {
         let mut jobs = Vec::new();
         {
-            let mut rx = rx.lock().await;
+            let mut rx = w.rx.lock().await;
             match rx.recv().await {
                 Some(j) => jobs.push(j),
                 None => return,
             }
-            while jobs.len() < max {
+            while jobs.len() < w.max {
                 match rx.try_recv() {
                     Ok(j) => jobs.push(j),
                     Err(_) => break,
@@ -82,21 +113,13 @@ async fn writer(
         }
         let (events, replies): (Vec<NewEvent>, Vec<_>) =
             jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
-        let outcomes: Vec<Result<InsertOutcome, ApiErr>> = match store.insert_events(&events).await
-        {
-            Ok(o) => o.into_iter().map(Ok).collect(),
-            Err(StoreError::Unavailable(m)) => {
-                let api: ApiErr = StoreError::Unavailable(m).into();
+        let (outcomes, work) = match commit(&w, &events).await {
+            Ok(done) => done,
+            Err(api) => {
                 for reply in replies {
                     let _ = reply.send(Err(ApiErr(api.0.clone())));
                 }
                 continue;
-            }
-            // The database refused something in the batch: one bad row must not fail the
-            // others, so each is written alone and answered for itself.
-            Err(e) => {
-                tracing::warn!(error = %e, count = events.len(), "batch insert refused; writing its events one by one");
-                one_by_one(&store, &events).await
             }
         };
         drop(events);
@@ -104,22 +127,12 @@ async fn writer(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let bus = bus.clone();
+        let (bus, declared) = (w.bus.clone(), w.declared.clone());
         tokio::spawn(async move {
-            let seqs: Vec<i64> = outcomes
-                .iter()
-                .filter_map(|o| match o {
-                    Ok(InsertOutcome::Inserted { seq, .. }) => Some(*seq),
-                    _ => None,
-                })
-                .collect();
-            if !seqs.is_empty() {
-                let count = seqs.len();
-                // The commit made the events durable; if the broker is down, the router's
-                // sweeper publishes them once it is back.
-                if let Err(e) = bus.send(&[Message::Route { seqs }]).await {
-                    tracing::warn!(error = %e, count, "events stored but not published; the sweeper will");
-                }
+            // The commit made the events (and their deliveries) durable; if the broker is
+            // down, the router's sweeper publishes them once it is back.
+            if let Err(e) = publish(&bus, &declared, work).await {
+                tracing::warn!(error = %e, "events stored but not published; the sweeper will");
             }
             for (reply, outcome) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(outcome);
@@ -127,6 +140,88 @@ async fn writer(
             drop(permit);
         });
     }
+}
+
+/// Stores a batch: routed in the same transaction when the peers can be read, else left for
+/// the router. A batch the database refuses is written one event at a time (unrouted), so
+/// one bad row never fails the others.
+async fn commit(
+    w: &Writer,
+    events: &[NewEvent],
+) -> Result<(Vec<Result<InsertOutcome, ApiErr>>, Work), ApiErr> {
+    let routed = match w.peers.get().await {
+        Ok(snapshot) => {
+            let route = |evs: &[kite_store::events::RoutingEvent]| {
+                kite_store::routing::outbox_rows(&w.instance_id, &snapshot, evs)
+            };
+            Some(w.store.insert_events_routed(events, route).await)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "peers unreadable; the router routes this batch");
+            None
+        }
+    };
+    let unrouted = match routed {
+        Some(Ok((outcomes, pending))) => {
+            return Ok((
+                outcomes.into_iter().map(Ok).collect(),
+                Work::Deliver(pending),
+            ));
+        }
+        Some(Err(StoreError::Unavailable(m))) => return Err(StoreError::Unavailable(m).into()),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, count = events.len(), "batch refused; writing its events one by one");
+            one_by_one(&w.store, events).await
+        }
+        None => match w.store.insert_events(events).await {
+            Ok(o) => o.into_iter().map(Ok).collect(),
+            Err(StoreError::Unavailable(m)) => return Err(StoreError::Unavailable(m).into()),
+            Err(e) => {
+                tracing::warn!(error = %e, count = events.len(), "batch refused; writing its events one by one");
+                one_by_one(&w.store, events).await
+            }
+        },
+    };
+    let seqs = unrouted
+        .iter()
+        .filter_map(|o| match o {
+            Ok(InsertOutcome::Inserted { seq, .. }) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    Ok((unrouted, Work::Route(seqs)))
+}
+
+/// Publishes what a commit left: each peer's deliveries to its queue (declared first, once),
+/// or the unrouted events to the router; one confirmed publish.
+async fn publish(
+    bus: &Bus,
+    declared: &Mutex<HashSet<Uuid>>,
+    work: Work,
+) -> Result<(), kite_bus::BusError> {
+    let msgs = match work {
+        Work::Route(seqs) if seqs.is_empty() => return Ok(()),
+        Work::Route(seqs) => vec![Message::Route { seqs }],
+        Work::Deliver(pending) if pending.is_empty() => return Ok(()),
+        Work::Deliver(pending) => {
+            let mut by_peer: HashMap<Uuid, Vec<i64>> = HashMap::new();
+            for (id, peer) in pending {
+                by_peer.entry(peer).or_default().push(id);
+            }
+            for peer in by_peer.keys() {
+                let mut known = declared.lock().await;
+                if !known.contains(peer) {
+                    bus.declare_peer(*peer).await?;
+                    known.insert(*peer);
+                }
+            }
+            by_peer
+                .into_iter()
+                .map(|(peer, ids)| Message::Deliver { peer, ids })
+                .collect()
+        }
+    };
+    bus.send(&msgs).await
 }
 
 /// Writes each event in its own statement: the ones the database refuses get a 400 of

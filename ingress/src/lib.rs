@@ -119,7 +119,8 @@ pub struct AppState {
     store: Store,
     bus: Arc<Bus>,
     senders: Cache<SenderSnapshot>,
-    peers: Cache<PeerSnapshot>,
+    /// The peers (shared with the ingest writers, which route at ingest).
+    peers: Arc<Cache<PeerSnapshot>>,
     fed: Arc<kite_federation::Federation>,
     teams: RwLock<HashSet<String>>,
     ingest: ingest::Ingest,
@@ -155,10 +156,11 @@ pub fn app(
     notes: Notifications,
     cfg: IngressConfig,
 ) -> Router {
-    let ingest = ingest::Ingest::start(store.clone(), bus.clone(), &cfg);
+    let peers = Arc::new(Cache::new(store.clone(), notes.config.clone()));
+    let ingest = ingest::Ingest::start(store.clone(), bus.clone(), peers.clone(), &cfg);
     let state = Arc::new(AppState {
         senders: Cache::new(store.clone(), notes.config.clone()),
-        peers: Cache::new(store.clone(), notes.config.clone()),
+        peers,
         fed,
         store,
         bus,

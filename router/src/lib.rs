@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kite_bus::{Bus, ConsumeOptions, Flow, Job, Message, Queue, Settle};
-use kite_protocol::fed::FedInfo;
 use kite_store::cache::{Cache, PeerSnapshot};
-use kite_store::events::{NewOutbox, RoutingEvent};
-use kite_store::types::{OutboxState, SkipReason};
 use kite_store::Store;
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
@@ -58,59 +55,7 @@ impl RouterConfig {
     }
 }
 
-/// Why an event was not forwarded to a peer whose scopes match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Forward it.
-    Forward,
-    /// Record it as skipped with this reason.
-    Skip(SkipReason),
-    /// Not for this peer at all.
-    None,
-}
-
-/// DESIGN's routing rules for one event and one peer.
-pub fn decide(
-    self_id: &str,
-    peer: &kite_store::cache::RoutedPeer,
-    ty: &str,
-    fed: &FedInfo,
-) -> Decision {
-    let p = &peer.peer;
-    if !p.status.routes() {
-        return Decision::None;
-    }
-    let in_scope = peer.scopes.as_ref().is_some_and(|s| s.matches(ty));
-    if !in_scope {
-        return Decision::None;
-    }
-    if i64::from(fed.hops) >= i64::from(p.max_hops) {
-        return Decision::Skip(SkipReason::MaxHops);
-    }
-    let peer_seen = p
-        .peer_instance_id
-        .as_deref()
-        .is_some_and(|id| fed.visited(id));
-    if fed.visited(self_id) || peer_seen {
-        return Decision::Skip(SkipReason::Loop);
-    }
-    Decision::Forward
-}
-
-/// Counts a batch's routing decisions (`kite_routing_decisions_total` by reason).
-fn count_decisions(rows: &[NewOutbox], no_match: u64) {
-    let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
-    for r in rows {
-        let reason = r.reason.map_or("forward", SkipReason::as_str);
-        *by_reason.entry(reason).or_default() += 1;
-    }
-    if no_match > 0 {
-        by_reason.insert("no_match", no_match);
-    }
-    for (reason, n) in by_reason {
-        metrics::counter!(kite_protocol::metrics::ROUTING, "reason" => reason).increment(n);
-    }
-}
+pub use kite_store::routing::{decide, Decision};
 
 struct Router {
     store: Store,
@@ -173,47 +118,10 @@ impl Router {
             return Ok(());
         }
         let snapshot = self.peers.get().await?;
-        let mut rows = Vec::new();
-        let mut no_match = 0u64;
-        for ev in &events {
-            no_match += self.decide_event(&snapshot, ev, &mut rows);
-        }
-        count_decisions(&rows, no_match);
+        let rows = kite_store::routing::outbox_rows(&self.cfg.instance_id, &snapshot, &events);
         let routed: Vec<i64> = events.iter().map(|e| e.seq).collect();
         let pending = self.store.commit_routing(&routed, &rows).await?;
         self.publish_pending(pending).await
-    }
-
-    /// Adds the event's outbox rows; answers how many peers it was not for.
-    fn decide_event(
-        &self,
-        snapshot: &PeerSnapshot,
-        ev: &RoutingEvent,
-        rows: &mut Vec<NewOutbox>,
-    ) -> u64 {
-        let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
-            return 0;
-        };
-        let fed = &ev.fed;
-        let mut none = 0;
-        for peer in peers {
-            let (state, reason) = match decide(&self.cfg.instance_id, peer, &ev.ce_type, fed) {
-                Decision::None => {
-                    none += 1;
-                    continue;
-                }
-                Decision::Forward => (OutboxState::Pending, None),
-                Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
-            };
-            rows.push(NewOutbox {
-                event_seq: ev.seq,
-                peer_id: peer.peer.id,
-                team_id: ev.team_id.clone(),
-                state,
-                reason,
-            });
-        }
-        none
     }
 
     async fn publish_pending(&self, pending: Vec<(i64, Uuid)>) -> Result<(), RouteError> {
@@ -299,11 +207,13 @@ enum RouteError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kite_protocol::fed::FedInfo;
     use kite_protocol::scope::ScopeSet;
     use kite_store::cache::RoutedPeer;
     use kite_store::peers::Peer;
     use kite_store::types::PeerHealth;
     use kite_store::types::PeerStatus;
+    use kite_store::types::SkipReason;
 
     fn peer(
         scopes: &[&str],

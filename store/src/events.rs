@@ -128,79 +128,45 @@ pub struct NewOutbox {
 
 impl Store {
     /// Inserts a batch in one statement; identities already stored come back as duplicates.
+    /// The events are left for the router (see [`Store::insert_events_routed`]).
     pub async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<InsertOutcome>> {
         let c = self.conn().await?;
-        let st = c
-            .prepare_cached(
-                // The per-team advisory locks (taken in a fixed order, held to commit) make
-                // each team's sequence numbers commit in order, so a stream reader that has
-                // seen seq N never sees a smaller one appear later.
-                "WITH locks AS (
-                    SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
-                    FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered)
-                 INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
-                                     fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey)
-                 SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n, g, k
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                             $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])
-                      AS u(t, s, i, h, ty, e, o, c, n, g, k)
-                 WHERE (SELECT count(*) FROM locks) >= 0
-                 ON CONFLICT DO NOTHING
-                 RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at",
-            )
-            .await?;
-        let col = |f: fn(&NewEvent) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
-        let teams = col(|e| &e.team_id);
-        let sources = col(|e| &e.ce_source);
-        let ids = col(|e| &e.ce_id);
-        let hooks = col(|e| &e.hook_source);
-        let types = col(|e| &e.ce_type);
-        let bodies = col(|e| &e.event);
-        let origins: Vec<Option<&str>> = batch.iter().map(|e| e.fed.origin.as_deref()).collect();
-        let chains: Vec<String> = batch
+        insert(&c, batch).await
+    }
+
+    /// Inserts a batch and routes it in the same transaction (one commit): `route` answers
+    /// the outbox rows of the events that were new, which are written with them and marked
+    /// routed. Answers each event's outcome and the pending rows made, as (outbox id, peer).
+    pub async fn insert_events_routed(
+        &self,
+        batch: &[NewEvent],
+        route: impl FnOnce(&[RoutingEvent]) -> Vec<NewOutbox>,
+    ) -> Result<(Vec<InsertOutcome>, Vec<(i64, Uuid)>)> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let outcomes = insert(&tx, batch).await?;
+        let events: Vec<RoutingEvent> = batch
             .iter()
-            .map(|e| serde_json::Value::from(e.fed.chain.clone()).to_string())
-            .collect();
-        let hops: Vec<i32> = batch.iter().map(|e| e.fed.hops as i32).collect();
-        let sigs: Vec<Option<&str>> = batch
-            .iter()
-            .map(|e| e.origin_sig.as_ref().map(|s| s.sig.as_str()))
-            .collect();
-        let sigkeys: Vec<Option<&str>> = batch
-            .iter()
-            .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
-            .collect();
-        let rows = c
-            .query(
-                &st,
-                &[
-                    &teams, &sources, &ids, &hooks, &types, &bodies, &origins, &chains, &hops,
-                    &sigs, &sigkeys,
-                ],
-            )
-            .await?;
-        type Identity = (String, String, String, String);
-        let mut inserted: HashMap<Identity, (i64, DateTime<Utc>)> = HashMap::new();
-        for r in &rows {
-            let key = (r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?);
-            inserted.insert(key, (r.col(0)?, r.col(5)?));
-        }
-        Ok(batch
-            .iter()
-            .map(|e| {
-                // The first of several equal identities in a batch takes the row.
-                let key = (
-                    e.team_id.clone(),
-                    e.hook_source.clone(),
-                    e.ce_source.clone(),
-                    e.ce_id.clone(),
-                );
-                match inserted.remove(&key) {
-                    Some((seq, received_at)) => InsertOutcome::Inserted { seq, received_at },
-                    None => InsertOutcome::Duplicate,
-                }
+            .zip(&outcomes)
+            .filter_map(|(e, o)| match o {
+                InsertOutcome::Inserted { seq, .. } => Some(RoutingEvent {
+                    seq: *seq,
+                    team_id: e.team_id.clone(),
+                    ce_type: e.ce_type.clone(),
+                    fed: e.fed.clone(),
+                }),
+                InsertOutcome::Duplicate => None,
             })
-            .collect())
+            .collect();
+        let pending = if events.is_empty() {
+            Vec::new()
+        } else {
+            let rows = route(&events);
+            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+            write_routing(&tx, &seqs, &rows).await?
+        };
+        tx.commit().await?;
+        Ok((outcomes, pending))
     }
 
     /// The events of `seqs` that are not routed yet, with only what routing reads: the type
@@ -235,35 +201,8 @@ impl Store {
     ) -> Result<Vec<(i64, Uuid)>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let ins = tx
-            .prepare_cached(
-                "INSERT INTO outbox (event_seq, peer_id, team_id, state, reason)
-                 SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
-                 ON CONFLICT (event_seq, peer_id) DO NOTHING
-                 RETURNING id, peer_id, state",
-            )
-            .await?;
-        let event_seqs: Vec<i64> = rows.iter().map(|r| r.event_seq).collect();
-        let peers: Vec<Uuid> = rows.iter().map(|r| r.peer_id).collect();
-        let teams: Vec<&str> = rows.iter().map(|r| r.team_id.as_str()).collect();
-        let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
-        let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
-        let created = tx
-            .query(&ins, &[&event_seqs, &peers, &teams, &states, &reasons])
-            .await?;
-        let mark = tx
-            .prepare_cached(
-                "UPDATE events SET routed_at = now() WHERE seq = ANY($1) AND routed_at IS NULL",
-            )
-            .await?;
-        tx.execute(&mark, &[&seqs]).await?;
+        let pending = write_routing(&tx, seqs, rows).await?;
         tx.commit().await?;
-        let mut pending = Vec::new();
-        for r in &created {
-            if r.col::<OutboxState>(2)? == OutboxState::Pending {
-                pending.push((r.col(0)?, r.col(1)?));
-            }
-        }
         Ok(pending)
     }
 
@@ -438,4 +377,120 @@ impl StoredEvent {
         let rest = self.rest.as_deref().map_err(|e| e.clone())?;
         fed::stored_text(rest, &self.fed, with_seq.then_some(self.seq)).map_err(|e| e.to_string())
     }
+}
+
+/// The batch insert, on a connection or inside a transaction.
+async fn insert(
+    c: &impl deadpool_postgres::GenericClient,
+    batch: &[NewEvent],
+) -> Result<Vec<InsertOutcome>> {
+    let st = c
+        .prepare_cached(
+            // The per-team advisory locks (taken in a fixed order, held to commit) make
+            // each team's sequence numbers commit in order, so a stream reader that has
+            // seen seq N never sees a smaller one appear later.
+            "WITH locks AS (
+                SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
+                FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered)
+             INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
+                                 fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey)
+             SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n, g, k
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])
+                  AS u(t, s, i, h, ty, e, o, c, n, g, k)
+             WHERE (SELECT count(*) FROM locks) >= 0
+             ON CONFLICT DO NOTHING
+             RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at",
+        )
+        .await?;
+    let col = |f: fn(&NewEvent) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
+    let teams = col(|e| &e.team_id);
+    let sources = col(|e| &e.ce_source);
+    let ids = col(|e| &e.ce_id);
+    let hooks = col(|e| &e.hook_source);
+    let types = col(|e| &e.ce_type);
+    let bodies = col(|e| &e.event);
+    let origins: Vec<Option<&str>> = batch.iter().map(|e| e.fed.origin.as_deref()).collect();
+    let chains: Vec<String> = batch
+        .iter()
+        .map(|e| serde_json::Value::from(e.fed.chain.clone()).to_string())
+        .collect();
+    let hops: Vec<i32> = batch.iter().map(|e| e.fed.hops as i32).collect();
+    let sigs: Vec<Option<&str>> = batch
+        .iter()
+        .map(|e| e.origin_sig.as_ref().map(|s| s.sig.as_str()))
+        .collect();
+    let sigkeys: Vec<Option<&str>> = batch
+        .iter()
+        .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
+        .collect();
+    let rows = c
+        .query(
+            &st,
+            &[
+                &teams, &sources, &ids, &hooks, &types, &bodies, &origins, &chains, &hops, &sigs,
+                &sigkeys,
+            ],
+        )
+        .await?;
+    type Identity = (String, String, String, String);
+    let mut inserted: HashMap<Identity, (i64, DateTime<Utc>)> = HashMap::new();
+    for r in &rows {
+        let key = (r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?);
+        inserted.insert(key, (r.col(0)?, r.col(5)?));
+    }
+    Ok(batch
+        .iter()
+        .map(|e| {
+            // The first of several equal identities in a batch takes the row.
+            let key = (
+                e.team_id.clone(),
+                e.hook_source.clone(),
+                e.ce_source.clone(),
+                e.ce_id.clone(),
+            );
+            match inserted.remove(&key) {
+                Some((seq, received_at)) => InsertOutcome::Inserted { seq, received_at },
+                None => InsertOutcome::Duplicate,
+            }
+        })
+        .collect())
+}
+
+/// Writes routing decisions and marks the events routed (inside the caller's transaction).
+/// Answers the pending rows actually created, as (outbox id, peer id).
+async fn write_routing(
+    tx: &deadpool_postgres::Transaction<'_>,
+    seqs: &[i64],
+    rows: &[NewOutbox],
+) -> Result<Vec<(i64, Uuid)>> {
+    let ins = tx
+        .prepare_cached(
+            "INSERT INTO outbox (event_seq, peer_id, team_id, state, reason)
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+             ON CONFLICT (event_seq, peer_id) DO NOTHING
+             RETURNING id, peer_id, state",
+        )
+        .await?;
+    let event_seqs: Vec<i64> = rows.iter().map(|r| r.event_seq).collect();
+    let peers: Vec<Uuid> = rows.iter().map(|r| r.peer_id).collect();
+    let teams: Vec<&str> = rows.iter().map(|r| r.team_id.as_str()).collect();
+    let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
+    let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
+    let created = tx
+        .query(&ins, &[&event_seqs, &peers, &teams, &states, &reasons])
+        .await?;
+    let mark = tx
+        .prepare_cached(
+            "UPDATE events SET routed_at = now() WHERE seq = ANY($1) AND routed_at IS NULL",
+        )
+        .await?;
+    tx.execute(&mark, &[&seqs]).await?;
+    let mut pending = Vec::new();
+    for r in &created {
+        if r.col::<OutboxState>(2)? == OutboxState::Pending {
+            pending.push((r.col(0)?, r.col(1)?));
+        }
+    }
+    Ok(pending)
 }

@@ -1,0 +1,95 @@
+//! The routing rules: for one event and one peer, forward it, record it skipped (and why),
+//! or leave the peer out. Pure functions over a [`PeerSnapshot`], used where events are
+//! stored (routing at ingest, in the same transaction) and by the router (the sweeper's
+//! events and any the ingest path left unrouted).
+
+use std::collections::HashMap;
+
+use kite_protocol::fed::FedInfo;
+
+use crate::cache::{PeerSnapshot, RoutedPeer};
+use crate::events::{NewOutbox, RoutingEvent};
+use crate::types::{OutboxState, SkipReason};
+
+/// What routing does with an event for one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward it.
+    Forward,
+    /// Record it as skipped with this reason.
+    Skip(SkipReason),
+    /// Not for this peer at all.
+    None,
+}
+
+/// DESIGN's routing rules for one event and one peer.
+pub fn decide(self_id: &str, peer: &RoutedPeer, ty: &str, fed: &FedInfo) -> Decision {
+    let p = &peer.peer;
+    if !p.status.routes() {
+        return Decision::None;
+    }
+    let in_scope = peer.scopes.as_ref().is_some_and(|s| s.matches(ty));
+    if !in_scope {
+        return Decision::None;
+    }
+    if i64::from(fed.hops) >= i64::from(p.max_hops) {
+        return Decision::Skip(SkipReason::MaxHops);
+    }
+    let peer_seen = p
+        .peer_instance_id
+        .as_deref()
+        .is_some_and(|id| fed.visited(id));
+    if fed.visited(self_id) || peer_seen {
+        return Decision::Skip(SkipReason::Loop);
+    }
+    Decision::Forward
+}
+
+/// The outbox rows of a batch of events: one per peer an event is for, pending or skipped.
+/// Counts the decisions (`kite_routing_decisions_total` by reason).
+pub fn outbox_rows(
+    self_id: &str,
+    snapshot: &PeerSnapshot,
+    events: &[RoutingEvent],
+) -> Vec<NewOutbox> {
+    let mut rows = Vec::new();
+    let mut no_match = 0u64;
+    for ev in events {
+        let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
+            continue;
+        };
+        for peer in peers {
+            let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed) {
+                Decision::None => {
+                    no_match += 1;
+                    continue;
+                }
+                Decision::Forward => (OutboxState::Pending, None),
+                Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
+            };
+            rows.push(NewOutbox {
+                event_seq: ev.seq,
+                peer_id: peer.peer.id,
+                team_id: ev.team_id.clone(),
+                state,
+                reason,
+            });
+        }
+    }
+    count(&rows, no_match);
+    rows
+}
+
+fn count(rows: &[NewOutbox], no_match: u64) {
+    let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
+    for r in rows {
+        let reason = r.reason.map_or("forward", SkipReason::as_str);
+        *by_reason.entry(reason).or_default() += 1;
+    }
+    if no_match > 0 {
+        by_reason.insert("no_match", no_match);
+    }
+    for (reason, n) in by_reason {
+        metrics::counter!(kite_protocol::metrics::ROUTING, "reason" => reason).increment(n);
+    }
+}
