@@ -23,16 +23,35 @@ fn sink_rule(_: &str) -> u16 {
     }
 }
 
-/// chromedriver on a free loopback port, stopped on drop.
+/// chromedriver on a free loopback port, with its and Chromium's temporary files in a
+/// directory of its own; stopped and removed on drop.
 struct Driver {
     url: String,
-    _child: tokio::process::Child,
+    dir: std::path::PathBuf,
+    child: tokio::process::Child,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        // A test that failed before closing its session leaves its browser running: stop
+        // every process started with this directory (the profile is in it).
+        let _ = std::process::Command::new("pkill")
+            .arg("-f")
+            .arg(self.dir.as_os_str())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Driver {
     async fn start() -> Self {
         let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("kite-chromium-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("a temp dir for chromium");
         let child = tokio::process::Command::new(chromedriver())
+            .env("TMPDIR", &dir)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(std::process::Stdio::null())
@@ -54,7 +73,7 @@ impl Driver {
             },
         )
         .await;
-        Self { url, _child: child }
+        Self { url, dir, child }
     }
 
     /// A new headless Chromium session.
@@ -64,7 +83,8 @@ impl Driver {
             "goog:chromeOptions".into(),
             json!({
                 "binary": chromium(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "args": [format!("--user-data-dir={}", self.dir.join("profile").display()),
+                         "--headless=new".to_string(), "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--disable-quic", "--no-first-run", "--disable-background-networking",
                          "--disable-component-update", "--disable-sync",
                          "--window-size=1400,900"]

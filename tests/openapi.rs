@@ -254,8 +254,8 @@ async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document()
         .await
         .expect("JSON");
     let n = operations(&doc).len();
-    let report = tempdir("schemathesis");
-    let file = report.join("openapi.json");
+    let report = TempDir::new("schemathesis");
+    let file = report.0.join("openapi.json");
     std::fs::write(&file, doc.to_string()).expect("write the document");
     let out = tokio::process::Command::new(tools::schemathesis())
         .arg("run")
@@ -283,9 +283,9 @@ async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document()
             "--no-color",
             "--report-dir",
         ])
-        .arg(&report)
+        .arg(&report.0)
         .env("SCHEMATHESIS_HOOKS", "")
-        .current_dir(&report)
+        .current_dir(&report.0)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(600), out)
@@ -307,12 +307,21 @@ async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document()
         text.contains(&format!("{n} selected / {n} total")),
         "schemathesis did not test the {n} operations:\n{text}"
     );
-    let _ = std::fs::remove_dir_all(&report);
 }
 
-/// A fresh directory under the system's temp dir.
-fn tempdir(what: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("kite-{what}-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
+/// A fresh directory under the system's temp dir, removed on drop (pass or fail).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("kite-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Self(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
