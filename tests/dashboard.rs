@@ -27,7 +27,7 @@ fn sink_rule(_: &str) -> u16 {
 /// directory of its own; stopped and removed on drop.
 struct Driver {
     url: String,
-    dir: std::path::PathBuf,
+    dir: TempDir,
     child: tokio::process::Child,
 }
 
@@ -38,20 +38,17 @@ impl Drop for Driver {
         // every process started with this directory (the profile is in it).
         let _ = std::process::Command::new("pkill")
             .arg("-f")
-            .arg(self.dir.as_os_str())
+            .arg(self.dir.0.as_os_str())
             .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 impl Driver {
     async fn start() -> Self {
         let port = free_port();
-        let dir =
-            std::env::temp_dir().join(format!("kite-chromium-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("a temp dir for chromium");
+        let dir = TempDir::new("chromium");
         let child = tokio::process::Command::new(chromedriver())
-            .env("TMPDIR", &dir)
+            .env("TMPDIR", &dir.0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(std::process::Stdio::null())
@@ -83,7 +80,7 @@ impl Driver {
             "goog:chromeOptions".into(),
             json!({
                 "binary": chromium(),
-                "args": [format!("--user-data-dir={}", self.dir.join("profile").display()),
+                "args": [format!("--user-data-dir={}", self.dir.0.join("profile").display()),
                          "--headless=new".to_string(), "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--disable-quic", "--no-first-run", "--disable-background-networking",
                          "--disable-component-update", "--disable-sync",
@@ -106,23 +103,17 @@ fn chromedriver() -> String {
     std::env::var("KITE_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into())
 }
 
-/// The text of the first element `css` finds, once it shows `want` (or panics naming what
-/// it saw last).
+/// The text of the first element `css` finds, once it shows `want`.
 async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool) -> String {
-    let mut last = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(e) = c.find(Locator::Css(css)).await {
-            if let Ok(t) = e.text().await {
-                if want(&t) {
-                    return t;
-                }
-                last = t;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{css} never showed what was wanted; last: {last:?}");
+    eventually(
+        &format!("{css} to show what is wanted"),
+        Duration::from_secs(30),
+        || async {
+            let text = c.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
+            want(&text).then_some(text)
+        },
+    )
+    .await
 }
 
 async fn sign_in(c: &Client, base: &str, key: &str) {

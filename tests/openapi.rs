@@ -125,30 +125,16 @@ async fn the_document_names_every_route_and_every_route_it_names_is_served() {
 
     // The server serves every route the document names...
     let probe = |method: String, path: String| {
-        let http = inst.http.clone();
-        let url = format!(
-            "{}{}",
-            inst.url,
-            path.replace("{team}", "default")
-                .replace("{source}", "kite")
-                .replace("{name}", "nosuch")
-                .replace("{grant}", "00000000-0000-4000-8000-000000000000")
-                .replace("{id}", "00000000-0000-4000-8000-000000000000")
-        );
-        let key = inst.key.clone();
-        async move {
-            let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let res = http
-                .request(m, &url)
-                .bearer_auth(key)
-                .header("content-type", "application/json")
-                .body("{}")
-                .send()
-                .await
-                .expect("request");
-            let status = res.status().as_u16();
-            (status, res.json::<Value>().await.unwrap_or(Value::Null))
-        }
+        let path = path
+            .replace("{team}", "default")
+            .replace("{source}", "kite")
+            .replace("{name}", "nosuch")
+            .replace("{grant}", "00000000-0000-4000-8000-000000000000")
+            .replace("{id}", "00000000-0000-4000-8000-000000000000");
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let body = (m != reqwest::Method::GET).then(|| serde_json::json!({}));
+        let inst = &inst;
+        async move { inst.api(m, &path, body).await }
     };
     let (s, body) = probe("GET".into(), "/api/no-such-route".into()).await;
     assert!(
@@ -197,16 +183,13 @@ async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document()
 
     // What schemathesis found first: text with a NUL character, which Postgres cannot store,
     // is the caller's error (400), wherever it comes in, never a 500.
-    let res = inst
-        .http
-        .put(format!("{}/api/federation/policy", inst.url))
-        .bearer_auth(&inst.key)
-        .json(&serde_json::json!({"allowed_peers": ["a\u{0}b"]}))
-        .send()
-        .await
-        .expect("PUT policy");
-    let s = res.status().as_u16();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let (s, body) = inst
+        .api(
+            reqwest::Method::PUT,
+            "/api/federation/policy",
+            Some(serde_json::json!({"allowed_peers": ["a\u{0}b"]})),
+        )
+        .await;
     assert_eq!(
         (s, &body["error"]["code"]),
         (400, &serde_json::json!("invalid_value")),
@@ -223,18 +206,8 @@ async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document()
         } else {
             "GET"
         };
-        let res = inst
-            .http
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
-                format!("{}{path}", inst.url),
-            )
-            .bearer_auth(&inst.key)
-            .send()
-            .await
-            .expect("request");
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let (status, body) = inst.api(m, path, None).await;
         assert!(
             status == 400 || status == 404,
             "{method} {path}: {status} {body}"
@@ -307,21 +280,4 @@ async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document()
         text.contains(&format!("{n} selected / {n} total")),
         "schemathesis did not test the {n} operations:\n{text}"
     );
-}
-
-/// A fresh directory under the system's temp dir, removed on drop (pass or fail).
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new(what: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("kite-{what}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

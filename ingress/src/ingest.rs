@@ -161,26 +161,23 @@ async fn commit(
             None
         }
     };
-    let unrouted = match routed {
+    let plain = match routed {
         Some(Ok((outcomes, pending))) => {
             return Ok((
                 outcomes.into_iter().map(Ok).collect(),
                 Work::Deliver(pending),
             ));
         }
-        Some(Err(StoreError::Unavailable(m))) => return Err(StoreError::Unavailable(m).into()),
-        Some(Err(e)) => {
+        Some(Err(e)) => Err(e),
+        None => w.store.insert_events(events).await,
+    };
+    let unrouted = match plain {
+        Ok(o) => o.into_iter().map(Ok).collect(),
+        Err(StoreError::Unavailable(m)) => return Err(StoreError::Unavailable(m).into()),
+        Err(e) => {
             tracing::warn!(error = %e, count = events.len(), "batch refused; writing its events one by one");
             one_by_one(&w.store, events).await
         }
-        None => match w.store.insert_events(events).await {
-            Ok(o) => o.into_iter().map(Ok).collect(),
-            Err(StoreError::Unavailable(m)) => return Err(StoreError::Unavailable(m).into()),
-            Err(e) => {
-                tracing::warn!(error = %e, count = events.len(), "batch refused; writing its events one by one");
-                one_by_one(&w.store, events).await
-            }
-        },
     };
     let seqs = unrouted
         .iter()

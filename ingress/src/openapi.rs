@@ -125,18 +125,14 @@ pub(crate) fn finish(mut api: OpenApi) -> String {
     serde_json::to_string(&api).unwrap_or_default()
 }
 
-/// The document, built without a running server (for `kite` tooling and tests).
-pub fn document() -> String {
-    finish(routes().into_openapi())
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
 
     #[test]
     fn the_document_is_openapi_3_1_with_every_schema_it_names() {
-        let doc: Value = serde_json::from_str(&super::document()).expect("JSON");
+        let doc: Value =
+            serde_json::from_str(&super::finish(super::routes().into_openapi())).expect("JSON");
         assert!(doc["openapi"]
             .as_str()
             .is_some_and(|v| v.starts_with("3.1")));

@@ -536,3 +536,20 @@ pub async fn peer_at_free_port(on: &Instance) -> (String, String, u16) {
     .await;
     (id, token, port)
 }
+
+/// A fresh directory under the system's temp dir, removed on drop (pass or fail).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("kite-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Self(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
