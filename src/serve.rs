@@ -110,6 +110,10 @@ pub struct ServeArgs {
     /// Timeout of one delivery request in milliseconds.
     #[arg(long, env = "KITE_REQUEST_TIMEOUT_MS", default_value_t = ms(delivery().request_timeout))]
     pub request_timeout_ms: u64,
+    /// How long deliveries this process' ingest hands its own delivery role are leased to
+    /// it, in milliseconds: after a crash the sweeper takes them over once it ends.
+    #[arg(long, env = "KITE_DELIVERY_LEASE_MS", default_value_t = ms(delivery().lease))]
+    pub delivery_lease_ms: u64,
     /// How often the sweeper looks for lost work, in milliseconds.
     #[arg(long, env = "KITE_SWEEP_INTERVAL_MS", default_value_t = ms(router().sweep_interval))]
     pub sweep_interval_ms: u64,
@@ -480,6 +484,7 @@ pub async fn run(
             request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
             failure_threshold: a.peer_failure_threshold,
             probe_interval: Duration::from_millis(a.peer_probe_interval_ms.max(10)),
+            lease: Duration::from_millis(a.delivery_lease_ms.max(100)),
             allow_private_peers: a.allow_private_peers,
             peer_ca: a.peer_ca.clone(),
             ..DeliveryConfig::new(&instance_id)

@@ -3,67 +3,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::listen::Listen;
+use common::metrics::{reaches, scrape, value};
 use common::*;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// One scrape of an instance's `/metrics`.
-async fn scrape(inst: &Instance) -> String {
-    assert!(
-        !inst.metrics_url.is_empty(),
-        "no metrics URL in the ready line"
-    );
-    let r = reqwest::get(&inst.metrics_url).await.expect("scrape");
-    assert_eq!(r.status(), 200);
-    let ct = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert!(ct.starts_with("text/plain"), "{ct}");
-    r.text().await.expect("text")
-}
-
-/// The value of the sample `name{labels...}` (all `labels` must match) in an exposition.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (series, v) = l.rsplit_once(' ')?;
-        let (n, found) = match series.split_once('{') {
-            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
-            None => (series, HashMap::new()),
-        };
-        (n == name
-            && labels
-                .iter()
-                .all(|(k, want)| found.get(*k).map(String::as_str) == Some(*want)))
-        .then(|| v.parse().ok())
-        .flatten()
-    })
-}
-
-fn parse_labels(s: &str) -> HashMap<String, String> {
-    s.split("\",")
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once("=\"")?;
-            Some((k.trim().to_string(), v.trim_end_matches('"').to_string()))
-        })
-        .collect()
-}
-
-/// Waits until `name{labels}` reaches `want` on `inst`.
-async fn reaches(inst: &Instance, name: &str, labels: &[(&str, &str)], want: f64) {
-    let what = format!("{name}{labels:?} = {want} on {}", inst.name);
-    eventually(&what, WAIT, || async {
-        (value(&scrape(inst).await, name, labels) == Some(want)).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn metrics_move_with_traffic() {
@@ -115,6 +62,10 @@ async fn metrics_move_with_traffic() {
     .await;
     reaches(&a, "kite_end_to_end_seconds_count", &[team, peer], 2.0).await;
     let text = scrape(&a).await;
+    // Each delivery went one lane or the other (the local one once A's worker for the new
+    // peer runs; tests/faults.rs covers that lane).
+    let lane = |l| value(&text, "kite_deliveries_handed_total", &[("lane", l)]).unwrap_or(0.0);
+    assert_eq!(lane("local") + lane("broker"), 2.0, "{text}");
     assert_eq!(
         value(
             &text,

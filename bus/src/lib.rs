@@ -4,6 +4,8 @@
 //! each message to the stage's handler as a [`Job`]. Two implementations keep the same
 //! contract: RabbitMQ ([`Bus::connect`]) and memory ([`Bus::in_memory`], for tests of router
 //! and delivery logic without a broker). lapin appears in this crate only.
+//! Within one process, [`Bus::local`] is the local lane ([`local`]): the ingest writer hands
+//! deliveries straight to that process' delivery workers, with no broker message.
 //!
 //! RabbitMQ topology under a name prefix (all durable; queues are quorum queues):
 //! - `{prefix}.events`: batches of event sequence numbers for the router ([`Message::Route`]);
@@ -14,6 +16,7 @@
 //!   ([`Message::Retry`]).
 
 mod amqp;
+pub mod local;
 mod memory;
 
 use std::time::Duration;
@@ -21,6 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use local::LocalLane;
 pub use memory::MemoryBus;
 
 /// Most ids one message carries; longer batches are split when sent.
@@ -139,6 +143,7 @@ enum Inner {
 /// The bus of one kite process.
 pub struct Bus {
     inner: Inner,
+    local: LocalLane,
 }
 
 impl std::fmt::Debug for Bus {
@@ -158,6 +163,7 @@ impl Bus {
             inner: Inner::Amqp(Box::new(
                 amqp::AmqpBus::connect(url, prefix, patience).await?,
             )),
+            local: LocalLane::default(),
         })
     }
 
@@ -165,7 +171,13 @@ impl Bus {
     pub fn in_memory() -> Self {
         Self {
             inner: Inner::Memory(MemoryBus::default()),
+            local: LocalLane::default(),
         }
+    }
+
+    /// This process' local lane: deliveries from its ingest writer to its delivery role.
+    pub fn local(&self) -> &LocalLane {
+        &self.local
     }
 
     /// The in-memory bus, to look into its queues (tests); None for RabbitMQ.

@@ -117,7 +117,10 @@ impl Ctx {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
                 out.outcome = classify_status(status.as_u16());
-                if out.outcome != Outcome::Delivered {
+                if out.outcome == Outcome::Delivered {
+                    // Read to the end, so the connection goes back to the pool for the next.
+                    let _ = resp.bytes().await;
+                } else {
                     let text = resp.bytes().await.unwrap_or_default();
                     let refusal = kite_federation::error_of(&text);
                     out.outcome =

@@ -55,13 +55,20 @@ pub struct DeliveryConfig {
     pub supervise_interval: Duration,
     /// How long a message whose bookkeeping failed waits before it is handed back.
     pub retry_pause: Duration,
+    /// How long rows handed over by this process' ingest writer (the local lane) are
+    /// leased: not due for anyone else until then. After a crash, the sweeper publishes
+    /// them once the lease and its grace are over.
+    pub lease: Duration,
+    /// Handoffs a peer's local lane holds before the ingest writer uses the broker.
+    pub lane_capacity: usize,
 }
 
 impl DeliveryConfig {
     /// The defaults for an instance: 10 attempts from 1 s doubling to 5 min, 15 s requests,
     /// 16 messages in flight a peer with 32 attempts at once, unreachable after 5 failures
     /// in a row, probed every 30 s (up to 20 rows a probe), private peers refused, peers
-    /// reloaded every 2 s at least, failed bookkeeping retried after 500 ms.
+    /// reloaded every 2 s at least, failed bookkeeping retried after 500 ms, local rows
+    /// leased for 30 s, 64 handoffs a peer's lane (of at most two rounds of attempts).
     pub fn new(instance_id: &str) -> Self {
         Self {
             instance_id: instance_id.to_string(),
@@ -76,6 +83,8 @@ impl DeliveryConfig {
             probe_rows: 20,
             supervise_interval: Duration::from_secs(2),
             retry_pause: Duration::from_millis(500),
+            lease: Duration::from_secs(30),
+            lane_capacity: 64,
         }
     }
 }
@@ -87,6 +96,10 @@ pub(crate) struct Ctx {
     pub(crate) http: reqwest::Client,
     pub(crate) fed: Arc<kite_federation::Federation>,
     pub(crate) cfg: DeliveryConfig,
+    /// When each peer's last all-success batch was written to its record (the next ones
+    /// within a second skip that write).
+    pub(crate) recorded_success:
+        std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>,
 }
 
 /// A delivery failure that leaves the message for later.

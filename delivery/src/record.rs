@@ -1,12 +1,14 @@
 //! Delivery bookkeeping: a batch of outbox rows to send, the probe of an unreachable peer,
 //! and writing what the attempts decided (rows, peer health, retry messages).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
+use kite_bus::local::Handoff;
 use kite_bus::{Job, Message};
-use kite_store::outbox::DeliveryUpdate;
+use kite_store::outbox::{DeliveryRow, DeliveryUpdate};
 use kite_store::peers::PeerOutcome;
 use kite_store::story::NewAttempt;
 use kite_store::types::{OutboxState, PeerHealth, PeerStatus};
@@ -34,6 +36,47 @@ impl Ctx {
 
     async fn deliver(&self, peer_id: Uuid, ids: &[i64]) -> Result<Handled, DeliverError> {
         let rows = self.store.delivery_rows(ids).await?;
+        self.deliver_rows(peer_id, rows).await
+    }
+
+    /// Delivers rows the local lane handed over (leased to this process). What cannot be
+    /// sent now (the peer paused or parked meanwhile, the lease nearly over, bookkeeping
+    /// failed) goes through the broker, as if it had come that way.
+    pub(crate) async fn handed(self: Arc<Self>, h: Handoff) {
+        // No attempt starts that could outlast the lease.
+        let margin = self.cfg.request_timeout.min(self.cfg.lease / 2);
+        if Instant::now() + margin >= h.until {
+            return self.to_broker(h).await;
+        }
+        let ids: Vec<i64> = h.rows.iter().map(|r| r.id).collect();
+        match self.deliver_rows(h.peer, h.rows).await {
+            Ok(Handled::Done | Handled::Parked) => {}
+            Ok(Handled::PeerNotActive | Handled::Retry) => self.publish(h.peer, ids).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
+                self.publish(h.peer, ids).await;
+            }
+        }
+    }
+
+    /// Sends a handoff's rows through the broker instead (the consumer path).
+    pub(crate) async fn to_broker(&self, h: Handoff) {
+        self.publish(h.peer, h.rows.iter().map(|r| r.id).collect())
+            .await;
+    }
+
+    async fn publish(&self, peer: Uuid, ids: Vec<i64>) {
+        if let Err(e) = self.bus.send(&[Message::Deliver { peer, ids }]).await {
+            // The rows stay pending; once their lease is over the sweeper publishes them.
+            tracing::warn!(peer = %peer, error = %e, "cannot hand rows to the broker; the sweeper will");
+        }
+    }
+
+    async fn deliver_rows(
+        &self,
+        peer_id: Uuid,
+        rows: Vec<DeliveryRow>,
+    ) -> Result<Handled, DeliverError> {
         let mut to_send = Vec::new();
         let mut cancel = Vec::new();
         for row in rows {
@@ -205,21 +248,22 @@ impl Ctx {
                 .mark_revoked_by_peer(peer_id, "peer_revoked")
                 .await?;
         }
-        let health = if peer == PeerOutcome::default() {
-            Some(PeerHealth::Active)
-        } else {
-            match self
-                .store
-                .record_peer_outcome(peer_id, &peer, self.cfg.failure_threshold)
-                .await
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
-                    Some(PeerHealth::Active)
+        let health =
+            if peer == PeerOutcome::default() || self.success_recorded_lately(peer_id, &peer) {
+                Some(PeerHealth::Active)
+            } else {
+                match self
+                    .store
+                    .record_peer_outcome(peer_id, &peer, self.cfg.failure_threshold)
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
+                        Some(PeerHealth::Active)
+                    }
                 }
-            }
-        };
+            };
         self.bus.send(&retries).await?;
         Ok(match (gone, health) {
             _ if revoked => PeerState::Paused,
@@ -227,6 +271,30 @@ impl Ctx {
             (None, Some(h)) => PeerState::Health(h),
             (None, None) => PeerState::Gone,
         })
+    }
+}
+
+impl Ctx {
+    /// True when `peer` is a plain success (nothing failed, nothing to report) and one
+    /// was written to the peer's record less than a second ago: the write is skipped, so
+    /// concurrent batches do not queue on the peer's row. Otherwise notes the write.
+    fn success_recorded_lately(&self, peer_id: Uuid, peer: &PeerOutcome) -> bool {
+        let Ok(mut marks) = self.recorded_success.lock() else {
+            return false;
+        };
+        let plain = peer.success && peer.failures == 0 && peer.last_error.is_none();
+        if !plain {
+            marks.remove(&peer_id);
+            return false;
+        }
+        let now = Instant::now();
+        match marks.get(&peer_id) {
+            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => true,
+            _ => {
+                marks.insert(peer_id, now);
+                false
+            }
+        }
     }
 }
 

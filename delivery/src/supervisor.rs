@@ -34,6 +34,7 @@ pub async fn run(
         http,
         fed,
         cfg,
+        recorded_success: Default::default(),
     });
     let mut workers: HashMap<Uuid, Worker> = HashMap::new();
     loop {
@@ -150,9 +151,16 @@ async fn peer_worker(
         usize::from(ctx.cfg.prefetch.max(1)),
     );
     tracing::info!(peer = %peer_id, "delivery consuming");
+    let lane = ctx.bus.local().attach(
+        peer_id,
+        ctx.cfg.lane_capacity,
+        ctx.cfg.attempts_in_flight.max(1) * 2,
+        ctx.cfg.lease,
+    );
     // Unsettled messages go back to the queue when the consumer ends.
-    ctx.bus
-        .consume(Queue::Peer(peer_id), &opts, end, |job| {
+    let consumer = ctx
+        .bus
+        .consume(Queue::Peer(peer_id), &opts, end.clone(), |job| {
             let ctx = ctx.clone();
             async move {
                 match ctx.handle(peer_id, job).await {
@@ -162,7 +170,36 @@ async fn peer_worker(
                     Handled::PeerNotActive => (Settle::Requeue, Flow::Stop),
                 }
             }
-        })
-        .await;
+        });
+    tokio::join!(consumer, local(ctx.clone(), peer_id, lane, end));
     watcher.abort();
+}
+
+/// Delivers what this process' ingest writer hands over for `peer_id` (the local lane),
+/// with as many handoffs at once as the consumer takes messages, until `end`; then closes
+/// the lane, lets the handoffs in flight finish and sends the rest through the broker.
+async fn local(
+    ctx: Arc<Ctx>,
+    peer_id: Uuid,
+    mut lane: kite_bus::local::Attached,
+    mut end: watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    let most = usize::from(ctx.cfg.prefetch.max(1));
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            h = lane.rx.recv(), if running.len() < most => match h {
+                Some(h) => running.push(ctx.clone().handed(h)),
+                None => break,
+            },
+            Some(()) = running.next(), if !running.is_empty() => {}
+            _ = end.wait_for(|s| *s) => break,
+        }
+    }
+    ctx.bus.local().detach(peer_id, &mut lane);
+    while running.next().await.is_some() {}
+    while let Some(h) = lane.rx.recv().await {
+        ctx.to_broker(h).await;
+    }
 }

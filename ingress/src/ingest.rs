@@ -1,17 +1,22 @@
-//! Group commit: concurrent requests share one transaction that stores their events and
-//! routes them (the outbox rows, with the routing rules of `kite_store::routing`), and one
-//! confirmed publish of the deliveries it made, straight to each peer's queue; each request
-//! is answered after its own commit. An event stored without routing (the peers could not be
-//! read, or the batch was written one by one) goes to the router instead.
+//! Group commit: concurrent requests share one statement that stores their events and
+//! routes them (the outbox rows, with the routing rules of `kite_store::routing`); each
+//! request is answered as soon as that commit is done. The deliveries it made go to this
+//! process' delivery worker through the local lane (`kite_bus::local`) when it runs here
+//! and has room, else in one confirmed publish straight to each peer's queue. An event
+//! stored without routing (the peers could not be read, or the batch was written one by
+//! one) goes to the router instead.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use std::collections::{HashMap, HashSet};
-
+use kite_bus::local::Slot;
 use kite_bus::{Bus, Message};
 use kite_protocol::ApiError;
 use kite_store::cache::{Cache, PeerSnapshot};
-use kite_store::events::{InsertOutcome, NewEvent};
+use kite_store::events::{InsertOutcome, NewEvent, RoutedRow};
+use kite_store::outbox::DeliveryRow;
+use kite_store::types::OutboxState;
 use kite_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
@@ -113,7 +118,7 @@ async fn writer(w: Writer) {
         }
         let (events, replies): (Vec<NewEvent>, Vec<_>) =
             jobs.into_iter().map(|j| (j.event, j.reply)).unzip();
-        let (outcomes, work) = match commit(&w, &events).await {
+        let (outcomes, work) = match commit(&w, events).await {
             Ok(done) => done,
             Err(api) => {
                 for reply in replies {
@@ -122,61 +127,94 @@ async fn writer(w: Writer) {
                 continue;
             }
         };
-        drop(events);
-        // Publish and answer in the background, so the next batch's commit starts now.
+        // Committed: the answers go now; what is left to publish follows (if the broker is
+        // down, the router's sweeper publishes it once it is back).
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+        if work.is_empty() {
+            continue;
+        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         let (bus, declared) = (w.bus.clone(), w.declared.clone());
         tokio::spawn(async move {
-            // The commit made the events (and their deliveries) durable; if the broker is
-            // down, the router's sweeper publishes them once it is back.
             if let Err(e) = publish(&bus, &declared, work).await {
                 tracing::warn!(error = %e, "events stored but not published; the sweeper will");
-            }
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome);
             }
             drop(permit);
         });
     }
 }
 
-/// Stores a batch: routed in the same transaction when the peers can be read, else left for
-/// the router. A batch the database refuses is written one event at a time (unrouted), so
-/// one bad row never fails the others.
+impl Work {
+    fn is_empty(&self) -> bool {
+        match self {
+            Work::Deliver(rows) => rows.is_empty(),
+            Work::Route(seqs) => seqs.is_empty(),
+        }
+    }
+}
+
+/// Stores a batch: routed in the same statement when the peers can be read, else left for
+/// the router. The deliveries of peers whose worker runs here go to it through the local
+/// lane. A batch the database refuses is written one event at a time (unrouted), so one
+/// bad row never fails the others.
 async fn commit(
     w: &Writer,
-    events: &[NewEvent],
+    events: Vec<NewEvent>,
 ) -> Result<(Vec<Result<InsertOutcome, ApiErr>>, Work), ApiErr> {
-    let routed = match w.peers.get().await {
-        Ok(snapshot) => {
-            let route = |evs: &[kite_store::events::RoutingEvent]| {
-                kite_store::routing::outbox_rows(&w.instance_id, &snapshot, evs)
-            };
-            Some(w.store.insert_events_routed(events, route).await)
-        }
+    let snapshot = match w.peers.get().await {
+        Ok(snapshot) => Some(snapshot),
         Err(e) => {
             tracing::warn!(error = %e, "peers unreadable; the router routes this batch");
             None
         }
     };
-    let plain = match routed {
-        Some(Ok((outcomes, pending))) => {
-            return Ok((
-                outcomes.into_iter().map(Ok).collect(),
-                Work::Deliver(pending),
-            ));
+    let refused = match &snapshot {
+        Some(snapshot) => {
+            let mut slots: HashMap<Uuid, Slot> = HashMap::new();
+            let mut decided = (Vec::new(), HashMap::new());
+            let route = |evs: &[kite_store::events::RoutingEvent]| {
+                let (mut rows, no_match) =
+                    kite_store::routing::decide_rows(&w.instance_id, snapshot, evs);
+                decided = (rows.clone(), no_match);
+                let mut taken: HashMap<Uuid, usize> = HashMap::new();
+                for row in rows.iter_mut().filter(|r| r.state == OutboxState::Pending) {
+                    let slot = match slots.entry(row.peer_id) {
+                        Entry::Occupied(o) => Some(o.into_mut()),
+                        Entry::Vacant(v) => w.bus.local().reserve(row.peer_id).map(|s| v.insert(s)),
+                    };
+                    let n = taken.entry(row.peer_id).or_default();
+                    row.lease = slot.filter(|s| *n < s.rows()).map(|s| {
+                        *n += 1;
+                        s.lease()
+                    });
+                }
+                rows
+            };
+            match w.store.insert_events_routed(&events, route).await {
+                Ok((outcomes, pending)) => {
+                    count_stored(decided, &outcomes);
+                    let rest = hand_off(snapshot, &events, &outcomes, pending, slots);
+                    return Ok((outcomes.into_iter().map(Ok).collect(), Work::Deliver(rest)));
+                }
+                Err(e) => Some(e),
+            }
         }
-        Some(Err(e)) => Err(e),
-        None => w.store.insert_events(events).await,
+        None => None,
+    };
+    let plain = match refused {
+        Some(e) => Err(e),
+        None => w.store.insert_events(&events).await,
     };
     let unrouted = match plain {
         Ok(o) => o.into_iter().map(Ok).collect(),
         Err(StoreError::Unavailable(m)) => return Err(StoreError::Unavailable(m).into()),
         Err(e) => {
             tracing::warn!(error = %e, count = events.len(), "batch refused; writing its events one by one");
-            one_by_one(&w.store, events).await
+            one_by_one(&w.store, &events).await
         }
     };
     let seqs = unrouted
@@ -187,6 +225,77 @@ async fn commit(
         })
         .collect();
     Ok((unrouted, Work::Route(seqs)))
+}
+
+/// Counts the routing decisions of the events that were stored (a duplicate's were made
+/// before the insert told it apart, and wrote nothing). Decisions name events by position.
+fn count_stored(
+    (rows, no_match): (Vec<kite_store::events::NewOutbox>, HashMap<i64, u64>),
+    outcomes: &[InsertOutcome],
+) {
+    let stored = |pos: i64| {
+        usize::try_from(pos)
+            .ok()
+            .and_then(|p| outcomes.get(p))
+            .is_some_and(|o| matches!(o, InsertOutcome::Inserted { .. }))
+    };
+    let rows: Vec<_> = rows.into_iter().filter(|r| stored(r.event_seq)).collect();
+    let no_match = no_match
+        .into_iter()
+        .filter(|(pos, _)| stored(*pos))
+        .map(|(_, n)| n)
+        .sum();
+    kite_store::routing::count(&rows, no_match);
+}
+
+/// Sends the committed rows of peers with a slot down the local lane, each with its event
+/// and peer as delivery would load them; answers the others (for the broker).
+fn hand_off(
+    snapshot: &PeerSnapshot,
+    events: &[NewEvent],
+    outcomes: &[InsertOutcome],
+    pending: Vec<RoutedRow>,
+    mut slots: HashMap<Uuid, Slot>,
+) -> Vec<(i64, Uuid)> {
+    let mut rest = Vec::new();
+    let mut local: HashMap<Uuid, Vec<DeliveryRow>> = HashMap::new();
+    let now = chrono::Utc::now();
+    for r in pending {
+        let peer = (r.leased && slots.contains_key(&r.peer_id))
+            .then(|| {
+                let e = events.get(r.event)?;
+                snapshot
+                    .by_team
+                    .get(&e.team_id)?
+                    .iter()
+                    .find(|p| p.peer.id == r.peer_id)
+            })
+            .flatten();
+        match (peer, events.get(r.event), outcomes.get(r.event)) {
+            (Some(p), Some(e), Some(InsertOutcome::Inserted { received_at, .. })) => {
+                local
+                    .entry(r.peer_id)
+                    .or_default()
+                    .push(DeliveryRow::of_new(r.id, e, &p.peer, *received_at, now));
+            }
+            _ => rest.push((r.id, r.peer_id)),
+        }
+    }
+    let mut handed = 0;
+    for (peer, rows) in local {
+        if let Some(slot) = slots.remove(&peer) {
+            handed += rows.len();
+            slot.send(rows);
+        }
+    }
+    use kite_protocol::metrics as m;
+    if handed > 0 {
+        metrics::counter!(m::HANDED, "lane" => "local").increment(handed as u64);
+    }
+    if !rest.is_empty() {
+        metrics::counter!(m::HANDED, "lane" => "broker").increment(rest.len() as u64);
+    }
+    rest
 }
 
 /// Publishes what a commit left: each peer's deliveries to its queue (declared first, once),

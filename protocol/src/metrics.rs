@@ -21,6 +21,9 @@ pub const INGEST_SECONDS: &str = "kite_ingest_duration_seconds";
 /// Routing decisions for (event, peer), by `reason` (`forward`, `max_hops`, `loop`,
 /// `no_match`).
 pub const ROUTING: &str = "kite_routing_decisions_total";
+/// Deliveries the ingest writer passed on, by `lane`: `local` (to this process' own delivery
+/// role, no broker message) or `broker` (a peer's queue).
+pub const HANDED: &str = "kite_deliveries_handed_total";
 /// Delivery attempts, by `team`, `peer` and `outcome` (`delivered`, `peer_failure`,
 /// `message_failure`, `gone`, `revoked`).
 pub const ATTEMPTS: &str = "kite_delivery_attempts_total";
@@ -68,6 +71,12 @@ pub const ALL: &[(&str, Kind, &[&str], &str)] = &[
         Kind::Counter,
         &["reason"],
         "Routing decisions for an event and a peer (forward, max_hops, loop, no_match).",
+    ),
+    (
+        HANDED,
+        Kind::Counter,
+        &["lane"],
+        "Deliveries the ingest writer passed on, by lane (local: this process' delivery role; broker: a peer's queue).",
     ),
     (
         ATTEMPTS,
@@ -148,7 +157,7 @@ mod tests {
             assert_eq!(*kind == Kind::Counter, name.ends_with("_total"), "{name}");
             for l in *labels {
                 assert!(
-                    ["team", "source", "peer", "outcome", "reason"].contains(l),
+                    ["team", "source", "peer", "outcome", "reason", "lane"].contains(l),
                     "{name}: {l}"
                 );
             }

@@ -193,6 +193,11 @@ async fn sweep_loop(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(count = n, "pruned events past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
         }
+        match router.store.analyze_changed().await {
+            Ok(t) if t.is_empty() => {}
+            Ok(t) => tracing::debug!(tables = ?t, "analyzed tables that changed a lot"),
+            Err(e) => tracing::warn!(error = %e, "analyzing tables failed"),
+        }
     }
 }
 

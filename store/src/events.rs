@@ -124,6 +124,22 @@ pub struct NewOutbox {
     pub state: OutboxState,
     /// Why it was skipped.
     pub reason: Option<SkipReason>,
+    /// Not due before this long has passed: the local lane delivers it meanwhile (only
+    /// rows written with their event, [`Store::insert_events_routed`]).
+    pub lease: Option<std::time::Duration>,
+}
+
+/// A pending outbox row written with its event by [`Store::insert_events_routed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutedRow {
+    /// Outbox id.
+    pub id: i64,
+    /// The peer.
+    pub peer_id: Uuid,
+    /// Its event's position in the batch.
+    pub event: usize,
+    /// Written with a lease (for the local lane).
+    pub leased: bool,
 }
 
 impl Store {
@@ -134,38 +150,148 @@ impl Store {
         insert(&c, batch).await
     }
 
-    /// Inserts a batch and routes it in the same transaction (one commit): `route` answers
-    /// the outbox rows of the events that were new, which are written with them and marked
-    /// routed. Answers each event's outcome and the pending rows made, as (outbox id, peer).
+    /// Inserts a batch and routes it in the same statement (one round trip, one commit):
+    /// `route` answers the outbox rows of the batch's events, which are written for the
+    /// events that turn out new and mark them routed. Before it is stored an event has no
+    /// sequence number, so `route` sees each event with `seq` = its position in `batch`
+    /// (only the first of equal identities), and its rows name events by that position.
+    /// A row with a `lease` is not due before it ends (the local lane delivers it; see
+    /// `kite_bus::local`). Answers each event's outcome and the pending rows made.
     pub async fn insert_events_routed(
         &self,
         batch: &[NewEvent],
         route: impl FnOnce(&[RoutingEvent]) -> Vec<NewOutbox>,
-    ) -> Result<(Vec<InsertOutcome>, Vec<(i64, Uuid)>)> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let outcomes = insert(&tx, batch).await?;
+    ) -> Result<(Vec<InsertOutcome>, Vec<RoutedRow>)> {
+        let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
         let events: Vec<RoutingEvent> = batch
             .iter()
-            .zip(&outcomes)
-            .filter_map(|(e, o)| match o {
-                InsertOutcome::Inserted { seq, .. } => Some(RoutingEvent {
-                    seq: *seq,
-                    team_id: e.team_id.clone(),
-                    ce_type: e.ce_type.clone(),
-                    fed: e.fed.clone(),
-                }),
+            .enumerate()
+            .filter(|(i, e)| {
+                let key = (
+                    e.team_id.as_str(),
+                    e.hook_source.as_str(),
+                    e.ce_source.as_str(),
+                    e.ce_id.as_str(),
+                );
+                *first.entry(key).or_insert(*i) == *i
+            })
+            .map(|(i, e)| RoutingEvent {
+                seq: i as i64,
+                team_id: e.team_id.clone(),
+                ce_type: e.ce_type.clone(),
+                fed: e.fed.clone(),
+            })
+            .collect();
+        let rows = route(&events);
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                // One statement: the events (with the per-team locks of `insert`), and the
+                // outbox rows of those that were new, joined to them by identity; it commits
+                // as a whole, so there is no BEGIN or COMMIT to wait for.
+                "WITH locks AS (
+                    SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
+                    FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered),
+                 src AS (
+                    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                         $6::text[], $7::text[], $8::text[], $9::int[], $10::text[],
+                                         $11::text[])
+                         WITH ORDINALITY AS u(t, s, i, h, ty, e, o, c, n, g, k, pos)),
+                 ins AS (
+                    INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
+                                        fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey, routed_at)
+                    SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)),
+                           n, g, k, now()
+                    FROM src WHERE (SELECT count(*) FROM locks) >= 0
+                    ORDER BY pos
+                    ON CONFLICT DO NOTHING
+                    RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at),
+                 routed AS (
+                    INSERT INTO outbox (event_seq, peer_id, team_id, state, reason, next_attempt_at)
+                    SELECT ins.seq, r.peer, ins.team_id, r.state, r.reason,
+                           now() + make_interval(secs => r.lease)
+                    FROM UNNEST($12::bigint[], $13::uuid[], $14::text[], $15::text[], $16::float8[])
+                         AS r(pos, peer, state, reason, lease)
+                    JOIN src ON src.pos = r.pos
+                    JOIN ins ON ins.team_id = src.t AND ins.hook_source = src.h
+                            AND ins.ce_source = src.s AND ins.ce_id = src.i
+                    ON CONFLICT (event_seq, peer_id) DO NOTHING
+                    RETURNING id, peer_id, state, event_seq, next_attempt_at > now() AS leased)
+                 SELECT seq, team_id, hook_source, ce_source, ce_id, received_at,
+                        NULL::bigint, NULL::uuid, NULL::text, NULL::bool FROM ins
+                 UNION ALL
+                 SELECT event_seq, NULL, NULL, NULL, NULL, NULL, id, peer_id, state, leased
+                 FROM routed",
+            )
+            .await?;
+        let cols = EventColumns::of(batch);
+        // Positions are 1-based in SQL (ORDINALITY).
+        let positions: Vec<i64> = rows.iter().map(|r| r.event_seq + 1).collect();
+        let peers: Vec<Uuid> = rows.iter().map(|r| r.peer_id).collect();
+        let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
+        let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
+        let leases: Vec<f64> = rows
+            .iter()
+            .map(|r| r.lease.map_or(0.0, |d| d.as_secs_f64()))
+            .collect();
+        let answer = c
+            .query(
+                &st,
+                &[
+                    &cols.teams,
+                    &cols.sources,
+                    &cols.ids,
+                    &cols.hooks,
+                    &cols.types,
+                    &cols.bodies,
+                    &cols.origins,
+                    &cols.chains,
+                    &cols.hops,
+                    &cols.sigs,
+                    &cols.sigkeys,
+                    &positions,
+                    &peers,
+                    &states,
+                    &reasons,
+                    &leases,
+                ],
+            )
+            .await?;
+        let mut inserted = Vec::new();
+        let mut made = Vec::new();
+        for r in &answer {
+            match r.col::<Option<i64>>(6)? {
+                None => inserted.push(r),
+                Some(id) => made.push((
+                    id,
+                    r.col::<Uuid>(7)?,
+                    r.col::<OutboxState>(8)?,
+                    r.col::<i64>(0)?,
+                    r.col::<bool>(9)?,
+                )),
+            }
+        }
+        let outcomes = outcomes(batch, &inserted)?;
+        let position: HashMap<i64, usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                InsertOutcome::Inserted { seq, .. } => Some((*seq, i)),
                 InsertOutcome::Duplicate => None,
             })
             .collect();
-        let pending = if events.is_empty() {
-            Vec::new()
-        } else {
-            let rows = route(&events);
-            let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-            write_routing(&tx, &seqs, &rows).await?
-        };
-        tx.commit().await?;
+        let pending = made
+            .into_iter()
+            .filter(|(_, _, state, _, _)| *state == OutboxState::Pending)
+            .filter_map(|(id, peer_id, _, seq, leased)| {
+                Some(RoutedRow {
+                    id,
+                    peer_id,
+                    event: *position.get(&seq)?,
+                    leased,
+                })
+            })
+            .collect();
         Ok((outcomes, pending))
     }
 
@@ -403,46 +529,83 @@ async fn insert(
              RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at",
         )
         .await?;
-    let col = |f: fn(&NewEvent) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
-    let teams = col(|e| &e.team_id);
-    let sources = col(|e| &e.ce_source);
-    let ids = col(|e| &e.ce_id);
-    let hooks = col(|e| &e.hook_source);
-    let types = col(|e| &e.ce_type);
-    let bodies = col(|e| &e.event);
-    let origins: Vec<Option<&str>> = batch.iter().map(|e| e.fed.origin.as_deref()).collect();
-    let chains: Vec<String> = batch
-        .iter()
-        .map(|e| serde_json::Value::from(e.fed.chain.clone()).to_string())
-        .collect();
-    let hops: Vec<i32> = batch.iter().map(|e| e.fed.hops as i32).collect();
-    let sigs: Vec<Option<&str>> = batch
-        .iter()
-        .map(|e| e.origin_sig.as_ref().map(|s| s.sig.as_str()))
-        .collect();
-    let sigkeys: Vec<Option<&str>> = batch
-        .iter()
-        .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
-        .collect();
+    let cols = EventColumns::of(batch);
     let rows = c
         .query(
             &st,
             &[
-                &teams, &sources, &ids, &hooks, &types, &bodies, &origins, &chains, &hops, &sigs,
-                &sigkeys,
+                &cols.teams,
+                &cols.sources,
+                &cols.ids,
+                &cols.hooks,
+                &cols.types,
+                &cols.bodies,
+                &cols.origins,
+                &cols.chains,
+                &cols.hops,
+                &cols.sigs,
+                &cols.sigkeys,
             ],
         )
         .await?;
+    outcomes(batch, &rows.iter().collect::<Vec<_>>())
+}
+
+/// A batch of events as the column arrays the inserts take.
+struct EventColumns<'a> {
+    teams: Vec<&'a str>,
+    sources: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    hooks: Vec<&'a str>,
+    types: Vec<&'a str>,
+    bodies: Vec<&'a str>,
+    origins: Vec<Option<&'a str>>,
+    chains: Vec<String>,
+    hops: Vec<i32>,
+    sigs: Vec<Option<&'a str>>,
+    sigkeys: Vec<Option<&'a str>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(batch: &'a [NewEvent]) -> Self {
+        let col = |f: fn(&NewEvent) -> &str| batch.iter().map(f).collect::<Vec<&str>>();
+        Self {
+            teams: col(|e| &e.team_id),
+            sources: col(|e| &e.ce_source),
+            ids: col(|e| &e.ce_id),
+            hooks: col(|e| &e.hook_source),
+            types: col(|e| &e.ce_type),
+            bodies: col(|e| &e.event),
+            origins: batch.iter().map(|e| e.fed.origin.as_deref()).collect(),
+            chains: batch
+                .iter()
+                .map(|e| serde_json::Value::from(e.fed.chain.clone()).to_string())
+                .collect(),
+            hops: batch.iter().map(|e| e.fed.hops as i32).collect(),
+            sigs: batch
+                .iter()
+                .map(|e| e.origin_sig.as_ref().map(|s| s.sig.as_str()))
+                .collect(),
+            sigkeys: batch
+                .iter()
+                .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
+                .collect(),
+        }
+    }
+}
+
+/// Each event's outcome from the rows an insert returned (seq, team_id, hook_source,
+/// ce_source, ce_id, received_at): the first of several equal identities takes the row.
+fn outcomes(batch: &[NewEvent], rows: &[&Row]) -> Result<Vec<InsertOutcome>> {
     type Identity = (String, String, String, String);
     let mut inserted: HashMap<Identity, (i64, DateTime<Utc>)> = HashMap::new();
-    for r in &rows {
+    for r in rows {
         let key = (r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?);
         inserted.insert(key, (r.col(0)?, r.col(5)?));
     }
     Ok(batch
         .iter()
         .map(|e| {
-            // The first of several equal identities in a batch takes the row.
             let key = (
                 e.team_id.clone(),
                 e.hook_source.clone(),

@@ -148,9 +148,14 @@ impl Store {
     /// they write can be redone: a commit lost in a Postgres crash leaves an event unrouted
     /// or a delivery pending, which the sweeper republishes and the receiver deduplicates.
     /// Ingress keeps synchronous commits: a 202 promises durability.
+    ///
+    /// Its statements also keep their generic plan (`plan_cache_mode`): they are a few,
+    /// run for every batch with different ids, and planning them each time cost more than
+    /// running them. The sweeper's `analyze_changed` keeps those plans in step with the
+    /// tables' size.
     pub fn relaxed(&self, pool_size: usize) -> Result<Self> {
         let mut config = self.config.clone();
-        config.options("-c synchronous_commit=off");
+        config.options("-c synchronous_commit=off -c plan_cache_mode=force_generic_plan");
         Ok(Self {
             pool: build_pool(&config, pool_size)?,
             config,

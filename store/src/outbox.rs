@@ -56,6 +56,44 @@ pub struct DeliveryRow {
     pub received_at: Option<DateTime<Utc>>,
 }
 
+impl DeliveryRow {
+    /// The row of an event just stored and routed, as [`Store::delivery_rows`] would load
+    /// it (the local lane hands it over without reading it back).
+    pub fn of_new(
+        id: i64,
+        event: &crate::events::NewEvent,
+        peer: &crate::peers::Peer,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            peer_id: peer.id,
+            state: OutboxState::Pending,
+            attempts: 0,
+            event_rest: Ok(event.event.clone()),
+            fed: event.fed.clone(),
+            event_id: event.ce_id.clone(),
+            event_source: event.ce_source.clone(),
+            peer_status: Some(peer.status),
+            peer_health: Some(peer.health),
+            peer_hook_url: Some(peer.peer_hook_url.clone()),
+            outbound_token: Some(peer.outbound_token.clone()),
+            previous_token: peer
+                .previous_until
+                .is_some_and(|until| until > now)
+                .then(|| peer.previous_outbound_token.clone())
+                .flatten(),
+            key_id: peer.key_id.clone(),
+            server_name: peer.server_name.clone(),
+            origin_sig: event.origin_sig.clone(),
+            peer_name: Some(peer.name.clone()),
+            team_id: event.team_id.clone(),
+            received_at: Some(received_at),
+        }
+    }
+}
+
 /// The new state of a row after a delivery attempt.
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
@@ -202,6 +240,31 @@ impl Store {
             .collect()
     }
 
+    /// Analyzes kite's fast-changing tables (events, outbox, attempts) that changed by more
+    /// than a fifth since their last analyze; answers their names. Their prepared
+    /// statements keep the plan made when the table was small until its statistics change,
+    /// and autovacuum looks at most once a minute: a young outbox would be scanned whole
+    /// for every batch until then.
+    pub async fn analyze_changed(&self) -> Result<Vec<String>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT relname::text FROM pg_stat_user_tables
+                 WHERE schemaname = current_schema() AND relname IN ('events', 'outbox', 'attempts')
+                   AND n_mod_since_analyze > GREATEST(1000, n_live_tup / 5)",
+                &[],
+            )
+            .await?;
+        let mut done = Vec::new();
+        for r in &rows {
+            let table: String = r.col(0)?;
+            // The name is one of the three above, never input.
+            c.batch_execute(&format!("ANALYZE {table}")).await?;
+            done.push(table);
+        }
+        Ok(done)
+    }
+
     /// Applies attempt results and logs the attempts (of rows that still exist) in one
     /// statement; rows no longer pending are left alone.
     pub async fn apply_delivery(
@@ -216,13 +279,14 @@ impl Store {
         let st = c
             .prepare_cached(
                 // The attempt log rides along (a data-modifying CTE runs whether or not it is
-                // read): one round trip a batch.
+                // read): one round trip a batch. `id = ANY` lets the planner find the rows by
+                // their key (it cannot see how few an UNNEST yields, and would scan).
                 "WITH logged AS (
                     INSERT INTO attempts (outbox_id, outcome, status_code, error, duration_ms)
                     SELECT a.id, a.outcome, a.code, a.error, a.ms
                     FROM UNNEST($7::bigint[], $8::text[], $9::int[], $10::text[], $11::int[])
                          AS a(id, outcome, code, error, ms)
-                    JOIN outbox x ON x.id = a.id
+                    JOIN outbox x ON x.id = a.id AND x.id = ANY($7)
                     RETURNING 1)
                  UPDATE outbox o SET state = u.state, attempts = u.attempts,
                     next_attempt_at = u.next_attempt_at,
@@ -232,7 +296,7 @@ impl Store {
                     updated_at = now()
                  FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
                     AS u(id, state, attempts, next_attempt_at, last_error, last_status_code)
-                 WHERE o.id = u.id AND o.state = 'pending'",
+                 WHERE o.id = u.id AND o.id = ANY($1) AND o.state = 'pending'",
             )
             .await?;
         let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();

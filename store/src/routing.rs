@@ -52,8 +52,21 @@ pub fn outbox_rows(
     snapshot: &PeerSnapshot,
     events: &[RoutingEvent],
 ) -> Vec<NewOutbox> {
+    let (rows, no_match) = decide_rows(self_id, snapshot, events);
+    count(&rows, no_match.values().sum());
+    rows
+}
+
+/// [`outbox_rows`] without counting: the rows, and by event (`seq`) how many of the team's
+/// peers it is not for. Where some events may turn out not stored (duplicates), the caller
+/// counts those that were, with [`count`].
+pub fn decide_rows(
+    self_id: &str,
+    snapshot: &PeerSnapshot,
+    events: &[RoutingEvent],
+) -> (Vec<NewOutbox>, HashMap<i64, u64>) {
     let mut rows = Vec::new();
-    let mut no_match = 0u64;
+    let mut no_match = HashMap::new();
     for ev in events {
         let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
             continue;
@@ -61,7 +74,7 @@ pub fn outbox_rows(
         for peer in peers {
             let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed) {
                 Decision::None => {
-                    no_match += 1;
+                    *no_match.entry(ev.seq).or_default() += 1;
                     continue;
                 }
                 Decision::Forward => (OutboxState::Pending, None),
@@ -73,14 +86,16 @@ pub fn outbox_rows(
                 team_id: ev.team_id.clone(),
                 state,
                 reason,
+                lease: None,
             });
         }
     }
-    count(&rows, no_match);
-    rows
+    (rows, no_match)
 }
 
-fn count(rows: &[NewOutbox], no_match: u64) {
+/// Counts routing decisions (`kite_routing_decisions_total` by reason): `rows` as made, and
+/// `no_match` pairs of an event and a peer it is not for.
+pub fn count(rows: &[NewOutbox], no_match: u64) {
     let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
     for r in rows {
         let reason = r.reason.map_or("forward", SkipReason::as_str);

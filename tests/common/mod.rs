@@ -7,6 +7,7 @@ pub mod cli;
 pub mod hostile;
 pub mod http;
 pub mod listen;
+pub mod metrics;
 pub mod peering;
 pub mod tools;
 pub mod traffic;
