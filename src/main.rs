@@ -62,6 +62,10 @@ fn init_tracing(default: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The process' allocator (see the dependency's note in Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
