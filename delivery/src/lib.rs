@@ -7,11 +7,13 @@
 //!   row and peer ([`settle`], a pure function);
 //! - `attempt`: one signed POST;
 //! - `record`: a batch, a probe, and writing their results;
+//! - `results`: group commit of those results;
 //! - `supervisor`: one consumer or prober per peer ([`run`]).
 
 mod attempt;
 pub mod outcome;
 mod record;
+mod results;
 pub mod retry;
 mod supervisor;
 
@@ -96,6 +98,8 @@ pub(crate) struct Ctx {
     pub(crate) http: reqwest::Client,
     pub(crate) fed: Arc<kite_federation::Federation>,
     pub(crate) cfg: DeliveryConfig,
+    /// Writes delivery results, batches that finish together in one statement.
+    pub(crate) results: results::ResultWriter,
     /// When each peer's last all-success batch was written to its record (the next ones
     /// within a second skip that write).
     pub(crate) recorded_success:

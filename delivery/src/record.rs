@@ -231,8 +231,9 @@ impl Ctx {
             });
         }
         tally.record();
-        // The rows and their attempt log (an event's story) in one statement.
-        self.store.apply_delivery(&updates, &log).await?;
+        // The rows and their attempt log (an event's story) in one statement, with the
+        // batches that finish meanwhile.
+        self.results.apply(updates, log).await?;
         if let Some(error) = &gone {
             tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
             self.store

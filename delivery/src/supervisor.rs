@@ -29,6 +29,7 @@ pub async fn run(
         cfg.peer_ca.as_deref(),
     )?;
     let ctx = Arc::new(Ctx {
+        results: crate::results::ResultWriter::start(store.clone()),
         store,
         bus,
         http,

@@ -6,7 +6,6 @@
 //! stored without routing (the peers could not be read, or the batch was written one by
 //! one) goes to the router instead.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -174,23 +173,27 @@ async fn commit(
     };
     let refused = match &snapshot {
         Some(snapshot) => {
-            let mut slots: HashMap<Uuid, Slot> = HashMap::new();
+            // Each peer's slots in the local lane, the last one filling up.
+            let mut slots: HashMap<Uuid, Vec<(Slot, usize)>> = HashMap::new();
             let mut decided = (Vec::new(), HashMap::new());
             let route = |evs: &[kite_store::events::RoutingEvent]| {
                 let (mut rows, no_match) =
                     kite_store::routing::decide_rows(&w.instance_id, snapshot, evs);
                 decided = (rows.clone(), no_match);
-                let mut taken: HashMap<Uuid, usize> = HashMap::new();
                 for row in rows.iter_mut().filter(|r| r.state == OutboxState::Pending) {
-                    let slot = match slots.entry(row.peer_id) {
-                        Entry::Occupied(o) => Some(o.into_mut()),
-                        Entry::Vacant(v) => w.bus.local().reserve(row.peer_id).map(|s| v.insert(s)),
+                    let held = slots.entry(row.peer_id).or_default();
+                    if held.last().is_none_or(|(s, n)| *n >= s.rows()) {
+                        if let Some(s) = w.bus.local().reserve(row.peer_id) {
+                            held.push((s, 0));
+                        }
+                    }
+                    row.lease = match held.last_mut() {
+                        Some((s, n)) if *n < s.rows() => {
+                            *n += 1;
+                            Some(s.lease())
+                        }
+                        _ => None,
                     };
-                    let n = taken.entry(row.peer_id).or_default();
-                    row.lease = slot.filter(|s| *n < s.rows()).map(|s| {
-                        *n += 1;
-                        s.lease()
-                    });
                 }
                 rows
             };
@@ -255,7 +258,7 @@ fn hand_off(
     events: &[NewEvent],
     outcomes: &[InsertOutcome],
     pending: Vec<RoutedRow>,
-    mut slots: HashMap<Uuid, Slot>,
+    mut slots: HashMap<Uuid, Vec<(Slot, usize)>>,
 ) -> Vec<(i64, Uuid)> {
     let mut rest = Vec::new();
     let mut local: HashMap<Uuid, Vec<DeliveryRow>> = HashMap::new();
@@ -282,11 +285,20 @@ fn hand_off(
         }
     }
     let mut handed = 0;
-    for (peer, rows) in local {
-        if let Some(slot) = slots.remove(&peer) {
+    for (peer, mut rows) in local {
+        // Each slot takes the rows leased for it (as many as it was counted).
+        for (slot, n) in slots.remove(&peer).unwrap_or_default() {
+            let take = n.min(rows.len());
+            if take == 0 {
+                break;
+            }
+            let rest_of = rows.split_off(take);
             handed += rows.len();
             slot.send(rows);
+            rows = rest_of;
         }
+        // None is left unless the snapshot lost the peer; the broker takes those.
+        rest.extend(rows.iter().map(|r| (r.id, r.peer_id)));
     }
     use kite_protocol::metrics as m;
     if handed > 0 {
