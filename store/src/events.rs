@@ -5,6 +5,7 @@ use kite_protocol::fed::{self, FedInfo};
 use kite_protocol::provenance::SigText;
 use serde::Serialize;
 use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -234,29 +235,15 @@ impl Store {
             .iter()
             .map(|r| r.lease.map_or(0.0, |d| d.as_secs_f64()))
             .collect();
-        let answer = c
-            .query(
-                &st,
-                &[
-                    &cols.teams,
-                    &cols.sources,
-                    &cols.ids,
-                    &cols.hooks,
-                    &cols.types,
-                    &cols.bodies,
-                    &cols.origins,
-                    &cols.chains,
-                    &cols.hops,
-                    &cols.sigs,
-                    &cols.sigkeys,
-                    &positions,
-                    &peers,
-                    &states,
-                    &reasons,
-                    &leases,
-                ],
-            )
-            .await?;
+        let mut params = cols.params();
+        params.extend([
+            &positions as &(dyn ToSql + Sync),
+            &peers,
+            &states,
+            &reasons,
+            &leases,
+        ]);
+        let answer = c.query(&st, &params).await?;
         let mut inserted = Vec::new();
         let mut made = Vec::new();
         for r in &answer {
@@ -530,24 +517,7 @@ async fn insert(
         )
         .await?;
     let cols = EventColumns::of(batch);
-    let rows = c
-        .query(
-            &st,
-            &[
-                &cols.teams,
-                &cols.sources,
-                &cols.ids,
-                &cols.hooks,
-                &cols.types,
-                &cols.bodies,
-                &cols.origins,
-                &cols.chains,
-                &cols.hops,
-                &cols.sigs,
-                &cols.sigkeys,
-            ],
-        )
-        .await?;
+    let rows = c.query(&st, &cols.params()).await?;
     outcomes(batch, &rows.iter().collect::<Vec<_>>())
 }
 
@@ -591,6 +561,25 @@ impl<'a> EventColumns<'a> {
                 .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
                 .collect(),
         }
+    }
+}
+
+impl EventColumns<'_> {
+    /// The columns as the inserts' first eleven parameters.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.teams,
+            &self.sources,
+            &self.ids,
+            &self.hooks,
+            &self.types,
+            &self.bodies,
+            &self.origins,
+            &self.chains,
+            &self.hops,
+            &self.sigs,
+            &self.sigkeys,
+        ]
     }
 }
 
