@@ -129,7 +129,12 @@ impl Instance {
             metrics_url: String::new(),
             env,
             child: None,
-            http: reqwest::Client::new(),
+            // Pooled connections are dropped after a second, before any test instance's
+            // idle timeout (3 s at the least) closes them under a request.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(1))
+                .build()
+                .expect("HTTP client"),
             max_attempts,
             logs: Default::default(),
         };
