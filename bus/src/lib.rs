@@ -19,6 +19,8 @@ mod amqp;
 pub mod local;
 mod memory;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -144,6 +146,9 @@ enum Inner {
 pub struct Bus {
     inner: Inner,
     local: LocalLane,
+    /// Peer queues this process declared (a queue outlives the process; it is declared
+    /// once, before the first delivery sent to it).
+    declared: Mutex<HashSet<Uuid>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -164,6 +169,7 @@ impl Bus {
                 amqp::AmqpBus::connect(url, prefix, patience).await?,
             )),
             local: LocalLane::default(),
+            declared: Mutex::default(),
         })
     }
 
@@ -172,6 +178,7 @@ impl Bus {
         Self {
             inner: Inner::Memory(MemoryBus::default()),
             local: LocalLane::default(),
+            declared: Mutex::default(),
         }
     }
 
@@ -207,13 +214,41 @@ impl Bus {
     /// Declares a peer's delivery queue.
     pub async fn declare_peer(&self, peer: Uuid) -> Result<()> {
         match &self.inner {
-            Inner::Amqp(a) => a.declare_peer(&peer.to_string()).await,
-            Inner::Memory(_) => Ok(()),
+            Inner::Amqp(a) => a.declare_peer(&peer.to_string()).await?,
+            Inner::Memory(_) => {}
         }
+        if let Ok(mut d) = self.declared.lock() {
+            d.insert(peer);
+        }
+        Ok(())
+    }
+
+    /// Sends outbox rows, as (outbox id, peer), to their peers' queues: one
+    /// [`Message::Deliver`] a peer, its queue declared first unless this process did so
+    /// already. Every stage that publishes deliveries goes through here.
+    pub async fn send_deliveries(&self, rows: impl IntoIterator<Item = (i64, Uuid)>) -> Result<()> {
+        let mut by_peer: HashMap<Uuid, Vec<i64>> = HashMap::new();
+        for (id, peer) in rows {
+            by_peer.entry(peer).or_default().push(id);
+        }
+        for peer in by_peer.keys() {
+            let known = self.declared.lock().is_ok_and(|d| d.contains(peer));
+            if !known {
+                self.declare_peer(*peer).await?;
+            }
+        }
+        let msgs: Vec<Message> = by_peer
+            .into_iter()
+            .map(|(peer, ids)| Message::Deliver { peer, ids })
+            .collect();
+        self.send(&msgs).await
     }
 
     /// Deletes a removed peer's delivery queue.
     pub async fn delete_peer_queue(&self, peer: Uuid) -> Result<()> {
+        if let Ok(mut d) = self.declared.lock() {
+            d.remove(&peer);
+        }
         match &self.inner {
             Inner::Amqp(a) => {
                 a.delete_queue(&a.names().peer_queue(&peer.to_string()))

@@ -66,7 +66,8 @@ impl Ctx {
     }
 
     async fn publish(&self, peer: Uuid, ids: Vec<i64>) {
-        if let Err(e) = self.bus.send(&[Message::Deliver { peer, ids }]).await {
+        let rows = ids.into_iter().map(|id| (id, peer));
+        if let Err(e) = self.bus.send_deliveries(rows).await {
             // The rows stay pending; once their lease is over the sweeper publishes them.
             tracing::warn!(peer = %peer, error = %e, "cannot hand rows to the broker; the sweeper will");
         }

@@ -6,7 +6,7 @@
 //! stored without routing (the peers could not be read, or the batch was written one by
 //! one) goes to the router instead.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kite_bus::local::Slot;
@@ -15,7 +15,7 @@ use kite_protocol::ApiError;
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{InsertOutcome, NewEvent, RoutedRow};
 use kite_store::outbox::DeliveryRow;
-use kite_store::types::OutboxState;
+use kite_store::types::{OutboxState, SkipReason};
 use kite_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
@@ -41,14 +41,12 @@ impl Ingest {
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(cfg.ingest_queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        let declared = Arc::new(Mutex::new(HashSet::new()));
         for _ in 0..cfg.ingest_writers.max(1) {
             tokio::spawn(writer(Writer {
                 store: store.clone(),
                 bus: bus.clone(),
                 peers: peers.clone(),
                 instance_id: cfg.instance_id.clone(),
-                declared: declared.clone(),
                 rx: rx.clone(),
                 max: cfg.ingest_batch.max(1),
                 publishes: cfg.publishes_in_flight,
@@ -81,8 +79,6 @@ struct Writer {
     bus: Arc<Bus>,
     peers: Arc<Cache<PeerSnapshot>>,
     instance_id: String,
-    /// Peer queues known to exist (declared once a process).
-    declared: Arc<Mutex<HashSet<Uuid>>>,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
     max: usize,
     publishes: usize,
@@ -137,9 +133,9 @@ async fn writer(w: Writer) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let (bus, declared) = (w.bus.clone(), w.declared.clone());
+        let bus = w.bus.clone();
         tokio::spawn(async move {
-            if let Err(e) = publish(&bus, &declared, work).await {
+            if let Err(e) = publish(&bus, work).await {
                 tracing::warn!(error = %e, "events stored but not published; the sweeper will");
             }
             drop(permit);
@@ -175,11 +171,14 @@ async fn commit(
         Some(snapshot) => {
             // Each peer's slots in the local lane, the last one filling up.
             let mut slots: HashMap<Uuid, Vec<(Slot, usize)>> = HashMap::new();
-            let mut decided = (Vec::new(), HashMap::new());
+            let mut decided: Decided = (Vec::new(), HashMap::new());
             let route = |evs: &[kite_store::events::RoutingEvent]| {
                 let (mut rows, no_match) =
                     kite_store::routing::decide_rows(&w.instance_id, snapshot, evs);
-                decided = (rows.clone(), no_match);
+                decided = (
+                    rows.iter().map(|r| (r.event_seq, r.reason)).collect(),
+                    no_match,
+                );
                 for row in rows.iter_mut().filter(|r| r.state == OutboxState::Pending) {
                     let held = slots.entry(row.peer_id).or_default();
                     if held.last().is_none_or(|(s, n)| *n >= s.rows()) {
@@ -230,25 +229,30 @@ async fn commit(
     Ok((unrouted, Work::Route(seqs)))
 }
 
+/// A batch's routing decisions, by event position: each row's skip reason (None: forwarded),
+/// and how many of the team's peers each event is not for.
+type Decided = (Vec<(i64, Option<SkipReason>)>, HashMap<i64, u64>);
+
 /// Counts the routing decisions of the events that were stored (a duplicate's were made
 /// before the insert told it apart, and wrote nothing). Decisions name events by position.
-fn count_stored(
-    (rows, no_match): (Vec<kite_store::events::NewOutbox>, HashMap<i64, u64>),
-    outcomes: &[InsertOutcome],
-) {
+fn count_stored(decided: Decided, outcomes: &[InsertOutcome]) {
+    let (rows, no_match) = decided;
     let stored = |pos: i64| {
         usize::try_from(pos)
             .ok()
             .and_then(|p| outcomes.get(p))
             .is_some_and(|o| matches!(o, InsertOutcome::Inserted { .. }))
     };
-    let rows: Vec<_> = rows.into_iter().filter(|r| stored(r.event_seq)).collect();
+    let reasons = rows
+        .into_iter()
+        .filter(|(pos, _)| stored(*pos))
+        .map(|(_, reason)| reason);
     let no_match = no_match
         .into_iter()
         .filter(|(pos, _)| stored(*pos))
         .map(|(_, n)| n)
         .sum();
-    kite_store::routing::count(&rows, no_match);
+    kite_store::routing::count(reasons, no_match);
 }
 
 /// Sends the committed rows of peers with a slot down the local lane, each with its event
@@ -263,23 +267,29 @@ fn hand_off(
     let mut rest = Vec::new();
     let mut local: HashMap<Uuid, Vec<DeliveryRow>> = HashMap::new();
     let now = chrono::Utc::now();
+    // Each leased peer's settings, looked up once a batch.
+    let mut found: HashMap<Uuid, Option<&kite_store::peers::Peer>> = HashMap::new();
     for r in pending {
-        let peer = (r.leased && slots.contains_key(&r.peer_id))
-            .then(|| {
-                let e = events.get(r.event)?;
-                snapshot
-                    .by_team
-                    .get(&e.team_id)?
-                    .iter()
-                    .find(|p| p.peer.id == r.peer_id)
-            })
-            .flatten();
-        match (peer, events.get(r.event), outcomes.get(r.event)) {
+        let event = events.get(r.event);
+        let peer = match event {
+            Some(e) if r.leased && slots.contains_key(&r.peer_id) => {
+                *found.entry(r.peer_id).or_insert_with(|| {
+                    snapshot
+                        .by_team
+                        .get(&e.team_id)?
+                        .iter()
+                        .map(|p| &p.peer)
+                        .find(|p| p.id == r.peer_id)
+                })
+            }
+            _ => None,
+        };
+        match (peer, event, outcomes.get(r.event)) {
             (Some(p), Some(e), Some(InsertOutcome::Inserted { received_at, .. })) => {
                 local
                     .entry(r.peer_id)
                     .or_default()
-                    .push(DeliveryRow::of_new(r.id, e, &p.peer, *received_at, now));
+                    .push(DeliveryRow::of_new(r.id, e, p, *received_at, now));
             }
             _ => rest.push((r.id, r.peer_id)),
         }
@@ -310,36 +320,13 @@ fn hand_off(
     rest
 }
 
-/// Publishes what a commit left: each peer's deliveries to its queue (declared first, once),
-/// or the unrouted events to the router; one confirmed publish.
-async fn publish(
-    bus: &Bus,
-    declared: &Mutex<HashSet<Uuid>>,
-    work: Work,
-) -> Result<(), kite_bus::BusError> {
-    let msgs = match work {
-        Work::Route(seqs) if seqs.is_empty() => return Ok(()),
-        Work::Route(seqs) => vec![Message::Route { seqs }],
-        Work::Deliver(pending) if pending.is_empty() => return Ok(()),
-        Work::Deliver(pending) => {
-            let mut by_peer: HashMap<Uuid, Vec<i64>> = HashMap::new();
-            for (id, peer) in pending {
-                by_peer.entry(peer).or_default().push(id);
-            }
-            for peer in by_peer.keys() {
-                let mut known = declared.lock().await;
-                if !known.contains(peer) {
-                    bus.declare_peer(*peer).await?;
-                    known.insert(*peer);
-                }
-            }
-            by_peer
-                .into_iter()
-                .map(|(peer, ids)| Message::Deliver { peer, ids })
-                .collect()
-        }
-    };
-    bus.send(&msgs).await
+/// Publishes what a commit left: each peer's deliveries to its queue, or the unrouted
+/// events to the router; one confirmed publish.
+async fn publish(bus: &Bus, work: Work) -> Result<(), kite_bus::BusError> {
+    match work {
+        Work::Route(seqs) => bus.send(&[Message::Route { seqs }]).await,
+        Work::Deliver(pending) => bus.send_deliveries(pending).await,
+    }
 }
 
 /// Writes each event in its own statement: the ones the database refuses get a 400 of

@@ -3,14 +3,13 @@
 //! the pending rows to each peer's delivery queue. A sweeper republishes work whose message
 //! was lost.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kite_bus::{Bus, ConsumeOptions, Flow, Job, Message, Queue, Settle};
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::Store;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Router settings.
@@ -62,7 +61,6 @@ struct Router {
     bus: Arc<Bus>,
     peers: Cache<PeerSnapshot>,
     cfg: RouterConfig,
-    declared: Mutex<HashSet<Uuid>>,
 }
 
 /// Runs the router role until `shutdown` turns true.
@@ -78,7 +76,6 @@ pub async fn run(
         store,
         bus,
         cfg,
-        declared: Mutex::new(HashSet::new()),
     });
     let sweeper = tokio::spawn(sweep_loop(router.clone(), shutdown.clone()));
     consume_loop(router, shutdown).await;
@@ -125,25 +122,7 @@ impl Router {
     }
 
     async fn publish_pending(&self, pending: Vec<(i64, Uuid)>) -> Result<(), RouteError> {
-        let mut by_peer: HashMap<Uuid, Vec<i64>> = HashMap::new();
-        for (id, peer) in pending {
-            by_peer.entry(peer).or_default().push(id);
-        }
-        let mut msgs = Vec::new();
-        for (peer, ids) in by_peer {
-            self.ensure_peer_queue(peer).await?;
-            msgs.push(Message::Deliver { peer, ids });
-        }
-        self.bus.send(&msgs).await?;
-        Ok(())
-    }
-
-    async fn ensure_peer_queue(&self, peer: Uuid) -> Result<(), RouteError> {
-        let mut declared = self.declared.lock().await;
-        if !declared.contains(&peer) {
-            self.bus.declare_peer(peer).await?;
-            declared.insert(peer);
-        }
+        self.bus.send_deliveries(pending).await?;
         Ok(())
     }
 

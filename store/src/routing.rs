@@ -53,7 +53,7 @@ pub fn outbox_rows(
     events: &[RoutingEvent],
 ) -> Vec<NewOutbox> {
     let (rows, no_match) = decide_rows(self_id, snapshot, events);
-    count(&rows, no_match.values().sum());
+    count(rows.iter().map(|r| r.reason), no_match.values().sum());
     rows
 }
 
@@ -93,12 +93,13 @@ pub fn decide_rows(
     (rows, no_match)
 }
 
-/// Counts routing decisions (`kite_routing_decisions_total` by reason): `rows` as made, and
-/// `no_match` pairs of an event and a peer it is not for.
-pub fn count(rows: &[NewOutbox], no_match: u64) {
+/// Counts routing decisions (`kite_routing_decisions_total` by reason): the rows made, by
+/// their skip reason (None: forwarded), and `no_match` pairs of an event and a peer it is
+/// not for.
+pub fn count(reasons: impl IntoIterator<Item = Option<SkipReason>>, no_match: u64) {
     let mut by_reason: HashMap<&'static str, u64> = HashMap::new();
-    for r in rows {
-        let reason = r.reason.map_or("forward", SkipReason::as_str);
+    for r in reasons {
+        let reason = r.map_or("forward", SkipReason::as_str);
         *by_reason.entry(reason).or_default() += 1;
     }
     if no_match > 0 {

@@ -25,7 +25,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kite_bus::Message;
 use kite_protocol::scope::{ScopeError, ScopeSet};
 use kite_protocol::ssrf::Destination;
 use kite_protocol::{token, ApiError};

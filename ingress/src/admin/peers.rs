@@ -264,16 +264,8 @@ pub(super) async fn replay_dead(
     metrics::counter!(kite_protocol::metrics::REPLAYED, "team" => g.team_id.clone(), "peer" => peer.name)
         .increment(ids.len() as u64);
     if !ids.is_empty() {
-        let publish = async {
-            st.bus.declare_peer(id).await?;
-            st.bus
-                .send(&[Message::Deliver {
-                    peer: id,
-                    ids: ids.clone(),
-                }])
-                .await
-        };
-        if let Err(e) = publish.await {
+        let rows = ids.iter().map(|row| (*row, id));
+        if let Err(e) = st.bus.send_deliveries(rows).await {
             tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");
         }
     }
