@@ -179,3 +179,55 @@ async fn an_events_story_tells_each_peers_outcome_and_every_attempt() {
 fn urlencode(s: &str) -> String {
     s.replace('+', "%2B").replace(':', "%3A")
 }
+
+#[tokio::test]
+async fn retention_removes_an_events_deliveries_and_attempts_with_it() {
+    let a = Instance::start_with(
+        "sr",
+        &[
+            ("KITE_RETENTION_SECS", "2"),
+            ("KITE_SWEEP_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let sink = Sink::start(ok).await;
+    add_peer(
+        &a,
+        "ok",
+        &format!("{}/hooks/default/kite", sink.url),
+        "t",
+        &["*"],
+        3,
+    )
+    .await;
+    let ids: Vec<String> = (0..3).map(|i| format!("evt_kept_{i}")).collect();
+    for id in &ids {
+        let (s, _) = a
+            .hook("stripe", &stripe_event(id, "charge.succeeded"))
+            .await;
+        assert_eq!(s, 202);
+    }
+    // Each event was delivered: its delivery row settled together with its attempt's log
+    // (one statement), and only settled events are pruned.
+    sink.assert_once(&ids).await;
+    let db = a.db().await;
+    let left = || async {
+        let r = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM outbox),
+                        (SELECT count(*) FROM attempts)",
+                &[],
+            )
+            .await
+            .ok()?;
+        Some((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, i64>(2)))
+    };
+    eventually(
+        "events pruned with their deliveries and attempts",
+        WAIT,
+        || async { (left().await? == (0, 0, 0)).then_some(()) },
+    )
+    .await;
+    let (s, v) = a.get("/api/events/evt_kept_0").await;
+    assert_eq!(s, 404, "{v}");
+}

@@ -313,7 +313,19 @@ async fn teams_never_see_or_touch_each_other() {
     assert_eq!(answer["payload"]["team_id"], "acme");
     assert!(!answer.to_string().contains(k_id));
 
-    // A deleted team is gone: its key, its hooks, its data.
+    // A deleted team is gone: its key, its hooks, its data (events, deliveries, attempts).
+    let owned = "SELECT (SELECT count(*) FROM events WHERE team_id = 'acme')
+                      + (SELECT count(*) FROM outbox WHERE team_id = 'acme')
+                      + (SELECT count(*) FROM attempts t
+                         WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = t.outbox_id))";
+    let acme_rows: i64 = a
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM outbox WHERE team_id = 'acme'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(acme_rows > 0, "acme's event has a delivery to its peer");
     let (s, _) = call(&a, OPERATOR, M::DELETE, "/api/teams/acme", None).await;
     assert_eq!(s, 200);
     let (s, _) = call(&a, &acme, M::GET, "/api/keys", None).await;
@@ -326,16 +338,14 @@ async fn teams_never_see_or_touch_each_other() {
         events.to_string().contains("evt_home"),
         "the other team keeps its data"
     );
-    eventually("acme's events removed", WAIT, || async {
-        let n: i64 = a
-            .db()
-            .await
-            .query_one("SELECT count(*) FROM events WHERE team_id = 'acme'", &[])
-            .await
-            .ok()?
-            .get(0);
-        (n == 0).then_some(())
-    })
+    eventually(
+        "acme's events, deliveries and attempts removed",
+        WAIT,
+        || async {
+            let n: i64 = a.db().await.query_one(owned, &[]).await.ok()?.get(0);
+            (n == 0).then_some(())
+        },
+    )
     .await;
 }
 

@@ -189,7 +189,8 @@ impl Store {
             .prepare_cached(
                 // One statement: the events (with the per-team locks of `insert`), and the
                 // outbox rows of those that were new, joined to them by identity; it commits
-                // as a whole, so there is no BEGIN or COMMIT to wait for.
+                // as a whole, so there is no BEGIN or COMMIT to wait for. The rows belong to
+                // events this statement made, one a peer, so they need no conflict check.
                 "WITH locks AS (
                     SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
                     FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered),
@@ -216,7 +217,6 @@ impl Store {
                     JOIN src ON src.pos = r.pos
                     JOIN ins ON ins.team_id = src.t AND ins.hook_source = src.h
                             AND ins.ce_source = src.s AND ins.ce_id = src.i
-                    ON CONFLICT (event_seq, peer_id) DO NOTHING
                     RETURNING id, peer_id, state, event_seq, next_attempt_at > now() AS leased)
                  SELECT seq, team_id, hook_source, ce_source, ce_id, received_at,
                         NULL::bigint, NULL::uuid, NULL::text, NULL::bool FROM ins

@@ -69,8 +69,9 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes events older than `retention` whose deliveries are all settled, and cursors
-    /// idle for much longer; records per team how far events were pruned. Answers the count.
+    /// Deletes events older than `retention` whose deliveries are all settled (with those
+    /// deliveries and their attempts), and cursors idle for much longer; records per team
+    /// how far events were pruned. Answers the count.
     pub async fn prune(&self, retention: Duration, limit: i64) -> Result<u64> {
         let c = self.conn().await?;
         let secs = retention.as_secs_f64();
@@ -83,6 +84,11 @@ impl Store {
                           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = e.seq AND o.state = 'pending')
                         ORDER BY e.seq LIMIT $2)
                     RETURNING team_id, seq),
+                 -- Their deliveries and those deliveries' attempts go with them.
+                 gone_rows AS (
+                    DELETE FROM outbox WHERE event_seq IN (SELECT seq FROM gone) RETURNING id),
+                 gone_attempts AS (
+                    DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM gone_rows)),
                  per_team AS (SELECT team_id, max(seq) AS through, count(*) AS n FROM gone GROUP BY team_id),
                  noted AS (
                     INSERT INTO stream_retention (team_id, pruned_through) SELECT team_id, through FROM per_team

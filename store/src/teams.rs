@@ -90,7 +90,15 @@ impl Store {
             .iter()
             .map(|r| r.col(0))
             .collect::<Result<_>>()?;
-        // Events and cursors name their team without a foreign key: removed first.
+        // Events, their deliveries and attempts, and cursors name their team (and their
+        // parent row) without a foreign key: removed first, children before parents.
+        tx.execute(
+            "DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM outbox WHERE team_id = $1)",
+            &[&id],
+        )
+        .await?;
+        tx.execute("DELETE FROM outbox WHERE team_id = $1", &[&id])
+            .await?;
         tx.execute("DELETE FROM events WHERE team_id = $1", &[&id])
             .await?;
         tx.execute("DELETE FROM stream_cursors WHERE team_id = $1", &[&id])
