@@ -12,6 +12,11 @@ use kite_bench::load::{self, LoadConfig};
 use kite_bench::run::{self, RunConfig};
 use kite_bench::sink;
 
+/// The allocator of kite's binary: the generator and the sink spend less of the CPU they
+/// share with what they measure.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator and receiving sink for kite.
 #[derive(Debug, Parser)]
 #[command(name = "kite-bench", version, about)]

@@ -185,7 +185,12 @@ async fn bench(
         concurrency: cfg.concurrency,
     };
     let backends = postgres_backends(&cfg.database_url, &names.database).await;
-    let cpu_before = (Snapshot::take(&[pid]), Snapshot::take(&backends));
+    let me = std::process::id();
+    let cpu_before = (
+        Snapshot::take(&[pid]),
+        Snapshot::take(&backends),
+        Snapshot::take(&[me]),
+    );
     let report = crate::load::run_load(&client, &load_cfg).await?;
 
     let expected = report.accepted * matching as u64;
@@ -205,6 +210,7 @@ async fn bench(
     let cpu = Cpu {
         kite: Snapshot::take(&[pid]).since(&cpu_before.0),
         postgres: Snapshot::take(&backends_after).since(&cpu_before.1),
+        bench: Snapshot::take(&[me]).since(&cpu_before.2),
     };
 
     let rss = peak_rss_mib(pid);
@@ -256,6 +262,8 @@ async fn warm_up(client: &reqwest::Client, url: &str, sink: &SinkState) -> Resul
 struct Cpu {
     kite: Duration,
     postgres: Duration,
+    /// This process: the load generator and the sink, which share the machine.
+    bench: Duration,
 }
 
 /// The pids of the Postgres backends connected to the run's database (same machine).
@@ -356,6 +364,12 @@ fn print_results(
                 ),
                 _ => "n/a".to_owned(),
             },
+        ),
+        row(
+            "CPU per delivered event: generator and sink",
+            per_event_us(cpu.bench, c.unique).map_or("n/a".to_owned(), |b| {
+                format!("{b:.0} us ({:.1} CPU-s in all)", cpu.bench.as_secs_f64())
+            }),
         ),
     ]);
     if cfg.peers > 1 {
