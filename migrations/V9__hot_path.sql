@@ -11,3 +11,9 @@ ALTER TABLE attempts DROP CONSTRAINT attempts_outbox_id_fkey;
 -- as well as a B-tree, at a fraction of its upkeep.
 DROP INDEX events_received;
 CREATE INDEX events_received ON events USING brin (received_at);
+
+-- Attempts are only ever read by their delivery, in order: that index is their key, and the
+-- separate one on `id` alone goes.
+ALTER TABLE attempts DROP CONSTRAINT attempts_pkey;
+DROP INDEX attempts_outbox;
+ALTER TABLE attempts ADD PRIMARY KEY (outbox_id, id);
