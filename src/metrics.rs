@@ -69,15 +69,18 @@ pub async fn serve(
             tracing::warn!(error = %e, "the metrics endpoint stopped");
         }
     });
-    tokio::spawn(sample(store, stop));
+    tokio::spawn(sample(handle, store, stop));
     Ok(url)
 }
 
-/// Reads the sampled gauges every [`SAMPLE_EVERY`] until `stop`.
-async fn sample(store: Store, mut stop: watch::Receiver<bool>) {
+/// Reads the sampled gauges every [`SAMPLE_EVERY`] until `stop`, and runs the recorder's
+/// upkeep: histogram samples are held until it folds them into their buckets, so without it
+/// they pile up (about 70 bytes an event) whenever nobody scrapes `/metrics`.
+async fn sample(handle: &PrometheusHandle, store: Store, mut stop: watch::Receiver<bool>) {
     let process = metrics_process::Collector::new(m::PROCESS_PREFIX);
     process.describe();
     loop {
+        handle.run_upkeep();
         process.collect();
         let (in_use, open, max) = store.pool_use();
         metrics::gauge!(m::DB_POOL_IN_USE).set(in_use as f64);
