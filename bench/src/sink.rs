@@ -182,26 +182,30 @@ fn parse_event(body: &[u8]) -> Option<(String, Option<u64>, bool)> {
     #[derive(serde::Deserialize, Default)]
     struct Data {
         sent_at_us: Option<serde_json::Number>,
-        #[serde(rename = "bench_probe")]
-        probe: Option<bool>,
+        /// [`PROBE_KEY`] (`probe_key_is_the_field_read` ties the two).
+        bench_probe: Option<bool>,
     }
     let event: Event = serde_json::from_slice(body).ok()?;
-    let data = event.data.map(|raw| {
-        let raw = raw.get();
-        let parsed = if raw.starts_with('"') {
-            serde_json::from_str::<String>(raw)
-                .ok()
-                .and_then(|text| serde_json::from_str::<Data>(&text).ok())
-        } else {
-            serde_json::from_str::<Data>(raw).ok()
-        };
-        parsed.unwrap_or_default()
-    });
-    let data = data.unwrap_or_default();
+    let data = event
+        .data
+        .map(|raw| raw.get())
+        .and_then(|raw| {
+            if raw.starts_with('"') {
+                let text = serde_json::from_str::<String>(raw).ok()?;
+                serde_json::from_str::<Data>(&text).ok()
+            } else {
+                serde_json::from_str::<Data>(raw).ok()
+            }
+        })
+        .unwrap_or_default();
     let sent_at = data
         .sent_at_us
         .and_then(|n| n.as_u64().or_else(|| n.as_f64().map(|f| f as u64)));
-    Some((event.id.into_owned(), sent_at, data.probe.unwrap_or(false)))
+    Some((
+        event.id.into_owned(),
+        sent_at,
+        data.bench_probe.unwrap_or(false),
+    ))
 }
 
 fn error(status: StatusCode, code: &str) -> Response {
@@ -362,6 +366,13 @@ mod tests {
                 .expect("parses");
         assert_eq!((id.as_str(), at), ("e4", Some(5)));
         assert!(parse_event(b"nope").is_none());
+    }
+
+    #[test]
+    fn probe_key_is_the_field_read() {
+        let body = format!(r#"{{"id":"p","data":{{"{PROBE_KEY}":true}}}}"#);
+        let (_, _, probe) = parse_event(body.as_bytes()).expect("parses");
+        assert!(probe);
     }
 
     #[test]

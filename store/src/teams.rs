@@ -91,14 +91,14 @@ impl Store {
             .map(|r| r.col(0))
             .collect::<Result<_>>()?;
         // Events, their deliveries and attempts, and cursors name their team (and their
-        // parent row) without a foreign key: removed first, children before parents.
+        // parent row) without a foreign key: removed first (the deliveries in one pass,
+        // their attempts with them).
         tx.execute(
-            "DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM outbox WHERE team_id = $1)",
+            "WITH rows AS (DELETE FROM outbox WHERE team_id = $1 RETURNING id)
+             DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM rows)",
             &[&id],
         )
         .await?;
-        tx.execute("DELETE FROM outbox WHERE team_id = $1", &[&id])
-            .await?;
         tx.execute("DELETE FROM events WHERE team_id = $1", &[&id])
             .await?;
         tx.execute("DELETE FROM stream_cursors WHERE team_id = $1", &[&id])
