@@ -1,7 +1,6 @@
 //! Turning an incoming webhook into a structured CloudEvent (a JSON object).
 
 use chrono::{DateTime, Utc};
-use cloudevents::{EventBuilder, EventBuilderV10};
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -131,19 +130,22 @@ fn into_object(ev: cloudevents::Event) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
-/// The kept request headers ([`KEPT_HEADERS`]) as a JSON object string.
+/// The kept request headers ([`KEPT_HEADERS`]) as a JSON object string, sorted by name;
+/// a repeated header keeps its first value, one that is not visible ASCII is left out.
 pub fn original_headers(h: &HeaderMap) -> String {
-    let mut m = Map::new();
-    for name in KEPT_HEADERS {
-        if let Some(v) = h.get(*name).and_then(|v| v.to_str().ok()) {
-            m.insert((*name).to_string(), Value::String(v.to_string()));
+    let mut kept: Vec<(&str, Option<&str>)> = Vec::new();
+    for (name, value) in h {
+        let name = name.as_str();
+        if KEPT_HEADERS.contains(&name) && !kept.iter().any(|(n, _)| *n == name) {
+            kept.push((name, value.to_str().ok()));
         }
     }
-    Value::Object(m).to_string()
-}
-
-fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    kept.sort_unstable_by_key(|(name, _)| *name);
+    let kept: serde_json::Map<String, Value> = kept
+        .into_iter()
+        .filter_map(|(name, value)| Some((name.to_string(), Value::String(value?.to_string()))))
+        .collect();
+    Value::Object(kept).to_string()
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -229,12 +231,15 @@ enum Mapping {
     Generic,
 }
 
+/// A plain webhook (not a CloudEvent) as the event kite stores. Its body is read in one
+/// pass for the few fields the mapping needs, and the event's text is written directly:
+/// attributes first, then the body as it came.
 fn build_webhook(
     hook: Hook<'_>,
     headers: &HeaderMap,
     body: &[u8],
     now: DateTime<Utc>,
-) -> Result<(Map<String, Value>, Data), ApiError> {
+) -> Result<IncomingEvent, ApiError> {
     let Hook {
         team,
         source,
@@ -246,63 +251,49 @@ fn build_webhook(
     let content_type = header(headers, "content-type")
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
         .filter(|c| !c.contains("json"));
-    let (data, raw): (Value, Data) = match &content_type {
+    let (picked, raw) = match &content_type {
         None => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8"))?;
             check_depth(body, MAX_DEPTH)?;
-            let data = serde_json::from_str(text).map_err(|e| {
+            let picked = crate::pick::pick(text).map_err(|e| {
                 ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
             })?;
-            (data, Data::Json(trim_json(text).to_owned()))
+            (picked, Body::Json(trim_json(text)))
         }
-        Some(_) => {
-            use base64::Engine as _;
-            let data = std::str::from_utf8(body)
-                .map(|t| Value::String(t.to_owned()))
-                .unwrap_or(Value::Null);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(body);
-            (data, Data::Base64(b64))
-        }
+        Some(_) => (crate::pick::Picked::default(), Body::Base64(body)),
     };
-    let data_type = content_type.unwrap_or_else(|| "application/json".to_string());
+    fn field<'a>(f: &'a Option<std::borrow::Cow<'_, str>>) -> Option<&'a str> {
+        f.as_deref().filter(|s| !s.is_empty())
+    }
     let mapping = match (scheme, source) {
         (Some(Scheme::Stripe), _) | (None, "stripe") => Mapping::Stripe,
         (Some(Scheme::Github), _) | (None, "github") => Mapping::Github,
         _ => Mapping::Generic,
     };
-    let (name, summary) = match mapping {
-        Mapping::Stripe => {
-            let name = str_field(&data, "type").unwrap_or("event").to_string();
-            let obj_id = data
-                .pointer("/data/object/id")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let summary = format!("{name} {obj_id}").trim().to_string();
-            (name, summary)
-        }
-        Mapping::Github => {
-            let name = header(headers, "x-github-event")
-                .unwrap_or("event")
-                .to_string();
-            let repo = data
-                .pointer("/repository/full_name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let summary = format!("{name} {repo}").trim().to_string();
-            (name, summary)
-        }
-        Mapping::Generic => {
-            let name = str_field(&data, "type")
-                .or_else(|| str_field(&data, "event"))
-                .unwrap_or("event")
-                .to_string();
-            (name.clone(), name)
-        }
+    let (name, detail) = match mapping {
+        Mapping::Stripe => (
+            field(&picked.ty).unwrap_or("event"),
+            Some(picked.object_id.as_deref().unwrap_or("")),
+        ),
+        Mapping::Github => (
+            header(headers, "x-github-event").unwrap_or("event"),
+            Some(picked.repo.as_deref().unwrap_or("")),
+        ),
+        Mapping::Generic => (
+            field(&picked.ty)
+                .or_else(|| field(&picked.event))
+                .unwrap_or("event"),
+            None,
+        ),
+    };
+    let summary = match detail {
+        Some(d) => format!("{name} {d}").trim().to_string(),
+        None => name.to_string(),
     };
     // The identity: from what the scheme signs when the source is signed, so a replay of a
     // captured delivery is a duplicate and unsigned headers cannot choose it.
-    let body_id = || str_field(&data, "id").map(str::to_string);
+    let body_id = || field(&picked.id).map(str::to_string);
     let id = match scheme {
         Some(Scheme::Stripe) => body_id().unwrap_or_else(|| digest_id(&[body])),
         Some(Scheme::StandardWebhooks) => header(headers, "webhook-id")
@@ -313,7 +304,7 @@ fn build_webhook(
         Some(Scheme::Github) => header(headers, "x-github-delivery")
             .map(str::to_string)
             .unwrap_or_else(|| digest_id(&[body])),
-        Some(Scheme::Slack) => str_field(&data, "event_id")
+        Some(Scheme::Slack) => field(&picked.event_id)
             .map(str::to_string)
             .unwrap_or_else(|| digest_id(&[body])),
         Some(Scheme::HmacSha256) => body_id().unwrap_or_else(|| digest_id(&[body])),
@@ -325,25 +316,95 @@ fn build_webhook(
         .or_else(|| header(headers, "webhook-id").map(str::to_string))
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
     };
-    let ev = EventBuilderV10::new()
-        .id(id)
-        .source(format!("/hooks/{team}/{source}"))
-        .ty(format!("com.{source}.{name}"))
-        .time(now)
-        .extension("kitesummary", clip(&summary, 200))
-        .extension(EXT_ORIGINAL_HEADERS, original_headers(headers))
-        .build()
-        .map_err(invalid_ce)?;
-    let mut obj = into_object(ev)?;
-    obj.insert("datacontenttype".into(), Value::String(data_type));
-    Ok((obj, raw))
+    let ce_source = format!("/hooks/{team}/{source}");
+    let ty = format!("com.{source}.{name}");
+    check_attribute("id", &id, MAX_ID_LEN)?;
+    check_attribute("source", &ce_source, MAX_SOURCE_LEN)?;
+    check_attribute("type", &ty, MAX_ID_LEN)?;
+    let data_type = content_type.as_deref().unwrap_or("application/json");
+    let text = webhook_text(
+        [
+            ("id", &id),
+            ("source", &ce_source),
+            ("type", &ty),
+            ("datacontenttype", data_type),
+            ("kitesummary", &clip(&summary, 200)),
+            (EXT_ORIGINAL_HEADERS, &original_headers(headers)),
+        ],
+        now,
+        raw,
+    )?;
+    // The copy forwarded must fit a peer's limit, with room for the longest chain it can
+    // collect and its origin signature.
+    check_size(
+        &text,
+        fed::MAX_SUFFIX_BYTES + 1 + crate::provenance::MAX_SIG_BYTES,
+    )?;
+    Ok(IncomingEvent {
+        id,
+        source: ce_source,
+        ty,
+        text,
+        fed: FedInfo::default(),
+        origin_sig: None,
+    })
 }
 
-/// An event's data as it travels: the original JSON text (spliced into the stored event,
-/// never re-encoded), base64 of a non-JSON body, or none.
+/// A webhook's CloudEvent text: `specversion`, these string attributes, `time`, then the
+/// data (the JSON body as its own text, or `data_base64`).
+fn webhook_text(
+    attributes: [(&str, &str); 6],
+    time: DateTime<Utc>,
+    body: Body<'_>,
+) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    fn member(
+        out: &mut Vec<u8>,
+        name: &str,
+        value: &impl serde::Serialize,
+    ) -> serde_json::Result<()> {
+        out.push(b',');
+        serde_json::to_writer(&mut *out, name)?;
+        out.push(b':');
+        serde_json::to_writer(out, value)
+    }
+    let body_len = match body {
+        Body::Json(t) => t.len(),
+        Body::Base64(b) => b.len() / 3 * 4 + 4,
+    };
+    let mut out = Vec::with_capacity(body_len + 512);
+    out.extend_from_slice(br#"{"specversion":"1.0""#);
+    for (name, value) in attributes {
+        member(&mut out, name, &value).map_err(invalid_ce)?;
+    }
+    member(&mut out, "time", &time).map_err(invalid_ce)?;
+    match body {
+        Body::Json(text) => {
+            out.extend_from_slice(br#","data":"#);
+            out.extend_from_slice(text.as_bytes());
+        }
+        Body::Base64(bytes) => {
+            out.extend_from_slice(br#","data_base64":""#);
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            out.extend_from_slice(b64.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b'}');
+    String::from_utf8(out).map_err(invalid_ce)
+}
+/// A webhook's body as its event carries it: JSON as its own text, anything else as
+/// `data_base64`.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Json(&'a str),
+    Base64(&'a [u8]),
+}
+
+/// A CloudEvent's data as it travels: the original JSON text (spliced into the stored event,
+/// never re-encoded), or what the SDK made of it.
 enum Data {
     Json(String),
-    Base64(String),
     None,
 }
 
@@ -362,11 +423,6 @@ fn with_data(mut obj: Map<String, Value>, data: Data) -> String {
             let head = head.strip_suffix('}').unwrap_or(&head);
             let sep = if head.len() > 1 { "," } else { "" };
             format!("{head}{sep}\"data\":{raw}}}")
-        }
-        Data::Base64(b64) => {
-            obj.remove("data");
-            obj.insert("data_base64".into(), Value::String(b64));
-            Value::Object(obj).to_string()
         }
         Data::None => Value::Object(obj).to_string(),
     }
@@ -457,6 +513,17 @@ fn finish_cloudevent(
     Ok((obj, data))
 }
 
+/// Refuses an event whose text, with `room` bytes more, would not fit a peer's limit.
+fn check_size(text: &str, room: usize) -> Result<(), ApiError> {
+    if text.len() + room > MAX_BODY_BYTES {
+        return Err(
+            ApiError::payload_too_large(MAX_BODY_BYTES.saturating_sub(room))
+                .with("event_bytes", json!(text.len())),
+        );
+    }
+    Ok(())
+}
+
 /// Maps a webhook (or a structured/binary CloudEvent) posted to `/hooks/{team}/{source}`
 /// into the CloudEvent kite stores. Errors are 400s (413 for size) with stable codes.
 pub fn build_event(
@@ -469,16 +536,15 @@ pub fn build_event(
     // A signed source's `ce-*` headers are not signed: only the body speaks for it.
     let cloudevent = is_structured(headers)
         || (headers.contains_key("ce-specversion") && (federated || hook.scheme.is_none()));
-    let (mut event, data) = if cloudevent {
-        build_cloudevent(hook, headers, body)?
-    } else {
+    if !cloudevent {
         if federated {
             return Err(invalid_ce(
                 "federated events must be structured CloudEvents (application/cloudevents+json)",
             ));
         }
-        build_webhook(hook, headers, body, now)?
-    };
+        return build_webhook(hook, headers, body, now);
+    }
+    let (mut event, data) = build_cloudevent(hook, headers, body)?;
     let fed_info = FedInfo::read(&event).map_err(|e| {
         ApiError::bad_request("invalid_extension", e.to_string()).with("field", json!(e.field))
     })?;
@@ -513,12 +579,7 @@ pub fn build_event(
     } else {
         fed::MAX_SUFFIX_BYTES + 1 + crate::provenance::MAX_SIG_BYTES
     };
-    if text.len() + room > MAX_BODY_BYTES {
-        return Err(
-            ApiError::payload_too_large(MAX_BODY_BYTES.saturating_sub(room))
-                .with("event_bytes", json!(text.len())),
-        );
-    }
+    check_size(&text, room)?;
     Ok(IncomingEvent {
         id,
         source: ce_source,

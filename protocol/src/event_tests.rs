@@ -332,3 +332,41 @@ fn data_bytes_give_back_the_body() {
     assert_eq!(provider_of("/hooks/default/stripe"), Some("stripe"));
     assert_eq!(provider_of("/elsewhere"), None);
 }
+
+#[test]
+fn a_webhook_is_written_as_a_cloudevent_the_sdk_reads() {
+    let now = Utc::now();
+    let h = headers(&[
+        ("content-type", "application/json"),
+        ("x-request-id", "r\"1\\"),
+        ("user-agent", "Stripe/1.0"),
+    ]);
+    let body = br#"{"id":"evt_\u0031","type":"invoice.paid","data":{"object":{"id":"in_1"}}}"#;
+    let e = build_event(hook("stripe", None), &h, body, now).unwrap();
+    let ev: cloudevents::Event = serde_json::from_str(&e.text).unwrap();
+    use cloudevents::AttributesReader as _;
+    assert_eq!(ev.id(), "evt_1");
+    assert_eq!(ev.source().as_str(), "/hooks/t/stripe");
+    assert_eq!(ev.ty(), "com.stripe.invoice.paid");
+    assert_eq!(ev.time(), Some(&now));
+    assert_eq!(ev.datacontenttype(), Some("application/json"));
+    let ext = |k: &str| ev.extension(k).map(|v| v.to_string());
+    assert_eq!(ext("kitesummary").as_deref(), Some("invoice.paid in_1"));
+    let kept: Value = serde_json::from_str(&ext(EXT_ORIGINAL_HEADERS).unwrap()).unwrap();
+    assert_eq!(
+        kept,
+        json!({"content-type": "application/json", "user-agent": "Stripe/1.0", "x-request-id": "r\"1\\"})
+    );
+    // A form post: its bytes as data_base64.
+    let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+    let e = build_event(hook("slack", None), &form, b"a=1&b=2", now).unwrap();
+    let ev: cloudevents::Event = serde_json::from_str(&e.text).unwrap();
+    assert_eq!(
+        ev.data(),
+        Some(&cloudevents::Data::Binary(b"a=1&b=2".to_vec()))
+    );
+    assert_eq!(
+        ev.datacontenttype(),
+        Some("application/x-www-form-urlencoded")
+    );
+}

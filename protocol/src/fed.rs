@@ -148,31 +148,40 @@ pub fn forward(ev: &mut Map<String, Value>, self_id: &str) -> Result<(), FedErro
 /// origin set once, `self_id` appended to the chain, hops plus one.
 pub fn forward_suffix(info: &FedInfo, self_id: &str) -> String {
     let origin = info.origin.as_deref().unwrap_or(self_id);
-    let mut chain = info.chain.clone();
-    chain.push(self_id.to_string());
+    let chain: Vec<&str> = info
+        .chain
+        .iter()
+        .map(String::as_str)
+        .chain([self_id])
+        .collect();
     members(Some(origin), &chain, info.hops + 1)
 }
 
-fn members(origin: Option<&str>, chain: &[String], hops: u32) -> String {
-    let mut out = String::new();
+fn members(
+    origin: Option<&str>,
+    chain: &[impl AsRef<str> + serde::Serialize],
+    hops: u32,
+) -> String {
+    use std::fmt::Write as _;
+    // A string serializes without fail; the chain is a JSON array string.
+    let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut out =
+        String::with_capacity(64 + chain.iter().map(|c| c.as_ref().len() + 4).sum::<usize>() * 2);
     if let Some(o) = origin {
-        out.push_str(&format!(
-            "\"{EXT_ORIGIN}\":{}",
-            Value::String(o.to_string())
-        ));
+        let _ = write!(out, "\"{EXT_ORIGIN}\":{}", json(o));
     }
     if !chain.is_empty() {
-        let text = Value::from(chain.to_vec()).to_string();
+        let text = serde_json::to_string(chain).unwrap_or_default();
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(&format!("\"{EXT_CHAIN}\":{}", Value::String(text)));
+        let _ = write!(out, "\"{EXT_CHAIN}\":{}", json(&text));
     }
     if hops > 0 {
         if !out.is_empty() {
             out.push(',');
         }
-        out.push_str(&format!("\"{EXT_HOPS}\":{hops}"));
+        let _ = write!(out, "\"{EXT_HOPS}\":{hops}");
     }
     out
 }

@@ -7,6 +7,7 @@ pub mod fed;
 pub mod identity;
 pub mod metrics;
 pub mod peering;
+mod pick;
 pub mod provenance;
 pub mod provider;
 pub mod scope;
