@@ -25,7 +25,39 @@ pub(crate) struct Attempt {
     pub(crate) took: std::time::Duration,
 }
 
+/// A peer URL as parsed once for all its deliveries.
+#[derive(Clone)]
+pub(crate) struct Dest {
+    /// The URL requests go to; `None` if it does not parse (the request then fails as
+    /// reqwest refuses it).
+    url: Option<reqwest::Url>,
+    /// It names a loopback or private address literal.
+    forbidden: bool,
+}
+
+/// Parsed peer URLs kept at most; past that the cache starts over (URLs of peers since
+/// changed or deleted are not kept forever).
+const DESTS_KEPT: usize = 1024;
+
 impl Ctx {
+    /// The peer URL parsed, from the cache when it was parsed before.
+    fn dest(&self, url: &str) -> Dest {
+        if let Some(d) = self.dests.lock().ok().and_then(|c| c.get(url).cloned()) {
+            return d;
+        }
+        let d = Dest {
+            url: reqwest::Url::parse(url).ok(),
+            forbidden: literal_forbidden(url),
+        };
+        if let Ok(mut cache) = self.dests.lock() {
+            if cache.len() >= DESTS_KEPT {
+                cache.clear();
+            }
+            cache.insert(url.to_string(), d.clone());
+        }
+        d
+    }
+
     pub(crate) async fn attempt(&self, row: DeliveryRow) -> Attempt {
         let mut out = Attempt {
             row_id: row.id,
@@ -71,7 +103,8 @@ impl Ctx {
             ));
             return out;
         }
-        if !self.cfg.allow_private_peers && literal_forbidden(&url) {
+        let dest = self.dest(&url);
+        if !self.cfg.allow_private_peers && dest.forbidden {
             out.outcome = Outcome::PeerFailure;
             out.error = Some("forbidden destination: a loopback or private address".into());
             return out;
@@ -100,7 +133,10 @@ impl Ctx {
                 &body,
             )
         };
-        let mut req = self.http.post(&url);
+        let mut req = match dest.url {
+            Some(parsed) => self.http.post(parsed),
+            None => self.http.post(&url),
+        };
         for (name, value) in headers {
             req = req.header(name, value);
         }

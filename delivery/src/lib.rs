@@ -104,6 +104,8 @@ pub(crate) struct Ctx {
     /// within a second skip that write).
     pub(crate) recorded_success:
         std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>,
+    /// Peer URLs parsed once, by their text.
+    pub(crate) dests: std::sync::Mutex<std::collections::HashMap<String, attempt::Dest>>,
 }
 
 /// A delivery failure that leaves the message for later.

@@ -36,6 +36,7 @@ pub async fn run(
         fed,
         cfg,
         recorded_success: Default::default(),
+        dests: Default::default(),
     });
     let mut workers: HashMap<Uuid, Worker> = HashMap::new();
     loop {
