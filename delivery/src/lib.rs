@@ -106,6 +106,8 @@ pub(crate) struct Ctx {
         std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>,
     /// Peer URLs parsed once, by their text.
     pub(crate) dests: std::sync::Mutex<std::collections::HashMap<String, attempt::Dest>>,
+    /// The peers that offered batches: the URL that offered and how many events a batch.
+    pub(crate) batching: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (String, usize)>>,
 }
 
 /// A delivery failure that leaves the message for later.

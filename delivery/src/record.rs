@@ -99,11 +99,20 @@ impl Ctx {
         if to_send.is_empty() {
             return Ok(Handled::Done);
         }
-        let attempts: Vec<Attempt> = futures::stream::iter(to_send)
-            .map(|row| self.attempt(row))
-            .buffer_unordered(self.cfg.attempts_in_flight.max(1))
-            .collect()
-            .await;
+        let offer = to_send
+            .first()
+            .and_then(|r| self.batch_offer(peer_id, r.peer_hook_url.as_deref()));
+        let attempts: Vec<Attempt> = match offer {
+            // The peer offered batches: what is waiting goes in as few requests as it can.
+            Some(max) if to_send.len() > 1 => self.send_batched(to_send, max).await,
+            _ => {
+                futures::stream::iter(to_send)
+                    .map(|row| self.attempt(row))
+                    .buffer_unordered(self.cfg.attempts_in_flight.max(1))
+                    .collect()
+                    .await
+            }
+        };
         Ok(match self.record(peer_id, attempts, false).await? {
             PeerState::Paused | PeerState::Health(PeerHealth::Unreachable) => Handled::Parked,
             PeerState::Health(_) | PeerState::Gone => Handled::Done,

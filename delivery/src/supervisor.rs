@@ -37,6 +37,7 @@ pub async fn run(
         cfg,
         recorded_success: Default::default(),
         dests: Default::default(),
+        batching: Default::default(),
     });
     let mut workers: HashMap<Uuid, Worker> = HashMap::new();
     loop {

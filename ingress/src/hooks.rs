@@ -15,7 +15,7 @@ use kite_protocol::event::{
 };
 use kite_protocol::provider::{self, Scheme, SigError};
 use kite_protocol::signature::{FederationSigError, KEY_ID_HEADER};
-use kite_protocol::{signature, ApiError};
+use kite_protocol::{batch, signature, ApiError};
 use kite_store::cache::SenderSnapshot;
 use kite_store::events::{InsertOutcome, NewEvent};
 
@@ -115,6 +115,11 @@ fn plausible_team(team: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 struct IngestOutcome(&'static str);
 
+/// What became of each event of a batch, counted by outcome (carried as
+/// [`IngestOutcome`] is).
+#[derive(Debug, Clone)]
+struct IngestTally(Vec<(&'static str, u64)>);
+
 /// What `POST /hooks/{team}/{source}` answers for an event it took.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct HookAnswer {
@@ -131,20 +136,39 @@ pub(crate) struct HookAnswer {
     created_at: Option<chrono::DateTime<Utc>>,
 }
 
+/// What a 200 from `POST /hooks/{team}/{source}` holds: one event's answer, or a batch's
+/// (described in the OpenAPI document; the handlers answer its variants' types).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub(crate) enum HookOk {
+    /// One event held already, or a loop.
+    One(HookAnswer),
+    /// A batch: one result per event.
+    Batch(batch::BatchAnswer),
+}
+
 /// `POST /hooks/{team}/{source}`, counted and timed.
 #[utoipa::path(post, path = "/hooks/{team}/{source}", tag = "hooks", security(()),
     summary = "Take a webhook: a provider's (its signature checked) or a peer's (source `kite`)",
     description = "The body is kept byte for byte. A provider source checks the provider's \
         signature; source `kite` takes events from peers, authenticated by a federation token, \
         a trusted sender's signature or a handshake peer's `v1a` signature (`X-Kite-Key-Id`, \
-        `X-Kite-Server`). The event is stored before the answer.",
+        `X-Kite-Server`). The event is stored before the answer. A 2xx to source `kite` offers \
+        batches in `X-Kite-Batch` (the most events one request may carry): a kite peer then \
+        sends `application/cloudevents-batch+json`, a JSON array of events signed once, and \
+        gets 200 with one result per event.",
     params(("team" = String, Path, description = "The team"),
         ("source" = String, Path, description = "The source's name, or `kite`")),
-    request_body(content = Object, content_type = "application/json",
-        description = "The webhook's payload, as the provider or peer sent it"),
+    request_body(content(
+        (Object = "application/json"),
+        (Vec<Object> = "application/cloudevents-batch+json")),
+        description = "The webhook's payload, as the provider or peer sent it; or a batch of \
+            a peer's events"),
     responses(
         (status = 202, description = "Stored", body = HookAnswer),
-        (status = 200, description = "Held already, or a loop", body = HookAnswer)))]
+        (status = 200, description = "Held already, or a loop; or a batch's results",
+            body = HookOk)))]
 pub(crate) async fn receive(
     State(st): State<Arc<AppState>>,
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
@@ -163,12 +187,17 @@ pub(crate) async fn receive(
         body,
     )
     .await;
-    let outcome = match &result {
-        Ok(r) => r
-            .extensions()
-            .get::<IngestOutcome>()
-            .map_or("accepted", |o| o.0),
-        Err(_) => "rejected",
+    let tally = match &result {
+        Ok(r) => match r.extensions().get::<IngestTally>() {
+            Some(t) => t.0.clone(),
+            None => vec![(
+                r.extensions()
+                    .get::<IngestOutcome>()
+                    .map_or("accepted", |o| o.0),
+                1,
+            )],
+        },
+        Err(_) => vec![("rejected", 1)],
     };
     // Labels only for a team that exists and a source name that is valid: junk in a URL
     // must not make new series.
@@ -180,8 +209,10 @@ pub(crate) async fn receive(
     };
     metrics::histogram!(m::INGEST_SECONDS, "source" => source.clone())
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!(m::INGEST, "team" => team, "source" => source, "outcome" => outcome)
-        .increment(1);
+    for (outcome, n) in tally {
+        metrics::counter!(m::INGEST, "team" => team.clone(), "source" => source.clone(), "outcome" => outcome)
+            .increment(n);
+    }
     result
 }
 
@@ -240,6 +271,12 @@ async fn take(
                 authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?;
             (id, Sender::Token(name))
         };
+        if batch::is_batch(&headers) {
+            // Authenticated once over the whole body; each event charged to the sender.
+            let items = batch::split(&body, st.batch_max())?;
+            st.sender_limit.check_n(&limit_key, items.len())?;
+            return Ok(take_batch(&st, &team, &who, &peers, &items).await);
+        }
         st.sender_limit.check(&limit_key)?;
         from = Some((who, peers));
     } else if let Some(src) = snapshot.source(&team, &source) {
@@ -290,56 +327,157 @@ async fn take(
         scheme,
         instance_id: &st.cfg.instance_id,
     };
-    let incoming = build_event(hook, &headers, &body, Utc::now())?;
-    if let Some((from, peers)) = &from {
-        st.fed.check_send(&team, peers, from, &incoming.ty).await?;
+    let from = from.as_ref().map(|(who, peers)| (who, peers.as_ref()));
+    let (id, admitted) = take_event(&st, hook, &headers, &body, from).await?;
+    let (status, answer, outcome) = match admitted {
+        Admitted::Stored { seq, received_at } => (
+            StatusCode::ACCEPTED,
+            HookAnswer {
+                status: "accepted",
+                id,
+                seq: Some(seq),
+                created_at: Some(received_at),
+            },
+            "accepted",
+        ),
+        Admitted::Duplicate => (
+            StatusCode::OK,
+            HookAnswer {
+                status: "duplicate_ignored",
+                id,
+                seq: None,
+                created_at: None,
+            },
+            "duplicate",
+        ),
+        Admitted::Loop => (
+            StatusCode::OK,
+            HookAnswer {
+                status: "loop_ignored",
+                id,
+                seq: None,
+                created_at: None,
+            },
+            "loop",
+        ),
+    };
+    let mut r = (status, Json(answer)).into_response();
+    if federated {
+        offer_batches(&st, &mut r);
+    }
+    Ok(with_outcome(r, outcome))
+}
+
+/// Maps, checks (a peer's grants, an origin signature) and stores one event; answers its
+/// id and what became of it. `from` is the sender of a federated event and the peers it
+/// was checked against.
+async fn take_event(
+    st: &AppState,
+    hook: Hook<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+    from: Option<(&Sender, &kite_store::cache::PeerSnapshot)>,
+) -> Result<(String, Admitted), ApiErr> {
+    let incoming = build_event(hook, headers, body, Utc::now())?;
+    if let Some((from, peers)) = from {
+        st.fed
+            .check_send(hook.team, peers, from, &incoming.ty)
+            .await?;
         if incoming.origin_sig.is_some() {
             let via = match from {
                 Sender::Peer(p) => Some(p.as_ref()),
                 Sender::Token(_) => None,
             };
-            verify_origin(&st, &team, peers, &body, via).await?;
+            verify_origin(st, hook.team, peers, body, via).await?;
         }
     }
     let id = incoming.id.clone();
-    Ok(match admit(&st, team, source, incoming).await? {
-        Admitted::Stored { seq, received_at } => (
-            StatusCode::ACCEPTED,
-            Json(HookAnswer {
-                status: "accepted",
-                id,
-                seq: Some(seq),
-                created_at: Some(received_at),
-            }),
+    let admitted = admit(st, hook.team.to_string(), hook.source.to_string(), incoming).await?;
+    Ok((id, admitted))
+}
+
+/// Takes the events of an authenticated batch, each on its own and all at once (their
+/// stores share the ingest writer's commits); answers 200 with one result per event.
+async fn take_batch(
+    st: &AppState,
+    team: &str,
+    from: &Sender,
+    peers: &kite_store::cache::PeerSnapshot,
+    items: &[&serde_json::value::RawValue],
+) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/cloudevents+json"),
+    );
+    let hook = Hook {
+        team,
+        source: FEDERATION_SOURCE,
+        scheme: None,
+        instance_id: &st.cfg.instance_id,
+    };
+    let taken = futures::future::join_all(items.iter().map(|raw| {
+        take_event(
+            st,
+            hook,
+            &headers,
+            raw.get().as_bytes(),
+            Some((from, peers)),
         )
-            .into_response(),
-        Admitted::Duplicate => with_outcome(
-            (
-                StatusCode::OK,
-                Json(HookAnswer {
-                    status: "duplicate_ignored",
-                    id,
-                    seq: None,
-                    created_at: None,
-                }),
-            )
-                .into_response(),
-            "duplicate",
-        ),
-        Admitted::Loop => with_outcome(
-            (
-                StatusCode::OK,
-                Json(HookAnswer {
-                    status: "loop_ignored",
-                    id,
-                    seq: None,
-                    created_at: None,
-                }),
-            )
-                .into_response(),
-            "loop",
-        ),
-    })
+    }))
+    .await;
+    let mut tally: Vec<(&'static str, u64)> = Vec::new();
+    let results = taken
+        .into_iter()
+        .map(|t| {
+            let (outcome, result) = match t {
+                Ok((id, Admitted::Stored { seq, received_at })) => (
+                    "accepted",
+                    batch::ItemResult {
+                        status: "accepted".into(),
+                        id: Some(id),
+                        seq: Some(seq),
+                        created_at: Some(received_at),
+                        http_status: None,
+                        error: None,
+                    },
+                ),
+                Ok((id, Admitted::Duplicate)) => ("duplicate", answered(id, "duplicate_ignored")),
+                Ok((id, Admitted::Loop)) => ("loop", answered(id, "loop_ignored")),
+                Err(e) => ("rejected", batch::ItemResult::rejected(None, &e.0)),
+            };
+            match tally.iter_mut().find(|(o, _)| *o == outcome) {
+                Some((_, n)) => *n += 1,
+                None => tally.push((outcome, 1)),
+            }
+            result
+        })
+        .collect();
+    let mut r = Json(batch::BatchAnswer { results }).into_response();
+    offer_batches(st, &mut r);
+    r.extensions_mut().insert(IngestTally(tally));
+    r
+}
+
+/// The result of a batch's event that was held already or looped.
+fn answered(id: String, status: &str) -> batch::ItemResult {
+    batch::ItemResult {
+        status: status.into(),
+        id: Some(id),
+        seq: None,
+        created_at: None,
+        http_status: None,
+        error: None,
+    }
+}
+
+/// Offers batches on a federated event's answer: the sender may send up to this many
+/// events in one request from now on.
+fn offer_batches(st: &AppState, r: &mut Response) {
+    r.headers_mut().insert(
+        batch::OFFER_HEADER,
+        axum::http::HeaderValue::from(st.batch_max()),
+    );
 }
 
 /// Checks the origin signature of a federated event's body.

@@ -135,6 +135,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The most events one batch from a peer may carry: [`kite_protocol::batch::MAX_EVENTS`],
+    /// or fewer when a sender's rate burst is smaller.
+    pub(crate) fn batch_max(&self) -> usize {
+        let max = kite_protocol::batch::MAX_EVENTS;
+        self.sender_limit.burst().map_or(max, |b| b.clamp(1, max))
+    }
+
     /// True if the team exists (cached once seen).
     async fn team_known(&self, team: &str) -> Result<bool, ApiErr> {
         if self.teams.read().await.contains(team) {

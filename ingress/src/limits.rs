@@ -22,18 +22,21 @@ pub struct Rate {
 /// Keyed token buckets for one kind of caller.
 pub(crate) struct Limiter {
     inner: Option<DefaultKeyedRateLimiter<String>>,
+    burst: Option<NonZeroU32>,
     clock: DefaultClock,
     what: &'static str,
 }
 
 impl Limiter {
     pub(crate) fn new(rate: Rate, what: &'static str) -> Self {
-        let inner = NonZeroU32::new(rate.per_second).map(|per| {
-            let burst = NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(per);
-            RateLimiter::keyed(Quota::per_second(per).allow_burst(burst))
-        });
+        let burst = NonZeroU32::new(rate.per_second)
+            .map(|per| NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(per));
+        let inner = NonZeroU32::new(rate.per_second)
+            .zip(burst)
+            .map(|(per, burst)| RateLimiter::keyed(Quota::per_second(per).allow_burst(burst)));
         Self {
             inner,
+            burst,
             clock: DefaultClock::default(),
             what,
         }
@@ -41,11 +44,21 @@ impl Limiter {
 
     /// Takes a token for `key`, or answers 429 `rate_limited` with `Retry-After`.
     pub(crate) fn check(&self, key: &str) -> Result<(), ApiErr> {
+        self.check_n(key, 1)
+    }
+
+    /// The most tokens one request may take at once (the burst); `None` when unlimited.
+    pub(crate) fn burst(&self) -> Option<usize> {
+        self.burst.map(|b| b.get() as usize)
+    }
+
+    /// Takes `n` tokens for `key` at once (a batch of `n` events), or answers 429
+    /// `rate_limited` with `Retry-After`; nothing is taken when it answers 429.
+    pub(crate) fn check_n(&self, key: &str, n: usize) -> Result<(), ApiErr> {
         let Some(l) = &self.inner else {
             return Ok(());
         };
-        l.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
+        let limited = |wait: Duration| {
             let mut e = ApiError::new(
                 429,
                 "rate_limited",
@@ -53,6 +66,13 @@ impl Limiter {
             );
             e.retry_after = Some(wait.max(Duration::from_secs(1)).as_secs_f64().ceil() as u64);
             ApiErr(e)
-        })
+        };
+        let n = NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match l.check_key_n(&key.to_string(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(limited(not_until.wait_time_from(self.clock.now()))),
+            // More than the burst at once never fits: a second is as good a hint as any.
+            Err(_) => Err(limited(Duration::from_secs(1))),
+        }
     }
 }

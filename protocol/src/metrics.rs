@@ -32,6 +32,11 @@ pub const ATTEMPT_SECONDS: &str = "kite_delivery_attempt_duration_seconds";
 /// From an event's receipt to a peer's 2xx, one observation per delivered outbox row, by
 /// `team` and `peer`.
 pub const END_TO_END_SECONDS: &str = "kite_end_to_end_seconds";
+/// Batch requests sent to peers that offered batches (each carrying 2 to 64 events), by
+/// `team` and `peer`.
+pub const BATCHES: &str = "kite_delivery_batches_total";
+/// Events sent in those batches, by `team` and `peer`.
+pub const BATCHED_EVENTS: &str = "kite_delivery_batched_events_total";
 /// Deliveries that gave up (`dead`), by `team` and `peer`.
 pub const DEAD: &str = "kite_deliveries_dead_total";
 /// Dead deliveries put back in line by `replay-dead`, by `team` and `peer`.
@@ -95,6 +100,18 @@ pub const ALL: &[(&str, Kind, &[&str], &str)] = &[
         Kind::Histogram,
         &["team", "peer"],
         "From an event's receipt to the peer's 2xx, one observation per delivered row.",
+    ),
+    (
+        BATCHES,
+        Kind::Counter,
+        &["team", "peer"],
+        "Batch requests sent to peers that offered batches (2 to 64 events each).",
+    ),
+    (
+        BATCHED_EVENTS,
+        Kind::Counter,
+        &["team", "peer"],
+        "Events sent in batch requests.",
     ),
     (
         DEAD,
