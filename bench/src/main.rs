@@ -35,6 +35,10 @@ enum Cmd {
         /// Require `Authorization: Bearer TOKEN` and a matching `X-Kite-Signature`.
         #[arg(long, env = "KITE_BENCH_SINK_TOKEN")]
         token: Option<String>,
+        /// The most events one request may carry, offered as a kite peer offers batches;
+        /// 0: one event a request.
+        #[arg(long, default_value_t = 0)]
+        batch: usize,
     },
     /// Full benchmark: start kite, peer it with an in-process sink, drive load, print results.
     Run(RunArgs),
@@ -110,6 +114,10 @@ struct RunArgs {
     /// How many peers every event matches (the others' scopes match nothing).
     #[arg(long, default_value_t = 1)]
     matching_peers: usize,
+    /// The most events the sink takes in one request, offered as a kite peer offers
+    /// batches (`X-Kite-Batch`); 0 makes it a Kite peer that takes one event a request.
+    #[arg(long, default_value_t = 64)]
+    peer_batch: usize,
 }
 
 #[derive(Debug, Args)]
@@ -171,7 +179,11 @@ async fn main() -> ExitCode {
 
 async fn dispatch(command: Cmd) -> Result<ExitCode> {
     match command {
-        Cmd::Sink { listen, token } => sink::run_standalone(listen, token)
+        Cmd::Sink {
+            listen,
+            token,
+            batch,
+        } => sink::run_standalone(listen, token, batch)
             .await
             .map(|()| ExitCode::SUCCESS),
         Cmd::Run(args) => {
@@ -185,6 +197,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode> {
                 drain_timeout: Duration::from_secs(args.drain_timeout),
                 peers: args.peers,
                 matching_peers: args.matching_peers,
+                peer_batch: args.peer_batch,
             };
             run::run(&cfg).await.map(|()| ExitCode::SUCCESS)
         }

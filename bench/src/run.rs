@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub peers: usize,
     /// How many of them every event matches (1..=peers); the others' scopes match nothing.
     pub matching_peers: usize,
+    /// The most events the sink offers to take in one request (0: one a request).
+    pub peer_batch: usize,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,11 +75,13 @@ pub async fn run(cfg: &RunConfig) -> Result<()> {
     let sink = sink::spawn(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(names.peer_token.clone()),
+        cfg.peer_batch,
     )
     .await?;
     eprintln!(
-        "kite-bench: sink on http://{}, starting {} (database {}, AMQP prefix {})",
+        "kite-bench: sink on http://{} (batches offered: {}), starting {} (database {}, AMQP prefix {})",
         sink.addr,
+        cfg.peer_batch,
         bin.display(),
         names.database,
         names.amqp_prefix
@@ -296,6 +300,14 @@ fn print_results(
     let mut rows = vec![
         row("offered rate", format!("{} events/s", cfg.rate)),
         row("duration", format!("{:.1} s", cfg.duration.as_secs_f64())),
+        row(
+            "peer takes",
+            if cfg.peer_batch > 1 {
+                format!("batches of up to {} events", cfg.peer_batch)
+            } else {
+                "one event a request".to_string()
+            },
+        ),
         row(
             "sent",
             format!("{} (of {} offered)", load.sent, load.offered),

@@ -32,6 +32,9 @@ pub const PROBE_KEY: &str = "bench_probe";
 #[derive(Debug)]
 pub struct SinkState {
     token: Option<String>,
+    /// The most events a batch may carry (offered in `X-Kite-Batch` as a kite peer does);
+    /// 0: one event a request, as a Kite peer takes them.
+    batch: usize,
     received: AtomicU64,
     probes: AtomicU64,
     rejected: AtomicU64,
@@ -50,7 +53,7 @@ struct Inner {
 /// A cheap snapshot of the sink's counters.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SinkCounts {
-    /// Authenticated, well-formed event POSTs answered 200 (probes excluded).
+    /// Authenticated, well-formed events taken, alone or in a batch (probes excluded).
     pub received: u64,
     /// Distinct CloudEvent ids among them.
     pub unique: u64,
@@ -67,10 +70,12 @@ pub struct SinkCounts {
 }
 
 impl SinkState {
-    /// A sink that checks the bearer token and `X-Kite-Signature` when `token` is set.
-    pub fn new(token: Option<String>) -> Arc<Self> {
+    /// A sink that checks the bearer token and `X-Kite-Signature` when `token` is set, and
+    /// offers batches of up to `batch` events (0: none).
+    pub fn new(token: Option<String>, batch: usize) -> Arc<Self> {
         Arc::new(Self {
             token,
+            batch: batch.min(kite_protocol::batch::MAX_EVENTS),
             received: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -232,23 +237,35 @@ async fn hook(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: Byt
 }
 
 fn receive(state: &SinkState, peer: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Response {
+    use kite_protocol::batch;
     if let Err(code) = state.authenticate(headers, body) {
         state.rejected.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, code);
     }
-    let Some((id, sent_at_us, probe)) = parse_event(body) else {
-        state.rejected.fetch_add(1, Ordering::Relaxed);
+    let answer = if batch::is_batch(headers) {
+        if state.batch == 0 {
+            state.rejected.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "batch_not_offered");
+        }
+        let Ok(items) = batch::split(body, state.batch) else {
+            state.rejected.fetch_add(1, Ordering::Relaxed);
+            return error(StatusCode::BAD_REQUEST, "invalid_batch");
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            results.push(if take(state, peer, item.get().as_bytes()) {
+                r#"{"status":"accepted"}"#
+            } else {
+                r#"{"status":"rejected","http_status":400,"error":{"code":"invalid_event","message":"invalid_event"}}"#
+            });
+        }
+        format!(r#"{{"results":[{}]}}"#, results.join(","))
+    } else if take(state, peer, body) {
+        r#"{"status":"ok"}"#.to_string()
+    } else {
         return error(StatusCode::BAD_REQUEST, "invalid_event");
     };
-    if probe {
-        state.probes.fetch_add(1, Ordering::Relaxed);
-    } else {
-        match peer {
-            Some(p) => state.record(&format!("{p}/{id}"), sent_at_us),
-            None => state.record(&id, sent_at_us),
-        }
-    }
-    (
+    let mut r = (
         StatusCode::OK,
         [
             (
@@ -260,9 +277,31 @@ fn receive(state: &SinkState, peer: Option<&str>, headers: &HeaderMap, body: &By
                 HeaderValue::from_static("application/json"),
             ),
         ],
-        r#"{"status":"ok"}"#,
+        answer,
     )
-        .into_response()
+        .into_response();
+    if state.batch > 0 {
+        r.headers_mut()
+            .insert(batch::OFFER_HEADER, HeaderValue::from(state.batch));
+    }
+    r
+}
+
+/// Counts one event (a probe apart); false when it is not one the sink can read.
+fn take(state: &SinkState, peer: Option<&str>, event: &[u8]) -> bool {
+    let Some((id, sent_at_us, probe)) = parse_event(event) else {
+        state.rejected.fetch_add(1, Ordering::Relaxed);
+        return false;
+    };
+    if probe {
+        state.probes.fetch_add(1, Ordering::Relaxed);
+    } else {
+        match peer {
+            Some(p) => state.record(&format!("{p}/{id}"), sent_at_us),
+            None => state.record(&id, sent_at_us),
+        }
+    }
+    true
 }
 
 async fn stats(State(state): State<Arc<SinkState>>) -> Json<Value> {
@@ -291,14 +330,14 @@ pub struct RunningSink {
 }
 
 /// Binds `listen` and serves the sink in a background task.
-pub async fn spawn(listen: SocketAddr, token: Option<String>) -> Result<RunningSink> {
+pub async fn spawn(listen: SocketAddr, token: Option<String>, batch: usize) -> Result<RunningSink> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the sink to {listen}"))?;
     let addr = listener
         .local_addr()
         .context("reading the sink's address")?;
-    let state = SinkState::new(token);
+    let state = SinkState::new(token, batch);
     let app = router(state.clone());
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -309,17 +348,18 @@ pub async fn spawn(listen: SocketAddr, token: Option<String>) -> Result<RunningS
 }
 
 /// `kite-bench sink`: serves until Ctrl-C, then prints the final stats.
-pub async fn run_standalone(listen: SocketAddr, token: Option<String>) -> Result<()> {
+pub async fn run_standalone(listen: SocketAddr, token: Option<String>, batch: usize) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the sink to {listen}"))?;
     let addr = listener
         .local_addr()
         .context("reading the sink's address")?;
-    let state = SinkState::new(token.clone());
+    let state = SinkState::new(token.clone(), batch);
     println!(
-        "kite-bench sink listening on http://{addr} (hooks: /hooks/{{team}}/kite, stats: /stats, auth: {})",
-        if token.is_some() { "bearer + signature" } else { "off" }
+        "kite-bench sink listening on http://{addr} (hooks: /hooks/{{team}}/kite, stats: /stats, auth: {}, batches: {})",
+        if token.is_some() { "bearer + signature" } else { "off" },
+        if batch > 0 { format!("up to {batch} events") } else { "none".to_string() }
     );
     axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(shutdown_signal())
@@ -377,7 +417,7 @@ mod tests {
 
     #[test]
     fn counts_duplicates() {
-        let s = SinkState::new(None);
+        let s = SinkState::new(None, 0);
         s.record("a", Some(crate::now_micros()));
         s.record("a", None);
         s.record("b", None);
@@ -388,7 +428,7 @@ mod tests {
 
     #[test]
     fn verifies_signature() {
-        let s = SinkState::new(Some("tok".into()));
+        let s = SinkState::new(Some("tok".into()), 0);
         let body = br#"{"id":"x"}"#;
         let mut mac = Hmac::<Sha256>::new_from_slice(b"tok").expect("key");
         mac.update(body);
