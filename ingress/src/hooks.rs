@@ -136,11 +136,9 @@ pub(crate) struct HookAnswer {
     created_at: Option<chrono::DateTime<Utc>>,
 }
 
-/// What a 200 from `POST /hooks/{team}/{source}` holds: one event's answer, or a batch's
-/// (described in the OpenAPI document; the handlers answer its variants' types).
+/// What a 200 from `POST /hooks/{team}/{source}` holds: one event's answer, or a batch's.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
-#[allow(dead_code)]
 pub(crate) enum HookOk {
     /// One event held already, or a loop.
     One(HookAnswer),
@@ -361,7 +359,11 @@ async fn take(
             "loop",
         ),
     };
-    let mut r = (status, Json(answer)).into_response();
+    let mut r = if status == StatusCode::ACCEPTED {
+        (status, Json(answer)).into_response()
+    } else {
+        (status, Json(HookOk::One(answer))).into_response()
+    };
     if federated {
         offer_batches(&st, &mut r);
     }
@@ -453,7 +455,7 @@ async fn take_batch(
             result
         })
         .collect();
-    let mut r = Json(batch::BatchAnswer { results }).into_response();
+    let mut r = Json(HookOk::Batch(batch::BatchAnswer { results })).into_response();
     offer_batches(st, &mut r);
     r.extensions_mut().insert(IngestTally(tally));
     r
