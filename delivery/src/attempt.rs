@@ -356,13 +356,12 @@ impl Ctx {
         }
         let sent: Vec<Vec<Attempt>> = futures::stream::iter(groups)
             .map(|mut g| async move {
-                match (g.len(), g.pop()) {
-                    (1, Some(one)) => vec![self.send_one(one).await],
-                    (_, Some(last)) => {
-                        g.push(last);
-                        self.send_batch(g).await
-                    }
-                    (_, None) => Vec::new(),
+                if g.len() > 1 {
+                    return self.send_batch(g).await;
+                }
+                match g.pop() {
+                    Some(one) => vec![self.send_one(one).await],
+                    None => Vec::new(),
                 }
             })
             .buffer_unordered(self.cfg.attempts_in_flight.max(1))

@@ -110,13 +110,9 @@ fn plausible_team(team: &str) -> bool {
     !team.is_empty() && team.len() <= 128 && team.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-/// What became of a hook request, for `kite_ingest_total` (carried in the response's
-/// extensions from the handler to [`receive`]).
-#[derive(Debug, Clone, Copy)]
-struct IngestOutcome(&'static str);
-
-/// What became of each event of a batch, counted by outcome (carried as
-/// [`IngestOutcome`] is).
+/// What became of a hook request's events, counted by outcome for `kite_ingest_total`
+/// (carried in the response's extensions from the handler to [`receive`]; one event unless
+/// it was a batch).
 #[derive(Debug, Clone)]
 struct IngestTally(Vec<(&'static str, u64)>);
 
@@ -186,15 +182,10 @@ pub(crate) async fn receive(
     )
     .await;
     let tally = match &result {
-        Ok(r) => match r.extensions().get::<IngestTally>() {
-            Some(t) => t.0.clone(),
-            None => vec![(
-                r.extensions()
-                    .get::<IngestOutcome>()
-                    .map_or("accepted", |o| o.0),
-                1,
-            )],
-        },
+        Ok(r) => r
+            .extensions()
+            .get::<IngestTally>()
+            .map_or_else(|| vec![("accepted", 1)], |t| t.0.clone()),
         Err(_) => vec![("rejected", 1)],
     };
     // Labels only for a team that exists and a source name that is valid: junk in a URL
@@ -215,7 +206,7 @@ pub(crate) async fn receive(
 }
 
 fn with_outcome(mut r: Response, outcome: &'static str) -> Response {
-    r.extensions_mut().insert(IngestOutcome(outcome));
+    r.extensions_mut().insert(IngestTally(vec![(outcome, 1)]));
     r
 }
 
@@ -327,38 +318,7 @@ async fn take(
     };
     let from = from.as_ref().map(|(who, peers)| (who, peers.as_ref()));
     let (id, admitted) = take_event(&st, hook, &headers, &body, from).await?;
-    let (status, answer, outcome) = match admitted {
-        Admitted::Stored { seq, received_at } => (
-            StatusCode::ACCEPTED,
-            HookAnswer {
-                status: "accepted",
-                id,
-                seq: Some(seq),
-                created_at: Some(received_at),
-            },
-            "accepted",
-        ),
-        Admitted::Duplicate => (
-            StatusCode::OK,
-            HookAnswer {
-                status: "duplicate_ignored",
-                id,
-                seq: None,
-                created_at: None,
-            },
-            "duplicate",
-        ),
-        Admitted::Loop => (
-            StatusCode::OK,
-            HookAnswer {
-                status: "loop_ignored",
-                id,
-                seq: None,
-                created_at: None,
-            },
-            "loop",
-        ),
-    };
+    let (status, answer, outcome) = answer_of(id, admitted);
     let mut r = if status == StatusCode::ACCEPTED {
         (status, Json(answer)).into_response()
     } else {
@@ -368,6 +328,29 @@ async fn take(
         offer_batches(&st, &mut r);
     }
     Ok(with_outcome(r, outcome))
+}
+
+/// What a single POST answers for an event taken: its status, its body, and its outcome
+/// for `kite_ingest_total`.
+fn answer_of(id: String, admitted: Admitted) -> (StatusCode, HookAnswer, &'static str) {
+    let (status, answer, outcome, seq, created_at) = match admitted {
+        Admitted::Stored { seq, received_at } => (
+            StatusCode::ACCEPTED,
+            "accepted",
+            "accepted",
+            Some(seq),
+            Some(received_at),
+        ),
+        Admitted::Duplicate => (StatusCode::OK, "duplicate_ignored", "duplicate", None, None),
+        Admitted::Loop => (StatusCode::OK, "loop_ignored", "loop", None, None),
+    };
+    let body = HookAnswer {
+        status: answer,
+        id,
+        seq,
+        created_at,
+    };
+    (status, body, outcome)
 }
 
 /// Maps, checks (a peer's grants, an origin signature) and stores one event; answers its
@@ -433,19 +416,18 @@ async fn take_batch(
         .into_iter()
         .map(|t| {
             let (outcome, result) = match t {
-                Ok((id, Admitted::Stored { seq, received_at })) => (
-                    "accepted",
-                    batch::ItemResult {
-                        status: "accepted".into(),
-                        id: Some(id),
-                        seq: Some(seq),
-                        created_at: Some(received_at),
+                Ok((id, admitted)) => {
+                    let (_, a, outcome) = answer_of(id, admitted);
+                    let result = batch::ItemResult {
+                        status: a.status.into(),
+                        id: Some(a.id),
+                        seq: a.seq,
+                        created_at: a.created_at,
                         http_status: None,
                         error: None,
-                    },
-                ),
-                Ok((id, Admitted::Duplicate)) => ("duplicate", answered(id, "duplicate_ignored")),
-                Ok((id, Admitted::Loop)) => ("loop", answered(id, "loop_ignored")),
+                    };
+                    (outcome, result)
+                }
                 Err(e) => ("rejected", batch::ItemResult::rejected(None, &e.0)),
             };
             match tally.iter_mut().find(|(o, _)| *o == outcome) {
@@ -459,18 +441,6 @@ async fn take_batch(
     offer_batches(st, &mut r);
     r.extensions_mut().insert(IngestTally(tally));
     r
-}
-
-/// The result of a batch's event that was held already or looped.
-fn answered(id: String, status: &str) -> batch::ItemResult {
-    batch::ItemResult {
-        status: status.into(),
-        id: Some(id),
-        seq: None,
-        created_at: None,
-        http_status: None,
-        error: None,
-    }
 }
 
 /// Offers batches on a federated event's answer: the sender may send up to this many

@@ -29,14 +29,13 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(rate: Rate, what: &'static str) -> Self {
-        let burst = NonZeroU32::new(rate.per_second)
-            .map(|per| NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(per));
-        let inner = NonZeroU32::new(rate.per_second)
-            .zip(burst)
-            .map(|(per, burst)| RateLimiter::keyed(Quota::per_second(per).allow_burst(burst)));
+        let quota = NonZeroU32::new(rate.per_second).map(|per| {
+            let burst = NonZeroU32::new(rate.burst.max(rate.per_second)).unwrap_or(per);
+            Quota::per_second(per).allow_burst(burst)
+        });
         Self {
-            inner,
-            burst,
+            inner: quota.map(RateLimiter::keyed),
+            burst: quota.map(|q| q.burst_size()),
             clock: DefaultClock::default(),
             what,
         }
