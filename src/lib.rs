@@ -8,6 +8,7 @@ pub mod listen;
 pub mod metrics;
 pub mod serve;
 pub mod startup;
+pub mod stdout;
 
 /// Makes aws-lc-rs the process' TLS provider (serving, peers, `kite listen`). rustls picks
 /// one by itself only when exactly one is compiled in; naming it keeps that true whatever

@@ -302,9 +302,9 @@ impl Listener {
         // is as stored. (--forward-to --raw sends the exact bytes.)
         let line = one_line(text);
         if self.json {
-            println!("{line}");
+            crate::stdout::println(&line);
         } else {
-            println!("{}", render_line(seq, &ev));
+            crate::stdout::println(&render_line(seq, &ev));
         }
         if let Some(s) = &self.socket {
             let _ = s.tx.send(Arc::from(format!("{line}\n")));

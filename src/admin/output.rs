@@ -56,10 +56,10 @@ impl Printer {
     /// is announced on stderr as `more_flag N`.
     pub(crate) fn list(&self, answer: &Reply, cols: &[Col], more_flag: Option<&str>) {
         match self.format {
-            OutputFormat::Json => println!("{}", pretty(&answer.text)),
+            OutputFormat::Json => crate::stdout::println(&pretty(&answer.text)),
             OutputFormat::Table => {
                 let items = answer["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-                print!("{}", table(items, cols));
+                crate::stdout::print(&table(items, cols));
                 if let (Some(flag), Some(next)) = (more_flag, answer["next_cursor"].as_i64()) {
                     eprintln!("more: pass {flag} {next} for the next page");
                 }
@@ -70,8 +70,8 @@ impl Printer {
     /// One object: `key: value` lines, or its JSON.
     pub(crate) fn one(&self, v: &Reply) {
         match self.format {
-            OutputFormat::Json => println!("{}", pretty(&v.text)),
-            OutputFormat::Table => print!("{}", fields(&v.text)),
+            OutputFormat::Json => crate::stdout::println(&pretty(&v.text)),
+            OutputFormat::Table => crate::stdout::print(&fields(&v.text)),
         }
     }
 }

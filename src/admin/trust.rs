@@ -71,10 +71,11 @@ pub enum PeerCommand {
     Accept {
         /// The invitation `kite peer invite` printed on the other server.
         invitation: String,
-        /// Event type globs this side sends to the inviter (default: what it sends here).
+        /// Event type globs this side sends to the inviter (default: what the invitation
+        /// offers to send here). The inviter's answer may narrow them, never widen them.
         #[arg(long = "scopes", alias = "scope", value_delimiter = ',')]
         scopes: Vec<String>,
-        /// Hop limit of what this side sends.
+        /// Hop limit of what this side sends (default 3).
         #[arg(long)]
         max_hops: Option<u32>,
     },
@@ -215,7 +216,7 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             match ctx.out.format() {
                 super::OutputFormat::Json => ctx.out.one(&inv),
                 super::OutputFormat::Table => {
-                    println!("{}", inv["invitation"].as_str().unwrap_or_default());
+                    crate::stdout::println(inv["invitation"].as_str().unwrap_or_default());
                     eprintln!(
                         "invitation {} works once, until {}; on the other server run: kite peer accept <invitation>",
                         inv["id"].as_str().unwrap_or_default(),
