@@ -10,6 +10,7 @@ use kite_store::types::Permission;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::access::Action;
 use crate::AppState;
 
 /// Why a call failed: answered as `{"ok": false, "payload": {"error": ..., "code": ...}}`.
@@ -45,14 +46,25 @@ impl From<kite_store::StoreError> for RpcError {
     }
 }
 
-/// The permission each method needs (`None`: no such method).
-fn needs(method: &str) -> Option<Permission> {
+/// The admin API action each method is the twin of (`None`: no such method): the method
+/// needs that action's permission, from the one table both doors read.
+fn action(method: &str) -> Option<Action> {
     Some(match method {
-        "hooks.list" | "events.recent" | "dashboard.stats" => Permission::Read,
-        "hooks.create" | "hooks.deactivate" => Permission::Write,
-        "keys.list" | "keys.create" | "keys.revoke" => Permission::Admin,
+        "hooks.list" => Action::ListSources,
+        "hooks.create" => Action::CreateSource,
+        "hooks.deactivate" => Action::DeleteSource,
+        "keys.list" => Action::ListKeys,
+        "keys.create" => Action::CreateKey,
+        "keys.revoke" => Action::RevokeKey,
+        "events.recent" => Action::ListEvents,
+        "dashboard.stats" => Action::Session,
         _ => return None,
     })
+}
+
+/// The permission each method needs (`None`: no such method).
+fn needs(method: &str) -> Option<Permission> {
+    action(method).map(Action::needs)
 }
 
 /// The permissions a key holds, as the CLI checks them (`read`, `write`, `admin`).
@@ -286,7 +298,9 @@ mod tests {
     #[test]
     fn methods_and_permissions() {
         assert_eq!(needs("keys.create"), Some(Permission::Admin));
-        assert_eq!(needs("hooks.create"), Some(Permission::Write));
+        // The same as their HTTP twins: removing a hook's signature check needs admin.
+        assert_eq!(needs("hooks.create"), Some(Permission::Admin));
+        assert_eq!(needs("hooks.deactivate"), Some(Permission::Admin));
         assert_eq!(needs("events.recent"), Some(Permission::Read));
         assert_eq!(needs("hooks.delete"), None);
         assert_eq!(held(Permission::Write), vec!["read", "write"]);

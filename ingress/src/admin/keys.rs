@@ -46,7 +46,7 @@ pub(crate) struct CreatedKey {
     responses((status = 201, description = "The key, with its secret", body = CreatedKey)))]
 pub(super) async fn create_key(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreateKey>,
     Valid(new): Valid<NewKey>,
 ) -> Result<Response, ApiErr> {
     let (info, key) = st
@@ -59,7 +59,10 @@ pub(super) async fn create_key(
 #[utoipa::path(get, path = "/api/keys", tag = "keys",
     summary = "The team's API keys (never their secrets)",
     responses((status = 200, description = "The keys", body = Items<kite_store::keys::ApiKeyInfo>)))]
-pub(super) async fn list_keys(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
+pub(super) async fn list_keys(
+    State(st): St,
+    Key(g, _): Key<act::ListKeys>,
+) -> Result<Response, ApiErr> {
     let items = st.store.list_api_keys(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
@@ -70,7 +73,7 @@ pub(super) async fn list_keys(State(st): St, AdminKey(g): AdminKey) -> Result<Re
     responses((status = 200, description = "The revoked key", body = kite_store::keys::ApiKeyInfo)))]
 pub(super) async fn revoke_key(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::RevokeKey>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
@@ -91,7 +94,7 @@ pub(crate) struct Session {
 #[utoipa::path(get, path = "/api/session", tag = "keys",
     summary = "Who this key is: its team and permission (any key; the dashboard signs in with it)",
     responses((status = 200, description = "The key's team and permission", body = Session)))]
-pub(super) async fn session(ReadKey(g): ReadKey) -> Response {
+pub(super) async fn session(Key(g, _): Key<act::Session>) -> Response {
     Json(Session {
         team_id: g.team_id,
         permission: g.permission,

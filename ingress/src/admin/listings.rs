@@ -106,7 +106,7 @@ struct OutboxParams {
     responses((status = 200, description = "A page of rows", body = Page<kite_store::outbox::OutboxEntry>)))]
 pub(super) async fn list_outbox(
     State(st): St,
-    ReadKey(g): ReadKey,
+    Key(g, _): Key<act::ListOutbox>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let f = Filters::read::<OutboxParams>(q)?;
@@ -187,7 +187,7 @@ struct EventParams {
     responses((status = 200, description = "A page of events", body = Page<EventItem>)))]
 pub(super) async fn list_events(
     State(st): St,
-    ReadKey(g): ReadKey,
+    Key(g, _): Key<act::ListEvents>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {
     let f = Filters::read::<EventParams>(q)?;
@@ -301,7 +301,7 @@ struct StoryParams {
     responses((status = 200, description = "The event and its story", body = Story)))]
 pub(super) async fn show_event(
     State(st): St,
-    ReadKey(g): ReadKey,
+    Key(g, _): Key<act::ShowEvent>,
     Path(id): Path<String>,
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiErr> {

@@ -1,6 +1,7 @@
 //! The admin API under `/api/federation/...`, `/api/sources`, `/api/keys` and
 //! `/api/events`, authenticated by the team's API key. One module a resource; this one holds
-//! the routes, the extractors every handler uses ([`AdminKey`], [`ReadKey`], [`Valid`]),
+//! the routes, the extractors every handler uses ([`Key`] naming its action in the one
+//! permission table, [`crate::access`], and [`Valid`]),
 //! the answer shapes they share and the field validators. Each resource module declares its
 //! request models ([`FromBody`]) and answer models.
 
@@ -38,6 +39,7 @@ use serde_json::{json, Map, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
+pub(crate) use crate::access::{act, Key};
 use crate::hooks::{bearer, body_or_413};
 use crate::{ApiErr, AppState};
 
@@ -106,35 +108,6 @@ pub(crate) async fn authorize(
     }
     Ok(grant)
 }
-
-macro_rules! key_extractor {
-    ($(#[$doc:meta])* $name:ident, $need:expr) => {
-        $(#[$doc])*
-        pub(crate) struct $name(pub(crate) KeyGrant);
-
-        impl FromRequestParts<Arc<AppState>> for $name {
-            type Rejection = ApiErr;
-
-            async fn from_request_parts(
-                parts: &mut Parts,
-                st: &Arc<AppState>,
-            ) -> Result<Self, ApiErr> {
-                authorize(st, &parts.headers, $need).await.map($name)
-            }
-        }
-    };
-}
-
-key_extractor!(
-    /// The grant of a request whose API key has the `admin` permission (else 401 or 403).
-    AdminKey,
-    Permission::Admin
-);
-key_extractor!(
-    /// The grant of a request whose API key has at least the `read` permission.
-    ReadKey,
-    Permission::Read
-);
 
 /// A typed admin request body, read field by field from the JSON object the client sent, so
 /// every refusal names its field (400 `validation_failed` with `field`).

@@ -48,7 +48,7 @@ impl FromBody for SenderPatch {
     responses((status = 201, description = "The sender", body = kite_store::senders::Sender)))]
 pub(super) async fn create_sender(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreateSender>,
     Valid(new): Valid<NewSender>,
 ) -> Result<Response, ApiErr> {
     let s = st
@@ -68,7 +68,10 @@ pub(super) async fn create_sender(
 #[utoipa::path(get, path = "/api/federation/trusted-senders", tag = "federation",
     summary = "The team's trusted senders (never their secrets)",
     responses((status = 200, description = "The senders", body = Items<kite_store::senders::Sender>)))]
-pub(super) async fn list_senders(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
+pub(super) async fn list_senders(
+    State(st): St,
+    Key(g, _): Key<act::ListSenders>,
+) -> Result<Response, ApiErr> {
     let items = st.store.list_senders(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
@@ -80,7 +83,7 @@ pub(super) async fn list_senders(State(st): St, AdminKey(g): AdminKey) -> Result
     responses((status = 200, description = "The sender", body = kite_store::senders::Sender)))]
 pub(super) async fn patch_sender(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::UpdateSender>,
     Path(id): Path<String>,
     Valid(patch): Valid<SenderPatch>,
 ) -> Result<Response, ApiErr> {
@@ -99,7 +102,7 @@ pub(super) async fn patch_sender(
     responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_sender(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::DeleteSender>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     st.store.delete_sender(&g.team_id, parse_id(&id)?).await?;

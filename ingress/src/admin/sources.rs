@@ -87,7 +87,7 @@ impl FromBody for Rotation {
     responses((status = 201, description = "The source", body = kite_store::sources::Source)))]
 pub(super) async fn create_source(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreateSource>,
     Valid(new): Valid<NewSource>,
 ) -> Result<Response, ApiErr> {
     let src = st
@@ -107,7 +107,10 @@ pub(super) async fn create_source(
 #[utoipa::path(get, path = "/api/sources", tag = "sources",
     summary = "The team's sources (never their secrets)",
     responses((status = 200, description = "The sources", body = Items<kite_store::sources::Source>)))]
-pub(super) async fn list_sources(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
+pub(super) async fn list_sources(
+    State(st): St,
+    Key(g, _): Key<act::ListSources>,
+) -> Result<Response, ApiErr> {
     let items = st.store.list_sources(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
@@ -119,7 +122,7 @@ pub(super) async fn list_sources(State(st): St, AdminKey(g): AdminKey) -> Result
     responses((status = 200, description = "The source", body = kite_store::sources::Source)))]
 pub(super) async fn rotate_source(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::RotateSource>,
     Path(name): Path<String>,
     Valid(Rotation { secret }): Valid<Rotation>,
 ) -> Result<Response, ApiErr> {
@@ -137,7 +140,7 @@ pub(super) async fn rotate_source(
     responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_source(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::DeleteSource>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiErr> {
     st.store.delete_source(&g.team_id, &name).await?;

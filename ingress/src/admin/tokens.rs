@@ -33,7 +33,7 @@ pub(crate) struct CreatedToken {
     responses((status = 201, description = "The token, with its secret", body = CreatedToken)))]
 pub(super) async fn create_token(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreateToken>,
     Valid(new): Valid<NewToken>,
 ) -> Result<Response, ApiErr> {
     let token = token::mint_federation_token();
@@ -47,7 +47,10 @@ pub(super) async fn create_token(
 #[utoipa::path(get, path = "/api/federation/tokens", tag = "federation",
     summary = "The team's federation tokens (never their secrets)",
     responses((status = 200, description = "The tokens", body = Items<kite_store::keys::TokenInfo>)))]
-pub(super) async fn list_tokens(State(st): St, AdminKey(g): AdminKey) -> Result<Response, ApiErr> {
+pub(super) async fn list_tokens(
+    State(st): St,
+    Key(g, _): Key<act::ListTokens>,
+) -> Result<Response, ApiErr> {
     let items = st.store.list_tokens(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
 }
