@@ -190,6 +190,13 @@ pub struct ServeArgs {
     /// Burst above the unauthenticated rate.
     #[arg(long, env = "KITE_RATE_UNAUTHENTICATED_BURST", default_value_t = ingress().anon_rate.burst)]
     pub rate_unauthenticated_burst: u32,
+    /// Server-to-server calls (heartbeats, key queries, backfill pages) a handshake peer may
+    /// make a second (0: unlimited).
+    #[arg(long, env = "KITE_RATE_PEER_PER_SEC", default_value_t = ingress().peer_rate.per_second)]
+    pub rate_peer_per_sec: u32,
+    /// Server-to-server calls a handshake peer may make at once above that rate.
+    #[arg(long, env = "KITE_RATE_PEER_BURST", default_value_t = ingress().peer_rate.burst)]
+    pub rate_peer_burst: u32,
     /// PEM certificate chain to serve HTTPS with (needs --tls-key).
     #[arg(long, env = "KITE_TLS_CERT")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -446,6 +453,7 @@ pub async fn run(
     let fed = Federation::start(
         store.clone(),
         notes.config.clone(),
+        &notes.peer_keys,
         FederationConfig {
             public_url: a
                 .public_url
@@ -539,6 +547,10 @@ pub async fn run(
                 anon_rate: Rate {
                     per_second: a.rate_unauthenticated_per_sec,
                     burst: a.rate_unauthenticated_burst,
+                },
+                peer_rate: Rate {
+                    per_second: a.rate_peer_per_sec,
+                    burst: a.rate_peer_burst,
                 },
                 ..IngressConfig::new(&instance_id)
             },

@@ -36,6 +36,10 @@ pub(crate) struct Dest {
     forbidden: bool,
 }
 
+/// The most of a peer's answer a delivery reads: enough for an error body or a batch's
+/// results (64 of them); a longer answer's rest is discarded and its connection closed.
+pub const ANSWER_MAX: usize = 256 * 1024;
+
 /// Parsed peer URLs kept at most; past that the cache starts over (URLs of peers since
 /// changed or deleted are not kept forever).
 const DESTS_KEPT: usize = 1024;
@@ -89,11 +93,11 @@ impl Ctx {
         // A handshake peer gets the origin signature (this server's, for an event entering
         // the federation here); a Kite token peer the event as before.
         let forwarded = match (&row.event_rest, &row.server_name) {
-            (Ok(rest), Some(_)) => {
-                self.fed
-                    .forward_signed(rest, &row.fed, row.origin_sig.as_ref())
-                    .await
-            }
+            (Ok(rest), Some(_)) => self
+                .fed
+                .forward_signed(rest, &row.fed, row.origin_sig.as_ref())
+                .await
+                .map_err(|e| e.to_string()),
             (Ok(rest), None) => {
                 fed::forward_text(rest, &row.fed, &self.cfg.instance_id).map_err(|e| e.to_string())
             }
@@ -123,7 +127,7 @@ impl Ctx {
         Ok(Ready {
             message_id: signature::message_id(&row.event_source, &row.event_id),
             signer: match row.server_name {
-                Some(_) => Signer::Server,
+                Some(destination) => Signer::Server { destination },
                 None => Signer::Token {
                     token,
                     previous: row.previous_token,
@@ -147,12 +151,20 @@ impl Ctx {
         content_type: &str,
     ) -> Result<Vec<(&'static str, String)>, String> {
         let mut h = match &r.signer {
-            // A handshake peer: signed with this server's identity key, no shared secret.
-            Signer::Server => self
-                .fed
-                .signed_headers(message_id, body)
-                .await
-                .map_err(|e| format!("cannot sign: {e}"))?,
+            // A handshake peer: signed with this server's identity key for the peer's server
+            // and the hook's path, no shared secret.
+            Signer::Server { destination } => {
+                let path = r.dest.url.as_ref().map_or("/", |u| u.path());
+                let target = kite_protocol::identity::Target {
+                    method: "POST",
+                    destination,
+                    path,
+                };
+                self.fed
+                    .signed_headers(&target, message_id, body)
+                    .await
+                    .map_err(|e| format!("cannot sign: {e}"))?
+            }
             Signer::Token {
                 token,
                 previous,
@@ -192,8 +204,9 @@ impl Ctx {
             let status = resp.status().as_u16();
             let instance_id = instance_id(resp.headers());
             let offer = batch::offered(resp.headers());
-            // Read to the end, so the connection goes back to the pool for the next.
-            let text = resp.bytes().await.unwrap_or_default();
+            // Read to the end (so the connection goes back to the pool for the next), but no
+            // more than ANSWER_MAX: the rest of a longer answer is discarded unread.
+            let text = kite_federation::read_prefix(resp, ANSWER_MAX).await;
             Ok(Answer {
                 status,
                 instance_id,
@@ -400,8 +413,11 @@ const SINGLE_CONTENT_TYPE: &str = "application/cloudevents+json";
 
 /// How a row is signed for its peer.
 pub(crate) enum Signer {
-    /// With this server's identity key (a handshake peer).
-    Server,
+    /// With this server's identity key, for the peer's server (a handshake peer).
+    Server {
+        /// The peer's server name: the request's destination.
+        destination: String,
+    },
     /// With the peer's shared secret (a token peer).
     Token {
         token: String,

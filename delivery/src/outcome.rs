@@ -20,12 +20,15 @@ pub enum Outcome {
 }
 
 /// Classifies a refusal by the error code the peer answered with, where the code says
-/// more than the status: `peer_revoked` ends the peering, `federation_closed` is the
-/// peer's (its policy may open again), anything else as its status says.
+/// more than the status: `peer_revoked` ends the peering, `federation_closed` and
+/// `replayed_request` are the peer's (retried, signed anew), anything else as its status
+/// says.
 pub fn classify_refusal(status: u16, code: Option<&str>) -> Outcome {
     match code {
         Some("peer_revoked") => Outcome::Revoked,
-        Some("federation_closed") => Outcome::PeerFailure,
+        // Its policy may open again; and a request it took already (its answer was lost, and
+        // the retry went out in the same second): the next attempt is signed anew.
+        Some("federation_closed" | "replayed_request") => Outcome::PeerFailure,
         _ => classify_status(status),
     }
 }
@@ -142,6 +145,10 @@ mod tests {
         );
         assert_eq!(
             classify_refusal(403, Some("federation_closed")),
+            Outcome::PeerFailure
+        );
+        assert_eq!(
+            classify_refusal(401, Some("replayed_request")),
             Outcome::PeerFailure
         );
         assert_eq!(

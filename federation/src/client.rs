@@ -74,3 +74,56 @@ pub fn http_client(
 pub fn literal_forbidden(url: &str) -> bool {
     kite_protocol::ssrf::Destination::parse(url).is_some_and(|d| d.literal_forbidden())
 }
+
+/// An answer longer than what this side reads of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It said or sent more than `max` bytes.
+    #[error("the answer is longer than the {max} bytes read of it")]
+    TooLarge {
+        /// The bound.
+        max: usize,
+    },
+    /// The transfer failed or timed out (the client's timeout covers the whole answer).
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
+/// Reads an answer's body whole, refusing it once it passes `max` bytes (at its
+/// `Content-Length`, before reading, or as the bytes arrive). The client's timeout bounds
+/// the whole transfer, so a peer trickling an answer is cut off too.
+pub async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<bytes::Bytes, ReadError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
+    {
+        return Err(ReadError::TooLarge { max });
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > max {
+            return Err(ReadError::TooLarge { max });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// Reads at most `max` bytes of an answer's body and discards the rest unread (the
+/// connection is then closed, not reused): what a delivery keeps of a peer's answer.
+pub async fn read_prefix(mut resp: reqwest::Response, max: usize) -> bytes::Bytes {
+    let mut out = bytes::BytesMut::new();
+    while out.len() < max {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - out.len();
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out.freeze()
+}

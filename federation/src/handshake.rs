@@ -1,9 +1,14 @@
 //! Accepting an invitation (`kite peer accept`, `POST /api/federation/invitations/accept`):
 //! fetch the inviter's descriptor, record it as a `proposed` peer with its keys pinned, call
 //! its accept endpoint signed with this server's key, and on its answer make the peer
-//! `accepted` with the agreed scopes (or drop it when the inviter refused).
+//! `accepted` (or drop it when the inviter refused).
+//!
+//! The terms are this side's own: what it sends is what its admin asked for (by default what
+//! the invitation offers), and the inviter's answer may narrow them, never widen them; nor
+//! may it say it sends more than its invitation offered. An answer that asks for more is
+//! refused and nothing is kept.
 
-use kite_protocol::peering::{self, AcceptRequest, AcceptResponse, Invitation};
+use kite_protocol::peering::{self, AcceptRequest, AcceptResponse, Invitation, Terms};
 use kite_store::federation::NewHandshakePeer;
 use kite_store::peers::Peer;
 use kite_store::types::PeerStatus;
@@ -28,6 +33,9 @@ pub enum AcceptError {
         /// Who answered.
         served: String,
     },
+    /// The inviter's answer asks for more than this side's terms or its own invitation.
+    #[error("the inviter's answer is refused: {0}")]
+    Terms(String),
     /// Something on the way failed, or the inviter refused.
     #[error(transparent)]
     Fed(#[from] FedError),
@@ -40,8 +48,9 @@ impl From<StoreError> for AcceptError {
 }
 
 impl Federation {
-    /// Accepts `inv` for `team`: this side will send `scopes` (default: what the inviter
-    /// sends) with `max_hops` (default 3). Answers the new peer, `accepted`.
+    /// Accepts `inv` for `team`: this side will send `scopes` (default: what the invitation
+    /// offers) with `max_hops` (default 3), or less if the inviter's answer narrows them.
+    /// Answers the new peer, `accepted`.
     pub async fn accept_invitation(
         &self,
         team: &str,
@@ -52,6 +61,12 @@ impl Federation {
         if inv.server_name == self.cfg.server_name {
             return Err(AcceptError::SelfPeering);
         }
+        let ours = Terms {
+            scopes: scopes.unwrap_or_else(|| inv.offer.scopes.clone()),
+            max_hops: max_hops.unwrap_or(3),
+        };
+        ours.check()
+            .map_err(|e| AcceptError::Terms(e.to_string()))?;
         let theirs = self.fetch_descriptor(&inv.url).await?;
         if theirs.server_name != inv.server_name {
             return Err(AcceptError::WrongServer {
@@ -59,8 +74,7 @@ impl Federation {
                 served: theirs.server_name,
             });
         }
-        let ours = self.descriptor().await?;
-        let max_hops = max_hops.unwrap_or(3);
+        let ours_descriptor = self.descriptor().await?;
         let proposed = self
             .store
             .create_handshake_peer(
@@ -69,8 +83,8 @@ impl Federation {
                     server_name: theirs.server_name.clone(),
                     base_url: inv.url.trim_end_matches('/').to_string(),
                     team: inv.team.clone(),
-                    scopes: scopes.clone().unwrap_or_default(),
-                    max_hops,
+                    scopes: ours.scopes.clone(),
+                    max_hops: ours.max_hops,
                     keys: theirs.keys.clone(),
                     status: PeerStatus::Proposed,
                 },
@@ -80,36 +94,41 @@ impl Federation {
                 StoreError::Conflict => AcceptError::AlreadyPeered(theirs.server_name.clone()),
                 e => e.into(),
             })?;
-        self.invalidate().await;
+        self.pinned.forget(Some(proposed.id));
         let request = AcceptRequest {
             token: inv.token.clone(),
-            server: ours,
+            server: ours_descriptor,
             team: team.to_string(),
-            scopes,
-            max_hops,
+            scopes: Some(ours.scopes.clone()),
+            max_hops: ours.max_hops,
         };
         let body = serde_json::to_vec(&request).unwrap_or_default();
-        let answer = match self
-            .post_signed(&peering::accept_url(&inv.url, &inv.team), body)
+        let answer = self
+            .post_signed(
+                &peering::accept_url(&inv.url, &inv.team),
+                &inv.server_name,
+                body,
+                peering::MAX_ANSWER_BYTES,
+            )
             .await
-        {
-            Ok(bytes) => serde_json::from_slice::<AcceptResponse>(&bytes).map_err(|e| {
-                FedError::BadAnswer(format!("the inviter's answer is not an acceptance: {e}"))
-            }),
-            Err(e) => Err(e),
-        };
+            .map_err(AcceptError::Fed)
+            .and_then(|bytes| {
+                peering::read::<AcceptResponse>(&bytes, peering::MAX_ANSWER_BYTES).map_err(|e| {
+                    match e {
+                        // Scopes or hops no peering may agree: more than this side offered.
+                        peering::PeeringError::Terms(m) => AcceptError::Terms(m),
+                        e => AcceptError::Fed(FedError::BadAnswer(format!(
+                            "the inviter's answer is not an acceptance: {e}"
+                        ))),
+                    }
+                })
+            })
+            .and_then(|a| agreed(a, &theirs.server_name, &ours, &inv.offer));
         let answer = match answer {
-            Ok(a) if a.server_name == theirs.server_name => a,
-            Ok(a) => {
-                self.store.drop_proposed_peer(proposed.id).await?;
-                return Err(AcceptError::WrongServer {
-                    named: theirs.server_name,
-                    served: a.server_name,
-                });
-            }
+            Ok(a) => a,
             Err(e) => {
                 self.store.drop_proposed_peer(proposed.id).await?;
-                return Err(e.into());
+                return Err(e);
             }
         };
         let peer = self
@@ -122,5 +141,88 @@ impl Federation {
             )
             .await?;
         Ok(peer)
+    }
+}
+
+/// The inviter's answer, if it keeps to the terms: it is the invited server, what it says
+/// this side sends is within `ours`, and what it says it sends is within its `offer`.
+fn agreed(
+    a: AcceptResponse,
+    server: &str,
+    ours: &Terms,
+    offer: &Terms,
+) -> Result<AcceptResponse, AcceptError> {
+    if a.server_name != server {
+        return Err(AcceptError::WrongServer {
+            named: server.to_string(),
+            served: a.server_name,
+        });
+    }
+    if !a.yours().within(ours) {
+        return Err(AcceptError::Terms(format!(
+            "it asks this side to send {:?} with max_hops {}, more than this side offered \
+             ({:?}, max_hops {})",
+            a.your_scopes, a.your_max_hops, ours.scopes, ours.max_hops
+        )));
+    }
+    if !a.theirs().within(offer) {
+        return Err(AcceptError::Terms(format!(
+            "it says it sends {:?} with max_hops {}, more than its invitation offered ({:?}, \
+             max_hops {})",
+            a.scopes, a.max_hops, offer.scopes, offer.max_hops
+        )));
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(scopes: &[&str], max_hops: i32) -> Terms {
+        Terms {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            max_hops,
+        }
+    }
+
+    fn answer(yours: Terms, theirs: Terms) -> AcceptResponse {
+        AcceptResponse {
+            server_name: "a".into(),
+            team: "t".into(),
+            scopes: theirs.scopes,
+            max_hops: theirs.max_hops,
+            your_scopes: yours.scopes,
+            your_max_hops: yours.max_hops,
+        }
+    }
+
+    #[test]
+    fn an_answer_may_narrow_the_terms_never_widen_them() {
+        let ours = terms(&["stripe.*"], 2);
+        let offer = terms(&["stripe.*", "github.*"], 3);
+        assert!(agreed(answer(ours.clone(), offer.clone()), "a", &ours, &offer).is_ok());
+        assert!(agreed(
+            answer(ours.clone(), terms(&["github.*"], 1)),
+            "a",
+            &ours,
+            &offer
+        )
+        .is_ok());
+        for (yours, theirs) in [
+            (terms(&["*"], 2), offer.clone()),
+            (terms(&["stripe.*"], 1000), offer.clone()),
+            (ours.clone(), terms(&["*"], 3)),
+            (ours.clone(), terms(&["stripe.*"], 16)),
+        ] {
+            assert!(matches!(
+                agreed(answer(yours, theirs), "a", &ours, &offer),
+                Err(AcceptError::Terms(_))
+            ));
+        }
+        assert!(matches!(
+            agreed(answer(ours.clone(), offer.clone()), "b", &ours, &offer),
+            Err(AcceptError::WrongServer { .. })
+        ));
     }
 }

@@ -40,8 +40,11 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
 impl Federation {
     /// Sends one heartbeat to a handshake peer and records what came of it.
     async fn beat(&self, peer: &Peer) {
-        let (Some(base), Some(team)) = (peer.peer_base_url.as_deref(), peer.peer_team.as_deref())
-        else {
+        let (Some(base), Some(team), Some(server)) = (
+            peer.peer_base_url.as_deref(),
+            peer.peer_team.as_deref(),
+            peer.server_name.as_deref(),
+        ) else {
             return;
         };
         let keys = match self.published_keys().await {
@@ -59,7 +62,12 @@ impl Federation {
         };
         let body = serde_json::to_vec(&hb).unwrap_or_default();
         let result = self
-            .post_signed(&peering::heartbeat_url(base, team), body)
+            .post_signed(
+                &peering::heartbeat_url(base, team),
+                server,
+                body,
+                peering::MAX_ANSWER_BYTES,
+            )
             .await;
         let (interval, misses) = (self.cfg.heartbeat_interval, self.cfg.heartbeat_misses);
         let recorded = match &result {

@@ -1,10 +1,13 @@
 //! kite-federation: how this instance deals with other servers.
 //!
-//! - [`client`]: the one outbound HTTP client (timeouts, no redirects, the SSRF guard);
+//! - [`client`]: the one outbound HTTP client (timeouts, no redirects, the SSRF guard, answers
+//!   read up to a bound);
 //! - [`Federation`]: the instance's identity (its descriptor, signing every server-to-server
-//!   request with its current key), each team's policy, and the check of a peer's signed
-//!   request against the keys pinned for it (refreshing its descriptor once on an unknown
-//!   key id);
+//!   request with its current key for its destination, method and path), each team's
+//!   policy, and the check of a peer's signed request: for this server, by a key pinned for
+//!   the peer and still valid, admitted by the policy now, and not taken before
+//!   ([`replay`]);
+//! - [`keys`]: the peers' pinned keys (per peer) and the keys peers vouch for (bounded);
 //! - [`handshake`]: accepting an invitation (`kite peer accept`);
 //! - [`heartbeat`]: the signed heartbeats that move a peer between `active` and `degraded`;
 //! - [`provenance`]: origin signatures (signing where an event enters the federation,
@@ -13,7 +16,9 @@
 pub mod client;
 pub mod handshake;
 pub mod heartbeat;
+mod keys;
 pub mod provenance;
+pub mod replay;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,22 +26,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kite_protocol::identity::{self, PublicKey};
+use kite_protocol::identity::{self, PublicKey, Target};
 use kite_protocol::peering::{self, PublishedKey, ServerDescriptor};
 use kite_protocol::provider::SigError;
 use kite_protocol::scope::ScopeSet;
 use kite_protocol::ApiError;
 use kite_store::cache::{Cache, Loadable, PeerSnapshot};
-use kite_store::federation::Policy;
+use kite_store::federation::{KeySource, Policy};
 use kite_store::grants::Grant;
 use kite_store::identity::SigningKey;
 use kite_store::peers::Peer;
 use kite_store::types::{FederationMode, PeerStatus};
 use kite_store::{Store, StoreError};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{broadcast, watch, Mutex};
 use uuid::Uuid;
 
-pub use client::{http_client, literal_forbidden, ClientError};
+pub use client::{
+    http_client, literal_forbidden, read_capped, read_prefix, ClientError, ReadError,
+};
+pub use replay::ReplayClaim;
 
 /// Federation settings.
 #[derive(Debug, Clone)]
@@ -127,13 +135,13 @@ pub fn error_of(body: &[u8]) -> Option<(String, String)> {
     ))
 }
 
-/// What the cache holds: this server's keys, the teams' policies, the peers' pinned keys.
+/// What the cache holds: this server's keys, the teams' policies, the peers' grants (the
+/// peers' pinned keys are cached per peer, [`keys::PinnedKeys`]).
 #[derive(Debug)]
 struct Snapshot {
     signing: SigningKey,
     published: Vec<PublishedKey>,
     policies: HashMap<String, Policy>,
-    peer_keys: HashMap<Uuid, Vec<PublishedKey>>,
     grants: HashMap<Uuid, Vec<(Grant, Option<ScopeSet>)>>,
 }
 
@@ -143,7 +151,6 @@ impl Loadable for Snapshot {
             signing: store.signing_key().await?,
             published: store.server_keys().await?,
             policies: store.all_policies().await?,
-            peer_keys: store.all_peer_keys().await?,
             grants: store
                 .all_grants()
                 .await?
@@ -170,8 +177,12 @@ pub struct Federation {
     cfg: FederationConfig,
     snap: Cache<Snapshot>,
     refreshed: Mutex<HashMap<Uuid, Instant>>,
+    /// Each peer's pinned keys.
+    pinned: keys::PinnedKeys,
     /// Keys of servers that are not peers, as a peer vouched for them.
-    vouched: Mutex<HashMap<(String, String), PublishedKey>>,
+    vouched: keys::Vouched,
+    /// Signed requests taken recently.
+    replay: Arc<replay::ReplayGuard>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -184,12 +195,21 @@ impl std::fmt::Debug for Federation {
 
 impl Federation {
     /// Makes the instance's first identity key if it has none, and the federation over
-    /// `store`, reloading what it caches when `generation` moves.
+    /// `store`, reloading what it caches when `generation` moves and a peer's pinned keys
+    /// when `peer_keys` names it.
     pub async fn start(
         store: Store,
         generation: watch::Receiver<u64>,
+        peer_keys: &broadcast::Sender<Option<Uuid>>,
         cfg: FederationConfig,
     ) -> Result<Arc<Self>, FedError> {
+        if !identity::valid_server_name(&cfg.server_name) {
+            return Err(FedError::BadAnswer(format!(
+                "the instance id {:?} is not a server name (a DNS-like name of at most 253 \
+                 bytes: letters, digits, '-' and '.')",
+                cfg.server_name
+            )));
+        }
         store.ensure_server_key().await?;
         let http = http_client(
             cfg.request_timeout,
@@ -197,14 +217,30 @@ impl Federation {
             cfg.peer_ca.as_deref(),
         )
         .map_err(|e| FedError::BadAnswer(e.to_string()))?;
-        Ok(Arc::new(Self {
+        let fed = Arc::new(Self {
             snap: Cache::new(store.clone(), generation),
             store,
             http,
             cfg,
             refreshed: Mutex::new(HashMap::new()),
-            vouched: Mutex::new(HashMap::new()),
-        }))
+            pinned: keys::PinnedKeys::default(),
+            vouched: keys::Vouched::default(),
+            replay: replay::ReplayGuard::new(replay::REPLAY_CAPACITY),
+        });
+        let mut changes = peer_keys.subscribe();
+        let weak = Arc::downgrade(&fed);
+        tokio::spawn(async move {
+            loop {
+                let changed = match changes.recv().await {
+                    Ok(peer) => peer,
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(fed) = weak.upgrade() else { return };
+                fed.pinned.forget(changed);
+            }
+        });
+        Ok(fed)
     }
 
     /// The settings.
@@ -286,10 +322,11 @@ impl Federation {
         Ok(keys)
     }
 
-    /// The headers signing `body` as this server (`webhook-*` with `v1a`, `X-Kite-Key-Id`,
-    /// `X-Kite-Server`) under the message id `id`.
+    /// The headers signing `body` as this server (`webhook-*` with `kite1`, `X-Kite-Key-Id`,
+    /// `X-Kite-Server`, `X-Kite-Destination`) under the message id `id`, for `target`.
     pub async fn signed_headers(
         &self,
+        target: &Target<'_>,
         id: &str,
         body: &[u8],
     ) -> Result<Vec<(&'static str, String)>, StoreError> {
@@ -298,20 +335,38 @@ impl Federation {
             &self.cfg.server_name,
             &snap.signing.key_id,
             &snap.signing.key,
+            target,
             id,
             Utc::now().timestamp(),
             body,
         ))
     }
 
-    /// POSTs a JSON body signed as this server; answers the body of a 2xx, else why not.
-    pub async fn post_signed(&self, url: &str, body: Vec<u8>) -> Result<Vec<u8>, FedError> {
+    /// POSTs a JSON body signed as this server for `destination` (the server at `url`);
+    /// answers the body of a 2xx, read up to `max` bytes (a longer answer is refused), else
+    /// why not.
+    pub async fn post_signed(
+        &self,
+        url: &str,
+        destination: &str,
+        body: Vec<u8>,
+        max: usize,
+    ) -> Result<Vec<u8>, FedError> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| FedError::Unreachable {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
         let id = format!("msg_{}", Uuid::now_v7().simple());
+        let target = Target {
+            method: "POST",
+            destination,
+            path: parsed.path(),
+        };
         let mut req = self
             .http
-            .post(url)
+            .post(parsed.clone())
             .header("content-type", "application/json");
-        for (k, v) in self.signed_headers(&id, &body).await? {
+        for (k, v) in self.signed_headers(&target, &id, &body).await? {
             req = req.header(k, v);
         }
         let unreachable = |e: reqwest::Error| FedError::Unreachable {
@@ -320,10 +375,13 @@ impl Federation {
         };
         let resp = req.body(body).send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(unreachable)?.to_vec();
         if (200..300).contains(&status) {
-            return Ok(bytes);
+            return read_capped(resp, max)
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| self.unreadable(url, e));
         }
+        let bytes = read_prefix(resp, peering::MAX_ANSWER_BYTES).await;
         let (code, message) = error_of(&bytes).unwrap_or_else(|| {
             (
                 format!("http_{status}"),
@@ -338,7 +396,19 @@ impl Federation {
         })
     }
 
-    /// Fetches a server's descriptor from its base URL.
+    fn unreadable(&self, url: &str, e: ReadError) -> FedError {
+        match e {
+            ReadError::TooLarge { .. } => FedError::BadAnswer(format!("{url}: {e}")),
+            ReadError::Http(e) => FedError::Unreachable {
+                url: url.to_string(),
+                reason: root_cause(&e),
+            },
+        }
+    }
+
+    /// Fetches a server's descriptor from its base URL: read up to
+    /// [`peering::MAX_ANSWER_BYTES`] and checked whole (its name, at most
+    /// [`peering::MAX_KEYS`] well-formed keys).
     pub async fn fetch_descriptor(&self, base_url: &str) -> Result<ServerDescriptor, FedError> {
         let url = peering::descriptor_url(base_url);
         if !self.cfg.allow_private_peers && literal_forbidden(&url) {
@@ -353,51 +423,75 @@ impl Federation {
         };
         let resp = self.http.get(&url).send().await.map_err(unreachable)?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
         if status != 200 {
             return Err(FedError::BadAnswer(format!(
                 "{url} answered {status}, not a server descriptor"
             )));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| FedError::BadAnswer(format!("{url} is not a kite server descriptor: {e}")))
+        let bytes = read_capped(resp, peering::MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| self.unreadable(&url, e))?;
+        peering::read(&bytes, peering::MAX_ANSWER_BYTES)
+            .map_err(|e| FedError::BadAnswer(format!("{url}: {e}")))
     }
 
-    /// Checks a request that claims to come from a handshake peer of `team`: the policy
-    /// lets it in, the peer exists and is not revoked, and the request is signed by a key
-    /// pinned for it and still valid. An unknown key id refreshes the peer's descriptor
-    /// once (rotation needs no re-peering). Answers the peer.
+    /// Checks a request that claims to come from a handshake peer of `team`, as it arrived
+    /// (`method` and `path`): it is for this server (`X-Kite-Destination`), the policy lets
+    /// the peer in now (a closed team, or an `invite_only` one whose `allowed_peers` no
+    /// longer names it, refuses), the peer exists and is not revoked, the request is signed
+    /// for this method, path and server by a key pinned for the peer and still valid, and it
+    /// was not taken before. An unknown key id refreshes the peer's descriptor once (rotation
+    /// needs no re-peering). Answers the peer, the key it signed with and the claim on the
+    /// request, to keep once the request succeeds.
     pub async fn verify_peer(
         &self,
         team: &str,
         peers: &PeerSnapshot,
-        headers: &http::HeaderMap,
+        request: &Inbound<'_>,
         body: &[u8],
-    ) -> Result<Peer, FedRefusal> {
+    ) -> Result<VerifiedPeer, FedRefusal> {
+        let headers = request.headers;
+        let refuse = |status: u16, code: &'static str, m: String| {
+            FedRefusal::Api(ApiError::new(status, code, m))
+        };
         let claimed = identity::claimed(headers).ok_or_else(|| {
-            FedRefusal::Api(ApiError::new(
+            refuse(
                 401,
                 "unknown_sender",
-                "a server request names its server in X-Kite-Server and its key in X-Kite-Key-Id",
-            ))
+                "a server request names its server in X-Kite-Server and its key in X-Kite-Key-Id"
+                    .into(),
+            )
         })?;
         self.check_open(team).await?;
+        if claimed.destination.as_deref() != Some(self.cfg.server_name.as_str()) {
+            return Err(refuse(
+                401,
+                "wrong_destination",
+                format!(
+                    "this request is for {:?}, not for this server ({:?}): a signed request is \
+                     good only at the server it was made for",
+                    claimed.destination.as_deref().unwrap_or("no server"),
+                    self.cfg.server_name
+                ),
+            ));
+        }
         let peer = peers.by_server(team, &claimed.server_name).ok_or_else(|| {
-            FedRefusal::Api(ApiError::new(
+            refuse(
                 401,
                 "unknown_sender",
                 format!("{:?} is not a peer of this team", claimed.server_name),
-            ))
+            )
         })?;
         if peer.status == PeerStatus::Revoked {
-            return Err(FedRefusal::Api(ApiError::new(
+            return Err(refuse(
                 403,
                 "peer_revoked",
-                "this server revoked the peering",
-            )));
+                "this server revoked the peering".into(),
+            ));
         }
+        self.check_admitted(team, &claimed.server_name).await?;
         let key = self.peer_key(peer, &claimed.key_id).await?;
-        let invalid = |m: String| FedRefusal::Api(ApiError::new(401, "invalid_signature", m));
+        let invalid = |m: String| refuse(401, "invalid_signature", m);
         let key = key.ok_or_else(|| {
             invalid(format!(
                 "key {:?} is not one {} publishes",
@@ -412,17 +506,73 @@ impl Federation {
         }
         let public = PublicKey::from_base64(&key.public_key)
             .ok_or_else(|| invalid(format!("key {:?} is not an Ed25519 key", key.key_id)))?;
-        identity::verify_request(&public, headers, body, Utc::now().timestamp()).map_err(|e| {
-            match e {
-                SigError::Invalid => invalid("signature missing or invalid".into()),
-                SigError::Stale => FedRefusal::Api(ApiError::new(
-                    401,
-                    "stale_timestamp",
-                    "the signed timestamp is more than 5 minutes from now",
-                )),
-            }
+        let target = Target {
+            method: request.method,
+            destination: &self.cfg.server_name,
+            path: request.path,
+        };
+        let now = Utc::now().timestamp();
+        identity::verify_request(&public, &target, headers, body, now).map_err(|e| match e {
+            SigError::Invalid => invalid(
+                "signature missing or invalid (a kite1 signature over this method, path and \
+                 destination)"
+                    .into(),
+            ),
+            SigError::Stale => refuse(
+                401,
+                "stale_timestamp",
+                "the signed timestamp is more than 5 minutes from now".into(),
+            ),
         })?;
-        Ok(peer.clone())
+        let claim = self.claim(&claimed.server_name, headers, now)?;
+        Ok(VerifiedPeer {
+            peer: peer.clone(),
+            key,
+            claim,
+        })
+    }
+
+    /// Takes a verified request once: a replay of it is refused 401 `replayed_request`.
+    pub fn claim(
+        &self,
+        server: &str,
+        headers: &http::HeaderMap,
+        now: i64,
+    ) -> Result<ReplayClaim, FedRefusal> {
+        let (id, ts) = identity::request_id(headers).ok_or_else(|| {
+            FedRefusal::Api(ApiError::new(
+                401,
+                "invalid_signature",
+                "webhook-id and webhook-timestamp are required",
+            ))
+        })?;
+        let claim = self
+            .replay
+            .claim(server, id, ts, now)
+            .map_err(|e| FedRefusal::Api(ApiError::new(401, "replayed_request", e.to_string())))?;
+        metrics::gauge!(kite_protocol::metrics::REPLAY_ENTRIES).set(self.replay.len() as f64);
+        Ok(claim)
+    }
+
+    /// Refuses a server the team's policy no longer admits: 403 `federation_closed`, or
+    /// `peer_not_allowed` under `invite_only` when `allowed_peers` does not name it.
+    pub async fn check_admitted(&self, team: &str, server: &str) -> Result<(), FedRefusal> {
+        match self.policy(team).await?.admits(server) {
+            Ok(()) => Ok(()),
+            Err(FederationMode::Closed) => Err(FedRefusal::Api(ApiError::new(
+                403,
+                "federation_closed",
+                "this team's federation policy is closed",
+            ))),
+            Err(_) => Err(FedRefusal::Api(ApiError::new(
+                403,
+                "peer_not_allowed",
+                format!(
+                    "this team federates by invitation with allowed peers only, and {server:?} \
+                     is not one"
+                ),
+            ))),
+        }
     }
 
     /// A key pinned for a handshake peer; an unknown key id refreshes the peer's descriptor
@@ -432,40 +582,29 @@ impl Federation {
         peer: &Peer,
         key_id: &str,
     ) -> Result<Option<PublishedKey>, FedRefusal> {
-        if let Some(k) = self.pinned(peer.id, key_id).await? {
-            return Ok(Some(k));
+        if let Some(k) = self
+            .pinned_keys(peer.id)
+            .await?
+            .iter()
+            .find(|k| k.key_id == key_id)
+        {
+            return Ok(Some(k.clone()));
         }
         if !self.may_refresh(peer.id).await {
             return Ok(None);
         }
+        self.refresh(peer).await?;
         Ok(self
-            .refresh(peer)
+            .pinned_keys(peer.id)
             .await?
-            .into_iter()
-            .find(|k| k.key_id == key_id))
-    }
-
-    async fn pinned(&self, peer: Uuid, key_id: &str) -> Result<Option<PublishedKey>, StoreError> {
-        Ok(self
-            .snap
-            .get()
-            .await?
-            .peer_keys
-            .get(&peer)
-            .and_then(|keys| keys.iter().find(|k| k.key_id == key_id))
+            .iter()
+            .find(|k| k.key_id == key_id)
             .cloned())
     }
 
     /// The keys pinned for a peer.
-    pub async fn pinned_keys(&self, peer: Uuid) -> Result<Vec<PublishedKey>, StoreError> {
-        Ok(self
-            .snap
-            .get()
-            .await?
-            .peer_keys
-            .get(&peer)
-            .cloned()
-            .unwrap_or_default())
+    pub async fn pinned_keys(&self, peer: Uuid) -> Result<Arc<Vec<PublishedKey>>, StoreError> {
+        self.pinned.get(&self.store, peer).await
     }
 
     async fn may_refresh(&self, peer: Uuid) -> bool {
@@ -481,32 +620,61 @@ impl Federation {
     }
 
     /// Fetches a peer's descriptor again and pins what it publishes now.
-    async fn refresh(&self, peer: &Peer) -> Result<Vec<PublishedKey>, FedRefusal> {
+    async fn refresh(&self, peer: &Peer) -> Result<(), FedRefusal> {
         let Some(base) = peer.peer_base_url.as_deref() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let desc = match self.fetch_descriptor(base).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(peer = %peer.name, error = %e, "could not refresh the peer's descriptor");
-                return Ok(Vec::new());
+                return Ok(());
             }
         };
         if Some(desc.server_name.as_str()) != peer.server_name.as_deref() {
             tracing::warn!(peer = %peer.name, served = %desc.server_name, "the peer's URL serves another server");
-            return Ok(Vec::new());
+            return Ok(());
         }
-        self.pin(peer.id, &desc.keys).await?;
-        Ok(desc.keys)
+        self.pin(peer.id, &desc.keys, KeySource::Descriptor).await?;
+        Ok(())
     }
 
-    /// Pins what a peer publishes now (descriptor or signed heartbeat).
-    pub async fn pin(&self, peer: Uuid, keys: &[PublishedKey]) -> Result<(), StoreError> {
-        if self.store.pin_keys(peer, keys).await? {
-            self.invalidate().await;
+    /// Pins what a peer publishes now (its descriptor, or a heartbeat it signed), by the
+    /// rules of [`Store::pin_keys`]; a change reloads that peer's keys only.
+    pub async fn pin(
+        &self,
+        peer: Uuid,
+        keys: &[PublishedKey],
+        source: KeySource<'_>,
+    ) -> Result<(), StoreError> {
+        if self.store.pin_keys(peer, keys, source).await? {
+            self.pinned.forget(Some(peer));
         }
         Ok(())
     }
+}
+
+/// A server-to-server request as it arrived: what its signature is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    /// Its method.
+    pub method: &'a str,
+    /// Its path.
+    pub path: &'a str,
+    /// Its headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// A request [`Federation::verify_peer`] checked: the peer, the key it signed with, and the
+/// claim on the request (kept once it succeeded, so a replay is refused).
+#[derive(Debug)]
+pub struct VerifiedPeer {
+    /// The peer that sent it.
+    pub peer: Peer,
+    /// The pinned key it was signed with.
+    pub key: PublishedKey,
+    /// The request, taken once.
+    pub claim: ReplayClaim,
 }
 
 /// Why a server request was refused.

@@ -1,26 +1,29 @@
 //! What other servers call: the descriptor (`GET /.well-known/kite/server`), the accept
-//! endpoint of an invitation and heartbeats (`/federation/v1/teams/{team}/...`), every call
-//! signed with the caller's identity key.
+//! endpoint of an invitation, heartbeats, key queries and backfill
+//! (`/federation/v1/teams/{team}/...`). Every call is signed with the caller's identity key
+//! for this server, method and path, taken once, and charged to the caller's rate (to its
+//! address' until it proved who it is).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use kite_federation::{FedError, FedRefusal};
-use kite_protocol::identity::{self, PublicKey};
+use kite_federation::{FedError, FedRefusal, Inbound, ReplayClaim};
+use kite_protocol::identity::{self, PublicKey, Target};
 use kite_protocol::peering::{
-    AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, HeartbeatAck,
-    KeyQuery, KeyQueryResponse,
+    self, AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, HeartbeatAck,
+    KeyQuery, KeyQueryResponse, Message,
 };
 use kite_protocol::scope::ScopeSet;
 use kite_protocol::ApiError;
-use kite_store::federation::{InvitationRefusal, NewHandshakePeer};
-use kite_store::types::{FederationMode, PeerStatus};
+use kite_store::federation::{InvitationRefusal, KeySource, NewHandshakePeer};
+use kite_store::types::PeerStatus;
 use kite_store::StoreError;
 
 use crate::hooks::body_or_413;
@@ -76,7 +79,15 @@ fn peer_code(code: &str) -> &'static str {
         "team_not_found",
         "not_granted",
         "invalid_origin_signature",
+        "invalid_chain",
         "unknown_sender",
+        "wrong_destination",
+        "replayed_request",
+        "descriptor_mismatch",
+        "invalid_server_name",
+        "invalid_keys",
+        "invalid_terms",
+        "rate_limited",
         "not_found",
     ];
     KNOWN
@@ -99,31 +110,71 @@ async fn known_team(st: &AppState, team: &str) -> Result<(), ApiErr> {
 }
 
 /// A server-to-server call from a handshake peer of `team`: its bounded body, checked
-/// against the keys pinned for the peer and read as `T` (`what` names it in a refusal).
+/// against the keys pinned for the peer, charged to its rate and read as `T`; the claim on
+/// the request is kept when the handler succeeds ([`PeerCall::done`]).
 struct PeerCall<T> {
     peer: kite_store::peers::Peer,
+    key: kite_protocol::peering::PublishedKey,
     peers: Arc<kite_store::cache::PeerSnapshot>,
     req: T,
+    claim: ReplayClaim,
 }
 
-async fn peer_call<T: serde::de::DeserializeOwned>(
+impl<T> PeerCall<T> {
+    /// The call succeeded: a replay of it is refused from now on.
+    fn done(self, r: Response) -> Response {
+        self.claim.keep();
+        r
+    }
+}
+
+/// How a server-to-server request arrived: its client address, method and path.
+struct Arrived {
+    client: SocketAddr,
+    method: Method,
+    uri: Uri,
+}
+
+impl Arrived {
+    /// A refusal before the caller proved who it is, charged to its address' rate.
+    fn anonymous(&self, st: &AppState, e: ApiErr) -> ApiErr {
+        match st.anon_limit.check(&self.client.ip().to_string()) {
+            Ok(()) => e,
+            Err(limited) => limited,
+        }
+    }
+}
+
+async fn peer_call<T: Message>(
     st: &AppState,
     team: &str,
+    arrived: &Arrived,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-    what: &str,
 ) -> Result<PeerCall<T>, ApiErr> {
-    let body = body_or_413(body, MAX_FEDERATION_BODY)?;
-    known_team(st, team).await?;
+    let anon = |e: ApiErr| arrived.anonymous(st, e);
+    let body = body_or_413(body, MAX_FEDERATION_BODY).map_err(anon)?;
+    known_team(st, team).await.map_err(anon)?;
     let peers = st.peers.get().await?;
-    let peer = st.fed.verify_peer(team, &peers, headers, &body).await?;
-    let req = serde_json::from_slice(&body).map_err(|e| {
-        ApiErr(ApiError::bad_request(
-            "invalid_body",
-            format!("not {what}: {e}"),
-        ))
-    })?;
-    Ok(PeerCall { peer, peers, req })
+    let inbound = Inbound {
+        method: arrived.method.as_str(),
+        path: arrived.uri.path(),
+        headers,
+    };
+    let verified = st
+        .fed
+        .verify_peer(team, &peers, &inbound, &body)
+        .await
+        .map_err(|e| anon(e.into()))?;
+    st.fed_limit.check(&verified.peer.id.to_string())?;
+    let req = peering::read(&body, MAX_FEDERATION_BODY).map_err(|e| ApiErr(e.to_api()))?;
+    Ok(PeerCall {
+        peer: verified.peer,
+        key: verified.key,
+        peers,
+        req,
+        claim: verified.claim,
+    })
 }
 
 /// `GET /.well-known/kite/server`.
@@ -139,49 +190,71 @@ pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Respon
 /// team. The request is signed with a key of the descriptor it carries; the token works
 /// once; the policy decides who may.
 #[utoipa::path(post, path = "/federation/v1/teams/{team}/accept", tag = "server-to-server",
-    security(()), summary = "Another server uses an invitation of this team", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
-        and `X-Kite-Server`), checked against the keys pinned for it.",
+    security(()), summary = "Another server uses an invitation of this team", description = "Signed by the calling server for this server, method and path (`kite1` in \
+        `webhook-signature`, with `X-Kite-Key-Id`, `X-Kite-Server` and `X-Kite-Destination`), \
+        checked against the keys pinned for it, taken once.",
     params(("team" = String, Path, description = "The team called")),
     request_body = AcceptRequest,
     responses((status = 200, description = "Peered", body = AcceptResponse)))]
 pub(crate) async fn accept(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(team): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
+    let arrived = Arrived {
+        client,
+        method,
+        uri,
+    };
+    accept_call(&st, &team, &arrived, &headers, body)
+        .await
+        .map_err(|e| arrived.anonymous(&st, e))
+}
+
+/// The accept call, in the order that tells a stranger nothing: the invitation's token is
+/// checked before any name is resolved or any server called.
+async fn accept_call(
+    st: &AppState,
+    team: &str,
+    arrived: &Arrived,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiErr> {
     let body = body_or_413(body, MAX_FEDERATION_BODY)?;
-    known_team(&st, &team).await?;
-    st.fed.check_open(&team).await?;
-    let req: AcceptRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiErr(ApiError::bad_request(
-            "invalid_body",
-            format!("not an accept request: {e}"),
-        ))
-    })?;
-    let server = &req.server.server_name;
-    if let Err(mode) = st.fed.policy(&team).await?.admits(server) {
-        return Err(ApiErr(match mode {
-            FederationMode::Closed => ApiError::new(
-                403,
-                "federation_closed",
-                "this team's federation policy is closed",
-            ),
-            _ => ApiError::new(
-                403,
-                "peer_not_allowed",
-                format!("this team federates by invitation with allowed peers only, and {server:?} is not one"),
-            ),
-        }));
+    known_team(st, team).await?;
+    st.fed.check_open(team).await?;
+    let req: AcceptRequest =
+        peering::read(&body, MAX_FEDERATION_BODY).map_err(|e| ApiErr(e.to_api()))?;
+    if let Err(refusal) = st.store.check_invitation(team, &req.token).await? {
+        return Err(invitation_refused(refusal));
     }
-    // Proof of possession: signed by a key the accepting server publishes.
+    let server = &req.server.server_name;
+    if server == &st.cfg.instance_id {
+        return Err(ApiErr(ApiError::bad_request(
+            "self_peering",
+            "a server cannot peer with itself",
+        )));
+    }
+    st.fed.check_admitted(team, server).await?;
+    // Proof of possession: signed for this server by a key the accepting server describes.
     let invalid = |m: &str| ApiErr(ApiError::new(401, "invalid_signature", m.to_string()));
-    let claimed =
-        identity::claimed(&headers).ok_or_else(|| invalid("the request is not signed"))?;
+    let claimed = identity::claimed(headers).ok_or_else(|| invalid("the request is not signed"))?;
     if &claimed.server_name != server {
         return Err(invalid(
             "X-Kite-Server is not the server the request describes",
         ));
+    }
+    if claimed.destination.as_deref() != Some(st.cfg.instance_id.as_str()) {
+        return Err(ApiErr(ApiError::new(
+            401,
+            "wrong_destination",
+            "this request is not for this server: a signed request is good only at the server \
+             it was made for",
+        )));
     }
     let key = req
         .server
@@ -190,14 +263,15 @@ pub(crate) async fn accept(
         .find(|k| k.key_id == claimed.key_id && k.valid_until.is_none_or(|t| t > Utc::now()))
         .and_then(|k| PublicKey::from_base64(&k.public_key))
         .ok_or_else(|| invalid("X-Kite-Key-Id names none of the described keys"))?;
-    identity::verify_request(&key, &headers, &body, Utc::now().timestamp())
+    let target = Target {
+        method: arrived.method.as_str(),
+        destination: &st.cfg.instance_id,
+        path: arrived.uri.path(),
+    };
+    let now = Utc::now().timestamp();
+    identity::verify_request(&key, &target, headers, &body, now)
         .map_err(|_| invalid("signature missing, invalid or stale"))?;
-    if server == &st.cfg.instance_id {
-        return Err(ApiErr(ApiError::bad_request(
-            "self_peering",
-            "a server cannot peer with itself",
-        )));
-    }
+    let claim = st.fed.claim(server, headers, now)?;
     let base = req
         .server
         .endpoints
@@ -205,10 +279,31 @@ pub(crate) async fn accept(
         .trim_end_matches('/')
         .to_string();
     let hook = kite_protocol::peering::hook_url(&base, &req.team);
-    crate::admin::check_destination(&st, &hook).await?;
-    if let Some(scopes) = &req.scopes {
-        ScopeSet::compile(scopes)
-            .map_err(|e| ApiErr(ApiError::validation("scopes", e.to_string())))?;
+    crate::admin::check_destination(st, &hook).await?;
+    // The server at the URL it gives must be the one it says it is, with the keys it shows.
+    let published = st.fed.fetch_descriptor(&base).await.map_err(|e| {
+        ApiErr(ApiError::new(
+            401,
+            "descriptor_mismatch",
+            format!("the descriptor at the given base_url cannot be read: {e}"),
+        ))
+    })?;
+    let mismatch = published.server_name != *server
+        || !req.server.keys.iter().all(|k| {
+            published
+                .keys
+                .iter()
+                .any(|p| p.key_id == k.key_id && p.public_key == k.public_key)
+        });
+    if mismatch {
+        return Err(ApiErr(ApiError::new(
+            401,
+            "descriptor_mismatch",
+            format!(
+                "the server at {base} is {:?} with other keys than this request shows",
+                published.server_name
+            ),
+        )));
     }
     let accepter = NewHandshakePeer {
         server_name: server.clone(),
@@ -221,20 +316,11 @@ pub(crate) async fn accept(
     };
     let (inv, peer) = match st
         .store
-        .accept_invitation(&team, &req.token, &accepter, req.scopes.as_deref())
+        .accept_invitation(team, &req.token, &accepter, req.scopes.as_deref())
         .await
     {
         Ok(Ok(done)) => done,
-        Ok(Err(refusal)) => {
-            let (code, message) = match refusal {
-                InvitationRefusal::Unknown => {
-                    ("invalid_invitation", "no invitation has this token")
-                }
-                InvitationRefusal::Used => ("invitation_used", "this invitation was used already"),
-                InvitationRefusal::Expired => ("invitation_expired", "this invitation expired"),
-            };
-            return Err(ApiErr(ApiError::new(401, code, message)));
-        }
+        Ok(Err(refusal)) => return Err(invitation_refused(refusal)),
         Err(StoreError::Conflict) => {
             return Err(ApiErr(ApiError::new(
                 409,
@@ -244,86 +330,123 @@ pub(crate) async fn accept(
         }
         Err(e) => return Err(e.into()),
     };
+    claim.keep();
     st.fed.invalidate().await;
+    st.peers.invalidate().await;
     if let Err(e) = st.bus.declare_peer(peer.id).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
     tracing::info!(team = %team, peer = %server, "invitation accepted");
     Ok(Json(AcceptResponse {
         server_name: st.cfg.instance_id.clone(),
-        team,
+        team: team.to_string(),
         scopes: inv.scopes.clone(),
         max_hops: inv.max_hops,
         your_scopes: req.scopes.unwrap_or(inv.scopes),
-        your_max_hops: req.max_hops.clamp(1, 16),
+        your_max_hops: req.max_hops,
     })
     .into_response())
+}
+
+fn invitation_refused(refusal: InvitationRefusal) -> ApiErr {
+    let (code, message) = match refusal {
+        InvitationRefusal::Unknown => ("invalid_invitation", "no invitation has this token"),
+        InvitationRefusal::Used => ("invitation_used", "this invitation was used already"),
+        InvitationRefusal::Expired => ("invitation_expired", "this invitation expired"),
+    };
+    ApiErr(ApiError::new(401, code, message))
 }
 
 /// `POST /federation/v1/teams/{team}/heartbeat`: a handshake peer is still there; its
 /// current keys are pinned.
 #[utoipa::path(post, path = "/federation/v1/teams/{team}/heartbeat", tag = "server-to-server",
-    security(()), summary = "A handshake peer is still there, with its current keys", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
-        and `X-Kite-Server`), checked against the keys pinned for it.",
+    security(()), summary = "A handshake peer is still there, with its current keys", description = "Signed by the calling server for this server, method and path (`kite1` in \
+        `webhook-signature`, with `X-Kite-Key-Id`, `X-Kite-Server` and `X-Kite-Destination`), \
+        checked against the keys pinned for it, taken once.",
     params(("team" = String, Path, description = "The team called")),
     request_body = Heartbeat,
     responses((status = 200, description = "Taken", body = HeartbeatAck)))]
 pub(crate) async fn heartbeat(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(team): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let PeerCall { peer, req: hb, .. } =
-        peer_call::<Heartbeat>(&st, &team, &headers, body, "a heartbeat").await?;
+    let arrived = Arrived {
+        client,
+        method,
+        uri,
+    };
+    let call = peer_call::<Heartbeat>(&st, &team, &arrived, &headers, body).await?;
+    let (peer, hb) = (&call.peer, &call.req);
+    if peer.server_name.as_deref() != Some(hb.server_name.as_str()) {
+        return Err(ApiErr(ApiError::bad_request(
+            "invalid_body",
+            "a heartbeat speaks for the server that sends it only",
+        )));
+    }
     if !hb.keys.is_empty() {
-        st.fed.pin(peer.id, &hb.keys).await?;
+        st.fed
+            .pin(peer.id, &hb.keys, KeySource::SignedBy(&call.key))
+            .await?;
     }
     let cfg = st.fed.config();
     st.store
         .record_heartbeat_received(peer.id, cfg.heartbeat_interval, cfg.heartbeat_misses)
         .await?;
-    Ok((
+    let r = (
         StatusCode::OK,
         Json(HeartbeatAck {
             status: "ok".to_string(),
             server_name: st.cfg.instance_id.clone(),
         }),
     )
-        .into_response())
+        .into_response();
+    Ok(call.done(r))
 }
 
 /// `POST /federation/v1/teams/{team}/keys/query`: a handshake peer asks which keys a server
 /// publishes, as far as this one knows (its own, or those it pinned for its peer).
 #[utoipa::path(post, path = "/federation/v1/teams/{team}/keys/query", tag = "server-to-server",
-    security(()), summary = "Which keys a server publishes, as far as this one knows", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
-        and `X-Kite-Server`), checked against the keys pinned for it.",
+    security(()), summary = "Which keys a server publishes, as far as this one knows", description = "Signed by the calling server for this server, method and path (`kite1` in \
+        `webhook-signature`, with `X-Kite-Key-Id`, `X-Kite-Server` and `X-Kite-Destination`), \
+        checked against the keys pinned for it, taken once.",
     params(("team" = String, Path, description = "The team called")),
     request_body = KeyQuery,
     responses((status = 200, description = "Its keys", body = KeyQueryResponse)))]
 pub(crate) async fn keys_query(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(team): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let PeerCall { peers, req: q, .. } =
-        peer_call::<KeyQuery>(&st, &team, &headers, body, "a key query").await?;
-    let keys = st
-        .fed
-        .vouch(&team, &peers, &q.server_name)
-        .await?
-        .ok_or_else(|| {
-            ApiErr(ApiError::not_found(format!(
-                "this server knows no server {:?}",
-                q.server_name
-            )))
-        })?;
-    Ok(Json(KeyQueryResponse {
-        server_name: q.server_name,
-        keys,
+    let arrived = Arrived {
+        client,
+        method,
+        uri,
+    };
+    let call = peer_call::<KeyQuery>(&st, &team, &arrived, &headers, body).await?;
+    let q = &call.req;
+    // The same answer for a server that is no peer and a key id that is not held: a peer
+    // learns nothing it did not know.
+    let key = st.fed.vouch(&team, &call.peers, q).await?.ok_or_else(|| {
+        ApiErr(ApiError::not_found(format!(
+            "this server vouches for no key {:?} of {:?}",
+            q.key_id, q.server_name
+        )))
+    })?;
+    let r = Json(KeyQueryResponse {
+        server_name: q.server_name.clone(),
+        keys: vec![key],
     })
-    .into_response())
+    .into_response();
+    Ok(call.done(r))
 }
 
 /// `POST /federation/v1/teams/{team}/backfill`: a handshake peer pulls a page of history:
@@ -331,19 +454,28 @@ pub(crate) async fn keys_query(
 /// `max_backfill_events_per_request`, each as it would have been forwarded to it, origin
 /// signature included.
 #[utoipa::path(post, path = "/federation/v1/teams/{team}/backfill", tag = "server-to-server",
-    security(()), summary = "A page of history, for a peer holding a backfill grant", description = "Signed by the calling server (Standard Webhooks `v1a` with `X-Kite-Key-Id` \
-        and `X-Kite-Server`), checked against the keys pinned for it.",
+    security(()), summary = "A page of history, for a peer holding a backfill grant", description = "Signed by the calling server for this server, method and path (`kite1` in \
+        `webhook-signature`, with `X-Kite-Key-Id`, `X-Kite-Server` and `X-Kite-Destination`), \
+        checked against the keys pinned for it, taken once.",
     params(("team" = String, Path, description = "The team called")),
     request_body = BackfillRequest,
     responses((status = 200, description = "A page of events", body = BackfillPage)))]
 pub(crate) async fn backfill(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(team): Path<String>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let PeerCall { peer, req, .. } =
-        peer_call::<BackfillRequest>(&st, &team, &headers, body, "a backfill request").await?;
+    let arrived = Arrived {
+        client,
+        method,
+        uri,
+    };
+    let call = peer_call::<BackfillRequest>(&st, &team, &arrived, &headers, body).await?;
+    let (peer, req) = (&call.peer, &call.req);
     let granted = st.fed.backfill_scopes(peer.id).await?.ok_or_else(|| {
         ApiErr(ApiError::new(
             403,
@@ -368,34 +500,51 @@ pub(crate) async fn backfill(
         .store
         .history(&team, req.after.unwrap_or(0), req.since, limit)
         .await?;
-    let next_cursor = (rows.len() as i64 == limit)
+    let mut next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|e| e.seq))
         .flatten();
     let server = peer.server_name.as_deref().unwrap_or_default();
     let mut events = Vec::new();
+    // A page stays within MAX_PAGE_BYTES: it ends before the event that would pass it, and
+    // the next page starts there.
+    let mut bytes = 0usize;
+    let mut last_done = None;
     for e in rows {
         let covered =
             granted.matches(&e.ce_type) && wanted.as_ref().is_none_or(|w| w.matches(&e.ce_type));
         // What the peer forwarded (or made) it holds already.
-        if !covered || e.fed.visited(server) {
-            continue;
+        if covered && !e.fed.visited(server) {
+            if let Ok(rest) = &e.rest {
+                match st
+                    .fed
+                    .forward_signed(rest, &e.fed, e.origin_sig.as_ref())
+                    .await
+                {
+                    Ok(text) if bytes + text.len() + 1 > peering::MAX_PAGE_BYTES => {
+                        next_cursor = last_done;
+                        break;
+                    }
+                    Ok(text) => match serde_json::value::RawValue::from_string(text) {
+                        Ok(raw) => {
+                            bytes += raw.get().len() + 1;
+                            events.push(raw);
+                        }
+                        Err(err) => {
+                            tracing::warn!(seq = e.seq, error = %err, "stored event not served")
+                        }
+                    },
+                    Err(err) => {
+                        tracing::warn!(seq = e.seq, error = %err, "stored event not served")
+                    }
+                }
+            }
         }
-        let Ok(rest) = &e.rest else { continue };
-        match st
-            .fed
-            .forward_signed(rest, &e.fed, e.origin_sig.as_ref())
-            .await
-        {
-            Ok(text) => match serde_json::value::RawValue::from_string(text) {
-                Ok(raw) => events.push(raw),
-                Err(err) => tracing::warn!(seq = e.seq, error = %err, "stored event not served"),
-            },
-            Err(err) => tracing::warn!(seq = e.seq, error = %err, "stored event not served"),
-        }
+        last_done = Some(e.seq);
     }
-    Ok(Json(BackfillPage {
+    let r = Json(BackfillPage {
         events,
         next_cursor,
     })
-    .into_response())
+    .into_response();
+    Ok(call.done(r))
 }

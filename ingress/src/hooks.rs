@@ -5,11 +5,12 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use kite_federation::provenance::Sender;
+use kite_federation::provenance::{Sender, VerifiedEvent};
+use kite_federation::{Inbound, ReplayClaim};
 use kite_protocol::event::{
     build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
 };
@@ -147,8 +148,9 @@ pub(crate) enum HookOk {
     summary = "Take a webhook: a provider's (its signature checked) or a peer's (source `kite`)",
     description = "The body is kept byte for byte. A provider source checks the provider's \
         signature; source `kite` takes events from peers, authenticated by a federation token, \
-        a trusted sender's signature or a handshake peer's `v1a` signature (`X-Kite-Key-Id`, \
-        `X-Kite-Server`). The event is stored before the answer. A 2xx to source `kite` offers \
+        a trusted sender's signature or a handshake peer's `kite1` signature (`X-Kite-Key-Id`, \
+        `X-Kite-Server`, `X-Kite-Destination`), its events' origins proven by their \
+        signatures. The event is stored before the answer. A 2xx to source `kite` offers \
         batches in `X-Kite-Batch` (the most events one request may carry): a kite peer then \
         sends `application/cloudevents-batch+json`, a JSON array of events signed once, and \
         gets 200 with one result per event.",
@@ -167,20 +169,32 @@ pub(crate) async fn receive(
     State(st): State<Arc<AppState>>,
     ConnectInfo(client): ConnectInfo<std::net::SocketAddr>,
     Path((team, source)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
     use kite_protocol::metrics as m;
     let started = std::time::Instant::now();
+    let mut claim = None;
     let result = take(
-        st.clone(),
+        &st,
         client,
-        team.clone(),
-        source.clone(),
+        Call {
+            team: &team,
+            source: &source,
+            method: method.as_str(),
+            path: uri.path(),
+        },
         headers,
         body,
+        &mut claim,
     )
     .await;
+    // A peer's signed request that was taken is not taken again.
+    if let (Ok(_), Some(c)) = (&result, claim) {
+        c.keep();
+    }
     let tally = match &result {
         Ok(r) => r
             .extensions()
@@ -188,10 +202,10 @@ pub(crate) async fn receive(
             .map_or_else(|| vec![("accepted", 1)], |t| t.0.clone()),
         Err(_) => vec![("rejected", 1)],
     };
-    // Labels only for a team that exists and a source name that is valid: junk in a URL
-    // must not make new series.
-    let known = validate_source_name(&source).is_ok() && st.teams.read().await.contains(&team);
-    let (team, source) = if known {
+    // Labels only for a team that exists and a source that is configured (or a provider's
+    // or federation's own name): junk in a URL never makes a new series.
+    let (team, source) = if st.teams.read().await.contains(&team) {
+        let source = st.source_label(&team, &source).await.to_string();
         (team, source)
     } else {
         ("-".to_string(), "-".to_string())
@@ -210,16 +224,26 @@ fn with_outcome(mut r: Response, outcome: &'static str) -> Response {
     r
 }
 
+/// Where a hook request went.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    team: &'a str,
+    source: &'a str,
+    method: &'a str,
+    path: &'a str,
+}
+
 async fn take(
-    st: Arc<AppState>,
+    st: &AppState,
     client: std::net::SocketAddr,
-    team: String,
-    source: String,
+    call: Call<'_>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    claim: &mut Option<ReplayClaim>,
 ) -> Result<Response, ApiErr> {
+    let (team, source) = (call.team, call.source);
     let body = body_or_413(body, MAX_BODY_BYTES)?;
-    validate_source_name(&source)?;
+    validate_source_name(source)?;
     // Until a request proves who sent it, it is charged to its client address' bucket, so
     // junk naming a team or a sender never spends their rate.
     let anonymous = |e: ApiErr| -> ApiErr {
@@ -235,7 +259,7 @@ async fn take(
             format!("no team {team:?}"),
         ))
     };
-    if !plausible_team(&team) || !st.team_known(&team).await? {
+    if !plausible_team(team) || !st.team_known(team).await? {
         return Err(anonymous(team_not_found()));
     }
     let federated = source == FEDERATION_SOURCE;
@@ -245,30 +269,38 @@ async fn take(
     let mut from = None;
     if federated {
         // A closed policy refuses every federation request, existing peers' included.
-        st.fed.check_open(&team).await?;
+        st.fed.check_open(team).await?;
         let peers = st.peers.get().await?;
         let (limit_key, who) = if kite_protocol::identity::claimed(&headers).is_some() {
-            // A handshake peer: signed with its identity key, checked against its pinned keys.
-            let peer = st
+            // A handshake peer: signed for this server, method and path with its identity
+            // key, checked against its pinned keys, taken once.
+            let inbound = Inbound {
+                method: call.method,
+                path: call.path,
+                headers: &headers,
+            };
+            let verified = st
                 .fed
-                .verify_peer(&team, &peers, &headers, &body)
+                .verify_peer(team, &peers, &inbound, &body)
                 .await
                 .map_err(|e| anonymous(e.into()))?;
+            *claim = Some(verified.claim);
+            let peer = verified.peer;
             (peer.id.to_string(), Sender::Peer(Box::new(peer)))
         } else {
             let (id, name) =
-                authenticate_sender(&snapshot, &team, &headers, &body, now).map_err(anonymous)?;
+                authenticate_sender(&snapshot, team, &headers, &body, now).map_err(anonymous)?;
             (id, Sender::Token(name))
         };
         if batch::is_batch(&headers) {
             // Authenticated once over the whole body; each event charged to the sender.
             let items = batch::split(&body, st.batch_max())?;
             st.sender_limit.check_n(&limit_key, items.len())?;
-            return Ok(take_batch(&st, &team, &who, &peers, &items).await);
+            return Ok(take_batch(st, team, &who, &peers, &items).await);
         }
         st.sender_limit.check(&limit_key)?;
         from = Some((who, peers));
-    } else if let Some(src) = snapshot.source(&team, &source) {
+    } else if let Some(src) = snapshot.source(team, source) {
         let s = Scheme::parse(&src.scheme).ok_or_else(|| ApiErr(ApiError::internal()))?;
         provider::verify(
             s,
@@ -280,7 +312,7 @@ async fn take(
         )
         .map_err(|e| anonymous(sig_error(e)))?;
         scheme = Some(s);
-        st.team_limit.check(&team)?;
+        st.team_limit.check(team)?;
     } else if st.cfg.require_signed_hooks {
         return Err(anonymous(ApiErr(ApiError::new(
             401,
@@ -289,8 +321,10 @@ async fn take(
         ))));
     } else {
         // An unsigned hook proves nothing about its sender: it has a bucket of its own, so
-        // traffic to it never spends the rate of the team's signed hooks.
-        st.team_limit.check(&format!("{team}/{source}"))?;
+        // traffic to it never spends the rate of the team's signed hooks; one bucket for
+        // every name that is not a provider's, so junk names make no new buckets.
+        let label = st.source_label(team, source).await;
+        st.team_limit.check(&format!("{team}/{label}"))?;
     }
     // Slack checks an Events API URL with a signed `url_verification` request, answered with
     // its challenge; it is a handshake, not an event.
@@ -311,13 +345,13 @@ async fn take(
         }
     }
     let hook = Hook {
-        team: &team,
-        source: &source,
+        team,
+        source,
         scheme,
         instance_id: &st.cfg.instance_id,
     };
     let from = from.as_ref().map(|(who, peers)| (who, peers.as_ref()));
-    let (id, admitted) = take_event(&st, hook, &headers, &body, from).await?;
+    let (id, admitted) = take_event(st, hook, &headers, &body, from).await?;
     let (status, answer, outcome) = answer_of(id, admitted);
     let mut r = if status == StatusCode::ACCEPTED {
         (status, Json(answer)).into_response()
@@ -325,7 +359,7 @@ async fn take(
         (status, Json(HookOk::One(answer))).into_response()
     };
     if federated {
-        offer_batches(&st, &mut r);
+        offer_batches(st, &mut r);
     }
     Ok(with_outcome(r, outcome))
 }
@@ -353,9 +387,9 @@ fn answer_of(id: String, admitted: Admitted) -> (StatusCode, HookAnswer, &'stati
     (status, body, outcome)
 }
 
-/// Maps, checks (a peer's grants, an origin signature) and stores one event; answers its
-/// id and what became of it. `from` is the sender of a federated event and the peers it
-/// was checked against.
+/// Maps, checks (a peer's grants, its provenance) and stores one event; answers its id and
+/// what became of it. `from` is the sender of a federated event and the peers it was
+/// checked against.
 async fn take_event(
     st: &AppState,
     hook: Hook<'_>,
@@ -364,20 +398,29 @@ async fn take_event(
     from: Option<(&Sender, &kite_store::cache::PeerSnapshot)>,
 ) -> Result<(String, Admitted), ApiErr> {
     let incoming = build_event(hook, headers, body, Utc::now())?;
-    if let Some((from, peers)) = from {
-        st.fed
-            .check_send(hook.team, peers, from, &incoming.ty)
-            .await?;
-        if incoming.origin_sig.is_some() {
-            let via = match from {
-                Sender::Peer(p) => Some(p.as_ref()),
-                Sender::Token(_) => None,
-            };
-            verify_origin(st, hook.team, peers, body, via).await?;
-        }
-    }
     let id = incoming.id.clone();
-    let admitted = admit(st, hook.team.to_string(), hook.source.to_string(), incoming).await?;
+    let event = match from {
+        None => Admissible::Hook(incoming),
+        Some((from, peers)) => {
+            st.fed
+                .check_send(hook.team, peers, from, &incoming.ty)
+                .await?;
+            match from {
+                Sender::Peer(p) => Admissible::Peer(
+                    st.fed
+                        .verify_event(hook.team, peers, p, incoming, body)
+                        .await?,
+                ),
+                Sender::Token(_) => {
+                    if incoming.origin_sig.is_some() {
+                        verify_origin(st, hook.team, peers, body).await?;
+                    }
+                    Admissible::Token(incoming)
+                }
+            }
+        }
+    };
+    let admitted = admit(st, hook.team.to_string(), hook.source.to_string(), event).await?;
     Ok((id, admitted))
 }
 
@@ -452,20 +495,30 @@ fn offer_batches(st: &AppState, r: &mut Response) {
     );
 }
 
-/// Checks the origin signature of a federated event's body.
-pub(crate) async fn verify_origin(
+/// Checks the origin signature a Kite token sender's event carries.
+async fn verify_origin(
     st: &AppState,
     team: &str,
     peers: &kite_store::cache::PeerSnapshot,
     body: &[u8],
-    via: Option<&kite_store::peers::Peer>,
 ) -> Result<(), ApiErr> {
     let event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| ApiErr(ApiError::bad_request("invalid_cloudevent", e.to_string())))?;
     st.fed
-        .verify_origin(team, peers, &event, via)
+        .verify_origin(team, peers, &event)
         .await
         .map_err(ApiErr::from)
+}
+
+/// An event ready to store, by who it came from: only a peer's event whose provenance was
+/// proven ([`VerifiedEvent`]) is taken from a handshake peer.
+pub(crate) enum Admissible {
+    /// A provider's webhook (or a CloudEvent posted to a hook other than `kite`).
+    Hook(kite_protocol::event::IncomingEvent),
+    /// A federated event from a Kite token sender (which cannot sign).
+    Token(kite_protocol::event::IncomingEvent),
+    /// A federated event from a handshake peer, its origin proven.
+    Peer(VerifiedEvent),
 }
 
 /// What became of an event handed to [`admit`].
@@ -486,8 +539,12 @@ pub(crate) async fn admit(
     st: &AppState,
     team: String,
     source: String,
-    incoming: kite_protocol::event::IncomingEvent,
+    event: Admissible,
 ) -> Result<Admitted, ApiErr> {
+    let incoming = match event {
+        Admissible::Hook(e) | Admissible::Token(e) => e,
+        Admissible::Peer(v) => v.into_event(),
+    };
     if source == FEDERATION_SOURCE && incoming.fed.visited(&st.cfg.instance_id) {
         tracing::debug!(id = %incoming.id, "dropping federated event that already passed here");
         return Ok(Admitted::Loop);

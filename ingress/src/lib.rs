@@ -1,6 +1,7 @@
 //! kite-ingress: the HTTP surface. Webhook intake (`/hooks/{team}/{source}`) with group
 //! commit into Postgres, federation inbound auth, the admin API, `/ws` and `/health`.
 
+mod access;
 mod admin;
 mod error;
 mod federation;
@@ -61,6 +62,9 @@ pub struct IngressConfig {
     pub sender_rate: Rate,
     /// Rate per client address of requests that fail authentication.
     pub anon_rate: Rate,
+    /// Rate per handshake peer of its server-to-server calls (heartbeats, key queries,
+    /// backfill pages).
+    pub peer_rate: Rate,
     /// Batches of stored events being published at once before the writer waits.
     pub publishes_in_flight: usize,
     /// How long a new `/ws` connection has to send its connect frame.
@@ -77,7 +81,8 @@ impl IngressConfig {
     /// a 10 s stall, 100 connections a team and 20 a key, a connect frame within 5 s, a poll
     /// every second and cursors saved every 250 ms, unsigned hooks accepted, private peers
     /// refused, a 24 h secret overlap, 10,000/s (burst 20,000) a team and a sender, 20/s
-    /// (burst 100) of failed authentication an address.
+    /// (burst 100) of failed authentication an address, 10/s (burst 50) of server-to-server
+    /// calls a peer.
     pub fn new(instance_id: &str) -> Self {
         use std::time::Duration;
         Self {
@@ -106,6 +111,10 @@ impl IngressConfig {
                 per_second: 20,
                 burst: 100,
             },
+            peer_rate: Rate {
+                per_second: 10,
+                burst: 50,
+            },
             publishes_in_flight: 64,
             stream_connect_timeout: Duration::from_secs(5),
             stream_poll: Duration::from_secs(1),
@@ -132,6 +141,7 @@ pub struct AppState {
     team_limit: limits::Limiter,
     sender_limit: limits::Limiter,
     anon_limit: limits::Limiter,
+    fed_limit: limits::Limiter,
 }
 
 impl AppState {
@@ -140,6 +150,26 @@ impl AppState {
     pub(crate) fn batch_max(&self) -> usize {
         let max = kite_protocol::batch::MAX_EVENTS;
         self.sender_limit.burst().map_or(max, |b| b.clamp(1, max))
+    }
+
+    /// The `source` label of a hook request's metrics and the name of an unsigned source's
+    /// rate bucket: `kite`, a provider's name, or a source configured for the team; every
+    /// other name is `other`, so junk in a URL makes no series and no bucket.
+    pub(crate) async fn source_label<'a>(&self, team: &str, source: &'a str) -> &'a str {
+        let configured = || async {
+            self.senders
+                .get()
+                .await
+                .is_ok_and(|s| s.source(team, source).is_some())
+        };
+        if source == kite_protocol::event::FEDERATION_SOURCE
+            || kite_protocol::provider::Scheme::parse(source).is_some()
+            || configured().await
+        {
+            source
+        } else {
+            "other"
+        }
     }
 
     /// True if the team exists (cached once seen).
@@ -179,7 +209,25 @@ pub fn app(
         team_limit: limits::Limiter::new(cfg.team_rate, "team ingest"),
         sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
         anon_limit: limits::Limiter::new(cfg.anon_rate, "unauthenticated request"),
+        fed_limit: limits::Limiter::new(cfg.peer_rate, "peer server-to-server"),
         cfg,
+    });
+    // Buckets of callers gone quiet are dropped, so the limiters' maps stay bounded.
+    let weak = Arc::downgrade(&state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let Some(st) = weak.upgrade() else { return };
+            for l in [
+                &st.team_limit,
+                &st.sender_limit,
+                &st.anon_limit,
+                &st.fed_limit,
+            ] {
+                l.forget_quiet();
+            }
+        }
     });
     let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
     let (router, api) = openapi::routes().split_for_parts();

@@ -41,6 +41,15 @@ impl Limiter {
         }
     }
 
+    /// Drops the buckets of keys that are full again (callers gone quiet), so the map holds
+    /// only keys seen lately.
+    pub(crate) fn forget_quiet(&self) {
+        if let Some(l) = &self.inner {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
     /// Takes a token for `key`, or answers 429 `rate_limited` with `Retry-After`.
     pub(crate) fn check(&self, key: &str) -> Result<(), ApiErr> {
         self.check_n(key, 1)

@@ -53,6 +53,10 @@ pub const DB_POOL_IN_USE: &str = "kite_db_pool_connections_in_use";
 pub const DB_POOL_OPEN: &str = "kite_db_pool_connections_open";
 /// The most database connections the pool opens.
 pub const DB_POOL_MAX: &str = "kite_db_pool_connections_max";
+/// Keys of non-peer servers held as a peer vouched for them (bounded, expiring).
+pub const VOUCHED_KEYS: &str = "kite_federation_vouched_keys";
+/// Signed server-to-server requests remembered by the replay cache (bounded).
+pub const REPLAY_ENTRIES: &str = "kite_federation_replay_cache_entries";
 /// What the process metrics' names start with (`kite_process_cpu_seconds_total`,
 /// `kite_process_resident_memory_bytes`, `kite_process_open_fds`, ...).
 pub const PROCESS_PREFIX: &str = "kite_";
@@ -150,6 +154,18 @@ pub const ALL: &[(&str, Kind, &[&str], &str)] = &[
         "Database connections in use.",
     ),
     (DB_POOL_OPEN, Kind::Gauge, &[], "Database connections open."),
+    (
+        VOUCHED_KEYS,
+        Kind::Gauge,
+        &[],
+        "Keys of non-peer servers held as a peer vouched for them (bounded, expiring).",
+    ),
+    (
+        REPLAY_ENTRIES,
+        Kind::Gauge,
+        &[],
+        "Signed server-to-server requests the replay cache remembers (bounded).",
+    ),
     (
         DB_POOL_MAX,
         Kind::Gauge,

@@ -1,17 +1,42 @@
 //! The peering wire formats: the server descriptor (`GET /.well-known/kite/server`), the
-//! invitation string, the accept call and the heartbeat. Every server-to-server call is
-//! signed with the sender's identity key ([`crate::identity`]).
+//! invitation string, the accept call, the heartbeat, key queries and backfill pages. Every
+//! server-to-server call is signed with the sender's identity key ([`crate::identity`]).
+//!
+//! What another server sends is read with [`read`], which bounds and checks it as a whole
+//! (server names, keys, scopes, hop limits) before anything acts on it: a peer's body that
+//! reads is one that can be used.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::identity::{valid_key_id, valid_server_name, PublicKey};
+use crate::scope::ScopeSet;
 
 /// Where a server publishes its descriptor.
 pub const DESCRIPTOR_PATH: &str = "/.well-known/kite/server";
-/// The federation protocol versions this build speaks.
-pub const PROTOCOL_VERSIONS: &[&str] = &["kite-federation/1"];
+/// The federation protocol versions this build speaks (2: requests signed for their
+/// destination, method and path).
+pub const PROTOCOL_VERSIONS: &[&str] = &["kite-federation/2"];
+/// Most keys a descriptor, a heartbeat or a key query answer may publish: the current key
+/// and the few still inside their overlap.
+pub const MAX_KEYS: usize = 8;
+/// Largest answer read from another server's descriptor, accept or key query endpoint; a
+/// longer one is refused unread.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Largest backfill page a server sends: events are added until the next would pass it.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest backfill page read from a peer (a page and its envelope).
+pub const MAX_PAGE_READ_BYTES: usize = MAX_PAGE_BYTES + 64 * 1024;
+/// The highest hop limit a peering may agree.
+pub const MAX_HOPS: i32 = 16;
+/// Longest invitation token.
+const MAX_TOKEN_LEN: usize = 256;
+/// Longest URL a descriptor may give.
+const MAX_URL_LEN: usize = 2048;
 /// What an invitation string starts with.
 pub const INVITATION_PREFIX: &str = "kiteinv_";
 
@@ -70,6 +95,159 @@ pub struct PublishedKey {
     pub valid_until: Option<DateTime<Utc>>,
 }
 
+impl PublishedKey {
+    /// Checks a key another server publishes: its id, an Ed25519 public key, a validity that
+    /// ends after it starts.
+    pub fn check(&self) -> Result<PublicKey, PeeringError> {
+        if !valid_key_id(&self.key_id) {
+            return Err(PeeringError::Keys(
+                "a key id is 1 to 128 visible characters".into(),
+            ));
+        }
+        let key = PublicKey::from_base64(&self.public_key).ok_or_else(|| {
+            PeeringError::Keys(format!(
+                "key {:?} is not an Ed25519 public key",
+                self.key_id
+            ))
+        })?;
+        if self.valid_until.is_some_and(|u| u <= self.valid_from) {
+            return Err(PeeringError::Keys(format!(
+                "key {:?} ends before it starts",
+                self.key_id
+            )));
+        }
+        Ok(key)
+    }
+}
+
+/// Checks a list of published keys: at most [`MAX_KEYS`], each well formed, no id twice.
+pub fn check_keys(keys: &[PublishedKey]) -> Result<(), PeeringError> {
+    if keys.len() > MAX_KEYS {
+        return Err(PeeringError::Keys(format!(
+            "at most {MAX_KEYS} keys are published at once, not {}",
+            keys.len()
+        )));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        k.check()?;
+        if keys[..i].iter().any(|o| o.key_id == k.key_id) {
+            return Err(PeeringError::Keys(format!(
+                "key {:?} is listed twice",
+                k.key_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What one side of a peering sends the other: event types (globs) and a hop limit. The
+/// accepting side's terms are its own admin's; the other side's answer may narrow them,
+/// never widen them ([`Terms::within`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Terms {
+    /// Event types sent (globs).
+    pub scopes: Vec<String>,
+    /// Hop limit of what is sent.
+    pub max_hops: i32,
+}
+
+impl Terms {
+    /// Checks terms: scopes that compile (at most [`crate::scope::MAX_SCOPES`]), a hop limit
+    /// within `1..=16`.
+    pub fn check(&self) -> Result<(), PeeringError> {
+        ScopeSet::compile(&self.scopes).map_err(|e| PeeringError::Terms(e.to_string()))?;
+        check_hops(self.max_hops)
+    }
+
+    /// Whether these terms ask for no more than `bound`: every scope is one of `bound`'s
+    /// and the hop limit is no higher.
+    pub fn within(&self, bound: &Terms) -> bool {
+        self.max_hops <= bound.max_hops && self.scopes.iter().all(|s| bound.scopes.contains(s))
+    }
+}
+
+fn check_hops(max_hops: i32) -> Result<(), PeeringError> {
+    if (1..=MAX_HOPS).contains(&max_hops) {
+        Ok(())
+    } else {
+        Err(PeeringError::Terms(format!(
+            "max_hops must be within 1..={MAX_HOPS}, not {max_hops}"
+        )))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), PeeringError> {
+    if valid_server_name(name) {
+        Ok(())
+    } else {
+        Err(PeeringError::ServerName(name.chars().take(64).collect()))
+    }
+}
+
+/// Why a body another server sent (or an invitation) cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeeringError {
+    /// Not JSON of the expected shape, or over its size.
+    #[error("not {what}: {reason}")]
+    Malformed {
+        /// What was expected.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A server name that is not DNS-name-like (shown cut to 64 characters).
+    #[error("{0:?} is not a server name (a DNS-like name of at most 253 bytes: letters, digits, '-' and '.')")]
+    ServerName(String),
+    /// Published keys that cannot be used.
+    #[error("{0}")]
+    Keys(String),
+    /// Scopes or a hop limit that cannot be used.
+    #[error("{0}")]
+    Terms(String),
+}
+
+impl PeeringError {
+    /// The stable error code of this refusal.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PeeringError::Malformed { .. } => "invalid_body",
+            PeeringError::ServerName(_) => "invalid_server_name",
+            PeeringError::Keys(_) => "invalid_keys",
+            PeeringError::Terms(_) => "invalid_terms",
+        }
+    }
+
+    /// As an API error (400 with its code).
+    pub fn to_api(&self) -> crate::ApiError {
+        crate::ApiError::bad_request(self.code(), self.to_string())
+    }
+}
+
+/// A server-to-server body: what it is called in a refusal, and the checks that make it
+/// usable.
+pub trait Message: DeserializeOwned {
+    /// What it is, for a refusal ("an accept request").
+    const WHAT: &'static str;
+    /// Checks what serde cannot.
+    fn check(&self) -> Result<(), PeeringError>;
+}
+
+/// Reads a server-to-server body of at most `max` bytes as `T`, checked whole.
+pub fn read<T: Message>(bytes: &[u8], max: usize) -> Result<T, PeeringError> {
+    if bytes.len() > max {
+        return Err(PeeringError::Malformed {
+            what: T::WHAT,
+            reason: format!("{} bytes, over the {max} taken", bytes.len()),
+        });
+    }
+    let t: T = serde_json::from_slice(bytes).map_err(|e| PeeringError::Malformed {
+        what: T::WHAT,
+        reason: e.to_string(),
+    })?;
+    t.check()?;
+    Ok(t)
+}
+
 /// The federation endpoints a server publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoints {
@@ -109,7 +287,29 @@ pub struct ServerDescriptor {
     pub endpoints: Endpoints,
 }
 
-/// What an invitation string carries.
+impl Message for ServerDescriptor {
+    const WHAT: &'static str = "a kite server descriptor";
+    fn check(&self) -> Result<(), PeeringError> {
+        check_name(&self.server_name)?;
+        if self.keys.is_empty() {
+            return Err(PeeringError::Keys(
+                "a descriptor publishes at least one key".into(),
+            ));
+        }
+        check_keys(&self.keys)?;
+        let url = &self.endpoints.base_url;
+        if url.is_empty() || url.len() > MAX_URL_LEN {
+            return Err(PeeringError::Malformed {
+                what: Self::WHAT,
+                reason: format!("its base_url is 1 to {MAX_URL_LEN} bytes"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What an invitation string carries: where and who the inviter is, the single-use token,
+/// and what the inviter offers to send (the bound of what it may later say it sends).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invitation {
     /// The inviting server's base URL.
@@ -120,6 +320,8 @@ pub struct Invitation {
     pub server_name: String,
     /// The single-use token.
     pub token: String,
+    /// What the inviter sends to whoever accepts.
+    pub offer: Terms,
 }
 
 /// Why an invitation string could not be read.
@@ -149,7 +351,14 @@ impl Invitation {
             .ok_or(BadInvitation)?;
         let json = URL_SAFE_NO_PAD.decode(b64).map_err(|_| BadInvitation)?;
         let inv: Self = serde_json::from_slice(&json).map_err(|_| BadInvitation)?;
-        if inv.url.is_empty() || inv.team.is_empty() || inv.token.is_empty() {
+        if inv.url.is_empty()
+            || inv.url.len() > MAX_URL_LEN
+            || inv.team.is_empty()
+            || inv.token.is_empty()
+            || inv.token.len() > MAX_TOKEN_LEN
+            || !valid_server_name(&inv.server_name)
+            || inv.offer.check().is_err()
+        {
             return Err(BadInvitation);
         }
         Ok(inv)
@@ -171,6 +380,23 @@ pub struct AcceptRequest {
     pub max_hops: i32,
 }
 
+impl Message for AcceptRequest {
+    const WHAT: &'static str = "an accept request";
+    fn check(&self) -> Result<(), PeeringError> {
+        if self.token.is_empty() || self.token.len() > MAX_TOKEN_LEN {
+            return Err(PeeringError::Malformed {
+                what: Self::WHAT,
+                reason: format!("its token is 1 to {MAX_TOKEN_LEN} bytes"),
+            });
+        }
+        self.server.check()?;
+        if let Some(scopes) = &self.scopes {
+            ScopeSet::compile(scopes).map_err(|e| PeeringError::Terms(e.to_string()))?;
+        }
+        check_hops(self.max_hops)
+    }
+}
+
 /// The inviter's answer to an accepted invitation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AcceptResponse {
@@ -188,6 +414,33 @@ pub struct AcceptResponse {
     pub your_max_hops: i32,
 }
 
+impl AcceptResponse {
+    /// What the inviter says it sends.
+    pub fn theirs(&self) -> Terms {
+        Terms {
+            scopes: self.scopes.clone(),
+            max_hops: self.max_hops,
+        }
+    }
+
+    /// What the inviter says the accepting side sends.
+    pub fn yours(&self) -> Terms {
+        Terms {
+            scopes: self.your_scopes.clone(),
+            max_hops: self.your_max_hops,
+        }
+    }
+}
+
+impl Message for AcceptResponse {
+    const WHAT: &'static str = "an acceptance";
+    fn check(&self) -> Result<(), PeeringError> {
+        check_name(&self.server_name)?;
+        self.theirs().check()?;
+        self.yours().check()
+    }
+}
+
 /// `POST {heartbeat}`: a signed "still here", carrying the sender's current keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
@@ -201,6 +454,14 @@ pub struct Heartbeat {
     pub sent_at: DateTime<Utc>,
 }
 
+impl Message for Heartbeat {
+    const WHAT: &'static str = "a heartbeat";
+    fn check(&self) -> Result<(), PeeringError> {
+        check_name(&self.server_name)?;
+        check_keys(&self.keys)
+    }
+}
+
 /// The answer to a [`Heartbeat`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatAck {
@@ -210,12 +471,29 @@ pub struct HeartbeatAck {
     pub server_name: String,
 }
 
-/// `POST {keys/query}`: which keys does `server_name` publish, as far as the asked peer knows
-/// (its own, or those it pinned for its peer)?
+/// `POST {keys/query}`: the key `key_id` of `server_name`, as far as the asked peer knows it
+/// (its own, or one it pinned for its peer). The key id comes from an origin signature the
+/// asked peer forwarded, so an answer tells nothing the asker did not hold already.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyQuery {
-    /// The server whose keys are asked for.
+    /// The server whose key is asked for.
     pub server_name: String,
+    /// The key asked for.
+    pub key_id: String,
+}
+
+impl Message for KeyQuery {
+    const WHAT: &'static str = "a key query";
+    fn check(&self) -> Result<(), PeeringError> {
+        check_name(&self.server_name)?;
+        if valid_key_id(&self.key_id) {
+            Ok(())
+        } else {
+            Err(PeeringError::Keys(
+                "a key id is 1 to 128 visible characters".into(),
+            ))
+        }
+    }
 }
 
 /// The answer to a [`KeyQuery`].
@@ -225,6 +503,14 @@ pub struct KeyQueryResponse {
     pub server_name: String,
     /// Its keys.
     pub keys: Vec<PublishedKey>,
+}
+
+impl Message for KeyQueryResponse {
+    const WHAT: &'static str = "a key query answer";
+    fn check(&self) -> Result<(), PeeringError> {
+        check_name(&self.server_name)?;
+        check_keys(&self.keys)
+    }
 }
 
 /// `POST {backfill}`: a page of history.
@@ -240,6 +526,16 @@ pub struct BackfillRequest {
     pub types: Option<Vec<String>>,
 }
 
+impl Message for BackfillRequest {
+    const WHAT: &'static str = "a backfill request";
+    fn check(&self) -> Result<(), PeeringError> {
+        if let Some(types) = &self.types {
+            ScopeSet::compile(types).map_err(|e| PeeringError::Terms(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 /// A page of backfilled events: each the structured CloudEvent as it would have been
 /// forwarded, with its origin signature.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -251,9 +547,23 @@ pub struct BackfillPage {
     pub next_cursor: Option<i64>,
 }
 
+impl Message for BackfillPage {
+    const WHAT: &'static str = "a backfill page";
+    fn check(&self) -> Result<(), PeeringError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offer() -> Terms {
+        Terms {
+            scopes: vec!["stripe.*".into()],
+            max_hops: 3,
+        }
+    }
 
     #[test]
     fn invitations_round_trip_and_refuse_junk() {
@@ -262,10 +572,11 @@ mod tests {
             team: "default".into(),
             server_name: "a".into(),
             token: Invitation::mint_token(),
+            offer: offer(),
         };
         let s = inv.encode();
         assert!(s.starts_with(INVITATION_PREFIX) && !s.contains(char::is_whitespace));
-        assert_eq!(Invitation::decode(&format!(" {s}\n")), Ok(inv));
+        assert_eq!(Invitation::decode(&format!(" {s}\n")), Ok(inv.clone()));
         assert_eq!(Invitation::decode("kiteinv_!!"), Err(BadInvitation));
         assert_eq!(Invitation::decode("hello"), Err(BadInvitation));
         assert_eq!(
@@ -274,6 +585,99 @@ mod tests {
                 URL_SAFE_NO_PAD.encode("{}")
             )),
             Err(BadInvitation)
+        );
+        for bad in [
+            Invitation {
+                server_name: "<img src=x>".into(),
+                ..inv.clone()
+            },
+            Invitation {
+                offer: Terms {
+                    max_hops: 1000,
+                    ..offer()
+                },
+                ..inv.clone()
+            },
+        ] {
+            assert_eq!(Invitation::decode(&bad.encode()), Err(BadInvitation));
+        }
+    }
+
+    #[test]
+    fn terms_are_within_a_bound_only_when_they_ask_no_more() {
+        let bound = Terms {
+            scopes: vec!["stripe.*".into(), "com.kite.agent.message".into()],
+            max_hops: 2,
+        };
+        assert!(offer().within(&Terms {
+            max_hops: 3,
+            ..bound.clone()
+        }));
+        assert!(!offer().within(&bound), "more hops");
+        let wider = Terms {
+            scopes: vec!["*".into()],
+            max_hops: 1,
+        };
+        assert!(!wider.within(&bound), "another scope");
+        assert!(Terms {
+            scopes: vec![],
+            max_hops: 1
+        }
+        .check()
+        .is_err());
+        assert!(Terms {
+            max_hops: 1000,
+            ..offer()
+        }
+        .check()
+        .is_err());
+    }
+
+    #[test]
+    fn peer_bodies_are_read_whole_and_bounded() {
+        let key = crate::identity::SecretKey::generate().public().to_base64();
+        let k = |id: &str| PublishedKey {
+            key_id: id.into(),
+            public_key: key.clone(),
+            valid_from: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            valid_until: None,
+        };
+        let hb = |name: &str, keys: Vec<PublishedKey>| {
+            serde_json::to_vec(&Heartbeat {
+                server_name: name.into(),
+                team: "t".into(),
+                keys,
+                sent_at: chrono::Utc::now(),
+            })
+            .unwrap()
+        };
+        assert!(read::<Heartbeat>(&hb("b", vec![k("ed25519:1")]), 4096).is_ok());
+        let too_many: Vec<_> = (0..9).map(|i| k(&format!("ed25519:{i}"))).collect();
+        assert_eq!(
+            read::<Heartbeat>(&hb("b", too_many), 1 << 20).map_err(|e| e.code()),
+            Err("invalid_keys")
+        );
+        assert_eq!(
+            read::<Heartbeat>(&hb("b", vec![k("ed25519:1"), k("ed25519:1")]), 4096)
+                .map_err(|e| e.code()),
+            Err("invalid_keys")
+        );
+        assert_eq!(
+            read::<Heartbeat>(&hb("<b>", vec![]), 4096).map_err(|e| e.code()),
+            Err("invalid_server_name")
+        );
+        assert_eq!(
+            read::<Heartbeat>(&hb("b", vec![]), 10).map_err(|e| e.code()),
+            Err("invalid_body")
+        );
+        let bad_key = PublishedKey {
+            public_key: "AAAA".into(),
+            ..k("ed25519:1")
+        };
+        assert!(bad_key.check().is_err());
+        assert_eq!(
+            read::<KeyQuery>(br#"{"server_name":"a"}"#, 4096).map_err(|e| e.code()),
+            Err("invalid_body")
         );
     }
 

@@ -78,10 +78,15 @@ impl SenderSnapshot {
     }
 }
 
-/// A snapshot and the (generation, epoch) it was loaded at.
-type Versioned<T> = ((u64, u64), Arc<T>);
+/// A snapshot, the (generation, epoch) it was loaded at, and when.
+type Versioned<T> = ((u64, u64), std::time::Instant, Arc<T>);
 
-/// A snapshot that reloads from the store when the config generation moves.
+/// The oldest a snapshot is used: a change made in another process applies here on its
+/// change notice (milliseconds), and within this time even if the notice was lost.
+pub const MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A snapshot that reloads from the store when the config generation moves, or when it is
+/// older than [`MAX_AGE`].
 #[derive(Debug)]
 pub struct Cache<T> {
     store: Store,
@@ -115,20 +120,35 @@ impl<T: Loadable> Cache<T> {
             *self.generation.borrow(),
             self.epoch.load(std::sync::atomic::Ordering::SeqCst),
         );
-        if let Some((g, s)) = self.snap.read().await.as_ref() {
-            if *g == generation {
-                return Ok(s.clone());
+        let current = |v: &Versioned<T>| v.0 == generation && v.1.elapsed() < MAX_AGE;
+        if let Some(v) = self.snap.read().await.as_ref() {
+            if current(v) {
+                return Ok(v.2.clone());
             }
         }
         let mut w = self.snap.write().await;
-        if let Some((g, s)) = w.as_ref() {
-            if *g == generation {
-                return Ok(s.clone());
+        if let Some(v) = w.as_ref() {
+            if current(v) {
+                return Ok(v.2.clone());
             }
         }
-        let fresh = Arc::new(T::load(&self.store).await?);
-        *w = Some((generation, fresh.clone()));
-        Ok(fresh)
+        match T::load(&self.store).await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *w = Some((generation, std::time::Instant::now(), fresh.clone()));
+                Ok(fresh)
+            }
+            // Only its age asked for a reload, and the database cannot answer now: the
+            // snapshot is as good as it was; try again after another MAX_AGE.
+            Err(e) => match w.as_mut() {
+                Some(v) if v.0 == generation => {
+                    tracing::warn!(error = %e, "cache not reloaded; keeping the snapshot");
+                    v.1 = std::time::Instant::now();
+                    Ok(v.2.clone())
+                }
+                _ => Err(e),
+            },
+        }
     }
 }
 

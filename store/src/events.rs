@@ -330,7 +330,7 @@ impl Store {
         let st = c
             .prepare_cached(
                 "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source FROM events
+                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
                  WHERE team_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             )
             .await?;
@@ -366,7 +366,7 @@ impl Store {
         let rows = c
             .query(
                 "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source FROM events
+                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
                  WHERE team_id = $1 AND seq > $2
                    AND ($4::text IS NULL OR ce_type LIKE $4)
                    AND ($5::text IS NULL OR hook_source = $5)
@@ -393,7 +393,7 @@ impl Store {
         let rows = c
             .query(
                 "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source FROM events
+                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
                  WHERE team_id = $1 ORDER BY seq DESC LIMIT $2",
                 &[&team_id, &limit],
             )
@@ -484,11 +484,17 @@ pub(crate) fn sig_columns(r: &Row, first: usize) -> Option<SigText> {
 }
 
 impl StoredEvent {
-    /// The whole event as JSON text, federation extensions put back (and `kiteseq` when
-    /// `with_seq`), spliced in one pass; or why it cannot be read.
+    /// The whole event as JSON text, federation extensions put back with its origin
+    /// signature (so anyone can check it with the origin's published key), and `kiteseq`
+    /// when `with_seq`; or why it cannot be read.
     pub fn text(&self, with_seq: bool) -> std::result::Result<String, String> {
         let rest = self.rest.as_deref().map_err(|e| e.clone())?;
-        fed::stored_text(rest, &self.fed, with_seq.then_some(self.seq)).map_err(|e| e.to_string())
+        let text = fed::stored_text(rest, &self.fed, with_seq.then_some(self.seq))
+            .map_err(|e| e.to_string())?;
+        match &self.origin_sig {
+            Some(sig) => fed::splice(&text, &sig.members()).map_err(|e| e.to_string()),
+            None => Ok(text),
+        }
     }
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 
 use futures::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
 
 use crate::Store;
 
@@ -19,6 +20,9 @@ pub struct Notifications {
     pub config: watch::Receiver<u64>,
     /// Events were committed.
     pub events: watch::Receiver<u64>,
+    /// One peer's pinned keys changed (`Some(peer)`), or anything may have (`None`: the
+    /// notification connection was re-made).
+    pub peer_keys: broadcast::Sender<Option<Uuid>>,
 }
 
 impl Store {
@@ -26,6 +30,8 @@ impl Store {
     pub fn listen_for_changes(&self) -> Notifications {
         let (config_tx, config) = watch::channel(0u64);
         let (events_tx, events) = watch::channel(0u64);
+        let (keys_tx, _) = broadcast::channel(1024);
+        let peer_keys = keys_tx.clone();
         let pg = self.pg_config().clone();
         tokio::spawn(async move {
             let reconnect = || {
@@ -40,29 +46,35 @@ impl Store {
             loop {
                 match pg.connect(NoTls).await {
                     Ok((client, mut conn)) => {
-                        let (ctx, etx) = (config_tx.clone(), events_tx.clone());
+                        let (ctx, etx, ktx) =
+                            (config_tx.clone(), events_tx.clone(), keys_tx.clone());
                         let pump = tokio::spawn(async move {
                             let mut stream =
                                 futures::stream::poll_fn(move |cx| conn.poll_message(cx));
                             while let Some(Ok(msg)) = stream.next().await {
                                 if let AsyncMessage::Notification(n) = msg {
-                                    let tx = if n.channel() == "kite_events" {
-                                        &etx
-                                    } else {
-                                        &ctx
-                                    };
-                                    tx.send_modify(|g| *g += 1);
+                                    match n.channel() {
+                                        "kite_events" => etx.send_modify(|g| *g += 1),
+                                        // A payload that is no id: reload every peer's keys.
+                                        "kite_peer_keys" => {
+                                            let _ = ktx.send(n.payload().parse().ok());
+                                        }
+                                        _ => ctx.send_modify(|g| *g += 1),
+                                    }
                                 }
                             }
                         });
                         if client
-                            .batch_execute("LISTEN kite_config; LISTEN kite_events")
+                            .batch_execute(
+                                "LISTEN kite_config; LISTEN kite_events; LISTEN kite_peer_keys",
+                            )
                             .await
                             .is_ok()
                         {
                             delays = reconnect();
                             config_tx.send_modify(|g| *g += 1);
                             events_tx.send_modify(|g| *g += 1);
+                            let _ = keys_tx.send(None);
                         }
                         let _ = pump.await;
                         drop(client);
@@ -76,6 +88,10 @@ impl Store {
                 tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(10))).await;
             }
         });
-        Notifications { config, events }
+        Notifications {
+            config,
+            events,
+            peer_keys,
+        }
     }
 }

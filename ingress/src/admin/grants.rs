@@ -10,7 +10,7 @@ use kite_store::types::GrantPermission;
 
 use super::*;
 use crate::federation::fed_error;
-use crate::hooks::{admit, verify_origin, Admitted};
+use crate::hooks::{admit, Admissible, Admitted};
 
 /// How long a grant lives unless told: 30 days.
 const DEFAULT_GRANT_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -96,7 +96,7 @@ impl FromBody for GrantRequest {
     responses((status = 201, description = "The grant", body = kite_store::grants::Grant)))]
 pub(super) async fn create_grant(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreateGrant>,
     Path(id): Path<String>,
     Valid(GrantRequest(new)): Valid<GrantRequest>,
 ) -> Result<Response, ApiErr> {
@@ -113,7 +113,7 @@ pub(super) async fn create_grant(
     responses((status = 200, description = "The grants", body = Items<kite_store::grants::Grant>)))]
 pub(super) async fn list_grants(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::ListGrants>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let id = parse_id(&id)?;
@@ -128,7 +128,7 @@ pub(super) async fn list_grants(
     responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_grant(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::DeleteGrant>,
     Path((id, grant)): Path<(String, String)>,
 ) -> Result<Response, ApiErr> {
     st.store
@@ -216,7 +216,7 @@ pub(crate) struct Backfilled {
     responses((status = 200, description = "What was fetched and stored", body = Backfilled)))]
 pub(super) async fn backfill(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::Backfill>,
     Path(id): Path<String>,
     Valid(b): Valid<Backfill>,
 ) -> Result<Response, ApiErr> {
@@ -269,8 +269,8 @@ pub(super) async fn backfill(
     Ok(Json(done).into_response())
 }
 
-/// One backfilled event: read like a federated event from `peer`, its origin signature
-/// checked (one without is refused), stored unless held already.
+/// One backfilled event: read like a federated event from `peer`, its provenance proven as
+/// any event a peer sends (`Federation::verify_event`), stored unless held already.
 async fn store_one(
     st: &AppState,
     team: &str,
@@ -289,20 +289,16 @@ async fn store_one(
         instance_id: &st.cfg.instance_id,
     };
     let incoming = build_event(hook, &headers, body, Utc::now())?;
-    if incoming.origin_sig.is_none() {
-        return Err(ApiErr(ApiError::new(
-            401,
-            "invalid_origin_signature",
-            "a backfilled event must carry its origin's signature",
-        )));
-    }
     let peers = st.peers.get().await?;
-    verify_origin(st, team, &peers, body, Some(peer)).await?;
+    let verified = st
+        .fed
+        .verify_event(team, &peers, peer, incoming, body)
+        .await?;
     admit(
         st,
         team.to_string(),
         FEDERATION_SOURCE.to_string(),
-        incoming,
+        Admissible::Peer(verified),
     )
     .await
 }

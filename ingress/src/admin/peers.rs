@@ -170,11 +170,12 @@ impl PeerView {
     responses((status = 201, description = "The peer", body = kite_store::peers::Peer)))]
 pub(super) async fn create_peer(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreatePeer>,
     Valid(new): Valid<NewPeer>,
 ) -> Result<Response, ApiErr> {
     check_destination(&st, &new.peer_hook_url).await?;
     let peer = st.store.create_peer(&g.team_id, &new).await?;
+    st.peers.invalidate().await;
     if let Err(e) = st.bus.declare_peer(peer.id).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
@@ -184,7 +185,10 @@ pub(super) async fn create_peer(
 #[utoipa::path(get, path = "/api/federation/peers", tag = "peers",
     summary = "Every peer of the team, with its health and backlog (read key)",
     responses((status = 200, description = "The peers", body = Items<PeerView>)))]
-pub(super) async fn list_peers(State(st): St, ReadKey(g): ReadKey) -> Result<Response, ApiErr> {
+pub(super) async fn list_peers(
+    State(st): St,
+    Key(g, _): Key<act::ListPeers>,
+) -> Result<Response, ApiErr> {
     let peers = st.store.list_peers(&g.team_id).await?;
     let backlogs = st.store.peer_backlogs(&g.team_id).await?;
     let traffic = st.store.peer_traffic(&g.team_id).await?;
@@ -203,7 +207,7 @@ pub(super) async fn list_peers(State(st): St, ReadKey(g): ReadKey) -> Result<Res
     responses((status = 200, description = "The peer", body = PeerView)))]
 pub(super) async fn get_peer(
     State(st): St,
-    ReadKey(g): ReadKey,
+    Key(g, _): Key<act::ShowPeer>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
@@ -216,7 +220,7 @@ pub(super) async fn get_peer(
     responses((status = 200, description = "The peer", body = kite_store::peers::Peer)))]
 pub(super) async fn patch_peer(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::UpdatePeer>,
     Path(id): Path<String>,
     Valid(patch): Valid<PeerPatch>,
 ) -> Result<Response, ApiErr> {
@@ -228,6 +232,9 @@ pub(super) async fn patch_peer(
         .store
         .update_peer(&g.team_id, id, &patch, st.cfg.secret_overlap)
         .await?;
+    // This process applies the change (a revocation above all) before it answers; the
+    // others on the change notice, within the caches' MAX_AGE at the latest.
+    st.peers.invalidate().await;
     Ok(Json(peer).into_response())
 }
 
@@ -236,11 +243,12 @@ pub(super) async fn patch_peer(
     responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_peer(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::DeletePeer>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let id = parse_id(&id)?;
     let cancelled = st.store.delete_peer(&g.team_id, id).await?;
+    st.peers.invalidate().await;
     if let Err(e) = st.bus.delete_peer_queue(id).await {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
@@ -253,7 +261,7 @@ pub(super) async fn delete_peer(
     responses((status = 200, description = "How many were replayed", body = Replayed)))]
 pub(super) async fn replay_dead(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::ReplayDead>,
     Path(id): Path<String>,
     Valid(ReplayDead { limit }): Valid<ReplayDead>,
 ) -> Result<Response, ApiErr> {

@@ -17,7 +17,10 @@ const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
 #[utoipa::path(get, path = "/api/federation/identity", tag = "federation",
     summary = "This server's descriptor: its name, keys and endpoints",
     responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
-pub(super) async fn identity(State(st): St, ReadKey(_): ReadKey) -> Result<Response, ApiErr> {
+pub(super) async fn identity(
+    State(st): St,
+    Key(_, _): Key<act::ShowIdentity>,
+) -> Result<Response, ApiErr> {
     Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
 }
 
@@ -26,7 +29,7 @@ pub(super) async fn identity(State(st): St, ReadKey(_): ReadKey) -> Result<Respo
     responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
 pub(super) async fn rotate_identity(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::RotateIdentity>,
 ) -> Result<Response, ApiErr> {
     st.fed.rotate().await?;
     tracing::info!(team = %g.team_id, "identity key rotated");
@@ -36,7 +39,10 @@ pub(super) async fn rotate_identity(
 #[utoipa::path(get, path = "/api/federation/policy", tag = "federation",
     summary = "The team's federation policy",
     responses((status = 200, description = "The policy", body = kite_store::federation::Policy)))]
-pub(super) async fn get_policy(State(st): St, ReadKey(g): ReadKey) -> Result<Response, ApiErr> {
+pub(super) async fn get_policy(
+    State(st): St,
+    Key(g, _): Key<act::ShowPolicy>,
+) -> Result<Response, ApiErr> {
     Ok(Json(st.store.policy(&g.team_id).await?).into_response())
 }
 
@@ -108,7 +114,7 @@ impl FromBody for PolicyPatch {
     responses((status = 200, description = "The policy", body = kite_store::federation::Policy)))]
 pub(super) async fn put_policy(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::SetPolicy>,
     Valid(patch): Valid<PolicyPatch>,
 ) -> Result<Response, ApiErr> {
     let now = st.store.policy(&g.team_id).await?;
@@ -171,7 +177,7 @@ pub(crate) struct CreatedInvitation {
     responses((status = 201, description = "The invitation", body = CreatedInvitation)))]
 pub(super) async fn create_invitation(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::CreateInvitation>,
     Valid(new): Valid<NewInvitation>,
 ) -> Result<Response, ApiErr> {
     let url = st
@@ -196,6 +202,10 @@ pub(super) async fn create_invitation(
         team: g.team_id.clone(),
         server_name: st.cfg.instance_id.clone(),
         token,
+        offer: kite_protocol::peering::Terms {
+            scopes: info.scopes.clone(),
+            max_hops: info.max_hops,
+        },
     }
     .encode();
     Ok((
@@ -216,7 +226,7 @@ pub(super) async fn create_invitation(
     responses((status = 200, description = "The invitations", body = Items<kite_store::federation::InvitationInfo>)))]
 pub(super) async fn list_invitations(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::ListInvitations>,
 ) -> Result<Response, ApiErr> {
     let items = st.store.list_invitations(&g.team_id).await?;
     Ok(Json(Items { items }).into_response())
@@ -228,7 +238,7 @@ pub(super) async fn list_invitations(
     responses((status = 200, description = "Deleted", body = Deleted)))]
 pub(super) async fn delete_invitation(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::DeleteInvitation>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     st.store
@@ -239,13 +249,14 @@ pub(super) async fn delete_invitation(
 
 /// `POST /api/federation/invitations/accept`: `invitation` (the string another server's
 /// `kite peer invite` printed), optional `scopes` (what this side sends; default what the
-/// inviter sends) and `max_hops` (default 3).
+/// invitation offers) and `max_hops` (default 3). The inviter's answer may narrow these
+/// terms, never widen them (502 `peering_terms_refused`, nothing kept).
 #[derive(Debug, utoipa::ToSchema)]
 pub(crate) struct AcceptInvitation {
     /// The string the other server's `kite peer invite` printed (`kiteinv_...`).
     #[schema(value_type = String, max_length = 8192)]
     invitation: Invitation,
-    /// Event types this side sends (default: what the inviter sends).
+    /// Event types this side sends (default: what the invitation offers).
     scopes: Option<Vec<String>>,
     /// Hop limit of what this side sends (default 3).
     #[schema(minimum = 1, maximum = 16)]
@@ -271,7 +282,7 @@ impl FromBody for AcceptInvitation {
     responses((status = 201, description = "The new peer", body = super::peers::PeerView)))]
 pub(super) async fn accept_invitation(
     State(st): St,
-    AdminKey(g): AdminKey,
+    Key(g, _): Key<act::AcceptInvitation>,
     Valid(a): Valid<AcceptInvitation>,
 ) -> Result<Response, ApiErr> {
     use kite_federation::handshake::AcceptError;
@@ -293,9 +304,13 @@ pub(super) async fn accept_invitation(
             e @ AcceptError::WrongServer { .. } => {
                 ApiErr(ApiError::new(502, "wrong_server", e.to_string()))
             }
+            e @ AcceptError::Terms(_) => {
+                ApiErr(ApiError::new(502, "peering_terms_refused", e.to_string()))
+            }
             AcceptError::Fed(e) => fed_error(e),
         })?;
     st.fed.invalidate().await;
+    st.peers.invalidate().await;
     if let Err(e) = st.bus.declare_peer(peer.id).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }

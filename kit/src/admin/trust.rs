@@ -65,7 +65,7 @@ impl AdminClient {
     }
 
     /// Accepts another server's invitation (what this side sends: `scopes`, default what the
-    /// inviter sends); answers the new peer.
+    /// invitation offers); answers the new peer.
     pub async fn accept_invitation(
         &self,
         invitation: &str,
