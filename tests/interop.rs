@@ -241,7 +241,59 @@ async fn the_public_clis_calls_answer_with_its_payloads() {
         .as_str()
         .is_some_and(|e| e.contains("admin")));
     let (ok, _) = call(&mut reader, "10", "hooks.create", json!({"source": "x"})).await;
-    assert!(!ok, "hooks.create needs write");
+    assert!(!ok, "hooks.create needs admin");
+
+    // One permission table for both doors: what HTTP refuses a write key, /ws refuses it too
+    // (removing a hook's signature check needs admin either way); what it lets a read key
+    // see, both let it see.
+    let (ok, key) = call(
+        &mut ws,
+        "10w",
+        "keys.create",
+        json!({"name": "writer", "scopes": ["*"], "permissions": ["write"], "expires_at": null}),
+    )
+    .await;
+    assert!(ok, "{key}");
+    let write_key = key["api_key"].as_str().expect("key shown once").to_owned();
+    let (ok, hook) = call(&mut ws, "10h", "hooks.create", json!({"source": "stripe"})).await;
+    assert!(ok, "{hook}");
+    let mut writer = connect(&a, &write_key, &["*"], None).await;
+    connected(&mut writer).await;
+    let as_writer = |method: reqwest::Method, path: &str| {
+        let (a, key, path) = (&a, write_key.clone(), path.to_owned());
+        async move {
+            kite_kit::admin::AdminClient::with_http(a.http.clone(), &a.url, &key)
+                .call(method, &path, None)
+                .await
+                .expect("request")
+                .status
+        }
+    };
+    let (ok, refused) = call(
+        &mut writer,
+        "10d",
+        "hooks.deactivate",
+        json!({"id": hook["id"]}),
+    )
+    .await;
+    assert!(!ok && refused["code"] == "forbidden", "{refused}");
+    assert_eq!(
+        as_writer(reqwest::Method::DELETE, "/api/sources/stripe").await,
+        403
+    );
+    let (ok, _) = call(&mut writer, "10c", "hooks.create", json!({"source": "y"})).await;
+    assert!(!ok);
+    let (ok, _) = call(&mut writer, "10l", "hooks.list", json!({})).await;
+    assert!(ok);
+    assert_eq!(as_writer(reqwest::Method::GET, "/api/sources").await, 200);
+    let (ok, _) = call(&mut writer, "10k", "keys.list", json!({})).await;
+    assert!(!ok);
+    assert_eq!(as_writer(reqwest::Method::GET, "/api/keys").await, 403);
+    let (_, hooks) = call(&mut ws, "10s", "hooks.list", json!({})).await;
+    assert_eq!(
+        hooks["hooks"][0]["source"], "stripe",
+        "the hook keeps its check"
+    );
 
     let (ok, _) = call(&mut ws, "11", "keys.revoke", json!({"id": key["id"]})).await;
     assert!(ok);

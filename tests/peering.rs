@@ -376,7 +376,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         &old.key_id,
         &old_key,
-        federated_event(STRIPE, "old-in", "ra"),
+        signed_event(STRIPE, "old-in", "ra", &old.key_id, &old_key),
     )
     .await;
     assert_eq!(s, 202, "{v}");
@@ -392,7 +392,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         &old.key_id,
         &old_key,
-        federated_event(STRIPE, "old-out", "ra"),
+        signed_event(STRIPE, "old-out", "ra", &old.key_id, &old_key),
     )
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");
@@ -407,7 +407,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         &identity::new_key_id(),
         &stranger,
-        federated_event(STRIPE, "never-published", "ra"),
+        signed_event(STRIPE, "never-published", "ra", "ed25519:x", &stranger),
     )
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");
@@ -418,7 +418,7 @@ async fn rotation_needs_no_repeering_and_an_old_key_ends_with_its_overlap() {
         "ra",
         current,
         &stranger,
-        federated_event(STRIPE, "forged", "ra"),
+        signed_event(STRIPE, "forged", "ra", current, &stranger),
     )
     .await;
     assert_eq!((s, code(&v)), (401, "invalid_signature"), "{v}");

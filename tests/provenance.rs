@@ -53,6 +53,7 @@ async fn a_mesh_carries_the_origin_signature_and_an_altered_body_is_refused() {
     let c = Instance::start("mc").await;
     handshake(&a, &b, "*", "*").await;
     handshake(&b, &c, "*", "*").await;
+    let mut listen = Listen::start(&c, &["--source", "kite", "--json"]).await;
 
     // A → B → C: C is no peer of A and checks A's signature with the key B vouches for.
     let (s, _) = a
@@ -66,6 +67,51 @@ async fn a_mesh_carries_the_origin_signature_and_an_altered_body_is_refused() {
     let on_c = c.event("evt_mesh").await.expect("event");
     assert_eq!(on_c["event"]["kitefedorigin"], "ma");
     assert_eq!(on_c["event"]["kitefedchain"], "[\"ma\",\"mb\"]");
+    // As C lists it (the listing, the event's story, `kite listen --json`), it keeps A's
+    // signature, which checks with the key A publishes in its descriptor.
+    let a_descriptor: Value = reqwest::get(format!("{}/.well-known/kite/server", a.url))
+        .await
+        .expect("descriptor")
+        .json()
+        .await
+        .expect("json");
+    let verifies_with_a = |event: &Value| {
+        let ev = event.as_object().expect("object").clone();
+        let sig = provenance::read(&ev).expect("readable").expect("signed");
+        assert_eq!(sig.server_name, "ma", "{event}");
+        let published = a_descriptor["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["key_id"] == sig.key_id.as_str())
+            .and_then(|k| k["public_key"].as_str())
+            .and_then(kite_protocol::identity::PublicKey::from_base64)
+            .expect("A publishes the key");
+        provenance::verify(&ev, &sig, &published)
+    };
+    assert!(verifies_with_a(&on_c["event"]), "{on_c}");
+    let (s, story) = c.get("/api/events/evt_mesh").await;
+    assert_eq!(s, 200, "{story}");
+    assert!(verifies_with_a(&story["event"]), "{story}");
+    let streamed = listen.json().await;
+    assert_eq!(streamed["id"], "evt_mesh");
+    assert!(verifies_with_a(&streamed), "{streamed}");
+
+    // B claims A's event as its own: signed by A, not by the origin it names. Refused.
+    let (b_key_id0, b_key0) = current_key(&b).await;
+    let claimed = serde_json::to_string(&on_c["event"])
+        .expect("json")
+        .replace("\"kitefedorigin\":\"ma\"", "\"kitefedorigin\":\"mb\"")
+        .replace(
+            "\"kitefedchain\":\"[\\\"ma\\\",\\\"mb\\\"]\"",
+            "\"kitefedchain\":\"[\\\"mb\\\"]\"",
+        )
+        .replace("\"kitefedhops\":2", "\"kitefedhops\":1")
+        .replace("\"id\":\"evt_mesh\"", "\"id\":\"evt_claimed\"");
+    assert!(claimed.contains("\"kitefedorigin\":\"mb\""), "{claimed}");
+    let (s, v) = post_signed_as(&c, "mb", &b_key_id0, &b_key0, claimed.into_bytes()).await;
+    assert_eq!((s, code(&v)), (401, "invalid_origin_signature"), "{v}");
+    assert_eq!(c.count_events("evt_claimed").await, 0);
 
     // The same, sent to C by B by hand: as A signed it, accepted; its body altered at B,
     // refused with nothing stored.
@@ -245,7 +291,10 @@ async fn a_send_grant_decides_what_a_peer_may_send_and_ends_when_it_expires() {
     let send = |id: &'static str, ty: &'static str| {
         let (key_id, key) = (key_id.clone(), key.clone());
         let b = &b;
-        async move { post_signed_as(b, "ga", &key_id, &key, federated_event(ty, id, "ga")).await }
+        async move {
+            let event = signed_event(ty, id, "ga", &key_id, &key);
+            post_signed_as(b, "ga", &key_id, &key, event).await
+        }
     };
     let grants = peer_cmd(&b, &["grants", "ga", "--output", "json"])
         .await

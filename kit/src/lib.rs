@@ -4,9 +4,13 @@
 //! - [`admin`]: the typed admin API client, and [`admin::peer`] ("peer A with B");
 //! - [`ready`]: the ready line `kite serve` prints;
 //! - [`faults`]: fault injectors (broker connections, database backends);
-//! - [`process`]: `kite serve` as a child process (environment, start, kill, terminate).
+//! - [`process`]: `kite serve` as a child process (environment, start, kill, terminate);
+//! - `hostile` (feature `hostile`, tests only): a fake kite server that joins through a
+//!   genuine invitation and then misbehaves.
 
 pub mod admin;
 pub mod faults;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 pub mod process;
 pub mod ready;

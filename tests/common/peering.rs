@@ -73,6 +73,15 @@ pub fn federated_event(ty: &str, id: &str, origin: &str) -> Vec<u8> {
     .expect("json")
 }
 
+/// [`federated_event`] with `origin`'s signature (made with its key `key_id`), as an
+/// instance sends what enters the federation there.
+pub fn signed_event(ty: &str, id: &str, origin: &str, key_id: &str, key: &SecretKey) -> Vec<u8> {
+    let text = String::from_utf8(federated_event(ty, id, origin)).expect("utf-8");
+    kite_protocol::provenance::sign_text(&text, origin, key_id, key)
+        .expect("sign")
+        .into_bytes()
+}
+
 /// POSTs `body` to `to`'s federation hook signed as `server` with `key` named `key_id`.
 pub async fn post_signed_as(
     to: &Instance,
@@ -85,10 +94,16 @@ pub async fn post_signed_as(
         .http
         .post(format!("{}/hooks/default/kite", to.url))
         .header("content-type", "application/cloudevents+json");
+    let target = identity::Target {
+        method: "POST",
+        destination: &to.name,
+        path: "/hooks/default/kite",
+    };
     for (k, v) in identity::signed_headers(
         server,
         key_id,
         key,
+        &target,
         &format!("msg_{}", uuid::Uuid::new_v4().simple()),
         Utc::now().timestamp(),
         &body,
