@@ -17,6 +17,9 @@
 #   scope_compile       scope::ScopeSet
 #   chain_parse         fed::parse_chain, fed::FedInfo::read, fed::forward
 #   provider_signature  provider::verify and its header parsers
+#   federation_bodies   what another server sends: accept request and answer, heartbeat,
+#                       key query and answer, backfill request and page, descriptor
+#                       (peering::read), invitation strings
 # Targets run one after another, one process each (no -jobs/-workers).
 #
 # Needs only a stable toolchain: cargo-fuzz passes nightly-only flags (-Zsanitizer=address),
