@@ -669,6 +669,8 @@ async fn a_vouch_counts_for_its_team_and_its_peer_only_and_stays_bounded() {
         "va",
         &fake,
     );
+    // A vouch is a peer's word: in C's default team, H's events claiming A (no peer of that
+    // team) are checked with the key H vouches for; this is what a vouch is bounded to.
     let _ = h.send_event(at(&c), &forged).await;
 
     // A's genuine events reach C's other team through B, checked with the key B vouches for.
@@ -688,6 +690,16 @@ async fn a_vouch_counts_for_its_team_and_its_peer_only_and_stays_bounded() {
             .then_some(())
     })
     .await;
+    // H's vouch never reached team t2.
+    let r = t2
+        .call(reqwest::Method::GET, "/api/events?limit=100", None)
+        .await
+        .expect("events");
+    assert!(
+        !r.body.to_string().contains("forged_a"),
+        "a vouch made in one team counts in another: {}",
+        r.body
+    );
 
     // However many keys H vouches for, C holds a bounded number of them.
     let rss_before = rss(&c).await;
@@ -829,10 +841,31 @@ async fn policy_names_and_tokens_are_checked_before_anything_else() {
     peer_cmd(&t, &["accept", &inv, "--scopes", "*"]).await.ok();
     peer_of(&b, "pt").await.expect("pt peers with B");
 
-    // H joins under its own name; once the policy no longer names it, it is refused on every
-    // request, while pt is not.
+    // H joins under its own name. Asked about pt with the key id pt publishes to anyone,
+    // B says what it says of a server it does not know: H learns nothing of B's peers.
     let (s, v) = h.join(&invitation(&b, &["*"]).await, &["*"]).await;
     assert_eq!(s, 200, "{v}");
+    let pt_key = keys_of(&t).await.remove(0).0.key_id;
+    let (s1, v1) = h.key_query(at(&b), "pt", &pt_key).await;
+    let (s2, v2) = h.key_query(at(&b), "nobody", &pt_key).await;
+    assert_eq!((s1, code(&v1)), (404, "not_found"), "{v1}");
+    assert_eq!((s2, code(&v2)), (404, "not_found"), "{v2}");
+    // Once pt's own event went to H through B, B vouches for the key it was signed with.
+    let (s, _) = t
+        .hook("stripe", &stripe_event("p_to_h", "charge.succeeded"))
+        .await;
+    assert_eq!(s, 202);
+    eventually("pt's event at H", WAIT, || async {
+        delivered_to(&h)
+            .contains(&"p_to_h".to_string())
+            .then_some(())
+    })
+    .await;
+    let (s, v) = h.key_query(at(&b), "pt", &pt_key).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1));
+
+    // Once the policy no longer names H, it is refused on every request, while pt is not.
     assert_eq!(h.heartbeat(at(&b), None, None).await.reply.0, 200);
     admin(&b, &["policy", "set", "--allowed-peers", "pt"])
         .await
@@ -852,22 +885,6 @@ async fn policy_names_and_tokens_are_checked_before_anything_else() {
         .await;
     assert_eq!(s, 202);
     holds(&b, "p_genuine").await;
-
-    // A key query tells a peer nothing about the team's other peers.
-    admin(&b, &["policy", "set", "--allowed-peers", "pt,ph"])
-        .await
-        .ok();
-    let pt_key = keys_of(&t).await.remove(0).0.key_id;
-    let (s1, v1) = h.key_query(at(&b), "pt", "ed25519:0000000000000000").await;
-    let (s2, v2) = h
-        .key_query(at(&b), "nobody", "ed25519:0000000000000000")
-        .await;
-    assert_eq!((s1, code(&v1)), (404, "not_found"), "{v1}");
-    assert_eq!((s2, code(&v2)), (404, "not_found"), "{v2}");
-    // Only the key id an event carried (which B would have forwarded) is answered.
-    let (s, v) = h.key_query(at(&b), "pt", &pt_key).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["keys"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]

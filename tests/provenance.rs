@@ -97,8 +97,18 @@ async fn a_mesh_carries_the_origin_signature_and_an_altered_body_is_refused() {
     assert_eq!(streamed["id"], "evt_mesh");
     assert!(verifies_with_a(&streamed), "{streamed}");
 
+    // B signs A's event itself while it still names A as its origin: only A proves A.
+    let (b_key_id, b_key) = current_key(&b).await;
+    let mut as_a: serde_json::Map<String, Value> =
+        serde_json::from_value(on_c["event"].clone()).expect("object");
+    provenance::strip(&mut as_a);
+    as_a.insert("id".into(), Value::from("evt_b_as_a"));
+    let b_signed = provenance::sign_text(&Value::Object(as_a).to_string(), "mb", &b_key_id, &b_key)
+        .expect("sign");
+    let (s, v) = post_signed_as(&c, "mb", &b_key_id, &b_key, b_signed.into_bytes()).await;
+    assert_eq!((s, code(&v)), (401, "invalid_origin_signature"), "{v}");
+    assert_eq!(c.count_events("evt_b_as_a").await, 0);
     // B claims A's event as its own: signed by A, not by the origin it names. Refused.
-    let (b_key_id0, b_key0) = current_key(&b).await;
     let claimed = serde_json::to_string(&on_c["event"])
         .expect("json")
         .replace("\"kitefedorigin\":\"ma\"", "\"kitefedorigin\":\"mb\"")
@@ -109,7 +119,7 @@ async fn a_mesh_carries_the_origin_signature_and_an_altered_body_is_refused() {
         .replace("\"kitefedhops\":2", "\"kitefedhops\":1")
         .replace("\"id\":\"evt_mesh\"", "\"id\":\"evt_claimed\"");
     assert!(claimed.contains("\"kitefedorigin\":\"mb\""), "{claimed}");
-    let (s, v) = post_signed_as(&c, "mb", &b_key_id0, &b_key0, claimed.into_bytes()).await;
+    let (s, v) = post_signed_as(&c, "mb", &b_key_id, &b_key, claimed.into_bytes()).await;
     assert_eq!((s, code(&v)), (401, "invalid_origin_signature"), "{v}");
     assert_eq!(c.count_events("evt_claimed").await, 0);
 
@@ -149,6 +159,41 @@ async fn a_mesh_carries_the_origin_signature_and_an_altered_body_is_refused() {
         c.count_events("evt_forged").await + c.count_events("evt_impostor").await,
         0
     );
+}
+
+#[tokio::test]
+async fn an_event_from_a_kite_token_peer_is_signed_by_the_first_kite_instance_it_reaches() {
+    let k = Instance::start("tk").await;
+    let b = Instance::start("tb").await;
+    let c = Instance::start("tc").await;
+    // K peers with B by a shared token (as a Kite instance would), B with C by invitation.
+    peer(&k, &b, &["*"], 3).await;
+    handshake(&b, &c, "*", "*").await;
+    let (s, _) = k
+        .hook(
+            "stripe",
+            &stripe_event("evt_from_token", "charge.succeeded"),
+        )
+        .await;
+    assert_eq!(s, 202);
+    eventually("K's event on C", WAIT, || async {
+        (c.count_events("evt_from_token").await == 1).then_some(())
+    })
+    .await;
+    // B holds it as K sent it; C holds it signed by B as its origin, the chain naming K first.
+    let on_b = b.event("evt_from_token").await.expect("on B");
+    assert_eq!(on_b["event"]["kitefedorigin"], "tk");
+    assert!(on_b["event"].get("kitefedsig").is_none(), "{on_b}");
+    let on_c = c.event("evt_from_token").await.expect("on C");
+    assert_eq!(on_c["event"]["kitefedorigin"], "tb", "{on_c}");
+    assert_eq!(on_c["event"]["kitefedchain"], "[\"tk\",\"tb\"]");
+    assert_eq!(on_c["event"]["kitefedhops"], 2);
+    let ev = on_c["event"].as_object().expect("object").clone();
+    let sig = provenance::read(&ev).expect("readable").expect("signed");
+    assert_eq!(sig.server_name, "tb");
+    let (b_key_id, b_key) = current_key(&b).await;
+    assert_eq!(sig.key_id, b_key_id);
+    assert!(provenance::verify(&ev, &sig, &b_key.public()));
 }
 
 #[tokio::test]

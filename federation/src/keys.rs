@@ -30,35 +30,46 @@ impl PinnedKeys {
         store: &Store,
         peer: Uuid,
     ) -> Result<Arc<Vec<PublishedKey>>, StoreError> {
-        if let Some(k) = self.map.read().ok().and_then(|m| m.get(&peer).cloned()) {
+        let cached = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .cloned();
+        if let Some(k) = cached {
             return Ok(k);
         }
         let before = self.generation.load(Ordering::SeqCst);
         let keys = Arc::new(store.peer_keys(peer).await?);
+        // Kept only if no forget came between the load and now (checked under the lock a
+        // forget takes too).
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         if self.generation.load(Ordering::SeqCst) == before {
-            if let Ok(mut m) = self.map.write() {
-                m.insert(peer, keys.clone());
-            }
+            m.insert(peer, keys.clone());
         }
         Ok(keys)
     }
 
     /// Forgets one peer's keys (`Some`), or every peer's (`None`).
     pub(crate) fn forget(&self, peer: Option<Uuid>) {
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut m) = self.map.write() {
-            match peer {
-                Some(p) => {
-                    m.remove(&p);
-                }
-                None => m.clear(),
+        match peer {
+            Some(p) => {
+                m.remove(&p);
             }
+            None => m.clear(),
         }
     }
 }
 
 /// How long a vouched key is used before it is asked for again.
 pub const VOUCHED_TTL: Duration = Duration::from_secs(600);
+/// How long a key the peer could not vouch for (no answer, or none) is not asked for again.
+pub const MISSING_TTL: Duration = Duration::from_secs(60);
+/// Key queries one peer is asked at once; more wait their turn (so a peer that answers
+/// slowly holds up only the events it forwards).
+pub const QUERIES_PER_PEER: usize = 4;
 /// Most vouched keys held for one team.
 pub const VOUCHED_PER_TEAM: usize = 256;
 /// Most vouched keys held in all.
@@ -73,9 +84,12 @@ pub(crate) struct VouchKey {
     pub(crate) key_id: String,
 }
 
+/// A vouch: the key, or None when the peer could not vouch for one.
+type Vouch = Option<PublishedKey>;
+
 #[derive(Debug, Default)]
 struct VouchedInner {
-    map: HashMap<VouchKey, (PublishedKey, Instant)>,
+    map: HashMap<VouchKey, (Vouch, Instant)>,
     order: VecDeque<(VouchKey, Instant)>,
     per_team: HashMap<String, usize>,
 }
@@ -114,12 +128,15 @@ impl Vouched {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The key vouched for under `k`, while it is fresh and has not ended.
-    pub(crate) fn get(&self, k: &VouchKey) -> Option<PublishedKey> {
+    /// What was vouched under `k` while it is fresh: the key (until it ends), or None when
+    /// the peer could not vouch for one lately; `None` outside when it must be asked.
+    pub(crate) fn get(&self, k: &VouchKey) -> Option<Vouch> {
         let mut g = self.lock();
-        let fresh = g.map.get(k).and_then(|(key, at)| {
-            (at.elapsed() < VOUCHED_TTL && key.valid_until.is_none_or(|t| t > Utc::now()))
-                .then(|| key.clone())
+        let fresh = g.map.get(k).and_then(|(vouch, at)| match vouch {
+            Some(key) => (at.elapsed() < VOUCHED_TTL
+                && key.valid_until.is_none_or(|t| t > Utc::now()))
+            .then(|| Some(key.clone())),
+            None => (at.elapsed() < MISSING_TTL).then_some(None),
         });
         if fresh.is_none() {
             g.remove(k);
@@ -127,8 +144,9 @@ impl Vouched {
         fresh
     }
 
-    /// Holds a vouched key, making room within the bounds (oldest first).
-    pub(crate) fn put(&self, k: VouchKey, key: PublishedKey) {
+    /// Holds what a peer vouched (a key, or none), making room within the bounds (oldest
+    /// first).
+    pub(crate) fn put(&self, k: VouchKey, key: Vouch) {
         let mut g = self.lock();
         g.remove(&k);
         while g
@@ -199,14 +217,17 @@ mod tests {
     fn a_vouch_counts_for_its_team_and_peer_only_and_is_bounded() {
         let v = Vouched::default();
         let (p1, p2) = (Uuid::now_v7(), Uuid::now_v7());
-        v.put(vk("t1", p1, "k"), key("k"));
-        assert!(v.get(&vk("t1", p1, "k")).is_some());
+        v.put(vk("t1", p1, "k"), Some(key("k")));
+        assert!(matches!(v.get(&vk("t1", p1, "k")), Some(Some(_))));
         assert!(v.get(&vk("t2", p1, "k")).is_none());
         assert!(v.get(&vk("t1", p2, "k")).is_none());
         v.forget(&vk("t1", p1, "k"));
         assert!(v.get(&vk("t1", p1, "k")).is_none());
+        // A key the peer could not vouch for is not asked for again for a while.
+        v.put(vk("t1", p1, "gone"), None);
+        assert_eq!(v.get(&vk("t1", p1, "gone")), Some(None));
         for i in 0..(VOUCHED_PER_TEAM + 50) {
-            v.put(vk("t1", p1, &format!("k{i}")), key("k"));
+            v.put(vk("t1", p1, &format!("k{i}")), Some(key("k")));
         }
         assert_eq!(v.len(), VOUCHED_PER_TEAM);
         // The newest are held.
@@ -214,11 +235,14 @@ mod tests {
             .get(&vk("t1", p1, &format!("k{}", VOUCHED_PER_TEAM + 49)))
             .is_some());
         // Another team keeps its own room.
-        v.put(vk("t2", p2, "k"), key("k"));
+        v.put(vk("t2", p2, "k"), Some(key("k")));
         assert!(v.get(&vk("t2", p2, "k")).is_some());
         for t in 0..40 {
             for i in 0..200 {
-                v.put(vk(&format!("team{t}"), p1, &format!("k{i}")), key("k"));
+                v.put(
+                    vk(&format!("team{t}"), p1, &format!("k{i}")),
+                    Some(key("k")),
+                );
             }
         }
         assert!(v.len() <= VOUCHED_MAX);

@@ -183,6 +183,8 @@ pub struct Federation {
     vouched: keys::Vouched,
     /// Signed requests taken recently.
     replay: Arc<replay::ReplayGuard>,
+    /// Each peer's key queries in flight ([`keys::QUERIES_PER_PEER`] at once).
+    queries: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -225,7 +227,8 @@ impl Federation {
             refreshed: Mutex::new(HashMap::new()),
             pinned: keys::PinnedKeys::default(),
             vouched: keys::Vouched::default(),
-            replay: replay::ReplayGuard::new(replay::REPLAY_CAPACITY),
+            replay: replay::ReplayGuard::new(replay::REPLAY_PER_SENDER),
+            queries: std::sync::Mutex::new(HashMap::new()),
         });
         let mut changes = peer_keys.subscribe();
         let weak = Arc::downgrade(&fed);
@@ -251,6 +254,18 @@ impl Federation {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The key queries a peer may be asked at once.
+    fn queries_of(&self, peer: Uuid) -> Arc<tokio::sync::Semaphore> {
+        let mut m = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        // Peers come and go: forget the idle ones now and then.
+        if m.len() > 1024 {
+            m.retain(|_, s| s.available_permits() < keys::QUERIES_PER_PEER);
+        }
+        m.entry(peer)
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(keys::QUERIES_PER_PEER)))
+            .clone()
     }
 
     /// Drops what is cached (after a change made by this process).

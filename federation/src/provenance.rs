@@ -41,11 +41,6 @@ fn invalid_chain(m: impl Into<String>) -> FedRefusal {
 pub struct VerifiedEvent(IncomingEvent);
 
 impl VerifiedEvent {
-    /// The event.
-    pub fn event(&self) -> &IncomingEvent {
-        &self.0
-    }
-
     /// The event, to store.
     pub fn into_event(self) -> IncomingEvent {
         self.0
@@ -55,7 +50,7 @@ impl VerifiedEvent {
 /// Where a key that checks an origin signature came from.
 enum KeyFrom {
     /// This server's own, or pinned for a peer.
-    Own,
+    Held,
     /// Vouched for by the forwarding peer (forgotten if it does not verify).
     Vouched(VouchKey),
 }
@@ -156,16 +151,25 @@ impl Federation {
     }
 
     /// Checks the origin signature of an event (its JSON object as received) that carries
-    /// one, from a sender that is no handshake peer (a Kite token sender): against this
-    /// server's keys or those pinned for its origin. Refused 401 `invalid_origin_signature`
-    /// when it does not verify or no key can be had.
+    /// one, from a sender that is no handshake peer (a Kite token sender): made by the server
+    /// `origin` names, against this server's keys or those pinned for it. Refused 401
+    /// `invalid_origin_signature` when another server signed, it does not verify or no key
+    /// can be had.
     pub async fn verify_origin(
         &self,
         team: &str,
         peers: &PeerSnapshot,
         event: &Map<String, Value>,
+        origin: Option<&str>,
     ) -> Result<(), FedRefusal> {
         match provenance::read(event) {
+            Ok(Some(sig)) if Some(sig.server_name.as_str()) != origin => {
+                Err(invalid_origin(format!(
+                    "the event is signed by {:?}, not by its origin {:?}",
+                    sig.server_name,
+                    origin.unwrap_or("(none)")
+                )))
+            }
             Ok(Some(sig)) => self.check_signature(team, peers, event, &sig, None).await,
             Ok(None) => Ok(()),
             Err(e) => Err(invalid_origin(e.to_string())),
@@ -184,13 +188,15 @@ impl Federation {
         sig: &OriginSig,
         via: Option<&Peer>,
     ) -> Result<(), FedRefusal> {
-        let (key, from) = self.origin_key(team, peers, sig, via).await?;
-        let key = key.ok_or_else(|| {
-            invalid_origin(format!(
-                "no key {:?} of {:?} can be had here or from the forwarding peer",
-                sig.key_id, sig.server_name
-            ))
-        })?;
+        let (key, from) = self
+            .origin_key(team, peers, sig, via)
+            .await?
+            .ok_or_else(|| {
+                invalid_origin(format!(
+                    "no key {:?} of {:?} can be had here or from the forwarding peer",
+                    sig.key_id, sig.server_name
+                ))
+            })?;
         let wrong = |m: String| {
             if let KeyFrom::Vouched(k) = &from {
                 self.vouched.forget(k);
@@ -215,24 +221,26 @@ impl Federation {
         }
     }
 
+    /// The key that checks `sig`, and where it came from; None when none can be had.
     async fn origin_key(
         &self,
         team: &str,
         peers: &PeerSnapshot,
         sig: &OriginSig,
         via: Option<&Peer>,
-    ) -> Result<(Option<PublishedKey>, KeyFrom), FedRefusal> {
+    ) -> Result<Option<(PublishedKey, KeyFrom)>, FedRefusal> {
         let (server, key_id) = (sig.server_name.as_str(), sig.key_id.as_str());
         if server == self.cfg.server_name {
             let snap = self.snap.get().await?;
             let key = snap.published.iter().find(|k| k.key_id == key_id).cloned();
-            return Ok((key, KeyFrom::Own));
+            return Ok(key.map(|k| (k, KeyFrom::Held)));
         }
         if let Some(p) = peers.by_server(team, server) {
-            return Ok((self.peer_key(p, key_id).await?, KeyFrom::Own));
+            let key = self.peer_key(p, key_id).await?;
+            return Ok(key.map(|k| (k, KeyFrom::Held)));
         }
         let Some(via) = via.filter(|v| v.server_name.is_some()) else {
-            return Ok((None, KeyFrom::Own));
+            return Ok(None);
         };
         let vouch = VouchKey {
             team: team.to_string(),
@@ -240,20 +248,24 @@ impl Federation {
             server: server.to_string(),
             key_id: key_id.to_string(),
         };
-        if let Some(k) = self.vouched.get(&vouch) {
-            return Ok((Some(k), KeyFrom::Vouched(vouch)));
+        if let Some(known) = self.vouched.get(&vouch) {
+            return Ok(known.map(|k| (k, KeyFrom::Vouched(vouch))));
+        }
+        // A few queries a peer at once; what one of them learned serves the others.
+        let permits = self.queries_of(via.id);
+        let _permit = permits.acquire().await;
+        if let Some(known) = self.vouched.get(&vouch) {
+            return Ok(known.map(|k| (k, KeyFrom::Vouched(vouch))));
         }
         let key = match self.query_key(via, server, key_id).await {
             Ok(k) => k,
             Err(e) => {
                 tracing::warn!(via = %via.name, origin = %server, error = %e, "key query failed");
-                return Ok((None, KeyFrom::Own));
+                None
             }
         };
-        if let Some(k) = &key {
-            self.vouched.put(vouch.clone(), k.clone());
-        }
-        Ok((key, KeyFrom::Vouched(vouch)))
+        self.vouched.put(vouch.clone(), key.clone());
+        Ok(key.map(|k| (k, KeyFrom::Vouched(vouch))))
     }
 
     /// Asks a handshake peer for the key `key_id` of `server` (as it knows it: its own, or
@@ -295,25 +307,41 @@ impl Federation {
         Ok(answer.keys.into_iter().find(|k| k.key_id == key_id))
     }
 
-    /// What this server answers a key query from a peer of `team`: its own key of that id,
-    /// or the key of that id pinned for its peer of that name; None otherwise. A peer that
-    /// does not hold the key id already (from an event this server forwarded) learns
-    /// nothing, not even whether the server is a peer here.
+    /// What this server answers a key query from its peer `asker` of `team`: its own key of
+    /// that id, or the key of that id pinned for its peer of that name, when that key signed
+    /// an event this team sent the asker (or holds for it to pull, under a `backfill` grant);
+    /// None otherwise. So the asker learns only what it saw already, not even whether the
+    /// server is a peer here.
     pub async fn vouch(
         &self,
         team: &str,
         peers: &PeerSnapshot,
+        asker: &Peer,
         query: &KeyQuery,
     ) -> Result<Option<PublishedKey>, FedRefusal> {
-        let keys = if query.server_name == self.cfg.server_name {
-            self.published_keys().await?
-        } else {
-            match peers.by_server(team, &query.server_name) {
-                Some(p) => self.pinned_keys(p.id).await?.to_vec(),
-                None => return Ok(None),
-            }
+        if query.server_name == self.cfg.server_name {
+            let keys = self.published_keys().await?;
+            return Ok(keys.into_iter().find(|k| k.key_id == query.key_id));
+        }
+        let Some(p) = peers.by_server(team, &query.server_name) else {
+            return Ok(None);
         };
-        Ok(keys.into_iter().find(|k| k.key_id == query.key_id))
+        let Some(key) = self
+            .pinned_keys(p.id)
+            .await?
+            .iter()
+            .find(|k| k.key_id == query.key_id)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let sigkey = format!("{} {}", query.server_name, query.key_id);
+        let may_pull = self.backfill_scopes(asker.id).await?.is_some();
+        let seen = self
+            .store
+            .sent_signed_by(team, asker.id, &sigkey, may_pull)
+            .await?;
+        Ok(seen.then_some(key))
     }
 
     /// Whether a live grant lets `peer` do `permission` with events of type `ty`.

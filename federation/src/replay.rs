@@ -4,10 +4,12 @@
 //! refuses it as stale). A request that was refused after its signature checked (a 4xx or a
 //! 5xx of its own) is forgotten again, so its sender may retry it as it was.
 //!
-//! The cache holds at most a fixed number of requests. When it is full the oldest is
-//! dropped, and every request no newer than the dropped one is refused from then on (too
-//! old to be told apart from a replay): at the bound, the window shrinks instead of the
-//! memory growing.
+//! Each sender has a cache of its own, of at most [`REPLAY_PER_SENDER`] requests (only
+//! verified peers reach it, so there are as many as the instance has peers). When one is
+//! full its oldest request is dropped, and every request of that sender no newer than the
+//! dropped one is refused from then on (too old to be told apart from a replay): at the
+//! bound, that sender's window shrinks instead of the memory growing, and a sender that
+//! floods it (with timestamps in the future, say) shrinks only its own.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -16,8 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use kite_protocol::provider::DEFAULT_TOLERANCE_SECS;
 
-/// Requests remembered at most (about 40 bytes each).
-pub const REPLAY_CAPACITY: usize = 100_000;
+/// Requests of one sender remembered at most (about 40 bytes each): more than five seconds
+/// of one request an event at 10,000 events a second.
+pub const REPLAY_PER_SENDER: usize = 50_000;
 
 /// Why a signed request was refused as a replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -25,13 +28,14 @@ pub enum Replayed {
     /// This request was taken already.
     #[error("this signed request was taken already (same sender, webhook-id and timestamp)")]
     Seen,
-    /// The cache is full and the request is older than what it still remembers.
+    /// The sender's cache is full and the request is older than what it still remembers.
     #[error("the signed request is too old to be told apart from a replay; sign it again")]
     TooOld,
 }
 
+/// One sender's requests.
 #[derive(Debug)]
-struct Inner {
+struct Sender {
     /// Request key → its timestamp.
     seen: HashMap<u64, i64>,
     /// Keys in the order they were taken, with their timestamps.
@@ -40,31 +44,62 @@ struct Inner {
     floor: i64,
 }
 
-/// Signed requests taken recently, bounded.
+impl Sender {
+    fn new() -> Self {
+        Self {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            floor: i64::MIN,
+        }
+    }
+
+    /// Forgets what the timestamp window refuses by itself.
+    fn expire(&mut self, now: i64) {
+        while let Some(&(k, t)) = self.order.front() {
+            if t + DEFAULT_TOLERANCE_SECS >= now {
+                break;
+            }
+            self.order.pop_front();
+            if self.seen.get(&k) == Some(&t) {
+                self.seen.remove(&k);
+            }
+        }
+    }
+}
+
+/// Signed requests taken recently, bounded per sender.
 #[derive(Debug)]
 pub struct ReplayGuard {
-    inner: Mutex<Inner>,
+    senders: Mutex<HashMap<String, Sender>>,
+    /// Requests remembered, of every sender (kept in step under the lock).
+    total: std::sync::atomic::AtomicUsize,
     hasher: RandomState,
-    capacity: usize,
+    per_sender: usize,
 }
 
 impl ReplayGuard {
-    /// A cache remembering at most `capacity` requests.
-    pub fn new(capacity: usize) -> Arc<Self> {
+    /// A cache remembering at most `per_sender` requests of each sender.
+    pub fn new(per_sender: usize) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(Inner {
-                seen: HashMap::new(),
-                order: VecDeque::new(),
-                floor: i64::MIN,
-            }),
+            senders: Mutex::new(HashMap::new()),
+            total: std::sync::atomic::AtomicUsize::new(0),
             hasher: RandomState::new(),
-            capacity: capacity.max(1),
+            per_sender: per_sender.max(1),
         })
     }
 
-    /// Requests remembered now.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Sender>> {
+        self.senders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests remembered now, of every sender.
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.seen.len()).unwrap_or(0)
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count(&self, senders: &HashMap<String, Sender>) {
+        let n = senders.values().map(|s| s.seen.len()).sum();
+        self.total.store(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether nothing is remembered.
@@ -82,45 +117,48 @@ impl ReplayGuard {
         ts: i64,
         now: i64,
     ) -> Result<ReplayClaim, Replayed> {
-        let key = self.hasher.hash_one((server, id, ts));
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget what the timestamp window refuses by itself.
-        while let Some(&(k, t)) = g.order.front() {
-            if t + DEFAULT_TOLERANCE_SECS >= now {
-                break;
-            }
-            g.order.pop_front();
-            if g.seen.get(&k) == Some(&t) {
-                g.seen.remove(&k);
-            }
+        let key = self.hasher.hash_one((id, ts));
+        let mut senders = self.lock();
+        // Senders with nothing left in their window are forgotten whole.
+        if senders.len() > 64 {
+            senders.retain(|_, s| {
+                s.expire(now);
+                !s.seen.is_empty() || s.floor >= now - DEFAULT_TOLERANCE_SECS
+            });
         }
-        if ts <= g.floor {
+        let s = senders
+            .entry(server.to_string())
+            .or_insert_with(Sender::new);
+        s.expire(now);
+        if ts <= s.floor {
             return Err(Replayed::TooOld);
         }
-        if g.seen.contains_key(&key) {
+        if s.seen.contains_key(&key) {
             return Err(Replayed::Seen);
         }
-        while g.seen.len() >= self.capacity {
-            let Some((k, t)) = g.order.pop_front() else {
+        while s.seen.len() >= self.per_sender {
+            let Some((k, t)) = s.order.pop_front() else {
                 break;
             };
-            if g.seen.get(&k) == Some(&t) {
-                g.seen.remove(&k);
-                g.floor = g.floor.max(t);
+            if s.seen.get(&k) == Some(&t) {
+                s.seen.remove(&k);
+                s.floor = s.floor.max(t);
             }
         }
-        if ts <= g.floor {
+        if ts <= s.floor {
             return Err(Replayed::TooOld);
         }
-        g.seen.insert(key, ts);
-        g.order.push_back((key, ts));
+        s.seen.insert(key, ts);
+        s.order.push_back((key, ts));
         // Claims given back leave their place in the order behind: compact it now and then.
-        if g.order.len() > 2 * self.capacity {
-            let Inner { seen, order, .. } = &mut *g;
+        if s.order.len() > 2 * self.per_sender {
+            let Sender { seen, order, .. } = s;
             order.retain(|(k, t)| seen.get(k) == Some(t));
         }
+        self.count(&senders);
         Ok(ReplayClaim {
             guard: self.clone(),
+            server: server.to_string(),
             key,
             ts,
             keep: false,
@@ -133,6 +171,7 @@ impl ReplayGuard {
 #[derive(Debug)]
 pub struct ReplayClaim {
     guard: Arc<ReplayGuard>,
+    server: String,
     key: u64,
     ts: i64,
     keep: bool,
@@ -150,10 +189,13 @@ impl Drop for ReplayClaim {
         if self.keep {
             return;
         }
-        let mut g = self.guard.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if g.seen.get(&self.key) == Some(&self.ts) {
-            g.seen.remove(&self.key);
+        let mut senders = self.guard.lock();
+        if let Some(s) = senders.get_mut(&self.server) {
+            if s.seen.get(&self.key) == Some(&self.ts) {
+                s.seen.remove(&self.key);
+            }
         }
+        self.guard.count(&senders);
     }
 }
 
@@ -176,27 +218,39 @@ mod tests {
         g.claim("a", "msg_3", now, now).unwrap().keep();
         // Past the window it is forgotten (the signature check refuses it as stale anyway).
         assert_eq!(g.len(), 5);
-        g.claim("c", "later", now + 400, now + 400).unwrap().keep();
-        assert_eq!(g.len(), 1);
+        g.claim("a", "later", now + 400, now + 400).unwrap().keep();
+        g.claim("b", "later", now + 400, now + 400).unwrap().keep();
+        assert_eq!(g.len(), 2);
     }
 
     #[test]
-    fn at_its_bound_the_window_shrinks_instead_of_the_memory_growing() {
+    fn at_its_bound_a_senders_window_shrinks_and_only_its_own() {
         let g = ReplayGuard::new(3);
         for (i, ts) in [(1, 100), (2, 101), (3, 102), (4, 103)] {
             g.claim("a", &format!("m{i}"), ts, 103).unwrap().keep();
         }
         assert_eq!(g.len(), 3);
-        // m1 was dropped: it, and anything as old, is refused rather than taken again.
+        // m1 was dropped: it, and anything of a's as old, is refused rather than taken again.
         assert_eq!(g.claim("a", "m1", 100, 103).err(), Some(Replayed::TooOld));
         assert_eq!(g.claim("a", "m9", 100, 103).err(), Some(Replayed::TooOld));
         g.claim("a", "m5", 104, 104).unwrap().keep();
-        assert_eq!(g.len(), 3);
+        // A sender that floods its cache with requests stamped in the future shrinks only
+        // its own window: another sender's requests of now are taken.
+        for i in 0..10 {
+            if let Ok(c) = g.claim("flood", &format!("f{i}"), 400, 104) {
+                c.keep();
+            }
+        }
+        assert_eq!(
+            g.claim("flood", "now", 104, 104).err(),
+            Some(Replayed::TooOld)
+        );
+        g.claim("a", "m6", 104, 104).unwrap().keep();
         // Claims given back do not grow the order without bound.
         for i in 0..100 {
             drop(g.claim("b", &format!("x{i}"), 105, 105).unwrap());
         }
-        let order = g.inner.lock().unwrap().order.len();
+        let order = g.lock()["b"].order.len();
         assert!(order <= 2 * 3 + 1, "{order}");
     }
 }

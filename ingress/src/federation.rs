@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -129,10 +130,25 @@ impl<T> PeerCall<T> {
 }
 
 /// How a server-to-server request arrived: its client address, method and path.
-struct Arrived {
+pub(crate) struct Arrived {
     client: SocketAddr,
     method: Method,
     uri: Uri,
+}
+
+impl FromRequestParts<Arc<AppState>> for Arrived {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiErr> {
+        let ConnectInfo(client) = ConnectInfo::<SocketAddr>::from_request_parts(parts, st)
+            .await
+            .map_err(|_| ApiErr(ApiError::internal()))?;
+        Ok(Self {
+            client,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        })
+    }
 }
 
 impl Arrived {
@@ -198,18 +214,11 @@ pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Respon
     responses((status = 200, description = "Peered", body = AcceptResponse)))]
 pub(crate) async fn accept(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    arrived: Arrived,
     Path(team): Path<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let arrived = Arrived {
-        client,
-        method,
-        uri,
-    };
     accept_call(&st, &team, &arrived, &headers, body)
         .await
         .map_err(|e| arrived.anonymous(&st, e))
@@ -225,13 +234,14 @@ async fn accept_call(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
     let body = body_or_413(body, MAX_FEDERATION_BODY)?;
-    known_team(st, team).await?;
-    st.fed.check_open(team).await?;
     let req: AcceptRequest =
         peering::read(&body, MAX_FEDERATION_BODY).map_err(|e| ApiErr(e.to_api()))?;
+    // The token first (an unknown team has none): nothing about the team, its policy or the
+    // names and URLs given is told to a caller without one.
     if let Err(refusal) = st.store.check_invitation(team, &req.token).await? {
         return Err(invitation_refused(refusal));
     }
+    st.fed.check_open(team).await?;
     let server = &req.server.server_name;
     if server == &st.cfg.instance_id {
         return Err(ApiErr(ApiError::bad_request(
@@ -368,18 +378,11 @@ fn invitation_refused(refusal: InvitationRefusal) -> ApiErr {
     responses((status = 200, description = "Taken", body = HeartbeatAck)))]
 pub(crate) async fn heartbeat(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    arrived: Arrived,
     Path(team): Path<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let arrived = Arrived {
-        client,
-        method,
-        uri,
-    };
     let call = peer_call::<Heartbeat>(&st, &team, &arrived, &headers, body).await?;
     let (peer, hb) = (&call.peer, &call.req);
     if peer.server_name.as_deref() != Some(hb.server_name.as_str()) {
@@ -419,28 +422,25 @@ pub(crate) async fn heartbeat(
     responses((status = 200, description = "Its keys", body = KeyQueryResponse)))]
 pub(crate) async fn keys_query(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    arrived: Arrived,
     Path(team): Path<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let arrived = Arrived {
-        client,
-        method,
-        uri,
-    };
     let call = peer_call::<KeyQuery>(&st, &team, &arrived, &headers, body).await?;
     let q = &call.req;
     // The same answer for a server that is no peer and a key id that is not held: a peer
     // learns nothing it did not know.
-    let key = st.fed.vouch(&team, &call.peers, q).await?.ok_or_else(|| {
-        ApiErr(ApiError::not_found(format!(
-            "this server vouches for no key {:?} of {:?}",
-            q.key_id, q.server_name
-        )))
-    })?;
+    let key = st
+        .fed
+        .vouch(&team, &call.peers, &call.peer, q)
+        .await?
+        .ok_or_else(|| {
+            ApiErr(ApiError::not_found(format!(
+                "this server vouches for no key {:?} of {:?}",
+                q.key_id, q.server_name
+            )))
+        })?;
     let r = Json(KeyQueryResponse {
         server_name: q.server_name.clone(),
         keys: vec![key],
@@ -462,18 +462,11 @@ pub(crate) async fn keys_query(
     responses((status = 200, description = "A page of events", body = BackfillPage)))]
 pub(crate) async fn backfill(
     State(st): State<Arc<AppState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    arrived: Arrived,
     Path(team): Path<String>,
-    method: Method,
-    uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    let arrived = Arrived {
-        client,
-        method,
-        uri,
-    };
     let call = peer_call::<BackfillRequest>(&st, &team, &arrived, &headers, body).await?;
     let (peer, req) = (&call.peer, &call.req);
     let granted = st.fed.backfill_scopes(peer.id).await?.ok_or_else(|| {

@@ -413,7 +413,8 @@ async fn take_event(
                 ),
                 Sender::Token(_) => {
                     if incoming.origin_sig.is_some() {
-                        verify_origin(st, hook.team, peers, body).await?;
+                        let origin = incoming.fed.origin.as_deref();
+                        verify_origin(st, hook.team, peers, body, origin).await?;
                     }
                     Admissible::Token(incoming)
                 }
@@ -501,11 +502,12 @@ async fn verify_origin(
     team: &str,
     peers: &kite_store::cache::PeerSnapshot,
     body: &[u8],
+    origin: Option<&str>,
 ) -> Result<(), ApiErr> {
     let event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| ApiErr(ApiError::bad_request("invalid_cloudevent", e.to_string())))?;
     st.fed
-        .verify_origin(team, peers, &event)
+        .verify_origin(team, peers, &event, origin)
         .await
         .map_err(ApiErr::from)
 }

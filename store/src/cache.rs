@@ -94,6 +94,9 @@ pub struct Cache<T> {
     /// Moves on every local invalidation; a snapshot is current for one (generation, epoch).
     epoch: std::sync::atomic::AtomicU64,
     snap: RwLock<Option<Versioned<T>>>,
+    /// Held by the one caller reloading a snapshot grown old; the others use the old one
+    /// meanwhile.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl<T: Loadable> Cache<T> {
@@ -104,6 +107,7 @@ impl<T: Loadable> Cache<T> {
             generation,
             epoch: std::sync::atomic::AtomicU64::new(0),
             snap: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -120,35 +124,48 @@ impl<T: Loadable> Cache<T> {
             *self.generation.borrow(),
             self.epoch.load(std::sync::atomic::Ordering::SeqCst),
         );
-        let current = |v: &Versioned<T>| v.0 == generation && v.1.elapsed() < MAX_AGE;
+        let mut old = None;
         if let Some(v) = self.snap.read().await.as_ref() {
-            if current(v) {
-                return Ok(v.2.clone());
+            if v.0 == generation {
+                if v.1.elapsed() < MAX_AGE {
+                    return Ok(v.2.clone());
+                }
+                old = Some(v.2.clone());
             }
         }
-        let mut w = self.snap.write().await;
-        if let Some(v) = w.as_ref() {
-            if current(v) {
-                return Ok(v.2.clone());
-            }
-        }
-        match T::load(&self.store).await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                *w = Some((generation, std::time::Instant::now(), fresh.clone()));
-                Ok(fresh)
-            }
-            // Only its age asked for a reload, and the database cannot answer now: the
-            // snapshot is as good as it was; try again after another MAX_AGE.
-            Err(e) => match w.as_mut() {
-                Some(v) if v.0 == generation => {
+        // Only its age asks for a reload: one caller reloads, the others use the snapshot
+        // meanwhile; if the database cannot answer now, it is as good as it was and is
+        // tried again after another MAX_AGE.
+        if let Some(old) = old {
+            let Ok(_reloading) = self.refreshing.try_lock() else {
+                return Ok(old);
+            };
+            let loaded = T::load(&self.store).await;
+            let mut w = self.snap.write().await;
+            return match (loaded, w.as_mut()) {
+                (Ok(fresh), _) => {
+                    let fresh = Arc::new(fresh);
+                    *w = Some((generation, std::time::Instant::now(), fresh.clone()));
+                    Ok(fresh)
+                }
+                (Err(e), Some(v)) if v.0 == generation => {
                     tracing::warn!(error = %e, "cache not reloaded; keeping the snapshot");
                     v.1 = std::time::Instant::now();
-                    Ok(v.2.clone())
+                    Ok(old)
                 }
-                _ => Err(e),
-            },
+                (Err(e), _) => Err(e),
+            };
         }
+        // Something changed: nobody uses the old snapshot any more.
+        let mut w = self.snap.write().await;
+        if let Some(v) = w.as_ref() {
+            if v.0 == generation && v.1.elapsed() < MAX_AGE {
+                return Ok(v.2.clone());
+            }
+        }
+        let fresh = Arc::new(T::load(&self.store).await?);
+        *w = Some((generation, std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
     }
 }
 

@@ -360,31 +360,7 @@ impl Store {
         token: &str,
     ) -> Result<std::result::Result<InvitationInfo, InvitationRefusal>> {
         let c = self.conn().await?;
-        let wanted = digest(token);
-        let row = c
-            .query_opt(
-                &format!(
-                    "SELECT {INVITATION_COLS}, token_hash FROM invitations
-                     WHERE team_id = $1 AND token_hash = $2"
-                ),
-                &[&team_id, &wanted],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(Err(InvitationRefusal::Unknown));
-        };
-        let stored: String = row.col(7)?;
-        if !secret_eq(&stored, &wanted) {
-            return Ok(Err(InvitationRefusal::Unknown));
-        }
-        let inv = invitation(&row)?;
-        Ok(if inv.used_at.is_some() {
-            Err(InvitationRefusal::Used)
-        } else if inv.expires_at <= Utc::now() {
-            Err(InvitationRefusal::Expired)
-        } else {
-            Ok(inv)
-        })
+        find_invitation(&c, team_id, token, "").await
     }
 
     /// Uses an invitation: checks the token (by digest, compared in constant time), marks it
@@ -400,30 +376,10 @@ impl Store {
     ) -> Result<std::result::Result<(InvitationInfo, Peer), InvitationRefusal>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let wanted = digest(token);
-        let row = tx
-            .query_opt(
-                &format!(
-                    "SELECT {INVITATION_COLS}, token_hash FROM invitations
-                     WHERE team_id = $1 AND token_hash = $2 FOR UPDATE"
-                ),
-                &[&team_id, &wanted],
-            )
-            .await?;
-        let Some(row) = row else {
-            return Ok(Err(InvitationRefusal::Unknown));
+        let inv = match find_invitation(&tx, team_id, token, "FOR UPDATE").await? {
+            Ok(inv) => inv,
+            Err(refusal) => return Ok(Err(refusal)),
         };
-        let stored: String = row.col(7)?;
-        if !secret_eq(&stored, &wanted) {
-            return Ok(Err(InvitationRefusal::Unknown));
-        }
-        let inv = invitation(&row)?;
-        if inv.used_at.is_some() {
-            return Ok(Err(InvitationRefusal::Used));
-        }
-        if inv.expires_at <= Utc::now() {
-            return Ok(Err(InvitationRefusal::Expired));
-        }
         tx.execute(
             "UPDATE invitations SET used_at = now(), used_by = $2 WHERE id = $1",
             &[&inv.id, &accepter.server_name],
@@ -502,39 +458,50 @@ impl Store {
         Ok(())
     }
 
+    /// Whether this team sent `peer` one of the latest 1,000 events it holds signed with
+    /// `sigkey` (`{server_name} {key_id}`), or, when `or_held`, holds any (the peer may pull
+    /// them): the keys a key query of that peer is answered about, so it learns nothing it
+    /// did not see.
+    pub async fn sent_signed_by(
+        &self,
+        team_id: &str,
+        peer_id: Uuid,
+        sigkey: &str,
+        or_held: bool,
+    ) -> Result<bool> {
+        let c = self.conn().await?;
+        c.query_one(
+            "SELECT EXISTS (
+                 SELECT 1 FROM (SELECT seq FROM events WHERE team_id = $1 AND fed_sigkey = $2
+                                ORDER BY seq DESC LIMIT 1000) e
+                 WHERE $4 OR EXISTS (SELECT 1 FROM outbox o
+                                     WHERE o.event_seq = e.seq AND o.peer_id = $3))",
+            &[&team_id, &sigkey, &peer_id, &or_held],
+        )
+        .await?
+        .col(0)
+    }
+
     /// The keys pinned for a peer, newest first.
     pub async fn peer_keys(&self, peer_id: Uuid) -> Result<Vec<PublishedKey>> {
-        Ok(self
-            .pinned_keys(Some(peer_id))
-            .await?
-            .remove(&peer_id)
-            .unwrap_or_default())
-    }
-
-    /// Every peer's pinned keys (for the federation cache).
-    pub async fn all_peer_keys(&self) -> Result<HashMap<Uuid, Vec<PublishedKey>>> {
-        self.pinned_keys(None).await
-    }
-
-    async fn pinned_keys(&self, peer_id: Option<Uuid>) -> Result<HashMap<Uuid, Vec<PublishedKey>>> {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT peer_id, key_id, public_key, valid_from, valid_until FROM peer_keys
-                 WHERE $1::uuid IS NULL OR peer_id = $1 ORDER BY valid_from DESC",
+                "SELECT key_id, public_key, valid_from, valid_until FROM peer_keys
+                 WHERE peer_id = $1 ORDER BY valid_from DESC",
                 &[&peer_id],
             )
             .await?;
-        let mut out: HashMap<Uuid, Vec<PublishedKey>> = HashMap::new();
-        for r in rows {
-            out.entry(r.col(0)?).or_default().push(PublishedKey {
-                key_id: r.col(1)?,
-                public_key: r.col(2)?,
-                valid_from: r.col(3)?,
-                valid_until: r.col(4)?,
-            });
-        }
-        Ok(out)
+        rows.iter()
+            .map(|r| {
+                Ok(PublishedKey {
+                    key_id: r.col(0)?,
+                    public_key: r.col(1)?,
+                    valid_from: r.col(2)?,
+                    valid_until: r.col(3)?,
+                })
+            })
+            .collect()
     }
 
     /// Pins what a peer publishes now, by the rules that keep a peer's keys its own and
@@ -772,6 +739,41 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// The invitation of `team_id` with this token (by digest, compared in constant time), if it
+/// is still good; `lock` is `FOR UPDATE` inside the transaction that uses it.
+async fn find_invitation(
+    c: &impl deadpool_postgres::GenericClient,
+    team_id: &str,
+    token: &str,
+    lock: &str,
+) -> Result<std::result::Result<InvitationInfo, InvitationRefusal>> {
+    let wanted = digest(token);
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {INVITATION_COLS}, token_hash FROM invitations
+                 WHERE team_id = $1 AND token_hash = $2 {lock}"
+            ),
+            &[&team_id, &wanted],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Err(InvitationRefusal::Unknown));
+    };
+    let stored: String = row.col(7)?;
+    if !secret_eq(&stored, &wanted) {
+        return Ok(Err(InvitationRefusal::Unknown));
+    }
+    let inv = invitation(&row)?;
+    Ok(if inv.used_at.is_some() {
+        Err(InvitationRefusal::Used)
+    } else if inv.expires_at <= Utc::now() {
+        Err(InvitationRefusal::Expired)
+    } else {
+        Ok(inv)
+    })
 }
 
 /// The `send` grant a handshake makes: the scopes agreed, never expiring.

@@ -204,7 +204,8 @@ pub(crate) struct Backfilled {
     stored: u64,
     /// Held here already.
     duplicates: u64,
-    /// Refused: no origin signature, one that does not verify, or not an event.
+    /// Refused: not proven by its origin, of a type not asked for or not granted, or not an
+    /// event.
     rejected: u64,
     /// Pages asked for.
     pages: u32,
@@ -227,6 +228,12 @@ pub(super) async fn backfill(
             "only a peer made by invitation (kite peer invite / accept) can be backfilled from",
         )));
     }
+    let wanted = b
+        .types
+        .as_ref()
+        .map(|t| ScopeSet::compile(t))
+        .transpose()
+        .map_err(|e| ApiErr(ApiError::validation("types", e.to_string())))?;
     let mut done = Backfilled::default();
     let mut after = b.after;
     let mut left = b.limit;
@@ -252,7 +259,15 @@ pub(super) async fn backfill(
         {
             done.fetched += 1;
             left -= 1;
-            match store_one(&st, &g.team_id, &peer, raw.get().as_bytes()).await {
+            match store_one(
+                &st,
+                &g.team_id,
+                &peer,
+                wanted.as_ref(),
+                raw.get().as_bytes(),
+            )
+            .await
+            {
                 Ok(Admitted::Stored { .. }) => done.stored += 1,
                 Ok(Admitted::Duplicate | Admitted::Loop) => done.duplicates += 1,
                 Err(e) => {
@@ -269,12 +284,14 @@ pub(super) async fn backfill(
     Ok(Json(done).into_response())
 }
 
-/// One backfilled event: read like a federated event from `peer`, its provenance proven as
-/// any event a peer sends (`Federation::verify_event`), stored unless held already.
+/// One backfilled event: read like a federated event from `peer`, held to what was asked
+/// (`wanted` types) and to what the peer may send here (its `send` grants), its provenance
+/// proven as any event a peer sends (`Federation::verify_event`), stored unless held already.
 async fn store_one(
     st: &AppState,
     team: &str,
     peer: &kite_store::peers::Peer,
+    wanted: Option<&ScopeSet>,
     body: &[u8],
 ) -> Result<Admitted, ApiErr> {
     let mut headers = HeaderMap::new();
@@ -289,7 +306,24 @@ async fn store_one(
         instance_id: &st.cfg.instance_id,
     };
     let incoming = build_event(hook, &headers, body, Utc::now())?;
+    if wanted.is_some_and(|w| !w.matches(&incoming.ty)) {
+        return Err(ApiErr(ApiError::bad_request(
+            "not_requested",
+            format!(
+                "the page holds an event of type {:?}, not asked for",
+                incoming.ty
+            ),
+        )));
+    }
     let peers = st.peers.get().await?;
+    st.fed
+        .check_send(
+            team,
+            &peers,
+            &kite_federation::provenance::Sender::Peer(Box::new(peer.clone())),
+            &incoming.ty,
+        )
+        .await?;
     let verified = st
         .fed
         .verify_event(team, &peers, peer, incoming, body)
