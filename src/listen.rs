@@ -75,15 +75,64 @@ impl std::fmt::Display for AuthFailed {
 
 impl std::error::Error for AuthFailed {}
 
-/// The config file's settings (`kite listen` and `kite admin` read the same file).
+/// The config file's settings (`kite listen` and `kite admin` read the same file): kite's
+/// own top-level `instance`, `api_key` and `team_id`, or the public Kite CLI's `[auth]
+/// api_key`, `[auth] team_id` and `[server] url` (a `ws(s)://.../ws` URL), so a config the
+/// Kite CLI wrote works as it is.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct FileConfig {
     /// Base URL of the instance.
-    pub(crate) instance: Option<String>,
+    instance: Option<String>,
     /// API key of the team.
-    pub(crate) api_key: Option<String>,
+    api_key: Option<String>,
     /// Team id.
-    pub(crate) team_id: Option<String>,
+    team_id: Option<String>,
+    /// The Kite CLI's `[auth]`.
+    #[serde(default)]
+    auth: KiteAuth,
+    /// The Kite CLI's `[server]`.
+    #[serde(default)]
+    server: KiteServer,
+}
+
+/// The public Kite CLI's `[auth]` table.
+#[derive(Debug, Default, Deserialize)]
+struct KiteAuth {
+    api_key: Option<String>,
+    team_id: Option<String>,
+}
+
+/// The public Kite CLI's `[server]` table.
+#[derive(Debug, Default, Deserialize)]
+struct KiteServer {
+    url: Option<String>,
+}
+
+impl FileConfig {
+    /// The instance's base URL.
+    pub(crate) fn instance(&self) -> Option<String> {
+        self.instance.clone().or_else(|| {
+            let url = self.server.url.as_deref()?.trim_end_matches('/');
+            let url = url.strip_suffix("/ws").unwrap_or(url);
+            Some(if let Some(r) = url.strip_prefix("wss://") {
+                format!("https://{r}")
+            } else if let Some(r) = url.strip_prefix("ws://") {
+                format!("http://{r}")
+            } else {
+                url.to_string()
+            })
+        })
+    }
+
+    /// The team's API key.
+    pub(crate) fn api_key(&self) -> Option<String> {
+        self.api_key.clone().or_else(|| self.auth.api_key.clone())
+    }
+
+    /// The team id.
+    pub(crate) fn team_id(&self) -> Option<String> {
+        self.team_id.clone().or_else(|| self.auth.team_id.clone())
+    }
 }
 
 /// The config file: the given one, else `~/.config/kite/config.toml`.
@@ -147,13 +196,33 @@ struct Listener {
 /// Runs the listener until interrupted; reconnects with backoff (1 s doubling to 30 s).
 pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
     let file = load_file_config(a.config.as_ref())?;
-    let instance = a.instance.clone().or(file.instance).context(
-        "no instance: pass --instance, set KITE_INSTANCE, or put `instance` in the config file",
-    )?;
-    let api_key = a.api_key.clone().or(file.api_key).context(
-        "no API key: pass --api-key, set KITE_API_KEY, or put `api_key` in the config file",
-    )?;
-    let team_id = a.team_id.clone().or(file.team_id);
+    let path = config_path(a.config.as_ref()).map_or_else(
+        || "~/.config/kite/config.toml".into(),
+        |p| p.display().to_string(),
+    );
+    let instance = a
+        .instance
+        .clone()
+        .or_else(|| file.instance())
+        .with_context(|| {
+            format!(
+                "no instance: pass --instance URL, set KITE_INSTANCE, or put \
+             `instance = \"http://...\"` in {path}"
+            )
+        })?;
+    let api_key = a
+        .api_key
+        .clone()
+        .or_else(|| file.api_key())
+        .with_context(|| {
+            format!(
+                "no API key: kite listen needs an API key of the team (a read key will do; \
+             `kite admin keys create --permission read` makes one). Pass --api-key KEY, set \
+             KITE_API_KEY=KEY, or put `api_key = \"KEY\"` in {path} (the public Kite CLI's \
+             `[auth] api_key` there works too)"
+            )
+        })?;
+    let team_id = a.team_id.clone().or_else(|| file.team_id());
     let mut scopes = Vec::new();
     if let Some(s) = &a.source {
         scopes.push(format!("source:{s}"));

@@ -225,6 +225,9 @@ pub struct ServeArgs {
     /// Seconds a rotated-out identity key stays published and accepted.
     #[arg(long, env = "KITE_KEY_OVERLAP_SECS", default_value_t = federation().key_overlap.as_secs())]
     pub key_overlap_secs: u64,
+    /// Seconds an identity key signs before it is rotated on schedule (0: only by hand).
+    #[arg(long, env = "KITE_KEY_ROTATION_SECS", default_value_t = federation().key_rotation.map_or(0, |d| d.as_secs()))]
+    pub key_rotation_secs: u64,
 }
 
 /// A role a process can run.
@@ -463,6 +466,8 @@ pub async fn run(
             heartbeat_interval: Duration::from_secs(a.heartbeat_interval_secs.max(1)),
             heartbeat_misses: a.heartbeat_misses.max(1),
             key_overlap: Duration::from_secs(a.key_overlap_secs),
+            key_rotation: (a.key_rotation_secs > 0)
+                .then(|| Duration::from_secs(a.key_rotation_secs)),
             allow_private_peers: a.allow_private_peers,
             peer_ca: a.peer_ca.clone(),
             ..FederationConfig::new(&instance_id)
@@ -505,6 +510,10 @@ pub async fn run(
             stop_rx.clone(),
         );
         tasks.push(tokio::spawn(kite_federation::heartbeat::run(
+            fed.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(kite_federation::rotate_on_schedule(
             fed.clone(),
             stop_rx.clone(),
         )));

@@ -262,6 +262,36 @@ async fn sign_in_see_a_peer_replay_its_dead_row_and_watch_it_deliver() {
     })
     .await;
 
+    // A handshake peer whose keys changed is refreshed from the page.
+    let h = kite_kit::hostile::HostilePeer::start("ui-h")
+        .await
+        .expect("a peer");
+    let (s, v) = a
+        .post("/api/federation/invitations", json!({"scopes": ["*"]}))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = h
+        .join(v["invitation"].as_str().expect("invitation"), &["*"])
+        .await;
+    assert_eq!(s, 200, "{v}");
+    h.rotate(Duration::from_secs(600));
+    c.goto(&format!("{}/ui#/peers", a.url))
+        .await
+        .expect("peers");
+    c.wait()
+        .for_element(Locator::Css(
+            "tr[data-peer='ui-h'] button[data-action='refresh']",
+        ))
+        .await
+        .expect("the refresh button")
+        .click()
+        .await
+        .expect("click refresh");
+    wait_text(&c, "#peers-note", |t| {
+        t.contains("ui-h: keys refreshed (2 pinned)")
+    })
+    .await;
+
     // A read key sees the peer and gets no buttons.
     c.find(Locator::Id("signout"))
         .await

@@ -39,10 +39,17 @@ async fn invite_and_accept_peer_both_ways_with_pinned_keys_and_heartbeats() {
     );
     assert!(desc["keys"][0]["valid_until"].is_null());
     assert_eq!(desc["endpoints"]["base_url"], a.url.as_str());
-    let shown = admin(&a, &["identity", "show", "--output", "json"])
+    // Admins see the descriptor, and when the key rotates next (yearly by default).
+    let mut shown = admin(&a, &["identity", "show", "--output", "json"])
         .await
         .ok()
         .json();
+    let next = shown
+        .as_object_mut()
+        .and_then(|o| o.remove("next_rotation_at"))
+        .and_then(|t| t.as_str().and_then(|t| t.parse::<DateTime<Utc>>().ok()))
+        .expect("next_rotation_at");
+    assert!(next > Utc::now() + chrono::Duration::days(360), "{next}");
     assert_eq!(shown, desc);
 
     let inv = invite(&a, &["--scopes", "stripe.*", "--ttl", "1h"]).await;

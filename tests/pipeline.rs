@@ -495,7 +495,7 @@ async fn a_batch_is_authenticated_once_and_taken_event_by_event() {
         let now = chrono::Utc::now().timestamp();
         let over = signed_over.unwrap_or_else(|| body.clone());
         let mut r = b.http.post(&url).body(body);
-        for (k, v) in signature::federation_headers(&token, None, None, "msg_batch_t", now, &over) {
+        for (k, v) in signature::federation_headers(&token, &[], None, "msg_batch_t", now, &over) {
             if k != "content-type" {
                 r = r.header(k, v);
             }

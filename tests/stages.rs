@@ -58,6 +58,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         max_hops: 3,
         status: PeerStatus::Active,
         key_id: None,
+        inbound_token: None,
     };
     let stripe = store
         .create_peer("t", &new_peer("stripe-peer", &["stripe.*"]))

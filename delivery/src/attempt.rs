@@ -131,6 +131,7 @@ impl Ctx {
                 None => Signer::Token {
                     token,
                     previous: row.previous_token,
+                    inbound: row.inbound_token,
                     key_id: row.key_id,
                 },
             },
@@ -168,10 +169,14 @@ impl Ctx {
             Signer::Token {
                 token,
                 previous,
+                inbound,
                 key_id,
             } => signature::federation_headers(
                 token,
-                previous.as_deref(),
+                &[previous.as_deref(), inbound.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>(),
                 key_id.as_deref(),
                 message_id,
                 Utc::now().timestamp(),
@@ -422,6 +427,7 @@ pub(crate) enum Signer {
     Token {
         token: String,
         previous: Option<String>,
+        inbound: Option<String>,
         key_id: Option<String>,
     },
 }

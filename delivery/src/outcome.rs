@@ -20,15 +20,23 @@ pub enum Outcome {
 }
 
 /// Classifies a refusal by the error code the peer answered with, where the code says
-/// more than the status: `peer_revoked` ends the peering, `federation_closed` and
-/// `replayed_request` are the peer's (retried, signed anew), anything else as its status
-/// says.
+/// more than the status: `peer_revoked` ends the peering; `federation_closed` and
+/// `replayed_request` are the peer's (retried, signed anew); a 401 or 403 that refuses the
+/// sender (an unknown sender, a signature it cannot check, its policy) is the peer's too:
+/// every delivery would be refused alike until the settings on one side change, so the
+/// peer's health and `last_error` say so and its rows wait instead of dying one by one. A
+/// refusal of one message (its type not granted, its origin or chain) is that message's;
+/// anything else as its status says.
 pub fn classify_refusal(status: u16, code: Option<&str>) -> Outcome {
     match code {
         Some("peer_revoked") => Outcome::Revoked,
         // Its policy may open again; and a request it took already (its answer was lost, and
         // the retry went out in the same second): the next attempt is signed anew.
         Some("federation_closed" | "replayed_request") => Outcome::PeerFailure,
+        Some("not_granted" | "invalid_origin_signature" | "invalid_chain") => {
+            Outcome::MessageFailure
+        }
+        _ if matches!(status, 401 | 403) => Outcome::PeerFailure,
         _ => classify_status(status),
     }
 }
@@ -153,6 +161,17 @@ mod tests {
         );
         assert_eq!(
             classify_refusal(403, Some("not_granted")),
+            Outcome::MessageFailure
+        );
+        for sender_refused in [Some("unknown_sender"), Some("invalid_signature"), None] {
+            assert_eq!(
+                classify_refusal(401, sender_refused),
+                Outcome::PeerFailure,
+                "{sender_refused:?}"
+            );
+        }
+        assert_eq!(
+            classify_refusal(401, Some("invalid_origin_signature")),
             Outcome::MessageFailure
         );
         assert_eq!(classify_refusal(503, None), Outcome::PeerFailure);

@@ -33,6 +33,16 @@ pub enum AcceptError {
         /// Who answered.
         served: String,
     },
+    /// The inviter speaks no federation protocol version this build speaks.
+    #[error("{server} speaks {theirs:?}; this server speaks {ours:?}: no version in common")]
+    Protocol {
+        /// The inviter.
+        server: String,
+        /// What it speaks.
+        theirs: Vec<String>,
+        /// What this build speaks.
+        ours: Vec<String>,
+    },
     /// The inviter's answer asks for more than this side's terms or its own invitation.
     #[error("the inviter's answer is refused: {0}")]
     Terms(String),
@@ -74,6 +84,16 @@ impl Federation {
                 served: theirs.server_name,
             });
         }
+        let Some(version) = peering::agree(&theirs.protocol_versions) else {
+            return Err(AcceptError::Protocol {
+                server: theirs.server_name,
+                theirs: theirs.protocol_versions,
+                ours: peering::PROTOCOL_VERSIONS
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect(),
+            });
+        };
         let ours_descriptor = self.descriptor().await?;
         let proposed = self
             .store
@@ -87,6 +107,7 @@ impl Federation {
                     max_hops: ours.max_hops,
                     keys: theirs.keys.clone(),
                     status: PeerStatus::Proposed,
+                    protocol_version: version.to_string(),
                 },
             )
             .await

@@ -59,6 +59,10 @@ impl Federation {
             team: peer.team_id.clone(),
             keys,
             sent_at: Utc::now(),
+            protocol_versions: peering::PROTOCOL_VERSIONS
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
         };
         let body = serde_json::to_vec(&hb).unwrap_or_default();
         let result = self

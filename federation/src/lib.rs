@@ -36,7 +36,7 @@ use kite_store::federation::{KeySource, Policy};
 use kite_store::grants::Grant;
 use kite_store::identity::SigningKey;
 use kite_store::peers::Peer;
-use kite_store::types::{FederationMode, PeerStatus};
+use kite_store::types::{FederationMode, PeerStatus, SignatureProtocol};
 use kite_store::{Store, StoreError};
 use tokio::sync::{broadcast, watch, Mutex};
 use uuid::Uuid;
@@ -59,6 +59,8 @@ pub struct FederationConfig {
     pub heartbeat_misses: u32,
     /// How long a rotated-out identity key stays published and accepted.
     pub key_overlap: Duration,
+    /// How long an identity key signs before it is rotated on schedule (None: by hand only).
+    pub key_rotation: Option<Duration>,
     /// Timeout of one server-to-server request.
     pub request_timeout: Duration,
     /// Reach loopback and private addresses (otherwise refused at connect time).
@@ -70,9 +72,9 @@ pub struct FederationConfig {
 }
 
 impl FederationConfig {
-    /// The defaults: heartbeats every 60 s, `degraded` after 3 missed, keys overlapping for
-    /// 30 days, 10 s requests, private addresses refused, a descriptor refreshed at most
-    /// once a second a peer.
+    /// The defaults: heartbeats every 60 s, `degraded` after 3 missed, keys rotated yearly and
+    /// overlapping for 30 days, 10 s requests, private addresses refused, a descriptor
+    /// refreshed at most once a second a peer.
     pub fn new(server_name: &str) -> Self {
         Self {
             server_name: server_name.to_string(),
@@ -80,6 +82,7 @@ impl FederationConfig {
             heartbeat_interval: Duration::from_secs(60),
             heartbeat_misses: 3,
             key_overlap: Duration::from_secs(30 * 24 * 3600),
+            key_rotation: Some(Duration::from_secs(365 * 24 * 3600)),
             request_timeout: Duration::from_secs(10),
             allow_private_peers: false,
             peer_ca: None,
@@ -569,6 +572,20 @@ impl Federation {
         Ok(claim)
     }
 
+    /// Refuses shared tokens (a Kite token peer or trusted sender, a federation token) when
+    /// the team's policy asks for identity keys: 403 `identity_signatures_required`.
+    pub async fn check_tokens_allowed(&self, team: &str) -> Result<(), FedRefusal> {
+        if self.policy(team).await?.min_signature_protocol == SignatureProtocol::Identity {
+            return Err(FedRefusal::Api(ApiError::new(
+                403,
+                "identity_signatures_required",
+                "this team's federation policy (min_signature_protocol identity) takes \
+                 identity-key signatures only: peer by invitation (kite peer invite / accept)",
+            )));
+        }
+        Ok(())
+    }
+
     /// Refuses a server the team's policy no longer admits: 403 `federation_closed`, or
     /// `peer_not_allowed` under `invite_only` when `allowed_peers` does not name it.
     pub async fn check_admitted(&self, team: &str, server: &str) -> Result<(), FedRefusal> {
@@ -634,21 +651,35 @@ impl Federation {
         }
     }
 
-    /// Fetches a peer's descriptor again and pins what it publishes now.
+    /// Fetches a peer's descriptor again and pins what it publishes now (a failure is
+    /// logged: the request that asked goes on with the keys pinned already).
     async fn refresh(&self, peer: &Peer) -> Result<(), FedRefusal> {
-        let Some(base) = peer.peer_base_url.as_deref() else {
-            return Ok(());
-        };
-        let desc = match self.fetch_descriptor(base).await {
-            Ok(d) => d,
+        match self.refresh_keys(peer).await {
+            Ok(()) => Ok(()),
+            Err(FedError::Store(e)) => Err(e.into()),
             Err(e) => {
                 tracing::warn!(peer = %peer.name, error = %e, "could not refresh the peer's descriptor");
-                return Ok(());
+                Ok(())
             }
+        }
+    }
+
+    /// Fetches a handshake peer's descriptor from its base URL and pins the keys it
+    /// publishes now, by the rules of key validity (an ended key never comes back); also
+    /// what `POST /api/federation/peers/{id}/refresh` does.
+    pub async fn refresh_keys(&self, peer: &Peer) -> Result<(), FedError> {
+        let Some(base) = peer.peer_base_url.as_deref() else {
+            return Err(FedError::BadAnswer(
+                "the peer was not made by invitation: it has no descriptor".into(),
+            ));
         };
+        let desc = self.fetch_descriptor(base).await?;
         if Some(desc.server_name.as_str()) != peer.server_name.as_deref() {
-            tracing::warn!(peer = %peer.name, served = %desc.server_name, "the peer's URL serves another server");
-            return Ok(());
+            return Err(FedError::BadAnswer(format!(
+                "{base} serves {:?}, not {:?}",
+                desc.server_name,
+                peer.server_name.as_deref().unwrap_or_default()
+            )));
         }
         self.pin(peer.id, &desc.keys, KeySource::Descriptor).await?;
         Ok(())
@@ -690,6 +721,33 @@ pub struct VerifiedPeer {
     pub key: PublishedKey,
     /// The request, taken once.
     pub claim: ReplayClaim,
+}
+
+/// Rotates the identity key once it has signed for `key_rotation` (the old one stays valid
+/// for the overlap), until `stop` turns true; several processes rotate once between them.
+pub async fn rotate_on_schedule(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+    let Some(age) = fed.cfg.key_rotation else {
+        return;
+    };
+    let tick = (age / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        match fed
+            .store
+            .rotate_server_key_if_older(age, fed.cfg.key_overlap)
+            .await
+        {
+            Ok(true) => {
+                fed.invalidate().await;
+                tracing::info!("identity key rotated on schedule");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot rotate the identity key on schedule"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
 }
 
 /// Why a server request was refused.

@@ -71,6 +71,8 @@ actions! {
     DeletePeer => Admin,
     /// Put a peer's dead deliveries back in line.
     ReplayDead => Admin,
+    /// Fetch a handshake peer's descriptor again and pin its keys.
+    RefreshPeer => Admin,
     /// Grant a peer `send` or `backfill`.
     CreateGrant => Admin,
     /// List a peer's grants.

@@ -243,6 +243,7 @@ async fn accept_call(
     }
     st.fed.check_open(team).await?;
     let server = &req.server.server_name;
+    let version = agreed_version(&req.server.protocol_versions)?;
     if server == &st.cfg.instance_id {
         return Err(ApiErr(ApiError::bad_request(
             "self_peering",
@@ -323,6 +324,7 @@ async fn accept_call(
         max_hops: 3,
         keys: req.server.keys.clone(),
         status: PeerStatus::Accepted,
+        protocol_version: version.to_string(),
     };
     let (inv, peer) = match st
         .store
@@ -358,6 +360,23 @@ async fn accept_call(
     .into_response())
 }
 
+/// The newest protocol version both sides speak, or 422 `unsupported_protocol`.
+fn agreed_version(theirs: &[String]) -> Result<&'static str, ApiErr> {
+    peering::agree(theirs).ok_or_else(|| {
+        ApiErr(
+            ApiError::new(
+                422,
+                "unsupported_protocol",
+                format!(
+                    "no federation protocol version in common: this server speaks {}",
+                    peering::PROTOCOL_VERSIONS.join(", ")
+                ),
+            )
+            .with("supported", serde_json::json!(peering::PROTOCOL_VERSIONS)),
+        )
+    })
+}
+
 fn invitation_refused(refusal: InvitationRefusal) -> ApiErr {
     let (code, message) = match refusal {
         InvitationRefusal::Unknown => ("invalid_invitation", "no invitation has this token"),
@@ -390,6 +409,10 @@ pub(crate) async fn heartbeat(
             "invalid_body",
             "a heartbeat speaks for the server that sends it only",
         )));
+    }
+    let version = agreed_version(&hb.protocol_versions)?;
+    if peer.protocol_version.as_deref() != Some(version) {
+        st.store.record_protocol_version(peer.id, version).await?;
     }
     if !hb.keys.is_empty() {
         st.fed

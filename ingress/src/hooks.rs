@@ -58,9 +58,10 @@ fn sig_error(e: SigError) -> ApiErr {
     })
 }
 
-/// Finds the trusted sender (by `X-Kite-Key-Id`, else by bearer token) and checks its
-/// signature: Standard Webhooks headers, or the body-only `X-Kite-Signature` if the sender
-/// is marked `legacy_signature`.
+/// Finds the trusted sender (by `X-Kite-Key-Id`, else by bearer token, else by whose token
+/// signs the request's `webhook-signature`: a Kite sender may carry another token as its
+/// bearer and several signatures) and checks its signature: Standard Webhooks headers, or
+/// the body-only `X-Kite-Signature` if the sender is marked `legacy_signature`.
 fn authenticate_sender(
     snapshot: &SenderSnapshot,
     team: &str,
@@ -73,18 +74,26 @@ fn authenticate_sender(
         .get(KEY_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
+    let signed_by = || {
+        headers.contains_key("webhook-signature").then(|| {
+            snapshot.senders(team).find(|s| {
+                signature::verify_federation(&s.secrets(), false, headers, body, now).is_ok()
+            })
+        })?
+    };
     let sender = match (key_id, bearer(headers)) {
         (Some(k), _) => snapshot
             .by_key_id(team, k)
             .ok_or_else(|| unknown("X-Kite-Key-Id names no trusted sender"))?,
-        (None, Some(b)) => snapshot
-            .find(team, b)
-            .ok_or_else(|| unknown("the bearer token is not a trusted sender's"))?,
-        (None, None) => {
-            return Err(unknown(
-                "name a key with X-Kite-Key-Id or send a bearer token",
-            ))
-        }
+        (None, Some(b)) => snapshot.find(team, b).or_else(signed_by).ok_or_else(|| {
+            unknown("neither the bearer token nor the signature is a trusted sender's")
+        })?,
+        (None, None) => signed_by().ok_or_else(|| {
+            unknown(
+                "no trusted sender's token signs this request (name a key with X-Kite-Key-Id, \
+                 send a bearer token, or sign with webhook-signature)",
+            )
+        })?,
     };
     let id = (sender.id.to_string(), sender.name.clone());
     signature::verify_federation(
@@ -290,6 +299,7 @@ async fn take(
         } else {
             let (id, name) =
                 authenticate_sender(&snapshot, team, &headers, &body, now).map_err(anonymous)?;
+            st.fed.check_tokens_allowed(team).await?;
             (id, Sender::Token(name))
         };
         if batch::is_batch(&headers) {

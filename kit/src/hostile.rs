@@ -119,6 +119,8 @@ struct Shared {
     seen: Vec<Seen>,
     /// What its last invitation offered.
     offer: Option<Terms>,
+    /// The protocol versions it says it speaks (descriptor, heartbeats).
+    versions: Vec<String>,
 }
 
 /// The hostile peer: a fake kite server on 127.0.0.1.
@@ -159,6 +161,10 @@ impl HostilePeer {
             behavior: Behavior::default(),
             seen: Vec::new(),
             offer: None,
+            versions: peering::PROTOCOL_VERSIONS
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
         }));
         let app = Router::new()
             .route(peering::DESCRIPTOR_PATH, get(descriptor))
@@ -189,6 +195,11 @@ impl HostilePeer {
     /// Changes what it does.
     pub fn set(&self, change: impl FnOnce(&mut Behavior)) {
         change(&mut self.lock().behavior);
+    }
+
+    /// Says it speaks these federation protocol versions from now on.
+    pub fn speak(&self, versions: &[&str]) {
+        self.lock().versions = versions.iter().map(|v| v.to_string()).collect();
     }
 
     /// Every request it received, oldest first.
@@ -417,6 +428,7 @@ impl HostilePeer {
             team: "default".into(),
             keys: keys.unwrap_or_else(|| self.keys().into_iter().map(|k| k.published).collect()),
             sent_at: Utc::now(),
+            protocol_versions: self.lock().versions.clone(),
         };
         let body = serde_json::to_vec(&hb).unwrap_or_default();
         self.post(
@@ -454,10 +466,7 @@ fn honest_descriptor(g: &Shared) -> ServerDescriptor {
     ServerDescriptor {
         server_name: g.name.clone(),
         keys: g.keys.iter().map(|k| k.published.clone()).collect(),
-        protocol_versions: peering::PROTOCOL_VERSIONS
-            .iter()
-            .map(|v| v.to_string())
-            .collect(),
+        protocol_versions: g.versions.clone(),
         endpoints: Endpoints::at(&g.url),
     }
 }

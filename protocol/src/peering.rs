@@ -21,6 +21,16 @@ pub const DESCRIPTOR_PATH: &str = "/.well-known/kite/server";
 /// The federation protocol versions this build speaks (2: requests signed for their
 /// destination, method and path).
 pub const PROTOCOL_VERSIONS: &[&str] = &["kite-federation/2"];
+/// The newest protocol version both this build and a server speaking `theirs` speak (None:
+/// no version in common, and they cannot federate: 422 `unsupported_protocol`).
+pub fn agree(theirs: &[String]) -> Option<&'static str> {
+    PROTOCOL_VERSIONS
+        .iter()
+        .rev()
+        .find(|v| theirs.iter().any(|t| t == *v))
+        .copied()
+}
+
 /// Most keys a descriptor, a heartbeat or a key query answer may publish: the current key
 /// and the few still inside their overlap.
 pub const MAX_KEYS: usize = 8;
@@ -452,6 +462,8 @@ pub struct Heartbeat {
     pub keys: Vec<PublishedKey>,
     /// When it was sent.
     pub sent_at: DateTime<Utc>,
+    /// The federation protocol versions the sender speaks.
+    pub protocol_versions: Vec<String>,
 }
 
 impl Message for Heartbeat {
@@ -648,6 +660,7 @@ mod tests {
                 team: "t".into(),
                 keys,
                 sent_at: chrono::Utc::now(),
+                protocol_versions: vec!["kite-federation/2".into()],
             })
             .unwrap()
         };
@@ -679,6 +692,17 @@ mod tests {
             read::<KeyQuery>(br#"{"server_name":"a"}"#, 4096).map_err(|e| e.code()),
             Err("invalid_body")
         );
+    }
+
+    #[test]
+    fn servers_agree_on_the_newest_version_both_speak() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            agree(&v(&["kite-federation/1", "kite-federation/2"])),
+            Some("kite-federation/2")
+        );
+        assert_eq!(agree(&v(&["kite-federation/1"])), None);
+        assert_eq!(agree(&[]), None);
     }
 
     #[test]

@@ -39,19 +39,21 @@ pub fn verify(secret: &str, body: &[u8], header: &str) -> bool {
 }
 
 /// The headers of one federation POST: Standard Webhooks (`webhook-id`, `webhook-timestamp`,
-/// `webhook-signature` with one signature per secret in rotation), the body-only
-/// `X-Kite-Signature` for peers running Kite, and who signs: `X-Kite-Key-Id` when the peer
-/// has a key id, else the token as a bearer. [`verify_federation`] is the other side.
+/// `webhook-signature` with one signature for `token` and one for each of `also`: the token
+/// it replaced, in rotation, and the token the peer minted for this side, so a receiver
+/// told either takes it), the body-only `X-Kite-Signature` for peers running Kite, and who
+/// signs: `X-Kite-Key-Id` when the peer has a key id, else the token as a bearer.
+/// [`verify_federation`] is the other side.
 pub fn federation_headers(
     token: &str,
-    previous: Option<&str>,
+    also: &[&str],
     key_id: Option<&str>,
     id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
     let mut secrets = vec![token];
-    secrets.extend(previous);
+    secrets.extend(also.iter().copied().filter(|s| *s != token));
     let mut h = vec![
         ("content-type", "application/cloudevents+json".to_string()),
         (SIGNATURE_HEADER, sign(token, body)),
@@ -176,7 +178,7 @@ mod tests {
         let body = br#"{"id":"e1"}"#;
         let now = 1_700_000_000;
         let mut h = http::HeaderMap::new();
-        for (k, v) in federation_headers("new", Some("old"), Some("a-key"), "e1", now, body) {
+        for (k, v) in federation_headers("new", &["old"], Some("a-key"), "e1", now, body) {
             h.insert(k, v.parse().unwrap());
         }
         assert_eq!(h["x-kite-key-id"], "a-key");

@@ -232,6 +232,8 @@ mod tests {
                 last_heartbeat_at: None,
                 last_heartbeat_ok_at: None,
                 heartbeat_failures: 0,
+                inbound_token: None,
+                protocol_version: None,
                 created_at: now,
                 updated_at: now,
             },

@@ -150,6 +150,9 @@ pub struct PeerCreate {
     /// Create it paused.
     #[arg(long)]
     pub paused: bool,
+    /// The token the peer signs its events to this side with (`-` reads it from stdin).
+    #[arg(long)]
+    pub inbound_token: Option<String>,
 }
 
 /// `kite admin peers update`: only the fields given change.
@@ -178,6 +181,9 @@ pub struct PeerUpdate {
     /// New status.
     #[arg(long, value_parser = ["active", "paused", "revoked"])]
     pub status: Option<String>,
+    /// New inbound token (`-` reads it from stdin).
+    #[arg(long)]
+    pub inbound_token: Option<String>,
 }
 
 /// `kite admin tokens ...`.
@@ -263,6 +269,10 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 max_hops: p.max_hops,
                 key_id: p.key_id,
                 status: p.paused.then(|| "paused".to_string()),
+                inbound_token: p
+                    .inbound_token
+                    .map(|t| secret_arg(&t, "inbound-token"))
+                    .transpose()?,
             };
             c.add_peer(&spec).await?
         }
@@ -280,10 +290,15 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 max_hops: u.max_hops,
                 key_id: u.key_id,
                 status: u.status,
+                inbound_token: u
+                    .inbound_token
+                    .map(|t| secret_arg(&t, "inbound-token"))
+                    .transpose()?,
             };
             if changes.is_empty() {
                 anyhow::bail!(
-                    "nothing to change: pass --name, --url, --token, --scope, --max-hops, --key-id or --status"
+                    "nothing to change: pass --name, --url, --token, --scope, --max-hops, --key-id, \
+                     --status or --inbound-token"
                 );
             }
             c.update_peer(&id(u.peer).await?, &changes).await?

@@ -190,8 +190,8 @@ fn settings(a: &Connection) -> anyhow::Result<(String, String)> {
     let (mut instance, mut key) = (a.instance.clone(), a.api_key.clone());
     if instance.is_none() || key.is_none() {
         let file = crate::listen::load_file_config(a.config.as_ref())?;
-        instance = instance.or(file.instance);
-        key = key.or(file.api_key);
+        instance = instance.or_else(|| file.instance());
+        key = key.or_else(|| file.api_key());
     }
     let key = key.context(
         "no API key: pass --api-key, set KITE_API_KEY, or put `api_key` in ~/.config/kite/config.toml",

@@ -1,4 +1,5 @@
-//! `kite peer` (invite, accept, list, show, revoke, grant, grants, revoke-grant, backfill) and `kite admin identity`, `policy` and
+//! `kite peer` (invite, accept, list, show, refresh, identity, revoke, grant, grants,
+//! revoke-grant, backfill) and `kite admin identity`, `policy` and
 //! `invitations`: peering the way federations do it.
 
 use clap::{Args, Subcommand};
@@ -15,6 +16,7 @@ const PEER_HEALTH_COLS: &[Col] = &[
     col("LAST_SEEN", "last_seen"),
     col("LAST_HEARTBEAT", "last_heartbeat_at"),
     col("LAST_ERROR", "last_error"),
+    col("RESOLVED", "last_error_resolved_at"),
     col("SENT_24H", "events_sent_24h"),
     col("RECEIVED_24H", "events_received_24h"),
     col("PENDING", "pending"),
@@ -87,6 +89,14 @@ pub enum PeerCommand {
         /// Its id or name.
         peer: String,
     },
+    /// Fetch a handshake peer's descriptor again and pin the keys it publishes now (what a
+    /// peer whose keys changed needs; an ended key never comes back).
+    Refresh {
+        /// Its id, name or server name.
+        peer: String,
+    },
+    /// This server's identity: its descriptor, and when its key rotates next.
+    Identity,
     /// Revoke a peer: nothing goes to it any more, and its requests are refused (the other
     /// side learns it on its next request).
     Revoke {
@@ -171,6 +181,10 @@ pub enum PolicyVerb {
         /// The most events one backfill request is answered with.
         #[arg(long)]
         max_backfill: Option<u32>,
+        /// The least federation traffic must be signed with: `token` (shared tokens or
+        /// identity keys) or `identity` (identity keys only).
+        #[arg(long, value_parser = ["token", "identity"])]
+        min_signature_protocol: Option<String>,
     },
 }
 
@@ -237,6 +251,8 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
         }
         PeerCommand::Show { peer } => c.get_peer(&id(peer).await?).await?,
         PeerCommand::Revoke { peer } => c.revoke_peer(&id(peer).await?).await?,
+        PeerCommand::Refresh { peer } => c.refresh_peer(&id(peer).await?).await?,
+        PeerCommand::Identity => c.identity().await?,
         PeerCommand::Grant {
             peer,
             permissions,
@@ -294,19 +310,30 @@ pub(super) async fn policy(ctx: &Ctx, verb: Option<PolicyVerb>) -> anyhow::Resul
             allowed_peers,
             no_allowed_peers,
             max_backfill,
+            min_signature_protocol,
         } => {
             let allowed = if no_allowed_peers {
                 Some(Vec::new())
             } else {
                 (!allowed_peers.is_empty()).then_some(allowed_peers)
             };
-            if mode.is_none() && allowed.is_none() && max_backfill.is_none() {
+            if mode.is_none()
+                && allowed.is_none()
+                && max_backfill.is_none()
+                && min_signature_protocol.is_none()
+            {
                 anyhow::bail!(
-                    "nothing to change: pass --mode, --allowed-peers, --no-allowed-peers or --max-backfill"
+                    "nothing to change: pass --mode, --allowed-peers, --no-allowed-peers, \
+                     --max-backfill or --min-signature-protocol"
                 );
             }
             ctx.client
-                .set_policy(mode.as_deref(), allowed, max_backfill)
+                .set_policy(
+                    mode.as_deref(),
+                    allowed,
+                    max_backfill,
+                    min_signature_protocol.as_deref(),
+                )
                 .await?
         }
     };

@@ -69,7 +69,12 @@ impl SenderSnapshot {
         self.by_team
             .get(team_id)?
             .iter()
-            .find(|s| s.key_id == key_id)
+            .find(|s| !s.key_id.is_empty() && s.key_id == key_id)
+    }
+
+    /// The team's senders (trusted senders and token peers with an inbound token).
+    pub fn senders(&self, team_id: &str) -> impl Iterator<Item = &Sender> {
+        self.by_team.get(team_id).into_iter().flatten()
     }
 
     /// The configuration of a hook source, if it has one.
@@ -194,6 +199,24 @@ impl Loadable for SenderSnapshot {
         let mut by_team: HashMap<String, Vec<Sender>> = HashMap::new();
         for s in store.all_senders().await? {
             by_team.entry(s.team_id.clone()).or_default().push(s);
+        }
+        // A token peer with an inbound token is a sender too, under its own name: what it
+        // signs with that token is taken as its (the Kite guide's bidirectional peer).
+        for p in store.all_peers().await? {
+            let Some(token) = p.inbound_token else {
+                continue;
+            };
+            by_team.entry(p.team_id.clone()).or_default().push(Sender {
+                id: p.id,
+                team_id: p.team_id,
+                name: p.name,
+                key_id: String::new(),
+                legacy_signature: false,
+                inbound_token: token,
+                previous_inbound_token: None,
+                previous_until: None,
+                created_at: p.created_at,
+            });
         }
         let sources = store
             .all_sources()

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::grants::{insert_grant, NewGrant};
 use crate::keys::found;
 use crate::peers::{Peer, COLS};
-use crate::types::{FederationMode, GrantPermission, PeerStatus};
+use crate::types::{FederationMode, GrantPermission, PeerStatus, SignatureProtocol};
 use crate::{Result, RowExt, Store, StoreError};
 
 /// A team's federation policy.
@@ -26,6 +26,9 @@ pub struct Policy {
     pub allowed_peers: Vec<String>,
     /// The most events one backfill request is answered with.
     pub max_backfill_events_per_request: i32,
+    /// The least federation traffic must be signed with: `token` (shared tokens or identity
+    /// keys) or `identity` (identity keys only: shared-token peers and senders refused).
+    pub min_signature_protocol: SignatureProtocol,
 }
 
 impl Default for Policy {
@@ -34,6 +37,7 @@ impl Default for Policy {
             default_mode: FederationMode::Open,
             allowed_peers: Vec::new(),
             max_backfill_events_per_request: 1000,
+            min_signature_protocol: SignatureProtocol::Token,
         }
     }
 }
@@ -112,6 +116,8 @@ pub struct NewHandshakePeer {
     pub keys: Vec<PublishedKey>,
     /// `proposed` (asking) or `accepted` (answered).
     pub status: PeerStatus,
+    /// The federation protocol version agreed with it.
+    pub protocol_version: String,
 }
 
 /// Most rows pinned for one peer: [`MAX_KEYS`] live keys and as many ended ones, remembered
@@ -258,7 +264,8 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT team_id, default_mode, allowed_peers, max_backfill_events_per_request
+                "SELECT team_id, default_mode, allowed_peers, max_backfill_events_per_request,
+                        min_signature_protocol
                  FROM federation_policies WHERE $1::text IS NULL OR team_id = $1",
                 &[&team_id],
             )
@@ -271,6 +278,7 @@ impl Store {
                         default_mode: r.col(1)?,
                         allowed_peers: r.col(2)?,
                         max_backfill_events_per_request: r.col(3)?,
+                        min_signature_protocol: r.col(4)?,
                     },
                 ))
             })
@@ -281,11 +289,19 @@ impl Store {
     pub async fn set_policy(&self, team_id: &str, p: &Policy) -> Result<Policy> {
         let c = self.conn().await?;
         c.execute(
-            "INSERT INTO federation_policies (team_id, default_mode, allowed_peers, max_backfill_events_per_request)
-             VALUES ($1, $2, $3, $4)
+            "INSERT INTO federation_policies (team_id, default_mode, allowed_peers,
+                 max_backfill_events_per_request, min_signature_protocol)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (team_id) DO UPDATE SET default_mode = $2, allowed_peers = $3,
-                 max_backfill_events_per_request = $4, updated_at = now()",
-            &[&team_id, &p.default_mode, &p.allowed_peers, &p.max_backfill_events_per_request],
+                 max_backfill_events_per_request = $4, min_signature_protocol = $5,
+                 updated_at = now()",
+            &[
+                &team_id,
+                &p.default_mode,
+                &p.allowed_peers,
+                &p.max_backfill_events_per_request,
+                &p.min_signature_protocol,
+            ],
         )
         .await?;
         Ok(p.clone())
@@ -629,6 +645,18 @@ impl Store {
         .await
     }
 
+    /// Records the protocol version agreed with a peer (a heartbeat says what it speaks now).
+    pub async fn record_protocol_version(&self, peer_id: Uuid, version: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "UPDATE peers SET protocol_version = $2
+             WHERE id = $1 AND protocol_version IS DISTINCT FROM $2",
+            &[&peer_id, &version],
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Records a heartbeat received from a peer. Applies [`heartbeat_status`].
     pub async fn record_heartbeat_received(
         &self,
@@ -807,8 +835,8 @@ async fn insert_handshake_peer(
     };
     tx.execute(
         "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status,
-                            server_name, peer_base_url, peer_team, peer_instance_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9)",
+                            server_name, peer_base_url, peer_team, peer_instance_id, protocol_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12)",
         &[
             &id,
             &team_id,
@@ -821,6 +849,7 @@ async fn insert_handshake_peer(
             &p.server_name,
             &p.base_url,
             &p.team,
+            &p.protocol_version,
         ],
     )
     .await?;

@@ -116,10 +116,58 @@ impl Store {
         &self,
         overlap: std::time::Duration,
     ) -> Result<Vec<PublishedKey>> {
+        self.rotate_if(None, overlap).await?;
+        self.server_keys().await
+    }
+
+    /// Rotates the key (as [`Store::rotate_server_key`]) if the current one is `age` old or
+    /// older; answers whether it did. Processes racing for it rotate once: the current key's
+    /// row is locked while one decides.
+    pub async fn rotate_server_key_if_older(
+        &self,
+        age: std::time::Duration,
+        overlap: std::time::Duration,
+    ) -> Result<bool> {
+        self.rotate_if(Some(age), overlap).await
+    }
+
+    /// When the current key will be `age` old (the next scheduled rotation).
+    pub async fn next_rotation(&self, age: std::time::Duration) -> Result<Option<DateTime<Utc>>> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                "SELECT valid_from FROM server_keys WHERE valid_until IS NULL",
+                &[],
+            )
+            .await?;
+        let from: Option<DateTime<Utc>> = row.map(|r| r.col(0)).transpose()?;
+        Ok(from.map(|f| f + chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)))
+    }
+
+    async fn rotate_if(
+        &self,
+        older_than: Option<std::time::Duration>,
+        overlap: std::time::Duration,
+    ) -> Result<bool> {
         let key = SecretKey::generate();
         {
             let mut c = self.conn().await?;
             let tx = c.transaction().await?;
+            if let Some(age) = older_than {
+                let due: bool = tx
+                    .query_opt(
+                        "SELECT valid_from <= now() - make_interval(secs => $1) FROM server_keys
+                         WHERE valid_until IS NULL FOR UPDATE",
+                        &[&age.as_secs_f64()],
+                    )
+                    .await?
+                    .map(|r| r.col(0))
+                    .transpose()?
+                    .unwrap_or(false);
+                if !due {
+                    return Ok(false);
+                }
+            }
             let until: DateTime<Utc> = Utc::now()
                 + chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::days(30));
             tx.execute(
@@ -138,6 +186,6 @@ impl Store {
             .await?;
             tx.commit().await?;
         }
-        self.server_keys().await
+        Ok(true)
     }
 }

@@ -43,6 +43,8 @@ pub struct DeliveryRow {
     pub previous_token: Option<String>,
     /// Key id to name instead of sending the token as a bearer.
     pub key_id: Option<String>,
+    /// The token the peer minted for this side (its `inbound_token`), signed with too.
+    pub inbound_token: Option<String>,
     /// The peer's server name when it is a handshake peer (requests are signed with this
     /// server's identity key instead of a shared secret).
     pub server_name: Option<String>,
@@ -85,6 +87,7 @@ impl DeliveryRow {
                 .then(|| peer.previous_outbound_token.clone())
                 .flatten(),
             key_id: peer.key_id.clone(),
+            inbound_token: peer.inbound_token.clone(),
             server_name: peer.server_name.clone(),
             origin_sig: event.origin_sig.clone(),
             peer_name: Some(peer.name.clone()),
@@ -192,7 +195,7 @@ impl Store {
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
                         CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
                         e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name,
-                        e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at
+                        e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at, p.inbound_token
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -230,6 +233,7 @@ impl Store {
                     peer_health: r.col(8)?,
                     previous_token: self.open_opt(r.col(9)?)?,
                     key_id: r.col(10)?,
+                    inbound_token: self.open_opt(r.col(22)?)?,
                     server_name: r.col(16)?,
                     origin_sig: crate::events::sig_columns(r, 17),
                     peer_name: r.col(19)?,

@@ -67,6 +67,12 @@ pub struct Peer {
     pub last_heartbeat_ok_at: Option<DateTime<Utc>>,
     /// This side's heartbeats it failed to take in a row.
     pub heartbeat_failures: i32,
+    /// The token a token peer signs its events to this side with (the Kite guide's
+    /// `inbound_token`, shown never): events so signed are taken as the peer's.
+    #[serde(skip)]
+    pub inbound_token: Option<String>,
+    /// The federation protocol version agreed with a handshake peer.
+    pub protocol_version: Option<String>,
 }
 
 impl Peer {
@@ -83,7 +89,7 @@ pub(crate) const COLS: &str =
     peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
     consecutive_failures, created_at, updated_at, health, key_id, previous_outbound_token, \
     previous_until, server_name, peer_base_url, peer_team, last_heartbeat_at, \
-    last_heartbeat_ok_at, heartbeat_failures";
+    last_heartbeat_ok_at, heartbeat_failures, inbound_token, protocol_version";
 
 impl Store {
     pub(crate) fn peer_row(&self, r: &Row) -> Result<Peer> {
@@ -119,6 +125,8 @@ impl Store {
             last_heartbeat_at: r.col(23)?,
             last_heartbeat_ok_at: r.col(24)?,
             heartbeat_failures: r.col(25)?,
+            inbound_token: self.open_opt(r.col(26)?)?,
+            protocol_version: r.col(27)?,
         })
     }
 
@@ -151,6 +159,10 @@ pub struct NewPeer {
     /// Key id to name instead of sending the token as a bearer.
     #[schema(max_length = 128)]
     pub key_id: Option<String>,
+    /// The token the peer signs its events to this side with (for both directions over one
+    /// peer, as the Kite guide has it; shown never).
+    #[schema(min_length = 1, max_length = 512, write_only)]
+    pub inbound_token: Option<String>,
 }
 
 /// A partial update of a peer (validated by the caller).
@@ -175,6 +187,9 @@ pub struct PeerPatch {
     /// New key id.
     #[schema(max_length = 128)]
     pub key_id: Option<String>,
+    /// New inbound token.
+    #[schema(min_length = 1, max_length = 512, write_only)]
+    pub inbound_token: Option<String>,
 }
 
 /// What one delivery batch learned about a peer.
@@ -199,8 +214,8 @@ impl Store {
         let row = c
             .query_one(
                 &format!(
-                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLS}"
+                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id, inbound_token)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLS}"
                 ),
                 &[
                     &Uuid::now_v7(),
@@ -212,6 +227,7 @@ impl Store {
                     &p.max_hops,
                     &p.status,
                     &p.key_id,
+                    &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
                 ],
             )
             .await?;
@@ -273,6 +289,7 @@ impl Store {
                         max_hops = COALESCE($7, max_hops),
                         status = COALESCE($8, status),
                         key_id = COALESCE($9, key_id),
+                        inbound_token = COALESCE($11, inbound_token),
                         updated_at = now()
                      WHERE team_id = $1 AND id = $2 RETURNING {COLS}"
                 ),
@@ -287,6 +304,7 @@ impl Store {
                     &p.status,
                     &p.key_id,
                     &overlap.as_secs_f64(),
+                    &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
                 ],
             )
             .await?;

@@ -185,6 +185,17 @@ text_enum! {
 }
 
 text_enum! {
+    /// The least a team's federation traffic must be signed with
+    /// (`min_signature_protocol` of its policy).
+    SignatureProtocol {
+        /// A shared token (Kite peers and trusted senders) or an identity key.
+        Token => "token",
+        /// An identity key only: shared-token peers and senders are refused.
+        Identity => "identity",
+    }
+}
+
+text_enum! {
     /// What a grant lets a handshake peer do.
     GrantPermission {
         /// Send events of the grant's types here.
@@ -240,6 +251,7 @@ mod tests {
             include_str!("../../migrations/V1__init.sql"),
             include_str!("../../migrations/V2__peer_health.sql"),
             include_str!("../../migrations/V6__federation.sql"),
+            include_str!("../../migrations/V11__guides.sql"),
         ]
         .concat();
         let check = |column: &str| -> Vec<String> {
@@ -269,6 +281,10 @@ mod tests {
         assert_eq!(
             check("default_mode"),
             texts(FederationMode::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            check("min_signature_protocol"),
+            texts(SignatureProtocol::ALL.iter().map(|s| s.as_str()).collect())
         );
         assert_eq!(
             check("permission"),

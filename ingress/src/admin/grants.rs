@@ -43,6 +43,8 @@ struct GrantBody {
 }
 
 impl FromBody for GrantRequest {
+    const FIELDS: &'static [&'static str] = &["permissions", "scopes", "expires_at", "ttl"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let bad = || {
             ApiErr(ApiError::validation(
@@ -164,6 +166,8 @@ pub(crate) struct Backfill {
 }
 
 impl FromBody for Backfill {
+    const FIELDS: &'static [&'static str] = &["since", "limit", "types"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let bad_since = || {
             ApiErr(ApiError::validation(

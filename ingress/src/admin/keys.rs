@@ -14,6 +14,8 @@ pub(crate) struct NewKey {
 }
 
 impl FromBody for NewKey {
+    const FIELDS: &'static [&'static str] = &["permission", "label"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let permission = match opt_str(m, "permission", 16)? {
             None => Permission::Read,

@@ -59,6 +59,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
             peers::delete_peer
         ))
         .routes(routes!(peers::replay_dead))
+        .routes(routes!(peers::refresh_peer))
         .routes(routes!(grants::create_grant, grants::list_grants))
         .routes(routes!(grants::delete_grant))
         .routes(routes!(grants::backfill))
@@ -110,10 +111,32 @@ pub(crate) async fn authorize(
 }
 
 /// A typed admin request body, read field by field from the JSON object the client sent, so
-/// every refusal names its field (400 `validation_failed` with `field`).
+/// every refusal names its field (400 `validation_failed` with `field`); a field it does not
+/// know is refused (400 `unknown_field`), never ignored, so a client never believes kite
+/// does what it does not.
 pub(crate) trait FromBody: Sized {
+    /// The fields it reads.
+    const FIELDS: &'static [&'static str];
+
     /// Validates the object and builds the request.
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr>;
+}
+
+/// Refuses the first field of `m` that `T` does not read.
+fn known_fields<T: FromBody>(m: &Map<String, Value>) -> Result<(), ApiErr> {
+    match m.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => Err(ApiErr(
+            ApiError::bad_request(
+                "unknown_field",
+                format!(
+                    "{k:?} is not a field of this request (its fields: {})",
+                    T::FIELDS.join(", ")
+                ),
+            )
+            .with("field", json!(k)),
+        )),
+    }
 }
 
 /// A validated admin request body: a JSON object of at most [`MAX_ADMIN_BODY`] bytes (an
@@ -152,6 +175,7 @@ impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
             }
             other => other?,
         };
+        known_fields::<T>(&m)?;
         T::from_body(&m).map(Valid)
     }
 }

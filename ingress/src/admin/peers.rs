@@ -48,8 +48,20 @@ pub(crate) async fn check_destination(st: &AppState, url: &str) -> Result<(), Ap
 }
 
 /// `POST /api/federation/peers`: name, peer_hook_url and outbound_token are required;
-/// scopes default to `["*"]`, max_hops to 3, status to `active`.
+/// scopes default to `["*"]`, max_hops to 3, status to `active`; `inbound_token` (optional)
+/// is the token the peer signs its events to this side with.
 impl FromBody for NewPeer {
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "peer_hook_url",
+        "outbound_token",
+        "inbound_token",
+        "scopes",
+        "max_hops",
+        "status",
+        "key_id",
+    ];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(NewPeer {
             name: req_str(m, "name", 128)?,
@@ -64,12 +76,24 @@ impl FromBody for NewPeer {
             max_hops: opt_int(m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
             status: opt_status(m)?.unwrap_or(PeerStatus::Active),
             key_id: opt_str(m, "key_id", 128)?,
+            inbound_token: opt_str(m, "inbound_token", 512)?,
         })
     }
 }
 
 /// `PATCH /api/federation/peers/{id}`: any of the fields of [`NewPeer`].
 impl FromBody for PeerPatch {
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "peer_hook_url",
+        "outbound_token",
+        "inbound_token",
+        "scopes",
+        "max_hops",
+        "status",
+        "key_id",
+    ];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(PeerPatch {
             name: opt_str(m, "name", 128)?,
@@ -79,6 +103,7 @@ impl FromBody for PeerPatch {
             max_hops: opt_int(m, "max_hops", 1, 16)?.map(|n| n as i32),
             status: opt_status(m)?,
             key_id: opt_str(m, "key_id", 128)?,
+            inbound_token: opt_str(m, "inbound_token", 512)?,
         })
     }
 }
@@ -92,6 +117,8 @@ pub(crate) struct ReplayDead {
 }
 
 impl FromBody for ReplayDead {
+    const FIELDS: &'static [&'static str] = &["limit"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(ReplayDead {
             limit: opt_int(m, "limit", 1, 100_000)?.unwrap_or(1000),
@@ -124,6 +151,12 @@ pub(crate) struct PeerView {
     events_sent_24h: i64,
     /// Events received from it in the last 24 hours.
     events_received_24h: i64,
+    /// Whether it has an inbound token (the token it signs its events to this side with;
+    /// never shown).
+    has_inbound_token: bool,
+    /// When `last_error` stopped holding: the peer was heard from after it (None while it
+    /// still holds, or there is none).
+    last_error_resolved_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The identity keys pinned for it (a handshake peer, shown alone).
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<Vec<kite_protocol::peering::PublishedKey>>,
@@ -137,8 +170,14 @@ impl PeerView {
     ) -> Self {
         let (pending, dead) = backlog.copied().unwrap_or((0, 0));
         let t = traffic.copied().unwrap_or_default();
+        let last_seen = peer.last_seen();
         Self {
-            last_seen: peer.last_seen(),
+            last_error_resolved_at: peer
+                .last_error_at
+                .and(last_seen)
+                .filter(|seen| peer.last_error_at.is_some_and(|e| *seen > e)),
+            last_seen,
+            has_inbound_token: peer.inbound_token.is_some(),
             peer,
             pending,
             dead,
@@ -173,6 +212,7 @@ pub(super) async fn create_peer(
     Key(g, _): Key<act::CreatePeer>,
     Valid(new): Valid<NewPeer>,
 ) -> Result<Response, ApiErr> {
+    st.fed.check_tokens_allowed(&g.team_id).await?;
     check_destination(&st, &new.peer_hook_url).await?;
     let peer = st.store.create_peer(&g.team_id, &new).await?;
     st.peers.invalidate().await;
@@ -253,6 +293,31 @@ pub(super) async fn delete_peer(
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
     Ok(Deleted::answer(Some(cancelled)))
+}
+
+#[utoipa::path(post, path = "/api/federation/peers/{id}/refresh", tag = "peers",
+    summary = "Fetch a handshake peer's descriptor again and pin the keys it publishes now",
+    description = "What a peer whose keys changed needs. The keys are pinned by the rules of \
+        key validity: an end only comes earlier and an ended key never comes back.",
+    params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "The peer, with its keys", body = PeerView)))]
+pub(super) async fn refresh_peer(
+    State(st): St,
+    Key(g, _): Key<act::RefreshPeer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
+    if peer.server_name.is_none() {
+        return Err(ApiErr(ApiError::bad_request(
+            "not_a_handshake_peer",
+            "only a peer made by invitation (kite peer invite / accept) has a descriptor",
+        )));
+    }
+    st.fed
+        .refresh_keys(&peer)
+        .await
+        .map_err(crate::federation::fed_error)?;
+    Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/federation/peers/{id}/replay-dead", tag = "peers",

@@ -21,6 +21,9 @@ pub(crate) struct NewSender {
 }
 
 impl FromBody for NewSender {
+    const FIELDS: &'static [&'static str] =
+        &["name", "inbound_token", "key_id", "legacy_signature"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(NewSender {
             name: req_str(m, "name", 128)?,
@@ -33,6 +36,8 @@ impl FromBody for NewSender {
 
 /// `PATCH /api/federation/trusted-senders/{id}`: any of name, inbound_token, legacy_signature.
 impl FromBody for SenderPatch {
+    const FIELDS: &'static [&'static str] = &["name", "inbound_token", "legacy_signature"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(SenderPatch {
             name: opt_str(m, "name", 128)?,
@@ -51,6 +56,7 @@ pub(super) async fn create_sender(
     Key(g, _): Key<act::CreateSender>,
     Valid(new): Valid<NewSender>,
 ) -> Result<Response, ApiErr> {
+    st.fed.check_tokens_allowed(&g.team_id).await?;
     let s = st
         .store
         .create_sender(

@@ -22,6 +22,8 @@ pub(crate) struct NewSource {
 }
 
 impl FromBody for NewSource {
+    const FIELDS: &'static [&'static str] = &["name", "scheme", "secret", "header"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let name = req_str(m, "name", 64)?;
         kite_protocol::event::validate_source_name(&name).map_err(|_| {
@@ -74,6 +76,8 @@ pub(crate) struct Rotation {
 }
 
 impl FromBody for Rotation {
+    const FIELDS: &'static [&'static str] = &["secret"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(Rotation {
             secret: req_str(m, "secret", 512)?,

@@ -33,6 +33,8 @@ pub(crate) struct NewTeam {
 }
 
 impl FromBody for NewTeam {
+    const FIELDS: &'static [&'static str] = &["id"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let id = req_str(m, "id", 64)?;
         kite_protocol::event::validate_source_name(&id).map_err(|_| {

@@ -11,6 +11,8 @@ pub(crate) struct NewToken {
 }
 
 impl FromBody for NewToken {
+    const FIELDS: &'static [&'static str] = &["label"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(NewToken {
             label: opt_str(m, "label", 200)?.unwrap_or_default(),
@@ -36,6 +38,7 @@ pub(super) async fn create_token(
     Key(g, _): Key<act::CreateToken>,
     Valid(new): Valid<NewToken>,
 ) -> Result<Response, ApiErr> {
+    st.fed.check_tokens_allowed(&g.team_id).await?;
     let token = token::mint_federation_token();
     let info = st
         .store

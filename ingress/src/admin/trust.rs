@@ -4,7 +4,7 @@
 
 use kite_protocol::peering::Invitation;
 use kite_store::federation::{InvitationInfo, Policy};
-use kite_store::types::FederationMode;
+use kite_store::types::{FederationMode, SignatureProtocol};
 
 use super::*;
 use crate::federation::fed_error;
@@ -14,26 +14,52 @@ const MAX_TTL_SECS: i64 = 365 * 24 * 3600;
 /// How long an invitation lives unless told: 7 days.
 const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
 
+/// This server's identity as its admins see it: the descriptor other servers fetch, and when
+/// its key is rotated next.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct IdentityView {
+    /// The descriptor.
+    #[serde(flatten)]
+    descriptor: kite_protocol::peering::ServerDescriptor,
+    /// When the current key is rotated on schedule (`KITE_KEY_ROTATION_SECS`; null: by
+    /// hand only).
+    next_rotation_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl IdentityView {
+    async fn now(st: &AppState) -> Result<Response, ApiErr> {
+        let next_rotation_at = match st.fed.config().key_rotation {
+            Some(age) => st.store.next_rotation(age).await?,
+            None => None,
+        };
+        Ok(Json(IdentityView {
+            descriptor: st.fed.descriptor().await.map_err(fed_error)?,
+            next_rotation_at,
+        })
+        .into_response())
+    }
+}
+
 #[utoipa::path(get, path = "/api/federation/identity", tag = "federation",
-    summary = "This server's descriptor: its name, keys and endpoints",
-    responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
+    summary = "This server's descriptor (name, keys, endpoints) and its next key rotation",
+    responses((status = 200, description = "The identity", body = IdentityView)))]
 pub(super) async fn identity(
     State(st): St,
     Key(_, _): Key<act::ShowIdentity>,
 ) -> Result<Response, ApiErr> {
-    Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
+    IdentityView::now(&st).await
 }
 
 #[utoipa::path(post, path = "/api/federation/identity/rotate", tag = "federation",
     summary = "Rotate the identity key; the old one stays valid for the overlap",
-    responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
+    responses((status = 200, description = "The identity after it", body = IdentityView)))]
 pub(super) async fn rotate_identity(
     State(st): St,
     Key(g, _): Key<act::RotateIdentity>,
 ) -> Result<Response, ApiErr> {
     st.fed.rotate().await?;
     tracing::info!(team = %g.team_id, "identity key rotated");
-    Ok(Json(st.fed.descriptor().await.map_err(fed_error)?).into_response())
+    IdentityView::now(&st).await
 }
 
 #[utoipa::path(get, path = "/api/federation/policy", tag = "federation",
@@ -57,9 +83,19 @@ pub(crate) struct PolicyPatch {
     /// The most events one backfill request is answered with.
     #[schema(minimum = 1, maximum = 100000)]
     max_backfill_events_per_request: Option<i32>,
+    /// The least federation traffic must be signed with: `token` or `identity` (identity
+    /// keys only; refused while shared-token peers or trusted senders exist).
+    min_signature_protocol: Option<SignatureProtocol>,
 }
 
 impl FromBody for PolicyPatch {
+    const FIELDS: &'static [&'static str] = &[
+        "default_mode",
+        "allowed_peers",
+        "max_backfill_events_per_request",
+        "min_signature_protocol",
+    ];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let default_mode = opt_str(m, "default_mode", 32)?
             .map(|s| {
@@ -94,7 +130,21 @@ impl FromBody for PolicyPatch {
                 )))
             }
         };
+        let min_signature_protocol = opt_str(m, "min_signature_protocol", 32)?
+            .map(|s| {
+                SignatureProtocol::parse(&s).ok_or_else(|| {
+                    ApiErr(ApiError::validation(
+                        "min_signature_protocol",
+                        format!(
+                            "min_signature_protocol must be one of {}",
+                            one_of(SignatureProtocol::ALL)
+                        ),
+                    ))
+                })
+            })
+            .transpose()?;
         Ok(PolicyPatch {
+            min_signature_protocol,
             default_mode,
             allowed_peers,
             max_backfill_events_per_request: opt_int(
@@ -124,7 +174,40 @@ pub(super) async fn put_policy(
         max_backfill_events_per_request: patch
             .max_backfill_events_per_request
             .unwrap_or(now.max_backfill_events_per_request),
+        min_signature_protocol: patch
+            .min_signature_protocol
+            .unwrap_or(now.min_signature_protocol),
     };
+    if policy.min_signature_protocol == SignatureProtocol::Identity {
+        // What the policy would refuse must go first: it never strands a peer silently.
+        let token_peers: Vec<String> = st
+            .store
+            .list_peers(&g.team_id)
+            .await?
+            .into_iter()
+            .filter(|p| p.server_name.is_none())
+            .map(|p| p.name)
+            .collect();
+        let senders: Vec<String> = st
+            .store
+            .list_senders(&g.team_id)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        if !token_peers.is_empty() || !senders.is_empty() {
+            return Err(ApiErr(
+                ApiError::new(
+                    409,
+                    "shared_tokens_in_use",
+                    "min_signature_protocol identity refuses shared-token peers and trusted \
+                     senders: delete these first, or peer with them by invitation",
+                )
+                .with("peers", json!(token_peers))
+                .with("trusted_senders", json!(senders)),
+            ));
+        }
+    }
     let saved = st.store.set_policy(&g.team_id, &policy).await?;
     // This process applies it at once; the others on the change notice.
     st.fed.invalidate().await;
@@ -147,6 +230,8 @@ pub(crate) struct NewInvitation {
 }
 
 impl FromBody for NewInvitation {
+    const FIELDS: &'static [&'static str] = &["scopes", "max_hops", "ttl"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(NewInvitation {
             scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
@@ -264,6 +349,8 @@ pub(crate) struct AcceptInvitation {
 }
 
 impl FromBody for AcceptInvitation {
+    const FIELDS: &'static [&'static str] = &["invitation", "scopes", "max_hops"];
+
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let text = req_str(m, "invitation", 8192)?;
         let invitation = Invitation::decode(&text)
@@ -306,6 +393,9 @@ pub(super) async fn accept_invitation(
             }
             e @ AcceptError::Terms(_) => {
                 ApiErr(ApiError::new(502, "peering_terms_refused", e.to_string()))
+            }
+            e @ AcceptError::Protocol { .. } => {
+                ApiErr(ApiError::new(422, "unsupported_protocol", e.to_string()))
             }
             AcceptError::Fed(e) => fed_error(e),
         })?;

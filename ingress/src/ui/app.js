@@ -98,13 +98,13 @@ async function renderPeers() {
     const cells = [cell(p.name), cell(p.server_name), cell(p.status, "state-" + p.status),
       cell(p.health, "state-" + p.health), cell(when(p.last_seen)),
       cell(p.pending, "num pending"), cell(p.dead, "num dead"), cell(p.events_sent_24h, "num"),
-      cell(p.events_received_24h, "num"), cell(p.last_error)];
+      cell(p.events_received_24h, "num"), lastError(p)];
     cells.forEach((td, i) => {
       const had = tr.cells[i];
       if (!had) tr.append(td);
       else if (had.textContent !== td.textContent || had.className !== td.className) had.replaceWith(td);
     });
-    const acts = [isAdmin(), p.status, p.dead === 0].join("/");
+    const acts = [isAdmin(), p.status, p.dead === 0, !!p.server_name].join("/");
     if (tr.dataset.acts !== acts || tr.cells.length <= cells.length) {
       tr.dataset.acts = acts;
       const actions = document.createElement("td");
@@ -117,6 +117,9 @@ async function renderPeers() {
         const replay = button("Replay dead", "replay", () => replayDead(p));
         replay.disabled = p.dead === 0;
         actions.append(" ", replay);
+        if (p.server_name) {
+          actions.append(" ", button("Refresh keys", "refresh", () => refreshPeer(p)));
+        }
       }
       if (tr.cells[cells.length]) tr.cells[cells.length].replaceWith(actions); else tr.append(actions);
     }
@@ -148,6 +151,20 @@ function note(text) {
 async function setStatus(p, status) {
   await api("PATCH", "/api/federation/peers/" + p.id, { status });
   note(p.name + (status === "paused" ? " paused" : " resumed"));
+}
+
+// The last error, marked resolved once the peer was heard from after it.
+function lastError(p) {
+  if (!p.last_error) return cell("");
+  if (p.last_error_resolved_at) {
+    return cell("resolved " + when(p.last_error_resolved_at) + ": " + p.last_error, "resolved");
+  }
+  return cell(p.last_error, "failing");
+}
+
+async function refreshPeer(p) {
+  const fresh = await api("POST", "/api/federation/peers/" + p.id + "/refresh", {});
+  note(p.name + ": keys refreshed (" + (fresh.keys || []).length + " pinned)");
 }
 
 async function replayDead(p) {

@@ -54,6 +54,9 @@ pub struct PeerSpec {
     pub key_id: Option<String>,
     /// `active` (the default) or `paused`.
     pub status: Option<String>,
+    /// The token the peer signs its events to this side with (the Kite guide's
+    /// `inbound_token`).
+    pub inbound_token: Option<String>,
 }
 
 /// Changes to a peer (`PATCH`): each field left `None` stays as it is.
@@ -73,6 +76,8 @@ pub struct PeerChanges {
     pub key_id: Option<String>,
     /// `active`, `paused` or `revoked`.
     pub status: Option<String>,
+    /// New inbound token.
+    pub inbound_token: Option<String>,
 }
 
 impl PeerChanges {
@@ -90,6 +95,7 @@ impl PeerChanges {
             .opt("max_hops", self.max_hops)
             .opt("key_id", self.key_id.clone())
             .opt("status", self.status.clone())
+            .opt("inbound_token", self.inbound_token.clone())
             .value()
     }
 }

@@ -30,11 +30,13 @@ impl AdminClient {
         mode: Option<&str>,
         allowed_peers: Option<Vec<String>>,
         max_backfill: Option<u32>,
+        min_signature_protocol: Option<&str>,
     ) -> Result<Reply, AdminError> {
         let body = Body::default()
             .opt("default_mode", mode)
             .opt("allowed_peers", allowed_peers)
-            .opt("max_backfill_events_per_request", max_backfill);
+            .opt("max_backfill_events_per_request", max_backfill)
+            .opt("min_signature_protocol", min_signature_protocol);
         self.put("/api/federation/policy", body.value()).await
     }
 

@@ -1,7 +1,7 @@
 //! One method a verb of the admin API: keys, tokens, trusted senders, peers, sources, the
 //! outbox and event listings, and teams.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::specs::{enc, query, Body};
 use super::{
@@ -113,7 +113,8 @@ impl AdminClient {
             .opt("scopes", (!p.scopes.is_empty()).then(|| p.scopes.clone()))
             .opt("max_hops", p.max_hops)
             .opt("key_id", p.key_id.as_deref())
-            .opt("status", p.status.as_deref());
+            .opt("status", p.status.as_deref())
+            .opt("inbound_token", p.inbound_token.as_deref());
         self.post("/api/federation/peers", body.value()).await
     }
 
@@ -164,6 +165,16 @@ impl AdminClient {
     /// Resumes a paused peer: its deliveries flow again.
     pub async fn resume_peer(&self, id: &str) -> Result<Reply, AdminError> {
         self.set_peer_status(id, "active").await
+    }
+
+    /// Refreshes a handshake peer: its descriptor fetched again and its keys pinned anew
+    /// (under the rules of key validity); answers the peer with its keys.
+    pub async fn refresh_peer(&self, id: &str) -> Result<Reply, AdminError> {
+        self.post(
+            &format!("/api/federation/peers/{}/refresh", enc(id)),
+            Value::Object(Default::default()),
+        )
+        .await
     }
 
     /// Revokes a peer: nothing is routed to it and its requests are refused.
