@@ -32,6 +32,16 @@ async fn curl(inst: &Instance, method: reqwest::Method, path: &str, body: &str) 
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// The peer of `inst` named `name`.
+async fn peer_of_named(inst: &Instance, name: &str) -> Option<Value> {
+    let (_, v) = inst.get("/api/federation/peers").await;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)
+        .cloned()
+}
+
 /// The guide's unsigned Stripe-shaped POST to `/hooks/default/stripe`.
 async fn stripe_post(inst: &Instance, id: &str) -> u16 {
     inst.http
@@ -117,9 +127,33 @@ async fn the_kite_guide_run_as_written_delivers_both_ways() {
     .await;
     // A's event came back to A through B and stopped there: a loop, stored once.
     assert_eq!(a.count_events("evt_guide_1").await, 1);
+    // A token names one sender: A refuses to trust the inbound token a second time.
+    let body = format!(r#"{{"name":"again","inbound_token":"{token_b_inbound}"}}"#);
+    let (s, v) = curl(&a, post.clone(), "/api/federation/trusted-senders", &body).await;
+    assert_eq!((s, code(&v)), (409, "token_in_use"), "{v}");
+    // Revoked on A, B's peer is a stranger there at once: its next event is refused, and B's
+    // peer record says why.
+    let a_peer = listed["items"][0]["id"].as_str().expect("id").to_owned();
+    let (s, v) = a
+        .patch(
+            &format!("/api/federation/peers/{a_peer}"),
+            json!({"status": "revoked"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(stripe_post(&b, "evt_after_revoke").await, 202);
+    eventually("B's peer for A to say it is refused", WAIT, || async {
+        let p = peer_of_named(&b, "instance-a").await?;
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown_sender"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(a.count_events("evt_after_revoke").await, 0);
 
     // The guide's replay of dead entries: 200 with how many.
-    let peer_id = listed["items"][0]["id"].as_str().expect("id").to_owned();
+    let peer_id = a_peer;
     let (s, v) = curl(
         &a,
         post,
@@ -132,7 +166,15 @@ async fn the_kite_guide_run_as_written_delivers_both_ways() {
 
 #[tokio::test]
 async fn the_guides_other_reading_and_what_kite_does_not_do_are_said() {
-    let a = Instance::start("instance-a").await;
+    // A parks a peer that refuses it, and probes it, so refused events wait for it.
+    let a = Instance::start_with(
+        "instance-a",
+        &[
+            ("KITE_PEER_FAILURE_THRESHOLD", "2"),
+            ("KITE_PEER_PROBE_INTERVAL_MS", "300"),
+        ],
+    )
+    .await;
     let b = Instance::start("instance-b").await;
     let post = reqwest::Method::POST;
     // Read the other way: B is told A's outbound token and trusts it.
@@ -177,6 +219,27 @@ async fn the_guides_other_reading_and_what_kite_does_not_do_are_said() {
     }
     let (_, listed) = a.get("/api/federation/peers").await;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+
+    // B's invite_only policy holds a token sender to its name too.
+    admin(&b, &["policy", "set", "--mode", "invite_only"])
+        .await
+        .ok();
+    assert_eq!(stripe_post(&a, "evt_not_allowed").await, 202);
+    eventually("A's peer for B to say it is not allowed", WAIT, || async {
+        let p = peer_of_named(&a, "instance-b").await?;
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("peer_not_allowed"))
+            .then_some(())
+    })
+    .await;
+    admin(&b, &["policy", "set", "--allowed-peers", "instance-a"])
+        .await
+        .ok();
+    eventually("the waiting event at B once allowed", WAIT, || async {
+        (b.count_events("evt_not_allowed").await == 1).then_some(())
+    })
+    .await;
 
     // `kite listen` with no key says exactly how to give one.
     let home = TempDir::new("listen-home");

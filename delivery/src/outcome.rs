@@ -19,24 +19,34 @@ pub enum Outcome {
     Revoked,
 }
 
+/// The codes a kite receiver refuses a sender with (not one message): every delivery would
+/// be refused alike until the settings on one side change.
+pub const SENDER_REFUSED: &[&str] = &[
+    "unknown_sender",
+    "invalid_signature",
+    "stale_timestamp",
+    "unauthorized",
+    "wrong_destination",
+    "peer_not_allowed",
+    "identity_signatures_required",
+];
+
 /// Classifies a refusal by the error code the peer answered with, where the code says
 /// more than the status: `peer_revoked` ends the peering; `federation_closed` and
-/// `replayed_request` are the peer's (retried, signed anew); a 401 or 403 that refuses the
-/// sender (an unknown sender, a signature it cannot check, its policy) is the peer's too:
-/// every delivery would be refused alike until the settings on one side change, so the
-/// peer's health and `last_error` say so and its rows wait instead of dying one by one. A
-/// refusal of one message (its type not granted, its origin or chain) is that message's;
-/// anything else as its status says.
+/// `replayed_request` are the peer's (retried, signed anew); a 401 or 403 refusing the
+/// sender ([`SENDER_REFUSED`]) is the peer's too, so the peer's health and `last_error` say
+/// so and its rows wait instead of dying one by one; anything else as its status says (a
+/// 401 or 403 without such a code stays the message's, so one payload a receiver refuses
+/// never holds up the rest).
 pub fn classify_refusal(status: u16, code: Option<&str>) -> Outcome {
     match code {
         Some("peer_revoked") => Outcome::Revoked,
         // Its policy may open again; and a request it took already (its answer was lost, and
         // the retry went out in the same second): the next attempt is signed anew.
         Some("federation_closed" | "replayed_request") => Outcome::PeerFailure,
-        Some("not_granted" | "invalid_origin_signature" | "invalid_chain") => {
-            Outcome::MessageFailure
+        Some(c) if matches!(status, 401 | 403) && SENDER_REFUSED.contains(&c) => {
+            Outcome::PeerFailure
         }
-        _ if matches!(status, 401 | 403) => Outcome::PeerFailure,
         _ => classify_status(status),
     }
 }
@@ -163,17 +173,25 @@ mod tests {
             classify_refusal(403, Some("not_granted")),
             Outcome::MessageFailure
         );
-        for sender_refused in [Some("unknown_sender"), Some("invalid_signature"), None] {
+        for sender_refused in ["unknown_sender", "invalid_signature"] {
             assert_eq!(
-                classify_refusal(401, sender_refused),
+                classify_refusal(401, Some(sender_refused)),
                 Outcome::PeerFailure,
-                "{sender_refused:?}"
+                "{sender_refused}"
             );
         }
-        assert_eq!(
-            classify_refusal(401, Some("invalid_origin_signature")),
-            Outcome::MessageFailure
-        );
+        // One message refused, or a 401/403 that does not say it refuses the sender.
+        for (status, code) in [
+            (401, Some("invalid_origin_signature")),
+            (403, None),
+            (403, Some("waf_blocked")),
+        ] {
+            assert_eq!(
+                classify_refusal(status, code),
+                Outcome::MessageFailure,
+                "{status} {code:?}"
+            );
+        }
         assert_eq!(classify_refusal(503, None), Outcome::PeerFailure);
     }
 

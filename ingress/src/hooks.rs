@@ -58,10 +58,11 @@ fn sig_error(e: SigError) -> ApiErr {
     })
 }
 
-/// Finds the trusted sender (by `X-Kite-Key-Id`, else by bearer token, else by whose token
-/// signs the request's `webhook-signature`: a Kite sender may carry another token as its
-/// bearer and several signatures) and checks its signature: Standard Webhooks headers, or
-/// the body-only `X-Kite-Signature` if the sender is marked `legacy_signature`.
+/// Finds the trusted sender (by `X-Kite-Key-Id`, else by bearer token, else among those
+/// whose tokens the request names by hint, `X-Kite-Token-Hints`, whichever's token signs its
+/// `webhook-signature`: a kite sender signs with its outbound and inbound tokens and carries
+/// one as its bearer) and checks its signature: Standard Webhooks headers, or the body-only
+/// `X-Kite-Signature` if the sender is marked `legacy_signature`.
 fn authenticate_sender(
     snapshot: &SenderSnapshot,
     team: &str,
@@ -74,16 +75,16 @@ fn authenticate_sender(
         .get(KEY_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
+    let hints = signature::token_hints(headers);
     let signed_by = || {
-        headers.contains_key("webhook-signature").then(|| {
-            snapshot.senders(team).find(|s| {
-                signature::verify_federation(&s.secrets(), false, headers, body, now).is_ok()
-            })
-        })?
+        snapshot
+            .by_hints(team, &hints)
+            .find(|s| signature::verify_federation(&s.secrets(), false, headers, body, now).is_ok())
     };
     let sender = match (key_id, bearer(headers)) {
         (Some(k), _) => snapshot
             .by_key_id(team, k)
+            .or_else(signed_by)
             .ok_or_else(|| unknown("X-Kite-Key-Id names no trusted sender"))?,
         (None, Some(b)) => snapshot.find(team, b).or_else(signed_by).ok_or_else(|| {
             unknown("neither the bearer token nor the signature is a trusted sender's")
@@ -91,7 +92,7 @@ fn authenticate_sender(
         (None, None) => signed_by().ok_or_else(|| {
             unknown(
                 "no trusted sender's token signs this request (name a key with X-Kite-Key-Id, \
-                 send a bearer token, or sign with webhook-signature)",
+                 send a bearer token, or name the tokens signed with in X-Kite-Token-Hints)",
             )
         })?,
     };
@@ -300,6 +301,8 @@ async fn take(
             let (id, name) =
                 authenticate_sender(&snapshot, team, &headers, &body, now).map_err(anonymous)?;
             st.fed.check_tokens_allowed(team).await?;
+            // The policy holds a sender to its name, as it does a handshake peer.
+            st.fed.check_admitted(team, &name).await?;
             (id, Sender::Token(name))
         };
         if batch::is_batch(&headers) {

@@ -9,6 +9,28 @@ pub const SIGNATURE_HEADER: &str = "x-kite-signature";
 pub const KEY_ID_HEADER: &str = "x-kite-key-id";
 /// Header a receiver answers with its instance id.
 pub const INSTANCE_ID_HEADER: &str = "x-kite-instance-id";
+/// Header naming the tokens a federation POST is signed with by their hints
+/// ([`token_hint`]), so a receiver finds its sender among those its bearer does not name
+/// without trying every secret it holds.
+pub const TOKEN_HINTS_HEADER: &str = "x-kite-token-hints";
+/// The most hints a receiver reads.
+pub const MAX_TOKEN_HINTS: usize = 4;
+
+/// A token's hint: the first 8 bytes of its SHA-256, hex. It names the token without
+/// telling anything of it.
+pub fn token_hint(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&Sha256::digest(secret.as_bytes())[..8])
+}
+
+/// The hints a request names (at most [`MAX_TOKEN_HINTS`]).
+pub fn token_hints(headers: &http::HeaderMap) -> Vec<&str> {
+    headers
+        .get(TOKEN_HINTS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split_whitespace().take(MAX_TOKEN_HINTS).collect())
+        .unwrap_or_default()
+}
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -54,6 +76,11 @@ pub fn federation_headers(
 ) -> Vec<(&'static str, String)> {
     let mut secrets = vec![token];
     secrets.extend(also.iter().copied().filter(|s| *s != token));
+    let hints = secrets
+        .iter()
+        .map(|s| token_hint(s))
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut h = vec![
         ("content-type", "application/cloudevents+json".to_string()),
         (SIGNATURE_HEADER, sign(token, body)),
@@ -63,6 +90,7 @@ pub fn federation_headers(
             "webhook-signature",
             crate::provider::sign_standard(&secrets, id, timestamp, body),
         ),
+        (TOKEN_HINTS_HEADER, hints),
     ];
     match key_id {
         Some(k) => h.push((KEY_ID_HEADER, k.to_string())),

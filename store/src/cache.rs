@@ -45,6 +45,9 @@ impl PeerSnapshot {
 pub struct SenderSnapshot {
     by_team: HashMap<String, Vec<Sender>>,
     sources: HashMap<(String, String), Source>,
+    /// (team, token hint) → the senders holding such a token, by their place in the team's
+    /// list.
+    hints: HashMap<(String, String), Vec<usize>>,
 }
 
 impl SenderSnapshot {
@@ -72,9 +75,24 @@ impl SenderSnapshot {
             .find(|s| !s.key_id.is_empty() && s.key_id == key_id)
     }
 
-    /// The team's senders (trusted senders and token peers with an inbound token).
-    pub fn senders(&self, team_id: &str) -> impl Iterator<Item = &Sender> {
-        self.by_team.get(team_id).into_iter().flatten()
+    /// The team's senders holding a token with one of these hints
+    /// ([`kite_protocol::signature::token_hint`]): whom a request that names them may be
+    /// from, found without trying every secret.
+    pub fn by_hints<'a>(
+        &'a self,
+        team_id: &'a str,
+        hints: &'a [&'a str],
+    ) -> impl Iterator<Item = &'a Sender> + 'a {
+        let team = self.by_team.get(team_id);
+        hints
+            .iter()
+            .flat_map(move |h| {
+                self.hints
+                    .get(&(team_id.to_string(), h.to_string()))
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(move |i| team.and_then(|t| t.get(*i)))
     }
 
     /// The configuration of a hook source, if it has one.
@@ -201,11 +219,18 @@ impl Loadable for SenderSnapshot {
             by_team.entry(s.team_id.clone()).or_default().push(s);
         }
         // A token peer with an inbound token is a sender too, under its own name: what it
-        // signs with that token is taken as its (the Kite guide's bidirectional peer).
+        // signs with that token is taken as its (the Kite guide's bidirectional peer); not
+        // once it is revoked.
         for p in store.all_peers().await? {
             let Some(token) = p.inbound_token else {
                 continue;
             };
+            if matches!(
+                p.status,
+                crate::types::PeerStatus::Revoked | crate::types::PeerStatus::Proposed
+            ) {
+                continue;
+            }
             by_team.entry(p.team_id.clone()).or_default().push(Sender {
                 id: p.id,
                 team_id: p.team_id,
@@ -224,6 +249,21 @@ impl Loadable for SenderSnapshot {
             .into_iter()
             .map(|s| ((s.team_id.clone(), s.name.clone()), s))
             .collect();
-        Ok(Self { by_team, sources })
+        let mut hints: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (team, senders) in &by_team {
+            for (i, s) in senders.iter().enumerate() {
+                for secret in s.secrets() {
+                    hints
+                        .entry((team.clone(), kite_protocol::signature::token_hint(secret)))
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+        Ok(Self {
+            by_team,
+            sources,
+            hints,
+        })
     }
 }

@@ -141,7 +141,7 @@ impl Store {
             )
             .await?;
         let from: Option<DateTime<Utc>> = row.map(|r| r.col(0)).transpose()?;
-        Ok(from.map(|f| f + chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)))
+        Ok(from.and_then(|f| f.checked_add_signed(chrono::Duration::from_std(age).ok()?)))
     }
 
     async fn rotate_if(
@@ -153,11 +153,18 @@ impl Store {
         {
             let mut c = self.conn().await?;
             let tx = c.transaction().await?;
+            // One rotation at a time, whoever asks (the schedule in any process, an admin):
+            // each then sees what the one before committed.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('kite-identity-rotation'))",
+                &[],
+            )
+            .await?;
             if let Some(age) = older_than {
                 let due: bool = tx
                     .query_opt(
                         "SELECT valid_from <= now() - make_interval(secs => $1) FROM server_keys
-                         WHERE valid_until IS NULL FOR UPDATE",
+                         WHERE valid_until IS NULL",
                         &[&age.as_secs_f64()],
                     )
                     .await?
@@ -173,6 +180,15 @@ impl Store {
             tx.execute(
                 "UPDATE server_keys SET valid_until = $1 WHERE valid_until IS NULL",
                 &[&until],
+            )
+            .await?;
+            // A descriptor publishes at most MAX_KEYS: the oldest still inside their overlap
+            // end now when rotations come faster than overlaps end.
+            tx.execute(
+                "UPDATE server_keys SET valid_until = now()
+                 WHERE key_id IN (SELECT key_id FROM server_keys WHERE valid_until > now()
+                                  ORDER BY valid_from DESC OFFSET $1)",
+                &[&(kite_protocol::peering::MAX_KEYS as i64 - 1)],
             )
             .await?;
             tx.execute(

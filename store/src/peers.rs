@@ -249,7 +249,12 @@ impl Store {
     /// Every peer of every team (for the router's and delivery's caches).
     pub async fn all_peers(&self) -> Result<Vec<Peer>> {
         let c = self.conn().await?;
-        let rows = c.query(&format!("SELECT {COLS} FROM peers"), &[]).await?;
+        let rows = c
+            .query(
+                &format!("SELECT {COLS} FROM peers ORDER BY created_at, id"),
+                &[],
+            )
+            .await?;
         self.peers(&rows)
     }
 

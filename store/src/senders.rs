@@ -138,7 +138,10 @@ impl Store {
     pub async fn all_senders(&self) -> Result<Vec<Sender>> {
         let c = self.conn().await?;
         let rows = c
-            .query(&format!("SELECT {COLS} FROM trusted_senders"), &[])
+            .query(
+                &format!("SELECT {COLS} FROM trusted_senders ORDER BY created_at, id"),
+                &[],
+            )
             .await?;
         rows.iter().map(|r| self.sender(r)).collect()
     }

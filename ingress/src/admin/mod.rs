@@ -110,6 +110,27 @@ pub(crate) async fn authorize(
     Ok(grant)
 }
 
+/// Refuses a token another sender of the team holds already (a trusted sender's, or a token
+/// peer's inbound token): 409 `token_in_use`, so who sent a request is never a matter of
+/// which of two holders is found first.
+pub(crate) async fn token_unused(st: &AppState, team: &str, token: &str) -> Result<(), ApiErr> {
+    let senders = st.senders.get().await?;
+    match senders.find(team, token) {
+        None => Ok(()),
+        Some(s) => Err(ApiErr(
+            ApiError::new(
+                409,
+                "token_in_use",
+                format!(
+                    "{:?} holds this token already: a token names one sender",
+                    s.name
+                ),
+            )
+            .with("holder", json!(s.name)),
+        )),
+    }
+}
+
 /// A typed admin request body, read field by field from the JSON object the client sent, so
 /// every refusal names its field (400 `validation_failed` with `field`); a field it does not
 /// know is refused (400 `unknown_field`), never ignored, so a client never believes kite

@@ -154,8 +154,9 @@ pub(crate) struct PeerView {
     /// Whether it has an inbound token (the token it signs its events to this side with;
     /// never shown).
     has_inbound_token: bool,
-    /// When `last_error` stopped holding: the peer was heard from after it (None while it
-    /// still holds, or there is none).
+    /// When `last_error` stopped holding: the peer was heard from after it and nothing fails
+    /// now, neither deliveries nor heartbeats (None while it still holds, or there is
+    /// none).
     last_error_resolved_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The identity keys pinned for it (a handshake peer, shown alone).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,10 +173,11 @@ impl PeerView {
         let t = traffic.copied().unwrap_or_default();
         let last_seen = peer.last_seen();
         Self {
-            last_error_resolved_at: peer
-                .last_error_at
-                .and(last_seen)
-                .filter(|seen| peer.last_error_at.is_some_and(|e| *seen > e)),
+            last_error_resolved_at: last_seen.filter(|seen| {
+                peer.last_error_at.is_some_and(|e| *seen > e)
+                    && peer.consecutive_failures == 0
+                    && peer.heartbeat_failures == 0
+            }),
             last_seen,
             has_inbound_token: peer.inbound_token.is_some(),
             peer,
@@ -213,9 +215,13 @@ pub(super) async fn create_peer(
     Valid(new): Valid<NewPeer>,
 ) -> Result<Response, ApiErr> {
     st.fed.check_tokens_allowed(&g.team_id).await?;
+    if let Some(t) = &new.inbound_token {
+        token_unused(&st, &g.team_id, t).await?;
+    }
     check_destination(&st, &new.peer_hook_url).await?;
     let peer = st.store.create_peer(&g.team_id, &new).await?;
     st.peers.invalidate().await;
+    st.senders.invalidate().await;
     if let Err(e) = st.bus.declare_peer(peer.id).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
@@ -268,6 +274,22 @@ pub(super) async fn patch_peer(
     if let Some(u) = &patch.peer_hook_url {
         check_destination(&st, u).await?;
     }
+    if let Some(t) = &patch.inbound_token {
+        if st
+            .store
+            .get_peer(&g.team_id, id)
+            .await?
+            .server_name
+            .is_some()
+        {
+            return Err(ApiErr(ApiError::validation(
+                "inbound_token",
+                "a peer made by invitation signs with its identity key: inbound_token is \
+                 for token peers",
+            )));
+        }
+        token_unused(&st, &g.team_id, t).await?;
+    }
     let peer = st
         .store
         .update_peer(&g.team_id, id, &patch, st.cfg.secret_overlap)
@@ -275,6 +297,7 @@ pub(super) async fn patch_peer(
     // This process applies the change (a revocation above all) before it answers; the
     // others on the change notice, within the caches' MAX_AGE at the latest.
     st.peers.invalidate().await;
+    st.senders.invalidate().await;
     Ok(Json(peer).into_response())
 }
 
@@ -289,6 +312,7 @@ pub(super) async fn delete_peer(
     let id = parse_id(&id)?;
     let cancelled = st.store.delete_peer(&g.team_id, id).await?;
     st.peers.invalidate().await;
+    st.senders.invalidate().await;
     if let Err(e) = st.bus.delete_peer_queue(id).await {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }

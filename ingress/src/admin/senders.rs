@@ -57,6 +57,7 @@ pub(super) async fn create_sender(
     Valid(new): Valid<NewSender>,
 ) -> Result<Response, ApiErr> {
     st.fed.check_tokens_allowed(&g.team_id).await?;
+    token_unused(&st, &g.team_id, &new.inbound_token).await?;
     let s = st
         .store
         .create_sender(
@@ -94,6 +95,9 @@ pub(super) async fn patch_sender(
     Valid(patch): Valid<SenderPatch>,
 ) -> Result<Response, ApiErr> {
     let id = parse_id(&id)?;
+    if let Some(t) = &patch.inbound_token {
+        token_unused(&st, &g.team_id, t).await?;
+    }
     let s = st
         .store
         .update_sender(&g.team_id, id, &patch, st.cfg.secret_overlap)
