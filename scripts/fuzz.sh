@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes kite-protocol's parsers of untrusted input with cargo-fuzz (libFuzzer + ASan).
+# Fuzzes kite-wire's parsers of untrusted input with cargo-fuzz (libFuzzer + ASan).
 #
 # NOT part of CI (.ci/run does not call it): it is slow (a full build plus FUZZ_SECONDS per target).
-# Run it by hand before releases or after touching protocol/src:
+# Run it by hand before releases or after touching wire/src:
 #
 #   scripts/fuzz.sh                        # every target, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh       # longer

@@ -274,13 +274,13 @@ fn interrupts() -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
 }
 
 async fn start(side: &Side, a: &DemoArgs) -> anyhow::Result<Instance> {
-    let key = kite_protocol::token::mint_api_key();
+    let key = kite_wire::token::mint_api_key();
     let exe = std::env::current_exe().context("locating the kite binary")?;
     let mut env = KiteEnv::loopback(side.name, &side.db_url, &a.amqp_url, &side.prefix, &key);
     env.set("KITE_PORT", side.port.to_string())
         .set(
             "KITE_SECRET_KEY",
-            kite_protocol::secret_box::SecretBox::generate_key(),
+            kite_wire::secret_box::SecretBox::generate_key(),
         )
         .set(
             "RUST_LOG",

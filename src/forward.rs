@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use kite_protocol::provider::{self, Scheme};
+use kite_wire::provider::{self, Scheme};
 use serde_json::Value;
 
 /// Headers of the original request not replayed with `--raw`: credentials, hop-by-hop ones
@@ -63,12 +63,12 @@ impl Forwarder {
     /// headers), signed.
     fn request(&self, text: &str, ev: &Value) -> reqwest::RequestBuilder {
         let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or_default();
-        let msg_id = kite_protocol::signature::message_id(s("source"), s("id"));
+        let msg_id = kite_wire::signature::message_id(s("source"), s("id"));
         let now = chrono::Utc::now().timestamp();
         let mut req = self.http.post(self.url.clone());
         let body: Vec<u8> = if self.raw {
             let original: serde_json::Map<String, Value> = ev
-                .get(kite_protocol::event::EXT_ORIGINAL_HEADERS)
+                .get(kite_wire::event::EXT_ORIGINAL_HEADERS)
                 .and_then(Value::as_str)
                 .and_then(|h| serde_json::from_str(h).ok())
                 .unwrap_or_default();
@@ -83,8 +83,8 @@ impl Forwarder {
                     req = req.header(k.as_str(), v);
                 }
             }
-            let body = kite_protocol::event::data_bytes(text).unwrap_or_default();
-            let scheme = kite_protocol::event::provider_of(s("source")).and_then(Scheme::parse);
+            let body = kite_wire::event::data_bytes(text).unwrap_or_default();
+            let scheme = kite_wire::event::provider_of(s("source")).and_then(Scheme::parse);
             if let Some(scheme) = scheme {
                 for (k, v) in provider::sign_as(scheme, &self.secret, now, &body) {
                     req = req.header(k, v);
@@ -161,7 +161,7 @@ fn causes(e: &dyn std::error::Error) -> String {
 /// the config file (made and saved on first use); without one, a new secret for this run.
 /// Answers the secret and whether it is kept.
 pub fn signing_secret(config: &Path, client_id: Option<&str>) -> (String, bool) {
-    let fresh = kite_protocol::token::mint_federation_token;
+    let fresh = kite_wire::token::mint_federation_token;
     let Some(id) = client_id else {
         return (fresh(), false);
     };
@@ -191,7 +191,7 @@ fn kept_secret(config: &Path, id: &str) -> anyhow::Result<String> {
     if let Some(s) = secrets.get(id).and_then(toml::Value::as_str) {
         return Ok(s.to_owned());
     }
-    let secret = kite_protocol::token::mint_federation_token();
+    let secret = kite_wire::token::mint_federation_token();
     secrets.insert(id.to_owned(), toml::Value::String(secret.clone()));
     if let Some(dir) = config.parent() {
         std::fs::create_dir_all(dir)?;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
-use kite_protocol::stream::{self, ClientFrame, ServerFrame};
+use kite_wire::stream::{self, ClientFrame, ServerFrame};
 
 use crate::forward::Forwarder;
 use serde::Deserialize;
@@ -249,7 +249,7 @@ pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
         Some(url) => {
             let (secret, kept) = match config_path(a.config.as_ref()) {
                 Some(path) => crate::forward::signing_secret(&path, a.client_id.as_deref()),
-                None => (kite_protocol::token::mint_federation_token(), false),
+                None => (kite_wire::token::mint_federation_token(), false),
             };
             let f = Forwarder::new(url, a.raw, a.forward_retries, secret.clone())?;
             eprintln!(

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
-use kite_protocol::metrics::{self as m, Kind};
 use kite_store::Store;
+use kite_wire::metrics::{self as m, Kind};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 

@@ -9,9 +9,9 @@ use kite_delivery::{DeliveryConfig, RetryPolicy};
 use kite_federation::{Federation, FederationConfig};
 use kite_ingress::server::ServerLimits;
 use kite_ingress::{IngressConfig, Rate};
-use kite_protocol::secret_box::SecretBox;
 use kite_router::RouterConfig;
 use kite_store::types::Permission;
+use kite_wire::secret_box::SecretBox;
 
 use crate::startup::{connect_bus, connect_store};
 use tokio::sync::watch;
@@ -397,7 +397,7 @@ pub async fn run(
         }
         None => {
             if !store.team_has_keys(&a.team_id).await? {
-                let key = kite_protocol::token::mint_api_key();
+                let key = kite_wire::token::mint_api_key();
                 store
                     .add_api_key(&a.team_id, &key, Permission::Admin, "bootstrap")
                     .await?;

@@ -13,7 +13,7 @@ use common::listen::Listen;
 use common::peering::*;
 use common::*;
 use kite_kit::hostile::HostilePeer;
-use kite_protocol::peering::Terms;
+use kite_wire::peering::Terms;
 use serde_json::{json, Value};
 
 /// `curl -X METHOD $URL/path -H "Authorization: Bearer $KEY" -H 'content-type:

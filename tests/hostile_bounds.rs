@@ -240,7 +240,7 @@ async fn junk_cannot_spend_a_senders_or_a_teams_rate() {
         let id = format!("fed_genuine_{i}");
         let body = json!({"specversion":"1.0","id":id,"source":"/hooks/default/stripe","type":"com.stripe.x"}).to_string().into_bytes();
         let ts = chrono::Utc::now().timestamp();
-        let sig = kite_protocol::provider::sign_standard(&[&token], &id, ts, &body);
+        let sig = kite_wire::provider::sign_standard(&[&token], &id, ts, &body);
         let (s, v) = raw(
             &b,
             "/hooks/default/kite",

@@ -13,9 +13,9 @@ use common::peering::*;
 use common::*;
 use futures::StreamExt;
 use kite_kit::hostile::{Answer, HostilePeer, Key};
-use kite_protocol::identity::PublicKey;
-use kite_protocol::peering::{PublishedKey, Terms};
-use kite_protocol::provenance;
+use kite_wire::identity::PublicKey;
+use kite_wire::peering::{PublishedKey, Terms};
+use kite_wire::provenance;
 use serde_json::{json, Value};
 
 /// Where a genuine instance is, as a peer addresses it: its URL and server name.
@@ -832,7 +832,7 @@ async fn policy_names_and_tokens_are_checked_before_anything_else() {
     let (s, v) = h
         .claiming("pt")
         .join_with(&inv, &["*"], |r| {
-            r.server.endpoints = kite_protocol::peering::Endpoints::at(&t.url)
+            r.server.endpoints = kite_wire::peering::Endpoints::at(&t.url)
         })
         .await;
     assert_eq!((s, code(&v)), (401, "descriptor_mismatch"), "{v}");

@@ -6,7 +6,7 @@ mod common;
 use common::hostile::WAIT;
 use common::*;
 use futures::{SinkExt, StreamExt};
-use kite_protocol_public::{ClientMessage, ServerMessage};
+use kite_protocol::{ClientMessage, ServerMessage};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -152,7 +152,7 @@ async fn every_frame_kite_sends_parses_with_the_public_crate() {
     .await;
     match next(&mut ws).await {
         Some(ServerMessage::Error { code, .. }) => {
-            assert_eq!(code, kite_protocol_public::ERR_AUTH_FAILED)
+            assert_eq!(code, kite_protocol::ERR_AUTH_FAILED)
         }
         other => panic!("expected error 4001, got {other:?}"),
     }

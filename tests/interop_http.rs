@@ -70,8 +70,9 @@ async fn the_official_standard_webhooks_library_verifies_kites_deliveries() {
     // Stable across retries: the same event gets the same id.
     assert_eq!(
         ids.iter()
-            .filter(|i| **i
-                == kite_protocol::signature::message_id("/hooks/default/stripe", "shared-id"))
+            .filter(
+                |i| **i == kite_wire::signature::message_id("/hooks/default/stripe", "shared-id")
+            )
             .count(),
         1
     );

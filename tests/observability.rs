@@ -125,7 +125,7 @@ async fn metrics_move_with_traffic() {
 #[tokio::test]
 async fn the_readme_lists_every_metric() {
     let readme = include_str!("../README.md");
-    for (name, _, labels, _) in kite_protocol::metrics::ALL {
+    for (name, _, labels, _) in kite_wire::metrics::ALL {
         let row = readme
             .lines()
             .find(|l| l.contains(&format!("`{name}`")))

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use common::cli::*;
 use common::peering::*;
 use common::*;
-use kite_protocol::identity::{self, SecretKey};
-use kite_protocol::peering::Invitation;
+use kite_wire::identity::{self, SecretKey};
+use kite_wire::peering::Invitation;
 use serde_json::{json, Value};
 
 /// `inst`'s public server descriptor.
@@ -64,7 +64,7 @@ async fn invite_and_accept_peer_both_ways_with_pinned_keys_and_heartbeats() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(stored, vec![kite_protocol::token::digest(&token)]);
+    assert_eq!(stored, vec![kite_wire::token::digest(&token)]);
 
     let on_b = peer_cmd(
         &b,

@@ -485,7 +485,7 @@ fn forwarded(id: &str, chain: &[&str]) -> Value {
 
 #[tokio::test]
 async fn a_batch_is_authenticated_once_and_taken_event_by_event() {
-    use kite_protocol::{batch, signature};
+    use kite_wire::{batch, signature};
     let a = Instance::start("instance-a").await;
     let b = Instance::start("instance-b").await;
     let (_, token) = peer(&a, &b, &["*"], 3).await;

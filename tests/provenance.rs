@@ -11,8 +11,8 @@ use common::cli::*;
 use common::listen::Listen;
 use common::peering::*;
 use common::*;
-use kite_protocol::identity::{self, SecretKey};
-use kite_protocol::provenance;
+use kite_wire::identity::{self, SecretKey};
+use kite_wire::provenance;
 use serde_json::Value;
 
 const GITHUB: &str = "com.github.push";
@@ -85,7 +85,7 @@ async fn a_mesh_carries_the_origin_signature_and_an_altered_body_is_refused() {
             .flatten()
             .find(|k| k["key_id"] == sig.key_id.as_str())
             .and_then(|k| k["public_key"].as_str())
-            .and_then(kite_protocol::identity::PublicKey::from_base64)
+            .and_then(kite_wire::identity::PublicKey::from_base64)
             .expect("A publishes the key");
         provenance::verify(&ev, &sig, &published)
     };

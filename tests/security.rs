@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kite_protocol::provider::sign_standard;
+use kite_wire::provider::sign_standard;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -121,7 +121,7 @@ async fn api_keys_have_permissions_and_revocation_is_immediate() {
         .await
         .expect("kite admin secret-key");
     let k = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(kite_protocol::secret_box::SecretBox::from_base64(&k).is_ok());
+    assert!(kite_wire::secret_box::SecretBox::from_base64(&k).is_ok());
 }
 
 #[tokio::test]
@@ -364,7 +364,7 @@ async fn a_sender_names_its_key_and_signs_with_every_secret_in_rotation() {
         header(&hs, "authorization").is_none(),
         "no secret on the wire"
     );
-    let msg_1 = kite_protocol::signature::message_id("/hooks/default/stripe", "evt_sig_1");
+    let msg_1 = kite_wire::signature::message_id("/hooks/default/stripe", "evt_sig_1");
     assert_eq!(header(&hs, "webhook-id"), Some(msg_1.as_str()));
     let ts: i64 = header(&hs, "webhook-timestamp")
         .and_then(|t| t.parse().ok())
@@ -391,7 +391,7 @@ async fn a_sender_names_its_key_and_signs_with_every_secret_in_rotation() {
     let ts: i64 = header(&hs, "webhook-timestamp")
         .and_then(|t| t.parse().ok())
         .expect("timestamp");
-    let msg_2 = kite_protocol::signature::message_id("/hooks/default/stripe", "evt_sig_2");
+    let msg_2 = kite_wire::signature::message_id("/hooks/default/stripe", "evt_sig_2");
     let both = sign_standard(&["kfed_second", "kfed_first"], &msg_2, ts, body.as_bytes());
     assert_eq!(
         header(&hs, "webhook-signature"),

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kite_protocol::provider::sign_standard;
+use kite_wire::provider::sign_standard;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use common::*;
 use kite_bus::{Bus, Message, Queue};
-use kite_protocol::fed::FedInfo;
 use kite_store::events::NewEvent;
 use kite_store::peers::NewPeer;
 use kite_store::types::PeerStatus;
 use kite_store::Store;
+use kite_wire::fed::FedInfo;
 
 /// A fresh database of its own, dropped at the end.
 struct Db {
@@ -30,8 +30,8 @@ impl Db {
             .await
             .expect("connect")
             .with_secrets(
-                kite_protocol::secret_box::SecretBox::from_base64(
-                    &kite_protocol::secret_box::SecretBox::generate_key(),
+                kite_wire::secret_box::SecretBox::from_base64(
+                    &kite_wire::secret_box::SecretBox::generate_key(),
                 )
                 .expect("key"),
             );

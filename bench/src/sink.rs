@@ -75,7 +75,7 @@ impl SinkState {
     pub fn new(token: Option<String>, batch: usize) -> Arc<Self> {
         Arc::new(Self {
             token,
-            batch: batch.min(kite_protocol::batch::MAX_EVENTS),
+            batch: batch.min(kite_wire::batch::MAX_EVENTS),
             received: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -237,7 +237,7 @@ async fn hook(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: Byt
 }
 
 fn receive(state: &SinkState, peer: Option<&str>, headers: &HeaderMap, body: &Bytes) -> Response {
-    use kite_protocol::batch;
+    use kite_wire::batch;
     if let Err(code) = state.authenticate(headers, body) {
         state.rejected.fetch_add(1, Ordering::Relaxed);
         return error(StatusCode::UNAUTHORIZED, code);

@@ -1,8 +1,8 @@
 //! One signed POST of an outbox row to its peer, classified.
 
 use chrono::Utc;
-use kite_protocol::{batch, fed, signature};
 use kite_store::outbox::DeliveryRow;
+use kite_wire::{batch, fed, signature};
 use uuid::Uuid;
 
 use crate::outcome::{classify_error, classify_refusal, classify_status, Outcome};
@@ -110,11 +110,11 @@ impl Ctx {
                 return Err(out);
             }
         };
-        if body.len() > kite_protocol::event::MAX_BODY_BYTES {
+        if body.len() > kite_wire::event::MAX_BODY_BYTES {
             out.error = Some(format!(
                 "event is {} bytes forwarded, over the {} a peer accepts",
                 body.len(),
-                kite_protocol::event::MAX_BODY_BYTES
+                kite_wire::event::MAX_BODY_BYTES
             ));
             return Err(out);
         }
@@ -156,7 +156,7 @@ impl Ctx {
             // and the hook's path, no shared secret.
             Signer::Server { destination } => {
                 let path = r.dest.url.as_ref().map_or("/", |u| u.path());
-                let target = kite_protocol::identity::Target {
+                let target = kite_wire::identity::Target {
                     method: "POST",
                     destination,
                     path,
@@ -287,7 +287,7 @@ impl Ctx {
             other => other,
         };
         {
-            use kite_protocol::metrics as m;
+            use kite_wire::metrics as m;
             let (team, peer) = (first.out.team.clone(), first.out.peer.clone());
             metrics::counter!(m::BATCHES, "team" => team.clone(), "peer" => peer.clone())
                 .increment(1);
@@ -351,7 +351,7 @@ impl Ctx {
     /// answers one attempt per row.
     pub(crate) async fn send_batched(&self, rows: Vec<DeliveryRow>, max: usize) -> Vec<Attempt> {
         use futures::StreamExt;
-        let limit = kite_protocol::event::MAX_BODY_BYTES;
+        let limit = kite_wire::event::MAX_BODY_BYTES;
         let mut out = Vec::with_capacity(rows.len());
         let mut groups: Vec<Vec<Ready>> = Vec::new();
         let mut group: Vec<Ready> = Vec::new();

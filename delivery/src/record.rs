@@ -371,7 +371,7 @@ impl Tally {
     /// Attempts by outcome and their duration, end-to-end latency of delivered rows, rows
     /// that gave up.
     fn record(self) {
-        use kite_protocol::metrics as m;
+        use kite_wire::metrics as m;
         const OUTCOMES: [&str; 5] = [
             "delivered",
             "peer_failure",

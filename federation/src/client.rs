@@ -13,10 +13,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
         Box::pin(async move {
             let addrs: Vec<std::net::SocketAddr> =
                 tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if addrs
-                .iter()
-                .any(|a| kite_protocol::ssrf::is_forbidden(a.ip()))
-            {
+            if addrs.iter().any(|a| kite_wire::ssrf::is_forbidden(a.ip())) {
                 return Err(format!(
                     "forbidden destination: {} resolves to a private address",
                     name.as_str()
@@ -72,7 +69,7 @@ pub fn http_client(
 /// True if the URL names a forbidden IP address literal (host names are checked when they
 /// are resolved).
 pub fn literal_forbidden(url: &str) -> bool {
-    kite_protocol::ssrf::Destination::parse(url).is_some_and(|d| d.literal_forbidden())
+    kite_wire::ssrf::Destination::parse(url).is_some_and(|d| d.literal_forbidden())
 }
 
 /// An answer longer than what this side reads of it.

@@ -8,11 +8,11 @@
 //! may it say it sends more than its invitation offered. An answer that asks for more is
 //! refused and nothing is kept.
 
-use kite_protocol::peering::{self, AcceptRequest, AcceptResponse, Invitation, Terms};
 use kite_store::federation::NewHandshakePeer;
 use kite_store::peers::Peer;
 use kite_store::types::PeerStatus;
 use kite_store::StoreError;
+use kite_wire::peering::{self, AcceptRequest, AcceptResponse, Invitation, Terms};
 
 use crate::{FedError, Federation};
 

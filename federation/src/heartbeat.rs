@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use kite_protocol::peering::{self, Heartbeat};
 use kite_store::peers::Peer;
+use kite_wire::peering::{self, Heartbeat};
 use tokio::sync::watch;
 
 use crate::{FedError, Federation};

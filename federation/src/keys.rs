@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kite_protocol::peering::PublishedKey;
 use kite_store::{Store, StoreError};
+use kite_wire::peering::PublishedKey;
 use uuid::Uuid;
 
 /// Each peer's pinned keys, loaded on first use.
@@ -174,14 +174,14 @@ impl Vouched {
             let VouchedInner { map, order, .. } = &mut *g;
             order.retain(|(k, at)| map.get(k).is_some_and(|(_, a)| a == at));
         }
-        metrics::gauge!(kite_protocol::metrics::VOUCHED_KEYS).set(g.map.len() as f64);
+        metrics::gauge!(kite_wire::metrics::VOUCHED_KEYS).set(g.map.len() as f64);
     }
 
     /// Forgets a vouch that turned out wrong (an event did not verify with it).
     pub(crate) fn forget(&self, k: &VouchKey) {
         let mut g = self.lock();
         g.remove(k);
-        metrics::gauge!(kite_protocol::metrics::VOUCHED_KEYS).set(g.map.len() as f64);
+        metrics::gauge!(kite_wire::metrics::VOUCHED_KEYS).set(g.map.len() as f64);
     }
 
     /// Vouched keys held now.

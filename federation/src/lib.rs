@@ -26,11 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kite_protocol::identity::{self, PublicKey, Target};
-use kite_protocol::peering::{self, PublishedKey, ServerDescriptor};
-use kite_protocol::provider::SigError;
-use kite_protocol::scope::ScopeSet;
-use kite_protocol::ApiError;
 use kite_store::cache::{Cache, Loadable, PeerSnapshot};
 use kite_store::federation::{KeySource, Policy};
 use kite_store::grants::Grant;
@@ -38,6 +33,11 @@ use kite_store::identity::SigningKey;
 use kite_store::peers::Peer;
 use kite_store::types::{FederationMode, PeerStatus, SignatureProtocol};
 use kite_store::{Store, StoreError};
+use kite_wire::identity::{self, PublicKey, Target};
+use kite_wire::peering::{self, PublishedKey, ServerDescriptor};
+use kite_wire::provider::SigError;
+use kite_wire::scope::ScopeSet;
+use kite_wire::ApiError;
 use tokio::sync::{broadcast, watch, Mutex};
 use uuid::Uuid;
 
@@ -568,7 +568,7 @@ impl Federation {
             .replay
             .claim(server, id, ts, now)
             .map_err(|e| FedRefusal::Api(ApiError::new(401, "replayed_request", e.to_string())))?;
-        metrics::gauge!(kite_protocol::metrics::REPLAY_ENTRIES).set(self.replay.len() as f64);
+        metrics::gauge!(kite_wire::metrics::REPLAY_ENTRIES).set(self.replay.len() as f64);
         Ok(claim)
     }
 

@@ -11,16 +11,16 @@
 //! that peer forwards.
 
 use chrono::Utc;
-use kite_protocol::event::IncomingEvent;
-use kite_protocol::fed::{self, FedInfo};
-use kite_protocol::identity::PublicKey;
-use kite_protocol::peering::{self, KeyQuery, KeyQueryResponse, PublishedKey};
-use kite_protocol::provenance::{self, OriginSig, SigText};
-use kite_protocol::scope::ScopeSet;
-use kite_protocol::ApiError;
 use kite_store::cache::PeerSnapshot;
 use kite_store::peers::Peer;
 use kite_store::types::GrantPermission;
+use kite_wire::event::IncomingEvent;
+use kite_wire::fed::{self, FedInfo};
+use kite_wire::identity::PublicKey;
+use kite_wire::peering::{self, KeyQuery, KeyQueryResponse, PublishedKey};
+use kite_wire::provenance::{self, OriginSig, SigText};
+use kite_wire::scope::ScopeSet;
+use kite_wire::ApiError;
 use serde_json::{Map, Value};
 
 use crate::keys::VouchKey;
@@ -449,8 +449,8 @@ impl Federation {
     pub async fn backfill_page(
         &self,
         peer: &Peer,
-        request: &kite_protocol::peering::BackfillRequest,
-    ) -> Result<kite_protocol::peering::BackfillPage, FedError> {
+        request: &kite_wire::peering::BackfillRequest,
+    ) -> Result<kite_wire::peering::BackfillPage, FedError> {
         let (Some(base), Some(team)) = (peer.peer_base_url.as_deref(), peer.peer_team.as_deref())
         else {
             return Err(FedError::BadAnswer(

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
-use kite_protocol::provider::DEFAULT_TOLERANCE_SECS;
+use kite_wire::provider::DEFAULT_TOLERANCE_SECS;
 
 /// Requests of one sender remembered at most (about 40 bytes each): more than five seconds
 /// of one request an event at 10,000 events a second.

@@ -6,7 +6,7 @@
 //! `fed::forward` (self appended, origin set once, hops + 1) unless that exceeds the limits.
 #![no_main]
 
-use kite_protocol::fed::{
+use kite_wire::fed::{
     self, parse_chain, FedInfo, EXT_CHAIN, EXT_SEQ, MAX_CHAIN_LEN, MAX_HOPS_ACCEPTED,
     MAX_INSTANCE_ID_LEN,
 };

@@ -43,16 +43,16 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use kite_protocol::event::{
+use kite_wire::event::{
     build_event, header_safe, json_depth, Hook, IncomingEvent, EXT_CLAIMED_SOURCE,
     EXT_ORIGINAL_HEADERS, MAX_BODY_BYTES, MAX_DEPTH, MAX_ID_LEN, MAX_SOURCE_LEN,
 };
-use kite_protocol::fed::{
+use kite_wire::fed::{
     self, FedInfo, EXT_CHAIN, EXT_HOPS, EXT_ORIGIN, EXT_SEQ, MAX_CHAIN_LEN, MAX_HOPS_ACCEPTED,
     MAX_SUFFIX_BYTES,
 };
-use kite_protocol::provider::Scheme;
-use kite_protocol::ApiError;
+use kite_wire::provider::Scheme;
+use kite_wire::ApiError;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 

@@ -8,8 +8,8 @@
 //! reads again the same after it is written back.
 #![no_main]
 
-use kite_protocol::identity::valid_server_name;
-use kite_protocol::peering::{
+use kite_wire::identity::valid_server_name;
+use kite_wire::peering::{
     self, AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, Invitation,
     KeyQuery, KeyQueryResponse, Message, PublishedKey, ServerDescriptor, MAX_HOPS, MAX_KEYS,
 };

@@ -13,7 +13,7 @@
 
 use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use kite_protocol::provider::{
+use kite_wire::provider::{
     hmac, parse_stripe_header, parse_webhook_signatures, sign_standard, standard_key, verify,
     Scheme, SigError, DEFAULT_TOLERANCE_SECS,
 };

@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use kite_protocol::scope::{ScopeError, ScopeSet, MAX_SCOPES, MAX_SCOPE_LEN};
+use kite_wire::scope::{ScopeError, ScopeSet, MAX_SCOPES, MAX_SCOPE_LEN};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

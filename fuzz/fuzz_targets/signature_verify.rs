@@ -6,7 +6,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use kite_protocol::signature::{sign, verify};
+use kite_wire::signature::{sign, verify};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]

@@ -3,8 +3,8 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kite_protocol::ApiError;
 use kite_store::StoreError;
+use kite_wire::ApiError;
 
 /// An [`ApiError`] as an axum response.
 #[derive(Debug)]

@@ -16,16 +16,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use kite_federation::{FedError, FedRefusal, Inbound, ReplayClaim};
-use kite_protocol::identity::{self, PublicKey, Target};
-use kite_protocol::peering::{
-    self, AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, HeartbeatAck,
-    KeyQuery, KeyQueryResponse, Message,
-};
-use kite_protocol::scope::ScopeSet;
-use kite_protocol::ApiError;
 use kite_store::federation::{InvitationRefusal, KeySource, NewHandshakePeer};
 use kite_store::types::PeerStatus;
 use kite_store::StoreError;
+use kite_wire::identity::{self, PublicKey, Target};
+use kite_wire::peering::{
+    self, AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, HeartbeatAck,
+    KeyQuery, KeyQueryResponse, Message,
+};
+use kite_wire::scope::ScopeSet;
+use kite_wire::ApiError;
 
 use crate::hooks::body_or_413;
 use crate::{ApiErr, AppState};
@@ -115,7 +115,7 @@ async fn known_team(st: &AppState, team: &str) -> Result<(), ApiErr> {
 /// the request is kept when the handler succeeds ([`PeerCall::done`]).
 struct PeerCall<T> {
     peer: kite_store::peers::Peer,
-    key: kite_protocol::peering::PublishedKey,
+    key: kite_wire::peering::PublishedKey,
     peers: Arc<kite_store::cache::PeerSnapshot>,
     req: T,
     claim: ReplayClaim,
@@ -196,7 +196,7 @@ async fn peer_call<T: Message>(
 /// `GET /.well-known/kite/server`.
 #[utoipa::path(get, path = "/.well-known/kite/server", tag = "server-to-server", security(()),
     summary = "This server's descriptor: its name, keys and endpoints",
-    responses((status = 200, description = "The descriptor", body = kite_protocol::peering::ServerDescriptor)))]
+    responses((status = 200, description = "The descriptor", body = kite_wire::peering::ServerDescriptor)))]
 pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Response, ApiErr> {
     let d = st.fed.descriptor().await.map_err(fed_error)?;
     Ok(Json(d).into_response())
@@ -289,7 +289,7 @@ async fn accept_call(
         .base_url
         .trim_end_matches('/')
         .to_string();
-    let hook = kite_protocol::peering::hook_url(&base, &req.team);
+    let hook = kite_wire::peering::hook_url(&base, &req.team);
     crate::admin::check_destination(st, &hook).await?;
     // The server at the URL it gives must be the one it says it is, with the keys it shows.
     let published = st.fed.fetch_descriptor(&base).await.map_err(|e| {

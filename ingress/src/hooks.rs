@@ -11,14 +11,14 @@ use axum::Json;
 use chrono::Utc;
 use kite_federation::provenance::{Sender, VerifiedEvent};
 use kite_federation::{Inbound, ReplayClaim};
-use kite_protocol::event::{
-    build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
-};
-use kite_protocol::provider::{self, Scheme, SigError};
-use kite_protocol::signature::{FederationSigError, KEY_ID_HEADER};
-use kite_protocol::{batch, signature, ApiError};
 use kite_store::cache::SenderSnapshot;
 use kite_store::events::{InsertOutcome, NewEvent};
+use kite_wire::event::{
+    build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
+};
+use kite_wire::provider::{self, Scheme, SigError};
+use kite_wire::signature::{FederationSigError, KEY_ID_HEADER};
+use kite_wire::{batch, signature, ApiError};
 
 use crate::{ApiErr, AppState};
 
@@ -184,7 +184,7 @@ pub(crate) async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiErr> {
-    use kite_protocol::metrics as m;
+    use kite_wire::metrics as m;
     let started = std::time::Instant::now();
     let mut claim = None;
     let result = take(
@@ -281,7 +281,7 @@ async fn take(
         // A closed policy refuses every federation request, existing peers' included.
         st.fed.check_open(team).await?;
         let peers = st.peers.get().await?;
-        let (limit_key, who) = if kite_protocol::identity::claimed(&headers).is_some() {
+        let (limit_key, who) = if kite_wire::identity::claimed(&headers).is_some() {
             // A handshake peer: signed for this server, method and path with its identity
             // key, checked against its pinned keys, taken once.
             let inbound = Inbound {
@@ -529,9 +529,9 @@ async fn verify_origin(
 /// proven ([`VerifiedEvent`]) is taken from a handshake peer.
 pub(crate) enum Admissible {
     /// A provider's webhook (or a CloudEvent posted to a hook other than `kite`).
-    Hook(kite_protocol::event::IncomingEvent),
+    Hook(kite_wire::event::IncomingEvent),
     /// A federated event from a Kite token sender (which cannot sign).
-    Token(kite_protocol::event::IncomingEvent),
+    Token(kite_wire::event::IncomingEvent),
     /// A federated event from a handshake peer, its origin proven.
     Peer(VerifiedEvent),
 }

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use kite_bus::local::Slot;
 use kite_bus::{Bus, Message};
-use kite_protocol::ApiError;
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::events::{InsertOutcome, NewEvent, RoutedRow};
 use kite_store::outbox::DeliveryRow;
 use kite_store::types::{OutboxState, SkipReason};
 use kite_store::{Store, StoreError};
+use kite_wire::ApiError;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
@@ -310,7 +310,7 @@ fn hand_off(
         // None is left unless the snapshot lost the peer; the broker takes those.
         rest.extend(rows.iter().map(|r| (r.id, r.peer_id)));
     }
-    use kite_protocol::metrics as m;
+    use kite_wire::metrics as m;
     if handed > 0 {
         metrics::counter!(m::HANDED, "lane" => "local").increment(handed as u64);
     }

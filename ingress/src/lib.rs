@@ -145,10 +145,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The most events one batch from a peer may carry: [`kite_protocol::batch::MAX_EVENTS`],
+    /// The most events one batch from a peer may carry: [`kite_wire::batch::MAX_EVENTS`],
     /// or fewer when a sender's rate burst is smaller.
     pub(crate) fn batch_max(&self) -> usize {
-        let max = kite_protocol::batch::MAX_EVENTS;
+        let max = kite_wire::batch::MAX_EVENTS;
         self.sender_limit.burst().map_or(max, |b| b.clamp(1, max))
     }
 
@@ -162,8 +162,8 @@ impl AppState {
                 .await
                 .is_ok_and(|s| s.source(team, source).is_some())
         };
-        if source == kite_protocol::event::FEDERATION_SOURCE
-            || kite_protocol::provider::Scheme::parse(source).is_some()
+        if source == kite_wire::event::FEDERATION_SOURCE
+            || kite_wire::provider::Scheme::parse(source).is_some()
             || configured().await
         {
             source
@@ -236,14 +236,14 @@ pub fn app(
         .fallback(no_route)
         .layer(axum::middleware::map_response(error::as_json))
         .layer(axum::extract::DefaultBodyLimit::max(
-            kite_protocol::event::MAX_BODY_BYTES,
+            kite_wire::event::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::map_response(move |mut r: Response| {
             let instance = instance.clone();
             async move {
                 if let Some(v) = instance {
                     r.headers_mut()
-                        .insert(kite_protocol::signature::INSTANCE_ID_HEADER, v);
+                        .insert(kite_wire::signature::INSTANCE_ID_HEADER, v);
                 }
                 r
             }
@@ -253,7 +253,7 @@ pub fn app(
 
 /// Any path kite does not serve: 404 in the documented JSON form.
 async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiErr {
-    ApiErr(kite_protocol::ApiError::not_found(format!(
+    ApiErr(kite_wire::ApiError::not_found(format!(
         "no route for {method} {}",
         uri.path()
     )))
@@ -272,7 +272,7 @@ struct Health {
     version: &'static str,
     /// What is unreachable (when `unavailable`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<kite_protocol::error::ErrorDetail>,
+    error: Option<kite_wire::error::ErrorDetail>,
 }
 
 /// `GET /health`.
@@ -302,7 +302,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         .flatten()
         .collect();
     h.status = "unavailable";
-    h.error = Some(kite_protocol::error::ErrorDetail {
+    h.error = Some(kite_wire::error::ErrorDetail {
         code: "unavailable".to_string(),
         message: format!("unreachable: {}", down.join(", ")),
         extra: Default::default(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use kite_protocol::ApiError;
+use kite_wire::ApiError;
 
 use crate::ApiErr;
 

@@ -84,7 +84,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
 }
 
 /// Completes the generated document: every operation answers errors in the one documented
-/// form (a `default` response with [`kite_protocol::ErrorBody`]), and the version is kite's.
+/// form (a `default` response with [`kite_wire::ErrorBody`]), and the version is kite's.
 pub(crate) fn finish(mut api: OpenApi) -> String {
     api.info.version = env!("CARGO_PKG_VERSION").to_string();
     let error: RefOr<Response> = ResponseBuilder::new()
@@ -93,7 +93,7 @@ pub(crate) fn finish(mut api: OpenApi) -> String {
             "application/json",
             utoipa::openapi::ContentBuilder::new()
                 .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                    kite_protocol::ErrorBody::name(),
+                    kite_wire::ErrorBody::name(),
                 ))))
                 .build(),
         )
@@ -115,10 +115,10 @@ pub(crate) fn finish(mut api: OpenApi) -> String {
     }
     let c = api.components.get_or_insert_with(Default::default);
     let mut schemas = vec![(
-        kite_protocol::ErrorBody::name().to_string(),
-        kite_protocol::ErrorBody::schema(),
+        kite_wire::ErrorBody::name().to_string(),
+        kite_wire::ErrorBody::schema(),
     )];
-    kite_protocol::ErrorBody::schemas(&mut schemas);
+    kite_wire::ErrorBody::schemas(&mut schemas);
     for (name, schema) in schemas {
         c.schemas.entry(name).or_insert(schema);
     }

@@ -3,10 +3,10 @@
 //! answer, and the permission it needs. Kite's "hooks" (endpoints) are kite's signed
 //! sources: `/hooks/{team}/{source}` with a signing secret.
 
-use kite_protocol::provider::Scheme;
-use kite_protocol::token;
 use kite_store::keys::KeyGrant;
 use kite_store::types::Permission;
+use kite_wire::provider::Scheme;
+use kite_wire::token;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -132,9 +132,9 @@ pub(crate) async fn call(
         "hooks.create" => {
             let source = str_param(params, "source")?
                 .ok_or_else(|| RpcError::new("invalid_params", "source is required"))?;
-            kite_protocol::event::validate_source_name(source)
+            kite_wire::event::validate_source_name(source)
                 .map_err(|e| RpcError::new("invalid_params", e.message))?;
-            if source == kite_protocol::event::FEDERATION_SOURCE {
+            if source == kite_wire::event::FEDERATION_SOURCE {
                 return Err(RpcError::new(
                     "invalid_params",
                     "kite is the federation source; peers are trusted with /api/federation/trusted-senders",

@@ -9,12 +9,12 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
-use kite_protocol::scope::ScopeSet;
-use kite_protocol::stream::{
+use kite_store::stream::Resume;
+use kite_wire::scope::ScopeSet;
+use kite_wire::stream::{
     self, ClientFrame, ServerFrame, AUTH_FAILED, INVALID_MESSAGE, RATE_LIMITED, SLOW_CONSUMER,
     VERSION,
 };
-use kite_store::stream::Resume;
 use serde_json::Value;
 
 use crate::{rpc, AppState};
@@ -59,12 +59,12 @@ fn parse_scopes(v: Option<&Value>) -> Result<Vec<Filter>, String> {
 /// part of its CloudEvent source, `/hooks/{team}/{provider}`), so `source:stripe` on B
 /// shows the Stripe events A forwarded and `source:kite` all that came by federation.
 fn wanted(filters: &[Filter], e: &kite_store::events::StoredEvent) -> bool {
-    let provider = || kite_protocol::event::provider_of(&e.ce_source);
+    let provider = || kite_wire::event::provider_of(&e.ce_source);
     filters.iter().any(|f| match f {
         Filter::All => true,
         Filter::Source(s) => {
             *s == e.hook_source
-                || (e.hook_source == kite_protocol::event::FEDERATION_SOURCE
+                || (e.hook_source == kite_wire::event::FEDERATION_SOURCE
                     && provider() == Some(s.as_str()))
         }
         Filter::Type(g) => g.matches(&e.ce_type),
@@ -110,7 +110,7 @@ struct Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Some(team) = self.keys[0].strip_prefix("team:") {
-            metrics::gauge!(kite_protocol::metrics::WS_CONNECTIONS, "team" => team.to_string())
+            metrics::gauge!(kite_wire::metrics::WS_CONNECTIONS, "team" => team.to_string())
                 .decrement(1);
         }
         if let Ok(mut m) = self.st.streams.lock() {
@@ -151,8 +151,7 @@ fn take_slot<'a>(st: &'a AppState, team: &str, key: uuid::Uuid) -> Result<Slot<'
     for k in &keys {
         *m.entry(k.clone()).or_insert(0) += 1;
     }
-    metrics::gauge!(kite_protocol::metrics::WS_CONNECTIONS, "team" => team.to_string())
-        .increment(1);
+    metrics::gauge!(kite_wire::metrics::WS_CONNECTIONS, "team" => team.to_string()).increment(1);
     Ok(Slot { st, keys })
 }
 
@@ -218,7 +217,7 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
     };
     let client_id = match client_id.as_ref() {
         None | Some(Value::Null) => None,
-        Some(Value::String(c)) if kite_protocol::event::header_safe(c, 128) => Some(c.clone()),
+        Some(Value::String(c)) if kite_wire::event::header_safe(c, 128) => Some(c.clone()),
         Some(_) => {
             fail(
                 &mut socket,

@@ -19,12 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::Utc;
-use kite_protocol::identity::{self, SecretKey, Target};
-use kite_protocol::peering::{
+use kite_wire::identity::{self, SecretKey, Target};
+use kite_wire::peering::{
     self, AcceptRequest, AcceptResponse, Endpoints, Heartbeat, Invitation, KeyQuery, PublishedKey,
     ServerDescriptor, Terms,
 };
-use kite_protocol::provenance;
+use kite_wire::provenance;
 use serde_json::{json, Value};
 
 /// How one endpoint of the hostile peer answers.

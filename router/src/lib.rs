@@ -191,13 +191,13 @@ enum RouteError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kite_protocol::fed::FedInfo;
-    use kite_protocol::scope::ScopeSet;
     use kite_store::cache::RoutedPeer;
     use kite_store::peers::Peer;
     use kite_store::types::PeerHealth;
     use kite_store::types::PeerStatus;
     use kite_store::types::SkipReason;
+    use kite_wire::fed::FedInfo;
+    use kite_wire::scope::ScopeSet;
 
     fn peer(
         scopes: &[&str],

@@ -138,7 +138,7 @@ pub(crate) struct Ctx {
 /// Runs an admin verb.
 pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
     if let AdminCommand::SecretKey = a.command {
-        crate::stdout::println(&kite_protocol::secret_box::SecretBox::generate_key());
+        crate::stdout::println(&kite_wire::secret_box::SecretBox::generate_key());
         return Ok(());
     }
     let ctx = Ctx::connect(&a.conn)?;

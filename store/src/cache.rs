@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use kite_protocol::scope::ScopeSet;
-use kite_protocol::token::secret_eq;
+use kite_wire::scope::ScopeSet;
+use kite_wire::token::secret_eq;
 use tokio::sync::{watch, RwLock};
 
 use crate::peers::Peer;
@@ -76,7 +76,7 @@ impl SenderSnapshot {
     }
 
     /// The team's senders holding a token with one of these hints
-    /// ([`kite_protocol::signature::token_hint`]): whom a request that names them may be
+    /// ([`kite_wire::signature::token_hint`]): whom a request that names them may be
     /// from, found without trying every secret.
     pub fn by_hints<'a>(
         &'a self,
@@ -254,7 +254,7 @@ impl Loadable for SenderSnapshot {
             for (i, s) in senders.iter().enumerate() {
                 for secret in s.secrets() {
                     hints
-                        .entry((team.clone(), kite_protocol::signature::token_hint(secret)))
+                        .entry((team.clone(), kite_wire::signature::token_hint(secret)))
                         .or_default()
                         .push(i);
                 }

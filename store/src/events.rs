@@ -1,8 +1,8 @@
 //! Events: every accepted webhook, stored whole as a structured CloudEvent.
 
 use chrono::{DateTime, Utc};
-use kite_protocol::fed::{self, FedInfo};
-use kite_protocol::provenance::SigText;
+use kite_wire::fed::{self, FedInfo};
+use kite_wire::provenance::SigText;
 use serde::Serialize;
 use std::collections::HashMap;
 use tokio_postgres::types::ToSql;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kite_protocol::peering::{PublishedKey, MAX_KEYS};
-use kite_protocol::token::{digest, secret_eq};
+use kite_wire::peering::{PublishedKey, MAX_KEYS};
+use kite_wire::token::{digest, secret_eq};
 use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -841,7 +841,7 @@ async fn insert_handshake_peer(
             &id,
             &team_id,
             &name,
-            &kite_protocol::peering::hook_url(&p.base_url, &p.team),
+            &kite_wire::peering::hook_url(&p.base_url, &p.team),
             &store.seal("")?,
             &p.scopes,
             &p.max_hops,

@@ -2,8 +2,8 @@
 //! rotated with an overlap in which the old key is still published and accepted.
 
 use chrono::{DateTime, Utc};
-use kite_protocol::identity::{new_key_id, SecretKey};
-use kite_protocol::peering::PublishedKey;
+use kite_wire::identity::{new_key_id, SecretKey};
+use kite_wire::peering::PublishedKey;
 use tokio_postgres::Row;
 
 use crate::{Result, RowExt, Store, StoreError};
@@ -188,7 +188,7 @@ impl Store {
                 "UPDATE server_keys SET valid_until = now()
                  WHERE key_id IN (SELECT key_id FROM server_keys WHERE valid_until > now()
                                   ORDER BY valid_from DESC OFFSET $1)",
-                &[&(kite_protocol::peering::MAX_KEYS as i64 - 1)],
+                &[&(kite_wire::peering::MAX_KEYS as i64 - 1)],
             )
             .await?;
             tx.execute(

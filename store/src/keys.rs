@@ -1,7 +1,7 @@
 //! Teams, API keys and federation tokens. Only SHA-256 digests of secrets are stored.
 
 use chrono::{DateTime, Utc};
-use kite_protocol::token;
+use kite_wire::token;
 use serde::Serialize;
 use uuid::Uuid;
 

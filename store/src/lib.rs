@@ -120,7 +120,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     pool: Pool,
     config: tokio_postgres::Config,
-    secrets: Option<kite_protocol::secret_box::SecretBox>,
+    secrets: Option<kite_wire::secret_box::SecretBox>,
 }
 
 impl std::fmt::Debug for Store {
@@ -164,7 +164,7 @@ impl Store {
     }
 
     /// The same store, sealing secrets at rest with `secrets`.
-    pub fn with_secrets(mut self, secrets: kite_protocol::secret_box::SecretBox) -> Self {
+    pub fn with_secrets(mut self, secrets: kite_wire::secret_box::SecretBox) -> Self {
         self.secrets = Some(secrets);
         self
     }
@@ -180,7 +180,7 @@ impl Store {
     /// Opens a stored secret (a value stored before sealing existed is returned as it is,
     /// until [`Store::seal_legacy_secrets`] seals it).
     pub(crate) fn open(&self, stored: &str) -> Result<String> {
-        if !kite_protocol::secret_box::SecretBox::is_sealed(stored) {
+        if !kite_wire::secret_box::SecretBox::is_sealed(stored) {
             return Ok(stored.to_string());
         }
         let b = self
@@ -219,7 +219,7 @@ impl Store {
             for r in rows {
                 let id: uuid::Uuid = r.get(0);
                 let v: String = r.get(1);
-                if kite_protocol::secret_box::SecretBox::is_sealed(&v) {
+                if kite_wire::secret_box::SecretBox::is_sealed(&v) {
                     self.open(&v)?;
                     continue;
                 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kite_protocol::fed::FedInfo;
+use kite_wire::fed::FedInfo;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -49,7 +49,7 @@ pub struct DeliveryRow {
     /// server's identity key instead of a shared secret).
     pub server_name: Option<String>,
     /// The event's origin signature, when it came with one.
-    pub origin_sig: Option<kite_protocol::provenance::SigText>,
+    pub origin_sig: Option<kite_wire::provenance::SigText>,
     /// The peer's name (None when it was deleted).
     pub peer_name: Option<String>,
     /// The owning team.

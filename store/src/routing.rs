@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use kite_protocol::fed::FedInfo;
+use kite_wire::fed::FedInfo;
 
 use crate::cache::{PeerSnapshot, RoutedPeer};
 use crate::events::{NewOutbox, RoutingEvent};
@@ -106,6 +106,6 @@ pub fn count(reasons: impl IntoIterator<Item = Option<SkipReason>>, no_match: u6
         by_reason.insert("no_match", no_match);
     }
     for (reason, n) in by_reason {
-        metrics::counter!(kite_protocol::metrics::ROUTING, "reason" => reason).increment(n);
+        metrics::counter!(kite_wire::metrics::ROUTING, "reason" => reason).increment(n);
     }
 }

@@ -95,7 +95,7 @@ impl Store {
             None => c
                 .query_opt(
                     "SELECT id::text FROM federation_tokens WHERE team_id = $1 AND token_hash = $2",
-                    &[&team_id, &kite_protocol::token::digest(inbound_token)],
+                    &[&team_id, &kite_wire::token::digest(inbound_token)],
                 )
                 .await?
                 .map(|r| r.get(0))

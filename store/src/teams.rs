@@ -34,7 +34,7 @@ impl Store {
             id: row.col(0)?,
             created_at: row.col(1)?,
         };
-        let key = kite_protocol::token::mint_api_key();
+        let key = kite_wire::token::mint_api_key();
         let k = tx
             .query_one(
                 "INSERT INTO api_keys (id, team_id, prefix, key_hash, permission, label)
@@ -43,8 +43,8 @@ impl Store {
                 &[
                     &Uuid::now_v7(),
                     &id,
-                    &kite_protocol::token::key_prefix(&key),
-                    &kite_protocol::token::digest(&key),
+                    &kite_wire::token::key_prefix(&key),
+                    &kite_wire::token::digest(&key),
                     &Permission::Admin,
                 ],
             )

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use hmac::{KeyInit, Mac};
-use kite_protocol::provider::sign_standard;
+use kite_wire::provider::sign_standard;
 use serde_json::Value;
 
 use super::Instance;

@@ -108,7 +108,7 @@ impl Instance {
         env.extend(fast_env())
             .set(
                 "KITE_SECRET_KEY",
-                kite_protocol::secret_box::SecretBox::generate_key(),
+                kite_wire::secret_box::SecretBox::generate_key(),
             )
             .set(
                 "RUST_LOG",
@@ -530,7 +530,7 @@ pub async fn health(inst: &Instance) -> (u16, Value) {
 /// peer id, the token it sends, and the port.
 pub async fn peer_at_free_port(on: &Instance) -> (String, String, u16) {
     let port = free_port();
-    let token = kite_protocol::token::mint_federation_token();
+    let token = kite_wire::token::mint_federation_token();
     let id = add_peer(
         on,
         "instance-b",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use kite_protocol::identity::{self, SecretKey};
+use kite_wire::identity::{self, SecretKey};
 use serde_json::{json, Value};
 
 use super::cli::peer_cmd;
@@ -77,7 +77,7 @@ pub fn federated_event(ty: &str, id: &str, origin: &str) -> Vec<u8> {
 /// instance sends what enters the federation there.
 pub fn signed_event(ty: &str, id: &str, origin: &str, key_id: &str, key: &SecretKey) -> Vec<u8> {
     let text = String::from_utf8(federated_event(ty, id, origin)).expect("utf-8");
-    kite_protocol::provenance::sign_text(&text, origin, key_id, key)
+    kite_wire::provenance::sign_text(&text, origin, key_id, key)
         .expect("sign")
         .into_bytes()
 }
@@ -116,11 +116,11 @@ pub async fn post_signed_as(
 }
 
 /// Every identity key `inst` ever had, with its private half, read from its database.
-pub async fn keys_of(inst: &Instance) -> Vec<(kite_protocol::peering::PublishedKey, SecretKey)> {
+pub async fn keys_of(inst: &Instance) -> Vec<(kite_wire::peering::PublishedKey, SecretKey)> {
     let secret = inst.env.get("KITE_SECRET_KEY").expect("secret key");
     let store = kite_store::Store::connect(&inst.db_url(), 1)
         .await
         .expect("store")
-        .with_secrets(kite_protocol::secret_box::SecretBox::from_base64(secret).expect("key"));
+        .with_secrets(kite_wire::secret_box::SecretBox::from_base64(secret).expect("key"));
     store.all_signing_keys().await.expect("keys")
 }

@@ -3,10 +3,10 @@
 
 use axum::http::HeaderValue;
 use chrono::{DateTime, Utc};
-use kite_protocol::event::{build_event, Hook, FEDERATION_SOURCE};
-use kite_protocol::peering::BackfillRequest;
 use kite_store::grants::NewGrant;
 use kite_store::types::GrantPermission;
+use kite_wire::event::{build_event, Hook, FEDERATION_SOURCE};
+use kite_wire::peering::BackfillRequest;
 
 use super::*;
 use crate::federation::fed_error;

@@ -37,11 +37,7 @@ pub(crate) async fn check_destination(st: &AppState, url: &str) -> Result<(), Ap
             ))
         })?
         .collect();
-    if addrs.is_empty()
-        || addrs
-            .iter()
-            .any(|a| kite_protocol::ssrf::is_forbidden(a.ip()))
-    {
+    if addrs.is_empty() || addrs.iter().any(|a| kite_wire::ssrf::is_forbidden(a.ip())) {
         return Err(forbidden());
     }
     Ok(())
@@ -160,7 +156,7 @@ pub(crate) struct PeerView {
     last_error_resolved_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The identity keys pinned for it (a handshake peer, shown alone).
     #[serde(skip_serializing_if = "Option::is_none")]
-    keys: Option<Vec<kite_protocol::peering::PublishedKey>>,
+    keys: Option<Vec<kite_wire::peering::PublishedKey>>,
 }
 
 impl PeerView {
@@ -358,7 +354,7 @@ pub(super) async fn replay_dead(
     // 404 for a peer of another team or none.
     let peer = st.store.get_peer(&g.team_id, id).await?;
     let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
-    metrics::counter!(kite_protocol::metrics::REPLAYED, "team" => g.team_id.clone(), "peer" => peer.name)
+    metrics::counter!(kite_wire::metrics::REPLAYED, "team" => g.team_id.clone(), "peer" => peer.name)
         .increment(ids.len() as u64);
     if !ids.is_empty() {
         let rows = ids.iter().map(|row| (*row, id));

@@ -26,25 +26,25 @@ impl FromBody for NewSource {
 
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let name = req_str(m, "name", 64)?;
-        kite_protocol::event::validate_source_name(&name).map_err(|_| {
+        kite_wire::event::validate_source_name(&name).map_err(|_| {
             ApiErr(ApiError::validation(
                 "name",
                 "name must be 1-64 characters of a-z, 0-9, '_' or '-'",
             ))
         })?;
-        if name == kite_protocol::event::FEDERATION_SOURCE {
+        if name == kite_wire::event::FEDERATION_SOURCE {
             return Err(ApiErr(ApiError::validation(
                 "name",
                 "kite is the federation source; trust senders with /api/federation/trusted-senders",
             )));
         }
         let scheme = req_str(m, "scheme", 32)?;
-        if kite_protocol::provider::Scheme::parse(&scheme).is_none() {
+        if kite_wire::provider::Scheme::parse(&scheme).is_none() {
             return Err(ApiErr(ApiError::validation(
                 "scheme",
                 format!(
                     "scheme must be one of {}",
-                    kite_protocol::provider::Scheme::NAMES.join(", ")
+                    kite_wire::provider::Scheme::NAMES.join(", ")
                 ),
             )));
         }

@@ -37,7 +37,7 @@ impl FromBody for NewTeam {
 
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         let id = req_str(m, "id", 64)?;
-        kite_protocol::event::validate_source_name(&id).map_err(|_| {
+        kite_wire::event::validate_source_name(&id).map_err(|_| {
             ApiErr(ApiError::validation(
                 "id",
                 "id must be 1-64 characters of a-z, 0-9, '_' or '-'",

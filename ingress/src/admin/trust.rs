@@ -2,9 +2,9 @@
 //! its rotation), the team's policy (`/api/federation/policy`), and invitations
 //! (`/api/federation/invitations`, and accepting another server's).
 
-use kite_protocol::peering::Invitation;
 use kite_store::federation::{InvitationInfo, Policy};
 use kite_store::types::{FederationMode, SignatureProtocol};
+use kite_wire::peering::Invitation;
 
 use super::*;
 use crate::federation::fed_error;
@@ -20,7 +20,7 @@ const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
 pub(crate) struct IdentityView {
     /// The descriptor.
     #[serde(flatten)]
-    descriptor: kite_protocol::peering::ServerDescriptor,
+    descriptor: kite_wire::peering::ServerDescriptor,
     /// When the current key is rotated on schedule (`KITE_KEY_ROTATION_SECS`; null: by
     /// hand only).
     next_rotation_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -287,7 +287,7 @@ pub(super) async fn create_invitation(
         team: g.team_id.clone(),
         server_name: st.cfg.instance_id.clone(),
         token,
-        offer: kite_protocol::peering::Terms {
+        offer: kite_wire::peering::Terms {
             scopes: info.scopes.clone(),
             max_hops: info.max_hops,
         },
