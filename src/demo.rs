@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures::{SinkExt, StreamExt};
-use kite_kit::admin::AdminClient;
+use kite_kit::client::ApiClient;
 use kite_kit::process::{KiteEnv, KiteProcess, Output, READY_TIMEOUT};
 use serde_json::{json, Value};
 use tokio_postgres::NoTls;
@@ -324,8 +324,8 @@ async fn run(
 
     // Peering by invitation: A invites (sending stripe.*), B accepts; both then hold a peer
     // for the other with the other's identity keys pinned.
-    let admin = |i: &Instance| AdminClient::with_http(http.clone(), &i.url, &i.key);
-    kite_kit::admin::peer_by_invitation(&admin(ia), &admin(ib), &["stripe.*"], 3)
+    let admin = |i: &Instance| ApiClient::with_http(http.clone(), &i.url, &i.key);
+    kite_kit::client::peer_by_invitation(&admin(ia), &admin(ib), &["stripe.*"], 3)
         .await
         .context("peering instance-a with instance-b by invitation")?;
     println!(

@@ -1,7 +1,7 @@
 //! kite, the webhook federation relay, as a library: what the `kite` binary runs. An
 //! instance can start in-process with [`serve::run`] (configuration and a shutdown signal).
 
-pub mod admin;
+pub mod cli;
 pub mod demo;
 pub mod forward;
 pub mod listen;

@@ -2,7 +2,7 @@
 //! the `kite` library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use kite::{admin, demo, listen, serve};
+use kite::{cli, demo, listen, serve};
 
 /// `kite --version`: the package version and the git revision it was built from (build.rs).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KITE_GIT_REV"), ")");
@@ -27,9 +27,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Every admin API verb (peers, trusted senders, tokens, keys, sources, outbox, events,
     /// teams, identity, policy, invitations) and `secret-key`.
-    Admin(admin::AdminArgs),
+    Admin(cli::AdminArgs),
     /// Peer with another server by invitation (invite, accept) and see peers' health.
-    Peer(admin::PeerArgs),
+    Peer(cli::PeerArgs),
     /// Print a shell completion script.
     ///
     /// For example `kite completions bash > ~/.local/share/bash-completion/completions/kite`.
@@ -91,8 +91,8 @@ async fn main() {
         Command::Migrate(a) => serve::migrate(a).await,
         Command::Listen(a) => listen::listen(a).await,
         Command::Demo(a) => demo::demo(a).await,
-        Command::Admin(a) => admin::admin(a).await,
-        Command::Peer(a) => admin::peer(a).await,
+        Command::Admin(a) => cli::admin(a).await,
+        Command::Peer(a) => cli::peer(a).await,
         Command::Completions { .. } => Ok(()),
     };
     if let Err(e) = result {

@@ -611,7 +611,7 @@ async fn a_vouch_counts_for_its_team_and_its_peer_only_and_stays_bounded() {
     let c = Instance::start_with("vc", &[("KITE_OPERATOR_KEY", OPERATOR)]).await;
     handshake(&a, &b, "*", "*").await;
     // C's second team peers with B; C's default team with the hostile peer.
-    let operator = kite_kit::admin::AdminClient::with_http(c.http.clone(), &c.url, OPERATOR);
+    let operator = kite_kit::client::ApiClient::with_http(c.http.clone(), &c.url, OPERATOR);
     let made = operator
         .call(
             reqwest::Method::POST,
@@ -625,7 +625,7 @@ async fn a_vouch_counts_for_its_team_and_its_peer_only_and_stays_bounded() {
         .as_str()
         .expect("admin key")
         .to_owned();
-    let t2 = kite_kit::admin::AdminClient::with_http(c.http.clone(), &c.url, &t2_key);
+    let t2 = kite_kit::client::ApiClient::with_http(c.http.clone(), &c.url, &t2_key);
     let inv = t2
         .call(
             reqwest::Method::POST,

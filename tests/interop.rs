@@ -262,7 +262,7 @@ async fn the_public_clis_calls_answer_with_its_payloads() {
     let as_writer = |method: reqwest::Method, path: &str| {
         let (a, key, path) = (&a, write_key.clone(), path.to_owned());
         async move {
-            kite_kit::admin::AdminClient::with_http(a.http.clone(), &a.url, &key)
+            kite_kit::client::ApiClient::with_http(a.http.clone(), &a.url, &key)
                 .call(method, &path, None)
                 .await
                 .expect("request")

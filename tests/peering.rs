@@ -182,7 +182,7 @@ async fn an_invitation_works_once_until_it_expires_and_only_with_its_token() {
 
     // An expired one.
     let short = a
-        .admin()
+        .client()
         .create_invitation(&[], None, Some(1))
         .await
         .expect("invitation");
@@ -202,7 +202,7 @@ async fn an_invitation_works_once_until_it_expires_and_only_with_its_token() {
 
     // A revoked one.
     let revoked = a
-        .admin()
+        .client()
         .create_invitation(&[], None, None)
         .await
         .expect("inv");

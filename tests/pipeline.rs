@@ -614,7 +614,7 @@ async fn batches_carry_what_waits(handshake: bool) {
     .await;
     let mut b = Instance::start("instance-b").await;
     let peer_id = if handshake {
-        kite_kit::admin::peer_by_invitation(&a.admin(), &b.admin(), &["*"], 3)
+        kite_kit::client::peer_by_invitation(&a.client(), &b.client(), &["*"], 3)
             .await
             .expect("peer by invitation")
             .0

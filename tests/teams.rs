@@ -31,7 +31,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let a = kite_kit::admin::AdminClient::with_http(inst.http.clone(), &inst.url, key)
+    let a = kite_kit::client::ApiClient::with_http(inst.http.clone(), &inst.url, key)
         .call(method, path, body.as_ref())
         .await
         .expect("request");

@@ -219,7 +219,7 @@ pub async fn admin_post(
     body: &Value,
 ) -> Result<Value> {
     Ok(
-        kite_kit::admin::AdminClient::with_http(client.clone(), base, admin_key)
+        kite_kit::client::ApiClient::with_http(client.clone(), base, admin_key)
             .ok(reqwest::Method::POST, path, Some(body))
             .await?,
     )

@@ -136,7 +136,7 @@ impl<A: Act + Send + Sync> FromRequestParts<Arc<AppState>> for Key<A> {
     type Rejection = ApiErr;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiErr> {
-        crate::admin::authorize(st, &parts.headers, A::ACTION.needs())
+        crate::api::authorize(st, &parts.headers, A::ACTION.needs())
             .await
             .map(|g| Key(g, PhantomData))
     }

@@ -290,7 +290,7 @@ async fn accept_call(
         .trim_end_matches('/')
         .to_string();
     let hook = kite_wire::peering::hook_url(&base, &req.team);
-    crate::admin::check_destination(st, &hook).await?;
+    crate::api::check_destination(st, &hook).await?;
     // The server at the URL it gives must be the one it says it is, with the keys it shows.
     let published = st.fed.fetch_descriptor(&base).await.map_err(|e| {
         ApiErr(ApiError::new(

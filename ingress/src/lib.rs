@@ -2,7 +2,7 @@
 //! commit into Postgres, federation inbound auth, the admin API, `/ws` and `/health`.
 
 mod access;
-mod admin;
+mod api;
 mod error;
 mod federation;
 mod hooks;

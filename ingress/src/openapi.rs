@@ -10,7 +10,7 @@ use utoipa::openapi::{OpenApi, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, PartialSchema, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{admin, federation, hooks, stream, AppState};
+use crate::{api, federation, hooks, stream, AppState};
 
 /// The document's frame: what kite is, how callers authenticate, the tags. The operations
 /// come from the routes.
@@ -80,7 +80,7 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(federation::heartbeat))
         .routes(routes!(federation::keys_query))
         .routes(routes!(federation::backfill))
-        .merge(admin::routes())
+        .merge(api::routes())
 }
 
 /// Completes the generated document: every operation answers errors in the one documented

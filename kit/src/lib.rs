@@ -1,14 +1,15 @@
 //! kite-kit: one way to drive kite instances from outside, shared by the end-to-end tests,
 //! the bench and chaos runs, `kite demo` and `kite admin`.
 //!
-//! - [`admin`]: the typed admin API client, and [`admin::peer`] ("peer A with B");
+//! - [`client`]: the typed client of the admin API (`ApiClient`), and [`client::peer`]
+//!   ("peer A with B");
 //! - [`ready`]: the ready line `kite serve` prints;
 //! - [`faults`]: fault injectors (broker connections, database backends);
 //! - [`process`]: `kite serve` as a child process (environment, start, kill, terminate);
 //! - `hostile` (feature `hostile`, tests only): a fake kite server that joins through a
 //!   genuine invitation and then misbehaves.
 
-pub mod admin;
+pub mod client;
 pub mod faults;
 #[cfg(feature = "hostile")]
 pub mod hostile;

@@ -211,9 +211,9 @@ impl Instance {
             .get(0)
     }
 
-    /// The kit's admin client for this instance.
-    pub fn admin(&self) -> kite_kit::admin::AdminClient {
-        kite_kit::admin::AdminClient::with_http(self.http.clone(), &self.url, &self.key)
+    /// The kit's API client for this instance.
+    pub fn client(&self) -> kite_kit::client::ApiClient {
+        kite_kit::client::ApiClient::with_http(self.http.clone(), &self.url, &self.key)
     }
 
     /// An admin API call.
@@ -224,7 +224,7 @@ impl Instance {
         body: Option<Value>,
     ) -> (u16, Value) {
         let a = self
-            .admin()
+            .client()
             .call(method, path, body.as_ref())
             .await
             .expect("request");
@@ -370,10 +370,10 @@ pub async fn peer(
     scopes: &[&str],
     max_hops: u32,
 ) -> (String, String) {
-    kite_kit::admin::peer(
-        &from.admin(),
+    kite_kit::client::peer(
+        &from.client(),
         &from.name,
-        &to.admin(),
+        &to.client(),
         &to.name,
         "default",
         scopes,
@@ -392,7 +392,7 @@ pub async fn add_peer(
     scopes: &[&str],
     max_hops: u32,
 ) -> String {
-    on.admin()
+    on.client()
         .create_peer(name, url, token, scopes, max_hops)
         .await
         .expect("create peer")

@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use kite_kit::admin::{OutboxFilter, SourceSpec};
+use kite_kit::client::{OutboxFilter, SourceSpec};
 
 use super::output::{col, Col};
 use super::{find_id, secret_arg, Ctx};

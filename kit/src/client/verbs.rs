@@ -5,11 +5,11 @@ use serde_json::{json, Value};
 
 use super::specs::{enc, query, Body};
 use super::{
-    AdminClient, AdminError, OutboxFilter, PeerChanges, PeerSpec, Reply, SenderChanges, SenderSpec,
+    ApiClient, ClientError, OutboxFilter, PeerChanges, PeerSpec, Reply, SenderChanges, SenderSpec,
     SourceSpec,
 };
 
-impl AdminClient {
+impl ApiClient {
     // API keys.
 
     /// Mints an API key with `permission` (`read` by default) and an optional label; the
@@ -18,7 +18,7 @@ impl AdminClient {
         &self,
         permission: Option<&str>,
         label: Option<&str>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let body = Body::default()
             .opt("permission", permission)
             .opt("label", label.filter(|l| !l.is_empty()));
@@ -26,12 +26,12 @@ impl AdminClient {
     }
 
     /// The team's API keys (prefixes only): `{"items": [...]}`.
-    pub async fn list_keys(&self) -> Result<Reply, AdminError> {
+    pub async fn list_keys(&self) -> Result<Reply, ClientError> {
         self.get("/api/keys").await
     }
 
     /// Revokes an API key by id.
-    pub async fn revoke_key(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn revoke_key(&self, id: &str) -> Result<Reply, ClientError> {
         self.delete(&format!("/api/keys/{}", enc(id))).await
     }
 
@@ -39,26 +39,26 @@ impl AdminClient {
 
     /// Mints a federation token with an optional label; the answer carries the secret
     /// (`token`, shown once).
-    pub async fn create_token(&self, label: Option<&str>) -> Result<Reply, AdminError> {
+    pub async fn create_token(&self, label: Option<&str>) -> Result<Reply, ClientError> {
         let body = Body::default().opt("label", label.filter(|l| !l.is_empty()));
         self.post("/api/federation/tokens", body.value()).await
     }
 
     /// Mints a federation token on this instance; answers the secret (shown once).
-    pub async fn mint_token(&self, label: &str) -> Result<String, AdminError> {
+    pub async fn mint_token(&self, label: &str) -> Result<String, ClientError> {
         let v = self.create_token(Some(label)).await?;
         Ok(v["token"].as_str().unwrap_or_default().to_string())
     }
 
     /// The team's federation tokens (labels only): `{"items": [...]}`.
-    pub async fn list_tokens(&self) -> Result<Reply, AdminError> {
+    pub async fn list_tokens(&self) -> Result<Reply, ClientError> {
         self.get("/api/federation/tokens").await
     }
 
     // Trusted senders.
 
     /// Trusts a sender; answers the sender.
-    pub async fn create_sender(&self, s: &SenderSpec) -> Result<Reply, AdminError> {
+    pub async fn create_sender(&self, s: &SenderSpec) -> Result<Reply, ClientError> {
         let body = Body::default()
             .set("name", s.name.as_str())
             .set("inbound_token", s.token.as_str())
@@ -69,7 +69,7 @@ impl AdminClient {
     }
 
     /// Trusts a sender named `name` holding `token`; answers the sender.
-    pub async fn trust_sender(&self, name: &str, token: &str) -> Result<Reply, AdminError> {
+    pub async fn trust_sender(&self, name: &str, token: &str) -> Result<Reply, ClientError> {
         self.create_sender(&SenderSpec {
             name: name.to_string(),
             token: token.to_string(),
@@ -79,12 +79,12 @@ impl AdminClient {
     }
 
     /// The team's trusted senders: `{"items": [...]}`.
-    pub async fn list_senders(&self) -> Result<Reply, AdminError> {
+    pub async fn list_senders(&self) -> Result<Reply, ClientError> {
         self.get("/api/federation/trusted-senders").await
     }
 
     /// Changes a trusted sender; answers it.
-    pub async fn update_sender(&self, id: &str, c: &SenderChanges) -> Result<Reply, AdminError> {
+    pub async fn update_sender(&self, id: &str, c: &SenderChanges) -> Result<Reply, ClientError> {
         let body = Body::default()
             .opt("name", c.name.as_deref())
             .opt("inbound_token", c.token.as_deref())
@@ -97,7 +97,7 @@ impl AdminClient {
     }
 
     /// Deletes a trusted sender.
-    pub async fn delete_sender(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn delete_sender(&self, id: &str) -> Result<Reply, ClientError> {
         self.delete(&format!("/api/federation/trusted-senders/{}", enc(id)))
             .await
     }
@@ -105,7 +105,7 @@ impl AdminClient {
     // Peers.
 
     /// Creates a peer; answers it.
-    pub async fn add_peer(&self, p: &PeerSpec) -> Result<Reply, AdminError> {
+    pub async fn add_peer(&self, p: &PeerSpec) -> Result<Reply, ClientError> {
         let body = Body::default()
             .set("name", p.name.as_str())
             .set("peer_hook_url", p.url.as_str())
@@ -126,7 +126,7 @@ impl AdminClient {
         token: &str,
         scopes: &[&str],
         max_hops: u32,
-    ) -> Result<String, AdminError> {
+    ) -> Result<String, ClientError> {
         let v = self
             .add_peer(&PeerSpec {
                 name: name.to_string(),
@@ -141,35 +141,35 @@ impl AdminClient {
     }
 
     /// The team's peers with their health and backlog: `{"items": [...]}`.
-    pub async fn list_peers(&self) -> Result<Reply, AdminError> {
+    pub async fn list_peers(&self) -> Result<Reply, ClientError> {
         self.get("/api/federation/peers").await
     }
 
     /// One peer with its health and backlog.
-    pub async fn get_peer(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn get_peer(&self, id: &str) -> Result<Reply, ClientError> {
         self.get(&format!("/api/federation/peers/{}", enc(id)))
             .await
     }
 
     /// Changes a peer; answers it.
-    pub async fn update_peer(&self, id: &str, c: &PeerChanges) -> Result<Reply, AdminError> {
+    pub async fn update_peer(&self, id: &str, c: &PeerChanges) -> Result<Reply, ClientError> {
         self.patch(&format!("/api/federation/peers/{}", enc(id)), c.body())
             .await
     }
 
     /// Pauses a peer: its deliveries wait in its queue.
-    pub async fn pause_peer(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn pause_peer(&self, id: &str) -> Result<Reply, ClientError> {
         self.set_peer_status(id, "paused").await
     }
 
     /// Resumes a paused peer: its deliveries flow again.
-    pub async fn resume_peer(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn resume_peer(&self, id: &str) -> Result<Reply, ClientError> {
         self.set_peer_status(id, "active").await
     }
 
     /// Refreshes a handshake peer: its descriptor fetched again and its keys pinned anew
     /// (under the rules of key validity); answers the peer with its keys.
-    pub async fn refresh_peer(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn refresh_peer(&self, id: &str) -> Result<Reply, ClientError> {
         self.post(
             &format!("/api/federation/peers/{}/refresh", enc(id)),
             Value::Object(Default::default()),
@@ -178,11 +178,11 @@ impl AdminClient {
     }
 
     /// Revokes a peer: nothing is routed to it and its requests are refused.
-    pub async fn revoke_peer(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn revoke_peer(&self, id: &str) -> Result<Reply, ClientError> {
         self.set_peer_status(id, "revoked").await
     }
 
-    async fn set_peer_status(&self, id: &str, status: &str) -> Result<Reply, AdminError> {
+    async fn set_peer_status(&self, id: &str, status: &str) -> Result<Reply, ClientError> {
         let changes = PeerChanges {
             status: Some(status.to_string()),
             ..PeerChanges::default()
@@ -191,14 +191,14 @@ impl AdminClient {
     }
 
     /// Deletes a peer (its pending rows are cancelled): `{"deleted", "cancelled"}`.
-    pub async fn delete_peer(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn delete_peer(&self, id: &str) -> Result<Reply, ClientError> {
         self.delete(&format!("/api/federation/peers/{}", enc(id)))
             .await
     }
 
     /// Puts up to `limit` (API default 1,000) of a peer's dead rows back in line:
     /// `{"replayed": N}`.
-    pub async fn replay_dead(&self, id: &str, limit: Option<u32>) -> Result<Reply, AdminError> {
+    pub async fn replay_dead(&self, id: &str, limit: Option<u32>) -> Result<Reply, ClientError> {
         let body = Body::default().opt("limit", limit);
         self.post(
             &format!("/api/federation/peers/{}/replay-dead", enc(id)),
@@ -210,7 +210,7 @@ impl AdminClient {
     // Signed sources.
 
     /// Configures a signed provider source; answers it.
-    pub async fn create_source(&self, s: &SourceSpec) -> Result<Reply, AdminError> {
+    pub async fn create_source(&self, s: &SourceSpec) -> Result<Reply, ClientError> {
         let body = Body::default()
             .set("name", s.name.as_str())
             .set("scheme", s.scheme.as_str())
@@ -220,12 +220,12 @@ impl AdminClient {
     }
 
     /// The team's signed sources: `{"items": [...]}`.
-    pub async fn list_sources(&self) -> Result<Reply, AdminError> {
+    pub async fn list_sources(&self) -> Result<Reply, ClientError> {
         self.get("/api/sources").await
     }
 
     /// Gives a source a new secret (the old one stays valid for the overlap); answers it.
-    pub async fn rotate_source(&self, name: &str, secret: &str) -> Result<Reply, AdminError> {
+    pub async fn rotate_source(&self, name: &str, secret: &str) -> Result<Reply, ClientError> {
         self.post(
             &format!("/api/sources/{}/rotate", enc(name)),
             json!({ "secret": secret }),
@@ -234,14 +234,14 @@ impl AdminClient {
     }
 
     /// Removes a source's signature configuration.
-    pub async fn delete_source(&self, name: &str) -> Result<Reply, AdminError> {
+    pub async fn delete_source(&self, name: &str) -> Result<Reply, ClientError> {
         self.delete(&format!("/api/sources/{}", enc(name))).await
     }
 
     // Listings.
 
     /// One page of the outbox: `{"items": [...], "next_cursor": N | null}`.
-    pub async fn list_outbox(&self, f: &OutboxFilter) -> Result<Reply, AdminError> {
+    pub async fn list_outbox(&self, f: &OutboxFilter) -> Result<Reply, ClientError> {
         let query = query(&[
             ("peer_id", f.peer_id.clone()),
             ("status", f.status.clone()),
@@ -257,7 +257,7 @@ impl AdminClient {
         &self,
         after: Option<i64>,
         limit: Option<u32>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let query = query(&[
             ("after", after.map(|n| n.to_string())),
             ("limit", limit.map(|n| n.to_string())),
@@ -266,7 +266,7 @@ impl AdminClient {
     }
 
     /// The stored event with sequence number `seq`, if there is one.
-    pub async fn event_by_seq(&self, seq: i64) -> Result<Option<Reply>, AdminError> {
+    pub async fn event_by_seq(&self, seq: i64) -> Result<Option<Reply>, ClientError> {
         if seq < 1 {
             return Ok(None);
         }
@@ -280,7 +280,7 @@ impl AdminClient {
         &self,
         id: &str,
         source: Option<&str>,
-    ) -> Result<Vec<Reply>, AdminError> {
+    ) -> Result<Vec<Reply>, ClientError> {
         let mut found = Vec::new();
         let mut after = 0;
         loop {
@@ -300,17 +300,17 @@ impl AdminClient {
     // Teams (with the operator key).
 
     /// Creates a team; the answer carries its first admin key (`admin_key`, shown once).
-    pub async fn create_team(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn create_team(&self, id: &str) -> Result<Reply, ClientError> {
         self.post("/api/teams", json!({ "id": id })).await
     }
 
     /// The instance's teams: `{"items": [{"id", "created_at"}]}`.
-    pub async fn list_teams(&self) -> Result<Reply, AdminError> {
+    pub async fn list_teams(&self) -> Result<Reply, ClientError> {
         self.get("/api/teams").await
     }
 
     /// Deletes a team.
-    pub async fn delete_team(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn delete_team(&self, id: &str) -> Result<Reply, ClientError> {
         self.delete(&format!("/api/teams/{}", enc(id))).await
     }
 }

@@ -1,5 +1,5 @@
 //! `kite admin`: every admin API verb at the command line, through the kit's typed client
-//! ([`kite_kit::admin::AdminClient`]), printed as a table or as the API's JSON; and
+//! ([`kite_kit::client::ApiClient`]), printed as a table or as the API's JSON; and
 //! `secret-key`, which makes a KITE_SECRET_KEY.
 //!
 //! Settings come from `--instance`/`--api-key`, then `KITE_INSTANCE`/`KITE_API_KEY`, then
@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
-use kite_kit::admin::{AdminClient, AdminError};
+use kite_kit::client::{ApiClient, ClientError};
 
 use crate::listen::AuthFailed;
 use output::Printer;
@@ -130,7 +130,7 @@ pub enum AdminCommand {
 /// What a verb works with: the client for the instance and the printer.
 pub(crate) struct Ctx {
     /// The typed admin client.
-    pub(crate) client: AdminClient,
+    pub(crate) client: ApiClient,
     /// Prints answers in the chosen `--output`.
     pub(crate) out: Printer,
 }
@@ -167,7 +167,7 @@ pub async fn peer(a: PeerArgs) -> anyhow::Result<()> {
 
 /// An admin error in a verb's result as a message naming the URL and the fix.
 fn explained(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<AdminError>() {
+    match e.downcast::<ClientError>() {
         Ok(e) => explain(e),
         Err(e) => e,
     }
@@ -176,7 +176,7 @@ fn explained(e: anyhow::Error) -> anyhow::Error {
 impl Ctx {
     fn connect(conn: &Connection) -> anyhow::Result<Self> {
         let (instance, key) = settings(conn)?;
-        let client = AdminClient::for_instance(&instance, &key).map_err(explain)?;
+        let client = ApiClient::for_instance(&instance, &key).map_err(explain)?;
         Ok(Ctx {
             client,
             out: Printer::new(conn.output),
@@ -203,22 +203,22 @@ fn settings(a: &Connection) -> anyhow::Result<(String, String)> {
 }
 
 /// An admin error as a message that names the URL and what to do about it.
-fn explain(e: AdminError) -> anyhow::Error {
+fn explain(e: ClientError) -> anyhow::Error {
     match e {
-        AdminError::NoScheme { url } => anyhow!(
+        ClientError::NoScheme { url } => anyhow!(
             "--instance needs an http(s):// URL, got {url:?}: use --instance http://{}",
             url.trim()
         ),
-        AdminError::NotRoot { url, root } => anyhow!(
+        ClientError::NotRoot { url, root } => anyhow!(
             "--instance is the instance's root URL, not a path under it: got {url:?}, use --instance {root}"
         ),
-        AdminError::BadUrl { url, reason } => {
+        ClientError::BadUrl { url, reason } => {
             anyhow!("--instance {url:?} is not a URL ({reason}): use http(s)://host:port")
         }
-        AdminError::Unreachable { url, source } => anyhow::Error::new(source).context(format!(
+        ClientError::Unreachable { url, source } => anyhow::Error::new(source).context(format!(
             "cannot reach {url}: is kite running there? (check --instance / KITE_INSTANCE)"
         )),
-        AdminError::Status {
+        ClientError::Status {
             status: 401,
             method,
             url,
@@ -235,7 +235,7 @@ fn explain(e: AdminError) -> anyhow::Error {
                  ({method} {url} answered 401 {code}: {message})"
             ))
         }
-        AdminError::Status {
+        ClientError::Status {
             status: 403,
             method,
             url,
@@ -244,7 +244,7 @@ fn explain(e: AdminError) -> anyhow::Error {
         } if code == "forbidden" => anyhow!(
             "the API key may not do this: {message}; use a team admin key ({method} {url} answered 403)"
         ),
-        AdminError::Status {
+        ClientError::Status {
             status: 404,
             method,
             url,
@@ -278,12 +278,12 @@ pub(crate) fn secret_arg(value: &str, what: &str) -> anyhow::Result<String> {
 /// The id of the item of a listing whose `id`, `name` or `server_name` is `arg` (`kind` names the resource
 /// in the error, `list` is the command that lists them).
 pub(crate) fn find_id(
-    listing: &kite_kit::admin::Reply,
+    listing: &kite_kit::client::Reply,
     arg: &str,
     kind: &str,
     list: &str,
 ) -> anyhow::Result<String> {
-    kite_kit::admin::items(listing)
+    kite_kit::client::items(listing)
         .iter()
         .find(|i| i["id"] == arg || i["name"] == arg || i["server_name"] == arg)
         .and_then(|i| i["id"].as_str().map(str::to_string))
@@ -335,20 +335,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_url_and_the_fix() {
-        let e = explain(AdminError::NoScheme {
+        let e = explain(ClientError::NoScheme {
             url: "127.0.0.1:7700".into(),
         });
         assert!(
             format!("{e:#}").contains("use --instance http://127.0.0.1:7700"),
             "{e:#}"
         );
-        let e = AdminClient::for_instance("http://127.0.0.1:7700/api", "k")
+        let e = ApiClient::for_instance("http://127.0.0.1:7700/api", "k")
             .map_err(explain)
             .err()
             .map(|e| format!("{e:#}"))
             .unwrap_or_default();
         assert!(e.contains("use --instance http://127.0.0.1:7700"), "{e}");
-        let e = explain(AdminError::Status {
+        let e = explain(ClientError::Status {
             method: reqwest::Method::GET,
             url: "http://h/api/keys".into(),
             status: 401,

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AdminError {
+pub enum ClientError {
     /// The instance URL has no `http://` or `https://` scheme.
     #[error("the instance URL {url:?} needs an http:// or https:// scheme")]
     NoScheme {
@@ -64,11 +64,11 @@ pub enum AdminError {
     },
 }
 
-impl AdminError {
+impl ClientError {
     /// The HTTP status the instance answered, when it answered one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            AdminError::Status { status, .. } => Some(*status),
+            ClientError::Status { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -129,26 +129,26 @@ impl std::ops::Deref for Reply {
 
 /// Checks that `url` is an instance's root URL (`http(s)://host[:port]`, at most a trailing
 /// `/`) and answers it without the trailing slash.
-pub fn instance_root(url: &str) -> Result<String, AdminError> {
+pub fn instance_root(url: &str) -> Result<String, ClientError> {
     let lower = url.trim().to_ascii_lowercase();
     if !(lower.starts_with("http://") || lower.starts_with("https://")) {
-        return Err(AdminError::NoScheme {
+        return Err(ClientError::NoScheme {
             url: url.to_string(),
         });
     }
-    let parsed = Url::parse(url.trim()).map_err(|e| AdminError::BadUrl {
+    let parsed = Url::parse(url.trim()).map_err(|e| ClientError::BadUrl {
         url: url.to_string(),
         reason: e.to_string(),
     })?;
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(AdminError::BadUrl {
+        return Err(ClientError::BadUrl {
             url: url.to_string(),
             reason: "it names no host".to_string(),
         });
     }
     let root = parsed.origin().ascii_serialization();
     if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(AdminError::NotRoot {
+        return Err(ClientError::NotRoot {
             url: url.to_string(),
             root,
         });
@@ -158,13 +158,13 @@ pub fn instance_root(url: &str) -> Result<String, AdminError> {
 
 /// A client for one instance's admin API with one API key.
 #[derive(Debug, Clone)]
-pub struct AdminClient {
+pub struct ApiClient {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
-impl AdminClient {
+impl ApiClient {
     /// A client for the instance at `base` (its root URL) with `key`.
     pub fn new(base: &str, key: &str) -> Self {
         Self::with_http(reqwest::Client::new(), base, key)
@@ -181,7 +181,7 @@ impl AdminClient {
 
     /// A client for an instance URL a person typed: refused unless it is an http(s) root URL
     /// (see [`instance_root`]).
-    pub fn for_instance(url: &str, key: &str) -> Result<Self, AdminError> {
+    pub fn for_instance(url: &str, key: &str) -> Result<Self, ClientError> {
         Ok(Self::new(&instance_root(url)?, key))
     }
 
@@ -196,7 +196,7 @@ impl AdminClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Answer, AdminError> {
+    ) -> Result<Answer, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.key);
         if let Some(b) = body {
@@ -205,7 +205,7 @@ impl AdminClient {
         let resp = req
             .send()
             .await
-            .map_err(|source| AdminError::Unreachable { url, source })?;
+            .map_err(|source| ClientError::Unreachable { url, source })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -218,7 +218,7 @@ impl AdminClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, AdminError> {
+    ) -> Result<Value, ClientError> {
         self.reply(method, path, body).await.map(|r| r.value)
     }
 
@@ -228,7 +228,7 @@ impl AdminClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let a = self.call(method.clone(), path, body).await?;
         if (200..300).contains(&a.status) {
             return Ok(Reply {
@@ -236,7 +236,7 @@ impl AdminClient {
                 text: a.text,
             });
         }
-        Err(AdminError::Status {
+        Err(ClientError::Status {
             method,
             url: format!("{}{path}", self.base),
             status: a.status,
@@ -251,23 +251,23 @@ impl AdminClient {
         })
     }
 
-    async fn get(&self, path: &str) -> Result<Reply, AdminError> {
+    async fn get(&self, path: &str) -> Result<Reply, ClientError> {
         self.reply(Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
+    async fn post(&self, path: &str, body: Value) -> Result<Reply, ClientError> {
         self.reply(Method::POST, path, Some(&body)).await
     }
 
-    async fn put(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
+    async fn put(&self, path: &str, body: Value) -> Result<Reply, ClientError> {
         self.reply(Method::PUT, path, Some(&body)).await
     }
 
-    async fn patch(&self, path: &str, body: Value) -> Result<Reply, AdminError> {
+    async fn patch(&self, path: &str, body: Value) -> Result<Reply, ClientError> {
         self.reply(Method::PATCH, path, Some(&body)).await
     }
 
-    async fn delete(&self, path: &str) -> Result<Reply, AdminError> {
+    async fn delete(&self, path: &str) -> Result<Reply, ClientError> {
         self.reply(Method::DELETE, path, None).await
     }
 }
@@ -280,14 +280,14 @@ pub fn items(answer: &Value) -> Vec<Value> {
 /// Peers `from` to `to` for `team`: a token minted on `to`, trusted there as `from_name`,
 /// and a peer `to_name` on `from` that uses it. Answers the peer id on `from` and the token.
 pub async fn peer(
-    from: &AdminClient,
+    from: &ApiClient,
     from_name: &str,
-    to: &AdminClient,
+    to: &ApiClient,
     to_name: &str,
     team: &str,
     scopes: &[&str],
     max_hops: u32,
-) -> Result<(String, String), AdminError> {
+) -> Result<(String, String), ClientError> {
     let token = to.mint_token(&format!("from {from_name}")).await?;
     to.trust_sender(from_name, &token).await?;
     let url = format!("{}/hooks/{team}/kite", to.base());
@@ -328,29 +328,29 @@ mod tests {
         );
         assert!(matches!(
             instance_root("127.0.0.1:7700"),
-            Err(AdminError::NoScheme { .. })
+            Err(ClientError::NoScheme { .. })
         ));
         assert!(matches!(
             instance_root("localhost:7700"),
-            Err(AdminError::NoScheme { .. })
+            Err(ClientError::NoScheme { .. })
         ));
         assert!(matches!(
             instance_root("ws://127.0.0.1:7700"),
-            Err(AdminError::NoScheme { .. })
+            Err(ClientError::NoScheme { .. })
         ));
         match instance_root("http://127.0.0.1:7700/api") {
-            Err(e @ AdminError::NotRoot { .. }) => {
+            Err(e @ ClientError::NotRoot { .. }) => {
                 assert!(e.to_string().contains("use http://127.0.0.1:7700"), "{e}")
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             instance_root("http://127.0.0.1:7700?x=1"),
-            Err(AdminError::NotRoot { .. })
+            Err(ClientError::NotRoot { .. })
         ));
         assert!(matches!(
             instance_root("http://:7700"),
-            Err(AdminError::BadUrl { .. })
+            Err(ClientError::BadUrl { .. })
         ));
     }
 }

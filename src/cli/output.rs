@@ -4,7 +4,7 @@
 use clap::ValueEnum;
 use std::collections::BTreeMap;
 
-use kite_kit::admin::Reply;
+use kite_kit::client::Reply;
 use serde_json::value::RawValue;
 use serde_json::Value;
 

@@ -4,23 +4,23 @@
 use serde_json::Value;
 
 use super::specs::{enc, Body};
-use super::{AdminClient, AdminError, Reply};
+use super::{ApiClient, ClientError, Reply};
 
-impl AdminClient {
+impl ApiClient {
     /// The instance's server descriptor: `server_name`, `keys`, `protocol_versions`,
     /// `endpoints`.
-    pub async fn identity(&self) -> Result<Reply, AdminError> {
+    pub async fn identity(&self) -> Result<Reply, ClientError> {
         self.get("/api/federation/identity").await
     }
 
     /// Rotates the instance's identity key; answers the descriptor after it.
-    pub async fn rotate_identity(&self) -> Result<Reply, AdminError> {
+    pub async fn rotate_identity(&self) -> Result<Reply, ClientError> {
         self.post("/api/federation/identity/rotate", Value::Null)
             .await
     }
 
     /// The team's federation policy.
-    pub async fn policy(&self) -> Result<Reply, AdminError> {
+    pub async fn policy(&self) -> Result<Reply, ClientError> {
         self.get("/api/federation/policy").await
     }
 
@@ -31,7 +31,7 @@ impl AdminClient {
         allowed_peers: Option<Vec<String>>,
         max_backfill: Option<u32>,
         min_signature_protocol: Option<&str>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let body = Body::default()
             .opt("default_mode", mode)
             .opt("allowed_peers", allowed_peers)
@@ -47,7 +47,7 @@ impl AdminClient {
         scopes: &[String],
         max_hops: Option<u32>,
         ttl_secs: Option<u64>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let body = Body::default()
             .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
             .opt("max_hops", max_hops)
@@ -56,12 +56,12 @@ impl AdminClient {
     }
 
     /// The team's invitations (never their tokens): `{"items": [...]}`.
-    pub async fn list_invitations(&self) -> Result<Reply, AdminError> {
+    pub async fn list_invitations(&self) -> Result<Reply, ClientError> {
         self.get("/api/federation/invitations").await
     }
 
     /// Revokes an invitation.
-    pub async fn delete_invitation(&self, id: &str) -> Result<Reply, AdminError> {
+    pub async fn delete_invitation(&self, id: &str) -> Result<Reply, ClientError> {
         self.delete(&format!("/api/federation/invitations/{}", enc(id)))
             .await
     }
@@ -73,7 +73,7 @@ impl AdminClient {
         invitation: &str,
         scopes: &[String],
         max_hops: Option<u32>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let body = Body::default()
             .set("invitation", invitation)
             .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
@@ -83,7 +83,7 @@ impl AdminClient {
     }
 }
 
-impl AdminClient {
+impl ApiClient {
     /// Gives a peer a grant (`permissions`: `send`, `backfill`) for `scopes` (empty: the
     /// API's default `*`), for `ttl_secs` (None: the API's 30 days) or until `expires_at`.
     pub async fn create_grant(
@@ -93,7 +93,7 @@ impl AdminClient {
         scopes: &[String],
         ttl_secs: Option<u64>,
         expires_at: Option<&str>,
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let body = Body::default()
             .set("permissions", permissions.to_vec())
             .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
@@ -107,13 +107,13 @@ impl AdminClient {
     }
 
     /// A peer's grants: `{"items": [...]}`.
-    pub async fn list_grants(&self, peer: &str) -> Result<Reply, AdminError> {
+    pub async fn list_grants(&self, peer: &str) -> Result<Reply, ClientError> {
         self.get(&format!("/api/federation/peers/{}/grants", enc(peer)))
             .await
     }
 
     /// Deletes a grant of a peer.
-    pub async fn delete_grant(&self, peer: &str, grant: &str) -> Result<Reply, AdminError> {
+    pub async fn delete_grant(&self, peer: &str, grant: &str) -> Result<Reply, ClientError> {
         self.delete(&format!(
             "/api/federation/peers/{}/grants/{}",
             enc(peer),
@@ -131,7 +131,7 @@ impl AdminClient {
         since: Option<&str>,
         limit: Option<u32>,
         types: &[String],
-    ) -> Result<Reply, AdminError> {
+    ) -> Result<Reply, ClientError> {
         let since = since.map(|s| match s.parse::<i64>() {
             Ok(cursor) => Value::from(cursor),
             Err(_) => Value::from(s),
@@ -152,11 +152,11 @@ impl AdminClient {
 /// `accepter` accepts (sending the same scopes back). Answers the peer ids on the inviter
 /// and on the accepter.
 pub async fn peer_by_invitation(
-    inviter: &AdminClient,
-    accepter: &AdminClient,
+    inviter: &ApiClient,
+    accepter: &ApiClient,
     scopes: &[&str],
     max_hops: u32,
-) -> Result<(String, String), AdminError> {
+) -> Result<(String, String), ClientError> {
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     let inv = inviter
         .create_invitation(&scopes, Some(max_hops), None)

@@ -1,7 +1,7 @@
 //! `kite admin tokens`, `trusted-senders` and `peers`: the verbs of a peering.
 
 use clap::{Args, Subcommand};
-use kite_kit::admin::{PeerChanges, PeerSpec, SenderChanges, SenderSpec};
+use kite_kit::client::{PeerChanges, PeerSpec, SenderChanges, SenderSpec};
 
 use super::output::{col, Col};
 use super::{find_id, secret_arg, Ctx};
