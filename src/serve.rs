@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use kite_bus::LocalLane;
 use kite_delivery::{DeliveryConfig, RetryPolicy};
 use kite_federation::{Federation, FederationConfig};
 use kite_ingress::server::ServerLimits;
 use kite_ingress::{IngressConfig, Rate};
-use kite_router::RouterConfig;
+use kite_route::RouterConfig;
 use kite_store::types::Permission;
 use kite_wire::secret_box::SecretBox;
 
@@ -384,6 +385,9 @@ pub async fn run(
         );
     }
     let bus = Arc::new(connect_bus(&a.amqp_url, &prefix).await?);
+    // Ingress hands deliveries for peers this process serves straight to the
+    // delivery role through this lane; both roles must share the one value.
+    let lane = Arc::new(LocalLane::default());
     bus.declare_base(retry.tiers())
         .await
         .context("declaring AMQP topology")?;
@@ -483,7 +487,7 @@ pub async fn run(
             retention: Duration::from_secs(a.retention_secs),
             ..RouterConfig::new(&instance_id)
         };
-        tasks.push(tokio::spawn(kite_router::run(
+        tasks.push(tokio::spawn(kite_route::run(
             worker_store.clone(),
             bus.clone(),
             notes.config.clone(),
@@ -502,9 +506,10 @@ pub async fn run(
             peer_ca: a.peer_ca.clone(),
             ..DeliveryConfig::new(&instance_id)
         };
-        let (s, b, f, n, r) = (
+        let (s, b, l, f, n, r) = (
             worker_store.clone(),
             bus.clone(),
+            lane.clone(),
             fed.clone(),
             notes.config.clone(),
             stop_rx.clone(),
@@ -518,7 +523,7 @@ pub async fn run(
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = kite_delivery::run(s, b, f, n, cfg, r).await {
+            if let Err(e) = kite_delivery::run(s, b, l, f, n, cfg, r).await {
                 tracing::error!(error = %e, "delivery role failed to start");
                 std::process::exit(1);
             }
@@ -534,6 +539,7 @@ pub async fn run(
         let app = kite_ingress::app(
             store.clone(),
             bus.clone(),
+            lane.clone(),
             fed.clone(),
             notes.clone(),
             IngressConfig {

@@ -13,6 +13,7 @@ use kite_store::peers::NewPeer;
 use kite_store::types::PeerStatus;
 use kite_store::Store;
 use kite_wire::fed::FedInfo;
+use kite_wire::ids::{EventSeq, PeerId};
 
 /// A fresh database of its own, dropped at the end.
 struct Db {
@@ -82,7 +83,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
             origin_sig: None,
         })
         .collect();
-    let seqs: Vec<i64> = store
+    let seqs: Vec<EventSeq> = store
         .insert_events(&events)
         .await
         .expect("insert")
@@ -96,8 +97,8 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
     let bus = Arc::new(Bus::in_memory());
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let (_gen_tx, generation) = tokio::sync::watch::channel(0u64);
-    let cfg = kite_router::RouterConfig::new("a");
-    let router = tokio::spawn(kite_router::run(
+    let cfg = kite_route::RouterConfig::new("a");
+    let router = tokio::spawn(kite_route::run(
         store.clone(),
         bus.clone(),
         generation,
@@ -113,7 +114,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         "a delivery for the stripe peer",
         Duration::from_secs(20),
         || {
-            let taken = memory.take(Queue::Peer(stripe.id));
+            let taken = memory.take(Queue::Peer(PeerId(stripe.id)));
             got.extend(taken);
             let found = got.clone();
             async move { (!found.is_empty()).then_some(found) }
@@ -124,9 +125,9 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
     let _ = router.await;
     // One row, for the stripe event only; nothing for the peer whose scopes do not match.
     assert!(
-        matches!(&stripe_rows[..], [Message::Deliver { peer, ids }] if *peer == stripe.id && ids.len() == 1)
+        matches!(&stripe_rows[..], [Message::Deliver { peer, ids }] if *peer == PeerId(stripe.id) && ids.len() == 1)
     );
-    assert!(memory.take(Queue::Peer(github.id)).is_empty());
+    assert!(memory.take(Queue::Peer(PeerId(github.id))).is_empty());
     let routed = store.unrouted_events(&seqs).await.expect("unrouted");
     assert!(routed.is_empty(), "both events are routed");
     db.drop_database().await;

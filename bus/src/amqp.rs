@@ -13,6 +13,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use futures::future::join_all;
 use futures::StreamExt;
+use kite_wire::ids::{EventSeq, OutboxId};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -404,20 +405,28 @@ impl AmqpBus {
         let mut out = Vec::new();
         for m in msgs {
             match m {
-                Message::Route { seqs } => out.extend(seqs.chunks(MAX_BATCH).map(|c| Outgoing {
-                    exchange: String::new(),
-                    routing_key: self.names.events_queue(),
-                    payload: Batch { ids: c.to_vec() }.to_bytes(),
-                    expiration_ms: None,
+                Message::Route { seqs } => out.extend(seqs.chunks(MAX_BATCH).map(|c| {
+                    Outgoing {
+                        exchange: String::new(),
+                        routing_key: self.names.events_queue(),
+                        payload: Batch {
+                            ids: c.iter().map(|s| s.0).collect(),
+                        }
+                        .to_bytes(),
+                        expiration_ms: None,
+                    }
                 })),
-                Message::Deliver { peer, ids } => {
-                    out.extend(ids.chunks(MAX_BATCH).map(|c| Outgoing {
+                Message::Deliver { peer, ids } => out.extend(ids.chunks(MAX_BATCH).map(|c| {
+                    Outgoing {
                         exchange: self.names.deliver_exchange(),
                         routing_key: peer.to_string(),
-                        payload: Batch { ids: c.to_vec() }.to_bytes(),
+                        payload: Batch {
+                            ids: c.iter().map(|i| i.0).collect(),
+                        }
+                        .to_bytes(),
                         expiration_ms: None,
-                    }))
-                }
+                    }
+                })),
                 Message::Retry {
                     peer,
                     id,
@@ -426,7 +435,7 @@ impl AmqpBus {
                 } => out.push(Outgoing {
                     exchange: self.names.retry_tier((*attempt).clamp(1, tiers)),
                     routing_key: peer.to_string(),
-                    payload: Batch { ids: vec![*id] }.to_bytes(),
+                    payload: Batch { ids: vec![id.0] }.to_bytes(),
                     expiration_ms: Some((delay.as_millis() as u64).max(1)),
                 }),
             }
@@ -501,8 +510,13 @@ impl AmqpBus {
                                     }
                                 };
                                 let message = Batch::parse(&d.data).map(|b| match queue {
-                                    Queue::Router => Message::Route { seqs: b.ids },
-                                    Queue::Peer(peer) => Message::Deliver { peer, ids: b.ids },
+                                    Queue::Router => Message::Route {
+                                        seqs: b.ids.into_iter().map(EventSeq).collect(),
+                                    },
+                                    Queue::Peer(peer) => Message::Deliver {
+                                        peer,
+                                        ids: b.ids.into_iter().map(OutboxId).collect(),
+                                    },
                                 });
                                 let Some(message) = message else {
                                     tracing::warn!(queue = %name, "dropping a malformed message");

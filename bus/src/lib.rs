@@ -4,8 +4,9 @@
 //! each message to the stage's handler as a [`Job`]. Two implementations keep the same
 //! contract: RabbitMQ ([`Bus::connect`]) and memory ([`Bus::in_memory`], for tests of router
 //! and delivery logic without a broker). lapin appears in this crate only.
-//! Within one process, [`Bus::local`] is the local lane ([`local`]): the ingest writer hands
-//! deliveries straight to that process' delivery workers, with no broker message.
+//! Within one process, a [`LocalLane`] ([`local`]) carries the delivery stage's own rows from
+//! the ingest writer straight to that process' delivery workers, with no broker message.
+//! The bus knows no stage's types but the spine's ids ([`kite_wire::ids`]).
 //!
 //! RabbitMQ topology under a name prefix (all durable; queues are quorum queues):
 //! - `{prefix}.events`: batches of event sequence numbers for the router ([`Message::Route`]);
@@ -23,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 pub use local::LocalLane;
 pub use memory::MemoryBus;
@@ -51,23 +52,23 @@ pub type Result<T> = std::result::Result<T, BusError>;
 pub enum Message {
     /// Route these stored events (ingress → router).
     Route {
-        /// Event sequence numbers.
-        seqs: Vec<i64>,
+        /// The stored events.
+        seqs: Vec<EventSeq>,
     },
     /// Deliver these outbox rows to this peer (router → delivery).
     Deliver {
         /// The peer.
-        peer: Uuid,
-        /// Outbox ids.
-        ids: Vec<i64>,
+        peer: PeerId,
+        /// The rows.
+        ids: Vec<OutboxId>,
     },
     /// Deliver this row again after `delay` (delivery → itself); it comes back as
     /// [`Message::Deliver`].
     Retry {
         /// The peer.
-        peer: Uuid,
-        /// Outbox id.
-        id: i64,
+        peer: PeerId,
+        /// The row.
+        id: OutboxId,
         /// Failed attempts so far (its retry tier).
         attempt: u32,
         /// How long to wait.
@@ -81,7 +82,7 @@ pub enum Queue {
     /// The router's input: [`Message::Route`].
     Router,
     /// One peer's deliveries: [`Message::Deliver`].
-    Peer(Uuid),
+    Peer(PeerId),
 }
 
 /// A message taken from a queue, handed to a stage's handler.
@@ -145,10 +146,9 @@ enum Inner {
 /// The bus of one kite process.
 pub struct Bus {
     inner: Inner,
-    local: LocalLane,
     /// Peer queues this process declared (a queue outlives the process; it is declared
     /// once, before the first delivery sent to it).
-    declared: Mutex<HashSet<Uuid>>,
+    declared: Mutex<HashSet<PeerId>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -168,7 +168,6 @@ impl Bus {
             inner: Inner::Amqp(Box::new(
                 amqp::AmqpBus::connect(url, prefix, patience).await?,
             )),
-            local: LocalLane::default(),
             declared: Mutex::default(),
         })
     }
@@ -177,14 +176,8 @@ impl Bus {
     pub fn in_memory() -> Self {
         Self {
             inner: Inner::Memory(MemoryBus::default()),
-            local: LocalLane::default(),
             declared: Mutex::default(),
         }
-    }
-
-    /// This process' local lane: deliveries from its ingest writer to its delivery role.
-    pub fn local(&self) -> &LocalLane {
-        &self.local
     }
 
     /// The in-memory bus, to look into its queues (tests); None for RabbitMQ.
@@ -212,7 +205,7 @@ impl Bus {
     }
 
     /// Declares a peer's delivery queue.
-    pub async fn declare_peer(&self, peer: Uuid) -> Result<()> {
+    pub async fn declare_peer(&self, peer: PeerId) -> Result<()> {
         match &self.inner {
             Inner::Amqp(a) => a.declare_peer(&peer.to_string()).await?,
             Inner::Memory(_) => {}
@@ -223,12 +216,12 @@ impl Bus {
         Ok(())
     }
 
-    /// Sends outbox rows, as (outbox id, peer), to their peers' queues: one
-    /// [`Message::Deliver`] a peer, its queue declared first unless this process did so
-    /// already. Every stage that publishes deliveries goes through here.
-    pub async fn send_deliveries(&self, rows: impl IntoIterator<Item = (i64, Uuid)>) -> Result<()> {
-        let mut by_peer: HashMap<Uuid, Vec<i64>> = HashMap::new();
-        for (id, peer) in rows {
+    /// Sends deliveries to their peers' queues: one [`Message::Deliver`] a peer, its queue
+    /// declared first unless this process did so already. Every stage that publishes
+    /// deliveries goes through here.
+    pub async fn send_deliveries(&self, rows: impl IntoIterator<Item = Delivery>) -> Result<()> {
+        let mut by_peer: HashMap<PeerId, Vec<OutboxId>> = HashMap::new();
+        for Delivery { id, peer } in rows {
             by_peer.entry(peer).or_default().push(id);
         }
         for peer in by_peer.keys() {
@@ -245,7 +238,7 @@ impl Bus {
     }
 
     /// Deletes a removed peer's delivery queue.
-    pub async fn delete_peer_queue(&self, peer: Uuid) -> Result<()> {
+    pub async fn delete_peer_queue(&self, peer: PeerId) -> Result<()> {
         if let Ok(mut d) = self.declared.lock() {
             d.remove(&peer);
         }

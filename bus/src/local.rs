@@ -1,5 +1,6 @@
 //! The local lane: deliveries that the ingest writer of a process hands straight to the
-//! delivery role of the same process, with no broker message in between.
+//! delivery role of the same process, with no broker message in between. It carries the
+//! delivery stage's own rows (`T`), which the bus knows nothing of.
 //!
 //! The ingest writer reserves a slot of a peer's lane before its commit (only a peer whose
 //! delivery worker runs here and has room), writes that peer's outbox rows with a lease (not
@@ -13,32 +14,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kite_store::outbox::DeliveryRow;
+use kite_wire::ids::PeerId;
 use tokio::sync::mpsc;
-use uuid::Uuid;
 
 /// Deliveries handed over: rows of one peer, loaded already, leased until `until`.
 #[derive(Debug)]
-pub struct Handoff {
+pub struct Handoff<T> {
     /// The peer.
-    pub peer: Uuid,
+    pub peer: PeerId,
     /// The rows to deliver, as the store would load them.
-    pub rows: Vec<DeliveryRow>,
+    pub rows: Vec<T>,
     /// When their lease ends (past it, the sweeper may publish them).
     pub until: Instant,
 }
 
 /// A reserved place in a peer's lane, taken before the commit that writes the rows.
 #[derive(Debug)]
-pub struct Slot {
-    permit: mpsc::OwnedPermit<Handoff>,
-    peer: Uuid,
+pub struct Slot<T> {
+    permit: mpsc::OwnedPermit<Handoff<T>>,
+    peer: PeerId,
     lease: Duration,
     rows: usize,
     taken: Instant,
 }
 
-impl Slot {
+impl<T> Slot<T> {
     /// How long the rows written for this slot are leased.
     pub fn lease(&self) -> Duration {
         self.lease
@@ -51,7 +51,7 @@ impl Slot {
     }
 
     /// Hands the committed rows to the peer's worker.
-    pub fn send(self, rows: Vec<DeliveryRow>) {
+    pub fn send(self, rows: Vec<T>) {
         let until = self.taken + self.lease;
         self.permit.send(Handoff {
             peer: self.peer,
@@ -63,31 +63,46 @@ impl Slot {
 
 /// A peer's lane as its worker holds it.
 #[derive(Debug)]
-pub struct Attached {
+pub struct Attached<T> {
     /// The handoffs.
-    pub rx: mpsc::Receiver<Handoff>,
+    pub rx: mpsc::Receiver<Handoff<T>>,
     generation: u64,
 }
 
 #[derive(Debug)]
-struct Worker {
-    tx: mpsc::Sender<Handoff>,
+struct Worker<T> {
+    tx: mpsc::Sender<Handoff<T>>,
     lease: Duration,
     rows: usize,
     generation: u64,
 }
 
 /// The lanes of one process, by peer.
-#[derive(Debug, Default)]
-pub struct LocalLane {
-    workers: Mutex<HashMap<Uuid, Worker>>,
+#[derive(Debug)]
+pub struct LocalLane<T> {
+    workers: Mutex<HashMap<PeerId, Worker<T>>>,
     generations: AtomicU64,
 }
 
-impl LocalLane {
+impl<T> Default for LocalLane<T> {
+    fn default() -> Self {
+        Self {
+            workers: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<T> LocalLane<T> {
     /// Opens a lane for `peer` with room for `capacity` handoffs of at most `rows` rows,
     /// leased for `lease` (the delivery worker of the peer calls it when it starts).
-    pub fn attach(&self, peer: Uuid, capacity: usize, rows: usize, lease: Duration) -> Attached {
+    pub fn attach(
+        &self,
+        peer: PeerId,
+        capacity: usize,
+        rows: usize,
+        lease: Duration,
+    ) -> Attached<T> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut w) = self.workers.lock() {
@@ -106,7 +121,7 @@ impl LocalLane {
 
     /// Closes `peer`'s lane, unless a newer worker opened it again: no new slots. Slots
     /// reserved already still arrive, so the worker drains its receiver.
-    pub fn detach(&self, peer: Uuid, attached: &mut Attached) {
+    pub fn detach(&self, peer: PeerId, attached: &mut Attached<T>) {
         if let Ok(mut w) = self.workers.lock() {
             if w.get(&peer)
                 .is_some_and(|x| x.generation == attached.generation)
@@ -119,7 +134,7 @@ impl LocalLane {
 
     /// A slot in `peer`'s lane: None when no worker of this process delivers to it or its
     /// lane is full (the rows then go through the broker).
-    pub fn reserve(&self, peer: Uuid) -> Option<Slot> {
+    pub fn reserve(&self, peer: PeerId) -> Option<Slot<T>> {
         let w = self.workers.lock().ok()?;
         let worker = w.get(&peer)?;
         let permit = worker.tx.clone().try_reserve_owned().ok()?;
@@ -139,8 +154,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lane_takes_what_it_has_room_for_and_closes_for_good() {
-        let lane = LocalLane::default();
-        let peer = Uuid::new_v4();
+        let lane = LocalLane::<()>::default();
+        let peer = PeerId(uuid::Uuid::new_v4());
         assert!(lane.reserve(peer).is_none(), "no worker, no slot");
         let mut a = lane.attach(peer, 1, 8, Duration::from_secs(5));
         let slot = lane.reserve(peer).expect("room for one");

@@ -139,14 +139,15 @@ impl MemoryBus {
 mod tests {
     use super::*;
     use crate::Bus;
+    use kite_wire::ids::{EventSeq, OutboxId, PeerId};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use uuid::Uuid;
 
     #[tokio::test]
     async fn the_contract_in_memory() {
         let bus = Bus::in_memory();
-        let peer = Uuid::now_v7();
-        let seqs: Vec<i64> = (0..1200).collect();
+        let peer = PeerId(Uuid::now_v7());
+        let seqs: Vec<EventSeq> = (0..1200).map(EventSeq).collect();
         bus.send(&[Message::Route { seqs }]).await.expect("send");
         // Batches are split at MAX_BATCH and come out in order.
         let (stop_tx, stop) = watch::channel(false);
@@ -173,15 +174,24 @@ mod tests {
         assert_eq!(sizes, vec![200, 500, 500]);
 
         // A requeued message comes back; Flow::Stop ends the consumer.
-        bus.send(&[Message::Deliver { peer, ids: vec![7] }])
-            .await
-            .expect("send");
+        bus.send(&[Message::Deliver {
+            peer,
+            ids: vec![OutboxId(7)],
+        }])
+        .await
+        .expect("send");
         let calls = AtomicUsize::new(0);
         let (_keep, stop) = watch::channel(false);
         bus.consume(Queue::Peer(peer), &opts, stop, |job| {
             let calls = &calls;
             async move {
-                assert_eq!(job.message, Message::Deliver { peer, ids: vec![7] });
+                assert_eq!(
+                    job.message,
+                    Message::Deliver {
+                        peer,
+                        ids: vec![OutboxId(7)]
+                    }
+                );
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     (Settle::Requeue, Flow::Continue)
                 } else {
@@ -195,7 +205,7 @@ mod tests {
         // A retry arrives on its peer's queue after its delay.
         bus.send(&[Message::Retry {
             peer,
-            id: 9,
+            id: OutboxId(9),
             attempt: 1,
             delay: Duration::from_millis(50),
         }])
@@ -206,7 +216,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(
             memory.take(Queue::Peer(peer)),
-            vec![Message::Deliver { peer, ids: vec![9] }]
+            vec![Message::Deliver {
+                peer,
+                ids: vec![OutboxId(9)]
+            }]
         );
     }
 }

@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use kite_store::outbox::DeliveryRow;
+use kite_wire::ids::{OutboxId, PeerId};
 use kite_wire::{batch, fed, signature};
-use uuid::Uuid;
 
 use crate::outcome::{classify_error, classify_refusal, classify_status, Outcome};
 use crate::Ctx;
@@ -11,7 +11,7 @@ use kite_federation::{literal_forbidden, root_cause};
 
 /// The result of one attempt.
 pub(crate) struct Attempt {
-    pub(crate) row_id: i64,
+    pub(crate) row_id: OutboxId,
     pub(crate) attempts: i32,
     pub(crate) outcome: Outcome,
     pub(crate) status: Option<i32>,
@@ -390,7 +390,7 @@ impl Ctx {
     }
 
     /// Notes whether the peer at `url` takes batches, and of how many events.
-    fn learn_offer(&self, peer: Uuid, url: &str, offer: Option<usize>) {
+    fn learn_offer(&self, peer: PeerId, url: &str, offer: Option<usize>) {
         if let Ok(mut m) = self.batching.lock() {
             match offer {
                 Some(n) => {
@@ -406,7 +406,7 @@ impl Ctx {
     }
 
     /// How many events one batch to this peer at `url` may carry, if it offered batches.
-    pub(crate) fn batch_offer(&self, peer: Uuid, url: Option<&str>) -> Option<usize> {
+    pub(crate) fn batch_offer(&self, peer: PeerId, url: Option<&str>) -> Option<usize> {
         let m = self.batching.lock().ok()?;
         let (u, n) = m.get(&peer)?;
         (Some(u.as_str()) == url).then_some(*n)
@@ -440,7 +440,7 @@ pub(crate) struct Ready {
     pub(crate) body: bytes::Bytes,
     message_id: String,
     signer: Signer,
-    peer_id: Uuid,
+    peer_id: PeerId,
     url: String,
     dest: Dest,
 }

@@ -95,6 +95,8 @@ impl DeliveryConfig {
 pub(crate) struct Ctx {
     pub(crate) store: Store,
     pub(crate) bus: Arc<Bus>,
+    /// This process' local lane: what its ingest writer hands its workers.
+    pub(crate) lane: Arc<kite_bus::LocalLane<kite_store::outbox::DeliveryRow>>,
     pub(crate) http: reqwest::Client,
     pub(crate) fed: Arc<kite_federation::Federation>,
     pub(crate) cfg: DeliveryConfig,
@@ -103,11 +105,12 @@ pub(crate) struct Ctx {
     /// When each peer's last all-success batch was written to its record (the next ones
     /// within a second skip that write).
     pub(crate) recorded_success:
-        std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::time::Instant>>,
+        std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, std::time::Instant>>,
     /// Peer URLs parsed once, by their text.
     pub(crate) dests: std::sync::Mutex<std::collections::HashMap<String, attempt::Dest>>,
     /// The peers that offered batches: the URL that offered and how many events a batch.
-    pub(crate) batching: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (String, usize)>>,
+    pub(crate) batching:
+        std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, (String, usize)>>,
 }
 
 /// A delivery failure that leaves the message for later.

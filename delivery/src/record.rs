@@ -11,15 +11,15 @@ use kite_bus::{Job, Message};
 use kite_store::outbox::{DeliveryRow, DeliveryUpdate};
 use kite_store::peers::PeerOutcome;
 use kite_store::story::NewAttempt;
-use kite_store::types::{OutboxState, PeerHealth, PeerStatus};
-use uuid::Uuid;
+use kite_store::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus};
+use kite_wire::ids::{Delivery, OutboxId, PeerId};
 
 use crate::attempt::Attempt;
 use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
 use crate::{Ctx, DeliverError, Handled};
 
 impl Ctx {
-    pub(crate) async fn handle(&self, peer_id: Uuid, job: Job) -> Handled {
+    pub(crate) async fn handle(&self, peer_id: PeerId, job: Job) -> Handled {
         let Message::Deliver { ids, .. } = job.message else {
             tracing::warn!(peer = %peer_id, "delivery got a message that is not Deliver; dropped");
             return Handled::Done;
@@ -34,7 +34,7 @@ impl Ctx {
         }
     }
 
-    async fn deliver(&self, peer_id: Uuid, ids: &[i64]) -> Result<Handled, DeliverError> {
+    async fn deliver(&self, peer_id: PeerId, ids: &[OutboxId]) -> Result<Handled, DeliverError> {
         let rows = self.store.delivery_rows(ids).await?;
         self.deliver_rows(peer_id, rows).await
     }
@@ -42,13 +42,13 @@ impl Ctx {
     /// Delivers rows the local lane handed over (leased to this process). What cannot be
     /// sent now (the peer paused or parked meanwhile, the lease nearly over, bookkeeping
     /// failed) goes through the broker, as if it had come that way.
-    pub(crate) async fn handed(self: Arc<Self>, h: Handoff) {
+    pub(crate) async fn handed(self: Arc<Self>, h: Handoff<DeliveryRow>) {
         // No attempt starts that could outlast the lease.
         let margin = self.cfg.request_timeout.min(self.cfg.lease / 2);
         if Instant::now() + margin >= h.until {
             return self.to_broker(h).await;
         }
-        let ids: Vec<i64> = h.rows.iter().map(|r| r.id).collect();
+        let ids: Vec<OutboxId> = h.rows.iter().map(|r| r.id).collect();
         match self.deliver_rows(h.peer, h.rows).await {
             Ok(Handled::Done | Handled::Parked) => {}
             Ok(Handled::PeerNotActive | Handled::Retry) => self.publish(h.peer, ids).await,
@@ -60,13 +60,13 @@ impl Ctx {
     }
 
     /// Sends a handoff's rows through the broker instead (the consumer path).
-    pub(crate) async fn to_broker(&self, h: Handoff) {
+    pub(crate) async fn to_broker(&self, h: Handoff<DeliveryRow>) {
         self.publish(h.peer, h.rows.iter().map(|r| r.id).collect())
             .await;
     }
 
-    async fn publish(&self, peer: Uuid, ids: Vec<i64>) {
-        let rows = ids.into_iter().map(|id| (id, peer));
+    async fn publish(&self, peer: PeerId, ids: Vec<OutboxId>) {
+        let rows = ids.into_iter().map(|id| Delivery { id, peer });
         if let Err(e) = self.bus.send_deliveries(rows).await {
             // The rows stay pending; once their lease is over the sweeper publishes them.
             tracing::warn!(peer = %peer, error = %e, "cannot hand rows to the broker; the sweeper will");
@@ -75,7 +75,7 @@ impl Ctx {
 
     async fn deliver_rows(
         &self,
-        peer_id: Uuid,
+        peer_id: PeerId,
         rows: Vec<DeliveryRow>,
     ) -> Result<Handled, DeliverError> {
         let mut to_send = Vec::new();
@@ -122,15 +122,21 @@ impl Ctx {
     /// Tries the oldest pending delivery of an unreachable peer; answers whether the probe
     /// is over (the peer took it, or it is paused now). A row the peer refuses for good is
     /// settled as its own failure and the next one is tried.
-    pub(crate) async fn probe(&self, peer_id: Uuid) -> Result<bool, DeliverError> {
+    pub(crate) async fn probe(&self, peer_id: PeerId) -> Result<bool, DeliverError> {
         let mut after = 0;
         for _ in 0..self.cfg.probe_rows.max(1) {
-            let Some(id) = self.store.oldest_pending_after(peer_id, after).await? else {
-                self.store.mark_peer_reachable(peer_id).await?;
+            let Some(id) = self.store.oldest_pending_after(peer_id.0, after).await? else {
+                self.store.mark_peer_reachable(peer_id.0).await?;
                 return Ok(true);
             };
             after = id;
-            let Some(row) = self.store.delivery_rows(&[id]).await?.into_iter().next() else {
+            let Some(row) = self
+                .store
+                .delivery_rows(&[OutboxId(id)])
+                .await?
+                .into_iter()
+                .next()
+            else {
                 continue;
             };
             let a = self.attempt(row).await;
@@ -143,7 +149,7 @@ impl Ctx {
                 Outcome::Revoked => return Ok(true),
                 Outcome::Delivered | Outcome::Gone => {
                     if state != PeerState::Paused {
-                        self.store.mark_peer_reachable(peer_id).await?;
+                        self.store.mark_peer_reachable(peer_id.0).await?;
                     }
                     return Ok(true);
                 }
@@ -158,7 +164,7 @@ impl Ctx {
     /// being down.
     async fn record(
         &self,
-        peer_id: Uuid,
+        peer_id: PeerId,
         attempts: Vec<Attempt>,
         probing: bool,
     ) -> Result<PeerState, DeliverError> {
@@ -248,7 +254,7 @@ impl Ctx {
             tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
             self.store
                 .pause_gone_peer(
-                    peer_id,
+                    peer_id.0,
                     &format!("paused: the peer answered 410 Gone ({error}); resume it once it takes deliveries again"),
                 )
                 .await?;
@@ -256,7 +262,7 @@ impl Ctx {
         if revoked {
             tracing::warn!(peer = %peer_id, "the peer revoked this server; revoking it here");
             self.store
-                .mark_revoked_by_peer(peer_id, "peer_revoked")
+                .mark_revoked_by_peer(peer_id.0, "peer_revoked")
                 .await?;
         }
         let health =
@@ -265,7 +271,7 @@ impl Ctx {
             } else {
                 match self
                     .store
-                    .record_peer_outcome(peer_id, &peer, self.cfg.failure_threshold)
+                    .record_peer_outcome(peer_id.0, &peer, self.cfg.failure_threshold)
                     .await
                 {
                     Ok(h) => h,
@@ -289,7 +295,7 @@ impl Ctx {
     /// True when `peer` is a plain success (nothing failed, nothing to report) and one
     /// was written to the peer's record less than a second ago: the write is skipped, so
     /// concurrent batches do not queue on the peer's row. Otherwise notes the write.
-    fn success_recorded_lately(&self, peer_id: Uuid, peer: &PeerOutcome) -> bool {
+    fn success_recorded_lately(&self, peer_id: PeerId, peer: &PeerOutcome) -> bool {
         let Ok(mut marks) = self.recorded_success.lock() else {
             return false;
         };
@@ -312,14 +318,14 @@ impl Ctx {
 /// How an attempt reads in an event's story: `delivered`, `failed` (the peer is failing),
 /// `refused` (the peer answered no to this event), `error` (it could not be sent), `gone`,
 /// `revoked`.
-fn story_outcome(a: &Attempt) -> &'static str {
+fn story_outcome(a: &Attempt) -> AttemptOutcome {
     match a.outcome {
-        Outcome::Delivered => "delivered",
-        Outcome::PeerFailure => "failed",
-        Outcome::MessageFailure if a.status.is_some() => "refused",
-        Outcome::MessageFailure => "error",
-        Outcome::Gone => "gone",
-        Outcome::Revoked => "revoked",
+        Outcome::Delivered => AttemptOutcome::Delivered,
+        Outcome::PeerFailure => AttemptOutcome::Failed,
+        Outcome::MessageFailure if a.status.is_some() => AttemptOutcome::Refused,
+        Outcome::MessageFailure => AttemptOutcome::Error,
+        Outcome::Gone => AttemptOutcome::Gone,
+        Outcome::Revoked => AttemptOutcome::Revoked,
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use kite_bus::{Bus, ConsumeOptions, Flow, Queue, Settle};
 use kite_store::types::PeerHealth;
 use kite_store::Store;
+use kite_wire::ids::PeerId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 use crate::{Ctx, DeliveryConfig, Handled};
 use kite_federation::{http_client, ClientError};
@@ -18,6 +18,7 @@ use kite_federation::{http_client, ClientError};
 pub async fn run(
     store: Store,
     bus: Arc<Bus>,
+    lane: Arc<kite_bus::LocalLane<kite_store::outbox::DeliveryRow>>,
     fed: Arc<kite_federation::Federation>,
     mut config_generation: watch::Receiver<u64>,
     cfg: DeliveryConfig,
@@ -32,6 +33,7 @@ pub async fn run(
         results: crate::results::ResultWriter::start(store.clone()),
         store,
         bus,
+        lane,
         http,
         fed,
         cfg,
@@ -39,11 +41,11 @@ pub async fn run(
         dests: Default::default(),
         batching: Default::default(),
     });
-    let mut workers: HashMap<Uuid, Worker> = HashMap::new();
+    let mut workers: HashMap<PeerId, Worker> = HashMap::new();
     loop {
         match ctx.store.all_peers().await {
             Ok(peers) => {
-                let wanted: HashMap<Uuid, Kind> = peers
+                let wanted: HashMap<PeerId, Kind> = peers
                     .iter()
                     .filter(|p| p.status.delivers())
                     .map(|p| {
@@ -52,7 +54,7 @@ pub async fn run(
                         } else {
                             Kind::Deliver
                         };
-                        (p.id, kind)
+                        (PeerId(p.id), kind)
                     })
                     .collect();
                 workers.retain(|id, w| {
@@ -109,7 +111,7 @@ struct Worker {
 /// moves on to the next row.
 async fn prober(
     ctx: Arc<Ctx>,
-    peer_id: Uuid,
+    peer_id: PeerId,
     stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -139,7 +141,7 @@ async fn either_stopped(mut a: watch::Receiver<bool>, mut b: watch::Receiver<boo
 
 async fn peer_worker(
     ctx: Arc<Ctx>,
-    peer_id: Uuid,
+    peer_id: PeerId,
     stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -154,7 +156,7 @@ async fn peer_worker(
         usize::from(ctx.cfg.prefetch.max(1)),
     );
     tracing::info!(peer = %peer_id, "delivery consuming");
-    let lane = ctx.bus.local().attach(
+    let lane = ctx.lane.attach(
         peer_id,
         ctx.cfg.lane_capacity,
         ctx.cfg.attempts_in_flight.max(1) * 2,
@@ -183,8 +185,8 @@ async fn peer_worker(
 /// the lane, lets the handoffs in flight finish and sends the rest through the broker.
 async fn local(
     ctx: Arc<Ctx>,
-    peer_id: Uuid,
-    mut lane: kite_bus::local::Attached,
+    peer_id: PeerId,
+    mut lane: kite_bus::local::Attached<kite_store::outbox::DeliveryRow>,
     mut end: watch::Receiver<bool>,
 ) {
     use futures::StreamExt;
@@ -200,7 +202,7 @@ async fn local(
             _ = end.wait_for(|s| *s) => break,
         }
     }
-    ctx.bus.local().detach(peer_id, &mut lane);
+    ctx.lane.detach(peer_id, &mut lane);
     while running.next().await.is_some() {}
     while let Some(h) = lane.rx.recv().await {
         ctx.to_broker(h).await;

@@ -20,6 +20,7 @@ use kite_store::federation::{InvitationRefusal, KeySource, NewHandshakePeer};
 use kite_store::types::PeerStatus;
 use kite_store::StoreError;
 use kite_wire::identity::{self, PublicKey, Target};
+use kite_wire::ids::PeerId;
 use kite_wire::peering::{
     self, AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, HeartbeatAck,
     KeyQuery, KeyQueryResponse, Message,
@@ -345,7 +346,7 @@ async fn accept_call(
     claim.keep();
     st.fed.invalidate().await;
     st.peers.invalidate().await;
-    if let Err(e) = st.bus.declare_peer(peer.id).await {
+    if let Err(e) = st.bus.declare_peer(PeerId(peer.id)).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
     tracing::info!(team = %team, peer = %server, "invitation accepted");

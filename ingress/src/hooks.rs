@@ -16,6 +16,7 @@ use kite_store::events::{InsertOutcome, NewEvent};
 use kite_wire::event::{
     build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
 };
+use kite_wire::ids::EventSeq;
 use kite_wire::provider::{self, Scheme, SigError};
 use kite_wire::signature::{FederationSigError, KEY_ID_HEADER};
 use kite_wire::{batch, signature, ApiError};
@@ -385,7 +386,7 @@ fn answer_of(id: String, admitted: Admitted) -> (StatusCode, HookAnswer, &'stati
             StatusCode::ACCEPTED,
             "accepted",
             "accepted",
-            Some(seq),
+            Some(seq.0),
             Some(received_at),
         ),
         Admitted::Duplicate => (StatusCode::OK, "duplicate_ignored", "duplicate", None, None),
@@ -540,7 +541,7 @@ pub(crate) enum Admissible {
 pub(crate) enum Admitted {
     /// Stored, with its sequence number.
     Stored {
-        seq: i64,
+        seq: EventSeq,
         received_at: chrono::DateTime<Utc>,
     },
     /// Its identity was stored already.

@@ -1,5 +1,5 @@
 //! Group commit: concurrent requests share one statement that stores their events and
-//! routes them (the outbox rows, with the routing rules of `kite_store::routing`); each
+//! their outbox rows (decided before, by the routing rules of `kite_route::rules`); each
 //! request is answered as soon as that commit is done. The deliveries it made go to this
 //! process' delivery worker through the local lane (`kite_bus::local`) when it runs here
 //! and has room, else in one confirmed publish straight to each peer's queue. An event
@@ -10,15 +10,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kite_bus::local::Slot;
-use kite_bus::{Bus, Message};
+use kite_bus::{Bus, LocalLane, Message};
 use kite_store::cache::{Cache, PeerSnapshot};
-use kite_store::events::{InsertOutcome, NewEvent, RoutedRow};
+use kite_store::events::{routing_events, InsertOutcome, NewEvent, NewOutbox, RoutedRow};
 use kite_store::outbox::DeliveryRow;
 use kite_store::types::{OutboxState, SkipReason};
 use kite_store::{Store, StoreError};
+use kite_wire::ids::{BatchPos, Delivery, EventSeq, PeerId};
 use kite_wire::ApiError;
 use tokio::sync::{mpsc, oneshot, Mutex};
-use uuid::Uuid;
 
 use crate::{ApiErr, IngressConfig};
 
@@ -36,6 +36,7 @@ impl Ingest {
     pub(crate) fn start(
         store: Store,
         bus: Arc<Bus>,
+        lane: Arc<LocalLane<DeliveryRow>>,
         peers: Arc<Cache<PeerSnapshot>>,
         cfg: &IngressConfig,
     ) -> Self {
@@ -45,6 +46,7 @@ impl Ingest {
             tokio::spawn(writer(Writer {
                 store: store.clone(),
                 bus: bus.clone(),
+                lane: lane.clone(),
                 peers: peers.clone(),
                 instance_id: cfg.instance_id.clone(),
                 rx: rx.clone(),
@@ -77,6 +79,7 @@ impl Ingest {
 struct Writer {
     store: Store,
     bus: Arc<Bus>,
+    lane: Arc<LocalLane<DeliveryRow>>,
     peers: Arc<Cache<PeerSnapshot>>,
     instance_id: String,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
@@ -86,10 +89,10 @@ struct Writer {
 
 /// What a batch's commit left to publish.
 enum Work {
-    /// Delivery rows made at ingest, by peer.
-    Deliver(Vec<(i64, Uuid)>),
+    /// Deliveries made at ingest.
+    Deliver(Vec<Delivery>),
     /// Events stored without routing: the router's.
-    Route(Vec<i64>),
+    Route(Vec<EventSeq>),
 }
 
 async fn writer(w: Writer) {
@@ -169,34 +172,16 @@ async fn commit(
     };
     let refused = match &snapshot {
         Some(snapshot) => {
-            // Each peer's slots in the local lane, the last one filling up.
-            let mut slots: HashMap<Uuid, Vec<(Slot, usize)>> = HashMap::new();
-            let mut decided: Decided = (Vec::new(), HashMap::new());
-            let route = |evs: &[kite_store::events::RoutingEvent]| {
-                let (mut rows, no_match) =
-                    kite_store::routing::decide_rows(&w.instance_id, snapshot, evs);
-                decided = (
-                    rows.iter().map(|r| (r.event_seq, r.reason)).collect(),
-                    no_match,
-                );
-                for row in rows.iter_mut().filter(|r| r.state == OutboxState::Pending) {
-                    let held = slots.entry(row.peer_id).or_default();
-                    if held.last().is_none_or(|(s, n)| *n >= s.rows()) {
-                        if let Some(s) = w.bus.local().reserve(row.peer_id) {
-                            held.push((s, 0));
-                        }
-                    }
-                    row.lease = match held.last_mut() {
-                        Some((s, n)) if *n < s.rows() => {
-                            *n += 1;
-                            Some(s.lease())
-                        }
-                        _ => None,
-                    };
-                }
-                rows
+            // Routing first, a pure function of the peers and the batch; then the events and
+            // their outbox rows in one statement.
+            let (mut rows, no_match) =
+                kite_route::rules::decide_rows(&w.instance_id, snapshot, &routing_events(&events));
+            let slots = reserve_lanes(&w.lane, &mut rows);
+            let decided = Decided {
+                rows: rows.iter().map(|r| (r.event, r.reason)).collect(),
+                no_match,
             };
-            match w.store.insert_events_routed(&events, route).await {
+            match w.store.insert_events_routed(&events, &rows).await {
                 Ok((outcomes, pending)) => {
                     count_stored(decided, &outcomes);
                     let rest = hand_off(snapshot, &events, &outcomes, pending, slots);
@@ -229,30 +214,60 @@ async fn commit(
     Ok((unrouted, Work::Route(seqs)))
 }
 
-/// A batch's routing decisions, by event position: each row's skip reason (None: forwarded),
-/// and how many of the team's peers each event is not for.
-type Decided = (Vec<(i64, Option<SkipReason>)>, HashMap<i64, u64>);
+/// A batch's routing decisions, by the events' places in the batch.
+struct Decided {
+    /// Each row's event and skip reason (None: forwarded).
+    rows: Vec<(BatchPos, Option<SkipReason>)>,
+    /// How many of the team's peers each event is not for.
+    no_match: HashMap<BatchPos, u64>,
+}
+
+/// A peer's slots in the local lane, and how many of the batch's rows each carries.
+type Slots = HashMap<PeerId, Vec<(Slot<DeliveryRow>, usize)>>;
+
+/// Reserves slots in the local lane for the pending rows of peers whose worker runs here and
+/// has room (the last slot of a peer filling up before the next is taken), and leases those
+/// rows: they are not due before the lease ends, so no other process POSTs them meanwhile.
+fn reserve_lanes(lane: &LocalLane<DeliveryRow>, rows: &mut [NewOutbox<BatchPos>]) -> Slots {
+    let mut slots: Slots = HashMap::new();
+    for row in rows.iter_mut().filter(|r| r.state == OutboxState::Pending) {
+        let held = slots.entry(row.peer_id).or_default();
+        if held.last().is_none_or(|(s, n)| *n >= s.rows()) {
+            if let Some(s) = lane.reserve(row.peer_id) {
+                held.push((s, 0));
+            }
+        }
+        row.lease = match held.last_mut() {
+            Some((s, n)) if *n < s.rows() => {
+                *n += 1;
+                Some(s.lease())
+            }
+            _ => None,
+        };
+    }
+    slots
+}
 
 /// Counts the routing decisions of the events that were stored (a duplicate's were made
-/// before the insert told it apart, and wrote nothing). Decisions name events by position.
+/// before the insert told it apart, and wrote nothing).
 fn count_stored(decided: Decided, outcomes: &[InsertOutcome]) {
-    let (rows, no_match) = decided;
-    let stored = |pos: i64| {
-        usize::try_from(pos)
-            .ok()
-            .and_then(|p| outcomes.get(p))
+    let stored = |pos: BatchPos| {
+        outcomes
+            .get(pos.0)
             .is_some_and(|o| matches!(o, InsertOutcome::Inserted { .. }))
     };
-    let reasons = rows
+    let reasons = decided
+        .rows
         .into_iter()
         .filter(|(pos, _)| stored(*pos))
         .map(|(_, reason)| reason);
-    let no_match = no_match
+    let no_match = decided
+        .no_match
         .into_iter()
         .filter(|(pos, _)| stored(*pos))
         .map(|(_, n)| n)
         .sum();
-    kite_store::routing::count(reasons, no_match);
+    kite_route::rules::count(reasons, no_match);
 }
 
 /// Sends the committed rows of peers with a slot down the local lane, each with its event
@@ -262,15 +277,15 @@ fn hand_off(
     events: &[NewEvent],
     outcomes: &[InsertOutcome],
     pending: Vec<RoutedRow>,
-    mut slots: HashMap<Uuid, Vec<(Slot, usize)>>,
-) -> Vec<(i64, Uuid)> {
+    mut slots: Slots,
+) -> Vec<Delivery> {
     let mut rest = Vec::new();
-    let mut local: HashMap<Uuid, Vec<DeliveryRow>> = HashMap::new();
+    let mut local: HashMap<PeerId, Vec<DeliveryRow>> = HashMap::new();
     let now = chrono::Utc::now();
     // Each leased peer's settings, looked up once a batch.
-    let mut found: HashMap<Uuid, Option<&kite_store::peers::Peer>> = HashMap::new();
+    let mut found: HashMap<PeerId, Option<&kite_store::peers::Peer>> = HashMap::new();
     for r in pending {
-        let event = events.get(r.event);
+        let event = events.get(r.event.0);
         let peer = match event {
             Some(e) if r.leased && slots.contains_key(&r.peer_id) => {
                 *found.entry(r.peer_id).or_insert_with(|| {
@@ -279,19 +294,22 @@ fn hand_off(
                         .get(&e.team_id)?
                         .iter()
                         .map(|p| &p.peer)
-                        .find(|p| p.id == r.peer_id)
+                        .find(|p| PeerId(p.id) == r.peer_id)
                 })
             }
             _ => None,
         };
-        match (peer, event, outcomes.get(r.event)) {
+        match (peer, event, outcomes.get(r.event.0)) {
             (Some(p), Some(e), Some(InsertOutcome::Inserted { received_at, .. })) => {
                 local
                     .entry(r.peer_id)
                     .or_default()
                     .push(DeliveryRow::of_new(r.id, e, p, *received_at, now));
             }
-            _ => rest.push((r.id, r.peer_id)),
+            _ => rest.push(Delivery {
+                id: r.id,
+                peer: r.peer_id,
+            }),
         }
     }
     let mut handed = 0;
@@ -308,7 +326,10 @@ fn hand_off(
             rows = rest_of;
         }
         // None is left unless the snapshot lost the peer; the broker takes those.
-        rest.extend(rows.iter().map(|r| (r.id, r.peer_id)));
+        rest.extend(rows.iter().map(|r| Delivery {
+            id: r.id,
+            peer: r.peer_id,
+        }));
     }
     use kite_wire::metrics as m;
     if handed > 0 {

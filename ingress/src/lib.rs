@@ -189,12 +189,13 @@ impl AppState {
 pub fn app(
     store: Store,
     bus: Arc<Bus>,
+    lane: Arc<kite_bus::LocalLane<kite_store::outbox::DeliveryRow>>,
     fed: Arc<kite_federation::Federation>,
     notes: Notifications,
     cfg: IngressConfig,
 ) -> Router {
     let peers = Arc::new(Cache::new(store.clone(), notes.config.clone()));
-    let ingest = ingest::Ingest::start(store.clone(), bus.clone(), peers.clone(), &cfg);
+    let ingest = ingest::Ingest::start(store.clone(), bus.clone(), lane, peers.clone(), &cfg);
     let state = Arc::new(AppState {
         senders: Cache::new(store.clone(), notes.config.clone()),
         peers,

@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use kite_wire::fed::{self, FedInfo};
+use kite_wire::ids::{BatchPos, Delivery, EventSeq, OutboxId, PeerId};
 use kite_wire::provenance::SigText;
 use serde::Serialize;
 use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use crate::types::{OutboxState, SkipReason};
 use crate::{Result, RowExt, Store};
@@ -39,7 +39,7 @@ pub enum InsertOutcome {
     /// Stored with this sequence number.
     Inserted {
         /// Sequence number (the stream cursor).
-        seq: i64,
+        seq: EventSeq,
         /// When it was stored.
         received_at: DateTime<Utc>,
     },
@@ -99,11 +99,12 @@ pub struct TeamStats {
     pub active_keys: i64,
 }
 
-/// What the router needs of an event.
+/// What routing needs of an event, at `at`: its place in a batch before it is stored
+/// ([`BatchPos`]), or its sequence number once it is ([`EventSeq`]).
 #[derive(Debug, Clone)]
-pub struct RoutingEvent {
-    /// Sequence number.
-    pub seq: i64,
+pub struct RoutingEvent<K> {
+    /// Where the event is.
+    pub at: K,
     /// Owning team.
     pub team_id: String,
     /// CloudEvent `type`.
@@ -112,13 +113,13 @@ pub struct RoutingEvent {
     pub fed: FedInfo,
 }
 
-/// An outbox row the router decided on.
+/// An outbox row routing decided on, for the event at `event` (see [`RoutingEvent`]).
 #[derive(Debug, Clone)]
-pub struct NewOutbox {
+pub struct NewOutbox<K> {
     /// The event.
-    pub event_seq: i64,
+    pub event: K,
     /// The peer.
-    pub peer_id: Uuid,
+    pub peer_id: PeerId,
     /// The team.
     pub team_id: String,
     /// `Pending` or `Skipped`.
@@ -130,15 +131,40 @@ pub struct NewOutbox {
     pub lease: Option<std::time::Duration>,
 }
 
+/// The events of a batch as routing sees them before they are stored: by their place in
+/// the batch, the first of equal identities only (the others are duplicates of it).
+pub fn routing_events(batch: &[NewEvent]) -> Vec<RoutingEvent<BatchPos>> {
+    let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
+    batch
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            let key = (
+                e.team_id.as_str(),
+                e.hook_source.as_str(),
+                e.ce_source.as_str(),
+                e.ce_id.as_str(),
+            );
+            *first.entry(key).or_insert(*i) == *i
+        })
+        .map(|(i, e)| RoutingEvent {
+            at: BatchPos(i),
+            team_id: e.team_id.clone(),
+            ce_type: e.ce_type.clone(),
+            fed: e.fed.clone(),
+        })
+        .collect()
+}
+
 /// A pending outbox row written with its event by [`Store::insert_events_routed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoutedRow {
-    /// Outbox id.
-    pub id: i64,
+    /// The row.
+    pub id: OutboxId,
     /// The peer.
-    pub peer_id: Uuid,
-    /// Its event's position in the batch.
-    pub event: usize,
+    pub peer_id: PeerId,
+    /// Its event's place in the batch.
+    pub event: BatchPos,
     /// Written with a lease (for the local lane).
     pub leased: bool,
 }
@@ -151,39 +177,16 @@ impl Store {
         insert(&c, batch).await
     }
 
-    /// Inserts a batch and routes it in the same statement (one round trip, one commit):
-    /// `route` answers the outbox rows of the batch's events, which are written for the
-    /// events that turn out new and mark them routed. Before it is stored an event has no
-    /// sequence number, so `route` sees each event with `seq` = its position in `batch`
-    /// (only the first of equal identities), and its rows name events by that position.
-    /// A row with a `lease` is not due before it ends (the local lane delivers it; see
-    /// `kite_bus::local`). Answers each event's outcome and the pending rows made.
+    /// Inserts a batch and its outbox rows in the same statement (one round trip, one
+    /// commit): `rows` (routing's decisions on [`routing_events`] of the batch) are written
+    /// for the events that turn out new, which are marked routed. A row with a `lease` is not
+    /// due before it ends (the local lane delivers it; see `kite_bus::local`). Answers each
+    /// event's outcome and the pending rows made.
     pub async fn insert_events_routed(
         &self,
         batch: &[NewEvent],
-        route: impl FnOnce(&[RoutingEvent]) -> Vec<NewOutbox>,
+        rows: &[NewOutbox<BatchPos>],
     ) -> Result<(Vec<InsertOutcome>, Vec<RoutedRow>)> {
-        let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
-        let events: Vec<RoutingEvent> = batch
-            .iter()
-            .enumerate()
-            .filter(|(i, e)| {
-                let key = (
-                    e.team_id.as_str(),
-                    e.hook_source.as_str(),
-                    e.ce_source.as_str(),
-                    e.ce_id.as_str(),
-                );
-                *first.entry(key).or_insert(*i) == *i
-            })
-            .map(|(i, e)| RoutingEvent {
-                seq: i as i64,
-                team_id: e.team_id.clone(),
-                ce_type: e.ce_type.clone(),
-                fed: e.fed.clone(),
-            })
-            .collect();
-        let rows = route(&events);
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
@@ -227,8 +230,8 @@ impl Store {
             .await?;
         let cols = EventColumns::of(batch);
         // Positions are 1-based in SQL (ORDINALITY).
-        let positions: Vec<i64> = rows.iter().map(|r| r.event_seq + 1).collect();
-        let peers: Vec<Uuid> = rows.iter().map(|r| r.peer_id).collect();
+        let positions: Vec<i64> = rows.iter().map(|r| r.event.0 as i64 + 1).collect();
+        let peers: Vec<PeerId> = rows.iter().map(|r| r.peer_id).collect();
         let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
         let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
         let leases: Vec<f64> = rows
@@ -250,20 +253,20 @@ impl Store {
             match r.col::<Option<i64>>(6)? {
                 None => inserted.push(r),
                 Some(id) => made.push((
-                    id,
-                    r.col::<Uuid>(7)?,
+                    OutboxId(id),
+                    r.col::<PeerId>(7)?,
                     r.col::<OutboxState>(8)?,
-                    r.col::<i64>(0)?,
+                    r.col::<EventSeq>(0)?,
                     r.col::<bool>(9)?,
                 )),
             }
         }
         let outcomes = outcomes(batch, &inserted)?;
-        let position: HashMap<i64, usize> = outcomes
+        let position: HashMap<EventSeq, BatchPos> = outcomes
             .iter()
             .enumerate()
             .filter_map(|(i, o)| match o {
-                InsertOutcome::Inserted { seq, .. } => Some((*seq, i)),
+                InsertOutcome::Inserted { seq, .. } => Some((*seq, BatchPos(i))),
                 InsertOutcome::Duplicate => None,
             })
             .collect();
@@ -284,7 +287,7 @@ impl Store {
 
     /// The events of `seqs` that are not routed yet, with only what routing reads: the type
     /// and the federation extensions (not the whole event).
-    pub async fn unrouted_events(&self, seqs: &[i64]) -> Result<Vec<RoutingEvent>> {
+    pub async fn unrouted_events(&self, seqs: &[EventSeq]) -> Result<Vec<RoutingEvent<EventSeq>>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
@@ -296,7 +299,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(RoutingEvent {
-                    seq: r.col(0)?,
+                    at: r.col(0)?,
                     team_id: r.col(1)?,
                     ce_type: r.col(2)?,
                     fed: fed_columns(r, 3)?,
@@ -306,12 +309,12 @@ impl Store {
     }
 
     /// Writes the router's decisions and marks the events routed, in one transaction.
-    /// Answers the pending rows actually created, as (outbox id, peer id).
+    /// Answers the pending rows actually created.
     pub async fn commit_routing(
         &self,
-        seqs: &[i64],
-        rows: &[NewOutbox],
-    ) -> Result<Vec<(i64, Uuid)>> {
+        seqs: &[EventSeq],
+        rows: &[NewOutbox<EventSeq>],
+    ) -> Result<Vec<Delivery>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let pending = write_routing(&tx, seqs, rows).await?;
@@ -593,7 +596,7 @@ impl EventColumns<'_> {
 /// ce_source, ce_id, received_at): the first of several equal identities takes the row.
 fn outcomes(batch: &[NewEvent], rows: &[&Row]) -> Result<Vec<InsertOutcome>> {
     type Identity = (String, String, String, String);
-    let mut inserted: HashMap<Identity, (i64, DateTime<Utc>)> = HashMap::new();
+    let mut inserted: HashMap<Identity, (EventSeq, DateTime<Utc>)> = HashMap::new();
     for r in rows {
         let key = (r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?);
         inserted.insert(key, (r.col(0)?, r.col(5)?));
@@ -616,12 +619,12 @@ fn outcomes(batch: &[NewEvent], rows: &[&Row]) -> Result<Vec<InsertOutcome>> {
 }
 
 /// Writes routing decisions and marks the events routed (inside the caller's transaction).
-/// Answers the pending rows actually created, as (outbox id, peer id).
+/// Answers the pending rows actually created.
 async fn write_routing(
     tx: &deadpool_postgres::Transaction<'_>,
-    seqs: &[i64],
-    rows: &[NewOutbox],
-) -> Result<Vec<(i64, Uuid)>> {
+    seqs: &[EventSeq],
+    rows: &[NewOutbox<EventSeq>],
+) -> Result<Vec<Delivery>> {
     let ins = tx
         .prepare_cached(
             "INSERT INTO outbox (event_seq, peer_id, team_id, state, reason)
@@ -630,8 +633,8 @@ async fn write_routing(
              RETURNING id, peer_id, state",
         )
         .await?;
-    let event_seqs: Vec<i64> = rows.iter().map(|r| r.event_seq).collect();
-    let peers: Vec<Uuid> = rows.iter().map(|r| r.peer_id).collect();
+    let event_seqs: Vec<EventSeq> = rows.iter().map(|r| r.event).collect();
+    let peers: Vec<PeerId> = rows.iter().map(|r| r.peer_id).collect();
     let teams: Vec<&str> = rows.iter().map(|r| r.team_id.as_str()).collect();
     let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
     let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
@@ -647,7 +650,10 @@ async fn write_routing(
     let mut pending = Vec::new();
     for r in &created {
         if r.col::<OutboxState>(2)? == OutboxState::Pending {
-            pending.push((r.col(0)?, r.col(1)?));
+            pending.push(Delivery {
+                id: r.col(0)?,
+                peer: r.col(1)?,
+            });
         }
     }
     Ok(pending)

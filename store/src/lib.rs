@@ -9,7 +9,6 @@ pub mod keys;
 pub mod notify;
 pub mod outbox;
 pub mod peers;
-pub mod routing;
 pub mod senders;
 pub mod sources;
 pub mod story;

@@ -4,20 +4,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kite_wire::fed::FedInfo;
+use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::events::fed_columns;
-use crate::types::{OutboxState, PeerHealth, PeerStatus, SkipReason};
+use crate::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus, SkipReason};
 use crate::{Result, RowExt, Store};
 
 /// An outbox row with what delivery needs: the event and the peer's current settings.
 #[derive(Debug, Clone)]
 pub struct DeliveryRow {
-    /// Outbox id.
-    pub id: i64,
+    /// The row.
+    pub id: OutboxId,
     /// Target peer.
-    pub peer_id: Uuid,
+    pub peer_id: PeerId,
     /// Current state.
     pub state: OutboxState,
     /// Failed attempts so far.
@@ -62,7 +63,7 @@ impl DeliveryRow {
     /// The row of an event just stored and routed, as [`Store::delivery_rows`] would load
     /// it (the local lane hands it over without reading it back).
     pub fn of_new(
-        id: i64,
+        id: OutboxId,
         event: &crate::events::NewEvent,
         peer: &crate::peers::Peer,
         received_at: DateTime<Utc>,
@@ -70,7 +71,7 @@ impl DeliveryRow {
     ) -> Self {
         Self {
             id,
-            peer_id: peer.id,
+            peer_id: PeerId(peer.id),
             state: OutboxState::Pending,
             attempts: 0,
             event_rest: Ok(event.event.clone()),
@@ -100,8 +101,8 @@ impl DeliveryRow {
 /// The new state of a row after a delivery attempt.
 #[derive(Debug, Clone)]
 pub struct DeliveryUpdate {
-    /// Outbox id.
-    pub id: i64,
+    /// The row.
+    pub id: OutboxId,
     /// `Delivered`, `Pending` (retry) or `Dead`.
     pub state: OutboxState,
     /// Failed attempts after this one.
@@ -187,7 +188,7 @@ pub fn glob_to_like(glob: &str) -> String {
 
 impl Store {
     /// Loads outbox rows with their event and peer.
-    pub async fn delivery_rows(&self, ids: &[i64]) -> Result<Vec<DeliveryRow>> {
+    pub async fn delivery_rows(&self, ids: &[OutboxId]) -> Result<Vec<DeliveryRow>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
@@ -307,14 +308,14 @@ impl Store {
                  WHERE o.id = u.id AND o.state = 'pending'",
             )
             .await?;
-        let ids: Vec<i64> = updates.iter().map(|u| u.id).collect();
+        let ids: Vec<OutboxId> = updates.iter().map(|u| u.id).collect();
         let states: Vec<OutboxState> = updates.iter().map(|u| u.state).collect();
         let tries: Vec<i32> = updates.iter().map(|u| u.attempts).collect();
         let next: Vec<DateTime<Utc>> = updates.iter().map(|u| u.next_attempt_at).collect();
         let errs: Vec<Option<&str>> = updates.iter().map(|u| u.last_error.as_deref()).collect();
         let codes: Vec<Option<i32>> = updates.iter().map(|u| u.last_status_code).collect();
-        let a_ids: Vec<i64> = attempts.iter().map(|a| a.outbox_id).collect();
-        let a_outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
+        let a_ids: Vec<OutboxId> = attempts.iter().map(|a| a.outbox_id).collect();
+        let a_outcomes: Vec<AttemptOutcome> = attempts.iter().map(|a| a.outcome).collect();
         let a_codes: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
         let a_errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
         let a_ms: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
@@ -338,7 +339,7 @@ impl Store {
     }
 
     /// Cancels pending rows (their peer is gone or revoked).
-    pub async fn cancel_rows(&self, ids: &[i64]) -> Result<u64> {
+    pub async fn cancel_rows(&self, ids: &[OutboxId]) -> Result<u64> {
         let c = self.conn().await?;
         Ok(c
             .execute(
@@ -412,7 +413,12 @@ impl Store {
     }
 
     /// Moves up to `limit` dead rows of a peer back to pending with attempts reset.
-    pub async fn replay_dead(&self, team_id: &str, peer_id: Uuid, limit: i64) -> Result<Vec<i64>> {
+    pub async fn replay_dead(
+        &self,
+        team_id: &str,
+        peer_id: PeerId,
+        limit: i64,
+    ) -> Result<Vec<OutboxId>> {
         let c = self.conn().await?;
         let rows = c
             .query(
@@ -463,7 +469,12 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| Ok((r.col(0)?, r.col(1)?)))
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.col(0)?,
+                    peer: r.col(1)?,
+                })
+            })
             .collect::<Result<_>>()?;
         tx.commit().await?;
         Ok(Some(Sweep { events, rows }))
@@ -476,8 +487,8 @@ const SWEEP_LOCK: i64 = 0x6b69_7465_7377;
 /// What a sweep found to republish.
 #[derive(Debug, Clone, Default)]
 pub struct Sweep {
-    /// Event sequence numbers to route again.
-    pub events: Vec<i64>,
-    /// Outbox rows to deliver again, as (id, peer id).
-    pub rows: Vec<(i64, Uuid)>,
+    /// Events to route again.
+    pub events: Vec<EventSeq>,
+    /// Deliveries to send again.
+    pub rows: Vec<Delivery>,
 }

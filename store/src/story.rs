@@ -5,16 +5,17 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::events::StoredEvent;
-use crate::types::{OutboxState, SkipReason};
+use crate::types::{AttemptOutcome, OutboxState, SkipReason};
 use crate::{Result, RowExt, Store};
+use kite_wire::ids::OutboxId;
 
 /// One delivery attempt to record.
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
     /// Its outbox row.
-    pub outbox_id: i64,
-    /// How it ended (`delivered`, `failed`, `refused`, `error`, `gone`, `revoked`).
-    pub outcome: &'static str,
+    pub outbox_id: OutboxId,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
     /// The peer's HTTP status, when it answered.
     pub status_code: Option<i32>,
     /// What went wrong.
@@ -29,7 +30,7 @@ pub struct AttemptEntry {
     /// When it was made.
     pub at: DateTime<Utc>,
     /// How it ended.
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     /// The peer's HTTP status, when it answered.
     pub status_code: Option<i32>,
     /// What went wrong.

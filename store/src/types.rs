@@ -185,6 +185,24 @@ text_enum! {
 }
 
 text_enum! {
+    /// How one delivery attempt ended, as an event's story tells it.
+    AttemptOutcome {
+        /// The peer took it (2xx).
+        Delivered => "delivered",
+        /// The peer failed (no answer, a timeout, 408, 429, 5xx): tried again.
+        Failed => "failed",
+        /// The peer refused this message (another 4xx).
+        Refused => "refused",
+        /// It could not be sent (this side's failure for this message).
+        Error => "error",
+        /// The peer answered 410 Gone (it is paused).
+        Gone => "gone",
+        /// The peer revoked this server.
+        Revoked => "revoked",
+    }
+}
+
+text_enum! {
     /// The least a team's federation traffic must be signed with
     /// (`min_signature_protocol` of its policy).
     SignatureProtocol {

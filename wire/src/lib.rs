@@ -6,6 +6,7 @@ pub mod error;
 pub mod event;
 pub mod fed;
 pub mod identity;
+pub mod ids;
 pub mod metrics;
 pub mod peering;
 mod pick;

@@ -1,6 +1,7 @@
 //! Peers: create, list, show, update, delete, replay dead rows; the SSRF check of their URLs.
 
 use super::*;
+use kite_wire::ids::PeerId;
 
 /// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
 /// addresses, unless private peers are allowed. Delivery checks again at connect time.
@@ -218,7 +219,7 @@ pub(super) async fn create_peer(
     let peer = st.store.create_peer(&g.team_id, &new).await?;
     st.peers.invalidate().await;
     st.senders.invalidate().await;
-    if let Err(e) = st.bus.declare_peer(peer.id).await {
+    if let Err(e) = st.bus.declare_peer(PeerId(peer.id)).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
     Ok((StatusCode::CREATED, Json(peer)).into_response())
@@ -309,7 +310,7 @@ pub(super) async fn delete_peer(
     let cancelled = st.store.delete_peer(&g.team_id, id).await?;
     st.peers.invalidate().await;
     st.senders.invalidate().await;
-    if let Err(e) = st.bus.delete_peer_queue(id).await {
+    if let Err(e) = st.bus.delete_peer_queue(PeerId(id)).await {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
     Ok(Deleted::answer(Some(cancelled)))
@@ -353,11 +354,14 @@ pub(super) async fn replay_dead(
     let id = parse_id(&id)?;
     // 404 for a peer of another team or none.
     let peer = st.store.get_peer(&g.team_id, id).await?;
-    let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
+    let ids = st.store.replay_dead(&g.team_id, PeerId(id), limit).await?;
     metrics::counter!(kite_wire::metrics::REPLAYED, "team" => g.team_id.clone(), "peer" => peer.name)
         .increment(ids.len() as u64);
     if !ids.is_empty() {
-        let rows = ids.iter().map(|row| (*row, id));
+        let rows = ids.iter().map(|row| kite_wire::ids::Delivery {
+            id: *row,
+            peer: PeerId(id),
+        });
         if let Err(e) = st.bus.send_deliveries(rows).await {
             tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");
         }

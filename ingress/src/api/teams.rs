@@ -104,7 +104,7 @@ pub(super) async fn delete_team(
     st.teams.write().await.remove(&id);
     st.senders.invalidate().await;
     for peer in peers {
-        if let Err(e) = st.bus.delete_peer_queue(peer).await {
+        if let Err(e) = st.bus.delete_peer_queue(kite_wire::ids::PeerId(peer)).await {
             tracing::warn!(peer = %peer, error = %e, "could not delete a removed team's peer queue");
         }
     }

@@ -8,6 +8,7 @@ use kite_wire::peering::Invitation;
 
 use super::*;
 use crate::federation::fed_error;
+use kite_wire::ids::PeerId;
 
 /// The longest an invitation may live: a year.
 const MAX_TTL_SECS: i64 = 365 * 24 * 3600;
@@ -401,7 +402,7 @@ pub(super) async fn accept_invitation(
         })?;
     st.fed.invalidate().await;
     st.peers.invalidate().await;
-    if let Err(e) = st.bus.declare_peer(peer.id).await {
+    if let Err(e) = st.bus.declare_peer(PeerId(peer.id)).await {
         tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
     }
     tracing::info!(team = %g.team_id, peer = %peer.name, "peered by invitation");

@@ -1,4 +1,4 @@
-//! kite-router: takes batches of stored events from `{prefix}.events`, applies the routing
+//! kite-route: takes batches of stored events from `{prefix}.events`, applies the routing
 //! rules (status, scopes, hops, loops), writes one outbox row per matching peer and publishes
 //! the pending rows to each peer's delivery queue. A sweeper republishes work whose message
 //! was lost.
@@ -9,8 +9,8 @@ use std::time::Duration;
 use kite_bus::{Bus, ConsumeOptions, Flow, Job, Message, Queue, Settle};
 use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::Store;
+use kite_wire::ids::{Delivery, EventSeq};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 /// Router settings.
 #[derive(Debug, Clone)]
@@ -54,7 +54,9 @@ impl RouterConfig {
     }
 }
 
-pub use kite_store::routing::{decide, Decision};
+pub mod rules;
+
+pub use rules::{decide, Decision};
 
 struct Router {
     store: Store,
@@ -109,19 +111,19 @@ impl Router {
         }
     }
 
-    async fn route(&self, seqs: &[i64]) -> Result<(), RouteError> {
+    async fn route(&self, seqs: &[EventSeq]) -> Result<(), RouteError> {
         let events = self.store.unrouted_events(seqs).await?;
         if events.is_empty() {
             return Ok(());
         }
         let snapshot = self.peers.get().await?;
-        let rows = kite_store::routing::outbox_rows(&self.cfg.instance_id, &snapshot, &events);
-        let routed: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let rows = rules::outbox_rows(&self.cfg.instance_id, &snapshot, &events);
+        let routed: Vec<EventSeq> = events.iter().map(|e| e.at).collect();
         let pending = self.store.commit_routing(&routed, &rows).await?;
         self.publish_pending(pending).await
     }
 
-    async fn publish_pending(&self, pending: Vec<(i64, Uuid)>) -> Result<(), RouteError> {
+    async fn publish_pending(&self, pending: Vec<Delivery>) -> Result<(), RouteError> {
         self.bus.send_deliveries(pending).await?;
         Ok(())
     }
@@ -208,7 +210,7 @@ mod tests {
         let now = chrono::Utc::now();
         RoutedPeer {
             peer: Peer {
-                id: Uuid::nil(),
+                id: uuid::Uuid::nil(),
                 team_id: "t".into(),
                 name: "b".into(),
                 peer_hook_url: "http://127.0.0.1:9/hooks/t/kite".into(),

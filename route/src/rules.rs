@@ -1,15 +1,19 @@
 //! The routing rules: for one event and one peer, forward it, record it skipped (and why),
-//! or leave the peer out. Pure functions over a [`PeerSnapshot`], used where events are
-//! stored (routing at ingest, in the same transaction) and by the router (the sweeper's
-//! events and any the ingest path left unrouted).
+//! or leave the peer out. Pure functions of a [`PeerSnapshot`] and a batch of events: the
+//! ingest writer calls them on the events it is about to store (by their place in the batch,
+//! [`BatchPos`](kite_wire::ids::BatchPos)) and then stores the events and their outbox rows
+//! in one statement; the router calls them on stored events the ingest path left unrouted
+//! (by sequence number, [`EventSeq`](kite_wire::ids::EventSeq)).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use kite_wire::fed::FedInfo;
+use kite_wire::ids::PeerId;
 
-use crate::cache::{PeerSnapshot, RoutedPeer};
-use crate::events::{NewOutbox, RoutingEvent};
-use crate::types::{OutboxState, SkipReason};
+use kite_store::cache::{PeerSnapshot, RoutedPeer};
+use kite_store::events::{NewOutbox, RoutingEvent};
+use kite_store::types::{OutboxState, SkipReason};
 
 /// What routing does with an event for one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,24 +51,24 @@ pub fn decide(self_id: &str, peer: &RoutedPeer, ty: &str, fed: &FedInfo) -> Deci
 
 /// The outbox rows of a batch of events: one per peer an event is for, pending or skipped.
 /// Counts the decisions (`kite_routing_decisions_total` by reason).
-pub fn outbox_rows(
+pub fn outbox_rows<K: Copy + Eq + Hash>(
     self_id: &str,
     snapshot: &PeerSnapshot,
-    events: &[RoutingEvent],
-) -> Vec<NewOutbox> {
+    events: &[RoutingEvent<K>],
+) -> Vec<NewOutbox<K>> {
     let (rows, no_match) = decide_rows(self_id, snapshot, events);
     count(rows.iter().map(|r| r.reason), no_match.values().sum());
     rows
 }
 
-/// [`outbox_rows`] without counting: the rows, and by event (`seq`) how many of the team's
-/// peers it is not for. Where some events may turn out not stored (duplicates), the caller
-/// counts those that were, with [`count`].
-pub fn decide_rows(
+/// [`outbox_rows`] without counting: the rows, and by event how many of the team's peers it
+/// is not for. Where some events may turn out not stored (duplicates), the caller counts
+/// those that were, with [`count`].
+pub fn decide_rows<K: Copy + Eq + Hash>(
     self_id: &str,
     snapshot: &PeerSnapshot,
-    events: &[RoutingEvent],
-) -> (Vec<NewOutbox>, HashMap<i64, u64>) {
+    events: &[RoutingEvent<K>],
+) -> (Vec<NewOutbox<K>>, HashMap<K, u64>) {
     let mut rows = Vec::new();
     let mut no_match = HashMap::new();
     for ev in events {
@@ -74,15 +78,15 @@ pub fn decide_rows(
         for peer in peers {
             let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed) {
                 Decision::None => {
-                    *no_match.entry(ev.seq).or_default() += 1;
+                    *no_match.entry(ev.at).or_default() += 1;
                     continue;
                 }
                 Decision::Forward => (OutboxState::Pending, None),
                 Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
             };
             rows.push(NewOutbox {
-                event_seq: ev.seq,
-                peer_id: peer.peer.id,
+                event: ev.at,
+                peer_id: PeerId(peer.peer.id),
                 team_id: ev.team_id.clone(),
                 state,
                 reason,

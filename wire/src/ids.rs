@@ -1,0 +1,68 @@
+//! The ids of the pipeline's spine, each its own type so that one is never passed for
+//! another: a peer, an outbox row (one delivery of one event to one peer), a stored event's
+//! sequence number, and an event's place in a batch before it is stored (it has no sequence
+//! number yet). With the `postgres` feature they are read and written as their column types.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A peer's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(transparent)
+)]
+#[serde(transparent)]
+pub struct PeerId(pub Uuid);
+
+/// An outbox row's id: one delivery of one event to one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(transparent)
+)]
+#[serde(transparent)]
+pub struct OutboxId(pub i64);
+
+/// A stored event's sequence number (its team's stream cursor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "postgres",
+    derive(postgres_types::ToSql, postgres_types::FromSql),
+    postgres(transparent)
+)]
+#[serde(transparent)]
+pub struct EventSeq(pub i64);
+
+/// An event's place in a batch before it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchPos(pub usize);
+
+impl std::fmt::Display for PeerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for OutboxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Display for EventSeq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One delivery to hand on: the outbox row and the peer it goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// The row.
+    pub id: OutboxId,
+    /// Its peer.
+    pub peer: PeerId,
+}
