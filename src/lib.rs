@@ -7,6 +7,7 @@ pub mod forward;
 pub mod listen;
 pub mod metrics;
 pub mod serve;
+pub mod settings;
 pub mod startup;
 pub mod stdout;
 

@@ -2,7 +2,7 @@
 //! the `kite` library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use kite::{cli, demo, listen, serve};
+use kite::{cli, demo, listen, serve, settings};
 
 /// `kite --version`: the package version and the git revision it was built from (build.rs).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KITE_GIT_REV"), ")");
@@ -18,9 +18,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an instance (ingress, router and delivery by default).
-    Serve(Box<serve::ServeArgs>),
+    Serve(Box<settings::Settings>),
     /// Apply database migrations and exit.
-    Migrate(serve::DbArgs),
+    Migrate(settings::DbSettings),
     /// Print events as they arrive at an instance.
     Listen(listen::ListenArgs),
     /// Start two federated instances, relay a sample event from A to B, keep both running.
@@ -68,7 +68,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    // The settings file of `kite serve` fills what flags and the environment leave unset.
+    let cli =
+        match settings::with_settings_file(Cli::command(), "serve", std::env::args_os().collect())
+            .and_then(Cli::try_parse_from)
+        {
+            Ok(cli) => cli,
+            Err(e) => e.exit(),
+        };
     if let Command::Completions { shell } = cli.command {
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut Cli::command(), "kite", &mut script);

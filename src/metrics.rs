@@ -10,7 +10,7 @@ use anyhow::Context;
 use kite_store::Store;
 use kite_wire::metrics::{self as m, Kind};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How often the sampled gauges are read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -42,7 +42,7 @@ fn recorder() -> anyhow::Result<&'static PrometheusHandle> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> anyhow::Result<String> {
     let handle = recorder()?;
     let url = format!("http://{}/metrics", listener.local_addr()?);
@@ -58,12 +58,10 @@ pub async fn serve(
             )
         }),
     );
-    let mut stopped = stop.clone();
+    let stopped = stop.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
+            .with_graceful_shutdown(stopped.cancelled_owned())
             .await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "the metrics endpoint stopped");
@@ -76,7 +74,7 @@ pub async fn serve(
 /// Reads the sampled gauges every [`SAMPLE_EVERY`] until `stop`, and runs the recorder's
 /// upkeep: histogram samples are held until it folds them into their buckets, so without it
 /// they pile up (about 70 bytes an event) whenever nobody scrapes `/metrics`.
-async fn sample(handle: &PrometheusHandle, store: Store, mut stop: watch::Receiver<bool>) {
+async fn sample(handle: &PrometheusHandle, store: Store, stop: CancellationToken) {
     let process = metrics_process::Collector::new(m::PROCESS_PREFIX);
     process.describe();
     loop {
@@ -97,7 +95,7 @@ async fn sample(handle: &PrometheusHandle, store: Store, mut stop: watch::Receiv
             Err(e) => tracing::debug!(error = %e, "cannot sample waiting deliveries"),
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SAMPLE_EVERY) => {}
         }
     }

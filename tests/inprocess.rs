@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::*;
-use kite::serve::{run, Ready, ServeArgs};
+use kite::serve::{run, Ready};
+use kite::settings::Settings;
+use tokio_util::sync::CancellationToken;
 
 /// `kite serve`'s flags, parsed as the binary parses them.
 #[derive(Debug, Parser)]
 struct Flags {
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Settings,
 }
 
 #[tokio::test]
@@ -40,9 +42,9 @@ async fn an_instance_runs_in_process_until_its_shutdown_signal() {
         "--shutdown-grace-ms",
         "2000",
     ]);
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Ready>();
-    let instance = tokio::spawn(run(flags.serve, stop, move |r| {
+    let instance = tokio::spawn(run(flags.serve, stop.clone(), move |r| {
         let _ = ready_tx.send(r);
     }));
     let ready = tokio::time::timeout(Duration::from_secs(60), ready_rx)
@@ -79,7 +81,7 @@ async fn an_instance_runs_in_process_until_its_shutdown_signal() {
     };
     assert_eq!(s, 200);
 
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let ended = tokio::time::timeout(Duration::from_secs(20), instance)
         .await
         .expect("stopped within the grace period")
@@ -91,5 +93,68 @@ async fn an_instance_runs_in_process_until_its_shutdown_signal() {
     );
 
     // Leave nothing behind.
+    cleanup(format!("{}/{db}", pg_server()), db, prefix, 9).await;
+}
+
+#[tokio::test]
+async fn run_returns_its_errors_to_the_embedding_program() {
+    // Settings that contradict each other: `run` answers an error naming them (it never
+    // exits the process, so this test goes on) and never calls `on_ready`.
+    let flags = Flags::parse_from([
+        "kite-serve",
+        "--dev",
+        "--retry-base-ms",
+        "5000",
+        "--retry-max-delay-ms",
+        "10",
+    ]);
+    let ended = run(flags.serve, CancellationToken::new(), |_| {
+        panic!("not ready with contradicting settings")
+    })
+    .await;
+    let e = ended.expect_err("an error");
+    assert!(e.to_string().contains("KITE_RETRY_MAX_DELAY_MS"), "{e:#}");
+
+    // A TLS certificate that cannot be read: the same, naming the flags.
+    let flags = Flags::parse_from([
+        "kite-serve",
+        "--dev",
+        "--port",
+        "0",
+        "--metrics-addr",
+        "off",
+        "--database-url",
+        &format!(
+            "{}/kite_inproc_tls_{}",
+            pg_server(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+        "--amqp-url",
+        &amqp_url(),
+        "--amqp-prefix",
+        &format!(
+            "kitetest.{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ),
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    let db = flags
+        .serve
+        .db
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let prefix = flags.serve.amqp_prefix.clone().unwrap_or_default();
+    let ended = run(flags.serve, CancellationToken::new(), |_| {
+        panic!("not ready without its certificate")
+    })
+    .await;
+    let e = ended.expect_err("an error");
+    assert!(format!("{e:#}").contains("--tls-cert"), "{e:#}");
     cleanup(format!("{}/{db}", pg_server()), db, prefix, 9).await;
 }

@@ -105,6 +105,100 @@ async fn serve_exits_naming_an_unreachable_broker() {
     assert!(!stderr.contains("s3cret"), "the password leaked:\n{stderr}");
 }
 
+#[tokio::test]
+async fn serve_refuses_invalid_settings_naming_them() {
+    // Nothing is clamped: each of these is an error naming the setting, before kite
+    // connects to anything (so no services are needed).
+    let dir = tempdir::Dir::new();
+    let file = dir.path().join("kite.env");
+    std::fs::write(
+        &file,
+        "# tuning\nKITE_SWEEP_GRACE_MS=100\nKITE_HEADER_TIMEOUT_MS=5\n",
+    )
+    .expect("write");
+    let file = file.to_str().expect("utf-8").to_owned();
+    /// Arguments, environment, and what the error must name.
+    type Case<'a> = (&'a [&'a str], Vec<(&'a str, String)>, &'a str);
+    let cases: [Case; 5] = [
+        (
+            &["serve", "--dev", "--retry-base-ms", "0"],
+            vec![],
+            "--retry-base-ms",
+        ),
+        (
+            &["serve", "--dev"],
+            vec![("KITE_MAX_CONNECTIONS", "0".into())],
+            "--max-connections",
+        ),
+        (&["serve", "--dev", "--config", &file], vec![], "kite.env:3"),
+        (
+            &[
+                "serve",
+                "--dev",
+                "--retry-base-ms",
+                "5000",
+                "--retry-max-delay-ms",
+                "10",
+            ],
+            vec![],
+            "KITE_RETRY_MAX_DELAY_MS",
+        ),
+        (
+            &["serve", "--dev"],
+            vec![("KITE_CONFIG", format!("{file}.missing"))],
+            "KITE_CONFIG",
+        ),
+    ];
+    for (args, env, needle) in cases {
+        let (ok, stderr) = kite_exit(args, &env).await;
+        assert!(!ok, "kite {args:?} should fail:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "kite {args:?} {env:?}: no {needle}:\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_settings_file_fills_what_the_environment_leaves_unset() {
+    let dir = tempdir::Dir::new();
+    let file = dir.path().join("kite.env");
+    std::fs::write(
+        &file,
+        "KITE_RATE_TEAM_PER_SEC=1\nKITE_RATE_TEAM_BURST=2\nKITE_INSTANCE_ID=from-the-file\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    let a = Instance::start_with("from-the-env", &[("KITE_CONFIG", path)]).await;
+    // The environment wins over the file: the instance is the one the environment names.
+    let health = a
+        .http
+        .get(format!("{}/health", a.url))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(
+        health
+            .headers()
+            .get(kite_wire::signature::INSTANCE_ID_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some("from-the-env")
+    );
+    // The file's team rate (a burst of 2) holds where the environment says nothing.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let (s, _) = a
+            .hook(
+                "stripe",
+                &stripe_event(&format!("evt_file_{i}"), "charge.succeeded"),
+            )
+            .await;
+        statuses.push(s);
+    }
+    assert_eq!(&statuses[..2], [202, 202], "{statuses:?}");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+}
+
 #[test]
 fn version_names_the_revision_and_completions_cover_every_command() {
     let out = Command::new(kite_bin())

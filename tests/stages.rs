@@ -95,7 +95,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         .collect();
 
     let bus = Arc::new(Bus::in_memory());
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let stop = tokio_util::sync::CancellationToken::new();
     let (_gen_tx, generation) = tokio::sync::watch::channel(0u64);
     let cfg = kite_route::RouterConfig::new("a");
     let router = tokio::spawn(kite_route::run(
@@ -103,7 +103,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         bus.clone(),
         generation,
         cfg,
-        stop,
+        stop.clone(),
     ));
     bus.send(&[Message::Route { seqs: seqs.clone() }])
         .await
@@ -121,7 +121,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         },
     )
     .await;
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let _ = router.await;
     // One row, for the stripe event only; nothing for the peer whose scopes do not match.
     assert!(

@@ -22,7 +22,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::{BusError, ConsumeOptions, Flow, Job, Message, Queue, Result, Settle, MAX_BATCH};
 
@@ -105,7 +106,7 @@ pub(crate) struct AmqpBus {
     url: String,
     names: Names,
     live: Mutex<Option<Live>>,
-    publish_timeout: Duration,
+    pub(crate) publish_timeout: Duration,
     tiers: std::sync::atomic::AtomicU32,
 }
 
@@ -145,7 +146,7 @@ impl AmqpBus {
             url: url.to_string(),
             names: Names::new(prefix),
             live: Mutex::new(None),
-            publish_timeout: Duration::from_secs(10),
+            publish_timeout: crate::PUBLISH_TIMEOUT,
             tiers: std::sync::atomic::AtomicU32::new(0),
         };
         let deadline = tokio::time::Instant::now() + patience;
@@ -450,13 +451,13 @@ impl AmqpBus {
 
     /// The consumer loop (see [`crate::Bus::consume`]): declares what it reads, consumes with
     /// the prefetch, hands each message to `handler` with at most `concurrency` at once,
-    /// settles it as the handler says, and reconnects with backoff until `stop` turns true
+    /// settles it as the handler says, and reconnects with backoff until `stop` is cancelled
     /// or the handler answers [`Flow::Stop`]. Unsettled messages go back to the queue.
     pub(crate) async fn consume<F, Fut>(
         &self,
         queue: Queue,
         opts: &ConsumeOptions,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         handler: F,
     ) where
         F: Fn(Job) -> Fut + Sync,
@@ -475,8 +476,9 @@ impl AmqpBus {
                 .build()
         };
         let mut delays = backoff();
-        let (flow_tx, flow_rx) = watch::channel(false);
-        while !*stop.borrow() && !*flow_rx.borrow() {
+        // Cancelled by `stop` or by a handler answering `Flow::Stop`.
+        let flow = stop.child_token();
+        while !flow.is_cancelled() {
             let started = async {
                 self.redeclare().await?;
                 if let Queue::Peer(p) = queue {
@@ -488,19 +490,10 @@ impl AmqpBus {
                 Ok((channel, consumer)) => {
                     delays = backoff();
                     tracing::info!(queue = %name, "consuming");
-                    let end = {
-                        let (mut stop, mut flow) = (stop.clone(), flow_rx.clone());
-                        async move {
-                            tokio::select! {
-                                _ = stop.wait_for(|s| *s) => {}
-                                _ = flow.wait_for(|s| *s) => {}
-                            }
-                        }
-                    };
                     consumer
-                        .take_until(end)
+                        .take_until(flow.clone().cancelled_owned())
                         .for_each_concurrent(opts.concurrency.max(1), |d| {
-                            let (handler, flow_tx, name) = (&handler, &flow_tx, &name);
+                            let (handler, flow, name) = (&handler, &flow, &name);
                             async move {
                                 let d = match d {
                                     Ok(d) => d,
@@ -523,7 +516,7 @@ impl AmqpBus {
                                     let _ = d.ack(BasicAckOptions::default()).await;
                                     return;
                                 };
-                                let (settle, flow) = handler(Job { message }).await;
+                                let (settle, answer) = handler(Job { message }).await;
                                 match settle {
                                     Settle::Ack => {
                                         let _ = d.ack(BasicAckOptions::default()).await;
@@ -539,8 +532,8 @@ impl AmqpBus {
                                             .await;
                                     }
                                 }
-                                if flow == Flow::Stop {
-                                    let _ = flow_tx.send(true);
+                                if answer == Flow::Stop {
+                                    flow.cancel();
                                 }
                             }
                         })
@@ -549,13 +542,13 @@ impl AmqpBus {
                 }
                 Err(e) => tracing::warn!(queue = %name, error = %e, "cannot consume; retrying"),
             }
-            if *stop.borrow() || *flow_rx.borrow() {
+            if flow.is_cancelled() {
                 break;
             }
             let wait = delays.next().unwrap_or(opts.reconnect_max);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => {}
+                _ = flow.cancelled() => {}
             }
         }
     }

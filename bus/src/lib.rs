@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use local::LocalLane;
 pub use memory::MemoryBus;
@@ -160,7 +160,19 @@ impl std::fmt::Debug for Bus {
     }
 }
 
+/// How long a publish waits for the broker's confirmation unless told otherwise.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Bus {
+    /// The same bus with publishes waiting at most `timeout` for the broker's confirmation
+    /// (RabbitMQ; the memory bus confirms at once).
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        if let Inner::Amqp(a) = &mut self.inner {
+            a.publish_timeout = timeout;
+        }
+        self
+    }
+
     /// Connects to RabbitMQ at `url`, naming everything under `prefix`, retrying with
     /// backoff for up to about `patience`.
     pub async fn connect(url: &str, prefix: &str, patience: Duration) -> Result<Self> {
@@ -268,14 +280,14 @@ impl Bus {
         }
     }
 
-    /// Consumes `queue` until `stop` turns true or `handler` answers [`Flow::Stop`]: each
+    /// Consumes `queue` until `stop` is cancelled or `handler` answers [`Flow::Stop`]: each
     /// message is handed over as a [`Job`] and settled as the handler answers. The loop
     /// owns prefetch, concurrency, reconnects with backoff, and dropping malformed messages.
     pub async fn consume<F, Fut>(
         &self,
         queue: Queue,
         opts: &ConsumeOptions,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         handler: F,
     ) where
         F: Fn(Job) -> Fut + Sync,

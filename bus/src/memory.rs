@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::{ConsumeOptions, Flow, Job, Message, Queue, Settle, MAX_BATCH};
 
@@ -92,7 +93,7 @@ impl MemoryBus {
         &self,
         queue: Queue,
         opts: &ConsumeOptions,
-        mut stop: watch::Receiver<bool>,
+        stop: CancellationToken,
         handler: F,
     ) where
         F: Fn(Job) -> Fut + Sync,
@@ -101,7 +102,7 @@ impl MemoryBus {
         let mut in_flight = FuturesUnordered::new();
         let mut stopping = false;
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 stopping = true;
             }
             while !stopping && in_flight.len() < opts.concurrency.max(1) {
@@ -128,7 +129,7 @@ impl MemoryBus {
                     }
                 }
                 _ = wake => {}
-                _ = stop.wait_for(|s| *s), if !stopping => stopping = true,
+                _ = stop.cancelled(), if !stopping => stopping = true,
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
@@ -150,10 +151,10 @@ mod tests {
         let seqs: Vec<EventSeq> = (0..1200).map(EventSeq).collect();
         bus.send(&[Message::Route { seqs }]).await.expect("send");
         // Batches are split at MAX_BATCH and come out in order.
-        let (stop_tx, stop) = watch::channel(false);
+        let stop = CancellationToken::new();
         let seen = Mutex::new(Vec::new());
         let opts = ConsumeOptions::new("t", 8, 2);
-        let consume = bus.consume(Queue::Router, &opts, stop, |job| {
+        let consume = bus.consume(Queue::Router, &opts, stop.clone(), |job| {
             let seen = &seen;
             async move {
                 if let Message::Route { seqs } = job.message {
@@ -166,7 +167,7 @@ mod tests {
             while seen.lock().expect("lock").len() < 3 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let _ = stop_tx.send(true);
+            stop.cancel();
         };
         tokio::join!(consume, stopper);
         let mut sizes = seen.into_inner().expect("lock");
@@ -181,8 +182,7 @@ mod tests {
         .await
         .expect("send");
         let calls = AtomicUsize::new(0);
-        let (_keep, stop) = watch::channel(false);
-        bus.consume(Queue::Peer(peer), &opts, stop, |job| {
+        bus.consume(Queue::Peer(peer), &opts, CancellationToken::new(), |job| {
             let calls = &calls;
             async move {
                 assert_eq!(

@@ -10,11 +10,13 @@ use kite_store::Store;
 use kite_wire::ids::PeerId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Ctx, DeliveryConfig, Handled};
 use kite_federation::{http_client, ClientError};
 
-/// Runs the delivery role until `shutdown` turns true: keeps one consumer per active peer.
+/// Runs the delivery role until `shutdown` is cancelled: keeps one consumer per active
+/// peer, each under a child token of `shutdown` so that it can be stopped alone.
 pub async fn run(
     store: Store,
     bus: Arc<Bus>,
@@ -22,7 +24,7 @@ pub async fn run(
     fed: Arc<kite_federation::Federation>,
     mut config_generation: watch::Receiver<u64>,
     cfg: DeliveryConfig,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<(), ClientError> {
     let http = http_client(
         cfg.request_timeout,
@@ -60,7 +62,7 @@ pub async fn run(
                 workers.retain(|id, w| {
                     let keep = wanted.get(id) == Some(&w.kind) && !w.handle.is_finished();
                     if !keep {
-                        let _ = w.stop.send(true);
+                        w.stop.cancel();
                     }
                     keep
                 });
@@ -68,12 +70,10 @@ pub async fn run(
                     if workers.contains_key(&id) {
                         continue;
                     }
-                    let (stop, rx) = watch::channel(false);
+                    let stop = shutdown.child_token();
                     let handle = match kind {
-                        Kind::Deliver => {
-                            tokio::spawn(peer_worker(ctx.clone(), id, rx, shutdown.clone()))
-                        }
-                        Kind::Probe => tokio::spawn(prober(ctx.clone(), id, rx, shutdown.clone())),
+                        Kind::Deliver => tokio::spawn(peer_worker(ctx.clone(), id, stop.clone())),
+                        Kind::Probe => tokio::spawn(prober(ctx.clone(), id, stop.clone())),
                     };
                     workers.insert(id, Worker { kind, stop, handle });
                 }
@@ -83,11 +83,11 @@ pub async fn run(
         tokio::select! {
             _ = config_generation.changed() => {}
             _ = tokio::time::sleep(ctx.cfg.supervise_interval) => {}
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
         }
     }
     for (_, w) in workers {
-        let _ = w.stop.send(true);
+        w.stop.cancel();
         let _ = w.handle.await;
     }
     Ok(())
@@ -101,7 +101,7 @@ enum Kind {
 
 struct Worker {
     kind: Kind,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     handle: JoinHandle<()>,
 }
 
@@ -109,17 +109,12 @@ struct Worker {
 /// oldest pending one every probe interval until one gets through. A peer failure costs the
 /// row no attempt; a message failure is that row's own (attempts + 1, or dead) and the probe
 /// moves on to the next row.
-async fn prober(
-    ctx: Arc<Ctx>,
-    peer_id: PeerId,
-    stop: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn prober(ctx: Arc<Ctx>, peer_id: PeerId, stop: CancellationToken) {
     tracing::warn!(peer = %peer_id, "peer unreachable; deliveries parked, probing");
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ctx.cfg.probe_interval) => {}
-            _ = either_stopped(stop.clone(), shutdown.clone()) => return,
+            _ = stop.cancelled() => return,
         }
         match ctx.probe(peer_id).await {
             Ok(true) => {
@@ -132,24 +127,7 @@ async fn prober(
     }
 }
 
-async fn either_stopped(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) {
-    tokio::select! {
-        _ = a.wait_for(|s| *s) => {}
-        _ = b.wait_for(|s| *s) => {}
-    }
-}
-
-async fn peer_worker(
-    ctx: Arc<Ctx>,
-    peer_id: PeerId,
-    stop: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let (end_tx, end) = watch::channel(false);
-    let watcher = tokio::spawn(async move {
-        either_stopped(stop, shutdown).await;
-        let _ = end_tx.send(true);
-    });
+async fn peer_worker(ctx: Arc<Ctx>, peer_id: PeerId, end: CancellationToken) {
     let opts = ConsumeOptions::new(
         &format!("kite-delivery-{peer_id}"),
         ctx.cfg.prefetch,
@@ -177,7 +155,6 @@ async fn peer_worker(
             }
         });
     tokio::join!(consumer, local(ctx.clone(), peer_id, lane, end));
-    watcher.abort();
 }
 
 /// Delivers what this process' ingest writer hands over for `peer_id` (the local lane),
@@ -187,7 +164,7 @@ async fn local(
     ctx: Arc<Ctx>,
     peer_id: PeerId,
     mut lane: kite_bus::local::Attached<kite_store::outbox::DeliveryRow>,
-    mut end: watch::Receiver<bool>,
+    end: CancellationToken,
 ) {
     use futures::StreamExt;
     let most = usize::from(ctx.cfg.prefetch.max(1));
@@ -199,7 +176,7 @@ async fn local(
                 None => break,
             },
             Some(()) = running.next(), if !running.is_empty() => {}
-            _ = end.wait_for(|s| *s) => break,
+            _ = end.cancelled() => break,
         }
     }
     ctx.lane.detach(peer_id, &mut lane);

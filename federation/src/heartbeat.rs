@@ -8,12 +8,12 @@ use std::sync::Arc;
 use chrono::Utc;
 use kite_store::peers::Peer;
 use kite_wire::peering::{self, Heartbeat};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::{FedError, Federation};
 
-/// Sends heartbeats until `stop` turns true.
-pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+/// Sends heartbeats until `stop` is cancelled.
+pub async fn run(fed: Arc<Federation>, stop: CancellationToken) {
     let interval = fed.cfg.heartbeat_interval;
     let tick = (interval / 4).clamp(
         std::time::Duration::from_millis(100),
@@ -31,7 +31,7 @@ pub async fn run(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
             Err(e) => tracing::warn!(error = %e, "cannot claim heartbeats"),
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
     }

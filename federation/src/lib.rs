@@ -39,6 +39,7 @@ use kite_wire::provider::SigError;
 use kite_wire::scope::ScopeSet;
 use kite_wire::ApiError;
 use tokio::sync::{broadcast, watch, Mutex};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use client::{
@@ -724,8 +725,8 @@ pub struct VerifiedPeer {
 }
 
 /// Rotates the identity key once it has signed for `key_rotation` (the old one stays valid
-/// for the overlap), until `stop` turns true; several processes rotate once between them.
-pub async fn rotate_on_schedule(fed: Arc<Federation>, mut stop: watch::Receiver<bool>) {
+/// for the overlap), until `stop` is cancelled; several processes rotate once between them.
+pub async fn rotate_on_schedule(fed: Arc<Federation>, stop: CancellationToken) {
     let Some(age) = fed.cfg.key_rotation else {
         return;
     };
@@ -744,7 +745,7 @@ pub async fn rotate_on_schedule(fed: Arc<Federation>, mut stop: watch::Receiver<
             Err(e) => tracing::warn!(error = %e, "cannot rotate the identity key on schedule"),
         }
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
     }

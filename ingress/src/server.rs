@@ -18,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 /// Bounds of the HTTP server.
@@ -169,14 +170,14 @@ fn overdue(conn: &Conn, limits: &ServerLimits) -> Option<Overdue> {
     None
 }
 
-/// Serves `app` on `listener` until `shutdown` turns true, then lets open requests finish
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets open requests finish
 /// for up to `grace`. With `tls`, every connection is TLS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServerLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -194,8 +195,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            // (The guard wait_for answers must not live across an await: Send.)
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            _ = shutdown.cancelled() => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refused += 1;
@@ -244,7 +244,7 @@ async fn connection<S>(
     addr: SocketAddr,
     app: Router,
     limits: ServerLimits,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -307,7 +307,7 @@ async fn connection<S>(
                     _ => {}
                 }
             }
-            _ = async { let _ = stop.wait_for(|s| *s).await; }, if closing.is_none() => {
+            _ = stop.cancelled(), if closing.is_none() => {
                 closing = Some(Instant::now());
                 served.as_mut().graceful_shutdown();
             }

@@ -11,6 +11,7 @@ use kite_store::cache::{Cache, PeerSnapshot};
 use kite_store::Store;
 use kite_wire::ids::{Delivery, EventSeq};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Router settings.
 #[derive(Debug, Clone)]
@@ -65,13 +66,13 @@ struct Router {
     cfg: RouterConfig,
 }
 
-/// Runs the router role until `shutdown` turns true.
+/// Runs the router role until `shutdown` is cancelled.
 pub async fn run(
     store: Store,
     bus: Arc<Bus>,
     config_generation: watch::Receiver<u64>,
     cfg: RouterConfig,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let router = Arc::new(Router {
         peers: Cache::new(store.clone(), config_generation),
@@ -79,12 +80,12 @@ pub async fn run(
         bus,
         cfg,
     });
-    let sweeper = tokio::spawn(sweep_loop(router.clone(), shutdown.clone()));
-    consume_loop(router, shutdown).await;
+    let sweeper = tokio::spawn(sweep_loop(router.clone(), shutdown.child_token()));
+    consume_loop(router, shutdown.child_token()).await;
     let _ = sweeper.await;
 }
 
-async fn consume_loop(router: Arc<Router>, shutdown: watch::Receiver<bool>) {
+async fn consume_loop(router: Arc<Router>, shutdown: CancellationToken) {
     let opts = ConsumeOptions::new("kite-router", router.cfg.prefetch, router.cfg.concurrency);
     router
         .bus
@@ -156,11 +157,11 @@ impl Router {
     }
 }
 
-async fn sweep_loop(router: Arc<Router>, mut shutdown: watch::Receiver<bool>) {
+async fn sweep_loop(router: Arc<Router>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(router.cfg.sweep_interval) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.cancelled() => return,
         }
         if let Err(e) = router.sweep().await {
             tracing::warn!(error = %e, "sweep failed");
