@@ -1,6 +1,8 @@
 //! What an attempt's result means: classified once, and what it does to its row and its
 //! peer decided by one pure function ([`settle`]).
 
+use kite_wire::Code;
+
 /// How one delivery attempt ended. Every attempt is classified here and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -21,14 +23,14 @@ pub enum Outcome {
 
 /// The codes a kite receiver refuses a sender with (not one message): every delivery would
 /// be refused alike until the settings on one side change.
-pub const SENDER_REFUSED: &[&str] = &[
-    "unknown_sender",
-    "invalid_signature",
-    "stale_timestamp",
-    "unauthorized",
-    "wrong_destination",
-    "peer_not_allowed",
-    "identity_signatures_required",
+pub const SENDER_REFUSED: &[Code] = &[
+    Code::UnknownSender,
+    Code::InvalidSignature,
+    Code::StaleTimestamp,
+    Code::Unauthorized,
+    Code::WrongDestination,
+    Code::PeerNotAllowed,
+    Code::IdentitySignaturesRequired,
 ];
 
 /// Classifies a refusal by the error code the peer answered with, where the code says
@@ -38,12 +40,13 @@ pub const SENDER_REFUSED: &[&str] = &[
 /// so and its rows wait instead of dying one by one; anything else as its status says (a
 /// 401 or 403 without such a code stays the message's, so one payload a receiver refuses
 /// never holds up the rest).
+/// The peer's code is its own text: one kite does not know reads as none.
 pub fn classify_refusal(status: u16, code: Option<&str>) -> Outcome {
-    match code {
-        Some("peer_revoked") => Outcome::Revoked,
+    match code.and_then(Code::parse) {
+        Some(Code::PeerRevoked) => Outcome::Revoked,
         // Its policy may open again; and a request it took already (its answer was lost, and
         // the retry went out in the same second): the next attempt is signed anew.
-        Some("federation_closed" | "replayed_request") => Outcome::PeerFailure,
+        Some(Code::FederationClosed | Code::ReplayedRequest) => Outcome::PeerFailure,
         Some(c) if matches!(status, 401 | 403) && SENDER_REFUSED.contains(&c) => {
             Outcome::PeerFailure
         }

@@ -262,7 +262,7 @@ impl Ctx {
         if revoked {
             tracing::warn!(peer = %peer_id, "the peer revoked this server; revoking it here");
             self.store
-                .mark_revoked_by_peer(peer_id.0, "peer_revoked")
+                .mark_revoked_by_peer(peer_id.0, kite_wire::Code::PeerRevoked.as_str())
                 .await?;
         }
         let health =

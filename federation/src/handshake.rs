@@ -12,6 +12,7 @@ use kite_store::federation::NewHandshakePeer;
 use kite_store::peers::Peer;
 use kite_store::types::PeerStatus;
 use kite_store::StoreError;
+use kite_wire::fed::hop_limit;
 use kite_wire::peering::{self, AcceptRequest, AcceptResponse, Invitation, Terms};
 
 use crate::{FedError, Federation};
@@ -59,7 +60,7 @@ impl From<StoreError> for AcceptError {
 
 impl Federation {
     /// Accepts `inv` for `team`: this side will send `scopes` (default: what the invitation
-    /// offers) with `max_hops` (default 3), or less if the inviter's answer narrows them.
+    /// offers) with `max_hops` (default [`hop_limit::DEFAULT`]), or less if the inviter's answer narrows them.
     /// Answers the new peer, `accepted`.
     pub async fn accept_invitation(
         &self,
@@ -73,7 +74,7 @@ impl Federation {
         }
         let ours = Terms {
             scopes: scopes.unwrap_or_else(|| inv.offer.scopes.clone()),
-            max_hops: max_hops.unwrap_or(3),
+            max_hops: max_hops.unwrap_or(hop_limit::DEFAULT),
         };
         ours.check()
             .map_err(|e| AcceptError::Terms(e.to_string()))?;

@@ -80,7 +80,9 @@ impl Federation {
                     .record_heartbeat_sent(peer.id, Ok(()), interval, misses)
                     .await
             }
-            Err(FedError::Refused { code, .. }) if code == "peer_revoked" => {
+            Err(FedError::Refused { code, .. })
+                if kite_wire::Code::parse(code) == Some(kite_wire::Code::PeerRevoked) =>
+            {
                 tracing::info!(peer = %peer.name, "the peer revoked this server");
                 self.store.mark_revoked_by_peer(peer.id, code).await
             }

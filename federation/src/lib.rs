@@ -20,6 +20,7 @@ mod keys;
 pub mod provenance;
 pub mod replay;
 
+use kite_wire::Code;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -293,8 +294,7 @@ impl Federation {
     pub async fn check_open(&self, team: &str) -> Result<(), FedRefusal> {
         if self.policy(team).await?.default_mode == FederationMode::Closed {
             return Err(FedRefusal::Api(ApiError::new(
-                403,
-                "federation_closed",
+                Code::FederationClosed,
                 "this team's federation policy is closed",
             )));
         }
@@ -470,13 +470,10 @@ impl Federation {
         body: &[u8],
     ) -> Result<VerifiedPeer, FedRefusal> {
         let headers = request.headers;
-        let refuse = |status: u16, code: &'static str, m: String| {
-            FedRefusal::Api(ApiError::new(status, code, m))
-        };
+        let refuse = |code: Code, m: String| FedRefusal::Api(ApiError::new(code, m));
         let claimed = identity::claimed(headers).ok_or_else(|| {
             refuse(
-                401,
-                "unknown_sender",
+                Code::UnknownSender,
                 "a server request names its server in X-Kite-Server and its key in X-Kite-Key-Id"
                     .into(),
             )
@@ -484,8 +481,7 @@ impl Federation {
         self.check_open(team).await?;
         if claimed.destination.as_deref() != Some(self.cfg.server_name.as_str()) {
             return Err(refuse(
-                401,
-                "wrong_destination",
+                Code::WrongDestination,
                 format!(
                     "this request is for {:?}, not for this server ({:?}): a signed request is \
                      good only at the server it was made for",
@@ -496,21 +492,19 @@ impl Federation {
         }
         let peer = peers.by_server(team, &claimed.server_name).ok_or_else(|| {
             refuse(
-                401,
-                "unknown_sender",
+                Code::UnknownSender,
                 format!("{:?} is not a peer of this team", claimed.server_name),
             )
         })?;
         if peer.status == PeerStatus::Revoked {
             return Err(refuse(
-                403,
-                "peer_revoked",
+                Code::PeerRevoked,
                 "this server revoked the peering".into(),
             ));
         }
         self.check_admitted(team, &claimed.server_name).await?;
         let key = self.peer_key(peer, &claimed.key_id).await?;
-        let invalid = |m: String| refuse(401, "invalid_signature", m);
+        let invalid = |m: String| refuse(Code::InvalidSignature, m);
         let key = key.ok_or_else(|| {
             invalid(format!(
                 "key {:?} is not one {} publishes",
@@ -538,8 +532,7 @@ impl Federation {
                     .into(),
             ),
             SigError::Stale => refuse(
-                401,
-                "stale_timestamp",
+                Code::StaleTimestamp,
                 "the signed timestamp is more than 5 minutes from now".into(),
             ),
         })?;
@@ -560,15 +553,14 @@ impl Federation {
     ) -> Result<ReplayClaim, FedRefusal> {
         let (id, ts) = identity::request_id(headers).ok_or_else(|| {
             FedRefusal::Api(ApiError::new(
-                401,
-                "invalid_signature",
+                Code::InvalidSignature,
                 "webhook-id and webhook-timestamp are required",
             ))
         })?;
         let claim = self
             .replay
             .claim(server, id, ts, now)
-            .map_err(|e| FedRefusal::Api(ApiError::new(401, "replayed_request", e.to_string())))?;
+            .map_err(|e| FedRefusal::Api(ApiError::new(Code::ReplayedRequest, e.to_string())))?;
         metrics::gauge!(kite_wire::metrics::REPLAY_ENTRIES).set(self.replay.len() as f64);
         Ok(claim)
     }
@@ -578,8 +570,7 @@ impl Federation {
     pub async fn check_tokens_allowed(&self, team: &str) -> Result<(), FedRefusal> {
         if self.policy(team).await?.min_signature_protocol == SignatureProtocol::Identity {
             return Err(FedRefusal::Api(ApiError::new(
-                403,
-                "identity_signatures_required",
+                Code::IdentitySignaturesRequired,
                 "this team's federation policy (min_signature_protocol identity) takes \
                  identity-key signatures only: peer by invitation (kite peer invite / accept)",
             )));
@@ -593,13 +584,11 @@ impl Federation {
         match self.policy(team).await?.admits(server) {
             Ok(()) => Ok(()),
             Err(FederationMode::Closed) => Err(FedRefusal::Api(ApiError::new(
-                403,
-                "federation_closed",
+                Code::FederationClosed,
                 "this team's federation policy is closed",
             ))),
             Err(_) => Err(FedRefusal::Api(ApiError::new(
-                403,
-                "peer_not_allowed",
+                Code::PeerNotAllowed,
                 format!(
                     "this team federates by invitation with allowed peers only, and {server:?} \
                      is not one"

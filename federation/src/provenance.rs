@@ -21,17 +21,18 @@ use kite_wire::peering::{self, KeyQuery, KeyQueryResponse, PublishedKey};
 use kite_wire::provenance::{self, OriginSig, SigText};
 use kite_wire::scope::ScopeSet;
 use kite_wire::ApiError;
+use kite_wire::Code;
 use serde_json::{Map, Value};
 
 use crate::keys::VouchKey;
 use crate::{FedError, FedRefusal, Federation};
 
 fn invalid_origin(m: impl Into<String>) -> FedRefusal {
-    FedRefusal::Api(ApiError::new(401, "invalid_origin_signature", m))
+    FedRefusal::Api(ApiError::new(Code::InvalidOriginSignature, m))
 }
 
 fn invalid_chain(m: impl Into<String>) -> FedRefusal {
-    FedRefusal::Api(ApiError::bad_request("invalid_chain", m))
+    FedRefusal::Api(ApiError::new(Code::InvalidChain, m))
 }
 
 /// An event a handshake peer sent whose provenance was proven: signed by its origin with the
@@ -405,8 +406,7 @@ impl Federation {
         match peer {
             Some(id) if !self.granted(id, GrantPermission::Send, ty).await? => {
                 Err(FedRefusal::Api(ApiError::new(
-                    403,
-                    "not_granted",
+                    Code::NotGranted,
                     format!("no live send grant here covers events of type {ty:?}"),
                 )))
             }

@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use kite_store::keys::KeyGrant;
 use kite_store::types::Permission;
+use kite_wire::{ApiError, Code};
 
+use crate::hooks::bearer;
 use crate::{ApiErr, AppState};
 
 /// Names an [`Action`] as a type, for [`Key`].
@@ -136,10 +139,35 @@ impl<A: Act + Send + Sync> FromRequestParts<Arc<AppState>> for Key<A> {
     type Rejection = ApiErr;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, ApiErr> {
-        crate::api::authorize(st, &parts.headers, A::ACTION.needs())
+        authorize(st, &parts.headers, A::ACTION.needs())
             .await
             .map(|g| Key(g, PhantomData))
     }
+}
+
+/// Authenticates the request's API key and checks it grants at least `need`.
+async fn authorize(
+    st: &AppState,
+    headers: &HeaderMap,
+    need: Permission,
+) -> Result<KeyGrant, ApiErr> {
+    let key = bearer(headers).ok_or_else(|| {
+        ApiErr(ApiError::unauthorized(
+            "an API key is required (Authorization: Bearer ...)",
+        ))
+    })?;
+    let grant = st
+        .store
+        .authenticate_key(key)
+        .await?
+        .ok_or_else(|| ApiErr(ApiError::unauthorized("unknown or revoked API key")))?;
+    if !grant.permission.allows(need) {
+        return Err(ApiErr(ApiError::new(
+            Code::Forbidden,
+            format!("this endpoint needs the {need} permission"),
+        )));
+    }
+    Ok(grant)
 }
 
 #[cfg(test)]

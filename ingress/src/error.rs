@@ -1,10 +1,16 @@
-//! The error type handlers return, rendered as `{"error":{"code","message",...}}`.
+//! The error type handlers return, rendered as `{"error":{"code","message",...}}`, and
+//! every conversion of another error into it: the one place a failure becomes an answer.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kite_federation::{FedError, FedRefusal};
+use kite_store::federation::InvitationRefusal;
 use kite_store::StoreError;
+use kite_wire::provider::SigError;
+use kite_wire::signature::FederationSigError;
 use kite_wire::ApiError;
+use kite_wire::Code;
 
 /// An [`ApiError`] as an axum response.
 #[derive(Debug)]
@@ -27,8 +33,8 @@ impl From<StoreError> for ApiErr {
             StoreError::NotFound => ApiError::not_found("not found"),
             StoreError::Invalid(m) => {
                 tracing::debug!(error = %m, "the database refused a value of a request");
-                ApiError::bad_request(
-                    "invalid_value",
+                ApiError::new(
+                    Code::InvalidValue,
                     "a value of this request cannot be stored or searched for (text with a NUL \
                      character, or a number or time out of range)",
                 )
@@ -38,6 +44,147 @@ impl From<StoreError> for ApiErr {
                 ApiError::internal()
             }
         })
+    }
+}
+
+impl From<FedRefusal> for ApiErr {
+    fn from(e: FedRefusal) -> Self {
+        match e {
+            FedRefusal::Api(e) => ApiErr(e),
+            FedRefusal::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A failure talking to another server, as this server's answer: the other side's own
+/// refusal keeps its status and (when it is one of [`PASSED_ON`]) its code; not reaching
+/// it is 502.
+impl From<FedError> for ApiErr {
+    fn from(e: FedError) -> Self {
+        match e {
+            FedError::Store(e) => e.into(),
+            FedError::Refused {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                let passed = Code::parse(&code)
+                    .filter(|c| PASSED_ON.contains(c))
+                    .unwrap_or(Code::PeerRefused);
+                ApiErr(
+                    ApiError::new(
+                        passed,
+                        format!("the other server refused ({code}): {message}"),
+                    )
+                    .with_status(status),
+                )
+            }
+            FedError::NoPublicUrl => ApiErr(ApiError::new(Code::NoPublicUrl, e.to_string())),
+            e @ (FedError::Unreachable { .. } | FedError::BadAnswer(_)) => {
+                ApiErr(ApiError::new(Code::PeerUnreachable, e.to_string()))
+            }
+        }
+    }
+}
+
+/// The codes another kite server's refusal keeps when this server passes it on; any other
+/// is `peer_refused`.
+const PASSED_ON: &[Code] = &[
+    Code::InvalidInvitation,
+    Code::InvitationUsed,
+    Code::InvitationExpired,
+    Code::FederationClosed,
+    Code::PeerNotAllowed,
+    Code::AlreadyPeered,
+    Code::PeerRevoked,
+    Code::InvalidSignature,
+    Code::StaleTimestamp,
+    Code::ForbiddenDestination,
+    Code::TeamNotFound,
+    Code::NotGranted,
+    Code::InvalidOriginSignature,
+    Code::InvalidChain,
+    Code::UnknownSender,
+    Code::WrongDestination,
+    Code::ReplayedRequest,
+    Code::DescriptorMismatch,
+    Code::InvalidServerName,
+    Code::InvalidKeys,
+    Code::InvalidTerms,
+    Code::RateLimited,
+    Code::NotFound,
+];
+
+impl From<SigError> for ApiErr {
+    fn from(e: SigError) -> Self {
+        ApiErr(match e {
+            SigError::Invalid => {
+                ApiError::new(Code::InvalidSignature, "signature missing or invalid")
+            }
+            SigError::Stale => ApiError::new(
+                Code::StaleTimestamp,
+                "the signed timestamp is more than 5 minutes from now",
+            ),
+        })
+    }
+}
+
+impl From<FederationSigError> for ApiErr {
+    fn from(e: FederationSigError) -> Self {
+        let code = match e {
+            FederationSigError::Stale => Code::StaleTimestamp,
+            FederationSigError::Invalid | FederationSigError::LegacyNotAllowed => {
+                Code::InvalidSignature
+            }
+        };
+        ApiErr(ApiError::new(code, e.to_string()))
+    }
+}
+
+impl From<InvitationRefusal> for ApiErr {
+    fn from(refusal: InvitationRefusal) -> Self {
+        let (code, message) = match refusal {
+            InvitationRefusal::Unknown => (Code::InvalidInvitation, "no invitation has this token"),
+            InvitationRefusal::Used => (Code::InvitationUsed, "this invitation was used already"),
+            InvitationRefusal::Expired => (Code::InvitationExpired, "this invitation expired"),
+        };
+        ApiErr(ApiError::new(code, message))
+    }
+}
+
+/// Why a `/ws` call failed: answered as `{"ok": false, "payload": {"error": ..., "code":
+/// ...}}`, with the same codes as the HTTP API.
+#[derive(Debug)]
+pub(crate) struct RpcError {
+    code: Code,
+    message: String,
+}
+
+impl RpcError {
+    /// A failed call with `code`.
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `payload` of the failed response.
+    pub(crate) fn payload(&self) -> serde_json::Value {
+        serde_json::json!({"error": self.message, "code": self.code})
+    }
+}
+
+impl From<ApiErr> for RpcError {
+    fn from(e: ApiErr) -> Self {
+        Self::new(e.0.code, e.0.message)
+    }
+}
+
+impl From<StoreError> for RpcError {
+    fn from(e: StoreError) -> Self {
+        ApiErr::from(e).into()
     }
 }
 
@@ -62,15 +209,15 @@ impl IntoResponse for ApiErr {
 }
 
 /// The stable code of an error status that no handler chose (the framework's own answers).
-fn code_for(status: StatusCode) -> &'static str {
+fn code_for(status: StatusCode) -> Code {
     match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        s if s.is_server_error() => "internal",
-        _ => "bad_request",
+        StatusCode::NOT_FOUND => Code::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Code::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Code::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Code::UnsupportedMediaType,
+        StatusCode::UNAUTHORIZED => Code::Unauthorized,
+        s if s.is_server_error() => Code::Internal,
+        _ => Code::BadRequest,
     }
 }
 
@@ -100,7 +247,9 @@ pub(crate) async fn as_json(r: Response) -> Response {
     } else {
         text
     };
-    let body = ApiError::new(status.as_u16(), code_for(status), message).body();
+    let body = ApiError::new(code_for(status), message)
+        .with_status(status.as_u16())
+        .body();
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     parts.headers.insert(
         axum::http::header::CONTENT_TYPE,

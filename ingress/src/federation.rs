@@ -4,6 +4,7 @@
 //! for this server, method and path, taken once, and charged to the caller's rate (to its
 //! address' until it proved who it is).
 
+use kite_wire::Code;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,8 +16,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use kite_federation::{FedError, FedRefusal, Inbound, ReplayClaim};
-use kite_store::federation::{InvitationRefusal, KeySource, NewHandshakePeer};
+use kite_federation::{Inbound, ReplayClaim};
+use kite_store::federation::{KeySource, NewHandshakePeer};
 use kite_store::types::PeerStatus;
 use kite_store::StoreError;
 use kite_wire::identity::{self, PublicKey, Target};
@@ -34,78 +35,12 @@ use crate::{ApiErr, AppState};
 /// Largest server-to-server request body (descriptors and heartbeats are small).
 const MAX_FEDERATION_BODY: usize = 64 * 1024;
 
-impl From<FedRefusal> for ApiErr {
-    fn from(e: FedRefusal) -> Self {
-        match e {
-            FedRefusal::Api(e) => ApiErr(e),
-            FedRefusal::Store(e) => e.into(),
-        }
-    }
-}
-
-/// A failure talking to another server, as this server's answer: the other side's own
-/// refusal keeps its status and code; not reaching it is 502.
-pub(crate) fn fed_error(e: FedError) -> ApiErr {
-    match e {
-        FedError::Store(e) => e.into(),
-        FedError::Refused {
-            status,
-            code,
-            message,
-            ..
-        } => ApiErr(ApiError::new(
-            status,
-            peer_code(&code),
-            format!("the other server refused ({code}): {message}"),
-        )),
-        FedError::NoPublicUrl => ApiErr(ApiError::new(503, "no_public_url", e.to_string())),
-        e @ (FedError::Unreachable { .. } | FedError::BadAnswer(_)) => {
-            ApiErr(ApiError::new(502, "peer_unreachable", e.to_string()))
-        }
-    }
-}
-
-/// The stable codes another kite server answers the handshake with; others are `peer_refused`.
-fn peer_code(code: &str) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "invalid_invitation",
-        "invitation_used",
-        "invitation_expired",
-        "federation_closed",
-        "peer_not_allowed",
-        "already_peered",
-        "peer_revoked",
-        "invalid_signature",
-        "stale_timestamp",
-        "forbidden_destination",
-        "team_not_found",
-        "not_granted",
-        "invalid_origin_signature",
-        "invalid_chain",
-        "unknown_sender",
-        "wrong_destination",
-        "replayed_request",
-        "descriptor_mismatch",
-        "invalid_server_name",
-        "invalid_keys",
-        "invalid_terms",
-        "rate_limited",
-        "not_found",
-    ];
-    KNOWN
-        .iter()
-        .find(|k| **k == code)
-        .copied()
-        .unwrap_or("peer_refused")
-}
-
 async fn known_team(st: &AppState, team: &str) -> Result<(), ApiErr> {
     if st.team_known(team).await? {
         Ok(())
     } else {
         Err(ApiErr(ApiError::new(
-            404,
-            "team_not_found",
+            Code::TeamNotFound,
             format!("no team {team:?}"),
         )))
     }
@@ -199,7 +134,7 @@ async fn peer_call<T: Message>(
     summary = "This server's descriptor: its name, keys and endpoints",
     responses((status = 200, description = "The descriptor", body = kite_wire::peering::ServerDescriptor)))]
 pub(crate) async fn descriptor(State(st): State<Arc<AppState>>) -> Result<Response, ApiErr> {
-    let d = st.fed.descriptor().await.map_err(fed_error)?;
+    let d = st.fed.descriptor().await.map_err(ApiErr::from)?;
     Ok(Json(d).into_response())
 }
 
@@ -240,20 +175,20 @@ async fn accept_call(
     // The token first (an unknown team has none): nothing about the team, its policy or the
     // names and URLs given is told to a caller without one.
     if let Err(refusal) = st.store.check_invitation(team, &req.token).await? {
-        return Err(invitation_refused(refusal));
+        return Err(ApiErr::from(refusal));
     }
     st.fed.check_open(team).await?;
     let server = &req.server.server_name;
     let version = agreed_version(&req.server.protocol_versions)?;
     if server == &st.cfg.instance_id {
-        return Err(ApiErr(ApiError::bad_request(
-            "self_peering",
+        return Err(ApiErr(ApiError::new(
+            Code::SelfPeering,
             "a server cannot peer with itself",
         )));
     }
     st.fed.check_admitted(team, server).await?;
     // Proof of possession: signed for this server by a key the accepting server describes.
-    let invalid = |m: &str| ApiErr(ApiError::new(401, "invalid_signature", m.to_string()));
+    let invalid = |m: &str| ApiErr(ApiError::new(Code::InvalidSignature, m.to_string()));
     let claimed = identity::claimed(headers).ok_or_else(|| invalid("the request is not signed"))?;
     if &claimed.server_name != server {
         return Err(invalid(
@@ -262,8 +197,7 @@ async fn accept_call(
     }
     if claimed.destination.as_deref() != Some(st.cfg.instance_id.as_str()) {
         return Err(ApiErr(ApiError::new(
-            401,
-            "wrong_destination",
+            Code::WrongDestination,
             "this request is not for this server: a signed request is good only at the server \
              it was made for",
         )));
@@ -295,8 +229,7 @@ async fn accept_call(
     // The server at the URL it gives must be the one it says it is, with the keys it shows.
     let published = st.fed.fetch_descriptor(&base).await.map_err(|e| {
         ApiErr(ApiError::new(
-            401,
-            "descriptor_mismatch",
+            Code::DescriptorMismatch,
             format!("the descriptor at the given base_url cannot be read: {e}"),
         ))
     })?;
@@ -309,8 +242,7 @@ async fn accept_call(
         });
     if mismatch {
         return Err(ApiErr(ApiError::new(
-            401,
-            "descriptor_mismatch",
+            Code::DescriptorMismatch,
             format!(
                 "the server at {base} is {:?} with other keys than this request shows",
                 published.server_name
@@ -333,11 +265,10 @@ async fn accept_call(
         .await
     {
         Ok(Ok(done)) => done,
-        Ok(Err(refusal)) => return Err(invitation_refused(refusal)),
+        Ok(Err(refusal)) => return Err(ApiErr::from(refusal)),
         Err(StoreError::Conflict) => {
             return Err(ApiErr(ApiError::new(
-                409,
-                "already_peered",
+                Code::AlreadyPeered,
                 format!("this team already peers with {server:?} (or has a peer of that name)"),
             )))
         }
@@ -366,8 +297,7 @@ fn agreed_version(theirs: &[String]) -> Result<&'static str, ApiErr> {
     peering::agree(theirs).ok_or_else(|| {
         ApiErr(
             ApiError::new(
-                422,
-                "unsupported_protocol",
+                Code::UnsupportedProtocol,
                 format!(
                     "no federation protocol version in common: this server speaks {}",
                     peering::PROTOCOL_VERSIONS.join(", ")
@@ -376,15 +306,6 @@ fn agreed_version(theirs: &[String]) -> Result<&'static str, ApiErr> {
             .with("supported", serde_json::json!(peering::PROTOCOL_VERSIONS)),
         )
     })
-}
-
-fn invitation_refused(refusal: InvitationRefusal) -> ApiErr {
-    let (code, message) = match refusal {
-        InvitationRefusal::Unknown => ("invalid_invitation", "no invitation has this token"),
-        InvitationRefusal::Used => ("invitation_used", "this invitation was used already"),
-        InvitationRefusal::Expired => ("invitation_expired", "this invitation expired"),
-    };
-    ApiErr(ApiError::new(401, code, message))
 }
 
 /// `POST /federation/v1/teams/{team}/heartbeat`: a handshake peer is still there; its
@@ -406,8 +327,8 @@ pub(crate) async fn heartbeat(
     let call = peer_call::<Heartbeat>(&st, &team, &arrived, &headers, body).await?;
     let (peer, hb) = (&call.peer, &call.req);
     if peer.server_name.as_deref() != Some(hb.server_name.as_str()) {
-        return Err(ApiErr(ApiError::bad_request(
-            "invalid_body",
+        return Err(ApiErr(ApiError::new(
+            Code::InvalidBody,
             "a heartbeat speaks for the server that sends it only",
         )));
     }
@@ -495,8 +416,7 @@ pub(crate) async fn backfill(
     let (peer, req) = (&call.peer, &call.req);
     let granted = st.fed.backfill_scopes(peer.id).await?.ok_or_else(|| {
         ApiErr(ApiError::new(
-            403,
-            "not_granted",
+            Code::NotGranted,
             "no live backfill grant here for this server",
         ))
     })?;

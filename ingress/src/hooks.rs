@@ -1,5 +1,6 @@
 //! `POST /hooks/{team}/{source}`: webhooks and federated events in.
 
+use kite_wire::Code;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,8 +18,8 @@ use kite_wire::event::{
     build_event, validate_source_name, Hook, FEDERATION_SOURCE, MAX_BODY_BYTES,
 };
 use kite_wire::ids::EventSeq;
-use kite_wire::provider::{self, Scheme, SigError};
-use kite_wire::signature::{FederationSigError, KEY_ID_HEADER};
+use kite_wire::provider::{self, Scheme};
+use kite_wire::signature::KEY_ID_HEADER;
 use kite_wire::{batch, signature, ApiError};
 
 use crate::{ApiErr, AppState};
@@ -41,21 +42,8 @@ pub(crate) fn body_or_413(
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiErr(ApiError::payload_too_large(max))
         } else {
-            ApiErr(ApiError::bad_request("invalid_body", r.body_text()))
+            ApiErr(ApiError::new(Code::InvalidBody, r.body_text()))
         }
-    })
-}
-
-fn sig_error(e: SigError) -> ApiErr {
-    ApiErr(match e {
-        SigError::Invalid => {
-            ApiError::new(401, "invalid_signature", "signature missing or invalid")
-        }
-        SigError::Stale => ApiError::new(
-            401,
-            "stale_timestamp",
-            "the signed timestamp is more than 5 minutes from now",
-        ),
     })
 }
 
@@ -71,7 +59,7 @@ fn authenticate_sender(
     body: &[u8],
     now: i64,
 ) -> Result<(String, String), ApiErr> {
-    let unknown = |m: &str| ApiErr(ApiError::new(401, "unknown_sender", m));
+    let unknown = |m: &str| ApiErr(ApiError::new(Code::UnknownSender, m));
     let key_id = headers
         .get(KEY_ID_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -106,15 +94,7 @@ fn authenticate_sender(
         now,
     )
     .map(|()| id)
-    .map_err(|e| {
-        let code = match e {
-            FederationSigError::Stale => "stale_timestamp",
-            FederationSigError::Invalid | FederationSigError::LegacyNotAllowed => {
-                "invalid_signature"
-            }
-        };
-        ApiErr(ApiError::new(401, code, e.to_string()))
-    })
+    .map_err(ApiErr::from)
 }
 
 /// A team id as it may appear in a hook URL: 1..=128 visible ASCII characters.
@@ -265,8 +245,7 @@ async fn take(
     };
     let team_not_found = || {
         ApiErr(ApiError::new(
-            404,
-            "team_not_found",
+            Code::TeamNotFound,
             format!("no team {team:?}"),
         ))
     };
@@ -324,13 +303,12 @@ async fn take(
             &body,
             now,
         )
-        .map_err(|e| anonymous(sig_error(e)))?;
+        .map_err(|e| anonymous(ApiErr::from(e)))?;
         scheme = Some(s);
         st.team_limit.check(team)?;
     } else if st.cfg.require_signed_hooks {
         return Err(anonymous(ApiErr(ApiError::new(
-            401,
-            "signature_required",
+            Code::SignatureRequired,
             format!("source {source:?} has no signature configuration and this instance requires signed hooks"),
         ))));
     } else {
@@ -519,7 +497,7 @@ async fn verify_origin(
     origin: Option<&str>,
 ) -> Result<(), ApiErr> {
     let event: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
-        .map_err(|e| ApiErr(ApiError::bad_request("invalid_cloudevent", e.to_string())))?;
+        .map_err(|e| ApiErr(ApiError::new(Code::InvalidCloudevent, e.to_string())))?;
     st.fed
         .verify_origin(team, peers, &event, origin)
         .await

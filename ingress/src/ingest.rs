@@ -6,6 +6,7 @@
 //! stored without routing (the peers could not be read, or the batch was written one by
 //! one) goes to the router instead.
 
+use kite_wire::Code;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -360,8 +361,8 @@ async fn one_by_one(store: &Store, events: &[NewEvent]) -> Vec<Result<InsertOutc
             Err(StoreError::Unavailable(m)) => Err(StoreError::Unavailable(m).into()),
             Err(err) => {
                 tracing::warn!(error = %err, id = %e.ce_id, "event refused by the database");
-                Err(ApiErr(ApiError::bad_request(
-                    "unstorable_event",
+                Err(ApiErr(ApiError::new(
+                    Code::UnstorableEvent,
                     "the database refused this event",
                 )))
             }

@@ -304,7 +304,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         .collect();
     h.status = "unavailable";
     h.error = Some(kite_wire::error::ErrorDetail {
-        code: "unavailable".to_string(),
+        code: kite_wire::Code::Unavailable.as_str().to_string(),
         message: format!("unreachable: {}", down.join(", ")),
         extra: Default::default(),
     });

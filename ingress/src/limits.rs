@@ -1,6 +1,7 @@
 //! Token-bucket rate limits: per team on ingest, per trusted sender on federation inbound.
 //! Buckets live in each ingress process.
 
+use kite_wire::Code;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -68,8 +69,7 @@ impl Limiter {
         };
         let limited = |wait: Duration| {
             let mut e = ApiError::new(
-                429,
-                "rate_limited",
+                Code::RateLimited,
                 format!("{} rate limit exceeded; retry later", self.what),
             );
             e.retry_after = Some(wait.max(Duration::from_secs(1)).as_secs_f64().ceil() as u64);

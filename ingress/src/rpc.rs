@@ -7,44 +7,13 @@ use kite_store::keys::KeyGrant;
 use kite_store::types::Permission;
 use kite_wire::provider::Scheme;
 use kite_wire::token;
+use kite_wire::Code;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::access::Action;
+use crate::error::RpcError;
 use crate::AppState;
-
-/// Why a call failed: answered as `{"ok": false, "payload": {"error": ..., "code": ...}}`.
-#[derive(Debug)]
-pub(crate) struct RpcError {
-    code: &'static str,
-    message: String,
-}
-
-impl RpcError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The `payload` of the failed response.
-    pub(crate) fn payload(&self) -> Value {
-        json!({"error": self.message, "code": self.code})
-    }
-}
-
-impl From<kite_store::StoreError> for RpcError {
-    fn from(e: kite_store::StoreError) -> Self {
-        match e {
-            kite_store::StoreError::NotFound => RpcError::new("not_found", "no such resource"),
-            other => {
-                tracing::warn!(error = %other, "stream call failed on the database");
-                RpcError::new("unavailable", "the database is unavailable; try again")
-            }
-        }
-    }
-}
 
 /// The admin API action each method is the twin of (`None`: no such method): the method
 /// needs that action's permission, from the one table both doors read.
@@ -81,7 +50,7 @@ fn str_param<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcEr
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 512 => Ok(Some(s)),
         Some(_) => Err(RpcError::new(
-            "invalid_params",
+            Code::InvalidParams,
             format!("{name} must be a non-empty string of at most 512 bytes"),
         )),
     }
@@ -89,9 +58,9 @@ fn str_param<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcEr
 
 fn id_param(params: &Value) -> Result<Uuid, RpcError> {
     str_param(params, "id")?
-        .ok_or_else(|| RpcError::new("invalid_params", "id is required"))?
+        .ok_or_else(|| RpcError::new(Code::InvalidParams, "id is required"))?
         .parse()
-        .map_err(|_| RpcError::new("not_found", "no such resource"))
+        .map_err(|_| RpcError::new(Code::NotFound, "no such resource"))
 }
 
 /// Answers one call with the payload of a successful response.
@@ -102,15 +71,18 @@ pub(crate) async fn call(
     params: &Value,
 ) -> Result<Value, RpcError> {
     let need = needs(method)
-        .ok_or_else(|| RpcError::new("unknown_method", format!("unknown method {method:?}")))?;
+        .ok_or_else(|| RpcError::new(Code::UnknownMethod, format!("unknown method {method:?}")))?;
     if !grant.permission.allows(need) {
         return Err(RpcError::new(
-            "forbidden",
+            Code::Forbidden,
             format!("{method} needs the {need} permission"),
         ));
     }
     if !(params.is_null() || params.is_object()) {
-        return Err(RpcError::new("invalid_params", "params must be an object"));
+        return Err(RpcError::new(
+            Code::InvalidParams,
+            "params must be an object",
+        ));
     }
     let team = grant.team_id.as_str();
     match method {
@@ -131,12 +103,12 @@ pub(crate) async fn call(
         }
         "hooks.create" => {
             let source = str_param(params, "source")?
-                .ok_or_else(|| RpcError::new("invalid_params", "source is required"))?;
+                .ok_or_else(|| RpcError::new(Code::InvalidParams, "source is required"))?;
             kite_wire::event::validate_source_name(source)
-                .map_err(|e| RpcError::new("invalid_params", e.message))?;
+                .map_err(|e| RpcError::new(Code::InvalidParams, e.message))?;
             if source == kite_wire::event::FEDERATION_SOURCE {
                 return Err(RpcError::new(
-                    "invalid_params",
+                    Code::InvalidParams,
                     "kite is the federation source; peers are trusted with /api/federation/trusted-senders",
                 ));
             }
@@ -175,7 +147,7 @@ pub(crate) async fn call(
                 .await?
                 .into_iter()
                 .find(|s| s.id == id)
-                .ok_or_else(|| RpcError::new("not_found", "no such hook"))?;
+                .ok_or_else(|| RpcError::new(Code::NotFound, "no such hook"))?;
             st.store.delete_source(team, &src.name).await?;
             st.senders.invalidate().await;
             Ok(json!({"id": id, "active": false}))
@@ -202,14 +174,14 @@ pub(crate) async fn call(
                 Some(Value::Array(a)) if a.iter().all(|s| s == "*") => {}
                 Some(_) => {
                     return Err(RpcError::new(
-                        "unsupported",
+                        Code::Unsupported,
                         "kite keys see all of their team's events: scopes must be [\"*\"]",
                     ))
                 }
             }
             if !params.get("expires_at").is_none_or(Value::is_null) {
                 return Err(RpcError::new(
-                    "unsupported",
+                    Code::Unsupported,
                     "kite keys do not expire: revoke them instead (expires_at must be null)",
                 ));
             }
@@ -231,7 +203,10 @@ pub(crate) async fn call(
                     .as_i64()
                     .filter(|n| (1..=1000).contains(n))
                     .ok_or_else(|| {
-                        RpcError::new("invalid_params", "limit must be an integer within 1..=1000")
+                        RpcError::new(
+                            Code::InvalidParams,
+                            "limit must be an integer within 1..=1000",
+                        )
                     })?,
             };
             let events: Vec<Value> = st
@@ -258,7 +233,7 @@ pub(crate) async fn call(
             )
         }
         _ => Err(RpcError::new(
-            "unknown_method",
+            Code::UnknownMethod,
             format!("unknown method {method:?}"),
         )),
     }
@@ -268,7 +243,7 @@ pub(crate) async fn call(
 fn highest(v: Option<&Value>) -> Result<Permission, RpcError> {
     let bad = || {
         RpcError::new(
-            "invalid_params",
+            Code::InvalidParams,
             "permissions must be an array of read, write, admin or *",
         )
     };

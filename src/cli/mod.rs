@@ -224,7 +224,7 @@ fn explain(e: ClientError) -> anyhow::Error {
             url,
             code,
             message,
-        } if code == "unauthorized" => {
+        } if kite_wire::Code::Unauthorized == code.as_str() => {
             let teams = if url.contains("/api/teams") {
                 " (teams need the operator key, KITE_OPERATOR_KEY of kite serve)"
             } else {
@@ -241,7 +241,7 @@ fn explain(e: ClientError) -> anyhow::Error {
             url,
             code,
             message,
-        } if code == "forbidden" => anyhow!(
+        } if kite_wire::Code::Forbidden == code.as_str() => anyhow!(
             "the API key may not do this: {message}; use a team admin key ({method} {url} answered 403)"
         ),
         ClientError::Status {
@@ -250,7 +250,7 @@ fn explain(e: ClientError) -> anyhow::Error {
             url,
             code,
             message,
-        } if code != "not_found" || message.starts_with("no route") => anyhow!(
+        } if kite_wire::Code::NotFound != code.as_str() || message.starts_with("no route") => anyhow!(
             "{method} {url} is not a route this instance serves ({code}: {message}): is --instance \
              the root URL of a kite instance, of a version with this API?"
         ),

@@ -380,7 +380,7 @@ impl Store {
                     &team_id,
                     &q.after,
                     &q.limit,
-                    &q.event_type.as_deref().map(crate::outbox::glob_to_like),
+                    &q.event_type.as_deref().map(crate::glob_to_like),
                     &q.source,
                     &q.since,
                     &q.until,

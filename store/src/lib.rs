@@ -9,6 +9,7 @@ pub mod keys;
 pub mod notify;
 pub mod outbox;
 pub mod peers;
+pub mod rotation;
 pub mod senders;
 pub mod sources;
 pub mod story;
@@ -78,6 +79,23 @@ impl RowExt for tokio_postgres::Row {
             reason: e.to_string(),
         })
     }
+}
+
+/// A type glob (`*`, `?`) as a SQL `LIKE` pattern (with `\` as its escape).
+pub fn glob_to_like(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len());
+    for ch in glob.chars() {
+        match ch {
+            '\\' | '%' | '_' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl From<tokio_postgres::Error> for StoreError {

@@ -82,9 +82,7 @@ impl DeliveryRow {
             peer_health: Some(peer.health),
             peer_hook_url: Some(peer.peer_hook_url.clone()),
             outbound_token: Some(peer.outbound_token.clone()),
-            previous_token: peer
-                .previous_until
-                .is_some_and(|until| until > now)
+            previous_token: crate::rotation::in_overlap(peer.previous_until, now)
                 .then(|| peer.previous_outbound_token.clone())
                 .flatten(),
             key_id: peer.key_id.clone(),
@@ -169,23 +167,6 @@ pub struct OutboxQuery {
     pub limit: i64,
 }
 
-/// A type glob (`*`, `?`) as a SQL `LIKE` pattern (with `\` as its escape).
-pub fn glob_to_like(glob: &str) -> String {
-    let mut out = String::with_capacity(glob.len());
-    for ch in glob.chars() {
-        match ch {
-            '\\' | '%' | '_' => {
-                out.push('\\');
-                out.push(ch);
-            }
-            '*' => out.push('%'),
-            '?' => out.push('_'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 impl Store {
     /// Loads outbox rows with their event and peer.
     pub async fn delivery_rows(&self, ids: &[OutboxId]) -> Result<Vec<DeliveryRow>> {
@@ -194,9 +175,10 @@ impl Store {
             .prepare_cached(
                 "SELECT o.id, o.peer_id, o.state, o.attempts, e.event::text,
                         p.status, p.peer_hook_url, p.outbound_token, p.health,
-                        CASE WHEN p.previous_until > now() THEN p.previous_outbound_token END, p.key_id,
+                        p.previous_outbound_token, p.key_id,
                         e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name,
-                        e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at, p.inbound_token
+                        e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at, p.inbound_token,
+                        p.previous_until
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -232,7 +214,7 @@ impl Store {
                     peer_hook_url: r.col(6)?,
                     outbound_token: self.open_opt(r.col(7)?)?,
                     peer_health: r.col(8)?,
-                    previous_token: self.open_opt(r.col(9)?)?,
+                    previous_token: self.previous_secret(r, 9, 23)?.0,
                     key_id: r.col(10)?,
                     inbound_token: self.open_opt(r.col(22)?)?,
                     server_name: r.col(16)?,
@@ -375,7 +357,7 @@ impl Store {
                     &q.status,
                     &q.cursor.unwrap_or(0),
                     &(q.limit + 1),
-                    &q.event_type.as_deref().map(glob_to_like),
+                    &q.event_type.as_deref().map(crate::glob_to_like),
                     &q.source,
                     &q.since,
                     &q.until,

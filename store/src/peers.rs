@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::keys::found;
+use crate::rotation::rotate_set;
 use crate::types::{PeerHealth, PeerStatus};
 use crate::{Result, RowExt, Store};
 
@@ -93,11 +94,7 @@ pub(crate) const COLS: &str =
 
 impl Store {
     pub(crate) fn peer_row(&self, r: &Row) -> Result<Peer> {
-        let previous_until: Option<DateTime<Utc>> = r.col(19)?;
-        let previous = match previous_until {
-            Some(t) if t > Utc::now() => self.open_opt(r.col(18)?)?,
-            _ => None,
-        };
+        let (previous, previous_until) = self.previous_secret(r, 18, 19)?;
         Ok(Peer {
             id: r.col(0)?,
             team_id: r.col(1)?,
@@ -286,30 +283,40 @@ impl Store {
                     "UPDATE peers SET
                         name = COALESCE($3, name),
                         peer_hook_url = COALESCE($4, peer_hook_url),
-                        previous_outbound_token = CASE WHEN $5::text IS NULL THEN previous_outbound_token ELSE outbound_token END,
-                        previous_until = CASE WHEN $5::text IS NULL THEN previous_until
-                                              ELSE now() + make_interval(secs => $10) END,
-                        outbound_token = COALESCE($5, outbound_token),
+                        {},
                         scopes = COALESCE($6, scopes),
                         max_hops = COALESCE($7, max_hops),
                         status = COALESCE($8, status),
                         key_id = COALESCE($9, key_id),
                         inbound_token = COALESCE($11, inbound_token),
                         updated_at = now()
-                     WHERE team_id = $1 AND id = $2 RETURNING {COLS}"
+                     WHERE team_id = $1 AND id = $2 RETURNING {COLS}",
+                    rotate_set(
+                        "outbound_token",
+                        "previous_outbound_token",
+                        "previous_until",
+                        "$5",
+                        "$10"
+                    )
                 ),
                 &[
                     &team_id,
                     &id,
                     &p.name,
                     &p.peer_hook_url,
-                    &p.outbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
+                    &p.outbound_token
+                        .as_deref()
+                        .map(|t| self.seal(t))
+                        .transpose()?,
                     &p.scopes,
                     &p.max_hops,
                     &p.status,
                     &p.key_id,
                     &overlap.as_secs_f64(),
-                    &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
+                    &p.inbound_token
+                        .as_deref()
+                        .map(|t| self.seal(t))
+                        .transpose()?,
                 ],
             )
             .await?;

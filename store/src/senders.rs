@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::keys::found;
+use crate::rotation::rotate_set;
 use crate::{Result, Store, StoreError};
 
 /// A trusted sender. Its tokens are never serialized.
@@ -36,9 +37,7 @@ pub struct Sender {
 impl Sender {
     /// Every secret currently accepted: the current one, and the previous one during overlap.
     pub fn secrets(&self) -> Vec<&str> {
-        let mut v = vec![self.inbound_token.as_str()];
-        v.extend(self.previous_inbound_token.as_deref());
-        v
+        crate::rotation::accepted(&self.inbound_token, self.previous_inbound_token.as_deref())
     }
 }
 
@@ -60,11 +59,7 @@ pub struct SenderPatch {
 
 impl Store {
     fn sender(&self, r: &Row) -> Result<Sender> {
-        let previous_until: Option<DateTime<Utc>> = r.get(7);
-        let previous = match previous_until {
-            Some(t) if t > Utc::now() => self.open_opt(r.get(6))?,
-            _ => None,
-        };
+        let (previous, previous_until) = self.previous_secret(r, 6, 7)?;
         Ok(Sender {
             id: r.get(0),
             team_id: r.get(1),
@@ -160,18 +155,25 @@ impl Store {
                 &format!(
                     "UPDATE trusted_senders SET
                         name = COALESCE($3, name),
-                        previous_inbound_token = CASE WHEN $4::text IS NULL THEN previous_inbound_token ELSE inbound_token END,
-                        previous_until = CASE WHEN $4::text IS NULL THEN previous_until
-                                              ELSE now() + make_interval(secs => $6) END,
-                        inbound_token = COALESCE($4, inbound_token),
+                        {},
                         legacy_signature = COALESCE($5, legacy_signature)
-                     WHERE team_id = $1 AND id = $2 RETURNING {COLS}"
+                     WHERE team_id = $1 AND id = $2 RETURNING {COLS}",
+                    rotate_set(
+                        "inbound_token",
+                        "previous_inbound_token",
+                        "previous_until",
+                        "$4",
+                        "$6"
+                    )
                 ),
                 &[
                     &team_id,
                     &id,
                     &p.name,
-                    &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
+                    &p.inbound_token
+                        .as_deref()
+                        .map(|t| self.seal(t))
+                        .transpose()?,
                     &p.legacy_signature,
                     &overlap.as_secs_f64(),
                 ],

@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::keys::found;
+use crate::rotation::rotate_set;
 use crate::{Result, Store, StoreError};
 
 /// A configured hook source. Its secrets are never serialized.
@@ -38,9 +39,7 @@ pub struct Source {
 impl Source {
     /// Every secret currently accepted.
     pub fn secrets(&self) -> Vec<&str> {
-        let mut v = vec![self.secret.as_str()];
-        v.extend(self.previous_secret.as_deref());
-        v
+        crate::rotation::accepted(&self.secret, self.previous_secret.as_deref())
     }
 }
 
@@ -49,11 +48,7 @@ const COLS: &str =
 
 impl Store {
     fn source(&self, r: &Row) -> Result<Source> {
-        let previous_until: Option<DateTime<Utc>> = r.get(7);
-        let previous = match previous_until {
-            Some(t) if t > Utc::now() => self.open_opt(r.get(6))?,
-            _ => None,
-        };
+        let (previous, previous_until) = self.previous_secret(r, 6, 7)?;
         Ok(Source {
             id: r.get(0),
             team_id: r.get(1),
@@ -128,9 +123,9 @@ impl Store {
         let row = c
             .query_opt(
                 &format!(
-                    "UPDATE sources SET previous_secret = secret, secret = $3,
-                        previous_until = now() + make_interval(secs => $4), updated_at = now()
-                     WHERE team_id = $1 AND name = $2 RETURNING {COLS}"
+                    "UPDATE sources SET {}, updated_at = now()
+                     WHERE team_id = $1 AND name = $2 RETURNING {COLS}",
+                    rotate_set("secret", "previous_secret", "previous_until", "$3", "$4")
                 ),
                 &[&team_id, &name, &self.seal(secret)?, &overlap.as_secs_f64()],
             )

@@ -7,6 +7,7 @@
 //! sees one. Each event in a batch is exactly what a single POST would carry, and is
 //! checked, stored and answered on its own: one bad event never fails the others.
 
+use crate::Code;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -110,21 +111,20 @@ pub fn offered(headers: &http::HeaderMap) -> Option<usize> {
 /// event on its own.
 pub fn split(body: &[u8], max: usize) -> Result<Vec<&RawValue>, ApiError> {
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_batch",
+        ApiError::new(
+            Code::InvalidBatch,
             format!("a batch is a JSON array of CloudEvents: {e}"),
         )
     })?;
     if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_batch",
+        return Err(ApiError::new(
+            Code::InvalidBatch,
             "a batch carries at least one event",
         ));
     }
     if items.len() > max {
         return Err(ApiError::new(
-            413,
-            "batch_too_large",
+            Code::BatchTooLarge,
             format!(
                 "a batch carries at most {max} events; this one has {}",
                 items.len()
@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(split(b"[]", 4).unwrap_err().code, "invalid_batch");
         assert_eq!(split(b"[1,", 4).unwrap_err().code, "invalid_batch");
         let e = split(b"[{},{},{}]", 2).unwrap_err();
-        assert_eq!((e.status, e.code), (413, "batch_too_large"));
+        assert_eq!((e.status, e.code), (413, Code::BatchTooLarge));
     }
 
     #[test]
@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn an_item_reads_as_the_single_answer_it_stands_for() {
-        let r = ItemResult::rejected(Some("e".into()), &ApiError::new(403, "not_granted", "no"));
+        let r = ItemResult::rejected(Some("e".into()), &ApiError::new(Code::NotGranted, "no"));
         assert_eq!(r.as_single(), (403, Some("not_granted")));
         let text = serde_json::to_string(&BatchAnswer { results: vec![r] }).unwrap();
         let back: BatchAnswer = serde_json::from_str(&text).unwrap();

@@ -1,5 +1,6 @@
 //! Turning an incoming webhook into a structured CloudEvent (a JSON object).
 
+use crate::Code;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
@@ -64,8 +65,8 @@ pub fn validate_source_name(source: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_source",
+        Err(ApiError::new(
+            Code::InvalidSource,
             "source must be 1-64 characters of a-z, 0-9, '_' or '-'",
         )
         .with("field", json!("source")))
@@ -119,7 +120,10 @@ fn is_structured(h: &HeaderMap) -> bool {
 }
 
 fn invalid_ce(msg: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_cloudevent", format!("invalid CloudEvent: {msg}"))
+    ApiError::new(
+        Code::InvalidCloudevent,
+        format!("invalid CloudEvent: {msg}"),
+    )
 }
 
 fn into_object(ev: cloudevents::Event) -> Result<Map<String, Value>, ApiError> {
@@ -184,8 +188,8 @@ pub fn json_depth(text: &[u8], limit: usize) -> usize {
 
 fn check_depth(text: &[u8], limit: usize) -> Result<(), ApiError> {
     if json_depth(text, limit) > limit {
-        return Err(ApiError::bad_request(
-            "too_deep",
+        return Err(ApiError::new(
+            Code::TooDeep,
             format!("JSON nested deeper than {MAX_DEPTH} levels"),
         )
         .with("max_depth", json!(MAX_DEPTH)));
@@ -207,8 +211,8 @@ fn check_attribute(name: &'static str, value: &str, max: usize) -> Result<(), Ap
     if header_safe(value, max) {
         return Ok(());
     }
-    Err(ApiError::bad_request(
-        "invalid_attribute",
+    Err(ApiError::new(
+        Code::InvalidAttribute,
         format!("CloudEvent {name} must be 1-{max} characters of visible ASCII (it is sent as an HTTP header)"),
     )
     .with("field", json!(name)))
@@ -254,11 +258,10 @@ fn build_webhook(
     let (picked, raw) = match &content_type {
         None => {
             let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("invalid_encoding", "body must be UTF-8"))?;
+                .map_err(|_| ApiError::new(Code::InvalidEncoding, "body must be UTF-8"))?;
             check_depth(body, MAX_DEPTH)?;
-            let picked = crate::pick::pick(text).map_err(|e| {
-                ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
-            })?;
+            let picked = crate::pick::pick(text)
+                .map_err(|e| ApiError::new(Code::InvalidJson, format!("malformed JSON: {e}")))?;
             (picked, Body::Json(trim_json(text)))
         }
         Some(_) => (crate::pick::Picked::default(), Body::Base64(body)),
@@ -498,8 +501,8 @@ fn finish_cloudevent(
     // Only peers (`/hooks/{team}/kite`, authenticated) speak for another instance: kite's
     // own extensions are refused elsewhere, and the source is the hook it came through.
     if let Some(k) = obj.keys().find(|k| k.starts_with("kite")) {
-        return Err(ApiError::bad_request(
-            "reserved_extension",
+        return Err(ApiError::new(
+            Code::ReservedExtension,
             format!("extension {k:?} is reserved for kite (only peers may send kite* extensions, to /hooks/{{team}}/kite)"),
         )
         .with("field", json!(k)));
@@ -546,14 +549,14 @@ pub fn build_event(
     }
     let (mut event, data) = build_cloudevent(hook, headers, body)?;
     let fed_info = FedInfo::read(&event).map_err(|e| {
-        ApiError::bad_request("invalid_extension", e.to_string()).with("field", json!(e.field))
+        ApiError::new(Code::InvalidExtension, e.to_string()).with("field", json!(e.field))
     })?;
     fed::strip(&mut event);
     // Only a federated event can carry an origin signature in; one entering the federation
     // here is signed here.
     let origin_sig = if federated {
         crate::provenance::take(&mut event).map_err(|e| {
-            ApiError::bad_request("invalid_extension", e.to_string())
+            ApiError::new(Code::InvalidExtension, e.to_string())
                 .with("field", json!(crate::provenance::EXT_SIG))
         })?
     } else {

@@ -13,6 +13,25 @@ pub const EXT_HOPS: &str = "kitefedhops";
 pub const EXT_SEQ: &str = "kiteseq";
 /// Highest hop count accepted on input.
 pub const MAX_HOPS_ACCEPTED: i64 = 64;
+
+/// A peer's hop limit (`max_hops`): events that travelled this many hops or more are not
+/// forwarded to it. The one place its bounds and default live.
+pub mod hop_limit {
+    /// The lowest limit.
+    pub const MIN: i32 = 1;
+    /// The highest limit a peer or a peering may have.
+    pub const MAX: i32 = 16;
+    /// The limit of a peer or an invitation that names none.
+    pub const DEFAULT: i32 = 3;
+
+    /// `n` as a hop limit, or why it is not one.
+    pub fn check(n: i64) -> Result<i32, String> {
+        match i32::try_from(n) {
+            Ok(n) if (MIN..=MAX).contains(&n) => Ok(n),
+            _ => Err(format!("max_hops must be within {MIN}..={MAX}, not {n}")),
+        }
+    }
+}
 /// Longest chain accepted on input.
 pub const MAX_CHAIN_LEN: usize = 64;
 /// Longest instance id accepted in a chain or origin.

@@ -19,4 +19,4 @@ pub mod ssrf;
 pub mod stream;
 pub mod token;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, Code, ErrorBody};

@@ -41,8 +41,6 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest backfill page read from a peer (a page and its envelope).
 pub const MAX_PAGE_READ_BYTES: usize = MAX_PAGE_BYTES + 64 * 1024;
-/// The highest hop limit a peering may agree.
-pub const MAX_HOPS: i32 = 16;
 /// Longest invitation token.
 const MAX_TOKEN_LEN: usize = 256;
 /// Longest URL a descriptor may give.
@@ -177,13 +175,9 @@ impl Terms {
 }
 
 fn check_hops(max_hops: i32) -> Result<(), PeeringError> {
-    if (1..=MAX_HOPS).contains(&max_hops) {
-        Ok(())
-    } else {
-        Err(PeeringError::Terms(format!(
-            "max_hops must be within 1..={MAX_HOPS}, not {max_hops}"
-        )))
-    }
+    crate::fed::hop_limit::check(i64::from(max_hops))
+        .map(|_| ())
+        .map_err(PeeringError::Terms)
 }
 
 fn check_name(name: &str) -> Result<(), PeeringError> {
@@ -218,18 +212,19 @@ pub enum PeeringError {
 
 impl PeeringError {
     /// The stable error code of this refusal.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::Code {
+        use crate::Code;
         match self {
-            PeeringError::Malformed { .. } => "invalid_body",
-            PeeringError::ServerName(_) => "invalid_server_name",
-            PeeringError::Keys(_) => "invalid_keys",
-            PeeringError::Terms(_) => "invalid_terms",
+            PeeringError::Malformed { .. } => Code::InvalidBody,
+            PeeringError::ServerName(_) => Code::InvalidServerName,
+            PeeringError::Keys(_) => Code::InvalidKeys,
+            PeeringError::Terms(_) => Code::InvalidTerms,
         }
     }
 
     /// As an API error (400 with its code).
     pub fn to_api(&self) -> crate::ApiError {
-        crate::ApiError::bad_request(self.code(), self.to_string())
+        crate::ApiError::new(self.code(), self.to_string())
     }
 }
 
@@ -668,20 +663,20 @@ mod tests {
         let too_many: Vec<_> = (0..9).map(|i| k(&format!("ed25519:{i}"))).collect();
         assert_eq!(
             read::<Heartbeat>(&hb("b", too_many), 1 << 20).map_err(|e| e.code()),
-            Err("invalid_keys")
+            Err(crate::Code::InvalidKeys)
         );
         assert_eq!(
             read::<Heartbeat>(&hb("b", vec![k("ed25519:1"), k("ed25519:1")]), 4096)
                 .map_err(|e| e.code()),
-            Err("invalid_keys")
+            Err(crate::Code::InvalidKeys)
         );
         assert_eq!(
             read::<Heartbeat>(&hb("<b>", vec![]), 4096).map_err(|e| e.code()),
-            Err("invalid_server_name")
+            Err(crate::Code::InvalidServerName)
         );
         assert_eq!(
             read::<Heartbeat>(&hb("b", vec![]), 10).map_err(|e| e.code()),
-            Err("invalid_body")
+            Err(crate::Code::InvalidBody)
         );
         let bad_key = PublishedKey {
             public_key: "AAAA".into(),
@@ -690,7 +685,7 @@ mod tests {
         assert!(bad_key.check().is_err());
         assert_eq!(
             read::<KeyQuery>(br#"{"server_name":"a"}"#, 4096).map_err(|e| e.code()),
-            Err("invalid_body")
+            Err(crate::Code::InvalidBody)
         );
     }
 

@@ -7,9 +7,9 @@ use kite_store::grants::NewGrant;
 use kite_store::types::GrantPermission;
 use kite_wire::event::{build_event, Hook, FEDERATION_SOURCE};
 use kite_wire::peering::BackfillRequest;
+use kite_wire::Code;
 
 use super::*;
-use crate::federation::fed_error;
 use crate::hooks::{admit, Admissible, Admitted};
 
 /// How long a grant lives unless told: 30 days.
@@ -227,8 +227,8 @@ pub(super) async fn backfill(
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
     if peer.server_name.is_none() {
-        return Err(ApiErr(ApiError::bad_request(
-            "not_a_handshake_peer",
+        return Err(ApiErr(ApiError::new(
+            Code::NotAHandshakePeer,
             "only a peer made by invitation (kite peer invite / accept) can be backfilled from",
         )));
     }
@@ -254,7 +254,7 @@ pub(super) async fn backfill(
                 },
             )
             .await
-            .map_err(fed_error)?;
+            .map_err(ApiErr::from)?;
         done.pages += 1;
         for raw in page
             .events
@@ -275,7 +275,7 @@ pub(super) async fn backfill(
                 Ok(Admitted::Stored { .. }) => done.stored += 1,
                 Ok(Admitted::Duplicate | Admitted::Loop) => done.duplicates += 1,
                 Err(e) => {
-                    tracing::info!(peer = %peer.name, code = e.0.code, error = %e.0.message, "backfilled event refused");
+                    tracing::info!(peer = %peer.name, code = %e.0.code, error = %e.0.message, "backfilled event refused");
                     done.rejected += 1;
                 }
             }
@@ -311,8 +311,8 @@ async fn store_one(
     };
     let incoming = build_event(hook, &headers, body, Utc::now())?;
     if wanted.is_some_and(|w| !w.matches(&incoming.ty)) {
-        return Err(ApiErr(ApiError::bad_request(
-            "not_requested",
+        return Err(ApiErr(ApiError::new(
+            Code::NotRequested,
             format!(
                 "the page holds an event of type {:?}, not asked for",
                 incoming.ty

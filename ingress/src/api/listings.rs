@@ -2,6 +2,7 @@
 //! an unknown filter is a 400, never ignored), and every event's story
 //! (`GET /api/events/{id}`).
 
+use kite_wire::Code;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -30,12 +31,12 @@ impl Filters {
         q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ) -> Result<Self, ApiErr> {
         let Query(q) =
-            q.map_err(|e| ApiErr(ApiError::bad_request("validation_error", e.body_text())))?;
+            q.map_err(|e| ApiErr(ApiError::new(Code::ValidationError, e.body_text())))?;
         let known = names::<P>();
         if let Some(unknown) = q.keys().find(|k| !known.contains(k)) {
             return Err(ApiErr(
-                ApiError::bad_request(
-                    "unknown_filter",
+                ApiError::new(
+                    Code::UnknownFilter,
                     format!(
                         "unknown filter {unknown:?}: this listing takes {}",
                         known.join(", ")

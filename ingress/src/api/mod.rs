@@ -17,6 +17,7 @@ mod trust;
 
 pub(crate) use peers::check_destination;
 
+use kite_wire::Code;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -26,10 +27,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kite_store::keys::KeyGrant;
 use kite_store::outbox::OutboxQuery;
 use kite_store::peers::{NewPeer, PeerPatch};
 use kite_store::types::{OutboxState, PeerStatus, Permission};
+use kite_wire::fed::hop_limit;
 use kite_wire::scope::{ScopeError, ScopeSet};
 use kite_wire::ssrf::Destination;
 use kite_wire::{token, ApiError};
@@ -84,32 +85,6 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(listings::show_event))
 }
 
-/// Authenticates the request's API key and checks it grants at least `need`.
-pub(crate) async fn authorize(
-    st: &AppState,
-    headers: &HeaderMap,
-    need: Permission,
-) -> Result<KeyGrant, ApiErr> {
-    let key = bearer(headers).ok_or_else(|| {
-        ApiErr(ApiError::unauthorized(
-            "an API key is required (Authorization: Bearer ...)",
-        ))
-    })?;
-    let grant = st
-        .store
-        .authenticate_key(key)
-        .await?
-        .ok_or_else(|| ApiErr(ApiError::unauthorized("unknown or revoked API key")))?;
-    if !grant.permission.allows(need) {
-        return Err(ApiErr(ApiError::new(
-            403,
-            "forbidden",
-            format!("this endpoint needs the {need} permission"),
-        )));
-    }
-    Ok(grant)
-}
-
 /// Refuses a token another sender of the team holds already (a trusted sender's, or a token
 /// peer's inbound token): 409 `token_in_use`, so who sent a request is never a matter of
 /// which of two holders is found first.
@@ -119,8 +94,7 @@ pub(crate) async fn token_unused(st: &AppState, team: &str, token: &str) -> Resu
         None => Ok(()),
         Some(s) => Err(ApiErr(
             ApiError::new(
-                409,
-                "token_in_use",
+                Code::TokenInUse,
                 format!(
                     "{:?} holds this token already: a token names one sender",
                     s.name
@@ -148,8 +122,8 @@ fn known_fields<T: FromBody>(m: &Map<String, Value>) -> Result<(), ApiErr> {
     match m.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
         None => Ok(()),
         Some(k) => Err(ApiErr(
-            ApiError::bad_request(
-                "unknown_field",
+            ApiError::new(
+                Code::UnknownField,
                 format!(
                     "{k:?} is not a field of this request (its fields: {})",
                     T::FIELDS.join(", ")
@@ -179,8 +153,7 @@ impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
             .map(|c| c == "application/json" || c.ends_with("+json"));
         let not_json = || {
             ApiErr(ApiError::new(
-                415,
-                "unsupported_media_type",
+                Code::UnsupportedMediaType,
                 "admin request bodies are JSON objects (content-type: application/json)",
             ))
         };
@@ -247,12 +220,12 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiErr(ApiError::bad_request(
-            "invalid_json",
+        Ok(_) => Err(ApiErr(ApiError::new(
+            Code::InvalidJson,
             "body must be a JSON object",
         ))),
-        Err(e) => Err(ApiErr(ApiError::bad_request(
-            "invalid_json",
+        Err(e) => Err(ApiErr(ApiError::new(
+            Code::InvalidJson,
             format!("malformed JSON: {e}"),
         ))),
     }
@@ -287,6 +260,18 @@ fn opt_int(m: &Map<String, Value>, field: &str, lo: i64, hi: i64) -> Result<Opti
             ))),
         },
     }
+}
+
+/// The optional `max_hops` of a body, within [`hop_limit`]'s bounds.
+fn opt_max_hops(m: &Map<String, Value>) -> Result<Option<i32>, ApiErr> {
+    let n = opt_int(
+        m,
+        "max_hops",
+        i64::from(hop_limit::MIN),
+        i64::from(hop_limit::MAX),
+    )?;
+    n.map(|n| hop_limit::check(n).map_err(|e| ApiErr(ApiError::validation("max_hops", e))))
+        .transpose()
 }
 
 fn opt_bool(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiErr> {

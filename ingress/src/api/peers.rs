@@ -1,7 +1,9 @@
 //! Peers: create, list, show, update, delete, replay dead rows; the SSRF check of their URLs.
 
 use super::*;
+use kite_wire::fed::hop_limit;
 use kite_wire::ids::PeerId;
+use kite_wire::Code;
 
 /// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
 /// addresses, unless private peers are allowed. Delivery checks again at connect time.
@@ -12,8 +14,7 @@ pub(crate) async fn check_destination(st: &AppState, url: &str) -> Result<(), Ap
     let forbidden = || {
         ApiErr(
             ApiError::new(
-                400,
-                "forbidden_destination",
+                Code::ForbiddenDestination,
                 "peer_hook_url resolves to a loopback, private, link-local or multicast address",
             )
             .with("field", json!("peer_hook_url")),
@@ -70,7 +71,7 @@ impl FromBody for NewPeer {
             })?,
             outbound_token: req_str(m, "outbound_token", 512)?,
             scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
-            max_hops: opt_int(m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
+            max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
             status: opt_status(m)?.unwrap_or(PeerStatus::Active),
             key_id: opt_str(m, "key_id", 128)?,
             inbound_token: opt_str(m, "inbound_token", 512)?,
@@ -97,7 +98,7 @@ impl FromBody for PeerPatch {
             peer_hook_url: opt_url(m, "peer_hook_url")?,
             outbound_token: opt_str(m, "outbound_token", 512)?,
             scopes: opt_scopes(m)?,
-            max_hops: opt_int(m, "max_hops", 1, 16)?.map(|n| n as i32),
+            max_hops: opt_max_hops(m)?,
             status: opt_status(m)?,
             key_id: opt_str(m, "key_id", 128)?,
             inbound_token: opt_str(m, "inbound_token", 512)?,
@@ -329,15 +330,15 @@ pub(super) async fn refresh_peer(
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
     if peer.server_name.is_none() {
-        return Err(ApiErr(ApiError::bad_request(
-            "not_a_handshake_peer",
+        return Err(ApiErr(ApiError::new(
+            Code::NotAHandshakePeer,
             "only a peer made by invitation (kite peer invite / accept) has a descriptor",
         )));
     }
     st.fed
         .refresh_keys(&peer)
         .await
-        .map_err(crate::federation::fed_error)?;
+        .map_err(crate::ApiErr::from)?;
     Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
 }
 

@@ -4,10 +4,11 @@
 
 use kite_store::federation::{InvitationInfo, Policy};
 use kite_store::types::{FederationMode, SignatureProtocol};
+use kite_wire::fed::hop_limit;
 use kite_wire::peering::Invitation;
+use kite_wire::Code;
 
 use super::*;
-use crate::federation::fed_error;
 use kite_wire::ids::PeerId;
 
 /// The longest an invitation may live: a year.
@@ -34,7 +35,7 @@ impl IdentityView {
             None => None,
         };
         Ok(Json(IdentityView {
-            descriptor: st.fed.descriptor().await.map_err(fed_error)?,
+            descriptor: st.fed.descriptor().await.map_err(ApiErr::from)?,
             next_rotation_at,
         })
         .into_response())
@@ -199,8 +200,7 @@ pub(super) async fn put_policy(
         if !token_peers.is_empty() || !senders.is_empty() {
             return Err(ApiErr(
                 ApiError::new(
-                    409,
-                    "shared_tokens_in_use",
+                    Code::SharedTokensInUse,
                     "min_signature_protocol identity refuses shared-token peers and trusted \
                      senders: delete these first, or peer with them by invitation",
                 )
@@ -236,7 +236,7 @@ impl FromBody for NewInvitation {
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(NewInvitation {
             scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
-            max_hops: opt_int(m, "max_hops", 1, 16)?.unwrap_or(3) as i32,
+            max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
             ttl: opt_int(m, "ttl", 1, MAX_TTL_SECS)?.unwrap_or(DEFAULT_TTL_SECS),
         })
     }
@@ -271,7 +271,7 @@ pub(super) async fn create_invitation(
         .config()
         .public_url
         .clone()
-        .ok_or_else(|| fed_error(kite_federation::FedError::NoPublicUrl))?;
+        .ok_or_else(|| ApiErr::from(kite_federation::FedError::NoPublicUrl))?;
     let token = Invitation::mint_token();
     let info: InvitationInfo = st
         .store
@@ -380,25 +380,24 @@ pub(super) async fn accept_invitation(
         .accept_invitation(&g.team_id, &a.invitation, a.scopes, a.max_hops)
         .await
         .map_err(|e| match e {
-            AcceptError::SelfPeering => ApiErr(ApiError::bad_request(
-                "self_peering",
+            AcceptError::SelfPeering => ApiErr(ApiError::new(
+                Code::SelfPeering,
                 "the invitation is this server's own",
             )),
             AcceptError::AlreadyPeered(s) => ApiErr(ApiError::new(
-                409,
-                "already_peered",
+                Code::AlreadyPeered,
                 format!("this team already peers with {s:?} (or has a peer of that name)"),
             )),
             e @ AcceptError::WrongServer { .. } => {
-                ApiErr(ApiError::new(502, "wrong_server", e.to_string()))
+                ApiErr(ApiError::new(Code::WrongServer, e.to_string()))
             }
             e @ AcceptError::Terms(_) => {
-                ApiErr(ApiError::new(502, "peering_terms_refused", e.to_string()))
+                ApiErr(ApiError::new(Code::PeeringTermsRefused, e.to_string()))
             }
             e @ AcceptError::Protocol { .. } => {
-                ApiErr(ApiError::new(422, "unsupported_protocol", e.to_string()))
+                ApiErr(ApiError::new(Code::UnsupportedProtocol, e.to_string()))
             }
-            AcceptError::Fed(e) => fed_error(e),
+            AcceptError::Fed(e) => ApiErr::from(e),
         })?;
     st.fed.invalidate().await;
     st.peers.invalidate().await;
