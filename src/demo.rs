@@ -332,6 +332,15 @@ async fn run(
         "peered instance-a <-> instance-b by invitation (kite peer invite on A, kite peer accept on B; scopes [\"stripe.*\"])"
     );
 
+    relay_sample(&http, ia, ib).await?;
+
+    print_next_steps(a, started);
+    Ok(())
+}
+
+/// Sends the sample Stripe event to instance A and waits (30 s at most) for it to arrive
+/// on instance B's stream, which is opened first.
+async fn relay_sample(http: &reqwest::Client, ia: &Instance, ib: &Instance) -> anyhow::Result<()> {
     // Listen on B before sending, so the relayed event is seen arriving.
     let (mut ws, _) = tokio_tungstenite::connect_async(crate::listen::ws_url(&ib.url)?).await?;
     ws.send(Message::Text(
@@ -373,6 +382,11 @@ async fn run(
         crate::listen::render_line(seq, &arrived["event"])
     );
 
+    Ok(())
+}
+
+/// Prints the instances' URLs and keys, and what to try next.
+fn print_next_steps(a: &DemoArgs, started: &[Instance]) {
     println!();
     for i in started.iter() {
         println!("{}  {}  admin key: {}", i.name, i.url, i.key);
@@ -391,7 +405,6 @@ async fn run(
         "\n`kite` on your PATH: run `cargo install --path .` in the repository (it installs into \
          ~/.cargo/bin); until then `cargo run -q -- ARGS` runs it"
     );
-    Ok(())
 }
 
 /// Stops what was started and removes both instances' databases and AMQP objects.

@@ -195,73 +195,11 @@ struct Listener {
 
 /// Runs the listener until interrupted; reconnects with backoff (1 s doubling to 30 s).
 pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
-    let file = load_file_config(a.config.as_ref())?;
-    let path = config_path(a.config.as_ref()).map_or_else(
-        || "~/.config/kite/config.toml".into(),
-        |p| p.display().to_string(),
-    );
-    let instance = a
-        .instance
-        .clone()
-        .or_else(|| file.instance())
-        .with_context(|| {
-            format!(
-                "no instance: pass --instance URL, set KITE_INSTANCE, or put \
-             `instance = \"http://...\"` in {path}"
-            )
-        })?;
-    let api_key = a
-        .api_key
-        .clone()
-        .or_else(|| file.api_key())
-        .with_context(|| {
-            format!(
-                "no API key: kite listen needs an API key of the team (a read key will do; \
-             `kite admin keys create --permission read` makes one). Pass --api-key KEY, set \
-             KITE_API_KEY=KEY, or put `api_key = \"KEY\"` in {path} (the public Kite CLI's \
-             `[auth] api_key` there works too)"
-            )
-        })?;
-    let team_id = a.team_id.clone().or_else(|| file.team_id());
-    let mut scopes = Vec::new();
-    if let Some(s) = &a.source {
-        scopes.push(format!("source:{s}"));
-    }
-    if let Some(t) = &a.type_glob {
-        scopes.push(format!("type:{t}"));
-    }
-    if scopes.is_empty() {
-        scopes.push("*".to_string());
-    }
-    let client_id = a
-        .client_id
-        .clone()
-        .unwrap_or_else(|| format!("listen-{}", uuid::Uuid::new_v4().simple()));
-    let hello = ClientFrame::Connect {
-        version: stream::VERSION,
-        token: api_key,
-        team_id,
-        scopes: Some(json!(scopes)),
-        client_id: Some(json!(client_id)),
-    };
+    let (instance, api_key, team_id) = resolved(&a)?;
+    let hello = hello_frame(&a, api_key, team_id);
     // Checked before anything connects: a bad URL or socket path is a usage error.
     let forward = match &a.forward_to {
-        Some(url) => {
-            let (secret, kept) = match config_path(a.config.as_ref()) {
-                Some(path) => crate::forward::signing_secret(&path, a.client_id.as_deref()),
-                None => (kite_wire::token::mint_federation_token(), false),
-            };
-            let f = Forwarder::new(url, a.raw, a.forward_retries, secret.clone())?;
-            eprintln!(
-                "kite listen: forwarding to {url}; your webhook signing secret is {secret}{}",
-                if kept {
-                    ""
-                } else {
-                    " (new for this run: pass --client-id to keep one)"
-                }
-            );
-            Some(f)
-        }
+        Some(url) => Some(forwarder(&a, url)?),
         None => None,
     };
     let socket = match &a.socket {
@@ -305,6 +243,88 @@ pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = term.recv() => Ok(()),
     }
+}
+
+/// The instance URL, the API key and the team, from the flags, the environment or the
+/// config file; an error says where each can be given.
+fn resolved(a: &ListenArgs) -> anyhow::Result<(String, String, Option<String>)> {
+    let file = load_file_config(a.config.as_ref())?;
+    let path = config_path(a.config.as_ref()).map_or_else(
+        || "~/.config/kite/config.toml".into(),
+        |p| p.display().to_string(),
+    );
+    let instance = a
+        .instance
+        .clone()
+        .or_else(|| file.instance())
+        .with_context(|| {
+            format!(
+                "no instance: pass --instance URL, set KITE_INSTANCE, or put \
+             `instance = \"http://...\"` in {path}"
+            )
+        })?;
+    let api_key = a
+        .api_key
+        .clone()
+        .or_else(|| file.api_key())
+        .with_context(|| {
+            format!(
+                "no API key: kite listen needs an API key of the team (a read key will do; \
+             `kite admin keys create --permission read` makes one). Pass --api-key KEY, set \
+             KITE_API_KEY=KEY, or put `api_key = \"KEY\"` in {path} (the public Kite CLI's \
+             `[auth] api_key` there works too)"
+            )
+        })?;
+    Ok((
+        instance,
+        api_key,
+        a.team_id.clone().or_else(|| file.team_id()),
+    ))
+}
+
+/// The connect frame: the API key, the team, the scopes the flags ask for (all by
+/// default) and the client id (a new one unless given).
+fn hello_frame(a: &ListenArgs, api_key: String, team_id: Option<String>) -> ClientFrame {
+    let mut scopes = Vec::new();
+    if let Some(s) = &a.source {
+        scopes.push(format!("source:{s}"));
+    }
+    if let Some(t) = &a.type_glob {
+        scopes.push(format!("type:{t}"));
+    }
+    if scopes.is_empty() {
+        scopes.push("*".to_string());
+    }
+    let client_id = a
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("listen-{}", uuid::Uuid::new_v4().simple()));
+    ClientFrame::Connect {
+        version: stream::VERSION,
+        token: api_key,
+        team_id,
+        scopes: Some(json!(scopes)),
+        client_id: Some(json!(client_id)),
+    }
+}
+
+/// The forwarder to `url`, signing with the kept secret of this client id (or a new one
+/// for this run), which it prints.
+fn forwarder(a: &ListenArgs, url: &str) -> anyhow::Result<Forwarder> {
+    let (secret, kept) = match config_path(a.config.as_ref()) {
+        Some(path) => crate::forward::signing_secret(&path, a.client_id.as_deref()),
+        None => (kite_wire::token::mint_federation_token(), false),
+    };
+    let f = Forwarder::new(url, a.raw, a.forward_retries, secret.clone())?;
+    eprintln!(
+        "kite listen: forwarding to {url}; your webhook signing secret is {secret}{}",
+        if kept {
+            ""
+        } else {
+            " (new for this run: pass --client-id to keep one)"
+        }
+    );
+    Ok(f)
 }
 
 impl Listener {

@@ -143,7 +143,7 @@ pub async fn run(
     let id = settings.instance_id();
     let shared = connect(&settings, &id).await?;
     bootstrap(&settings, &shared.store).await?;
-    match kite_ingress::server::raise_fd_limit() {
+    match kite_http::server::raise_fd_limit() {
         Some(n) => tracing::debug!(limit = n, "open-file limit"),
         None => tracing::warn!("could not raise the open-file limit"),
     }
@@ -359,7 +359,7 @@ async fn serve_http(
         stop.cancelled().await;
         return Ok(());
     };
-    let app = kite_ingress::app(
+    let app = kite_http::app(
         shared.store.clone(),
         shared.bus.clone(),
         shared.lane.clone(),
@@ -368,7 +368,7 @@ async fn serve_http(
         settings.ingress(id),
     );
     tracing::info!(%url, instance_id = %id, tls = tls.is_some(), "kite serving");
-    kite_ingress::server::serve(
+    kite_http::server::serve(
         listener,
         app,
         settings.server_limits(),

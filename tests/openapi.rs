@@ -33,9 +33,9 @@ fn no_route(status: u16, body: &Value) -> bool {
 /// operation at once; a plain `.route(` would serve a route the document does not name).
 fn undocumented_registrations() -> Vec<String> {
     let mut found = Vec::new();
-    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ingress/src")];
+    let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("http/src")];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("ingress/src") {
+        for entry in std::fs::read_dir(&dir).expect("http/src") {
             let path = entry.expect("entry").path();
             if path.is_dir() {
                 dirs.push(path);

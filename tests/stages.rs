@@ -13,7 +13,7 @@ use kite_store::peers::NewPeer;
 use kite_store::types::PeerStatus;
 use kite_store::Store;
 use kite_wire::fed::FedInfo;
-use kite_wire::ids::{EventSeq, PeerId};
+use kite_wire::ids::EventSeq;
 
 /// A fresh database of its own, dropped at the end.
 struct Db {
@@ -114,7 +114,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         "a delivery for the stripe peer",
         Duration::from_secs(20),
         || {
-            let taken = memory.take(Queue::Peer(PeerId(stripe.id)));
+            let taken = memory.take(Queue::Peer(stripe.id));
             got.extend(taken);
             let found = got.clone();
             async move { (!found.is_empty()).then_some(found) }
@@ -125,9 +125,9 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
     let _ = router.await;
     // One row, for the stripe event only; nothing for the peer whose scopes do not match.
     assert!(
-        matches!(&stripe_rows[..], [Message::Deliver { peer, ids }] if *peer == PeerId(stripe.id) && ids.len() == 1)
+        matches!(&stripe_rows[..], [Message::Deliver { peer, ids }] if *peer == stripe.id && ids.len() == 1)
     );
-    assert!(memory.take(Queue::Peer(PeerId(github.id))).is_empty());
+    assert!(memory.take(Queue::Peer(github.id)).is_empty());
     let routed = store.unrouted_events(&seqs).await.expect("unrouted");
     assert!(routed.is_empty(), "both events are routed");
     db.drop_database().await;

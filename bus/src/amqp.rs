@@ -493,49 +493,7 @@ impl AmqpBus {
                     consumer
                         .take_until(flow.clone().cancelled_owned())
                         .for_each_concurrent(opts.concurrency.max(1), |d| {
-                            let (handler, flow, name) = (&handler, &flow, &name);
-                            async move {
-                                let d = match d {
-                                    Ok(d) => d,
-                                    Err(e) => {
-                                        tracing::warn!(queue = %name, error = %e, "consumer error");
-                                        return;
-                                    }
-                                };
-                                let message = Batch::parse(&d.data).map(|b| match queue {
-                                    Queue::Router => Message::Route {
-                                        seqs: b.ids.into_iter().map(EventSeq).collect(),
-                                    },
-                                    Queue::Peer(peer) => Message::Deliver {
-                                        peer,
-                                        ids: b.ids.into_iter().map(OutboxId).collect(),
-                                    },
-                                });
-                                let Some(message) = message else {
-                                    tracing::warn!(queue = %name, "dropping a malformed message");
-                                    let _ = d.ack(BasicAckOptions::default()).await;
-                                    return;
-                                };
-                                let (settle, answer) = handler(Job { message }).await;
-                                match settle {
-                                    Settle::Ack => {
-                                        let _ = d.ack(BasicAckOptions::default()).await;
-                                    }
-                                    // The broker being gone needs no answer: the message
-                                    // comes back anyway.
-                                    Settle::Requeue => {
-                                        let _ = d
-                                            .nack(BasicNackOptions {
-                                                requeue: true,
-                                                ..BasicNackOptions::default()
-                                            })
-                                            .await;
-                                    }
-                                }
-                                if answer == Flow::Stop {
-                                    flow.cancel();
-                                }
-                            }
+                            handle_delivery(queue, &name, d, &handler, &flow)
                         })
                         .await;
                     let _ = channel.close(200, "bye".into()).await;
@@ -551,5 +509,59 @@ impl AmqpBus {
                 _ = flow.cancelled() => {}
             }
         }
+    }
+}
+
+/// Hands one consumed message to `handler` and settles it as the handler says; a
+/// malformed message is dropped (acked), and a handler answering [`Flow::Stop`] cancels
+/// `flow`.
+async fn handle_delivery<F, Fut>(
+    queue: Queue,
+    name: &str,
+    d: std::result::Result<lapin::message::Delivery, lapin::Error>,
+    handler: &F,
+    flow: &CancellationToken,
+) where
+    F: Fn(Job) -> Fut + Sync,
+    Fut: std::future::Future<Output = (Settle, Flow)> + Send,
+{
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(queue = %name, error = %e, "consumer error");
+            return;
+        }
+    };
+    let message = Batch::parse(&d.data).map(|b| match queue {
+        Queue::Router => Message::Route {
+            seqs: b.ids.into_iter().map(EventSeq).collect(),
+        },
+        Queue::Peer(peer) => Message::Deliver {
+            peer,
+            ids: b.ids.into_iter().map(OutboxId).collect(),
+        },
+    });
+    let Some(message) = message else {
+        tracing::warn!(queue = %name, "dropping a malformed message");
+        let _ = d.ack(BasicAckOptions::default()).await;
+        return;
+    };
+    let (settle, answer) = handler(Job { message }).await;
+    match settle {
+        Settle::Ack => {
+            let _ = d.ack(BasicAckOptions::default()).await;
+        }
+        // The broker being gone needs no answer: the message comes back anyway.
+        Settle::Requeue => {
+            let _ = d
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+        }
+    }
+    if answer == Flow::Stop {
+        flow.cancel();
     }
 }

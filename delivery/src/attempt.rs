@@ -1,7 +1,7 @@
 //! One signed POST of an outbox row to its peer, classified.
 
 use chrono::Utc;
-use kite_store::outbox::DeliveryRow;
+use kite_store::outbox::{DeliveryRow, PeerAuth};
 use kite_wire::ids::{OutboxId, PeerId};
 use kite_wire::{batch, fed, signature};
 
@@ -15,7 +15,7 @@ pub(crate) struct Attempt {
     pub(crate) attempts: i32,
     pub(crate) outcome: Outcome,
     pub(crate) status: Option<i32>,
-    pub(crate) error: Option<String>,
+    pub(crate) error: Option<AttemptError>,
     pub(crate) instance_id: Option<String>,
     /// The team and the peer's name (metric labels).
     pub(crate) team: String,
@@ -81,62 +81,60 @@ impl Ctx {
             status: None,
             error: None,
             instance_id: None,
-            team: row.team_id.clone(),
-            peer: row.peer_name.clone().unwrap_or_default(),
-            received_at: row.received_at,
+            team: row.team_id.to_string(),
+            peer: row
+                .peer
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
+            received_at: row.received_at(),
             took: std::time::Duration::ZERO,
         };
-        let (Some(url), Some(token)) = (row.peer_hook_url, row.outbound_token) else {
-            out.error = Some("peer has no url".into());
+        let Some(peer) = row.peer else {
+            out.error = Some(AttemptError::NoPeer);
             return Err(out);
+        };
+        let event = match row.event {
+            Ok(e) => e,
+            Err(e) => {
+                out.error = Some(AttemptError::Forward(e));
+                return Err(out);
+            }
         };
         // A handshake peer gets the origin signature (this server's, for an event entering
         // the federation here); a Kite token peer the event as before.
-        let forwarded = match (&row.event_rest, &row.server_name) {
-            (Ok(rest), Some(_)) => self
-                .fed
-                .forward_signed(rest, &row.fed, row.origin_sig.as_ref())
-                .await
-                .map_err(|e| e.to_string()),
-            (Ok(rest), None) => {
-                fed::forward_text(rest, &row.fed, &self.cfg.instance_id).map_err(|e| e.to_string())
+        let forwarded = match &peer.auth {
+            PeerAuth::Server { .. } => {
+                self.fed
+                    .forward_signed(&event.rest, &event.fed, event.origin_sig.as_ref())
+                    .await
             }
-            (Err(e), _) => Err(e.clone()),
+            PeerAuth::Token { .. } => {
+                fed::forward_text(&event.rest, &event.fed, &self.cfg.instance_id)
+            }
         };
         let body = match forwarded {
             Ok(b) => bytes::Bytes::from(b),
             Err(e) => {
-                out.error = Some(format!("cannot forward: {e}"));
+                out.error = Some(AttemptError::Forward(e.to_string()));
                 return Err(out);
             }
         };
         if body.len() > kite_wire::event::MAX_BODY_BYTES {
-            out.error = Some(format!(
-                "event is {} bytes forwarded, over the {} a peer accepts",
-                body.len(),
-                kite_wire::event::MAX_BODY_BYTES
-            ));
+            out.error = Some(AttemptError::TooLarge(body.len()));
             return Err(out);
         }
-        let dest = self.dest(&url);
+        let dest = self.dest(&peer.hook_url);
         if !self.cfg.allow_private_peers && dest.forbidden {
             out.outcome = Outcome::PeerFailure;
-            out.error = Some("forbidden destination: a loopback or private address".into());
+            out.error = Some(AttemptError::Forbidden);
             return Err(out);
         }
         Ok(Ready {
-            message_id: signature::message_id(&row.event_source, &row.event_id),
-            signer: match row.server_name {
-                Some(destination) => Signer::Server { destination },
-                None => Signer::Token {
-                    token,
-                    previous: row.previous_token,
-                    inbound: row.inbound_token,
-                    key_id: row.key_id,
-                },
-            },
+            message_id: signature::message_id(&event.source, &event.id),
+            auth: peer.auth,
             peer_id: row.peer_id,
-            url,
+            url: peer.hook_url,
             dest,
             body,
             out,
@@ -150,23 +148,23 @@ impl Ctx {
         message_id: &str,
         body: &[u8],
         content_type: &str,
-    ) -> Result<Vec<(&'static str, String)>, String> {
-        let mut h = match &r.signer {
+    ) -> Result<Vec<(&'static str, String)>, AttemptError> {
+        let mut h = match &r.auth {
             // A handshake peer: signed with this server's identity key for the peer's server
             // and the hook's path, no shared secret.
-            Signer::Server { destination } => {
+            PeerAuth::Server { server_name } => {
                 let path = r.dest.url.as_ref().map_or("/", |u| u.path());
                 let target = kite_wire::identity::Target {
                     method: "POST",
-                    destination,
+                    destination: server_name,
                     path,
                 };
                 self.fed
                     .signed_headers(&target, message_id, body)
                     .await
-                    .map_err(|e| format!("cannot sign: {e}"))?
+                    .map_err(|e| AttemptError::Sign(e.to_string()))?
             }
-            Signer::Token {
+            PeerAuth::Token {
                 token,
                 previous,
                 inbound,
@@ -294,43 +292,12 @@ impl Ctx {
             metrics::counter!(m::BATCHED_EVENTS, "team" => team, "peer" => peer)
                 .increment(n as u64);
         }
-        let mut each: Vec<(Outcome, Option<String>, Option<i32>)> = match &answer {
-            Ok(a) if (200..300).contains(&a.status) => {
+        if let Ok(a) = &answer {
+            if (200..300).contains(&a.status) {
                 self.learn_offer(first.peer_id, &first.url, a.offer);
-                match serde_json::from_slice::<batch::BatchAnswer>(&a.text) {
-                    Ok(b) if b.results.len() == n => b
-                        .results
-                        .iter()
-                        .map(|item| {
-                            let (status, code) = item.as_single();
-                            let (outcome, error) = match &item.error {
-                                Some(e) if !(200..300).contains(&status) => (
-                                    classify_refusal(status, code),
-                                    Some(refusal_text(status, &e.code, &e.message)),
-                                ),
-                                _ => (classify_status(status), None),
-                            };
-                            (outcome, error, Some(i32::from(status)))
-                        })
-                        .collect(),
-                    _ => {
-                        let e = format!(
-                            "HTTP {}: the answer to a batch of {n} is not one result per event",
-                            a.status
-                        );
-                        vec![(Outcome::MessageFailure, Some(e), Some(i32::from(a.status))); n]
-                    }
-                }
             }
-            Ok(a) => {
-                let (outcome, error) = judge(a.status, &a.text);
-                vec![(outcome, error, Some(i32::from(a.status))); n]
-            }
-            Err(e) => {
-                let (outcome, error) = transport_failure(e);
-                vec![(outcome, error, None); n]
-            }
-        };
+        }
+        let mut each = batch_results(&answer, n);
         let instance = answer.as_ref().ok().and_then(|a| a.instance_id.clone());
         rows.into_iter()
             .zip(each.drain(..))
@@ -416,22 +383,6 @@ impl Ctx {
 /// The content type of one event.
 const SINGLE_CONTENT_TYPE: &str = "application/cloudevents+json";
 
-/// How a row is signed for its peer.
-pub(crate) enum Signer {
-    /// With this server's identity key, for the peer's server (a handshake peer).
-    Server {
-        /// The peer's server name: the request's destination.
-        destination: String,
-    },
-    /// With the peer's shared secret (a token peer).
-    Token {
-        token: String,
-        previous: Option<String>,
-        inbound: Option<String>,
-        key_id: Option<String>,
-    },
-}
-
 /// A row ready to send.
 pub(crate) struct Ready {
     /// Its attempt as it stands before a request.
@@ -439,14 +390,14 @@ pub(crate) struct Ready {
     /// The event as forwarded.
     pub(crate) body: bytes::Bytes,
     message_id: String,
-    signer: Signer,
+    auth: PeerAuth,
     peer_id: PeerId,
     url: String,
     dest: Dest,
 }
 
 impl Ready {
-    fn failed(self, outcome: Outcome, error: String) -> Attempt {
+    fn failed(self, outcome: Outcome, error: AttemptError) -> Attempt {
         let mut out = self.out;
         out.outcome = outcome;
         out.error = Some(error);
@@ -471,8 +422,51 @@ fn instance_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// What the answer to a batch of `n` events means for each of them: the peer's result for
+/// each, or the answer's own meaning for all when it is not one result per event.
+fn batch_results(
+    answer: &Result<Answer, reqwest::Error>,
+    n: usize,
+) -> Vec<(Outcome, Option<AttemptError>, Option<i32>)> {
+    match answer {
+        Ok(a) if (200..300).contains(&a.status) => {
+            match serde_json::from_slice::<batch::BatchAnswer>(&a.text) {
+                Ok(b) if b.results.len() == n => b.results.iter().map(item_result).collect(),
+                _ => {
+                    let e = AttemptError::BatchAnswer {
+                        status: a.status,
+                        n,
+                    };
+                    vec![(Outcome::MessageFailure, Some(e), Some(i32::from(a.status))); n]
+                }
+            }
+        }
+        Ok(a) => {
+            let (outcome, error) = judge(a.status, &a.text);
+            vec![(outcome, error, Some(i32::from(a.status))); n]
+        }
+        Err(e) => {
+            let (outcome, error) = transport_failure(e);
+            vec![(outcome, error, None); n]
+        }
+    }
+}
+
+/// What one result of a batch answer means for its event.
+fn item_result(item: &batch::ItemResult) -> (Outcome, Option<AttemptError>, Option<i32>) {
+    let (status, code) = item.as_single();
+    let (outcome, error) = match &item.error {
+        Some(e) if !(200..300).contains(&status) => (
+            classify_refusal(status, code),
+            Some(AttemptError::refused(status, &e.code, &e.message)),
+        ),
+        _ => (classify_status(status), None),
+    };
+    (outcome, error, Some(i32::from(status)))
+}
+
 /// What an answer with `status` and body `text` means for the event it answers.
-fn judge(status: u16, text: &[u8]) -> (Outcome, Option<String>) {
+fn judge(status: u16, text: &[u8]) -> (Outcome, Option<AttemptError>) {
     let outcome = classify_status(status);
     if outcome == Outcome::Delivered {
         return (outcome, None);
@@ -481,31 +475,94 @@ fn judge(status: u16, text: &[u8]) -> (Outcome, Option<String>) {
     let outcome = classify_refusal(status, refusal.as_ref().map(|r| r.0.as_str()));
     let error = match refusal {
         // The peer's own error code first, so `last_error` names it.
-        Some((code, message)) => refusal_text(status, &code, &message),
-        None => {
-            let snippet: String = String::from_utf8_lossy(text).chars().take(300).collect();
-            format!("HTTP {status}: {snippet}")
-        }
+        Some((code, message)) => AttemptError::refused(status, &code, &message),
+        None => AttemptError::Status {
+            status,
+            snippet: String::from_utf8_lossy(text).chars().take(300).collect(),
+        },
     };
     (outcome, Some(error))
 }
 
-/// A refusal as `last_error` keeps it: the peer's code, the status, its message (cut).
-fn refusal_text(status: u16, code: &str, message: &str) -> String {
-    let message: String = message.chars().take(300).collect();
-    format!("{code}: HTTP {status}: {message}")
-}
-
 /// A request that got no answer.
-fn transport_failure(e: &reqwest::Error) -> (Outcome, Option<String>) {
+fn transport_failure(e: &reqwest::Error) -> (Outcome, Option<AttemptError>) {
     let error = if e.is_builder() {
-        format!("cannot send: {}", root_cause(e))
+        AttemptError::Unsendable(root_cause(e))
     } else if e.is_timeout() {
-        "timeout".to_string()
+        AttemptError::Timeout
     } else if e.is_connect() {
-        format!("connect error: {}", root_cause(e))
+        AttemptError::Connect(root_cause(e))
     } else {
-        format!("request error: {}", root_cause(e))
+        AttemptError::Request(root_cause(e))
     };
     (classify_error(e), Some(error))
+}
+
+/// Why an attempt failed; its text is what `last_error` and the event's story keep.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum AttemptError {
+    /// The peer was deleted.
+    #[error("peer has no url")]
+    NoPeer,
+    /// The event could not be read or forwarded.
+    #[error("cannot forward: {0}")]
+    Forward(String),
+    /// The event forwarded is over the body limit.
+    #[error("event is {0} bytes forwarded, over the {max} a peer accepts", max = kite_wire::event::MAX_BODY_BYTES)]
+    TooLarge(usize),
+    /// The peer's URL names a loopback or private address and they are not allowed.
+    #[error("forbidden destination: a loopback or private address")]
+    Forbidden,
+    /// This server's identity key could not sign.
+    #[error("cannot sign: {0}")]
+    Sign(String),
+    /// The peer refused with an error code of its own.
+    #[error("{code}: HTTP {status}: {message}")]
+    Refused {
+        /// The status it answered.
+        status: u16,
+        /// Its code.
+        code: String,
+        /// Its message (cut to 300 characters).
+        message: String,
+    },
+    /// The peer answered a failing status without a code of its own.
+    #[error("HTTP {status}: {snippet}")]
+    Status {
+        /// The status it answered.
+        status: u16,
+        /// The start of its answer.
+        snippet: String,
+    },
+    /// The peer's answer to a batch was not one result per event.
+    #[error("HTTP {status}: the answer to a batch of {n} is not one result per event")]
+    BatchAnswer {
+        /// The status it answered.
+        status: u16,
+        /// The events in the batch.
+        n: usize,
+    },
+    /// The request could not be made.
+    #[error("cannot send: {0}")]
+    Unsendable(String),
+    /// No answer in time.
+    #[error("timeout")]
+    Timeout,
+    /// No connection.
+    #[error("connect error: {0}")]
+    Connect(String),
+    /// The request failed on the way.
+    #[error("request error: {0}")]
+    Request(String),
+}
+
+impl AttemptError {
+    /// A refusal with the peer's code (its message cut to 300 characters).
+    fn refused(status: u16, code: &str, message: &str) -> Self {
+        AttemptError::Refused {
+            status,
+            code: code.to_string(),
+            message: message.chars().take(300).collect(),
+        }
+    }
 }

@@ -14,8 +14,9 @@ use kite_store::story::NewAttempt;
 use kite_store::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus};
 use kite_wire::ids::{Delivery, OutboxId, PeerId};
 
-use crate::attempt::Attempt;
+use crate::attempt::{Attempt, AttemptError};
 use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
+use crate::RetryPolicy;
 use crate::{Ctx, DeliverError, Handled};
 
 impl Ctx {
@@ -84,12 +85,12 @@ impl Ctx {
             if row.state != OutboxState::Pending {
                 continue;
             }
-            match (row.peer_status, row.peer_health) {
-                (Some(s), Some(PeerHealth::Unreachable)) if s.delivers() => {
+            match row.peer.as_ref().map(|p| (p.status, p.health)) {
+                Some((s, PeerHealth::Unreachable)) if s.delivers() => {
                     return Ok(Handled::PeerNotActive)
                 }
-                (Some(PeerStatus::Paused), _) => return Ok(Handled::PeerNotActive),
-                (Some(s), _) if s.delivers() => to_send.push(row),
+                Some((PeerStatus::Paused, _)) => return Ok(Handled::PeerNotActive),
+                Some((s, _)) if s.delivers() => to_send.push(row),
                 _ => cancel.push(row.id),
             }
         }
@@ -101,7 +102,7 @@ impl Ctx {
         }
         let offer = to_send
             .first()
-            .and_then(|r| self.batch_offer(peer_id, r.peer_hook_url.as_deref()));
+            .and_then(|r| self.batch_offer(peer_id, r.peer.as_ref().map(|p| p.hook_url.as_str())));
         let attempts: Vec<Attempt> = match offer {
             // The peer offered batches: what is waiting goes in as few requests as it can.
             Some(max) if to_send.len() > 1 => self.send_batched(to_send, max).await,
@@ -125,8 +126,8 @@ impl Ctx {
     pub(crate) async fn probe(&self, peer_id: PeerId) -> Result<bool, DeliverError> {
         let mut after = 0;
         for _ in 0..self.cfg.probe_rows.max(1) {
-            let Some(id) = self.store.oldest_pending_after(peer_id.0, after).await? else {
-                self.store.mark_peer_reachable(peer_id.0).await?;
+            let Some(id) = self.store.oldest_pending_after(peer_id, after).await? else {
+                self.store.mark_peer_reachable(peer_id).await?;
                 return Ok(true);
             };
             after = id;
@@ -149,7 +150,7 @@ impl Ctx {
                 Outcome::Revoked => return Ok(true),
                 Outcome::Delivered | Outcome::Gone => {
                     if state != PeerState::Paused {
-                        self.store.mark_peer_reachable(peer_id.0).await?;
+                        self.store.mark_peer_reachable(peer_id).await?;
                     }
                     return Ok(true);
                 }
@@ -168,93 +169,51 @@ impl Ctx {
         attempts: Vec<Attempt>,
         probing: bool,
     ) -> Result<PeerState, DeliverError> {
-        let policy = self.cfg.retry;
-        let now = Utc::now();
-        let mut updates = Vec::with_capacity(attempts.len());
-        let mut retries: Vec<Message> = Vec::new();
-        let mut peer = PeerOutcome::default();
-        let mut gone: Option<String> = None;
-        let mut revoked = false;
-        let mut log = Vec::with_capacity(attempts.len());
         let mut tally = Tally::for_batch(attempts.first());
+        let mut s = Settled::new(peer_id, attempts.len());
         for a in attempts {
-            let (change, effect) = settle(a.outcome, a.attempts, policy.max_attempts, probing);
-            tally.observe(&a, change, now);
-            log.push(NewAttempt {
+            let (change, effect) =
+                settle(a.outcome, a.attempts, self.cfg.retry.max_attempts, probing);
+            tally.observe(&a, change, s.now);
+            s.log.push(NewAttempt {
                 outbox_id: a.row_id,
                 outcome: story_outcome(&a),
                 status_code: a.status,
-                error: a.error.clone(),
+                error: a.error.as_ref().map(|e| e.to_string()),
                 duration_ms: i32::try_from(a.took.as_millis()).unwrap_or(i32::MAX),
             });
-            match effect {
-                PeerEffect::Reached => {
-                    peer.success = true;
-                    peer.failures = 0;
-                    peer.instance_id = a.instance_id.clone().or(peer.instance_id);
-                }
-                PeerEffect::Failed => {
-                    peer.failures += 1;
-                    peer.last_error = a.error.clone();
-                }
-                PeerEffect::Paused => {
-                    gone = Some(a.error.clone().unwrap_or_else(|| "HTTP 410".into()));
-                }
-                PeerEffect::Revoked => revoked = true,
-                PeerEffect::Untouched => {
-                    // The peer refused this message with a code of its own: say so.
-                    if a.error.as_deref().is_some_and(|e| !e.starts_with("HTTP "))
-                        && a.status.is_some()
-                    {
-                        peer.last_error = a.error.clone();
-                    }
-                }
-            }
-            if effect != PeerEffect::Untouched {
-                peer.last_status_code = a.status.or(peer.last_status_code);
-            }
-            let (state, attempts, delay) = match change {
-                RowChange::Unchanged => continue,
-                RowChange::Delivered => (
-                    OutboxState::Delivered,
-                    u32::try_from(a.attempts.max(0)).unwrap_or(0),
-                    Duration::ZERO,
-                ),
-                RowChange::Dead { attempts } => (OutboxState::Dead, attempts, Duration::ZERO),
-                RowChange::Retry { attempts } => {
-                    let delay = policy.jittered(attempts);
-                    if !probing {
-                        // One message a row: each carries its own jittered delay.
-                        retries.push(Message::Retry {
-                            peer: peer_id,
-                            id: a.row_id,
-                            attempt: attempts.min(policy.tiers()),
-                            delay,
-                        });
-                    }
-                    (OutboxState::Pending, attempts, delay)
-                }
-            };
-            updates.push(DeliveryUpdate {
-                id: a.row_id,
-                state,
-                attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
-                next_attempt_at: now + chrono::Duration::from_std(delay).unwrap_or_default(),
-                last_error: (state != OutboxState::Delivered)
-                    .then_some(a.error)
-                    .flatten(),
-                last_status_code: a.status,
-            });
+            s.note_peer(effect, &a);
+            s.note_row(change, a, &self.cfg.retry, probing);
         }
         tally.record();
         // The rows and their attempt log (an event's story) in one statement, with the
         // batches that finish meanwhile.
-        self.results.apply(updates, log).await?;
-        if let Some(error) = &gone {
+        self.results.apply(s.updates, s.log).await?;
+        self.apply_verdicts(peer_id, s.gone.as_deref(), s.revoked)
+            .await?;
+        let health = self.peer_health(peer_id, &s.peer).await;
+        self.bus.send(&s.retries).await?;
+        Ok(match (s.gone, health) {
+            _ if s.revoked => PeerState::Paused,
+            (Some(_), _) => PeerState::Paused,
+            (None, Some(h)) => PeerState::Health(h),
+            (None, None) => PeerState::Gone,
+        })
+    }
+
+    /// Pauses a peer that answered 410 Gone (`gone`: the error it came with) and revokes
+    /// one that revoked this server.
+    async fn apply_verdicts(
+        &self,
+        peer_id: PeerId,
+        gone: Option<&str>,
+        revoked: bool,
+    ) -> Result<(), DeliverError> {
+        if let Some(error) = gone {
             tracing::warn!(peer = %peer_id, "peer answered 410 Gone; pausing it");
             self.store
                 .pause_gone_peer(
-                    peer_id.0,
+                    peer_id,
                     &format!("paused: the peer answered 410 Gone ({error}); resume it once it takes deliveries again"),
                 )
                 .await?;
@@ -262,32 +221,128 @@ impl Ctx {
         if revoked {
             tracing::warn!(peer = %peer_id, "the peer revoked this server; revoking it here");
             self.store
-                .mark_revoked_by_peer(peer_id.0, kite_wire::Code::PeerRevoked.as_str())
+                .mark_revoked_by_peer(peer_id, kite_wire::Code::PeerRevoked.as_str())
                 .await?;
         }
-        let health =
-            if peer == PeerOutcome::default() || self.success_recorded_lately(peer_id, &peer) {
+        Ok(())
+    }
+
+    /// Writes what a batch showed of the peer's health (skipped for a plain success
+    /// written less than a second ago); answers its health now (None: it was deleted).
+    async fn peer_health(&self, peer_id: PeerId, peer: &PeerOutcome) -> Option<PeerHealth> {
+        if *peer == PeerOutcome::default() || self.success_recorded_lately(peer_id, peer) {
+            return Some(PeerHealth::Active);
+        }
+        match self
+            .store
+            .record_peer_outcome(peer_id, peer, self.cfg.failure_threshold)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
                 Some(PeerHealth::Active)
-            } else {
-                match self
-                    .store
-                    .record_peer_outcome(peer_id.0, &peer, self.cfg.failure_threshold)
-                    .await
-                {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::warn!(peer = %peer_id, error = %e, "cannot record peer health");
-                        Some(PeerHealth::Active)
-                    }
+            }
+        }
+    }
+}
+
+/// What a batch of attempts decided, gathered before it is written.
+struct Settled {
+    peer_id: PeerId,
+    now: chrono::DateTime<Utc>,
+    updates: Vec<DeliveryUpdate>,
+    retries: Vec<Message>,
+    log: Vec<NewAttempt>,
+    peer: PeerOutcome,
+    /// The error of a 410 Gone answer.
+    gone: Option<String>,
+    revoked: bool,
+}
+
+impl Settled {
+    /// Nothing decided yet, for a batch of `n` attempts to `peer_id`.
+    fn new(peer_id: PeerId, n: usize) -> Self {
+        Self {
+            peer_id,
+            now: Utc::now(),
+            updates: Vec::with_capacity(n),
+            retries: Vec::new(),
+            log: Vec::with_capacity(n),
+            peer: PeerOutcome::default(),
+            gone: None,
+            revoked: false,
+        }
+    }
+
+    /// Notes what one attempt says about its peer.
+    fn note_peer(&mut self, effect: PeerEffect, a: &Attempt) {
+        let peer = &mut self.peer;
+        match effect {
+            PeerEffect::Reached => {
+                peer.success = true;
+                peer.failures = 0;
+                peer.instance_id = a.instance_id.clone().or(peer.instance_id.take());
+            }
+            PeerEffect::Failed => {
+                peer.failures += 1;
+                peer.last_error = a.error.as_ref().map(|e| e.to_string());
+            }
+            PeerEffect::Paused => {
+                self.gone = Some(
+                    a.error
+                        .as_ref()
+                        .map_or_else(|| "HTTP 410".into(), |e| e.to_string()),
+                );
+            }
+            PeerEffect::Revoked => self.revoked = true,
+            PeerEffect::Untouched => {
+                // The peer refused this message with a code of its own: say so.
+                if let Some(e @ AttemptError::Refused { .. }) = &a.error {
+                    peer.last_error = Some(e.to_string());
                 }
-            };
-        self.bus.send(&retries).await?;
-        Ok(match (gone, health) {
-            _ if revoked => PeerState::Paused,
-            (Some(_), _) => PeerState::Paused,
-            (None, Some(h)) => PeerState::Health(h),
-            (None, None) => PeerState::Gone,
-        })
+            }
+        }
+        if effect != PeerEffect::Untouched {
+            peer.last_status_code = a.status.or(peer.last_status_code);
+        }
+    }
+
+    /// Notes the new state of one attempt's row, and its retry message (none while
+    /// `probing`: the row keeps the message it has).
+    fn note_row(&mut self, change: RowChange, a: Attempt, policy: &RetryPolicy, probing: bool) {
+        let (state, attempts, delay) = match change {
+            RowChange::Unchanged => return,
+            RowChange::Delivered => (
+                OutboxState::Delivered,
+                u32::try_from(a.attempts.max(0)).unwrap_or(0),
+                Duration::ZERO,
+            ),
+            RowChange::Dead { attempts } => (OutboxState::Dead, attempts, Duration::ZERO),
+            RowChange::Retry { attempts } => {
+                let delay = policy.jittered(attempts);
+                if !probing {
+                    // One message a row: each carries its own jittered delay.
+                    self.retries.push(Message::Retry {
+                        peer: self.peer_id,
+                        id: a.row_id,
+                        attempt: attempts.min(policy.tiers()),
+                        delay,
+                    });
+                }
+                (OutboxState::Pending, attempts, delay)
+            }
+        };
+        self.updates.push(DeliveryUpdate {
+            id: a.row_id,
+            state,
+            attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
+            next_attempt_at: self.now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            last_error: (state != OutboxState::Delivered)
+                .then(|| a.error.map(|e| e.to_string()))
+                .flatten(),
+            last_status_code: a.status,
+        });
     }
 }
 

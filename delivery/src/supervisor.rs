@@ -56,7 +56,7 @@ pub async fn run(
                         } else {
                             Kind::Deliver
                         };
-                        (PeerId(p.id), kind)
+                        (p.id, kind)
                     })
                     .collect();
                 workers.retain(|id, w| {

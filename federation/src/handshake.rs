@@ -13,7 +13,9 @@ use kite_store::peers::Peer;
 use kite_store::types::PeerStatus;
 use kite_store::StoreError;
 use kite_wire::fed::hop_limit;
-use kite_wire::peering::{self, AcceptRequest, AcceptResponse, Invitation, Terms};
+use kite_wire::peering::{
+    self, AcceptRequest, AcceptResponse, Invitation, ServerDescriptor, Terms,
+};
 
 use crate::{FedError, Federation};
 
@@ -78,6 +80,45 @@ impl Federation {
         };
         ours.check()
             .map_err(|e| AcceptError::Terms(e.to_string()))?;
+        let (theirs, version) = self.inviter(inv).await?;
+        let ours_descriptor = self.descriptor().await?;
+        let proposed = self.propose(team, inv, &theirs, &ours, version).await?;
+        let request = AcceptRequest {
+            token: inv.token.clone(),
+            server: ours_descriptor,
+            team: team.into(),
+            scopes: Some(ours.scopes.clone()),
+            max_hops: ours.max_hops,
+        };
+        let answer = self
+            .ask_inviter(inv, &request)
+            .await
+            .and_then(|a| agreed(a, &theirs.server_name, &ours, &inv.offer));
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.store.drop_proposed_peer(proposed.id).await?;
+                return Err(e);
+            }
+        };
+        let peer = self
+            .store
+            .confirm_handshake_peer(
+                proposed.id,
+                &answer.your_scopes,
+                answer.your_max_hops,
+                &answer.scopes,
+            )
+            .await?;
+        Ok(peer)
+    }
+
+    /// The inviter's descriptor, if it is the server the invitation names, and the newest
+    /// protocol version both servers speak.
+    async fn inviter(
+        &self,
+        inv: &Invitation,
+    ) -> Result<(ServerDescriptor, &'static str), AcceptError> {
         let theirs = self.fetch_descriptor(&inv.url).await?;
         if theirs.server_name != inv.server_name {
             return Err(AcceptError::WrongServer {
@@ -95,7 +136,19 @@ impl Federation {
                     .collect(),
             });
         };
-        let ours_descriptor = self.descriptor().await?;
+        Ok((theirs, version))
+    }
+
+    /// Records the inviter as a `proposed` peer of `team`, its keys pinned, that this side
+    /// sends `ours` (already peered: [`AcceptError::AlreadyPeered`]).
+    async fn propose(
+        &self,
+        team: &str,
+        inv: &Invitation,
+        theirs: &ServerDescriptor,
+        ours: &Terms,
+        version: &str,
+    ) -> Result<Peer, AcceptError> {
         let proposed = self
             .store
             .create_handshake_peer(
@@ -117,52 +170,32 @@ impl Federation {
                 e => e.into(),
             })?;
         self.pinned.forget(Some(proposed.id));
-        let request = AcceptRequest {
-            token: inv.token.clone(),
-            server: ours_descriptor,
-            team: team.to_string(),
-            scopes: Some(ours.scopes.clone()),
-            max_hops: ours.max_hops,
-        };
-        let body = serde_json::to_vec(&request).unwrap_or_default();
-        let answer = self
+        Ok(proposed)
+    }
+
+    /// Calls the inviter's accept endpoint with `request`, signed as this server, and reads
+    /// its answer (scopes or hops no peering may agree are [`AcceptError::Terms`]).
+    async fn ask_inviter(
+        &self,
+        inv: &Invitation,
+        request: &AcceptRequest,
+    ) -> Result<AcceptResponse, AcceptError> {
+        let body = serde_json::to_vec(request).unwrap_or_default();
+        let bytes = self
             .post_signed(
                 &peering::accept_url(&inv.url, &inv.team),
                 &inv.server_name,
                 body,
                 peering::MAX_ANSWER_BYTES,
             )
-            .await
-            .map_err(AcceptError::Fed)
-            .and_then(|bytes| {
-                peering::read::<AcceptResponse>(&bytes, peering::MAX_ANSWER_BYTES).map_err(|e| {
-                    match e {
-                        // Scopes or hops no peering may agree: more than this side offered.
-                        peering::PeeringError::Terms(m) => AcceptError::Terms(m),
-                        e => AcceptError::Fed(FedError::BadAnswer(format!(
-                            "the inviter's answer is not an acceptance: {e}"
-                        ))),
-                    }
-                })
-            })
-            .and_then(|a| agreed(a, &theirs.server_name, &ours, &inv.offer));
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                self.store.drop_proposed_peer(proposed.id).await?;
-                return Err(e);
-            }
-        };
-        let peer = self
-            .store
-            .confirm_handshake_peer(
-                proposed.id,
-                &answer.your_scopes,
-                answer.your_max_hops,
-                &answer.scopes,
-            )
             .await?;
-        Ok(peer)
+        peering::read::<AcceptResponse>(&bytes, peering::MAX_ANSWER_BYTES).map_err(|e| match e {
+            // Scopes or hops no peering may agree: more than this side offered.
+            peering::PeeringError::Terms(m) => AcceptError::Terms(m),
+            e => AcceptError::Fed(FedError::BadAnswer(format!(
+                "the inviter's answer is not an acceptance: {e}"
+            ))),
+        })
     }
 }
 

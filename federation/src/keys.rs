@@ -5,6 +5,7 @@
 //!   vouched for them. A vouch counts only for that team and for events that peer forwards,
 //!   expires, can be corrected (a key that fails to verify is forgotten) and is bounded.
 
+use kite_wire::ids::PeerId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,12 +14,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use kite_store::{Store, StoreError};
 use kite_wire::peering::PublishedKey;
-use uuid::Uuid;
 
 /// Each peer's pinned keys, loaded on first use.
 #[derive(Debug, Default)]
 pub(crate) struct PinnedKeys {
-    map: RwLock<HashMap<Uuid, Arc<Vec<PublishedKey>>>>,
+    map: RwLock<HashMap<PeerId, Arc<Vec<PublishedKey>>>>,
     /// Moves on every forget, so a load that raced one is not kept.
     generation: AtomicU64,
 }
@@ -28,7 +28,7 @@ impl PinnedKeys {
     pub(crate) async fn get(
         &self,
         store: &Store,
-        peer: Uuid,
+        peer: PeerId,
     ) -> Result<Arc<Vec<PublishedKey>>, StoreError> {
         let cached = self
             .map
@@ -51,7 +51,7 @@ impl PinnedKeys {
     }
 
     /// Forgets one peer's keys (`Some`), or every peer's (`None`).
-    pub(crate) fn forget(&self, peer: Option<Uuid>) {
+    pub(crate) fn forget(&self, peer: Option<PeerId>) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         match peer {
@@ -79,7 +79,7 @@ pub const VOUCHED_MAX: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct VouchKey {
     pub(crate) team: String,
-    pub(crate) via: Uuid,
+    pub(crate) via: PeerId,
     pub(crate) server: String,
     pub(crate) key_id: String,
 }
@@ -204,7 +204,7 @@ mod tests {
         }
     }
 
-    fn vk(team: &str, via: Uuid, key_id: &str) -> VouchKey {
+    fn vk(team: &str, via: PeerId, key_id: &str) -> VouchKey {
         VouchKey {
             team: team.into(),
             via,
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn a_vouch_counts_for_its_team_and_peer_only_and_is_bounded() {
         let v = Vouched::default();
-        let (p1, p2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (p1, p2) = (PeerId(uuid::Uuid::now_v7()), PeerId(uuid::Uuid::now_v7()));
         v.put(vk("t1", p1, "k"), Some(key("k")));
         assert!(matches!(v.get(&vk("t1", p1, "k")), Some(Some(_))));
         assert!(v.get(&vk("t2", p1, "k")).is_none());

@@ -16,10 +16,13 @@
 pub mod client;
 pub mod handshake;
 pub mod heartbeat;
+mod inbound;
 mod keys;
+mod outbound;
 pub mod provenance;
 pub mod replay;
 
+use kite_wire::ids::PeerId;
 use kite_wire::Code;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,25 +30,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use kite_store::cache::{Cache, Loadable, PeerSnapshot};
-use kite_store::federation::{KeySource, Policy};
+use kite_store::cache::{Cache, Loadable};
+use kite_store::federation::Policy;
 use kite_store::grants::Grant;
 use kite_store::identity::SigningKey;
-use kite_store::peers::Peer;
-use kite_store::types::{FederationMode, PeerStatus, SignatureProtocol};
+use kite_store::types::FederationMode;
 use kite_store::{Store, StoreError};
-use kite_wire::identity::{self, PublicKey, Target};
+use kite_wire::identity;
 use kite_wire::peering::{self, PublishedKey, ServerDescriptor};
-use kite_wire::provider::SigError;
 use kite_wire::scope::ScopeSet;
 use kite_wire::ApiError;
 use tokio::sync::{broadcast, watch, Mutex};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 pub use client::{
     http_client, literal_forbidden, read_capped, read_prefix, ClientError, ReadError,
 };
+pub use inbound::{Inbound, VerifiedPeer};
+pub use outbound::{error_of, root_cause};
 pub use replay::ReplayClaim;
 
 /// Federation settings.
@@ -127,19 +129,6 @@ pub enum FedError {
     NoPublicUrl,
 }
 
-/// The error code and message of a kite error body (`{"error":{"code","message"}}`).
-pub fn error_of(body: &[u8]) -> Option<(String, String)> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let e = v.get("error")?;
-    Some((
-        e.get("code")?.as_str()?.to_string(),
-        e.get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default()
-            .to_string(),
-    ))
-}
-
 /// What the cache holds: this server's keys, the teams' policies, the peers' grants (the
 /// peers' pinned keys are cached per peer, [`keys::PinnedKeys`]).
 #[derive(Debug)]
@@ -147,7 +136,7 @@ struct Snapshot {
     signing: SigningKey,
     published: Vec<PublishedKey>,
     policies: HashMap<String, Policy>,
-    grants: HashMap<Uuid, Vec<(Grant, Option<ScopeSet>)>>,
+    grants: HashMap<PeerId, Vec<(Grant, Option<ScopeSet>)>>,
 }
 
 impl Loadable for Snapshot {
@@ -181,7 +170,7 @@ pub struct Federation {
     http: reqwest::Client,
     cfg: FederationConfig,
     snap: Cache<Snapshot>,
-    refreshed: Mutex<HashMap<Uuid, Instant>>,
+    refreshed: Mutex<HashMap<PeerId, Instant>>,
     /// Each peer's pinned keys.
     pinned: keys::PinnedKeys,
     /// Keys of servers that are not peers, as a peer vouched for them.
@@ -189,7 +178,7 @@ pub struct Federation {
     /// Signed requests taken recently.
     replay: Arc<replay::ReplayGuard>,
     /// Each peer's key queries in flight ([`keys::QUERIES_PER_PEER`] at once).
-    queries: std::sync::Mutex<HashMap<Uuid, Arc<tokio::sync::Semaphore>>>,
+    queries: std::sync::Mutex<HashMap<PeerId, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -207,7 +196,7 @@ impl Federation {
     pub async fn start(
         store: Store,
         generation: watch::Receiver<u64>,
-        peer_keys: &broadcast::Sender<Option<Uuid>>,
+        peer_keys: &broadcast::Sender<Option<PeerId>>,
         cfg: FederationConfig,
     ) -> Result<Arc<Self>, FedError> {
         if !identity::valid_server_name(&cfg.server_name) {
@@ -262,7 +251,7 @@ impl Federation {
     }
 
     /// The key queries a peer may be asked at once.
-    fn queries_of(&self, peer: Uuid) -> Arc<tokio::sync::Semaphore> {
+    fn queries_of(&self, peer: PeerId) -> Arc<tokio::sync::Semaphore> {
         let mut m = self.queries.lock().unwrap_or_else(|p| p.into_inner());
         // Peers come and go: forget the idle ones now and then.
         if m.len() > 1024 {
@@ -340,377 +329,6 @@ impl Federation {
         self.invalidate().await;
         Ok(keys)
     }
-
-    /// The headers signing `body` as this server (`webhook-*` with `kite1`, `X-Kite-Key-Id`,
-    /// `X-Kite-Server`, `X-Kite-Destination`) under the message id `id`, for `target`.
-    pub async fn signed_headers(
-        &self,
-        target: &Target<'_>,
-        id: &str,
-        body: &[u8],
-    ) -> Result<Vec<(&'static str, String)>, StoreError> {
-        let snap = self.snap.get().await?;
-        Ok(identity::signed_headers(
-            &self.cfg.server_name,
-            &snap.signing.key_id,
-            &snap.signing.key,
-            target,
-            id,
-            Utc::now().timestamp(),
-            body,
-        ))
-    }
-
-    /// POSTs a JSON body signed as this server for `destination` (the server at `url`);
-    /// answers the body of a 2xx, read up to `max` bytes (a longer answer is refused), else
-    /// why not.
-    pub async fn post_signed(
-        &self,
-        url: &str,
-        destination: &str,
-        body: Vec<u8>,
-        max: usize,
-    ) -> Result<Vec<u8>, FedError> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| FedError::Unreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        let id = format!("msg_{}", Uuid::now_v7().simple());
-        let target = Target {
-            method: "POST",
-            destination,
-            path: parsed.path(),
-        };
-        let mut req = self
-            .http
-            .post(parsed.clone())
-            .header("content-type", "application/json");
-        for (k, v) in self.signed_headers(&target, &id, &body).await? {
-            req = req.header(k, v);
-        }
-        let unreachable = |e: reqwest::Error| FedError::Unreachable {
-            url: url.to_string(),
-            reason: root_cause(&e),
-        };
-        let resp = req.body(body).send().await.map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        if (200..300).contains(&status) {
-            return read_capped(resp, max)
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| self.unreadable(url, e));
-        }
-        let bytes = read_prefix(resp, peering::MAX_ANSWER_BYTES).await;
-        let (code, message) = error_of(&bytes).unwrap_or_else(|| {
-            (
-                format!("http_{status}"),
-                String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-            )
-        });
-        Err(FedError::Refused {
-            url: url.to_string(),
-            status,
-            code,
-            message,
-        })
-    }
-
-    fn unreadable(&self, url: &str, e: ReadError) -> FedError {
-        match e {
-            ReadError::TooLarge { .. } => FedError::BadAnswer(format!("{url}: {e}")),
-            ReadError::Http(e) => FedError::Unreachable {
-                url: url.to_string(),
-                reason: root_cause(&e),
-            },
-        }
-    }
-
-    /// Fetches a server's descriptor from its base URL: read up to
-    /// [`peering::MAX_ANSWER_BYTES`] and checked whole (its name, at most
-    /// [`peering::MAX_KEYS`] well-formed keys).
-    pub async fn fetch_descriptor(&self, base_url: &str) -> Result<ServerDescriptor, FedError> {
-        let url = peering::descriptor_url(base_url);
-        if !self.cfg.allow_private_peers && literal_forbidden(&url) {
-            return Err(FedError::Unreachable {
-                url,
-                reason: "forbidden destination: a loopback or private address".into(),
-            });
-        }
-        let unreachable = |e: reqwest::Error| FedError::Unreachable {
-            url: url.clone(),
-            reason: root_cause(&e),
-        };
-        let resp = self.http.get(&url).send().await.map_err(unreachable)?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Err(FedError::BadAnswer(format!(
-                "{url} answered {status}, not a server descriptor"
-            )));
-        }
-        let bytes = read_capped(resp, peering::MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| self.unreadable(&url, e))?;
-        peering::read(&bytes, peering::MAX_ANSWER_BYTES)
-            .map_err(|e| FedError::BadAnswer(format!("{url}: {e}")))
-    }
-
-    /// Checks a request that claims to come from a handshake peer of `team`, as it arrived
-    /// (`method` and `path`): it is for this server (`X-Kite-Destination`), the policy lets
-    /// the peer in now (a closed team, or an `invite_only` one whose `allowed_peers` no
-    /// longer names it, refuses), the peer exists and is not revoked, the request is signed
-    /// for this method, path and server by a key pinned for the peer and still valid, and it
-    /// was not taken before. An unknown key id refreshes the peer's descriptor once (rotation
-    /// needs no re-peering). Answers the peer, the key it signed with and the claim on the
-    /// request, to keep once the request succeeds.
-    pub async fn verify_peer(
-        &self,
-        team: &str,
-        peers: &PeerSnapshot,
-        request: &Inbound<'_>,
-        body: &[u8],
-    ) -> Result<VerifiedPeer, FedRefusal> {
-        let headers = request.headers;
-        let refuse = |code: Code, m: String| FedRefusal::Api(ApiError::new(code, m));
-        let claimed = identity::claimed(headers).ok_or_else(|| {
-            refuse(
-                Code::UnknownSender,
-                "a server request names its server in X-Kite-Server and its key in X-Kite-Key-Id"
-                    .into(),
-            )
-        })?;
-        self.check_open(team).await?;
-        if claimed.destination.as_deref() != Some(self.cfg.server_name.as_str()) {
-            return Err(refuse(
-                Code::WrongDestination,
-                format!(
-                    "this request is for {:?}, not for this server ({:?}): a signed request is \
-                     good only at the server it was made for",
-                    claimed.destination.as_deref().unwrap_or("no server"),
-                    self.cfg.server_name
-                ),
-            ));
-        }
-        let peer = peers.by_server(team, &claimed.server_name).ok_or_else(|| {
-            refuse(
-                Code::UnknownSender,
-                format!("{:?} is not a peer of this team", claimed.server_name),
-            )
-        })?;
-        if peer.status == PeerStatus::Revoked {
-            return Err(refuse(
-                Code::PeerRevoked,
-                "this server revoked the peering".into(),
-            ));
-        }
-        self.check_admitted(team, &claimed.server_name).await?;
-        let key = self.peer_key(peer, &claimed.key_id).await?;
-        let invalid = |m: String| refuse(Code::InvalidSignature, m);
-        let key = key.ok_or_else(|| {
-            invalid(format!(
-                "key {:?} is not one {} publishes",
-                claimed.key_id, claimed.server_name
-            ))
-        })?;
-        if let Some(until) = key.valid_until.filter(|t| *t <= Utc::now()) {
-            return Err(invalid(format!(
-                "key {:?} expired at {until}",
-                claimed.key_id
-            )));
-        }
-        let public = PublicKey::from_base64(&key.public_key)
-            .ok_or_else(|| invalid(format!("key {:?} is not an Ed25519 key", key.key_id)))?;
-        let target = Target {
-            method: request.method,
-            destination: &self.cfg.server_name,
-            path: request.path,
-        };
-        let now = Utc::now().timestamp();
-        identity::verify_request(&public, &target, headers, body, now).map_err(|e| match e {
-            SigError::Invalid => invalid(
-                "signature missing or invalid (a kite1 signature over this method, path and \
-                 destination)"
-                    .into(),
-            ),
-            SigError::Stale => refuse(
-                Code::StaleTimestamp,
-                "the signed timestamp is more than 5 minutes from now".into(),
-            ),
-        })?;
-        let claim = self.claim(&claimed.server_name, headers, now)?;
-        Ok(VerifiedPeer {
-            peer: peer.clone(),
-            key,
-            claim,
-        })
-    }
-
-    /// Takes a verified request once: a replay of it is refused 401 `replayed_request`.
-    pub fn claim(
-        &self,
-        server: &str,
-        headers: &http::HeaderMap,
-        now: i64,
-    ) -> Result<ReplayClaim, FedRefusal> {
-        let (id, ts) = identity::request_id(headers).ok_or_else(|| {
-            FedRefusal::Api(ApiError::new(
-                Code::InvalidSignature,
-                "webhook-id and webhook-timestamp are required",
-            ))
-        })?;
-        let claim = self
-            .replay
-            .claim(server, id, ts, now)
-            .map_err(|e| FedRefusal::Api(ApiError::new(Code::ReplayedRequest, e.to_string())))?;
-        metrics::gauge!(kite_wire::metrics::REPLAY_ENTRIES).set(self.replay.len() as f64);
-        Ok(claim)
-    }
-
-    /// Refuses shared tokens (a Kite token peer or trusted sender, a federation token) when
-    /// the team's policy asks for identity keys: 403 `identity_signatures_required`.
-    pub async fn check_tokens_allowed(&self, team: &str) -> Result<(), FedRefusal> {
-        if self.policy(team).await?.min_signature_protocol == SignatureProtocol::Identity {
-            return Err(FedRefusal::Api(ApiError::new(
-                Code::IdentitySignaturesRequired,
-                "this team's federation policy (min_signature_protocol identity) takes \
-                 identity-key signatures only: peer by invitation (kite peer invite / accept)",
-            )));
-        }
-        Ok(())
-    }
-
-    /// Refuses a server the team's policy no longer admits: 403 `federation_closed`, or
-    /// `peer_not_allowed` under `invite_only` when `allowed_peers` does not name it.
-    pub async fn check_admitted(&self, team: &str, server: &str) -> Result<(), FedRefusal> {
-        match self.policy(team).await?.admits(server) {
-            Ok(()) => Ok(()),
-            Err(FederationMode::Closed) => Err(FedRefusal::Api(ApiError::new(
-                Code::FederationClosed,
-                "this team's federation policy is closed",
-            ))),
-            Err(_) => Err(FedRefusal::Api(ApiError::new(
-                Code::PeerNotAllowed,
-                format!(
-                    "this team federates by invitation with allowed peers only, and {server:?} \
-                     is not one"
-                ),
-            ))),
-        }
-    }
-
-    /// A key pinned for a handshake peer; an unknown key id refreshes the peer's descriptor
-    /// once (at most once a cooldown).
-    async fn peer_key(
-        &self,
-        peer: &Peer,
-        key_id: &str,
-    ) -> Result<Option<PublishedKey>, FedRefusal> {
-        if let Some(k) = self
-            .pinned_keys(peer.id)
-            .await?
-            .iter()
-            .find(|k| k.key_id == key_id)
-        {
-            return Ok(Some(k.clone()));
-        }
-        if !self.may_refresh(peer.id).await {
-            return Ok(None);
-        }
-        self.refresh(peer).await?;
-        Ok(self
-            .pinned_keys(peer.id)
-            .await?
-            .iter()
-            .find(|k| k.key_id == key_id)
-            .cloned())
-    }
-
-    /// The keys pinned for a peer.
-    pub async fn pinned_keys(&self, peer: Uuid) -> Result<Arc<Vec<PublishedKey>>, StoreError> {
-        self.pinned.get(&self.store, peer).await
-    }
-
-    async fn may_refresh(&self, peer: Uuid) -> bool {
-        let mut last = self.refreshed.lock().await;
-        let now = Instant::now();
-        match last.get(&peer) {
-            Some(t) if now.duration_since(*t) < self.cfg.refresh_cooldown => false,
-            _ => {
-                last.insert(peer, now);
-                true
-            }
-        }
-    }
-
-    /// Fetches a peer's descriptor again and pins what it publishes now (a failure is
-    /// logged: the request that asked goes on with the keys pinned already).
-    async fn refresh(&self, peer: &Peer) -> Result<(), FedRefusal> {
-        match self.refresh_keys(peer).await {
-            Ok(()) => Ok(()),
-            Err(FedError::Store(e)) => Err(e.into()),
-            Err(e) => {
-                tracing::warn!(peer = %peer.name, error = %e, "could not refresh the peer's descriptor");
-                Ok(())
-            }
-        }
-    }
-
-    /// Fetches a handshake peer's descriptor from its base URL and pins the keys it
-    /// publishes now, by the rules of key validity (an ended key never comes back); also
-    /// what `POST /api/federation/peers/{id}/refresh` does.
-    pub async fn refresh_keys(&self, peer: &Peer) -> Result<(), FedError> {
-        let Some(base) = peer.peer_base_url.as_deref() else {
-            return Err(FedError::BadAnswer(
-                "the peer was not made by invitation: it has no descriptor".into(),
-            ));
-        };
-        let desc = self.fetch_descriptor(base).await?;
-        if Some(desc.server_name.as_str()) != peer.server_name.as_deref() {
-            return Err(FedError::BadAnswer(format!(
-                "{base} serves {:?}, not {:?}",
-                desc.server_name,
-                peer.server_name.as_deref().unwrap_or_default()
-            )));
-        }
-        self.pin(peer.id, &desc.keys, KeySource::Descriptor).await?;
-        Ok(())
-    }
-
-    /// Pins what a peer publishes now (its descriptor, or a heartbeat it signed), by the
-    /// rules of [`Store::pin_keys`]; a change reloads that peer's keys only.
-    pub async fn pin(
-        &self,
-        peer: Uuid,
-        keys: &[PublishedKey],
-        source: KeySource<'_>,
-    ) -> Result<(), StoreError> {
-        if self.store.pin_keys(peer, keys, source).await? {
-            self.pinned.forget(Some(peer));
-        }
-        Ok(())
-    }
-}
-
-/// A server-to-server request as it arrived: what its signature is checked against.
-#[derive(Debug, Clone, Copy)]
-pub struct Inbound<'a> {
-    /// Its method.
-    pub method: &'a str,
-    /// Its path.
-    pub path: &'a str,
-    /// Its headers.
-    pub headers: &'a http::HeaderMap,
-}
-
-/// A request [`Federation::verify_peer`] checked: the peer, the key it signed with, and the
-/// claim on the request (kept once it succeeded, so a replay is refused).
-#[derive(Debug)]
-pub struct VerifiedPeer {
-    /// The peer that sent it.
-    pub peer: Peer,
-    /// The pinned key it was signed with.
-    pub key: PublishedKey,
-    /// The request, taken once.
-    pub claim: ReplayClaim,
 }
 
 /// Rotates the identity key once it has signed for `key_rotation` (the old one stays valid
@@ -749,27 +367,4 @@ pub enum FedRefusal {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The innermost cause of an error (what a failed HTTP call says went wrong).
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_bodies_give_their_code() {
-        assert_eq!(
-            error_of(br#"{"error":{"code":"peer_revoked","message":"no"}}"#),
-            Some(("peer_revoked".into(), "no".into()))
-        );
-        assert_eq!(error_of(b"<html>"), None);
-    }
 }

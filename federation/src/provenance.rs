@@ -17,6 +17,7 @@ use kite_store::types::GrantPermission;
 use kite_wire::event::IncomingEvent;
 use kite_wire::fed::{self, FedInfo};
 use kite_wire::identity::PublicKey;
+use kite_wire::ids::PeerId;
 use kite_wire::peering::{self, KeyQuery, KeyQueryResponse, PublishedKey};
 use kite_wire::provenance::{self, OriginSig, SigText};
 use kite_wire::scope::ScopeSet;
@@ -348,7 +349,7 @@ impl Federation {
     /// Whether a live grant lets `peer` do `permission` with events of type `ty`.
     pub async fn granted(
         &self,
-        peer: uuid::Uuid,
+        peer: PeerId,
         permission: GrantPermission,
         ty: &str,
     ) -> Result<bool, FedRefusal> {
@@ -367,7 +368,7 @@ impl Federation {
     }
 
     /// Whether any grant (live or not) was ever given to `peer`.
-    pub async fn has_grants(&self, peer: uuid::Uuid) -> Result<bool, FedRefusal> {
+    pub async fn has_grants(&self, peer: PeerId) -> Result<bool, FedRefusal> {
         Ok(self
             .snap
             .get()
@@ -415,7 +416,7 @@ impl Federation {
     }
 
     /// The event types a peer may pull (its live `backfill` grants' scopes), or None.
-    pub async fn backfill_scopes(&self, peer: uuid::Uuid) -> Result<Option<ScopeSet>, FedRefusal> {
+    pub async fn backfill_scopes(&self, peer: PeerId) -> Result<Option<ScopeSet>, FedRefusal> {
         let now = Utc::now();
         let scopes: Vec<String> = self
             .snap

@@ -553,7 +553,7 @@ async fn accept(
         });
         axum::Json(AcceptResponse {
             server_name: name,
-            team,
+            team: team.into(),
             scopes: offer.scopes,
             max_hops: offer.max_hops,
             your_scopes: req.scopes.unwrap_or_else(|| vec!["*".into()]),

@@ -211,7 +211,7 @@ mod tests {
         let now = chrono::Utc::now();
         RoutedPeer {
             peer: Peer {
-                id: uuid::Uuid::nil(),
+                id: kite_wire::ids::PeerId::default(),
                 team_id: "t".into(),
                 name: "b".into(),
                 peer_hook_url: "http://127.0.0.1:9/hooks/t/kite".into(),

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use kite_wire::fed::FedInfo;
-use kite_wire::ids::PeerId;
 
 use kite_store::cache::{PeerSnapshot, RoutedPeer};
 use kite_store::events::{NewOutbox, RoutingEvent};
@@ -86,7 +85,7 @@ pub fn decide_rows<K: Copy + Eq + Hash>(
             };
             rows.push(NewOutbox {
                 event: ev.at,
-                peer_id: PeerId(peer.peer.id),
+                peer_id: peer.peer.id,
                 team_id: ev.team_id.clone(),
                 state,
                 reason,

@@ -4,7 +4,8 @@ use clap::{Args, Subcommand};
 use kite_kit::client::{PeerChanges, PeerSpec, SenderChanges, SenderSpec};
 
 use super::output::{col, Col};
-use super::{find_id, secret_arg, Ctx};
+use super::{find_id, one_of, secret_arg, Ctx};
+use kite_store::types::{OutboxState, PeerStatus};
 
 const TOKEN_COLS: &[Col] = &[
     col("ID", "id"),
@@ -27,8 +28,8 @@ const PEER_COLS: &[Col] = &[
     col("HEALTH", "health"),
     col("SCOPES", "scopes"),
     col("MAX_HOPS", "max_hops"),
-    col("PENDING", "pending"),
-    col("DEAD", "dead"),
+    col("PENDING", OutboxState::Pending.as_str()),
+    col("DEAD", OutboxState::Dead.as_str()),
     col("URL", "peer_hook_url"),
 ];
 
@@ -179,8 +180,8 @@ pub struct PeerUpdate {
     #[arg(long)]
     pub key_id: Option<String>,
     /// New status.
-    #[arg(long, value_parser = ["active", "paused", "revoked"])]
-    pub status: Option<String>,
+    #[arg(long, value_parser = one_of(PeerStatus::SETTABLE))]
+    pub status: Option<PeerStatus>,
     /// New inbound token (`-` reads it from stdin).
     #[arg(long)]
     pub inbound_token: Option<String>,
@@ -268,7 +269,7 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 scopes: p.scopes,
                 max_hops: p.max_hops,
                 key_id: p.key_id,
-                status: p.paused.then(|| "paused".to_string()),
+                status: p.paused.then(|| PeerStatus::Paused.as_str().to_string()),
                 inbound_token: p
                     .inbound_token
                     .map(|t| secret_arg(&t, "inbound-token"))
@@ -289,7 +290,7 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 scopes: (!u.scopes.is_empty()).then_some(u.scopes),
                 max_hops: u.max_hops,
                 key_id: u.key_id,
-                status: u.status,
+                status: u.status.map(|s| s.as_str().to_string()),
                 inbound_token: u
                     .inbound_token
                     .map(|t| secret_arg(&t, "inbound-token"))

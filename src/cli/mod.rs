@@ -21,8 +21,10 @@ pub use trust::{IdentityVerb, InvitationVerb, PeerArgs, PeerCommand, PolicyVerb}
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use kite_kit::client::{ApiClient, ClientError};
+use kite_store::types::Spelled;
 
 use crate::listen::AuthFailed;
 use output::Printer;
@@ -256,6 +258,14 @@ fn explain(e: ClientError) -> anyhow::Error {
         ),
         e => anyhow!(e),
     }
+}
+
+/// A flag's parser for one of `values` (listed in `--help`), read as the domain's own type.
+pub(crate) fn one_of<T: Spelled>(
+    values: &'static [T],
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    clap::builder::PossibleValuesParser::new(values.iter().map(|v| v.as_str()))
+        .try_map(|s| T::parse(&s).ok_or("not one of the values listed"))
 }
 
 /// A secret given as a flag: `-` reads it from stdin (first line), so it stays out of the

@@ -5,7 +5,8 @@ use clap::{Args, Subcommand};
 use kite_kit::client::{OutboxFilter, SourceSpec};
 
 use super::output::{col, Col};
-use super::{find_id, secret_arg, Ctx};
+use super::{find_id, one_of, secret_arg, Ctx};
+use kite_store::types::OutboxState;
 
 const KEY_COLS: &[Col] = &[
     col("ID", "id"),
@@ -130,8 +131,8 @@ pub struct OutboxFilterArgs {
     #[arg(long, visible_alias = "peer-id")]
     pub peer: Option<String>,
     /// Only deliveries in this state.
-    #[arg(long, value_parser = ["pending", "delivered", "dead", "cancelled", "skipped"])]
-    pub status: Option<String>,
+    #[arg(long, value_parser = one_of(OutboxState::ALL))]
+    pub status: Option<OutboxState>,
     /// Page size (default 100, at most 1000).
     #[arg(long)]
     pub limit: Option<u32>,
@@ -262,7 +263,7 @@ pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
     };
     let filter = OutboxFilter {
         peer_id,
-        status: f.status,
+        status: f.status.map(|s| s.as_str().to_string()),
         limit: f.limit,
         cursor: f.cursor,
     };

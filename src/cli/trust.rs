@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::output::{col, Col};
 use super::{find_id, Connection, Ctx};
+use kite_store::types::OutboxState;
 
 /// What `kite peer list` shows of each peer.
 const PEER_HEALTH_COLS: &[Col] = &[
@@ -19,8 +20,8 @@ const PEER_HEALTH_COLS: &[Col] = &[
     col("RESOLVED", "last_error_resolved_at"),
     col("SENT_24H", "events_sent_24h"),
     col("RECEIVED_24H", "events_received_24h"),
-    col("PENDING", "pending"),
-    col("DEAD", "dead"),
+    col("PENDING", OutboxState::Pending.as_str()),
+    col("DEAD", OutboxState::Dead.as_str()),
 ];
 
 const GRANT_COLS: &[Col] = &[

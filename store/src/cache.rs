@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use kite_wire::ids::TeamId;
 use kite_wire::scope::ScopeSet;
 use kite_wire::token::secret_eq;
 use tokio::sync::{watch, RwLock};
@@ -26,7 +27,7 @@ pub struct RoutedPeer {
 #[derive(Debug, Default)]
 pub struct PeerSnapshot {
     /// Each team's peers.
-    pub by_team: HashMap<String, Vec<RoutedPeer>>,
+    pub by_team: HashMap<TeamId, Vec<RoutedPeer>>,
 }
 
 impl PeerSnapshot {
@@ -43,7 +44,7 @@ impl PeerSnapshot {
 /// Trusted senders and configured hook sources by team.
 #[derive(Debug, Default)]
 pub struct SenderSnapshot {
-    by_team: HashMap<String, Vec<Sender>>,
+    by_team: HashMap<TeamId, Vec<Sender>>,
     sources: HashMap<(String, String), Source>,
     /// (team, token hint) → the senders holding such a token, by their place in the team's
     /// list.
@@ -200,7 +201,7 @@ pub trait Loadable: Sized + Send + Sync {
 
 impl Loadable for PeerSnapshot {
     async fn load(store: &Store) -> Result<Self> {
-        let mut by_team: HashMap<String, Vec<RoutedPeer>> = HashMap::new();
+        let mut by_team: HashMap<TeamId, Vec<RoutedPeer>> = HashMap::new();
         for peer in store.all_peers().await? {
             let scopes = ScopeSet::compile(&peer.scopes).ok();
             by_team
@@ -214,7 +215,7 @@ impl Loadable for PeerSnapshot {
 
 impl Loadable for SenderSnapshot {
     async fn load(store: &Store) -> Result<Self> {
-        let mut by_team: HashMap<String, Vec<Sender>> = HashMap::new();
+        let mut by_team: HashMap<TeamId, Vec<Sender>> = HashMap::new();
         for s in store.all_senders().await? {
             by_team.entry(s.team_id.clone()).or_default().push(s);
         }
@@ -232,7 +233,7 @@ impl Loadable for SenderSnapshot {
                 continue;
             }
             by_team.entry(p.team_id.clone()).or_default().push(Sender {
-                id: p.id,
+                id: p.id.0,
                 team_id: p.team_id,
                 name: p.name,
                 key_id: String::new(),
@@ -247,14 +248,14 @@ impl Loadable for SenderSnapshot {
             .all_sources()
             .await?
             .into_iter()
-            .map(|s| ((s.team_id.clone(), s.name.clone()), s))
+            .map(|s| ((s.team_id.0.clone(), s.name.clone()), s))
             .collect();
         let mut hints: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (team, senders) in &by_team {
             for (i, s) in senders.iter().enumerate() {
                 for secret in s.secrets() {
                     hints
-                        .entry((team.clone(), kite_wire::signature::token_hint(secret)))
+                        .entry((team.0.clone(), kite_wire::signature::token_hint(secret)))
                         .or_default()
                         .push(i);
                 }

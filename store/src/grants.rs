@@ -1,5 +1,6 @@
 //! Grants: scoped, expiring permissions a team gives a handshake peer (`send`, `backfill`).
 
+use kite_wire::ids::PeerId;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +17,7 @@ pub struct Grant {
     /// Its id.
     pub id: Uuid,
     /// The peer it is given to.
-    pub peer_id: Uuid,
+    pub peer_id: PeerId,
     /// What it allows.
     pub permissions: Vec<GrantPermission>,
     /// The event types it covers (globs).
@@ -69,7 +70,12 @@ pub struct NewGrant {
 
 impl Store {
     /// Gives a peer of the team a grant.
-    pub async fn create_grant(&self, team_id: &str, peer_id: Uuid, g: &NewGrant) -> Result<Grant> {
+    pub async fn create_grant(
+        &self,
+        team_id: &str,
+        peer_id: PeerId,
+        g: &NewGrant,
+    ) -> Result<Grant> {
         let c = self.conn().await?;
         let permissions: Vec<&str> = g.permissions.iter().map(|p| p.as_str()).collect();
         let row = c
@@ -96,7 +102,7 @@ impl Store {
     }
 
     /// A peer's grants, newest first (expired ones included).
-    pub async fn list_grants(&self, team_id: &str, peer_id: Uuid) -> Result<Vec<Grant>> {
+    pub async fn list_grants(&self, team_id: &str, peer_id: PeerId) -> Result<Vec<Grant>> {
         let c = self.conn().await?;
         let rows = c
             .query(
@@ -111,12 +117,12 @@ impl Store {
     }
 
     /// Every grant, by peer (for the federation cache, which checks expiry when it uses one).
-    pub async fn all_grants(&self) -> Result<HashMap<Uuid, Vec<Grant>>> {
+    pub async fn all_grants(&self) -> Result<HashMap<PeerId, Vec<Grant>>> {
         let c = self.conn().await?;
         let rows = c
             .query(&format!("SELECT {COLS} FROM peer_grants"), &[])
             .await?;
-        let mut out: HashMap<Uuid, Vec<Grant>> = HashMap::new();
+        let mut out: HashMap<PeerId, Vec<Grant>> = HashMap::new();
         for r in &rows {
             let g = grant(r)?;
             out.entry(g.peer_id).or_default().push(g);
@@ -125,7 +131,7 @@ impl Store {
     }
 
     /// Deletes a grant of a peer.
-    pub async fn delete_grant(&self, team_id: &str, peer_id: Uuid, id: Uuid) -> Result<()> {
+    pub async fn delete_grant(&self, team_id: &str, peer_id: PeerId, id: Uuid) -> Result<()> {
         let c = self.conn().await?;
         let n = c
             .execute(
@@ -144,7 +150,7 @@ impl Store {
 pub(crate) async fn insert_grant(
     tx: &tokio_postgres::Transaction<'_>,
     team_id: &str,
-    peer_id: Uuid,
+    peer_id: PeerId,
     g: &NewGrant,
 ) -> Result<()> {
     let permissions: Vec<&str> = g.permissions.iter().map(|p| p.as_str()).collect();

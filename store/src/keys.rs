@@ -1,6 +1,7 @@
 //! Teams, API keys and federation tokens. Only SHA-256 digests of secrets are stored.
 
 use chrono::{DateTime, Utc};
+use kite_wire::ids::TeamId;
 use kite_wire::token;
 use serde::Serialize;
 use uuid::Uuid;
@@ -12,7 +13,7 @@ use crate::{Result, RowExt, Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGrant {
     /// The key's team.
-    pub team_id: String,
+    pub team_id: TeamId,
     /// `read`, `write` or `admin`.
     pub permission: Permission,
     /// The key's id (per-key limits).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 
 use futures::StreamExt;
+use kite_wire::ids::PeerId;
 use tokio::sync::{broadcast, watch};
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
@@ -22,7 +23,7 @@ pub struct Notifications {
     pub events: watch::Receiver<u64>,
     /// One peer's pinned keys changed (`Some(peer)`), or anything may have (`None`: the
     /// notification connection was re-made).
-    pub peer_keys: broadcast::Sender<Option<Uuid>>,
+    pub peer_keys: broadcast::Sender<Option<PeerId>>,
 }
 
 impl Store {
@@ -57,7 +58,8 @@ impl Store {
                                         "kite_events" => etx.send_modify(|g| *g += 1),
                                         // A payload that is no id: reload every peer's keys.
                                         "kite_peer_keys" => {
-                                            let _ = ktx.send(n.payload().parse().ok());
+                                            let _ = ktx
+                                                .send(n.payload().parse::<Uuid>().ok().map(PeerId));
                                         }
                                         _ => ctx.send_modify(|g| *g += 1),
                                     }

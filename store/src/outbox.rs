@@ -4,9 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kite_wire::fed::FedInfo;
-use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId};
+use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId, TeamId};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::events::fed_columns;
 use crate::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus, SkipReason};
@@ -19,44 +18,89 @@ pub struct DeliveryRow {
     pub id: OutboxId,
     /// Target peer.
     pub peer_id: PeerId,
+    /// The owning team.
+    pub team_id: TeamId,
     /// Current state.
     pub state: OutboxState,
     /// Failed attempts so far.
     pub attempts: i32,
-    /// The stored CloudEvent as JSON text, without its federation extensions, or why the
-    /// row could not be read (a message failure: the delivery can never be made).
-    pub event_rest: std::result::Result<String, String>,
+    /// The event as it goes out, or why its row could not be read (a message failure:
+    /// the delivery can never be made).
+    pub event: std::result::Result<Outgoing, String>,
+    /// The peer as it is now, or None when it was deleted.
+    pub peer: Option<Target>,
+}
+
+/// A stored event as delivery forwards it.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The CloudEvent as JSON text, without its federation extensions.
+    pub rest: String,
     /// Its federation extensions.
     pub fed: FedInfo,
     /// Its CloudEvent id.
-    pub event_id: String,
+    pub id: String,
     /// Its CloudEvent source (with the id, the event's identity).
-    pub event_source: String,
-    /// The peer's status, or None when the peer was deleted.
-    pub peer_status: Option<PeerStatus>,
-    /// The peer's health.
-    pub peer_health: Option<PeerHealth>,
-    /// The peer's hook URL.
-    pub peer_hook_url: Option<String>,
-    /// The peer's outbound secret.
-    pub outbound_token: Option<String>,
-    /// The secret replaced by a rotation, signed with too until the overlap ends.
-    pub previous_token: Option<String>,
-    /// Key id to name instead of sending the token as a bearer.
-    pub key_id: Option<String>,
-    /// The token the peer minted for this side (its `inbound_token`), signed with too.
-    pub inbound_token: Option<String>,
-    /// The peer's server name when it is a handshake peer (requests are signed with this
-    /// server's identity key instead of a shared secret).
-    pub server_name: Option<String>,
-    /// The event's origin signature, when it came with one.
+    pub source: String,
+    /// Its origin signature, when it came with one.
     pub origin_sig: Option<kite_wire::provenance::SigText>,
-    /// The peer's name (None when it was deleted).
-    pub peer_name: Option<String>,
-    /// The owning team.
-    pub team_id: String,
-    /// When the event was received.
-    pub received_at: Option<DateTime<Utc>>,
+    /// When it was received here.
+    pub received_at: DateTime<Utc>,
+}
+
+/// The peer a row goes to, as it is now.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its name.
+    pub name: String,
+    /// Its status.
+    pub status: PeerStatus,
+    /// What delivery has seen of it.
+    pub health: PeerHealth,
+    /// Its hook URL.
+    pub hook_url: String,
+    /// How requests to it are signed.
+    pub auth: PeerAuth,
+}
+
+/// How requests to a peer are signed: the kind of peer it is.
+#[derive(Debug, Clone)]
+pub enum PeerAuth {
+    /// A handshake peer: with this server's identity key, for the peer's server.
+    Server {
+        /// The peer's server name (the requests' destination).
+        server_name: String,
+    },
+    /// A Kite token peer: with the shared secret.
+    Token {
+        /// The outbound secret.
+        token: String,
+        /// The secret replaced by a rotation, signed with too until the overlap ends.
+        previous: Option<String>,
+        /// The token the peer minted for this side (its `inbound_token`), signed with too.
+        inbound: Option<String>,
+        /// Key id to name instead of sending the token as a bearer.
+        key_id: Option<String>,
+    },
+}
+
+impl PeerAuth {
+    /// How `peer` is signed for at `now` (a rotated secret only within its overlap).
+    pub fn of(peer: &crate::peers::Peer, now: DateTime<Utc>) -> Self {
+        match &peer.server_name {
+            Some(server_name) => PeerAuth::Server {
+                server_name: server_name.clone(),
+            },
+            None => PeerAuth::Token {
+                token: peer.outbound_token.clone(),
+                previous: crate::rotation::in_overlap(peer.previous_until, now)
+                    .then(|| peer.previous_outbound_token.clone())
+                    .flatten(),
+                inbound: peer.inbound_token.clone(),
+                key_id: peer.key_id.clone(),
+            },
+        }
+    }
 }
 
 impl DeliveryRow {
@@ -71,29 +115,44 @@ impl DeliveryRow {
     ) -> Self {
         Self {
             id,
-            peer_id: PeerId(peer.id),
+            peer_id: peer.id,
+            team_id: event.team_id.clone(),
             state: OutboxState::Pending,
             attempts: 0,
-            event_rest: Ok(event.event.clone()),
-            fed: event.fed.clone(),
-            event_id: event.ce_id.clone(),
-            event_source: event.ce_source.clone(),
-            peer_status: Some(peer.status),
-            peer_health: Some(peer.health),
-            peer_hook_url: Some(peer.peer_hook_url.clone()),
-            outbound_token: Some(peer.outbound_token.clone()),
-            previous_token: crate::rotation::in_overlap(peer.previous_until, now)
-                .then(|| peer.previous_outbound_token.clone())
-                .flatten(),
-            key_id: peer.key_id.clone(),
-            inbound_token: peer.inbound_token.clone(),
-            server_name: peer.server_name.clone(),
-            origin_sig: event.origin_sig.clone(),
-            peer_name: Some(peer.name.clone()),
-            team_id: event.team_id.clone(),
-            received_at: Some(received_at),
+            event: Ok(Outgoing {
+                rest: event.event.clone(),
+                fed: event.fed.clone(),
+                id: event.ce_id.clone(),
+                source: event.ce_source.clone(),
+                origin_sig: event.origin_sig.clone(),
+                received_at,
+            }),
+            peer: Some(Target {
+                name: peer.name.clone(),
+                status: peer.status,
+                health: peer.health,
+                hook_url: peer.peer_hook_url.clone(),
+                auth: PeerAuth::of(peer, now),
+            }),
         }
     }
+
+    /// When its event was received, if it could be read.
+    pub fn received_at(&self) -> Option<DateTime<Utc>> {
+        self.event.as_ref().ok().map(|e| e.received_at)
+    }
+}
+
+/// The event columns of a [`Store::delivery_rows`] row.
+fn outgoing(r: &tokio_postgres::Row) -> Result<Outgoing> {
+    Ok(Outgoing {
+        rest: r.col(4)?,
+        fed: fed_columns(r, 11)?,
+        id: r.col(14)?,
+        source: r.col(15)?,
+        origin_sig: crate::events::sig_columns(r, 17),
+        received_at: r.col(21)?,
+    })
 }
 
 /// The new state of a row after a delivery attempt.
@@ -125,7 +184,7 @@ pub struct OutboxEntry {
     /// CloudEvent type.
     pub event_type: String,
     /// Target peer.
-    pub peer_id: Uuid,
+    pub peer_id: PeerId,
     /// Where it stands.
     pub status: OutboxState,
     /// Why it was skipped.
@@ -150,7 +209,7 @@ pub struct OutboxEntry {
 #[derive(Debug, Clone, Default)]
 pub struct OutboxQuery {
     /// Only this peer.
-    pub peer_id: Option<Uuid>,
+    pub peer_id: Option<PeerId>,
     /// Only this state.
     pub status: Option<OutboxState>,
     /// Only events whose type matches this glob (`*` any run, `?` one character).
@@ -187,44 +246,44 @@ impl Store {
         let rows = c.query(&st, &[&ids]).await?;
         rows.iter()
             .map(|r| {
-                // The event's own columns are read per row: one that cannot be read is that
-                // delivery's failure, never the batch's.
-                let event = (|| -> Result<(String, FedInfo, String, String)> {
-                    Ok((r.col(4)?, fed_columns(r, 11)?, r.col(14)?, r.col(15)?))
-                })();
-                let (event_rest, fed, event_id, event_source) = match event {
-                    Ok((rest, fed, id, source)) => (Ok(rest), fed, id, source),
-                    Err(e) => (
-                        Err(e.to_string()),
-                        FedInfo::default(),
-                        String::new(),
-                        String::new(),
-                    ),
-                };
                 Ok(DeliveryRow {
                     id: r.col(0)?,
                     peer_id: r.col(1)?,
+                    team_id: r.col(20)?,
                     state: r.col(2)?,
                     attempts: r.col(3)?,
-                    event_rest,
-                    fed,
-                    event_id,
-                    event_source,
-                    peer_status: r.col(5)?,
-                    peer_hook_url: r.col(6)?,
-                    outbound_token: self.open_opt(r.col(7)?)?,
-                    peer_health: r.col(8)?,
-                    previous_token: self.previous_secret(r, 9, 23)?.0,
-                    key_id: r.col(10)?,
-                    inbound_token: self.open_opt(r.col(22)?)?,
-                    server_name: r.col(16)?,
-                    origin_sig: crate::events::sig_columns(r, 17),
-                    peer_name: r.col(19)?,
-                    team_id: r.col(20)?,
-                    received_at: r.col(21)?,
+                    // The event's own columns are read per row: one that cannot be read is
+                    // that delivery's failure, never the batch's.
+                    event: outgoing(r).map_err(|e| e.to_string()),
+                    peer: self.target(r)?,
                 })
             })
             .collect()
+    }
+
+    /// The peer columns of a [`Store::delivery_rows`] row (None: the peer was deleted).
+    fn target(&self, r: &tokio_postgres::Row) -> Result<Option<Target>> {
+        let (Some(name), Some(status), Some(health), Some(hook_url)) =
+            (r.col(19)?, r.col(5)?, r.col(8)?, r.col(6)?)
+        else {
+            return Ok(None);
+        };
+        let auth = match r.col::<Option<String>>(16)? {
+            Some(server_name) => PeerAuth::Server { server_name },
+            None => PeerAuth::Token {
+                token: self.open_opt(r.col(7)?)?.unwrap_or_default(),
+                previous: self.previous_secret(r, 9, 23)?.0,
+                inbound: self.open_opt(r.col(22)?)?,
+                key_id: r.col(10)?,
+            },
+        };
+        Ok(Some(Target {
+            name,
+            status,
+            health,
+            hook_url,
+            auth,
+        }))
     }
 
     /// Analyzes kite's fast-changing tables (events, outbox, attempts) that have grown to

@@ -1,6 +1,7 @@
 //! Peers: instances this one forwards to.
 
 use chrono::{DateTime, Utc};
+use kite_wire::ids::{PeerId, TeamId};
 use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -14,9 +15,9 @@ use crate::{Result, RowExt, Store};
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Peer {
     /// Peer id.
-    pub id: Uuid,
+    pub id: PeerId,
     /// Owning team.
-    pub team_id: String,
+    pub team_id: TeamId,
     /// Unique name within the team.
     pub name: String,
     /// Where events are POSTed (`.../hooks/{team}/kite`).
@@ -256,7 +257,7 @@ impl Store {
     }
 
     /// One peer of a team.
-    pub async fn get_peer(&self, team_id: &str, id: Uuid) -> Result<Peer> {
+    pub async fn get_peer(&self, team_id: &str, id: PeerId) -> Result<Peer> {
         let c = self.conn().await?;
         let row = c
             .query_opt(
@@ -272,7 +273,7 @@ impl Store {
     pub async fn update_peer(
         &self,
         team_id: &str,
-        id: Uuid,
+        id: PeerId,
         p: &PeerPatch,
         overlap: std::time::Duration,
     ) -> Result<Peer> {
@@ -324,7 +325,7 @@ impl Store {
     }
 
     /// Deletes a peer and cancels its pending deliveries; answers how many were cancelled.
-    pub async fn delete_peer(&self, team_id: &str, id: Uuid) -> Result<u64> {
+    pub async fn delete_peer(&self, team_id: &str, id: PeerId) -> Result<u64> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
         let gone = tx
@@ -352,7 +353,7 @@ impl Store {
     /// is gone).
     pub async fn record_peer_outcome(
         &self,
-        id: Uuid,
+        id: PeerId,
         o: &PeerOutcome,
         threshold: i32,
     ) -> Result<Option<PeerHealth>> {
@@ -412,7 +413,7 @@ impl Store {
     pub async fn peer_backlogs(
         &self,
         team_id: &str,
-    ) -> Result<std::collections::HashMap<Uuid, (i64, i64)>> {
+    ) -> Result<std::collections::HashMap<PeerId, (i64, i64)>> {
         let c = self.conn().await?;
         let rows = c
             .query(
@@ -428,7 +429,7 @@ impl Store {
     }
 
     /// The oldest pending row of a peer after outbox id `after` (what a probe delivers).
-    pub async fn oldest_pending_after(&self, peer_id: Uuid, after: i64) -> Result<Option<i64>> {
+    pub async fn oldest_pending_after(&self, peer_id: PeerId, after: i64) -> Result<Option<i64>> {
         let c = self.conn().await?;
         let row = c
             .query_opt(
@@ -441,7 +442,7 @@ impl Store {
     }
 
     /// Pauses a peer that answered 410 Gone, saying so in `last_error`.
-    pub async fn pause_gone_peer(&self, id: Uuid, error: &str) -> Result<()> {
+    pub async fn pause_gone_peer(&self, id: PeerId, error: &str) -> Result<()> {
         let c = self.conn().await?;
         c.execute(
             "UPDATE peers SET status = 'paused', last_error = $2, last_error_at = now(),
@@ -454,7 +455,7 @@ impl Store {
     }
 
     /// Marks a peer reachable again after a successful probe (or when nothing is parked).
-    pub async fn mark_peer_reachable(&self, id: Uuid) -> Result<()> {
+    pub async fn mark_peer_reachable(&self, id: PeerId) -> Result<()> {
         let c = self.conn().await?;
         c.execute(
             "UPDATE peers SET health = 'active', consecutive_failures = 0, last_success_at = now() WHERE id = $1",

@@ -1,6 +1,7 @@
 //! Trusted senders: instances allowed to post federated events to this one.
 
 use chrono::{DateTime, Utc};
+use kite_wire::ids::TeamId;
 use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -15,7 +16,7 @@ pub struct Sender {
     /// Sender id.
     pub id: Uuid,
     /// Owning team.
-    pub team_id: String,
+    pub team_id: TeamId,
     /// Unique name within the team.
     pub name: String,
     /// The key id the sender names in `X-Kite-Key-Id`.

@@ -1,13 +1,16 @@
 //! Hook sources with a signature scheme and secret, checked at ingress.
 
 use chrono::{DateTime, Utc};
+use kite_wire::ids::TeamId;
 use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use kite_wire::provider::Scheme;
+
 use crate::keys::found;
 use crate::rotation::rotate_set;
-use crate::{Result, Store, StoreError};
+use crate::{Result, RowExt, Store, StoreError};
 
 /// A configured hook source. Its secrets are never serialized.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -15,11 +18,11 @@ pub struct Source {
     /// Source id.
     pub id: Uuid,
     /// Owning team.
-    pub team_id: String,
+    pub team_id: TeamId,
     /// The `{source}` of `/hooks/{team}/{source}`.
     pub name: String,
     /// Signature scheme (`stripe`, `github`, `slack`, `standard-webhooks`, `hmac-sha256`).
-    pub scheme: String,
+    pub scheme: Scheme,
     /// Header of the `hmac-sha256` scheme.
     pub header: Option<String>,
     /// The signing secret (shown never).
@@ -53,7 +56,7 @@ impl Store {
             id: r.get(0),
             team_id: r.get(1),
             name: r.get(2),
-            scheme: r.get(3),
+            scheme: r.col(3)?,
             header: r.get(4),
             secret: self.open(r.get(5))?,
             previous_secret: previous,
@@ -68,7 +71,7 @@ impl Store {
         &self,
         team_id: &str,
         name: &str,
-        scheme: &str,
+        scheme: Scheme,
         secret: &str,
         header: Option<&str>,
     ) -> Result<Source> {

@@ -2,12 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::events::StoredEvent;
 use crate::types::{AttemptOutcome, OutboxState, SkipReason};
 use crate::{Result, RowExt, Store};
-use kite_wire::ids::OutboxId;
+use kite_wire::ids::{OutboxId, PeerId};
 
 /// One delivery attempt to record.
 #[derive(Debug, Clone)]
@@ -45,7 +44,7 @@ pub struct StoryRow {
     /// Outbox id.
     pub id: i64,
     /// The peer.
-    pub peer_id: Uuid,
+    pub peer_id: PeerId,
     /// Where it stands.
     pub state: OutboxState,
     /// Why it was skipped.

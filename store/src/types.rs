@@ -6,6 +6,16 @@ use std::fmt;
 
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
+/// A state with one spelling a value: what a command line or a form offers and reads.
+pub trait Spelled: Copy + Send + Sync + 'static {
+    /// Every value, in order.
+    fn all() -> &'static [Self];
+    /// The stored and wire form.
+    fn as_str(self) -> &'static str;
+    /// Parses the stored and wire form.
+    fn parse(s: &str) -> Option<Self>;
+}
+
 macro_rules! text_enum {
     (
         $(#[$meta:meta])*
@@ -23,7 +33,7 @@ macro_rules! text_enum {
             pub const ALL: &'static [$name] = &[$($name::$var),+];
 
             /// The stored and wire form.
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self { $($name::$var => $text),+ }
             }
 
@@ -39,6 +49,20 @@ macro_rules! text_enum {
                     Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
                     _ => all.join(""),
                 }
+            }
+        }
+
+        impl Spelled for $name {
+            fn all() -> &'static [Self] {
+                Self::ALL
+            }
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+
+            fn parse(s: &str) -> Option<Self> {
+                $name::parse(s)
             }
         }
 
@@ -312,9 +336,15 @@ mod tests {
         let sql = [
             include_str!("outbox.rs"),
             include_str!("peers.rs"),
-            include_str!("federation.rs"),
+            include_str!("federation/policy.rs"),
+            include_str!("federation/invitations.rs"),
+            include_str!("federation/handshake_peers.rs"),
+            include_str!("federation/pinned_keys.rs"),
+            include_str!("federation/heartbeats.rs"),
+            include_str!("federation/traffic.rs"),
             include_str!("stream.rs"),
-            include_str!("events.rs"),
+            include_str!("events/mod.rs"),
+            include_str!("events/routed.rs"),
             include_str!("keys.rs"),
         ]
         .concat();

@@ -31,12 +31,41 @@ pub struct BatchAnswer {
     pub results: Vec<ItemResult>,
 }
 
+/// What a receiver did with one event: a single POST's answer, or one result of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookStatus {
+    /// Stored (202 for a single POST).
+    Accepted,
+    /// Held already: taken before, not stored again (200).
+    DuplicateIgnored,
+    /// It came back to where it started (200).
+    LoopIgnored,
+    /// Refused (the error's status).
+    Rejected,
+    /// A status this version does not know (read from a newer peer): treated as refused.
+    #[serde(other)]
+    Unknown,
+}
+
+impl HookStatus {
+    /// The `outcome` label of `kite_ingest_total` for an event with this answer.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            HookStatus::Accepted => "accepted",
+            HookStatus::DuplicateIgnored => "duplicate",
+            HookStatus::LoopIgnored => "loop",
+            HookStatus::Rejected | HookStatus::Unknown => "rejected",
+        }
+    }
+}
+
 /// What became of one event of a batch: what a single POST of it would have answered.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemResult {
     /// `accepted`, `duplicate_ignored`, `loop_ignored` (a single POST's 2xx answers) or
     /// `rejected` (its error).
-    pub status: String,
+    pub status: HookStatus,
     /// The CloudEvent id, when it could be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -58,7 +87,7 @@ impl ItemResult {
     /// The result of an event refused with `e`.
     pub fn rejected(id: Option<String>, e: &ApiError) -> Self {
         Self {
-            status: "rejected".into(),
+            status: HookStatus::Rejected,
             id,
             seq: None,
             created_at: None,
@@ -73,10 +102,10 @@ impl ItemResult {
 
     /// The HTTP status a single POST of this event would have got, and its error code.
     pub fn as_single(&self) -> (u16, Option<&str>) {
-        match self.status.as_str() {
-            "accepted" => (202, None),
-            "duplicate_ignored" | "loop_ignored" => (200, None),
-            _ => (
+        match self.status {
+            HookStatus::Accepted => (202, None),
+            HookStatus::DuplicateIgnored | HookStatus::LoopIgnored => (200, None),
+            HookStatus::Rejected | HookStatus::Unknown => (
                 self.http_status.unwrap_or(400),
                 self.error.as_ref().map(|e| e.code.as_str()),
             ),

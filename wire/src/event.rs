@@ -4,11 +4,13 @@ use crate::Code;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::fed::{self, FedInfo};
 use crate::provider::Scheme;
+
+mod webhook;
+use webhook::build_webhook;
 
 /// Largest body accepted, and largest event kite forwards: what a peer accepts.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -105,6 +107,7 @@ pub struct IncomingEvent {
     pub origin_sig: Option<crate::provenance::SigText>,
 }
 
+/// A header's value, trimmed, if it is there, visible ASCII and not empty.
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
@@ -112,6 +115,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// Whether the request is a structured CloudEvent (`application/cloudevents+json`).
 fn is_structured(h: &HeaderMap) -> bool {
     header(h, "content-type").is_some_and(|c| {
         c.to_ascii_lowercase()
@@ -119,6 +123,7 @@ fn is_structured(h: &HeaderMap) -> bool {
     })
 }
 
+/// 400 `invalid_cloudevent`, saying why.
 fn invalid_ce(msg: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         Code::InvalidCloudevent,
@@ -126,6 +131,7 @@ fn invalid_ce(msg: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// An SDK event as its JSON object.
 fn into_object(ev: cloudevents::Event) -> Result<Map<String, Value>, ApiError> {
     match serde_json::to_value(&ev) {
         Ok(Value::Object(m)) => Ok(m),
@@ -150,10 +156,6 @@ pub fn original_headers(h: &HeaderMap) -> String {
         .filter_map(|(name, value)| Some((name.to_string(), Value::String(value?.to_string()))))
         .collect();
     Value::Object(kept).to_string()
-}
-
-fn clip(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 /// The nesting depth of JSON text (arrays and objects), counted without parsing it; stops
@@ -186,6 +188,7 @@ pub fn json_depth(text: &[u8], limit: usize) -> usize {
     max
 }
 
+/// Refuses JSON text nested deeper than `limit`: 400 `too_deep`.
 fn check_depth(text: &[u8], limit: usize) -> Result<(), ApiError> {
     if json_depth(text, limit) > limit {
         return Err(ApiError::new(
@@ -207,6 +210,7 @@ pub fn header_safe(s: &str, max: usize) -> bool {
         && !s.ends_with(' ')
 }
 
+/// Refuses a CloudEvent attribute that cannot travel as an HTTP header value.
 fn check_attribute(name: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
     if header_safe(value, max) {
         return Ok(());
@@ -216,192 +220,6 @@ fn check_attribute(name: &'static str, value: &str, max: usize) -> Result<(), Ap
         format!("CloudEvent {name} must be 1-{max} characters of visible ASCII (it is sent as an HTTP header)"),
     )
     .with("field", json!(name)))
-}
-
-/// An id derived from signed bytes: the same delivery replayed gets the same id.
-fn digest_id(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    format!("sha256-{}", hex::encode(h.finalize()))
-}
-
-/// How a plain webhook's type and summary are read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mapping {
-    Stripe,
-    Github,
-    Generic,
-}
-
-/// A plain webhook (not a CloudEvent) as the event kite stores. Its body is read in one
-/// pass for the few fields the mapping needs, and the event's text is written directly:
-/// attributes first, then the body as it came.
-fn build_webhook(
-    hook: Hook<'_>,
-    headers: &HeaderMap,
-    body: &[u8],
-    now: DateTime<Utc>,
-) -> Result<IncomingEvent, ApiError> {
-    let Hook {
-        team,
-        source,
-        scheme,
-        ..
-    } = hook;
-    // JSON bodies (or bodies without a content type) must parse, and travel as their own
-    // text, byte for byte; other bodies (Slack's form posts, say) travel as `data_base64`.
-    let content_type = header(headers, "content-type")
-        .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
-        .filter(|c| !c.contains("json"));
-    let (picked, raw) = match &content_type {
-        None => {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::new(Code::InvalidEncoding, "body must be UTF-8"))?;
-            check_depth(body, MAX_DEPTH)?;
-            let picked = crate::pick::pick(text)
-                .map_err(|e| ApiError::new(Code::InvalidJson, format!("malformed JSON: {e}")))?;
-            (picked, Body::Json(trim_json(text)))
-        }
-        Some(_) => (crate::pick::Picked::default(), Body::Base64(body)),
-    };
-    fn field<'a>(f: &'a Option<std::borrow::Cow<'_, str>>) -> Option<&'a str> {
-        f.as_deref().filter(|s| !s.is_empty())
-    }
-    let mapping = match (scheme, source) {
-        (Some(Scheme::Stripe), _) | (None, "stripe") => Mapping::Stripe,
-        (Some(Scheme::Github), _) | (None, "github") => Mapping::Github,
-        _ => Mapping::Generic,
-    };
-    let (name, detail) = match mapping {
-        Mapping::Stripe => (
-            field(&picked.ty).unwrap_or("event"),
-            Some(picked.object_id.as_deref().unwrap_or("")),
-        ),
-        Mapping::Github => (
-            header(headers, "x-github-event").unwrap_or("event"),
-            Some(picked.repo.as_deref().unwrap_or("")),
-        ),
-        Mapping::Generic => (
-            field(&picked.ty)
-                .or_else(|| field(&picked.event))
-                .unwrap_or("event"),
-            None,
-        ),
-    };
-    let summary = match detail {
-        Some(d) => format!("{name} {d}").trim().to_string(),
-        None => name.to_string(),
-    };
-    // The identity: from what the scheme signs when the source is signed, so a replay of a
-    // captured delivery is a duplicate and unsigned headers cannot choose it.
-    let body_id = || field(&picked.id).map(str::to_string);
-    let id = match scheme {
-        Some(Scheme::Stripe) => body_id().unwrap_or_else(|| digest_id(&[body])),
-        Some(Scheme::StandardWebhooks) => header(headers, "webhook-id")
-            .map(str::to_string)
-            .unwrap_or_else(|| digest_id(&[body])),
-        // GitHub signs only the body; its delivery id names the delivery and a replay
-        // carries it unchanged.
-        Some(Scheme::Github) => header(headers, "x-github-delivery")
-            .map(str::to_string)
-            .unwrap_or_else(|| digest_id(&[body])),
-        Some(Scheme::Slack) => field(&picked.event_id)
-            .map(str::to_string)
-            .unwrap_or_else(|| digest_id(&[body])),
-        Some(Scheme::HmacSha256) => body_id().unwrap_or_else(|| digest_id(&[body])),
-        None => match mapping {
-            Mapping::Stripe => body_id(),
-            Mapping::Github => header(headers, "x-github-delivery").map(str::to_string),
-            Mapping::Generic => None,
-        }
-        .or_else(|| header(headers, "webhook-id").map(str::to_string))
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-    };
-    let ce_source = format!("/hooks/{team}/{source}");
-    let ty = format!("com.{source}.{name}");
-    check_attribute("id", &id, MAX_ID_LEN)?;
-    check_attribute("source", &ce_source, MAX_SOURCE_LEN)?;
-    check_attribute("type", &ty, MAX_ID_LEN)?;
-    let data_type = content_type.as_deref().unwrap_or("application/json");
-    let text = webhook_text(
-        [
-            ("id", &id),
-            ("source", &ce_source),
-            ("type", &ty),
-            ("datacontenttype", data_type),
-            ("kitesummary", &clip(&summary, 200)),
-            (EXT_ORIGINAL_HEADERS, &original_headers(headers)),
-        ],
-        now,
-        raw,
-    )?;
-    // The copy forwarded must fit a peer's limit, with room for the longest chain it can
-    // collect and its origin signature.
-    check_size(
-        &text,
-        fed::MAX_SUFFIX_BYTES + 1 + crate::provenance::MAX_SIG_BYTES,
-    )?;
-    Ok(IncomingEvent {
-        id,
-        source: ce_source,
-        ty,
-        text,
-        fed: FedInfo::default(),
-        origin_sig: None,
-    })
-}
-
-/// A webhook's CloudEvent text: `specversion`, these string attributes, `time`, then the
-/// data (the JSON body as its own text, or `data_base64`).
-fn webhook_text(
-    attributes: [(&str, &str); 6],
-    time: DateTime<Utc>,
-    body: Body<'_>,
-) -> Result<String, ApiError> {
-    use base64::Engine as _;
-    fn member(
-        out: &mut Vec<u8>,
-        name: &str,
-        value: &impl serde::Serialize,
-    ) -> serde_json::Result<()> {
-        out.push(b',');
-        serde_json::to_writer(&mut *out, name)?;
-        out.push(b':');
-        serde_json::to_writer(out, value)
-    }
-    let body_len = match body {
-        Body::Json(t) => t.len(),
-        Body::Base64(b) => b.len() / 3 * 4 + 4,
-    };
-    let mut out = Vec::with_capacity(body_len + 512);
-    out.extend_from_slice(br#"{"specversion":"1.0""#);
-    for (name, value) in attributes {
-        member(&mut out, name, &value).map_err(invalid_ce)?;
-    }
-    member(&mut out, "time", &time).map_err(invalid_ce)?;
-    match body {
-        Body::Json(text) => {
-            out.extend_from_slice(br#","data":"#);
-            out.extend_from_slice(text.as_bytes());
-        }
-        Body::Base64(bytes) => {
-            out.extend_from_slice(br#","data_base64":""#);
-            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-            out.extend_from_slice(b64.as_bytes());
-            out.push(b'"');
-        }
-    }
-    out.push(b'}');
-    String::from_utf8(out).map_err(invalid_ce)
-}
-/// A webhook's body as its event carries it: JSON as its own text, anything else as
-/// `data_base64`.
-#[derive(Clone, Copy)]
-enum Body<'a> {
-    Json(&'a str),
-    Base64(&'a [u8]),
 }
 
 /// A CloudEvent's data as it travels: the original JSON text (spliced into the stored event,
@@ -431,6 +249,7 @@ fn with_data(mut obj: Map<String, Value>, data: Data) -> String {
     }
 }
 
+/// A structured or binary CloudEvent as its attributes and its data, as kite keeps them.
 fn build_cloudevent(
     hook: Hook<'_>,
     headers: &HeaderMap,

@@ -6,15 +6,19 @@
 //! (server names, keys, scopes, hop limits) before anything acts on it: a peer's body that
 //! reads is one that can be used.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{valid_key_id, valid_server_name, PublicKey};
+use crate::ids::TeamId;
 use crate::scope::ScopeSet;
+
+mod invitation;
+#[cfg(test)]
+mod tests;
+
+pub use invitation::{AcceptRequest, AcceptResponse, BadInvitation, Invitation};
 
 /// Where a server publishes its descriptor.
 pub const DESCRIPTOR_PATH: &str = "/.well-known/kite/server";
@@ -174,12 +178,14 @@ impl Terms {
     }
 }
 
+/// Refuses a hop limit outside `1..=16`.
 fn check_hops(max_hops: i32) -> Result<(), PeeringError> {
     crate::fed::hop_limit::check(i64::from(max_hops))
         .map(|_| ())
         .map_err(PeeringError::Terms)
 }
 
+/// Refuses a name that is not a server name.
 fn check_name(name: &str) -> Result<(), PeeringError> {
     if valid_server_name(name) {
         Ok(())
@@ -313,146 +319,13 @@ impl Message for ServerDescriptor {
     }
 }
 
-/// What an invitation string carries: where and who the inviter is, the single-use token,
-/// and what the inviter offers to send (the bound of what it may later say it sends).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Invitation {
-    /// The inviting server's base URL.
-    pub url: String,
-    /// Its team.
-    pub team: String,
-    /// Its server name.
-    pub server_name: String,
-    /// The single-use token.
-    pub token: String,
-    /// What the inviter sends to whoever accepts.
-    pub offer: Terms,
-}
-
-/// Why an invitation string could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a kite invitation (it starts with {INVITATION_PREFIX} and was printed by `kite peer invite`)")]
-pub struct BadInvitation;
-
-impl Invitation {
-    /// A new single-use token: 32 random bytes, base64url.
-    pub fn mint_token() -> String {
-        let mut b = [0u8; 32];
-        rand::rng().fill_bytes(&mut b);
-        URL_SAFE_NO_PAD.encode(b)
-    }
-
-    /// The one-line form printed by `kite peer invite`.
-    pub fn encode(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        format!("{INVITATION_PREFIX}{}", URL_SAFE_NO_PAD.encode(json))
-    }
-
-    /// Reads the one-line form.
-    pub fn decode(s: &str) -> Result<Self, BadInvitation> {
-        let b64 = s
-            .trim()
-            .strip_prefix(INVITATION_PREFIX)
-            .ok_or(BadInvitation)?;
-        let json = URL_SAFE_NO_PAD.decode(b64).map_err(|_| BadInvitation)?;
-        let inv: Self = serde_json::from_slice(&json).map_err(|_| BadInvitation)?;
-        if inv.url.is_empty()
-            || inv.url.len() > MAX_URL_LEN
-            || inv.team.is_empty()
-            || inv.token.is_empty()
-            || inv.token.len() > MAX_TOKEN_LEN
-            || !valid_server_name(&inv.server_name)
-            || inv.offer.check().is_err()
-        {
-            return Err(BadInvitation);
-        }
-        Ok(inv)
-    }
-}
-
-/// `POST {accept}`: the accepting server answers an invitation (signed with its key).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AcceptRequest {
-    /// The invitation's token.
-    pub token: String,
-    /// The accepting server's descriptor (its keys are pinned by the inviter).
-    pub server: ServerDescriptor,
-    /// The accepting team.
-    pub team: String,
-    /// Event types the accepting side will send to the inviter (None: the invitation's).
-    pub scopes: Option<Vec<String>>,
-    /// Hop limit for what the accepting side sends.
-    pub max_hops: i32,
-}
-
-impl Message for AcceptRequest {
-    const WHAT: &'static str = "an accept request";
-    fn check(&self) -> Result<(), PeeringError> {
-        if self.token.is_empty() || self.token.len() > MAX_TOKEN_LEN {
-            return Err(PeeringError::Malformed {
-                what: Self::WHAT,
-                reason: format!("its token is 1 to {MAX_TOKEN_LEN} bytes"),
-            });
-        }
-        self.server.check()?;
-        if let Some(scopes) = &self.scopes {
-            ScopeSet::compile(scopes).map_err(|e| PeeringError::Terms(e.to_string()))?;
-        }
-        check_hops(self.max_hops)
-    }
-}
-
-/// The inviter's answer to an accepted invitation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AcceptResponse {
-    /// The inviter's server name.
-    pub server_name: String,
-    /// The inviting team.
-    pub team: String,
-    /// Event types the inviter will send to the accepting side.
-    pub scopes: Vec<String>,
-    /// Hop limit for what the inviter sends.
-    pub max_hops: i32,
-    /// Event types the accepting side sends, as agreed.
-    pub your_scopes: Vec<String>,
-    /// Hop limit for what the accepting side sends.
-    pub your_max_hops: i32,
-}
-
-impl AcceptResponse {
-    /// What the inviter says it sends.
-    pub fn theirs(&self) -> Terms {
-        Terms {
-            scopes: self.scopes.clone(),
-            max_hops: self.max_hops,
-        }
-    }
-
-    /// What the inviter says the accepting side sends.
-    pub fn yours(&self) -> Terms {
-        Terms {
-            scopes: self.your_scopes.clone(),
-            max_hops: self.your_max_hops,
-        }
-    }
-}
-
-impl Message for AcceptResponse {
-    const WHAT: &'static str = "an acceptance";
-    fn check(&self) -> Result<(), PeeringError> {
-        check_name(&self.server_name)?;
-        self.theirs().check()?;
-        self.yours().check()
-    }
-}
-
 /// `POST {heartbeat}`: a signed "still here", carrying the sender's current keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Heartbeat {
     /// The sender's server name.
     pub server_name: String,
     /// The sending team.
-    pub team: String,
+    pub team: TeamId,
     /// The sender's published keys.
     pub keys: Vec<PublishedKey>,
     /// When it was sent.
@@ -558,158 +431,5 @@ impl Message for BackfillPage {
     const WHAT: &'static str = "a backfill page";
     fn check(&self) -> Result<(), PeeringError> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn offer() -> Terms {
-        Terms {
-            scopes: vec!["stripe.*".into()],
-            max_hops: 3,
-        }
-    }
-
-    #[test]
-    fn invitations_round_trip_and_refuse_junk() {
-        let inv = Invitation {
-            url: "http://127.0.0.1:7700".into(),
-            team: "default".into(),
-            server_name: "a".into(),
-            token: Invitation::mint_token(),
-            offer: offer(),
-        };
-        let s = inv.encode();
-        assert!(s.starts_with(INVITATION_PREFIX) && !s.contains(char::is_whitespace));
-        assert_eq!(Invitation::decode(&format!(" {s}\n")), Ok(inv.clone()));
-        assert_eq!(Invitation::decode("kiteinv_!!"), Err(BadInvitation));
-        assert_eq!(Invitation::decode("hello"), Err(BadInvitation));
-        assert_eq!(
-            Invitation::decode(&format!(
-                "{INVITATION_PREFIX}{}",
-                URL_SAFE_NO_PAD.encode("{}")
-            )),
-            Err(BadInvitation)
-        );
-        for bad in [
-            Invitation {
-                server_name: "<img src=x>".into(),
-                ..inv.clone()
-            },
-            Invitation {
-                offer: Terms {
-                    max_hops: 1000,
-                    ..offer()
-                },
-                ..inv.clone()
-            },
-        ] {
-            assert_eq!(Invitation::decode(&bad.encode()), Err(BadInvitation));
-        }
-    }
-
-    #[test]
-    fn terms_are_within_a_bound_only_when_they_ask_no_more() {
-        let bound = Terms {
-            scopes: vec!["stripe.*".into(), "com.kite.agent.message".into()],
-            max_hops: 2,
-        };
-        assert!(offer().within(&Terms {
-            max_hops: 3,
-            ..bound.clone()
-        }));
-        assert!(!offer().within(&bound), "more hops");
-        let wider = Terms {
-            scopes: vec!["*".into()],
-            max_hops: 1,
-        };
-        assert!(!wider.within(&bound), "another scope");
-        assert!(Terms {
-            scopes: vec![],
-            max_hops: 1
-        }
-        .check()
-        .is_err());
-        assert!(Terms {
-            max_hops: 1000,
-            ..offer()
-        }
-        .check()
-        .is_err());
-    }
-
-    #[test]
-    fn peer_bodies_are_read_whole_and_bounded() {
-        let key = crate::identity::SecretKey::generate().public().to_base64();
-        let k = |id: &str| PublishedKey {
-            key_id: id.into(),
-            public_key: key.clone(),
-            valid_from: chrono::DateTime::from_timestamp(0, 0).unwrap_or_default(),
-            valid_until: None,
-        };
-        let hb = |name: &str, keys: Vec<PublishedKey>| {
-            serde_json::to_vec(&Heartbeat {
-                server_name: name.into(),
-                team: "t".into(),
-                keys,
-                sent_at: chrono::Utc::now(),
-                protocol_versions: vec!["kite-federation/2".into()],
-            })
-            .unwrap()
-        };
-        assert!(read::<Heartbeat>(&hb("b", vec![k("ed25519:1")]), 4096).is_ok());
-        let too_many: Vec<_> = (0..9).map(|i| k(&format!("ed25519:{i}"))).collect();
-        assert_eq!(
-            read::<Heartbeat>(&hb("b", too_many), 1 << 20).map_err(|e| e.code()),
-            Err(crate::Code::InvalidKeys)
-        );
-        assert_eq!(
-            read::<Heartbeat>(&hb("b", vec![k("ed25519:1"), k("ed25519:1")]), 4096)
-                .map_err(|e| e.code()),
-            Err(crate::Code::InvalidKeys)
-        );
-        assert_eq!(
-            read::<Heartbeat>(&hb("<b>", vec![]), 4096).map_err(|e| e.code()),
-            Err(crate::Code::InvalidServerName)
-        );
-        assert_eq!(
-            read::<Heartbeat>(&hb("b", vec![]), 10).map_err(|e| e.code()),
-            Err(crate::Code::InvalidBody)
-        );
-        let bad_key = PublishedKey {
-            public_key: "AAAA".into(),
-            ..k("ed25519:1")
-        };
-        assert!(bad_key.check().is_err());
-        assert_eq!(
-            read::<KeyQuery>(br#"{"server_name":"a"}"#, 4096).map_err(|e| e.code()),
-            Err(crate::Code::InvalidBody)
-        );
-    }
-
-    #[test]
-    fn servers_agree_on_the_newest_version_both_speak() {
-        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            agree(&v(&["kite-federation/1", "kite-federation/2"])),
-            Some("kite-federation/2")
-        );
-        assert_eq!(agree(&v(&["kite-federation/1"])), None);
-        assert_eq!(agree(&[]), None);
-    }
-
-    #[test]
-    fn endpoints_name_the_team() {
-        let e = Endpoints::at("https://kite.example/");
-        assert_eq!(
-            e.accept,
-            "https://kite.example/federation/v1/teams/{team}/accept"
-        );
-        assert_eq!(
-            hook_url("https://kite.example", "t"),
-            "https://kite.example/hooks/t/kite"
-        );
     }
 }

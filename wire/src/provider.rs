@@ -61,6 +61,78 @@ impl Scheme {
     ];
 }
 
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for Scheme {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scheme {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Scheme::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "scheme must be one of {}",
+                Scheme::NAMES.join(", ")
+            ))
+        })
+    }
+}
+
+impl utoipa::PartialSchema for Scheme {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Scheme::NAMES.iter().copied()))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scheme {}
+
+/// A scheme is stored as its API name.
+#[cfg(feature = "postgres")]
+mod sql {
+    use super::Scheme;
+    use postgres_types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+    impl ToSql for Scheme {
+        fn to_sql(
+            &self,
+            ty: &Type,
+            out: &mut postgres_types::private::BytesMut,
+        ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+            self.name().to_sql(ty, out)
+        }
+
+        fn accepts(ty: &Type) -> bool {
+            <&str as ToSql>::accepts(ty)
+        }
+
+        to_sql_checked!();
+    }
+
+    impl<'a> FromSql<'a> for Scheme {
+        fn from_sql(
+            ty: &Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            let s = <&str as FromSql>::from_sql(ty, raw)?;
+            Scheme::parse(s).ok_or_else(|| format!("unknown scheme {s:?}").into())
+        }
+
+        fn accepts(ty: &Type) -> bool {
+            <&str as FromSql>::accepts(ty)
+        }
+    }
+}
+
 /// Why a signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SigError {

@@ -1,7 +1,7 @@
 //! The stream protocol of `GET /ws`: the frames a client sends, the frames the server sends,
 //! and the close codes, field for field those of the public Kite protocol (`kite-protocol`
 //! 0.1, `ws_messages.rs`), so the public Kite CLI works against kite. The server
-//! (`kite-ingress`) and `kite listen` both speak it through these types.
+//! (`kite-http`) and `kite listen` both speak it through these types.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

@@ -1,0 +1,106 @@
+//! API keys: create, list, revoke.
+
+use super::*;
+
+/// `POST /api/keys`: an optional label and permission (default `read`).
+#[derive(Debug, utoipa::ToSchema)]
+pub(crate) struct NewKey {
+    /// A label to recognise it by.
+    #[schema(required = false, max_length = 200, default = "")]
+    label: String,
+    /// What it may do.
+    #[schema(required = false, default = "read")]
+    permission: Permission,
+}
+
+impl FromBody for NewKey {
+    const FIELDS: &'static [&'static str] = &["permission", "label"];
+
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        let permission = match opt_str(m, "permission", 16)? {
+            None => Permission::Read,
+            Some(p) => Permission::parse(&p).ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "permission",
+                    format!("permission must be one of {}", one_of(Permission::ALL)),
+                ))
+            })?,
+        };
+        Ok(NewKey {
+            label: opt_str(m, "label", 200)?.unwrap_or_default(),
+            permission,
+        })
+    }
+}
+
+/// A new key as answered once: its listing plus the secret itself.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    info: kite_store::keys::ApiKeyInfo,
+    /// The key; shown only in this answer.
+    key: String,
+}
+
+#[utoipa::path(post, path = "/api/keys", tag = "keys",
+    summary = "Make an API key (shown once)",
+    request_body(content = NewKey, description = "Optional"),
+    responses((status = 201, description = "The key, with its secret", body = CreatedKey)))]
+pub(super) async fn create_key(
+    State(st): St,
+    Key(g, _): Key<act::CreateKey>,
+    Valid(new): Valid<NewKey>,
+) -> Result<Response, ApiErr> {
+    let (info, key) = st
+        .store
+        .create_api_key(&g.team_id, new.permission, &new.label)
+        .await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { info, key })).into_response())
+}
+
+#[utoipa::path(get, path = "/api/keys", tag = "keys",
+    summary = "The team's API keys (never their secrets)",
+    responses((status = 200, description = "The keys", body = Items<kite_store::keys::ApiKeyInfo>)))]
+pub(super) async fn list_keys(
+    State(st): St,
+    Key(g, _): Key<act::ListKeys>,
+) -> Result<Response, ApiErr> {
+    let items = st.store.list_api_keys(&g.team_id).await?;
+    Ok(Json(Items { items }).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys",
+    summary = "Revoke an API key",
+    params(("id" = String, Path, description = "The key's id")),
+    responses((status = 200, description = "The revoked key", body = kite_store::keys::ApiKeyInfo)))]
+pub(super) async fn revoke_key(
+    State(st): St,
+    Key(g, _): Key<act::RevokeKey>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
+    Ok(Json(info).into_response())
+}
+
+/// Who a key is: `GET /api/session`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Session {
+    /// The key's team.
+    team_id: kite_wire::ids::TeamId,
+    /// What the key may do.
+    permission: Permission,
+    /// The key's id.
+    key_id: Uuid,
+}
+
+#[utoipa::path(get, path = "/api/session", tag = "keys",
+    summary = "Who this key is: its team and permission (any key; the dashboard signs in with it)",
+    responses((status = 200, description = "The key's team and permission", body = Session)))]
+pub(super) async fn session(Key(g, _): Key<act::Session>) -> Response {
+    Json(Session {
+        team_id: g.team_id,
+        permission: g.permission,
+        key_id: g.key_id,
+    })
+    .into_response()
+}

@@ -1,0 +1,372 @@
+//! Peers: create, list, show, update, delete, replay dead rows; the SSRF check of their URLs.
+
+use super::*;
+use kite_wire::fed::hop_limit;
+use kite_wire::Code;
+
+/// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
+/// addresses, unless private peers are allowed. Delivery checks again at connect time.
+pub(crate) async fn check_destination(st: &AppState, url: &str) -> Result<(), ApiErr> {
+    if st.cfg.allow_private_peers {
+        return Ok(());
+    }
+    let forbidden = || {
+        ApiErr(
+            ApiError::new(
+                Code::ForbiddenDestination,
+                "peer_hook_url resolves to a loopback, private, link-local or multicast address",
+            )
+            .with("field", json!("peer_hook_url")),
+        )
+    };
+    let dest = Destination::parse(url)
+        .ok_or_else(|| ApiErr(ApiError::validation("peer_hook_url", "invalid URL")))?;
+    if dest.ip().is_some() {
+        return if dest.literal_forbidden() {
+            Err(forbidden())
+        } else {
+            Ok(())
+        };
+    }
+    let (host, port) = (dest.host.as_str(), dest.port);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| {
+            ApiErr(ApiError::validation(
+                "peer_hook_url",
+                format!("the host {host:?} does not resolve"),
+            ))
+        })?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| kite_wire::ssrf::is_forbidden(a.ip())) {
+        return Err(forbidden());
+    }
+    Ok(())
+}
+
+/// `POST /api/federation/peers`: name, peer_hook_url and outbound_token are required;
+/// scopes default to `["*"]`, max_hops to 3, status to `active`; `inbound_token` (optional)
+/// is the token the peer signs its events to this side with.
+impl FromBody for NewPeer {
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "peer_hook_url",
+        "outbound_token",
+        "inbound_token",
+        "scopes",
+        "max_hops",
+        "status",
+        "key_id",
+    ];
+
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(NewPeer {
+            name: req_str(m, "name", 128)?,
+            peer_hook_url: opt_url(m, "peer_hook_url")?.ok_or_else(|| {
+                ApiErr(ApiError::validation(
+                    "peer_hook_url",
+                    "peer_hook_url is required",
+                ))
+            })?,
+            outbound_token: req_str(m, "outbound_token", 512)?,
+            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
+            max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
+            status: opt_status(m)?.unwrap_or(PeerStatus::Active),
+            key_id: opt_str(m, "key_id", 128)?,
+            inbound_token: opt_str(m, "inbound_token", 512)?,
+        })
+    }
+}
+
+/// `PATCH /api/federation/peers/{id}`: any of the fields of [`NewPeer`].
+impl FromBody for PeerPatch {
+    const FIELDS: &'static [&'static str] = &[
+        "name",
+        "peer_hook_url",
+        "outbound_token",
+        "inbound_token",
+        "scopes",
+        "max_hops",
+        "status",
+        "key_id",
+    ];
+
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(PeerPatch {
+            name: opt_str(m, "name", 128)?,
+            peer_hook_url: opt_url(m, "peer_hook_url")?,
+            outbound_token: opt_str(m, "outbound_token", 512)?,
+            scopes: opt_scopes(m)?,
+            max_hops: opt_max_hops(m)?,
+            status: opt_status(m)?,
+            key_id: opt_str(m, "key_id", 128)?,
+            inbound_token: opt_str(m, "inbound_token", 512)?,
+        })
+    }
+}
+
+/// `POST /api/federation/peers/{id}/replay-dead`: how many dead rows to replay (default 1,000).
+#[derive(Debug, utoipa::ToSchema)]
+pub(crate) struct ReplayDead {
+    /// The most dead rows to replay.
+    #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]
+    limit: i64,
+}
+
+impl FromBody for ReplayDead {
+    const FIELDS: &'static [&'static str] = &["limit"];
+
+    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
+        Ok(ReplayDead {
+            limit: opt_int(m, "limit", 1, 100_000)?.unwrap_or(1000),
+        })
+    }
+}
+
+/// The answer of a replay.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Replayed {
+    /// Dead rows put back in line.
+    replayed: usize,
+}
+
+/// A peer as the API shows it: the stored fields, when it was last heard from, its pending
+/// and dead backlog, its traffic in the last 24 hours and, shown alone, the keys pinned for
+/// it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct PeerView {
+    /// The stored peer.
+    #[serde(flatten)]
+    peer: kite_store::peers::Peer,
+    /// When this side last heard from it (a heartbeat, or a delivery it took).
+    last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    /// Outbox rows waiting for delivery.
+    pending: i64,
+    /// Outbox rows that gave up.
+    dead: i64,
+    /// Events delivered to it in the last 24 hours.
+    events_sent_24h: i64,
+    /// Events received from it in the last 24 hours.
+    events_received_24h: i64,
+    /// Whether it has an inbound token (the token it signs its events to this side with;
+    /// never shown).
+    has_inbound_token: bool,
+    /// When `last_error` stopped holding: the peer was heard from after it and nothing fails
+    /// now, neither deliveries nor heartbeats (None while it still holds, or there is
+    /// none).
+    last_error_resolved_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The identity keys pinned for it (a handshake peer, shown alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<kite_wire::peering::PublishedKey>>,
+}
+
+impl PeerView {
+    fn new(
+        peer: kite_store::peers::Peer,
+        backlog: Option<&(i64, i64)>,
+        traffic: Option<&kite_store::federation::Traffic>,
+    ) -> Self {
+        let (pending, dead) = backlog.copied().unwrap_or((0, 0));
+        let t = traffic.copied().unwrap_or_default();
+        let last_seen = peer.last_seen();
+        Self {
+            last_error_resolved_at: last_seen.filter(|seen| {
+                peer.last_error_at.is_some_and(|e| *seen > e)
+                    && peer.consecutive_failures == 0
+                    && peer.heartbeat_failures == 0
+            }),
+            last_seen,
+            has_inbound_token: peer.inbound_token.is_some(),
+            peer,
+            pending,
+            dead,
+            events_sent_24h: t.sent,
+            events_received_24h: t.received,
+            keys: None,
+        }
+    }
+
+    /// One peer, with its pinned keys.
+    pub(crate) async fn describe(
+        st: &AppState,
+        team: &str,
+        peer: &kite_store::peers::Peer,
+    ) -> Result<Self, ApiErr> {
+        let backlogs = st.store.peer_backlogs(team).await?;
+        let traffic = st.store.peer_traffic(team).await?;
+        let mut v = Self::new(peer.clone(), backlogs.get(&peer.id), traffic.get(&peer.id));
+        if peer.server_name.is_some() {
+            v.keys = Some(st.store.peer_keys(peer.id).await?);
+        }
+        Ok(v)
+    }
+}
+
+#[utoipa::path(post, path = "/api/federation/peers", tag = "peers",
+    summary = "Add a peer by URL and shared token (the Kite token flow)",
+    request_body = NewPeer,
+    responses((status = 201, description = "The peer", body = kite_store::peers::Peer)))]
+pub(super) async fn create_peer(
+    State(st): St,
+    Key(g, _): Key<act::CreatePeer>,
+    Valid(new): Valid<NewPeer>,
+) -> Result<Response, ApiErr> {
+    st.fed.check_tokens_allowed(&g.team_id).await?;
+    if let Some(t) = &new.inbound_token {
+        token_unused(&st, &g.team_id, t).await?;
+    }
+    check_destination(&st, &new.peer_hook_url).await?;
+    let peer = st.store.create_peer(&g.team_id, &new).await?;
+    st.peers.invalidate().await;
+    st.senders.invalidate().await;
+    if let Err(e) = st.bus.declare_peer(peer.id).await {
+        tracing::warn!(peer = %peer.id, error = %e, "peer queue not declared yet; the router will");
+    }
+    Ok((StatusCode::CREATED, Json(peer)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/federation/peers", tag = "peers",
+    summary = "Every peer of the team, with its health and backlog (read key)",
+    responses((status = 200, description = "The peers", body = Items<PeerView>)))]
+pub(super) async fn list_peers(
+    State(st): St,
+    Key(g, _): Key<act::ListPeers>,
+) -> Result<Response, ApiErr> {
+    let peers = st.store.list_peers(&g.team_id).await?;
+    let backlogs = st.store.peer_backlogs(&g.team_id).await?;
+    let traffic = st.store.peer_traffic(&g.team_id).await?;
+    let items = peers
+        .into_iter()
+        .map(|p| {
+            let (b, t) = (backlogs.get(&p.id), traffic.get(&p.id));
+            PeerView::new(p, b, t)
+        })
+        .collect();
+    Ok(Json(Items { items }).into_response())
+}
+
+#[utoipa::path(get, path = "/api/federation/peers/{id}", tag = "peers",
+    summary = "One peer, with its health, backlog and pinned keys (read key)", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "The peer", body = PeerView)))]
+pub(super) async fn get_peer(
+    State(st): St,
+    Key(g, _): Key<act::ShowPeer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
+    Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
+}
+
+#[utoipa::path(patch, path = "/api/federation/peers/{id}", tag = "peers",
+    summary = "Change a peer: pause or resume it, its scopes, URL, token or hop limit", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    request_body = PeerPatch,
+    responses((status = 200, description = "The peer", body = kite_store::peers::Peer)))]
+pub(super) async fn patch_peer(
+    State(st): St,
+    Key(g, _): Key<act::UpdatePeer>,
+    Path(id): Path<String>,
+    Valid(patch): Valid<PeerPatch>,
+) -> Result<Response, ApiErr> {
+    let id = parse_id(&id)?;
+    if let Some(u) = &patch.peer_hook_url {
+        check_destination(&st, u).await?;
+    }
+    if let Some(t) = &patch.inbound_token {
+        if st
+            .store
+            .get_peer(&g.team_id, id)
+            .await?
+            .server_name
+            .is_some()
+        {
+            return Err(ApiErr(ApiError::validation(
+                "inbound_token",
+                "a peer made by invitation signs with its identity key: inbound_token is \
+                 for token peers",
+            )));
+        }
+        token_unused(&st, &g.team_id, t).await?;
+    }
+    let peer = st
+        .store
+        .update_peer(&g.team_id, id, &patch, st.cfg.secret_overlap)
+        .await?;
+    // This process applies the change (a revocation above all) before it answers; the
+    // others on the change notice, within the caches' MAX_AGE at the latest.
+    st.peers.invalidate().await;
+    st.senders.invalidate().await;
+    Ok(Json(peer).into_response())
+}
+
+#[utoipa::path(delete, path = "/api/federation/peers/{id}", tag = "peers",
+    summary = "Remove a peer; its waiting rows are cancelled", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "Deleted", body = Deleted)))]
+pub(super) async fn delete_peer(
+    State(st): St,
+    Key(g, _): Key<act::DeletePeer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let id = parse_id(&id)?;
+    let cancelled = st.store.delete_peer(&g.team_id, id).await?;
+    st.peers.invalidate().await;
+    st.senders.invalidate().await;
+    if let Err(e) = st.bus.delete_peer_queue(id).await {
+        tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
+    }
+    Ok(Deleted::answer(Some(cancelled)))
+}
+
+#[utoipa::path(post, path = "/api/federation/peers/{id}/refresh", tag = "peers",
+    summary = "Fetch a handshake peer's descriptor again and pin the keys it publishes now",
+    description = "What a peer whose keys changed needs. The keys are pinned by the rules of \
+        key validity: an end only comes earlier and an ended key never comes back.",
+    params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    responses((status = 200, description = "The peer, with its keys", body = PeerView)))]
+pub(super) async fn refresh_peer(
+    State(st): St,
+    Key(g, _): Key<act::RefreshPeer>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiErr> {
+    let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
+    if peer.server_name.is_none() {
+        return Err(ApiErr(ApiError::new(
+            Code::NotAHandshakePeer,
+            "only a peer made by invitation (kite peer invite / accept) has a descriptor",
+        )));
+    }
+    st.fed
+        .refresh_keys(&peer)
+        .await
+        .map_err(crate::ApiErr::from)?;
+    Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/federation/peers/{id}/replay-dead", tag = "peers",
+    summary = "Put a peer's dead rows back in line", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    request_body(content = ReplayDead, description = "Optional; an empty body replays up to 1,000"),
+    responses((status = 200, description = "How many were replayed", body = Replayed)))]
+pub(super) async fn replay_dead(
+    State(st): St,
+    Key(g, _): Key<act::ReplayDead>,
+    Path(id): Path<String>,
+    Valid(ReplayDead { limit }): Valid<ReplayDead>,
+) -> Result<Response, ApiErr> {
+    let id = parse_id(&id)?;
+    // 404 for a peer of another team or none.
+    let peer = st.store.get_peer(&g.team_id, id).await?;
+    let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
+    metrics::counter!(kite_wire::metrics::REPLAYED, "team" => g.team_id.to_string(), "peer" => peer.name)
+        .increment(ids.len() as u64);
+    if !ids.is_empty() {
+        let rows = ids
+            .iter()
+            .map(|row| kite_wire::ids::Delivery { id: *row, peer: id });
+        if let Err(e) = st.bus.send_deliveries(rows).await {
+            tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");
+        }
+    }
+    Ok(Json(Replayed {
+        replayed: ids.len(),
+    })
+    .into_response())
+}

@@ -1,0 +1,314 @@
+//! kite-http: the HTTP surface. Webhook intake (`/hooks/{team}/{source}`, handing events to
+//! the ingest stage), the server-to-server endpoints (`s2s`), the admin API (`api`), `/ws`
+//! and its RPC, the dashboard, the OpenAPI document and `/health`.
+
+mod access;
+mod api;
+mod error;
+mod hooks;
+mod limits;
+pub mod openapi;
+mod rpc;
+mod s2s;
+pub mod server;
+mod stream;
+mod ui;
+
+pub use limits::Rate;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use kite_bus::Bus;
+use kite_store::cache::{Cache, PeerSnapshot, SenderSnapshot};
+use kite_store::notify::Notifications;
+use kite_store::Store;
+use tokio::sync::RwLock;
+
+pub use error::ApiErr;
+
+/// Ingress settings.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// This instance's id (answered as `X-Kite-Instance-Id`, loop checks).
+    pub instance_id: String,
+    /// The operator key that manages teams (`/api/teams`); none: the teams API answers 401.
+    pub operator_key: Option<String>,
+    /// The ingest stage's settings (a full queue answers 503).
+    pub ingest: kite_ingest::IngestConfig,
+    /// Stream connections a team may hold at once.
+    pub stream_max_connections: usize,
+    /// Stream connections one API key may hold at once.
+    pub stream_max_per_key: usize,
+    /// How long a stream connection may take no data before it is a slow consumer (4004).
+    pub stream_stall: std::time::Duration,
+    /// Refuse webhooks to sources that have no signature configuration.
+    pub require_signed_hooks: bool,
+    /// Accept peer URLs on loopback and private networks.
+    pub allow_private_peers: bool,
+    /// How long a rotated-out secret stays valid.
+    pub secret_overlap: std::time::Duration,
+    /// Ingest rate per team.
+    pub team_rate: Rate,
+    /// Federation inbound rate per trusted sender.
+    pub sender_rate: Rate,
+    /// Rate per client address of requests that fail authentication.
+    pub anon_rate: Rate,
+    /// Rate per handshake peer of its server-to-server calls (heartbeats, key queries,
+    /// backfill pages).
+    pub peer_rate: Rate,
+    /// How long a new `/ws` connection has to send its connect frame.
+    pub stream_connect_timeout: std::time::Duration,
+    /// How often a stream looks for new events without a notice.
+    pub stream_poll: std::time::Duration,
+    /// How often a stream saves a named listener's cursor.
+    pub stream_cursor_flush: std::time::Duration,
+}
+
+impl IngressConfig {
+    /// The defaults for an instance: ingest's (an ingest queue of 20,000, one writer
+    /// committing up to 1,000 events at once with 64 publishes in flight), streams cut off after
+    /// a 10 s stall, 100 connections a team and 20 a key, a connect frame within 5 s, a poll
+    /// every second and cursors saved every 250 ms, unsigned hooks accepted, private peers
+    /// refused, a 24 h secret overlap, 10,000/s (burst 20,000) a team and a sender, 20/s
+    /// (burst 100) of failed authentication an address, 10/s (burst 50) of server-to-server
+    /// calls a peer.
+    pub fn new(instance_id: &str) -> Self {
+        use std::time::Duration;
+        Self {
+            instance_id: instance_id.to_string(),
+            operator_key: None,
+            ingest: kite_ingest::IngestConfig::new(instance_id),
+            stream_max_connections: 100,
+            stream_max_per_key: 20,
+            stream_stall: Duration::from_secs(10),
+            require_signed_hooks: false,
+            allow_private_peers: false,
+            secret_overlap: Duration::from_secs(24 * 3600),
+            team_rate: Rate {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            sender_rate: Rate {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            anon_rate: Rate {
+                per_second: 20,
+                burst: 100,
+            },
+            peer_rate: Rate {
+                per_second: 10,
+                burst: 50,
+            },
+            stream_connect_timeout: Duration::from_secs(5),
+            stream_poll: Duration::from_secs(1),
+            stream_cursor_flush: Duration::from_millis(250),
+        }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    store: Store,
+    bus: Arc<Bus>,
+    senders: Cache<SenderSnapshot>,
+    /// The peers (shared with the ingest writers, which route at ingest).
+    peers: Arc<Cache<PeerSnapshot>>,
+    fed: Arc<kite_federation::Federation>,
+    teams: RwLock<HashSet<String>>,
+    ingest: kite_ingest::Ingest,
+    notes: Notifications,
+    cfg: IngressConfig,
+    streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// The OpenAPI document of the routes served (`/api/openapi.json`), as JSON text.
+    openapi: std::sync::OnceLock<String>,
+    team_limit: limits::Limiter,
+    sender_limit: limits::Limiter,
+    anon_limit: limits::Limiter,
+    fed_limit: limits::Limiter,
+}
+
+impl AppState {
+    /// The most events one batch from a peer may carry: [`kite_wire::batch::MAX_EVENTS`],
+    /// or fewer when a sender's rate burst is smaller.
+    pub(crate) fn batch_max(&self) -> usize {
+        let max = kite_wire::batch::MAX_EVENTS;
+        self.sender_limit.burst().map_or(max, |b| b.clamp(1, max))
+    }
+
+    /// The `source` label of a hook request's metrics and the name of an unsigned source's
+    /// rate bucket: `kite`, a provider's name, or a source configured for the team; every
+    /// other name is `other`, so junk in a URL makes no series and no bucket.
+    pub(crate) async fn source_label<'a>(&self, team: &str, source: &'a str) -> &'a str {
+        let configured = || async {
+            self.senders
+                .get()
+                .await
+                .is_ok_and(|s| s.source(team, source).is_some())
+        };
+        if source == kite_wire::event::FEDERATION_SOURCE
+            || kite_wire::provider::Scheme::parse(source).is_some()
+            || configured().await
+        {
+            source
+        } else {
+            "other"
+        }
+    }
+
+    /// True if the team exists (cached once seen).
+    async fn team_known(&self, team: &str) -> Result<bool, ApiErr> {
+        if self.teams.read().await.contains(team) {
+            return Ok(true);
+        }
+        let known = self.store.team_exists(team).await?;
+        if known {
+            self.teams.write().await.insert(team.to_string());
+        }
+        Ok(known)
+    }
+}
+
+/// Builds the HTTP app and starts its group-commit writers.
+pub fn app(
+    store: Store,
+    bus: Arc<Bus>,
+    lane: Arc<kite_bus::LocalLane<kite_store::outbox::DeliveryRow>>,
+    fed: Arc<kite_federation::Federation>,
+    notes: Notifications,
+    cfg: IngressConfig,
+) -> Router {
+    let peers = Arc::new(Cache::new(store.clone(), notes.config.clone()));
+    let ingest =
+        kite_ingest::Ingest::start(store.clone(), bus.clone(), lane, peers.clone(), &cfg.ingest);
+    let state = Arc::new(AppState {
+        senders: Cache::new(store.clone(), notes.config.clone()),
+        peers,
+        fed,
+        store,
+        bus,
+        teams: RwLock::new(HashSet::new()),
+        ingest,
+        notes,
+        streams: std::sync::Mutex::new(std::collections::HashMap::new()),
+        openapi: std::sync::OnceLock::new(),
+        team_limit: limits::Limiter::new(cfg.team_rate, "team ingest"),
+        sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
+        anon_limit: limits::Limiter::new(cfg.anon_rate, "unauthenticated request"),
+        fed_limit: limits::Limiter::new(cfg.peer_rate, "peer server-to-server"),
+        cfg,
+    });
+    // Buckets of callers gone quiet are dropped, so the limiters' maps stay bounded.
+    let weak = Arc::downgrade(&state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            let Some(st) = weak.upgrade() else { return };
+            for l in [
+                &st.team_limit,
+                &st.sender_limit,
+                &st.anon_limit,
+                &st.fed_limit,
+            ] {
+                l.forget_quiet();
+            }
+        }
+    });
+    let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
+    let (router, api) = openapi::routes().split_for_parts();
+    let _ = state.openapi.set(openapi::finish(api));
+    router
+        .fallback(no_route)
+        .layer(axum::middleware::map_response(error::as_json))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            kite_wire::event::MAX_BODY_BYTES,
+        ))
+        .layer(axum::middleware::map_response(move |mut r: Response| {
+            let instance = instance.clone();
+            async move {
+                if let Some(v) = instance {
+                    r.headers_mut()
+                        .insert(kite_wire::signature::INSTANCE_ID_HEADER, v);
+                }
+                r
+            }
+        }))
+        .with_state(state)
+}
+
+/// Any path kite does not serve: 404 in the documented JSON form.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiErr {
+    ApiErr(kite_wire::ApiError::not_found(format!(
+        "no route for {method} {}",
+        uri.path()
+    )))
+}
+
+/// What `/health` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`, or `unavailable` when a service it needs is unreachable.
+    status: &'static str,
+    /// `ok` or `unreachable`.
+    postgres: &'static str,
+    /// `ok` or `unreachable`.
+    rabbitmq: &'static str,
+    /// The version this instance runs.
+    version: &'static str,
+    /// What is unreachable (when `unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<kite_wire::error::ErrorDetail>,
+}
+
+/// `GET /health`.
+#[utoipa::path(get, path = "/health", tag = "operations", security(()),
+    summary = "Whether this instance reaches its database and broker",
+    responses(
+        (status = 200, description = "Both reachable", body = Health),
+        (status = 503, description = "One is unreachable", body = Health)))]
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    /// The version this instance runs, answered by `/health`.
+    const VERSION: &str = env!("CARGO_PKG_VERSION");
+    let db = st.store.ping().await.is_ok();
+    let broker = st.bus.healthy().await;
+    let word = |ok: bool| if ok { "ok" } else { "unreachable" };
+    let mut h = Health {
+        status: "ok",
+        postgres: word(db),
+        rabbitmq: word(broker),
+        version: VERSION,
+        error: None,
+    };
+    if db && broker {
+        return Json(h).into_response();
+    }
+    let down: Vec<&str> = [(!db).then_some("postgres"), (!broker).then_some("rabbitmq")]
+        .into_iter()
+        .flatten()
+        .collect();
+    h.status = "unavailable";
+    h.error = Some(kite_wire::error::ErrorDetail {
+        code: kite_wire::Code::Unavailable.as_str().to_string(),
+        message: format!("unreachable: {}", down.join(", ")),
+        extra: Default::default(),
+    });
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response()
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", security(()),
+    summary = "This document: every route kite serves, generated from its code",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        st.openapi.get().cloned().unwrap_or_default(),
+    )
+        .into_response()
+}

@@ -1,0 +1,332 @@
+//! The `request` / `response` calls of `/ws`, as the public Kite CLI makes them (`kite
+//! endpoints`, `kite keys`, `kite logs`, `kite status`): each method, its parameters, its
+//! answer, and the permission it needs. Kite's "hooks" (endpoints) are kite's signed
+//! sources: `/hooks/{team}/{source}` with a signing secret.
+
+use kite_store::keys::KeyGrant;
+use kite_store::types::Permission;
+use kite_wire::provider::Scheme;
+use kite_wire::token;
+use kite_wire::Code;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::access::Action;
+use crate::error::RpcError;
+use crate::AppState;
+
+/// The admin API action each method is the twin of (`None`: no such method): the method
+/// needs that action's permission, from the one table both doors read.
+fn action(method: &str) -> Option<Action> {
+    Some(match method {
+        "hooks.list" => Action::ListSources,
+        "hooks.create" => Action::CreateSource,
+        "hooks.deactivate" => Action::DeleteSource,
+        "keys.list" => Action::ListKeys,
+        "keys.create" => Action::CreateKey,
+        "keys.revoke" => Action::RevokeKey,
+        "events.recent" => Action::ListEvents,
+        "dashboard.stats" => Action::Session,
+        _ => return None,
+    })
+}
+
+/// The permission each method needs (`None`: no such method).
+fn needs(method: &str) -> Option<Permission> {
+    action(method).map(Action::needs)
+}
+
+/// The permissions a key holds, as the CLI checks them (`read`, `write`, `admin`).
+fn held(p: Permission) -> Vec<&'static str> {
+    Permission::ALL
+        .iter()
+        .filter(|q| p.allows(**q))
+        .map(|q| q.as_str())
+        .collect()
+}
+
+/// A string parameter: absent or null is `None`; otherwise non-empty and at most 512 bytes.
+fn str_param<'a>(params: &'a Value, name: &str) -> Result<Option<&'a str>, RpcError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 512 => Ok(Some(s)),
+        Some(_) => Err(RpcError::new(
+            Code::InvalidParams,
+            format!("{name} must be a non-empty string of at most 512 bytes"),
+        )),
+    }
+}
+
+/// The required `id` parameter; one that is no UUID names no resource.
+fn id_param(params: &Value) -> Result<Uuid, RpcError> {
+    str_param(params, "id")?
+        .ok_or_else(|| RpcError::new(Code::InvalidParams, "id is required"))?
+        .parse()
+        .map_err(|_| RpcError::new(Code::NotFound, "no such resource"))
+}
+
+/// Answers one call with the payload of a successful response.
+pub(crate) async fn call(
+    st: &AppState,
+    grant: &KeyGrant,
+    method: &str,
+    params: &Value,
+) -> Result<Value, RpcError> {
+    let need = needs(method)
+        .ok_or_else(|| RpcError::new(Code::UnknownMethod, format!("unknown method {method:?}")))?;
+    if !grant.permission.allows(need) {
+        return Err(RpcError::new(
+            Code::Forbidden,
+            format!("{method} needs the {need} permission"),
+        ));
+    }
+    if !(params.is_null() || params.is_object()) {
+        return Err(RpcError::new(
+            Code::InvalidParams,
+            "params must be an object",
+        ));
+    }
+    let team = grant.team_id.as_str();
+    match method {
+        "hooks.list" => hooks_list(st, team).await,
+        "hooks.create" => hooks_create(st, team, params).await,
+        "hooks.deactivate" => hooks_deactivate(st, team, params).await,
+        "keys.list" => keys_list(st, team).await,
+        "keys.create" => keys_create(st, team, params).await,
+        "keys.revoke" => keys_revoke(st, team, params).await,
+        "events.recent" => events_recent(st, team, params).await,
+        "dashboard.stats" => dashboard_stats(st, team, grant).await,
+        _ => Err(RpcError::new(
+            Code::UnknownMethod,
+            format!("unknown method {method:?}"),
+        )),
+    }
+}
+
+/// `hooks.list`: the team's signed sources, as hooks.
+async fn hooks_list(st: &AppState, team: &str) -> Result<Value, RpcError> {
+    let hooks: Vec<Value> = st
+        .store
+        .list_sources(team)
+        .await?
+        .iter()
+        .map(|s| {
+            json!({"id": s.id, "source": s.name, "scheme": s.scheme, "active": true,
+                   "webhook_secret_configured": true,
+                   "endpoint": format!("/hooks/{team}/{}", s.name),
+                   "created_at": s.created_at})
+        })
+        .collect();
+    Ok(json!({"team_id": team, "hooks": hooks}))
+}
+
+/// `hooks.create`: a new signed source, its secret given or made (and then shown once).
+async fn hooks_create(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
+    let source = new_hook_name(params)?;
+    let scheme = scheme_named_by(source);
+    let given = str_param(params, "webhook_secret")?;
+    let secret = given
+        .map(str::to_owned)
+        .unwrap_or_else(token::mint_federation_token);
+    let src = st
+        .store
+        .create_source(team, source, scheme, &secret, None)
+        .await?;
+    st.senders.invalidate().await;
+    let endpoint = format!("/hooks/{team}/{source}");
+    let mut out = json!({"id": src.id, "source": src.name, "scheme": src.scheme,
+                         "endpoint": endpoint, "endpoint_with_token": endpoint,
+                         "hook_token": Value::Null, "webhook_secret_configured": true});
+    // A secret kite made is shown once, here.
+    if given.is_none() {
+        out["webhook_secret"] = json!(secret);
+        if scheme == Scheme::Github {
+            out["github_webhook_secret"] = json!(secret);
+        }
+    }
+    Ok(out)
+}
+
+/// The `source` a `hooks.create` names: required, a valid source name, and not `kite`.
+fn new_hook_name(params: &Value) -> Result<&str, RpcError> {
+    let source = str_param(params, "source")?
+        .ok_or_else(|| RpcError::new(Code::InvalidParams, "source is required"))?;
+    kite_wire::event::validate_source_name(source)
+        .map_err(|e| RpcError::new(Code::InvalidParams, e.message))?;
+    if source == kite_wire::event::FEDERATION_SOURCE {
+        return Err(RpcError::new(
+            Code::InvalidParams,
+            "kite is the federation source; peers are trusted with /api/federation/trusted-senders",
+        ));
+    }
+    Ok(source)
+}
+
+/// A provider's own scheme when the source is named after it, else Standard Webhooks.
+fn scheme_named_by(source: &str) -> Scheme {
+    match Scheme::parse(source) {
+        Some(s @ (Scheme::Stripe | Scheme::Github | Scheme::Slack)) => s,
+        _ => Scheme::StandardWebhooks,
+    }
+}
+
+/// `hooks.deactivate`: deletes the source with the given id.
+async fn hooks_deactivate(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
+    let id = id_param(params)?;
+    let src = st
+        .store
+        .list_sources(team)
+        .await?
+        .into_iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| RpcError::new(Code::NotFound, "no such hook"))?;
+    st.store.delete_source(team, &src.name).await?;
+    st.senders.invalidate().await;
+    Ok(json!({"id": id, "active": false}))
+}
+
+/// `keys.list`: the team's API keys (never their secrets).
+async fn keys_list(st: &AppState, team: &str) -> Result<Value, RpcError> {
+    let keys: Vec<Value> = st
+        .store
+        .list_api_keys(team)
+        .await?
+        .iter()
+        .map(|k| {
+            json!({"id": k.id, "name": k.label, "key_prefix": k.prefix,
+                   "permissions": held(k.permission), "revoked": k.revoked_at.is_some(),
+                   "created_at": k.created_at})
+        })
+        .collect();
+    Ok(json!({"team_id": team, "keys": keys}))
+}
+
+/// `keys.create`: a new API key with the highest permission asked for, shown once.
+async fn keys_create(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
+    let name = str_param(params, "name")?.unwrap_or_default();
+    let permission = highest(params.get("permissions"))?;
+    check_key_options(params)?;
+    let (info, key) = st.store.create_api_key(team, permission, name).await?;
+    Ok(
+        json!({"id": info.id, "key_prefix": info.prefix, "api_key": key,
+              "permissions": held(info.permission)}),
+    )
+}
+
+/// Refuses the `keys.create` options kite keys do not have: scopes other than `["*"]` and
+/// an expiry.
+fn check_key_options(params: &Value) -> Result<(), RpcError> {
+    match params.get("scopes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(|s| s == "*") => {}
+        Some(_) => {
+            return Err(RpcError::new(
+                Code::Unsupported,
+                "kite keys see all of their team's events: scopes must be [\"*\"]",
+            ))
+        }
+    }
+    if !params.get("expires_at").is_none_or(Value::is_null) {
+        return Err(RpcError::new(
+            Code::Unsupported,
+            "kite keys do not expire: revoke them instead (expires_at must be null)",
+        ));
+    }
+    Ok(())
+}
+
+/// `keys.revoke`: revokes the key with the given id.
+async fn keys_revoke(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
+    let id = id_param(params)?;
+    let info = st.store.revoke_api_key(team, id).await?;
+    Ok(json!({"id": info.id, "revoked": true}))
+}
+
+/// `events.recent`: the team's latest events (`limit`, 100 when absent), those that read.
+async fn events_recent(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
+    let limit = match params.get("limit") {
+        None | Some(Value::Null) => 100,
+        Some(v) => v
+            .as_i64()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                RpcError::new(
+                    Code::InvalidParams,
+                    "limit must be an integer within 1..=1000",
+                )
+            })?,
+    };
+    let events: Vec<Value> = st
+        .store
+        .recent_events(team, limit)
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            let text = e.text(true).ok()?;
+            let event: Value = serde_json::from_str(&text).ok()?;
+            Some(json!({"seq": e.seq, "source": e.hook_source,
+                        "created_at": e.received_at, "event": event}))
+        })
+        .collect();
+    Ok(json!({"events": events}))
+}
+
+/// `dashboard.stats`: the team's counts and the calling key's permissions.
+async fn dashboard_stats(st: &AppState, team: &str, grant: &KeyGrant) -> Result<Value, RpcError> {
+    let stats = st.store.team_stats(team).await?;
+    Ok(
+        json!({"team_id": team, "webhooks_today": stats.events_today,
+              "active_endpoints": stats.sources, "active_api_keys": stats.active_keys,
+              "current_key_permissions": held(grant.permission),
+              "plan_name": "self-hosted", "active_sources_limit": Value::Null}),
+    )
+}
+
+/// The highest of the permissions a `keys.create` asks for (`read` when none; `*` is admin).
+fn highest(v: Option<&Value>) -> Result<Permission, RpcError> {
+    let bad = || {
+        RpcError::new(
+            Code::InvalidParams,
+            "permissions must be an array of read, write, admin or *",
+        )
+    };
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Permission::Read),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad()),
+    };
+    let mut best = Permission::Read;
+    for p in items {
+        let p = match p.as_str() {
+            Some("*") => Permission::Admin,
+            Some(s) => Permission::parse(s).ok_or_else(bad)?,
+            None => return Err(bad()),
+        };
+        if p.allows(best) {
+            best = p;
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_permissions() {
+        assert_eq!(needs("keys.create"), Some(Permission::Admin));
+        // The same as their HTTP twins: removing a hook's signature check needs admin.
+        assert_eq!(needs("hooks.create"), Some(Permission::Admin));
+        assert_eq!(needs("hooks.deactivate"), Some(Permission::Admin));
+        assert_eq!(needs("events.recent"), Some(Permission::Read));
+        assert_eq!(needs("hooks.delete"), None);
+        assert_eq!(held(Permission::Write), vec!["read", "write"]);
+        assert_eq!(
+            highest(Some(&json!(["read", "*"]))).ok(),
+            Some(Permission::Admin)
+        );
+        assert_eq!(highest(None).ok(), Some(Permission::Read));
+        assert!(highest(Some(&json!(["root"]))).is_err());
+    }
+}
