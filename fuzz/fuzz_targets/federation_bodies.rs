@@ -8,10 +8,11 @@
 //! reads again the same after it is written back.
 #![no_main]
 
+use kite_wire::fed::hop_limit::MAX as MAX_HOPS;
 use kite_wire::identity::valid_server_name;
 use kite_wire::peering::{
     self, AcceptRequest, AcceptResponse, BackfillPage, BackfillRequest, Heartbeat, Invitation,
-    KeyQuery, KeyQueryResponse, Message, PublishedKey, ServerDescriptor, MAX_HOPS, MAX_KEYS,
+    KeyQuery, KeyQueryResponse, Message, PublishedKey, ServerDescriptor, MAX_KEYS,
 };
 use libfuzzer_sys::fuzz_target;
 

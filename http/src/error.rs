@@ -199,9 +199,17 @@ impl From<ApiErr> for RpcError {
     }
 }
 
+/// A store failure as a `/ws` RPC answers it: an unknown resource, else the database being
+/// unavailable (what the public Kite CLI expects of a stream call).
 impl From<StoreError> for RpcError {
     fn from(e: StoreError) -> Self {
-        ApiErr::from(e).into()
+        match e {
+            StoreError::NotFound => RpcError::new(Code::NotFound, "no such resource"),
+            other => {
+                tracing::warn!(error = %other, "stream call failed on the database");
+                RpcError::new(Code::Unavailable, "the database is unavailable; try again")
+            }
+        }
     }
 }
 

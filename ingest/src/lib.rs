@@ -95,7 +95,7 @@ impl Ingest {
         // Settings are at least 1 (checked at load); a channel of 0 would panic.
         let (tx, rx) = mpsc::channel::<Job>(cfg.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..cfg.writers {
+        for _ in 0..cfg.writers.max(1) {
             tokio::spawn(writer(Writer {
                 store: store.clone(),
                 bus: bus.clone(),

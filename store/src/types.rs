@@ -294,6 +294,7 @@ mod tests {
             include_str!("../../migrations/V2__peer_health.sql"),
             include_str!("../../migrations/V6__federation.sql"),
             include_str!("../../migrations/V11__guides.sql"),
+            include_str!("../../migrations/V12__source_scheme.sql"),
         ]
         .concat();
         let check = |column: &str| -> Vec<String> {
@@ -332,6 +333,7 @@ mod tests {
             check("permission"),
             texts(Permission::ALL.iter().map(|s| s.as_str()).collect())
         );
+        assert_eq!(check("scheme"), names(kite_wire::provider::Scheme::NAMES));
 
         let sql = [
             include_str!("outbox.rs"),
