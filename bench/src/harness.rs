@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
+
 use tokio::process::Command;
 
 /// Finds the kite binary: the explicit path, else `target/release/kite` or `target/debug/kite`
@@ -207,22 +207,6 @@ impl LogFile {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-}
-
-/// `POST {base}{path}` with the admin key and a JSON body through the kit's admin client;
-/// expects a 2xx and answers its JSON.
-pub async fn admin_post(
-    client: &reqwest::Client,
-    base: &str,
-    admin_key: &str,
-    path: &str,
-    body: &Value,
-) -> Result<Value> {
-    Ok(
-        kite_kit::client::ApiClient::with_http(client.clone(), base, admin_key)
-            .ok(reqwest::Method::POST, path, Some(body))
-            .await?,
-    )
 }
 
 /// Runs one SQL statement with `psql` (unaligned, tuples only) and answers its output, trimmed.

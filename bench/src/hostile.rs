@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::SinkExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::harness::admin_post;
+use kite_kit::client::{ApiClient, SourceSpec};
 
 /// The signed source hostile requests forge signatures for.
 pub const SIGNED_SOURCE: &str = "signed";
@@ -178,15 +178,14 @@ fn hmac_hex(key: &[u8], body: &[u8]) -> String {
 
 /// Gives A the signed source that hostile requests forge signatures for.
 pub async fn prepare(client: &reqwest::Client, a_url: &str, key: &str) -> Result<()> {
-    admin_post(
-        client,
-        a_url,
-        key,
-        "/api/sources",
-        &json!({"name": SIGNED_SOURCE, "scheme": "hmac-sha256", "secret": "hostile-source-secret",
-                "header": "x-signature"}),
-    )
-    .await?;
+    ApiClient::with_http(client.clone(), a_url, key)
+        .create_source(&SourceSpec {
+            name: SIGNED_SOURCE.into(),
+            scheme: "hmac-sha256".into(),
+            secret: "hostile-source-secret".into(),
+            header: Some("x-signature".into()),
+        })
+        .await?;
     Ok(())
 }
 
@@ -377,22 +376,18 @@ async fn watch_once(client: &reqwest::Client, a_url: &str, key: &str, tally: &mu
     if !matches!(&health, Ok(r) if r.status() == 200) {
         tally.health_failures += 1;
     }
-    let peers = client
-        .get(format!("{a_url}/api/federation/peers"))
-        .bearer_auth(key)
-        .send()
+    let peers = ApiClient::with_http(client.clone(), a_url, key)
+        .list_peers()
         .await;
-    if let Ok(r) = peers {
-        if let Ok(v) = r.json::<Value>().await {
-            tally.peer_polls += 1;
-            let parked = v["items"].as_array().is_some_and(|items| {
-                items
-                    .iter()
-                    .any(|p| p["health"] == "unreachable" || p["status"] != "active")
-            });
-            if parked {
-                tally.peer_parked += 1;
-            }
+    if let Ok(v) = peers {
+        tally.peer_polls += 1;
+        let parked = v["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|p| p["health"] == "unreachable" || p["status"] != "active")
+        });
+        if parked {
+            tally.peer_parked += 1;
         }
     }
 }

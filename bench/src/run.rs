@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::json;
 
 use crate::cpu::{per_event_us, Snapshot};
 use crate::harness::{
-    admin_post, cleanup, peak_rss_mib, random_admin_key, random_fed_token, resolve_kite_bin,
-    stderr_sink, with_database, KiteEnv, KiteProcess, Output, READY_TIMEOUT,
+    cleanup, peak_rss_mib, random_admin_key, random_fed_token, resolve_kite_bin, stderr_sink,
+    with_database, KiteEnv, KiteProcess, Output, READY_TIMEOUT,
 };
 use crate::load::{per_second, print_table, row, LoadConfig, LoadReport};
 use crate::sink::{self, SinkState, PROBE_KEY};
@@ -146,27 +145,23 @@ async fn bench(
     let client = crate::load::client(cfg.concurrency)?;
     let peers = cfg.peers.max(1);
     let matching = cfg.matching_peers.clamp(1, peers);
+    let admin = kite_kit::client::ApiClient::with_http(client.clone(), &url, &names.admin_key);
     for i in 0..peers {
-        let scopes = if i < matching {
-            json!(["*"])
+        let scopes: &[&str] = if i < matching {
+            &["*"]
         } else {
-            json!(["nothing.matches.*"])
+            &["nothing.matches.*"]
         };
-        admin_post(
-            &client,
-            &url,
-            &names.admin_key,
-            "/api/federation/peers",
-            &json!({
-                "name": format!("sink-{i}"),
-                "peer_hook_url": format!("http://{sink_addr}/p/{i}/hooks/{TEAM}/kite"),
-                "outbound_token": names.peer_token,
-                "scopes": scopes,
-                "max_hops": 3,
-            }),
-        )
-        .await
-        .with_context(|| format!("creating peer {i}"))?;
+        admin
+            .create_peer(
+                &format!("sink-{i}"),
+                &format!("http://{sink_addr}/p/{i}/hooks/{TEAM}/kite"),
+                &names.peer_token,
+                scopes,
+                3,
+            )
+            .await
+            .with_context(|| format!("creating peer {i}"))?;
     }
     if peers > 1 {
         eprintln!("kite-bench: {peers} peers, {matching} matching every event");

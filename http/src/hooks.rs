@@ -77,6 +77,66 @@ pub(crate) struct HookAnswer {
     created_at: Option<chrono::DateTime<Utc>>,
 }
 
+/// A structured CloudEvent as a peer sends it (the OpenAPI schema of the hook's
+/// `application/cloudevents+json` body): its required attributes, and any others.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct CloudEvent {
+    /// `1.0`.
+    specversion: String,
+    /// The event's id (with `source`, its identity).
+    id: String,
+    /// Where it happened (`/hooks/{team}/{source}` where it entered the federation).
+    source: String,
+    /// Its type (`com.stripe.payment_intent.succeeded`).
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+/// A batch of a peer's events (the OpenAPI schema of the hook's
+/// `application/cloudevents-batch+json` body): a JSON array of structured CloudEvents. The
+/// array is wrapped in `allOf`, the same schema in JSON Schema, so that a client generator
+/// types it as one named model: openapi-python-client cannot tell a list apart from the
+/// hook's other bodies.
+pub(crate) struct CloudEventBatch;
+
+impl utoipa::PartialSchema for CloudEventBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AllOfBuilder, ArrayBuilder};
+        AllOfBuilder::new()
+            .item(
+                ArrayBuilder::new().items(utoipa::openapi::Ref::from_schema_name(
+                    <CloudEvent as utoipa::ToSchema>::name(),
+                )),
+            )
+            .description(Some(
+                "A JSON array of structured CloudEvents, signed once as a whole",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for CloudEventBatch {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            <CloudEvent as utoipa::ToSchema>::name().into(),
+            <CloudEvent as utoipa::PartialSchema>::schema(),
+        ));
+    }
+}
+
+/// Any other body (bytes), kept as the event's `data_base64` (the OpenAPI schema of the
+/// hook's `application/octet-stream` body).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub(crate) struct RawBody(Vec<u8>);
+
 /// What a 200 from `POST /hooks/{team}/{source}` holds: one event's answer, or a batch's.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -102,9 +162,14 @@ pub(crate) enum HookOk {
         ("source" = String, Path, description = "The source's name, or `kite`")),
     request_body(content(
         (Object = "application/json"),
-        (Vec<Object> = "application/cloudevents-batch+json")),
-        description = "The webhook's payload, as the provider or peer sent it; or a batch of \
-            a peer's events"),
+        (CloudEvent = "application/cloudevents+json"),
+        (CloudEventBatch = "application/cloudevents-batch+json"),
+        (std::collections::HashMap<String, String> = "application/x-www-form-urlencoded"),
+        (RawBody = "application/octet-stream")),
+        description = "The webhook's payload, as the provider or peer sent it: JSON (kept as \
+            its own text); a structured CloudEvent (`application/cloudevents+json`, as peers \
+            send); a batch of a peer's events; or any other body (a form post, bytes), kept \
+            as the event's `data_base64`"),
     responses(
         (status = 202, description = "Stored", body = HookAnswer),
         (status = 200, description = "Held already, or a loop; or a batch's results",

@@ -444,7 +444,7 @@ pub(crate) async fn keys_query(
 /// only event types it holds a live `backfill` grant for, at most the policy's
 /// `max_backfill_events_per_request`, each as it would have been forwarded to it, origin
 /// signature included.
-#[utoipa::path(post, path = "/federation/v1/teams/{team}/backfill", tag = "server-to-server",
+#[utoipa::path(post, path = "/federation/v1/teams/{team}/backfill", tag = "server-to-server", operation_id = "serve_backfill_page",
     security(()), summary = "A page of history, for a peer holding a backfill grant", description = "Signed by the calling server for this server, method and path (`kite1` in \
         `webhook-signature`, with `X-Kite-Key-Id`, `X-Kite-Server` and `X-Kite-Destination`), \
         checked against the keys pinned for it, taken once.",

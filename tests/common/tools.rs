@@ -1,7 +1,8 @@
 //! Tools the tests run that kite did not write, from PyPI, in one virtualenv under
 //! `target/test-tools/venv` made on first use (`scripts/services python` makes it ahead): the
-//! official Standard Webhooks library, and schemathesis, which fuzzes the HTTP API from its
-//! OpenAPI document.
+//! official Standard Webhooks library; schemathesis, which fuzzes the HTTP API from its
+//! OpenAPI document; openapi-spec-validator, which checks that document; and
+//! openapi-python-client, which generates a client from it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,7 +12,12 @@ pub const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
 /// The version of schemathesis the OpenAPI test runs.
 pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
 
-/// The test tools' virtualenv, with both tools installed (once).
+/// The version of openapi-spec-validator the OpenAPI test checks the document with.
+pub const OPENAPI_SPEC_VALIDATOR_VERSION: &str = "0.9.0";
+/// The version of openapi-python-client the OpenAPI test generates a client with.
+pub const OPENAPI_PYTHON_CLIENT_VERSION: &str = "0.29.1";
+
+/// The test tools' virtualenv, with every tool installed (once).
 fn venv() -> PathBuf {
     static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
@@ -19,7 +25,10 @@ fn venv() -> PathBuf {
     let python = venv.join("bin/python");
     let has = || {
         Command::new(&python)
-            .args(["-c", "import standardwebhooks, schemathesis"])
+            .args([
+                "-c",
+                "import standardwebhooks, schemathesis, openapi_spec_validator, openapi_python_client",
+            ])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -40,10 +49,12 @@ fn venv() -> PathBuf {
             "--quiet",
             &format!("standardwebhooks=={STANDARDWEBHOOKS_VERSION}"),
             &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
+            &format!("openapi-spec-validator=={OPENAPI_SPEC_VALIDATOR_VERSION}"),
+            &format!("openapi-python-client=={OPENAPI_PYTHON_CLIENT_VERSION}"),
         ])
         .status()
         .expect("pip");
-    assert!(pip.success(), "pip install standardwebhooks schemathesis");
+    assert!(pip.success(), "pip install the test tools");
     assert!(has(), "the test tools importable after install");
     venv
 }
@@ -56,6 +67,21 @@ pub fn standardwebhooks_python() -> PathBuf {
 /// The `schemathesis` command.
 pub fn schemathesis() -> PathBuf {
     venv().join("bin/schemathesis")
+}
+
+/// The `openapi-spec-validator` command.
+pub fn openapi_spec_validator() -> PathBuf {
+    venv().join("bin/openapi-spec-validator")
+}
+
+/// The `openapi-python-client` command.
+pub fn openapi_python_client() -> PathBuf {
+    venv().join("bin/openapi-python-client")
+}
+
+/// The test tools' Python.
+pub fn python() -> PathBuf {
+    venv().join("bin/python")
 }
 
 /// Verifies a delivery with the official library: `Webhook(secret).verify(body, headers)`,

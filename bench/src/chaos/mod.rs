@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures::StreamExt;
-use serde_json::json;
+
 use tokio::sync::watch;
 
-use crate::harness::{admin_post, cleanup, psql, resolve_kite_bin, LogFile};
+use crate::harness::{cleanup, psql, resolve_kite_bin, LogFile};
 use crate::load::{print_table, send, webhook_request, Answer};
+use kite_kit::client::ApiClient;
 
 /// Settings of a chaos run.
 #[derive(Debug, Clone)]
@@ -288,40 +289,19 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
         .tcp_nodelay(true)
         .build()
         .context("building the HTTP client")?;
-    let token = admin_post(
-        &client,
-        &b_url,
-        &names.key_b,
-        "/api/federation/tokens",
-        &json!({"label": "a"}),
-    )
-    .await?;
-    let token = token["token"]
-        .as_str()
-        .context("B's token answer has no token")?
-        .to_owned();
-    admin_post(
-        &client,
-        &b_url,
-        &names.key_b,
-        "/api/federation/trusted-senders",
-        &json!({"name": "instance-a", "inbound_token": token}),
-    )
-    .await?;
-    admin_post(
-        &client,
-        &a_url,
-        &names.key_a,
-        "/api/federation/peers",
-        &json!({
-            "name": "instance-b",
-            "peer_hook_url": format!("{b_url}/hooks/{TEAM}/kite"),
-            "outbound_token": token,
-            "scopes": ["*"],
-            "max_hops": 3,
-        }),
-    )
-    .await?;
+    let admin_b = ApiClient::with_http(client.clone(), &b_url, &names.key_b);
+    let token = admin_b.mint_token("a").await?;
+    anyhow::ensure!(!token.is_empty(), "B's token answer has no token");
+    admin_b.trust_sender("instance-a", &token).await?;
+    ApiClient::with_http(client.clone(), &a_url, &names.key_a)
+        .create_peer(
+            "instance-b",
+            &format!("{b_url}/hooks/{TEAM}/kite"),
+            &token,
+            &["*"],
+            3,
+        )
+        .await?;
     warm_up(&client, &a_url, &names.url_b).await?;
     if cfg.hostile_every.is_some() {
         crate::hostile::prepare(&client, &a_url, &names.key_a).await?;

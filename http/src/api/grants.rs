@@ -215,7 +215,7 @@ pub(crate) struct Backfilled {
     pages: u32,
 }
 
-#[utoipa::path(post, path = "/api/federation/peers/{id}/backfill", tag = "peers",
+#[utoipa::path(post, path = "/api/federation/peers/{id}/backfill", tag = "peers", operation_id = "pull_backfill",
     summary = "Pull the history a handshake peer holds, every event's origin signature verified", params(("id" = String, Path, description = "The peer's id (a UUID)")),
     request_body(content = BackfillBody, description = "Optional"),
     responses((status = 200, description = "What was fetched and stored", body = Backfilled)))]
