@@ -1,7 +1,7 @@
 //! kite against software nobody here wrote: the public Kite wire types (`kite-protocol` 0.1
 //! from crates.io) on `/ws`, the calls the public Kite CLI makes, and the scopes it uses.
 
-mod common;
+use crate::common;
 
 use common::hostile::WAIT;
 use common::*;

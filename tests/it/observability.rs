@@ -1,7 +1,7 @@
 //! What an operator sees: Prometheus metrics moving with traffic (scraped and parsed from the
 //! exposition format), and logs a machine can read.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ async fn metrics_move_with_traffic() {
 
 #[tokio::test]
 async fn the_readme_lists_every_metric() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     for (name, _, labels, _) in kite_wire::metrics::ALL {
         let row = readme
             .lines()

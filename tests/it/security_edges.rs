@@ -1,7 +1,7 @@
 //! Trust at the edges, continued: provider signatures, signed-only hooks, the SSRF guard,
 //! redirects, rate limits and hostile input, over HTTP.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! secret rotation, over HTTP. Provider signatures, SSRF, rate limits and hostile input are
 //! in `security_edges.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `kite admin` end to end: a whole peering of two instances done with `kite` commands only
 //! (no curl, no admin client), and the errors a person gets for a wrong URL or key.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

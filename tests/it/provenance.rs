@@ -2,7 +2,7 @@
 //! a mesh (A → B → C, C no peer of A), backfill of missed history with every event verified,
 //! and scoped, expiring grants.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

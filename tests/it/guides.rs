@@ -4,7 +4,7 @@
 //! rotated on schedule, protocol versions, and a peer's health that says what fails and
 //! recovers. (The policy checked on every request is in tests/hostile_peer.rs.)
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

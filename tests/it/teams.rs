@@ -1,6 +1,6 @@
 //! Teams made by the operator, and the wall between them on every route and on `/ws`.
 
-mod common;
+use crate::common;
 
 use common::hostile::{frame, ws_open, WAIT};
 use common::*;

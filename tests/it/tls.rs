@@ -1,6 +1,6 @@
 //! Federation over TLS with a private CA made in the test.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Nothing lost, nothing doubled: crashes, broker and database connection loss, lost
 //! messages, long peer outages, graceful shutdown and back-pressure, each counted at B.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! charged after authentication, credentials never kept, and the SSRF guard's IPv6
 //! spellings; each while legitimate traffic flows.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

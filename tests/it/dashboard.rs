@@ -2,7 +2,7 @@
 //! (chromedriver): sign in with an API key, see a peer, replay its dead row and watch it
 //! deliver; a read key sees the same peers and gets no buttons.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Admin API and ingress input validation: stable error codes and statuses.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

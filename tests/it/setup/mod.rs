@@ -4,8 +4,7 @@
 //! `kite demo` refuses to start beside a running one, and Ctrl-C cleans up even while the
 //! demo is starting.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod demo;
 mod services;

@@ -4,7 +4,7 @@
 //! legitimate traffic flows, and checks both the refusal and that the legitimate events
 //! arrive once. Bounds before authentication are in `hostile_bounds.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

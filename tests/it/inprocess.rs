@@ -1,7 +1,7 @@
 //! An instance started in this process through the `kite` library (`serve::run`), as an
 //! embedding program or a test would: ready, serving, and stopped by its shutdown signal.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

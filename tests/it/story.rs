@@ -1,7 +1,7 @@
 //! Every event's story (`GET /api/events/{id}`): for each peer of its team what happened to
 //! it, with every delivery attempt; and the listings' filters.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

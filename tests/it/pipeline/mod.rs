@@ -1,7 +1,6 @@
 //! The federation pipeline end to end: real instances, Postgres and RabbitMQ, over HTTP.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod batches;
 mod lifecycle;

@@ -1,6 +1,6 @@
 //! The event stream (`/ws`) and `kite listen`, as a developer uses them.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};

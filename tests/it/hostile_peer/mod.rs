@@ -3,8 +3,7 @@
 //! misbehaves. One test per way it tries; each checks the refusal, that nothing was stored or
 //! sent, and that genuine peers' traffic at the same moment went through.
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod bounds;
 mod keys;

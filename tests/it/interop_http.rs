@@ -2,7 +2,7 @@
 //! Webhooks library, `webhook-id`s, the JSON errors, the original bytes end to end,
 //! `kite listen --forward-to` like `stripe listen`, and Slack's URL verification.
 
-mod common;
+use crate::common;
 
 use common::hostile::WAIT;
 use common::tools::standardwebhooks_verify;

@@ -1,7 +1,7 @@
 //! The router and delivery stages over the in-memory bus: their logic against a real
 //! Postgres, with no broker, through the same contract RabbitMQ implements.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! schemathesis, fuzzing a live instance from it, finds no server error and no answer that
 //! does not fit it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

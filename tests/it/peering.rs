@@ -2,7 +2,7 @@
 //! accept, events both ways signed with identity keys, heartbeats and the peer state
 //! machine, policy, key rotation with an overlap, revocation, health.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
