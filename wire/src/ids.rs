@@ -74,12 +74,6 @@ impl PartialEq<&str> for TeamId {
     }
 }
 
-impl std::fmt::Display for TeamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 /// A peer's id.
 #[derive(
     Debug,
@@ -134,23 +128,18 @@ impl From<Uuid> for PeerId {
     }
 }
 
-impl std::fmt::Display for PeerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
+/// Each id shows as the value it wraps.
+macro_rules! display_as_inner {
+    ($($id:ty),+) => {$(
+        impl std::fmt::Display for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )+};
 }
 
-impl std::fmt::Display for OutboxId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::fmt::Display for EventSeq {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
+display_as_inner!(TeamId, PeerId, OutboxId, EventSeq);
 
 /// One delivery to hand on: the outbox row and the peer it goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

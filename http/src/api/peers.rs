@@ -80,16 +80,7 @@ impl FromBody for NewPeer {
 
 /// `PATCH /api/federation/peers/{id}`: any of the fields of [`NewPeer`].
 impl FromBody for PeerPatch {
-    const FIELDS: &'static [&'static str] = &[
-        "name",
-        "peer_hook_url",
-        "outbound_token",
-        "inbound_token",
-        "scopes",
-        "max_hops",
-        "status",
-        "key_id",
-    ];
+    const FIELDS: &'static [&'static str] = <NewPeer as FromBody>::FIELDS;
 
     fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
         Ok(PeerPatch {

@@ -214,11 +214,10 @@ impl Store {
     ) -> Result<Vec<StoredEvent>> {
         let c = self.conn().await?;
         let st = c
-            .prepare_cached(
-                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
-                 WHERE team_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
+            .prepare_cached(&format!(
+                "SELECT {STORED_COLS} FROM events
+                 WHERE team_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ))
             .await?;
         let rows = c.query(&st, &[&team_id, &after_seq, &limit]).await?;
         Ok(rows.iter().filter_map(stored).collect())
@@ -236,10 +235,11 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
+                &format!(
+                    "SELECT {STORED_COLS} FROM events
                  WHERE team_id = $1 AND seq > $2 AND ($3::timestamptz IS NULL OR received_at >= $3)
-                 ORDER BY seq LIMIT $4",
+                 ORDER BY seq LIMIT $4"
+                ),
                 &[&team_id, &after_seq, &since, &limit],
             )
             .await?;
@@ -251,14 +251,15 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
+                &format!(
+                    "SELECT {STORED_COLS} FROM events
                  WHERE team_id = $1 AND seq > $2
                    AND ($4::text IS NULL OR ce_type LIKE $4)
                    AND ($5::text IS NULL OR hook_source = $5)
                    AND ($6::timestamptz IS NULL OR received_at >= $6)
                    AND ($7::timestamptz IS NULL OR received_at < $7)
-                 ORDER BY seq LIMIT $3",
+                 ORDER BY seq LIMIT $3"
+                ),
                 &[
                     &team_id,
                     &q.after,
@@ -278,9 +279,10 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT seq, team_id, hook_source, ce_type, event::text, received_at,
-                        fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey FROM events
-                 WHERE team_id = $1 ORDER BY seq DESC LIMIT $2",
+                &format!(
+                    "SELECT {STORED_COLS} FROM events
+                 WHERE team_id = $1 ORDER BY seq DESC LIMIT $2"
+                ),
                 &[&team_id, &limit],
             )
             .await?;
@@ -330,6 +332,10 @@ pub(crate) fn fed_columns(r: &Row, first: usize) -> Result<FedInfo> {
         hops: u32::try_from(hops).unwrap_or(0),
     })
 }
+
+/// The columns [`stored`] reads, in its order.
+const STORED_COLS: &str = "seq, team_id, hook_source, ce_type, event::text, received_at, \
+    fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey";
 
 /// A stored event row; a row whose event cannot be read keeps the reason instead, so
 /// readers log it and move past it. None only without a sequence number (never stored).

@@ -95,16 +95,7 @@ impl Store {
                 &[&peer_id],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PublishedKey {
-                    key_id: r.col(0)?,
-                    public_key: r.col(1)?,
-                    valid_from: r.col(2)?,
-                    valid_until: r.col(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(published_key).collect()
     }
 
     /// Pins what a peer publishes now, by the rules that keep a peer's keys its own and
@@ -137,17 +128,7 @@ impl Store {
                 &[&peer_id],
             )
             .await?;
-        let known = rows
-            .iter()
-            .map(|r| {
-                Ok(PublishedKey {
-                    key_id: r.col(0)?,
-                    public_key: r.col(1)?,
-                    valid_from: r.col(2)?,
-                    valid_until: r.col(3)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let known = rows.iter().map(published_key).collect::<Result<Vec<_>>>()?;
         let now = Utc::now();
         let plan = plan_pins(&known, keys, source, now);
         for change in &plan {
@@ -187,6 +168,16 @@ impl Store {
         tx.commit().await?;
         Ok(!plan.is_empty())
     }
+}
+
+/// A `peer_keys` row read as `key_id, public_key, valid_from, valid_until`.
+fn published_key(r: &tokio_postgres::Row) -> Result<PublishedKey> {
+    Ok(PublishedKey {
+        key_id: r.col(0)?,
+        public_key: r.col(1)?,
+        valid_from: r.col(2)?,
+        valid_until: r.col(3)?,
+    })
 }
 
 #[cfg(test)]
