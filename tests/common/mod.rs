@@ -1,5 +1,8 @@
-//! Test harness: real `kite serve` processes on free ports, each with its own database and
-//! AMQP prefix, driven over HTTP; everything they made is removed on drop.
+//! Test harness: kite instances on free ports, each with its own database and AMQP prefix,
+//! driven over HTTP; everything they made is removed on drop. An instance runs in the test's
+//! own process (`kite::serve::run` on a runtime of its own, [`Instance::start_with`]) unless
+//! the test needs a process of its own ([`Instance::process_with`]: SIGKILL and restart, its
+//! logs, its own metrics, roles split over processes).
 
 #![allow(dead_code, unused_imports)]
 
@@ -72,6 +75,10 @@ pub struct Instance {
     pub metrics_url: String,
     pub env: KiteEnv,
     child: Option<KiteProcess>,
+    /// Set when it runs in this process.
+    in_process: Option<InProcess>,
+    /// Whether it runs as a `kite serve` process (else in this process).
+    process: bool,
     pub http: reqwest::Client,
     pub max_attempts: u32,
     /// Every line the process wrote to stderr (its logs), across restarts.
@@ -87,13 +94,24 @@ pub fn free_port() -> u16 {
 }
 
 impl Instance {
-    /// Starts an instance with the fast test settings.
+    /// Starts an instance in this process with the fast test settings.
     pub async fn start(name: &str) -> Self {
         Self::start_with(name, &[]).await
     }
 
-    /// Starts an instance with extra environment (overriding the defaults).
+    /// Starts an instance in this process with extra settings (environment variable names,
+    /// overriding the defaults).
     pub async fn start_with(name: &str, extra: &[(&str, &str)]) -> Self {
+        Self::begin(name, extra, false).await
+    }
+
+    /// Starts an instance as a `kite serve` process of its own, for a test that kills and
+    /// restarts it, reads its logs or its metrics, or runs its roles in further processes.
+    pub async fn process_with(name: &str, extra: &[(&str, &str)]) -> Self {
+        Self::begin(name, extra, true).await
+    }
+
+    async fn begin(name: &str, extra: &[(&str, &str)], process: bool) -> Self {
         let id = unique();
         let db_name = format!("kite_test_{id}");
         let prefix = format!("kitetest.{id}");
@@ -129,6 +147,8 @@ impl Instance {
             metrics_url: String::new(),
             env,
             child: None,
+            in_process: None,
+            process,
             // Pooled connections are dropped after a second, before any test instance's
             // idle timeout (3 s at the least) closes them under a request.
             http: reqwest::Client::builder()
@@ -142,11 +162,24 @@ impl Instance {
         inst
     }
 
-    /// (Re)starts the process with the instance's environment, on its first port once it has one.
+    /// (Re)starts the instance with its environment, on its first port once it has one.
     pub async fn spawn(&mut self) {
         let mut env = self.env.clone();
         if self.port != 0 {
             env.set("KITE_PORT", self.port.to_string());
+        }
+        if !self.process {
+            let (run, ready) = InProcess::start(&self.name, &env).await;
+            self.port = ready
+                .url
+                .as_deref()
+                .and_then(|u| u.rsplit(':').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            self.url = ready.url.clone().unwrap_or_default();
+            self.metrics_url = ready.metrics_url.clone().unwrap_or_default();
+            self.in_process = Some(run);
+            return;
         }
         let logs = self.logs.clone();
         let output = Output {
@@ -170,10 +203,25 @@ impl Instance {
         self.child = Some(child);
     }
 
-    /// SIGKILLs the process.
+    /// SIGKILLs the process (an instance started with [`Instance::process_with`]).
     pub async fn kill(&mut self) {
+        assert!(
+            self.process,
+            "{}: only a process can be killed; start it with Instance::process_with",
+            self.name
+        );
         if let Some(mut c) = self.child.take() {
             c.kill().await;
+        }
+    }
+
+    /// Stops an instance running in this process as its shutdown signal does, and waits for
+    /// the end.
+    pub async fn stop(&mut self) {
+        if let Some(run) = self.in_process.take() {
+            tokio::task::spawn_blocking(move || run.stop())
+                .await
+                .expect("stopped");
         }
     }
 
@@ -311,6 +359,9 @@ impl Drop for Instance {
         }
         if let Some(mut c) = self.child.take() {
             c.start_kill();
+        }
+        if let Some(run) = self.in_process.take() {
+            run.stop();
         }
         let db_url = self.db_url();
         let db_name = self.db_name.clone();
@@ -557,5 +608,95 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `kite serve`'s settings, parsed as the binary parses them.
+#[derive(Debug, clap::Parser)]
+struct ServeFlags {
+    #[command(flatten)]
+    serve: kite::settings::Settings,
+}
+
+/// An instance running in this process: `kite::serve::run` on a runtime and a thread of its
+/// own (so a test's blocking call never stalls it), stopped by its shutdown signal.
+struct InProcess {
+    stop: tokio_util::sync::CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Starts one with the settings `env` names (environment variable names, given as
+    /// flags, so the test process' own environment never decides them) and waits until it is
+    /// ready.
+    async fn start(name: &str, env: &KiteEnv) -> (Self, kite::serve::Ready) {
+        use clap::{CommandFactory, Parser};
+        let command = ServeFlags::command();
+        let mut args = vec!["kite-serve".to_string()];
+        for (k, v) in env.vars() {
+            if k == "RUST_LOG" {
+                continue;
+            }
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == k.as_str()))
+                .unwrap_or_else(|| panic!("{k} is not a setting of kite serve"));
+            let long = arg.get_long().expect("every setting has a flag");
+            if arg.get_action().takes_values() {
+                args.push(format!("--{long}={v}"));
+            } else if matches!(v.as_str(), "true" | "1") {
+                args.push(format!("--{long}"));
+            }
+        }
+        if env.get("KITE_SHUTDOWN_GRACE_MS").is_none() {
+            args.push("--shutdown-grace-ms=2000".into());
+        }
+        let flags = ServeFlags::try_parse_from(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let (token, fail) = (stop.clone(), failed.clone());
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                let ended = rt.block_on(kite::serve::run(flags.serve, token, move |r| {
+                    let _ = ready_tx.send(r);
+                }));
+                if let Err(e) = ended {
+                    if let Ok(mut f) = fail.lock() {
+                        *f = Some(format!("{e:#}"));
+                    }
+                }
+                rt.shutdown_timeout(Duration::from_secs(5));
+            })
+            .expect("a thread");
+        let mut run = Self {
+            stop,
+            thread: Some(thread),
+        };
+        match tokio::time::timeout(READY_TIMEOUT, ready_rx).await {
+            Ok(Ok(ready)) => (run, ready),
+            _ => {
+                run.stop.cancel();
+                if let Some(t) = run.thread.take() {
+                    let _ = t.join();
+                }
+                let why = failed.lock().ok().and_then(|f| f.clone());
+                panic!("{name} did not become ready: {why:?}")
+            }
+        }
+    }
+
+    /// Signals shutdown and waits for the instance to end.
+    fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

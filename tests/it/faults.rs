@@ -30,10 +30,10 @@ async fn sigkill_of_router_delivery_and_peer_processes_loses_nothing() {
     let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
     env.push(("KITE_ROLES", "ingress"));
     env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
-    let a = Instance::start_with("instance-a", &env).await;
+    let a = Instance::process_with("instance-a", &env).await;
     let mut router = Proc::start(&a, "router").await;
     let mut delivery = Proc::start(&a, "delivery").await;
-    let mut b = Instance::start_with("instance-b", &SWEEP).await;
+    let mut b = Instance::process_with("instance-b", &SWEEP).await;
     peer(&a, &b, &["*"], 3).await;
 
     let all = ids("evt_kill", 300);
@@ -73,8 +73,8 @@ async fn sigkill_of_router_delivery_and_peer_processes_loses_nothing() {
 async fn sigkill_of_a_combined_instance_loses_nothing() {
     let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
     env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
-    let mut a = Instance::start_with("instance-a", &env).await;
-    let b = Instance::start_with("instance-b", &SWEEP).await;
+    let mut a = Instance::process_with("instance-a", &env).await;
+    let b = Instance::process_with("instance-b", &SWEEP).await;
     peer(&a, &b, &["*"], 3).await;
     let all = ids("evt_killall", 200);
     let sender = tokio::spawn(provider_send(
@@ -177,8 +177,8 @@ async fn database_connection_loss_answers_503_never_500_and_loses_nothing() {
 async fn sweeper_heals_purged_queues_with_two_routers() {
     let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
     env.push(("KITE_ROLES", "ingress,delivery"));
-    let a = Instance::start_with("instance-a", &env).await;
-    let b = Instance::start_with("instance-b", &SWEEP).await;
+    let a = Instance::process_with("instance-a", &env).await;
+    let b = Instance::process_with("instance-b", &SWEEP).await;
     let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
 
     // No router yet: events wait in the events queue; purge it, then start two routers.
@@ -328,7 +328,7 @@ async fn slow_sink(delay: Duration) -> (String, Arc<AtomicUsize>, Arc<AtomicUsiz
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_deliveries_then_exits() {
-    let mut a = Instance::start_with("instance-a", &[("KITE_SHUTDOWN_GRACE_MS", "10000")]).await;
+    let mut a = Instance::process_with("instance-a", &[("KITE_SHUTDOWN_GRACE_MS", "10000")]).await;
     let (url, started, done) = slow_sink(Duration::from_millis(1500)).await;
     let peer_id = add_peer(&a, "slow", &url, "kfed_token", &["*"], 3).await;
     let all = ids("evt_term", 3);
@@ -475,7 +475,7 @@ async fn holding_sink() -> (
 async fn deliveries_a_combined_instance_held_when_it_died_are_taken_over_after_their_lease() {
     // All roles in one process: the ingest writer hands deliveries to its own delivery
     // role (the local lane), with no broker message, leased for 1.5 s.
-    let mut a = Instance::start_with("instance-a", &SWEEP).await;
+    let mut a = Instance::process_with("instance-a", &SWEEP).await;
     let (url, hold, held, answered) = holding_sink().await;
     add_peer(&a, "held", &url, "kfed_token", &["*"], 3).await;
     // Until the peer's worker runs here, deliveries go through the broker; send until one

@@ -167,7 +167,7 @@ async fn the_kite_guide_run_as_written_delivers_both_ways() {
 #[tokio::test]
 async fn the_guides_other_reading_and_what_kite_does_not_do_are_said() {
     // A parks a peer that refuses it, and probes it, so refused events wait for it.
-    let a = Instance::start_with(
+    let a = Instance::process_with(
         "instance-a",
         &[
             ("KITE_PEER_FAILURE_THRESHOLD", "2"),
@@ -175,7 +175,7 @@ async fn the_guides_other_reading_and_what_kite_does_not_do_are_said() {
         ],
     )
     .await;
-    let b = Instance::start("instance-b").await;
+    let b = Instance::process_with("instance-b", &[]).await;
     let post = reqwest::Method::POST;
     // Read the other way: B is told A's outbound token and trusts it.
     let (_, v) = curl(

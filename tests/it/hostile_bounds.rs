@@ -261,7 +261,7 @@ async fn junk_cannot_spend_a_senders_or_a_teams_rate() {
 #[tokio::test]
 async fn credentials_are_never_stored_or_forwarded() {
     let sink = Sink::start(|_| 200).await;
-    let a = Instance::start_with("instance-a", &[("RUST_LOG", "debug")]).await;
+    let a = Instance::process_with("instance-a", &[("RUST_LOG", "debug")]).await;
     add_peer(
         &a,
         "b",

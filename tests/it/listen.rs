@@ -55,7 +55,7 @@ async fn listen_filters_by_source_and_type_and_prints_readable_lines() {
 
 #[tokio::test]
 async fn reconnecting_with_a_client_id_gets_every_missed_event_once_in_order() {
-    let a = Instance::start("instance-a").await;
+    let a = Instance::process_with("instance-a", &[]).await;
     let mut l = Listen::start(&a, &["--client-id", "laptop", "--json"]).await;
     for i in 0..3 {
         a.hook(
@@ -114,7 +114,7 @@ async fn reconnecting_with_a_client_id_gets_every_missed_event_once_in_order() {
 
 #[tokio::test]
 async fn an_event_ingested_by_one_process_reaches_a_listener_on_another() {
-    let a = Instance::start("instance-a").await;
+    let a = Instance::process_with("instance-a", &[]).await;
     let other = Proc::start(&a, "ingress").await;
     let other_url = other.url.clone().expect("second ingress url");
     let mut l = Listen::start(&a, &["--json"]).await;
@@ -272,7 +272,7 @@ async fn a_bad_key_exits_with_code_2() {
 
 #[tokio::test]
 async fn listen_reads_instance_and_key_from_the_config_file() {
-    let a = Instance::start("instance-a").await;
+    let a = Instance::process_with("instance-a", &[]).await;
     let dir = std::env::temp_dir().join(format!("kite-cfg-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join(".config/kite")).expect("dir");
     std::fs::write(
@@ -344,7 +344,7 @@ async fn next_frame(
 
 #[tokio::test]
 async fn a_consumer_that_stops_reading_is_cut_off_and_unknown_frames_are_ignored() {
-    let a = Instance::start_with("instance-a", &[("KITE_STREAM_STALL_MS", "500")]).await;
+    let a = Instance::process_with("instance-a", &[("KITE_STREAM_STALL_MS", "500")]).await;
     let mut ws = ws_connect(&a, None).await;
     assert_eq!(next_frame(&mut ws).await["type"], "connected");
     ws.send(Message::Text(

@@ -14,8 +14,8 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn metrics_move_with_traffic() {
-    let a = Instance::start("oa").await;
-    let b = Instance::start("ob").await;
+    let a = Instance::process_with("oa", &[]).await;
+    let b = Instance::process_with("ob", &[]).await;
     let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
     let team = ("team", "default");
 
@@ -142,8 +142,8 @@ async fn the_readme_lists_every_metric() {
 #[tokio::test]
 async fn logs_are_json_lines_on_request_and_never_coloured_in_a_pipe() {
     let json =
-        Instance::start_with("lj", &[("KITE_LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
-    let text = Instance::start_with("lt", &[("RUST_LOG", "info")]).await;
+        Instance::process_with("lj", &[("KITE_LOG_FORMAT", "json"), ("RUST_LOG", "info")]).await;
+    let text = Instance::process_with("lt", &[("RUST_LOG", "info")]).await;
     // "kite serving" is logged right after the ready line.
     let logged = |inst: &Instance| {
         let lines = inst.logs.lock().map(|l| l.clone()).unwrap_or_default();

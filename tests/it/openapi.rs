@@ -311,7 +311,7 @@ async fn the_document_validates_and_a_client_generated_from_it_works() {
 #[tokio::test]
 async fn schemathesis_finds_no_server_error_and_every_answer_fits_the_document() {
     // Ingress and router only: nothing the fuzzer makes is ever delivered anywhere.
-    let inst = Instance::start_with("st", &[("KITE_ROLES", "ingress,router")]).await;
+    let inst = Instance::process_with("st", &[("KITE_ROLES", "ingress,router")]).await;
     // A few things for the fuzzer to find: a source, a paused peer, an event.
     let (s, _) = inst
         .post(

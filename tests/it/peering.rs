@@ -331,8 +331,8 @@ async fn closed_and_invite_only_policies_refuse_with_nothing_stored() {
 
 #[tokio::test]
 async fn a_stopped_peer_goes_degraded_and_comes_back_active() {
-    let a = Instance::start_with("da", FAST_HEARTBEATS).await;
-    let mut b = Instance::start_with("db", FAST_HEARTBEATS).await;
+    let a = Instance::process_with("da", FAST_HEARTBEATS).await;
+    let mut b = Instance::process_with("db", FAST_HEARTBEATS).await;
     handshake(&a, &b, "*", "*").await;
     status_becomes(&a, "db", "active").await;
     b.kill().await;

@@ -199,8 +199,8 @@ async fn an_event_from_a_kite_token_peer_is_signed_by_the_first_kite_instance_it
 #[tokio::test]
 async fn a_backfill_fills_a_gap_once_page_by_page_and_only_with_granted_types() {
     // Rows to a down peer exhaust their attempts instead of parking.
-    let a = Instance::start_with("ba", &[("KITE_PEER_FAILURE_THRESHOLD", "1000")]).await;
-    let mut b = Instance::start("bb").await;
+    let a = Instance::process_with("ba", &[("KITE_PEER_FAILURE_THRESHOLD", "1000")]).await;
+    let mut b = Instance::process_with("bb", &[]).await;
     handshake(&a, &b, "*", "*").await;
     let since = Utc::now() - chrono::Duration::seconds(1);
 

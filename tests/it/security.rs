@@ -145,8 +145,8 @@ async fn serve_refuses_to_start_without_a_secret_key() {
 #[tokio::test]
 async fn secrets_never_reach_the_database_logs_or_listings() {
     let log = [("RUST_LOG", "debug")];
-    let a = Instance::start_with("instance-a", &log).await;
-    let b = Instance::start_with("instance-b", &log).await;
+    let a = Instance::process_with("instance-a", &log).await;
+    let b = Instance::process_with("instance-b", &log).await;
     let (peer_id, token) = peer(&a, &b, &["*"], 3).await;
     let (s, _) = a
         .post(

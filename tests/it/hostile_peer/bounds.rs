@@ -4,7 +4,7 @@ use super::*;
 
 #[tokio::test]
 async fn junk_never_grows_what_kite_keeps() {
-    let a = Instance::start("ja").await;
+    let a = Instance::process_with("ja", &[]).await;
     let size_before = scrape(&a).await.len();
     let rss_before = rss(&a).await;
     // 3,000 hooks to as many made-up sources, half of them refused.
@@ -223,7 +223,7 @@ async fn a_peers_server_to_server_calls_are_rate_limited_by_peer_and_address() {
 
 #[tokio::test]
 async fn a_revocation_applies_before_it_is_answered_and_everywhere_within_the_bound() {
-    let b = Instance::start("xb").await;
+    let b = Instance::process_with("xb", &[]).await;
     // In the process that made it: every time, at once.
     for i in 0..40 {
         let name = format!("xh{i}");
@@ -279,7 +279,7 @@ async fn a_revocation_applies_before_it_is_answered_and_everywhere_within_the_bo
 
 #[tokio::test]
 async fn kite_admin_into_head_ends_quietly() {
-    let a = Instance::start("ha").await;
+    let a = Instance::process_with("ha", &[]).await;
     for i in 0..300 {
         let (s, _) = a
             .hook(

@@ -12,8 +12,8 @@ fn forwarded(id: &str, chain: &[&str]) -> Value {
 #[tokio::test]
 async fn a_batch_is_authenticated_once_and_taken_event_by_event() {
     use kite_wire::{batch, signature};
-    let a = Instance::start("instance-a").await;
-    let b = Instance::start("instance-b").await;
+    let a = Instance::process_with("instance-a", &[]).await;
+    let b = Instance::process_with("instance-b", &[]).await;
     let (_, token) = peer(&a, &b, &["*"], 3).await;
     let url = format!("{}/hooks/default/kite", b.url);
     let post = |events: Vec<Value>, signed_over: Option<Vec<u8>>| {
@@ -130,7 +130,7 @@ async fn a_handshake_peer_gets_batches_and_checks_each_origin_signature() {
 /// replayed as one message and go in one request, each stored once.
 async fn batches_carry_what_waits(handshake: bool) {
     // One attempt a row and a peer never parked: rows die while B is down.
-    let a = Instance::start_with(
+    let a = Instance::process_with(
         "instance-a",
         &[
             ("KITE_RETRY_MAX_ATTEMPTS", "1"),
@@ -138,7 +138,7 @@ async fn batches_carry_what_waits(handshake: bool) {
         ],
     )
     .await;
-    let mut b = Instance::start("instance-b").await;
+    let mut b = Instance::process_with("instance-b", &[]).await;
     let peer_id = if handshake {
         kite_kit::client::peer_by_invitation(&a.client(), &b.client(), &["*"], 3)
             .await

@@ -4,8 +4,8 @@ use super::*;
 
 #[tokio::test]
 async fn getting_started_relays_a_stripe_event_and_listen_prints_it() {
-    let a = Instance::start("instance-a").await;
-    let b = Instance::start("instance-b").await;
+    let a = Instance::process_with("instance-a", &[]).await;
+    let b = Instance::process_with("instance-b", &[]).await;
     let (peer_id, _) = peer(&a, &b, &["stripe.*"], 3).await;
 
     // Token listings never show the secret.

@@ -172,7 +172,8 @@ async fn a_settings_file_fills_what_the_environment_leaves_unset() {
     )
     .expect("write");
     let path = file.to_str().expect("utf-8");
-    let a = Instance::start_with("from-the-env", &[("KITE_CONFIG", path)]).await;
+    // The binary reads the settings file: a process of its own.
+    let a = Instance::process_with("from-the-env", &[("KITE_CONFIG", path)]).await;
     // The environment wins over the file: the instance is the one the environment names.
     let health = a
         .http
