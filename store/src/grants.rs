@@ -3,37 +3,13 @@
 use kite_wire::ids::PeerId;
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::types::GrantPermission;
 use crate::{Result, RowExt, Store, StoreError};
 
-/// A grant.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Grant {
-    /// Its id.
-    pub id: Uuid,
-    /// The peer it is given to.
-    pub peer_id: PeerId,
-    /// What it allows.
-    pub permissions: Vec<GrantPermission>,
-    /// The event types it covers (globs).
-    pub scopes: Vec<String>,
-    /// When it stops working (None: never).
-    pub expires_at: Option<DateTime<Utc>>,
-    /// When it was made.
-    pub created_at: DateTime<Utc>,
-}
-
-impl Grant {
-    /// Whether it works at `now` and allows `permission`.
-    pub fn allows(&self, permission: GrantPermission, now: DateTime<Utc>) -> bool {
-        self.expires_at.is_none_or(|t| t > now) && self.permissions.contains(&permission)
-    }
-}
+pub use kite_api::grants::{Grant, NewGrant};
 
 const COLS: &str = "id, peer_id, permissions, scopes, expires_at, created_at";
 
@@ -55,17 +31,6 @@ fn grant(r: &Row) -> Result<Grant> {
         expires_at: r.col(4)?,
         created_at: r.col(5)?,
     })
-}
-
-/// A grant to make.
-#[derive(Debug, Clone)]
-pub struct NewGrant {
-    /// What it allows.
-    pub permissions: Vec<GrantPermission>,
-    /// The event types it covers.
-    pub scopes: Vec<String>,
-    /// When it stops working (None: never).
-    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Store {

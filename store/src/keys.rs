@@ -1,13 +1,14 @@
 //! Teams, API keys and federation tokens. Only SHA-256 digests of secrets are stored.
 
-use chrono::{DateTime, Utc};
 use kite_wire::ids::TeamId;
 use kite_wire::token;
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::types::Permission;
 use crate::{Result, RowExt, Store, StoreError};
+
+pub use kite_api::keys::ApiKeyInfo;
+pub use kite_api::tokens::TokenInfo;
 
 /// The team and permission an API key grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,23 +21,6 @@ pub struct KeyGrant {
     pub key_id: Uuid,
 }
 
-/// An API key as listed (never the key itself).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ApiKeyInfo {
-    /// Key id.
-    pub id: Uuid,
-    /// Public prefix (`kite_<8 hex>`), to recognise a key.
-    pub prefix: String,
-    /// `read`, `write` or `admin`.
-    pub permission: Permission,
-    /// Label.
-    pub label: String,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Revocation time.
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
 fn key_info(r: &tokio_postgres::Row) -> Result<ApiKeyInfo> {
     Ok(ApiKeyInfo {
         id: r.col(0)?,
@@ -46,17 +30,6 @@ fn key_info(r: &tokio_postgres::Row) -> Result<ApiKeyInfo> {
         created_at: r.col(4)?,
         revoked_at: r.col(5)?,
     })
-}
-
-/// A federation token as listed (the secret itself is never stored).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TokenInfo {
-    /// Token id.
-    pub id: Uuid,
-    /// Label given at creation.
-    pub label: String,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
 }
 
 impl Store {

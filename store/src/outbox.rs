@@ -5,11 +5,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kite_wire::fed::FedInfo;
 use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId, TeamId};
-use serde::Serialize;
 
 use crate::events::fed_columns;
-use crate::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus, SkipReason};
+use crate::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus};
 use crate::{Result, RowExt, Store};
+
+pub use kite_api::outbox::OutboxEntry;
 
 /// An outbox row with what delivery needs: the event and the peer's current settings.
 #[derive(Debug, Clone)]
@@ -170,39 +171,6 @@ pub struct DeliveryUpdate {
     pub last_error: Option<String>,
     /// Status code of this attempt.
     pub last_status_code: Option<i32>,
-}
-
-/// An outbox row as the admin API lists it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct OutboxEntry {
-    /// Outbox id (also the listing cursor).
-    pub id: i64,
-    /// Event sequence number on this instance.
-    pub event_seq: i64,
-    /// CloudEvent id.
-    pub event_id: String,
-    /// CloudEvent type.
-    pub event_type: String,
-    /// Target peer.
-    pub peer_id: PeerId,
-    /// Where it stands.
-    pub status: OutboxState,
-    /// Why it was skipped.
-    pub reason: Option<SkipReason>,
-    /// Failed attempts.
-    pub attempts: i32,
-    /// When the next attempt is due.
-    pub next_attempt_at: DateTime<Utc>,
-    /// Last error.
-    pub last_error: Option<String>,
-    /// Last status code.
-    pub last_status_code: Option<i32>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// Delivery time.
-    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// Filters of an outbox listing.

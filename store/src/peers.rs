@@ -1,90 +1,15 @@
 //! Peers: instances this one forwards to.
 
-use chrono::{DateTime, Utc};
-use kite_wire::ids::{PeerId, TeamId};
-use serde::Serialize;
+use kite_wire::ids::PeerId;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::keys::found;
 use crate::rotation::rotate_set;
-use crate::types::{PeerHealth, PeerStatus};
+use crate::types::PeerHealth;
 use crate::{Result, RowExt, Store};
 
-/// A peer as stored. The outbound token is never serialized.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Peer {
-    /// Peer id.
-    pub id: PeerId,
-    /// Owning team.
-    pub team_id: TeamId,
-    /// Unique name within the team.
-    pub name: String,
-    /// Where events are POSTed (`.../hooks/{team}/kite`).
-    pub peer_hook_url: String,
-    /// Secret for Authorization and signatures (shown never).
-    #[serde(skip)]
-    pub outbound_token: String,
-    /// Glob patterns on event types.
-    pub scopes: Vec<String>,
-    /// Events with this many hops or more are not forwarded.
-    pub max_hops: i32,
-    /// What an operator set it to.
-    pub status: PeerStatus,
-    /// The peer's instance id, learned from its answers.
-    pub peer_instance_id: Option<String>,
-    /// Last delivery error.
-    pub last_error: Option<String>,
-    /// Last HTTP status from the peer.
-    pub last_status_code: Option<i32>,
-    /// When the last error happened.
-    pub last_error_at: Option<DateTime<Utc>>,
-    /// When the last delivery succeeded.
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// Failed attempts since the last success.
-    pub consecutive_failures: i32,
-    /// What delivery has seen of it.
-    pub health: PeerHealth,
-    /// Key id sent as `X-Kite-Key-Id` instead of the token as a bearer (None: bearer).
-    pub key_id: Option<String>,
-    /// The token replaced by the last rotation, still signed with until `previous_until`.
-    #[serde(skip)]
-    pub previous_outbound_token: Option<String>,
-    /// End of the rotation overlap.
-    pub previous_until: Option<DateTime<Utc>>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-    /// The peer's server name, for a peer made by the invite/accept handshake (its
-    /// requests are verified with its pinned identity keys); None for a Kite token peer.
-    pub server_name: Option<String>,
-    /// A handshake peer's base URL (descriptor, heartbeats).
-    pub peer_base_url: Option<String>,
-    /// A handshake peer's team.
-    pub peer_team: Option<String>,
-    /// When its last heartbeat arrived here.
-    pub last_heartbeat_at: Option<DateTime<Utc>>,
-    /// When it last took one of this side's heartbeats.
-    pub last_heartbeat_ok_at: Option<DateTime<Utc>>,
-    /// This side's heartbeats it failed to take in a row.
-    pub heartbeat_failures: i32,
-    /// The token a token peer signs its events to this side with (the Kite guide's
-    /// `inbound_token`, shown never): events so signed are taken as the peer's.
-    #[serde(skip)]
-    pub inbound_token: Option<String>,
-    /// The federation protocol version agreed with a handshake peer.
-    pub protocol_version: Option<String>,
-}
-
-impl Peer {
-    /// When this side last heard from the peer: a heartbeat or a delivery it took.
-    pub fn last_seen(&self) -> Option<DateTime<Utc>> {
-        self.last_heartbeat_at
-            .max(self.last_heartbeat_ok_at)
-            .max(self.last_success_at)
-    }
-}
+pub use kite_api::peers::{NewPeer, Peer, PeerPatch};
 
 pub(crate) const COLS: &str =
     "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
@@ -131,63 +56,6 @@ impl Store {
     fn peers(&self, rows: &[Row]) -> Result<Vec<Peer>> {
         rows.iter().map(|r| self.peer_row(r)).collect()
     }
-}
-
-/// Fields of a new peer (validated by the caller).
-#[derive(Debug, Clone, utoipa::ToSchema)]
-pub struct NewPeer {
-    /// Unique name within the team.
-    #[schema(min_length = 1, max_length = 128)]
-    pub name: String,
-    /// Target hook URL (absolute http or https).
-    #[schema(format = "uri", max_length = 2048)]
-    pub peer_hook_url: String,
-    /// Outbound secret, sent as the bearer token and signing key (shown never).
-    #[schema(min_length = 1, max_length = 512, write_only)]
-    pub outbound_token: String,
-    /// Scope globs on event types.
-    #[schema(required = false, default = json!(["*"]))]
-    pub scopes: Vec<String>,
-    /// Hop limit.
-    #[schema(required = false, default = 3, minimum = 1, maximum = 16)]
-    pub max_hops: i32,
-    /// Initial status (`active` or `paused`).
-    #[schema(required = false, default = "active")]
-    pub status: PeerStatus,
-    /// Key id to name instead of sending the token as a bearer.
-    #[schema(max_length = 128)]
-    pub key_id: Option<String>,
-    /// The token the peer signs its events to this side with (for both directions over one
-    /// peer, as the Kite guide has it; shown never).
-    #[schema(min_length = 1, max_length = 512, write_only)]
-    pub inbound_token: Option<String>,
-}
-
-/// A partial update of a peer (validated by the caller).
-#[derive(Debug, Clone, Default, utoipa::ToSchema)]
-pub struct PeerPatch {
-    /// New name.
-    #[schema(min_length = 1, max_length = 128)]
-    pub name: Option<String>,
-    /// New URL.
-    #[schema(format = "uri", max_length = 2048)]
-    pub peer_hook_url: Option<String>,
-    /// New outbound secret.
-    #[schema(min_length = 1, max_length = 512, write_only)]
-    pub outbound_token: Option<String>,
-    /// New scopes.
-    pub scopes: Option<Vec<String>>,
-    /// New hop limit.
-    #[schema(minimum = 1, maximum = 16)]
-    pub max_hops: Option<i32>,
-    /// New status (`active` or `paused`).
-    pub status: Option<PeerStatus>,
-    /// New key id.
-    #[schema(max_length = 128)]
-    pub key_id: Option<String>,
-    /// New inbound token.
-    #[schema(min_length = 1, max_length = 512, write_only)]
-    pub inbound_token: Option<String>,
 }
 
 /// What one delivery batch learned about a peer.

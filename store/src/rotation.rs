@@ -47,10 +47,3 @@ impl Store {
         Ok((secret, until))
     }
 }
-
-/// Every secret accepted: the current one first, then the previous one during its overlap.
-pub fn accepted<'a>(current: &'a str, previous: Option<&'a str>) -> Vec<&'a str> {
-    let mut v = vec![current];
-    v.extend(previous);
-    v
-}

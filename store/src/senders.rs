@@ -1,8 +1,5 @@
 //! Trusted senders: instances allowed to post federated events to this one.
 
-use chrono::{DateTime, Utc};
-use kite_wire::ids::TeamId;
-use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -10,53 +7,10 @@ use crate::keys::found;
 use crate::rotation::rotate_set;
 use crate::{Result, Store, StoreError};
 
-/// A trusted sender. Its tokens are never serialized.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Sender {
-    /// Sender id.
-    pub id: Uuid,
-    /// Owning team.
-    pub team_id: TeamId,
-    /// Unique name within the team.
-    pub name: String,
-    /// The key id the sender names in `X-Kite-Key-Id`.
-    pub key_id: String,
-    /// Accept the body-only `X-Kite-Signature` (peers running Kite) from this sender.
-    pub legacy_signature: bool,
-    /// The shared secret (shown never).
-    #[serde(skip)]
-    pub inbound_token: String,
-    /// The secret replaced by the last rotation, accepted until `previous_until`.
-    #[serde(skip)]
-    pub previous_inbound_token: Option<String>,
-    /// End of the rotation overlap.
-    pub previous_until: Option<DateTime<Utc>>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-}
-
-impl Sender {
-    /// Every secret currently accepted: the current one, and the previous one during overlap.
-    pub fn secrets(&self) -> Vec<&str> {
-        crate::rotation::accepted(&self.inbound_token, self.previous_inbound_token.as_deref())
-    }
-}
+pub use kite_api::senders::{Sender, SenderPatch};
 
 const COLS: &str = "id, team_id, name, key_id, legacy_signature, inbound_token, \
     previous_inbound_token, previous_until, created_at";
-
-/// A partial update of a trusted sender.
-#[derive(Debug, Clone, Default, utoipa::ToSchema)]
-pub struct SenderPatch {
-    /// New name.
-    #[schema(min_length = 1, max_length = 128)]
-    pub name: Option<String>,
-    /// New secret (the old one stays accepted for the overlap).
-    #[schema(min_length = 1, max_length = 512, write_only)]
-    pub inbound_token: Option<String>,
-    /// Legacy signature acceptance.
-    pub legacy_signature: Option<bool>,
-}
 
 impl Store {
     fn sender(&self, r: &Row) -> Result<Sender> {

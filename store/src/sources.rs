@@ -1,8 +1,5 @@
 //! Hook sources with a signature scheme and secret, checked at ingress.
 
-use chrono::{DateTime, Utc};
-use kite_wire::ids::TeamId;
-use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -12,39 +9,7 @@ use crate::keys::found;
 use crate::rotation::rotate_set;
 use crate::{Result, RowExt, Store, StoreError};
 
-/// A configured hook source. Its secrets are never serialized.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Source {
-    /// Source id.
-    pub id: Uuid,
-    /// Owning team.
-    pub team_id: TeamId,
-    /// The `{source}` of `/hooks/{team}/{source}`.
-    pub name: String,
-    /// Signature scheme (`stripe`, `github`, `slack`, `standard-webhooks`, `hmac-sha256`).
-    pub scheme: Scheme,
-    /// Header of the `hmac-sha256` scheme.
-    pub header: Option<String>,
-    /// The signing secret (shown never).
-    #[serde(skip)]
-    pub secret: String,
-    /// The secret replaced by the last rotation, accepted until `previous_until`.
-    #[serde(skip)]
-    pub previous_secret: Option<String>,
-    /// End of the rotation overlap.
-    pub previous_until: Option<DateTime<Utc>>,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Source {
-    /// Every secret currently accepted.
-    pub fn secrets(&self) -> Vec<&str> {
-        crate::rotation::accepted(&self.secret, self.previous_secret.as_deref())
-    }
-}
+pub use kite_api::sources::Source;
 
 const COLS: &str =
     "id, team_id, name, scheme, header_name, secret, previous_secret, previous_until, created_at, updated_at";

@@ -1,33 +1,19 @@
 //! Every event's story: its delivery attempts as rows, and what happened to it for each peer.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
 use crate::events::StoredEvent;
 use crate::types::{AttemptOutcome, OutboxState, SkipReason};
 use crate::{Result, RowExt, Store};
 use kite_wire::ids::{OutboxId, PeerId};
 
+pub use kite_api::events::AttemptEntry;
+
 /// One delivery attempt to record.
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
     /// Its outbox row.
     pub outbox_id: OutboxId,
-    /// How it ended.
-    pub outcome: AttemptOutcome,
-    /// The peer's HTTP status, when it answered.
-    pub status_code: Option<i32>,
-    /// What went wrong.
-    pub error: Option<String>,
-    /// How long it took.
-    pub duration_ms: i32,
-}
-
-/// One recorded attempt.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AttemptEntry {
-    /// When it was made.
-    pub at: DateTime<Utc>,
     /// How it ended.
     pub outcome: AttemptOutcome,
     /// The peer's HTTP status, when it answered.

@@ -1,21 +1,12 @@
 //! Teams: made and removed by the operator (`/api/teams`); everything else belongs to one.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::keys::ApiKeyInfo;
 use crate::types::Permission;
 use crate::{Result, RowExt, Store, StoreError};
 
-/// A team as listed.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Team {
-    /// The team id (`/hooks/{team}/...`).
-    pub id: String,
-    /// When it was made.
-    pub created_at: DateTime<Utc>,
-}
+pub use kite_api::teams::Team;
 
 impl Store {
     /// Makes a team and its first admin key, in one transaction; answers the team, the key's

@@ -1,46 +1,7 @@
 //! API keys: create, list, revoke.
 
 use super::*;
-
-/// `POST /api/keys`: an optional label and permission (default `read`).
-#[derive(Debug, utoipa::ToSchema)]
-pub(crate) struct NewKey {
-    /// A label to recognise it by.
-    #[schema(required = false, max_length = 200, default = "")]
-    label: String,
-    /// What it may do.
-    #[schema(required = false, default = "read")]
-    permission: Permission,
-}
-
-impl FromBody for NewKey {
-    const FIELDS: &'static [&'static str] = &["permission", "label"];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        let permission = match opt_str(m, "permission", 16)? {
-            None => Permission::Read,
-            Some(p) => Permission::parse(&p).ok_or_else(|| {
-                ApiErr(ApiError::validation(
-                    "permission",
-                    format!("permission must be one of {}", one_of(Permission::ALL)),
-                ))
-            })?,
-        };
-        Ok(NewKey {
-            label: opt_str(m, "label", 200)?.unwrap_or_default(),
-            permission,
-        })
-    }
-}
-
-/// A new key as answered once: its listing plus the secret itself.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct CreatedKey {
-    #[serde(flatten)]
-    info: kite_store::keys::ApiKeyInfo,
-    /// The key; shown only in this answer.
-    key: String,
-}
+use kite_api::keys::{CreatedKey, NewKey, Session};
 
 #[utoipa::path(post, path = "/api/keys", tag = "keys",
     summary = "Make an API key (shown once)",
@@ -80,17 +41,6 @@ pub(super) async fn revoke_key(
 ) -> Result<Response, ApiErr> {
     let info = st.store.revoke_api_key(&g.team_id, parse_id(&id)?).await?;
     Ok(Json(info).into_response())
-}
-
-/// Who a key is: `GET /api/session`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Session {
-    /// The key's team.
-    team_id: kite_wire::ids::TeamId,
-    /// What the key may do.
-    permission: Permission,
-    /// The key's id.
-    key_id: Uuid,
 }
 
 #[utoipa::path(get, path = "/api/session", tag = "keys",

@@ -8,13 +8,16 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use kite_store::events::EventQuery;
 use kite_store::peers::Peer;
-use kite_store::story::{AttemptEntry, StoryRow};
-use kite_store::types::{PeerHealth, SkipReason};
+use kite_store::story::StoryRow;
+use kite_store::types::PeerHealth;
 use kite_wire::ids::PeerId;
 use utoipa::IntoParams;
-use utoipa::ToSchema;
 
 use super::*;
+use kite_api::events::{
+    EventItem, EventParams, PeerStory, Story, StoryOutcome, StoryParams, StoryReason,
+};
+use kite_api::outbox::OutboxParams;
 
 /// A listing's query string, every name checked against the filters the route documents
 /// (its [`IntoParams`] type), so the OpenAPI document and the check never disagree.
@@ -72,35 +75,6 @@ impl Filters {
             })
             .transpose()
     }
-}
-
-/// The filters of `GET /api/federation/outbox`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct OutboxParams {
-    /// Rows of the peer of this name (or server name).
-    peer: Option<String>,
-    /// Rows of the peer of this id.
-    peer_id: Option<Uuid>,
-    /// Rows in this state.
-    status: Option<OutboxState>,
-    /// The same as `status`.
-    state: Option<OutboxState>,
-    /// Rows of events of this type.
-    r#type: Option<String>,
-    /// Rows of events that came in on this source.
-    source: Option<String>,
-    /// Rows made at or after this time (RFC 3339).
-    since: Option<DateTime<Utc>>,
-    /// Rows made before this time (RFC 3339).
-    until: Option<DateTime<Utc>>,
-    /// The `next_cursor` of the previous page.
-    #[param(minimum = 0)]
-    cursor: Option<i64>,
-    /// The most rows in the page (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/federation/outbox", tag = "events",
@@ -161,30 +135,6 @@ pub(super) async fn list_outbox(
     .into_response())
 }
 
-/// The filters of `GET /api/events`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct EventParams {
-    /// Events after this sequence number.
-    #[param(minimum = 0)]
-    after: Option<i64>,
-    /// The `next_cursor` of the previous page (the same as `after`).
-    #[param(minimum = 0)]
-    cursor: Option<i64>,
-    /// The most events in the page (default 100).
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<i64>,
-    /// Events of this type.
-    r#type: Option<String>,
-    /// Events that came in on this source.
-    source: Option<String>,
-    /// Events received at or after this time (RFC 3339).
-    since: Option<DateTime<Utc>>,
-    /// Events received before this time (RFC 3339).
-    until: Option<DateTime<Utc>>,
-}
-
 #[utoipa::path(get, path = "/api/events", tag = "events",
     summary = "Stored events in order, filtered, with a cursor (read key)",
     params(EventParams),
@@ -213,7 +163,7 @@ pub(super) async fn list_events(
         .flatten();
     // The stored text goes out as it is, never parsed; a row that cannot be read is logged
     // and left out of the page.
-    let items: Vec<EventItem> = events.into_iter().filter_map(EventItem::of).collect();
+    let items: Vec<EventItem> = events.into_iter().filter_map(event_item).collect();
     Ok(Json(Page {
         items,
         next_cursor: next,
@@ -221,125 +171,22 @@ pub(super) async fn list_events(
     .into_response())
 }
 
-/// One event of `GET /api/events`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct EventItem {
-    /// Its sequence number on this instance (the listing's cursor).
-    seq: i64,
-    /// The source it came in on (`kite` for peers).
-    source: String,
-    /// When it was stored.
-    received_at: DateTime<Utc>,
-    /// The structured CloudEvent, its `data` byte for byte as received.
-    #[schema(value_type = Object)]
-    event: Box<RawValue>,
-}
-
-impl EventItem {
-    fn of(e: kite_store::events::StoredEvent) -> Option<Self> {
-        let raw = e
-            .text(false)
-            .and_then(|t| RawValue::from_string(t).map_err(|err| err.to_string()));
-        match raw {
-            Ok(event) => Some(EventItem {
-                seq: e.seq,
-                source: e.hook_source,
-                received_at: e.received_at,
-                event,
-            }),
-            Err(why) => {
-                tracing::warn!(seq = e.seq, error = %why, "an event that cannot be read is left out");
-                None
-            }
+fn event_item(e: kite_store::events::StoredEvent) -> Option<EventItem> {
+    let raw = e
+        .text(false)
+        .and_then(|t| RawValue::from_string(t).map_err(|err| err.to_string()));
+    match raw {
+        Ok(event) => Some(EventItem {
+            seq: e.seq,
+            source: e.hook_source,
+            received_at: e.received_at,
+            event,
+        }),
+        Err(why) => {
+            tracing::warn!(seq = e.seq, error = %why, "an event that cannot be read is left out");
+            None
         }
     }
-}
-
-/// `GET /api/events/{id}`: the event and, for every peer of its team, what happened to it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Story {
-    /// The event.
-    #[serde(flatten)]
-    event: EventItem,
-    /// One entry a peer (and one for each row of a peer deleted since).
-    deliveries: Vec<PeerStory>,
-}
-
-/// What happened to an event for one peer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct PeerStory {
-    /// The peer's id.
-    peer_id: PeerId,
-    /// The peer's name (None: it was deleted since).
-    peer: Option<String>,
-    /// What became of the event for this peer.
-    outcome: StoryOutcome,
-    /// Why: `max_hops` or `loop` (skipped), `paused` or `parked` (waiting).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<StoryReason>,
-    /// The peer's scopes (`no_match`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scopes: Option<Vec<String>>,
-    /// When it was delivered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delivered_at: Option<DateTime<Utc>>,
-    /// Every attempt: time, outcome (`delivered`, `failed`, `refused`, `error`, `gone`,
-    /// `revoked`), status code, error, duration.
-    attempts: Vec<AttemptEntry>,
-}
-
-/// What became of an event for one peer, as its story tells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum StoryOutcome {
-    /// The peer's scopes do not cover the event's type.
-    NoMatch,
-    /// The peer was added after the event, or is not taking events.
-    NotRouted,
-    /// Routing skipped the peer (see the reason).
-    Skipped,
-    /// Its row waits for the peer (paused or parked).
-    Waiting,
-    /// Its row waits for (another) attempt.
-    Pending,
-    /// The peer took it.
-    Delivered,
-    /// Every attempt failed.
-    Dead,
-    /// Its peer was deleted or revoked before it went out.
-    Cancelled,
-}
-
-/// Why an event's story for a peer is what it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-enum StoryReason {
-    /// Skipped: the event had made the peer's `max_hops` hops.
-    MaxHops,
-    /// Skipped: the peer already forwarded the event.
-    Loop,
-    /// Waiting: the peer is paused.
-    Paused,
-    /// Waiting: the peer is unreachable and its deliveries are parked.
-    Parked,
-}
-
-impl From<SkipReason> for StoryReason {
-    fn from(r: SkipReason) -> Self {
-        match r {
-            SkipReason::MaxHops => StoryReason::MaxHops,
-            SkipReason::Loop => StoryReason::Loop,
-        }
-    }
-}
-
-/// The filter of `GET /api/events/{id}`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)]
-struct StoryParams {
-    /// With a CloudEvent id: the source it came in on (ids are unique per source).
-    source: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/events/{id}", tag = "events",
@@ -366,7 +213,7 @@ pub(super) async fn show_event(
         .ok_or_else(not_found)?;
     let peers = st.store.list_peers(&g.team_id).await?;
     let received_at = event.received_at;
-    let event = EventItem::of(event).ok_or_else(|| ApiErr(ApiError::internal()))?;
+    let event = event_item(event).ok_or_else(|| ApiErr(ApiError::internal()))?;
     let mut deliveries: Vec<PeerStory> = peers
         .iter()
         .map(|p| {

@@ -29,12 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kite_store::outbox::OutboxQuery;
 use kite_store::peers::{NewPeer, PeerPatch};
-use kite_store::types::{OutboxState, PeerStatus, Permission};
-use kite_wire::fed::hop_limit;
-use kite_wire::scope::{ScopeError, ScopeSet};
+use kite_store::types::{OutboxState, PeerStatus};
+use kite_wire::scope::ScopeSet;
 use kite_wire::ssrf::Destination;
 use kite_wire::{token, ApiError};
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -43,6 +41,8 @@ use uuid::Uuid;
 pub(crate) use crate::access::{act, Key};
 use crate::hooks::{bearer, body_or_413};
 use crate::{ApiErr, AppState};
+pub(crate) use kite_api::common::{Deleted, Items, Page};
+use kite_api::request::one_of;
 
 /// Largest admin request body.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -105,40 +105,11 @@ pub(crate) async fn token_unused(st: &AppState, team: &str, token: &str) -> Resu
     }
 }
 
-/// A typed admin request body, read field by field from the JSON object the client sent, so
-/// every refusal names its field (400 `validation_failed` with `field`); a field it does not
-/// know is refused (400 `unknown_field`), never ignored, so a client never believes kite
-/// does what it does not.
-pub(crate) trait FromBody: Sized {
-    /// The fields it reads.
-    const FIELDS: &'static [&'static str];
-
-    /// Validates the object and builds the request.
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr>;
-}
-
-/// Refuses the first field of `m` that `T` does not read.
-fn known_fields<T: FromBody>(m: &Map<String, Value>) -> Result<(), ApiErr> {
-    match m.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
-        None => Ok(()),
-        Some(k) => Err(ApiErr(
-            ApiError::new(
-                Code::UnknownField,
-                format!(
-                    "{k:?} is not a field of this request (its fields: {})",
-                    T::FIELDS.join(", ")
-                ),
-            )
-            .with("field", json!(k)),
-        )),
-    }
-}
-
 /// A validated admin request body: a JSON object of at most [`MAX_ADMIN_BODY`] bytes (an
 /// empty body is an empty object), then [`FromBody`]; else 413 or 400 `invalid_json`.
 pub(crate) struct Valid<T>(pub(crate) T);
 
-impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
+impl<S: Send + Sync, T: kite_api::request::Request> FromRequest<S> for Valid<T> {
     type Rejection = ApiErr;
 
     async fn from_request(req: Request, st: &S) -> Result<Self, ApiErr> {
@@ -169,45 +140,16 @@ impl<S: Send + Sync, T: FromBody> FromRequest<S> for Valid<T> {
             }
             other => other?,
         };
-        known_fields::<T>(&m)?;
-        T::from_body(&m).map(Valid)
+        kite_api::request::read::<T>(&m).map(Valid).map_err(ApiErr)
     }
 }
 
-/// A list answer: `{"items": [...]}`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Items<T> {
-    /// The items, in the listing's order.
-    pub(crate) items: Vec<T>,
-}
-
-/// The answer of a delete.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Deleted {
-    /// Always true.
-    pub(crate) deleted: bool,
-    /// Outbox rows the delete cancelled (peers only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) cancelled: Option<u64>,
-}
-
-/// A page of a listing: `{"items": [...], "next_cursor": N | null}`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Page<T> {
-    /// The items of this page.
-    pub(crate) items: Vec<T>,
-    /// The cursor of the next page, or null on the last one.
-    pub(crate) next_cursor: Option<i64>,
-}
-
-impl Deleted {
-    fn answer(cancelled: Option<u64>) -> Response {
-        Json(Deleted {
-            deleted: true,
-            cancelled,
-        })
-        .into_response()
-    }
+fn deleted(cancelled: Option<u64>) -> Response {
+    Json(Deleted {
+        deleted: true,
+        cancelled,
+    })
+    .into_response()
 }
 
 fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiErr> {
@@ -229,135 +171,6 @@ fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>
             format!("malformed JSON: {e}"),
         ))),
     }
-}
-
-fn opt_str(m: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, ApiErr> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= max && !s.contains('\0') => {
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(ApiErr(ApiError::validation(
-            field,
-            format!("{field} must be a non-empty string of at most {max} bytes, without NUL"),
-        ))),
-    }
-}
-
-fn req_str(m: &Map<String, Value>, field: &str, max: usize) -> Result<String, ApiErr> {
-    opt_str(m, field, max)?
-        .ok_or_else(|| ApiErr(ApiError::validation(field, format!("{field} is required"))))
-}
-
-fn opt_int(m: &Map<String, Value>, field: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiErr> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
-            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
-            _ => Err(ApiErr(ApiError::validation(
-                field,
-                format!("{field} must be an integer within {lo}..={hi}"),
-            ))),
-        },
-    }
-}
-
-/// The optional `max_hops` of a body, within [`hop_limit`]'s bounds.
-fn opt_max_hops(m: &Map<String, Value>) -> Result<Option<i32>, ApiErr> {
-    let n = opt_int(
-        m,
-        "max_hops",
-        i64::from(hop_limit::MIN),
-        i64::from(hop_limit::MAX),
-    )?;
-    n.map(|n| hop_limit::check(n).map_err(|e| ApiErr(ApiError::validation("max_hops", e))))
-        .transpose()
-}
-
-fn opt_bool(m: &Map<String, Value>, field: &str) -> Result<Option<bool>, ApiErr> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiErr(ApiError::validation(
-            field,
-            format!("{field} must be true or false"),
-        ))),
-    }
-}
-
-fn opt_url(m: &Map<String, Value>, field: &str) -> Result<Option<String>, ApiErr> {
-    let Some(u) = opt_str(m, field, 2048)? else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiErr(ApiError::validation(
-            field,
-            format!("{field} must be an absolute http(s) URL"),
-        ))
-    };
-    let uri: axum::http::Uri = u.parse().map_err(|_| bad())?;
-    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
-    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
-    Ok(Some(u))
-}
-
-/// The wire forms of an enum's values, comma-separated (for error messages).
-fn one_of(all: &[impl std::fmt::Display]) -> String {
-    all.iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn opt_status(m: &Map<String, Value>) -> Result<Option<PeerStatus>, ApiErr> {
-    opt_str(m, "status", 32)?
-        .map(|s| {
-            PeerStatus::parse(&s)
-                .filter(|s| PeerStatus::SETTABLE.contains(s))
-                .ok_or_else(|| {
-                    ApiErr(ApiError::validation(
-                        "status",
-                        format!("status must be one of {}", one_of(PeerStatus::SETTABLE)),
-                    ))
-                })
-        })
-        .transpose()
-}
-
-fn opt_scopes(m: &Map<String, Value>) -> Result<Option<Vec<String>>, ApiErr> {
-    opt_scopes_named(m, "scopes")
-}
-
-/// An optional array of event type globs in `field`, each checked to compile.
-fn opt_scopes_named(
-    m: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<Vec<String>>, ApiErr> {
-    let not_list = || {
-        ApiErr(ApiError::validation(
-            field,
-            format!("{field} must be an array of glob strings"),
-        ))
-    };
-    let items = match m.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(not_list()),
-    };
-    let scopes: Vec<String> = items
-        .iter()
-        .map(|v| v.as_str().map(str::to_string).ok_or_else(not_list))
-        .collect::<Result<_, _>>()?;
-    ScopeSet::compile(&scopes).map_err(|e| {
-        let mut err = ApiError::validation(field, e.to_string());
-        if let ScopeError::Invalid { pattern, .. } = e {
-            err = err.with("pattern", json!(pattern));
-        }
-        ApiErr(err)
-    })?;
-    Ok(Some(scopes))
 }
 
 /// A resource's id from its path (an unparsable one names no resource: 404).
@@ -384,13 +197,6 @@ fn query_int(field: &str, v: Option<&str>, lo: i64, hi: i64) -> Result<Option<i6
 mod tests {
     use super::*;
 
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    }
-
     fn code(r: Result<impl std::fmt::Debug, ApiErr>) -> (u16, String, Option<Value>) {
         let e = r.expect_err("refused").0;
         let field = e.body()["error"].get("field").cloned();
@@ -398,7 +204,7 @@ mod tests {
     }
 
     /// One admin request body through the real extractor, in-process (no services needed).
-    async fn through<T: FromBody + std::fmt::Debug + Send + 'static>(
+    async fn through<T: kite_api::request::Request + std::fmt::Debug + Send + 'static>(
         body: &'static [u8],
     ) -> (u16, Value) {
         use tower::ServiceExt;
@@ -441,23 +247,26 @@ mod tests {
         );
         let (s, v) = through::<PeerPatch>(br#"{"status":"asleep"}"#).await;
         assert_eq!((s, &v["error"]["field"]), (400, &json!("status")));
-        let (s, v) = through::<keys::NewKey>(br#"{"permission":"root"}"#).await;
+        let (s, v) = through::<kite_api::keys::NewKey>(br#"{"permission":"root"}"#).await;
         assert_eq!((s, &v["error"]["field"]), (400, &json!("permission")));
-        let (s, v) =
-            through::<sources::NewSource>(br#"{"name":"kite","scheme":"stripe","secret":"x"}"#)
-                .await;
+        let (s, v) = through::<kite_api::sources::NewSource>(
+            br#"{"name":"kite","scheme":"stripe","secret":"x"}"#,
+        )
+        .await;
         assert_eq!((s, &v["error"]["field"]), (400, &json!("name")));
-        let (s, v) =
-            through::<sources::NewSource>(br#"{"name":"shop","scheme":"md5","secret":"x"}"#).await;
+        let (s, v) = through::<kite_api::sources::NewSource>(
+            br#"{"name":"shop","scheme":"md5","secret":"x"}"#,
+        )
+        .await;
         assert_eq!((s, &v["error"]["field"]), (400, &json!("scheme")));
-        let (s, v) = through::<senders::NewSender>(
+        let (s, v) = through::<kite_api::senders::NewSender>(
             br#"{"name":"a","inbound_token":"t","legacy_signature":"yes"}"#,
         )
         .await;
         assert_eq!((s, &v["error"]["field"]), (400, &json!("legacy_signature")));
-        let (s, v) = through::<peers::ReplayDead>(br#"[1]"#).await;
+        let (s, v) = through::<kite_api::peers::ReplayDead>(br#"[1]"#).await;
         assert_eq!((s, &v["error"]["code"]), (400, &json!("invalid_json")));
-        let (s, _) = through::<tokens::NewToken>(b"").await;
+        let (s, _) = through::<kite_api::tokens::NewToken>(b"").await;
         assert_eq!(s, 200);
     }
 
@@ -474,34 +283,5 @@ mod tests {
         );
         let big = Bytes::from(vec![b' '; MAX_ADMIN_BODY + 1]);
         assert_eq!(code(json_object(Ok(big))).0, 413);
-    }
-
-    #[test]
-    fn fields_are_validated_with_their_name() {
-        let m = obj(
-            json!({"name": "  ", "n": 99, "flag": "yes", "scopes": ["ok.*", 3],
-                           "bad_scopes": ["a["], "status": "sleeping", "url": "ftp://x"}),
-        );
-        assert_eq!(code(opt_str(&m, "name", 10)).2, Some(json!("name")));
-        assert_eq!(code(req_str(&m, "missing", 10)).2, Some(json!("missing")));
-        assert_eq!(code(opt_int(&m, "n", 1, 16)).2, Some(json!("n")));
-        assert_eq!(code(opt_bool(&m, "flag")).2, Some(json!("flag")));
-        assert_eq!(code(opt_scopes(&m)).2, Some(json!("scopes")));
-        let bad = obj(json!({"scopes": ["a["]}));
-        assert_eq!(code(opt_scopes(&bad)).0, 400);
-        assert_eq!(code(opt_status(&m)).2, Some(json!("status")));
-        assert_eq!(code(opt_url(&m, "url")).2, Some(json!("url")));
-        let ok = obj(json!({"status": "paused", "scopes": ["stripe.*"], "n": 3}));
-        assert_eq!(opt_status(&ok).expect("status"), Some(PeerStatus::Paused));
-        assert_eq!(opt_int(&ok, "n", 1, 16).expect("n"), Some(3));
-        assert_eq!(
-            opt_scopes(&ok).expect("scopes"),
-            Some(vec!["stripe.*".to_string()])
-        );
-        assert_eq!(code(parse_id::<Uuid>("not-a-uuid")).0, 404);
-        assert_eq!(
-            code(query_int("limit", Some("0"), 1, 10)).2,
-            Some(json!("limit"))
-        );
     }
 }

@@ -1,7 +1,7 @@
 //! Peers: create, list, show, update, delete, replay dead rows; the SSRF check of their URLs.
 
 use super::*;
-use kite_wire::fed::hop_limit;
+use kite_api::peers::{PeerView, ReplayDead, Replayed};
 use kite_wire::Code;
 
 /// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
@@ -44,153 +44,44 @@ pub(crate) async fn check_destination(st: &AppState, url: &str) -> Result<(), Ap
     Ok(())
 }
 
-/// `POST /api/federation/peers`: name, peer_hook_url and outbound_token are required;
-/// scopes default to `["*"]`, max_hops to 3, status to `active`; `inbound_token` (optional)
-/// is the token the peer signs its events to this side with.
-impl FromBody for NewPeer {
-    const FIELDS: &'static [&'static str] = &[
-        "name",
-        "peer_hook_url",
-        "outbound_token",
-        "inbound_token",
-        "scopes",
-        "max_hops",
-        "status",
-        "key_id",
-    ];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        Ok(NewPeer {
-            name: req_str(m, "name", 128)?,
-            peer_hook_url: opt_url(m, "peer_hook_url")?.ok_or_else(|| {
-                ApiErr(ApiError::validation(
-                    "peer_hook_url",
-                    "peer_hook_url is required",
-                ))
-            })?,
-            outbound_token: req_str(m, "outbound_token", 512)?,
-            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
-            max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
-            status: opt_status(m)?.unwrap_or(PeerStatus::Active),
-            key_id: opt_str(m, "key_id", 128)?,
-            inbound_token: opt_str(m, "inbound_token", 512)?,
-        })
-    }
-}
-
-/// `PATCH /api/federation/peers/{id}`: any of the fields of [`NewPeer`].
-impl FromBody for PeerPatch {
-    const FIELDS: &'static [&'static str] = <NewPeer as FromBody>::FIELDS;
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        Ok(PeerPatch {
-            name: opt_str(m, "name", 128)?,
-            peer_hook_url: opt_url(m, "peer_hook_url")?,
-            outbound_token: opt_str(m, "outbound_token", 512)?,
-            scopes: opt_scopes(m)?,
-            max_hops: opt_max_hops(m)?,
-            status: opt_status(m)?,
-            key_id: opt_str(m, "key_id", 128)?,
-            inbound_token: opt_str(m, "inbound_token", 512)?,
-        })
-    }
-}
-
-/// `POST /api/federation/peers/{id}/replay-dead`: how many dead rows to replay (default 1,000).
-#[derive(Debug, utoipa::ToSchema)]
-pub(crate) struct ReplayDead {
-    /// The most dead rows to replay.
-    #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]
-    limit: i64,
-}
-
-impl FromBody for ReplayDead {
-    const FIELDS: &'static [&'static str] = &["limit"];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        Ok(ReplayDead {
-            limit: opt_int(m, "limit", 1, 100_000)?.unwrap_or(1000),
-        })
-    }
-}
-
-/// The answer of a replay.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Replayed {
-    /// Dead rows put back in line.
-    replayed: usize,
-}
-
-/// A peer as the API shows it: the stored fields, when it was last heard from, its pending
-/// and dead backlog, its traffic in the last 24 hours and, shown alone, the keys pinned for
-/// it.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct PeerView {
-    /// The stored peer.
-    #[serde(flatten)]
+fn peer_view(
     peer: kite_store::peers::Peer,
-    /// When this side last heard from it (a heartbeat, or a delivery it took).
-    last_seen: Option<chrono::DateTime<chrono::Utc>>,
-    /// Outbox rows waiting for delivery.
-    pending: i64,
-    /// Outbox rows that gave up.
-    dead: i64,
-    /// Events delivered to it in the last 24 hours.
-    events_sent_24h: i64,
-    /// Events received from it in the last 24 hours.
-    events_received_24h: i64,
-    /// Whether it has an inbound token (the token it signs its events to this side with;
-    /// never shown).
-    has_inbound_token: bool,
-    /// When `last_error` stopped holding: the peer was heard from after it and nothing fails
-    /// now, neither deliveries nor heartbeats (None while it still holds, or there is
-    /// none).
-    last_error_resolved_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The identity keys pinned for it (a handshake peer, shown alone).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keys: Option<Vec<kite_wire::peering::PublishedKey>>,
+    backlog: Option<&(i64, i64)>,
+    traffic: Option<&kite_store::federation::Traffic>,
+) -> PeerView {
+    let (pending, dead) = backlog.copied().unwrap_or((0, 0));
+    let t = traffic.copied().unwrap_or_default();
+    let last_seen = peer.last_seen();
+    PeerView {
+        last_error_resolved_at: last_seen.filter(|seen| {
+            peer.last_error_at.is_some_and(|e| *seen > e)
+                && peer.consecutive_failures == 0
+                && peer.heartbeat_failures == 0
+        }),
+        last_seen,
+        has_inbound_token: peer.inbound_token.is_some(),
+        peer,
+        pending,
+        dead,
+        events_sent_24h: t.sent,
+        events_received_24h: t.received,
+        keys: None,
+    }
 }
 
-impl PeerView {
-    fn new(
-        peer: kite_store::peers::Peer,
-        backlog: Option<&(i64, i64)>,
-        traffic: Option<&kite_store::federation::Traffic>,
-    ) -> Self {
-        let (pending, dead) = backlog.copied().unwrap_or((0, 0));
-        let t = traffic.copied().unwrap_or_default();
-        let last_seen = peer.last_seen();
-        Self {
-            last_error_resolved_at: last_seen.filter(|seen| {
-                peer.last_error_at.is_some_and(|e| *seen > e)
-                    && peer.consecutive_failures == 0
-                    && peer.heartbeat_failures == 0
-            }),
-            last_seen,
-            has_inbound_token: peer.inbound_token.is_some(),
-            peer,
-            pending,
-            dead,
-            events_sent_24h: t.sent,
-            events_received_24h: t.received,
-            keys: None,
-        }
+/// One peer, with its pinned keys.
+pub(crate) async fn describe_peer(
+    st: &AppState,
+    team: &str,
+    peer: &kite_store::peers::Peer,
+) -> Result<PeerView, ApiErr> {
+    let backlogs = st.store.peer_backlogs(team).await?;
+    let traffic = st.store.peer_traffic(team).await?;
+    let mut v = peer_view(peer.clone(), backlogs.get(&peer.id), traffic.get(&peer.id));
+    if peer.server_name.is_some() {
+        v.keys = Some(st.store.peer_keys(peer.id).await?);
     }
-
-    /// One peer, with its pinned keys.
-    pub(crate) async fn describe(
-        st: &AppState,
-        team: &str,
-        peer: &kite_store::peers::Peer,
-    ) -> Result<Self, ApiErr> {
-        let backlogs = st.store.peer_backlogs(team).await?;
-        let traffic = st.store.peer_traffic(team).await?;
-        let mut v = Self::new(peer.clone(), backlogs.get(&peer.id), traffic.get(&peer.id));
-        if peer.server_name.is_some() {
-            v.keys = Some(st.store.peer_keys(peer.id).await?);
-        }
-        Ok(v)
-    }
+    Ok(v)
 }
 
 #[utoipa::path(post, path = "/api/federation/peers", tag = "peers",
@@ -230,7 +121,7 @@ pub(super) async fn list_peers(
         .into_iter()
         .map(|p| {
             let (b, t) = (backlogs.get(&p.id), traffic.get(&p.id));
-            PeerView::new(p, b, t)
+            peer_view(p, b, t)
         })
         .collect();
     Ok(Json(Items { items }).into_response())
@@ -245,7 +136,7 @@ pub(super) async fn get_peer(
     Path(id): Path<String>,
 ) -> Result<Response, ApiErr> {
     let peer = st.store.get_peer(&g.team_id, parse_id(&id)?).await?;
-    Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
+    Ok(Json(describe_peer(&st, &g.team_id, &peer).await?).into_response())
 }
 
 #[utoipa::path(patch, path = "/api/federation/peers/{id}", tag = "peers",
@@ -304,7 +195,7 @@ pub(super) async fn delete_peer(
     if let Err(e) = st.bus.delete_peer_queue(id).await {
         tracing::warn!(peer = %id, error = %e, "could not delete the peer's queue");
     }
-    Ok(Deleted::answer(Some(cancelled)))
+    Ok(deleted(Some(cancelled)))
 }
 
 #[utoipa::path(post, path = "/api/federation/peers/{id}/refresh", tag = "peers",
@@ -329,7 +220,7 @@ pub(super) async fn refresh_peer(
         .refresh_keys(&peer)
         .await
         .map_err(crate::ApiErr::from)?;
-    Ok(Json(PeerView::describe(&st, &g.team_id, &peer).await?).into_response())
+    Ok(Json(describe_peer(&st, &g.team_id, &peer).await?).into_response())
 }
 
 #[utoipa::path(post, path = "/api/federation/peers/{id}/replay-dead", tag = "peers",

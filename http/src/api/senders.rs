@@ -1,51 +1,8 @@
 //! Trusted senders: create, list, update, delete.
 
 use super::*;
+use kite_api::senders::NewSender;
 use kite_store::senders::SenderPatch;
-
-/// `POST /api/federation/trusted-senders`: name and inbound_token are required.
-#[derive(Debug, utoipa::ToSchema)]
-pub(crate) struct NewSender {
-    /// Unique name within the team.
-    #[schema(min_length = 1, max_length = 128)]
-    name: String,
-    /// The shared secret the sender signs with.
-    #[schema(min_length = 1, max_length = 512, write_only)]
-    inbound_token: String,
-    /// The key id the sender names in `X-Kite-Key-Id` (default: made up).
-    #[schema(max_length = 128)]
-    key_id: Option<String>,
-    /// Accept the body-only `X-Kite-Signature` (peers running Kite).
-    #[schema(required = false, default = false)]
-    legacy_signature: bool,
-}
-
-impl FromBody for NewSender {
-    const FIELDS: &'static [&'static str] =
-        &["name", "inbound_token", "key_id", "legacy_signature"];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        Ok(NewSender {
-            name: req_str(m, "name", 128)?,
-            inbound_token: req_str(m, "inbound_token", 512)?,
-            key_id: opt_str(m, "key_id", 128)?,
-            legacy_signature: opt_bool(m, "legacy_signature")?.unwrap_or(false),
-        })
-    }
-}
-
-/// `PATCH /api/federation/trusted-senders/{id}`: any of name, inbound_token, legacy_signature.
-impl FromBody for SenderPatch {
-    const FIELDS: &'static [&'static str] = &["name", "inbound_token", "legacy_signature"];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        Ok(SenderPatch {
-            name: opt_str(m, "name", 128)?,
-            inbound_token: opt_str(m, "inbound_token", 512)?,
-            legacy_signature: opt_bool(m, "legacy_signature")?,
-        })
-    }
-}
 
 #[utoipa::path(post, path = "/api/federation/trusted-senders", tag = "federation",
     summary = "Trust a sender that signs with a shared secret",
@@ -117,5 +74,5 @@ pub(super) async fn delete_sender(
 ) -> Result<Response, ApiErr> {
     st.store.delete_sender(&g.team_id, parse_id(&id)?).await?;
     st.senders.invalidate().await;
-    Ok(Deleted::answer(None))
+    Ok(deleted(None))
 }

@@ -2,6 +2,7 @@
 //! authenticated by the operator key (`KITE_OPERATOR_KEY`), never by a team's key.
 
 use super::*;
+use kite_api::teams::{CreatedTeam, NewTeam};
 
 /// A request authenticated by the operator key (else 401; 401 too when the instance has
 /// none, so the teams API is closed by default).
@@ -22,40 +23,6 @@ impl FromRequestParts<Arc<AppState>> for OperatorKey {
             ))),
         }
     }
-}
-
-/// `POST /api/teams`: the new team's id.
-#[derive(Debug, utoipa::ToSchema)]
-pub(crate) struct NewTeam {
-    /// The team id (`/hooks/{team}/...`).
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
-    id: String,
-}
-
-impl FromBody for NewTeam {
-    const FIELDS: &'static [&'static str] = &["id"];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        let id = req_str(m, "id", 64)?;
-        kite_wire::event::validate_source_name(&id).map_err(|_| {
-            ApiErr(ApiError::validation(
-                "id",
-                "id must be 1-64 characters of a-z, 0-9, '_' or '-'",
-            ))
-        })?;
-        Ok(NewTeam { id })
-    }
-}
-
-/// A new team as answered once: the team and its first admin key.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct CreatedTeam {
-    #[serde(flatten)]
-    team: kite_store::teams::Team,
-    /// The first admin key; shown only in this answer.
-    admin_key: String,
-    /// Its listing.
-    admin_key_info: kite_store::keys::ApiKeyInfo,
 }
 
 #[utoipa::path(post, path = "/api/teams", tag = "teams",
@@ -109,5 +76,5 @@ pub(super) async fn delete_team(
         }
     }
     tracing::info!(team = %id, "team deleted");
-    Ok(Deleted::answer(None))
+    Ok(deleted(None))
 }

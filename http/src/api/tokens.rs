@@ -1,33 +1,7 @@
 //! Federation tokens: `POST` and `GET /api/federation/tokens`.
 
 use super::*;
-
-/// `POST /api/federation/tokens`: an optional label.
-#[derive(Debug, utoipa::ToSchema)]
-pub(crate) struct NewToken {
-    /// A label to recognise it by.
-    #[schema(required = false, max_length = 200, default = "")]
-    label: String,
-}
-
-impl FromBody for NewToken {
-    const FIELDS: &'static [&'static str] = &["label"];
-
-    fn from_body(m: &Map<String, Value>) -> Result<Self, ApiErr> {
-        Ok(NewToken {
-            label: opt_str(m, "label", 200)?.unwrap_or_default(),
-        })
-    }
-}
-
-/// A new federation token as answered once: its listing plus the secret itself.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct CreatedToken {
-    #[serde(flatten)]
-    info: kite_store::keys::TokenInfo,
-    /// The token; shown only in this answer.
-    token: String,
-}
+use kite_api::tokens::{CreatedToken, NewToken};
 
 #[utoipa::path(post, path = "/api/federation/tokens", tag = "federation",
     summary = "Make a federation token a peer sends with its events (shown once)",

@@ -3,9 +3,8 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use kite_wire::token::{digest, secret_eq};
-use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -15,24 +14,7 @@ use crate::peers::{Peer, COLS};
 use crate::types::PeerStatus;
 use crate::{Result, RowExt, Store, StoreError};
 
-/// An invitation as listed (its token is never kept, only its digest).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct InvitationInfo {
-    /// Its id.
-    pub id: Uuid,
-    /// Event types the inviter sends to whoever accepts.
-    pub scopes: Vec<String>,
-    /// Hop limit for what the inviter sends.
-    pub max_hops: i32,
-    /// When it stops working.
-    pub expires_at: DateTime<Utc>,
-    /// When it was used, if it was.
-    pub used_at: Option<DateTime<Utc>>,
-    /// The server that used it.
-    pub used_by: Option<String>,
-    /// When it was made.
-    pub created_at: DateTime<Utc>,
-}
+pub use kite_api::invitations::InvitationInfo;
 
 fn invitation(r: &Row) -> Result<InvitationInfo> {
     Ok(InvitationInfo {

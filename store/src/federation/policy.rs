@@ -3,48 +3,9 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use crate::types::{FederationMode, SignatureProtocol};
 use crate::{Result, RowExt, Store};
 
-/// A team's federation policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct Policy {
-    /// Who may federate.
-    pub default_mode: FederationMode,
-    /// Server names that may accept invitations under `invite_only`.
-    pub allowed_peers: Vec<String>,
-    /// The most events one backfill request is answered with.
-    pub max_backfill_events_per_request: i32,
-    /// The least federation traffic must be signed with: `token` (shared tokens or identity
-    /// keys) or `identity` (identity keys only: shared-token peers and senders refused).
-    pub min_signature_protocol: SignatureProtocol,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            default_mode: FederationMode::Open,
-            allowed_peers: Vec::new(),
-            max_backfill_events_per_request: 1000,
-            min_signature_protocol: SignatureProtocol::Token,
-        }
-    }
-}
-
-impl Policy {
-    /// Whether `server_name` may accept an invitation of this team.
-    pub fn admits(&self, server_name: &str) -> std::result::Result<(), FederationMode> {
-        match self.default_mode {
-            FederationMode::Open => Ok(()),
-            FederationMode::InviteOnly if self.allowed_peers.iter().any(|p| p == server_name) => {
-                Ok(())
-            }
-            mode => Err(mode),
-        }
-    }
-}
+pub use kite_api::policy::Policy;
 
 impl Store {
     /// A team's policy (the default one if it never set one).
@@ -106,22 +67,5 @@ impl Store {
         )
         .await?;
         Ok(p.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policies_admit_by_mode() {
-        let mut p = Policy::default();
-        assert_eq!(p.admits("b"), Ok(()));
-        p.default_mode = FederationMode::InviteOnly;
-        assert_eq!(p.admits("b"), Err(FederationMode::InviteOnly));
-        p.allowed_peers = vec!["b".into()];
-        assert_eq!(p.admits("b"), Ok(()));
-        p.default_mode = FederationMode::Closed;
-        assert_eq!(p.admits("b"), Err(FederationMode::Closed));
     }
 }

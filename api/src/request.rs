@@ -1,0 +1,214 @@
+//! How a request body is read: a JSON object, field by field, so every refusal names its
+//! field (400 `validation_failed` with `field`), and a field the request does not know is
+//! refused (400 `unknown_field`), never ignored, so a client never believes kite does what
+//! it does not. Each request type implements [`Request`]; its `FIELDS` are its serde names,
+//! the properties of its OpenAPI schema (a test holds them to each other).
+
+use kite_wire::fed::hop_limit;
+use kite_wire::scope::{ScopeError, ScopeSet};
+use kite_wire::{ApiError, Code};
+use serde_json::{json, Map, Value};
+
+/// A request body: a JSON object.
+pub type Body = Map<String, Value>;
+
+/// A request type of the admin API.
+pub trait Request: Sized {
+    /// The fields it reads.
+    const FIELDS: &'static [&'static str];
+
+    /// Validates the object and builds the request.
+    fn read(m: &Body) -> Result<Self, ApiError>;
+}
+
+/// Reads `T` from `m`, refusing the first field `T` does not read.
+pub fn read<T: Request>(m: &Body) -> Result<T, ApiError> {
+    if let Some(k) = m.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
+        return Err(ApiError::new(
+            Code::UnknownField,
+            format!(
+                "{k:?} is not a field of this request (its fields: {})",
+                T::FIELDS.join(", ")
+            ),
+        )
+        .with("field", json!(k)));
+    }
+    T::read(m)
+}
+
+/// An optional non-empty string of at most `max` bytes, without NUL.
+pub fn opt_str(m: &Body, field: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= max && !s.contains('\0') => {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(ApiError::validation(
+            field,
+            format!("{field} must be a non-empty string of at most {max} bytes, without NUL"),
+        )),
+    }
+}
+
+/// A required string, as [`opt_str`].
+pub fn req_str(m: &Body, field: &str, max: usize) -> Result<String, ApiError> {
+    opt_str(m, field, max)?
+        .ok_or_else(|| ApiError::validation(field, format!("{field} is required")))
+}
+
+/// An optional integer within `lo..=hi`.
+pub fn opt_int(m: &Body, field: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+            _ => Err(ApiError::validation(
+                field,
+                format!("{field} must be an integer within {lo}..={hi}"),
+            )),
+        },
+    }
+}
+
+/// The optional `max_hops`, within [`hop_limit`]'s bounds.
+pub fn opt_max_hops(m: &Body) -> Result<Option<i32>, ApiError> {
+    let n = opt_int(
+        m,
+        "max_hops",
+        i64::from(hop_limit::MIN),
+        i64::from(hop_limit::MAX),
+    )?;
+    n.map(|n| hop_limit::check(n).map_err(|e| ApiError::validation("max_hops", e)))
+        .transpose()
+}
+
+/// An optional boolean.
+pub fn opt_bool(m: &Body, field: &str) -> Result<Option<bool>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::validation(
+            field,
+            format!("{field} must be true or false"),
+        )),
+    }
+}
+
+/// An optional absolute http(s) URL of at most 2,048 bytes.
+pub fn opt_url(m: &Body, field: &str) -> Result<Option<String>, ApiError> {
+    let Some(u) = opt_str(m, field, 2048)? else {
+        return Ok(None);
+    };
+    let bad = || ApiError::validation(field, format!("{field} must be an absolute http(s) URL"));
+    let uri: http::Uri = u.parse().map_err(|_| bad())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(Some(u))
+}
+
+/// The wire forms of an enum's values, comma-separated (for error messages).
+pub fn one_of(all: &[impl std::fmt::Display]) -> String {
+    all.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An optional value of a text enum, named in `field`.
+pub fn opt_enum<T: crate::types::Spelled + std::fmt::Display>(
+    m: &Body,
+    field: &str,
+    allowed: &[T],
+) -> Result<Option<T>, ApiError> {
+    opt_str(m, field, 32)?
+        .map(|s| {
+            T::parse(&s)
+                .filter(|v| allowed.iter().any(|a| a.as_str() == v.as_str()))
+                .ok_or_else(|| {
+                    ApiError::validation(
+                        field,
+                        format!("{field} must be one of {}", one_of(allowed)),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// The optional `scopes`: an array of event type globs, each checked to compile.
+pub fn opt_scopes(m: &Body) -> Result<Option<Vec<String>>, ApiError> {
+    opt_scopes_named(m, "scopes")
+}
+
+/// An optional array of event type globs in `field`, each checked to compile.
+pub fn opt_scopes_named(m: &Body, field: &'static str) -> Result<Option<Vec<String>>, ApiError> {
+    let not_list =
+        || ApiError::validation(field, format!("{field} must be an array of glob strings"));
+    let items = match m.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(not_list()),
+    };
+    let scopes: Vec<String> = items
+        .iter()
+        .map(|v| v.as_str().map(str::to_string).ok_or_else(not_list))
+        .collect::<Result<_, _>>()?;
+    ScopeSet::compile(&scopes).map_err(|e| {
+        let mut err = ApiError::validation(field, e.to_string());
+        if let ScopeError::Invalid { pattern, .. } = e {
+            err = err.with("pattern", json!(pattern));
+        }
+        err
+    })?;
+    Ok(Some(scopes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::PeerStatus;
+
+    fn obj(v: Value) -> Body {
+        match v {
+            Value::Object(m) => m,
+            _ => Body::new(),
+        }
+    }
+
+    fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> (u16, String, Option<Value>) {
+        let e = r.expect_err("refused");
+        let field = e.body()["error"].get("field").cloned();
+        (e.status, e.code.to_string(), field)
+    }
+
+    #[test]
+    fn fields_are_validated_with_their_name() {
+        let m = obj(
+            json!({"name": "  ", "n": 99, "flag": "yes", "scopes": ["ok.*", 3],
+                           "bad_scopes": ["a["], "status": "sleeping", "url": "ftp://x"}),
+        );
+        assert_eq!(code(opt_str(&m, "name", 10)).2, Some(json!("name")));
+        assert_eq!(code(req_str(&m, "missing", 10)).2, Some(json!("missing")));
+        assert_eq!(code(opt_int(&m, "n", 1, 16)).2, Some(json!("n")));
+        assert_eq!(code(opt_bool(&m, "flag")).2, Some(json!("flag")));
+        assert_eq!(code(opt_scopes(&m)).2, Some(json!("scopes")));
+        let bad = obj(json!({"scopes": ["a["]}));
+        assert_eq!(code(opt_scopes(&bad)).0, 400);
+        assert_eq!(
+            code(opt_enum(&m, "status", PeerStatus::SETTABLE)).2,
+            Some(json!("status"))
+        );
+        assert_eq!(code(opt_url(&m, "url")).2, Some(json!("url")));
+        let ok = obj(json!({"status": "paused", "scopes": ["stripe.*"], "n": 3}));
+        assert_eq!(
+            opt_enum(&ok, "status", PeerStatus::SETTABLE).expect("status"),
+            Some(PeerStatus::Paused)
+        );
+        assert_eq!(opt_int(&ok, "n", 1, 16).expect("n"), Some(3));
+        assert_eq!(
+            opt_scopes(&ok).expect("scopes"),
+            Some(vec!["stripe.*".to_string()])
+        );
+    }
+}
