@@ -23,6 +23,7 @@ pub struct AttemptEntry {
 use crate::types::SkipReason;
 use kite_wire::ids::PeerId;
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 /// The filters of `GET /api/events`.
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
@@ -48,7 +49,7 @@ pub struct EventParams {
 }
 
 /// One event of `GET /api/events`.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventItem {
     /// Its sequence number on this instance (the listing's cursor).
     pub seq: i64,
@@ -61,8 +62,26 @@ pub struct EventItem {
     pub event: Box<RawValue>,
 }
 
+impl EventItem {
+    /// One attribute of the CloudEvent (`id`, `type`, `kitefedorigin`...), when it has it.
+    pub fn attribute(&self, name: &str) -> Option<Value> {
+        let mut event: serde_json::Map<String, Value> =
+            serde_json::from_str(self.event.get()).ok()?;
+        event.remove(name)
+    }
+
+    /// The CloudEvent's `id`.
+    pub fn cloud_event_id(&self) -> Option<String> {
+        match self.attribute("id")? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// `GET /api/events/{id}`: the event and, for every peer of its team, what happened to it.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+/// (Written only: its event is a raw value, which a flattened field cannot read back.)
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Story {
     /// The event.
     #[serde(flatten)]

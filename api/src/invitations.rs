@@ -29,14 +29,14 @@ use kite_wire::peering::Invitation;
 use kite_wire::ApiError;
 
 /// The longest an invitation may live: a year.
-const MAX_TTL_SECS: i64 = 365 * 24 * 3600;
+pub const MAX_TTL_SECS: i64 = 365 * 24 * 3600;
 
 /// How long an invitation lives unless told: 7 days.
-const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
+pub const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
 
 /// `POST /api/federation/invitations`: `scopes` (what this side sends to whoever accepts;
 /// default `["*"]`), `max_hops` (default 3), `ttl` in seconds (default 7 days).
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewInvitation {
     /// Event types this side sends to whoever accepts (globs).
     #[schema(required = false, default = json!(["*"]))]

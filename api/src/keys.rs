@@ -27,10 +27,11 @@ use crate::request::*;
 use kite_wire::ApiError;
 
 /// `POST /api/keys`: an optional label and permission (default `read`).
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     /// A label to recognise it by.
     #[schema(required = false, max_length = 200, default = "")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub label: String,
     /// What it may do.
     #[schema(required = false, default = "read")]

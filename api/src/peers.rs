@@ -82,7 +82,7 @@ impl Peer {
 }
 
 /// Fields of a new peer (validated by the caller).
-#[derive(Debug, Clone, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewPeer {
     /// Unique name within the team.
     #[schema(min_length = 1, max_length = 128)]
@@ -104,37 +104,47 @@ pub struct NewPeer {
     pub status: PeerStatus,
     /// Key id to name instead of sending the token as a bearer.
     #[schema(max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// The token the peer signs its events to this side with (for both directions over one
     /// peer, as the Kite guide has it; shown never).
     #[schema(min_length = 1, max_length = 512, write_only)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_token: Option<String>,
 }
 
 /// A partial update of a peer (validated by the caller).
-#[derive(Debug, Clone, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PeerPatch {
     /// New name.
     #[schema(min_length = 1, max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// New URL.
     #[schema(format = "uri", max_length = 2048)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_hook_url: Option<String>,
     /// New outbound secret.
     #[schema(min_length = 1, max_length = 512, write_only)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub outbound_token: Option<String>,
     /// New scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     /// New hop limit.
     #[schema(minimum = 1, maximum = 16)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_hops: Option<i32>,
     /// New status (`active` or `paused`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<PeerStatus>,
     /// New key id.
     #[schema(max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// New inbound token.
     #[schema(min_length = 1, max_length = 512, write_only)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_token: Option<String>,
 }
 
@@ -192,7 +202,7 @@ impl Request for PeerPatch {
 }
 
 /// `POST /api/federation/peers/{id}/replay-dead`: how many dead rows to replay (default 1,000).
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplayDead {
     /// The most dead rows to replay.
     #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]

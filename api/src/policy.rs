@@ -60,17 +60,21 @@ pub struct IdentityView {
 
 /// `PUT /api/federation/policy`: any of `default_mode`, `allowed_peers`,
 /// `max_backfill_events_per_request`; a field left out keeps its value.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyPatch {
     /// Who may federate.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_mode: Option<FederationMode>,
     /// Server names that may accept invitations under `invite_only` (at most 1,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_peers: Option<Vec<String>>,
     /// The most events one backfill request is answered with.
     #[schema(minimum = 1, maximum = 100000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_backfill_events_per_request: Option<i32>,
     /// The least federation traffic must be signed with: `token` or `identity` (identity
     /// keys only; refused while shared-token peers or trusted senders exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_signature_protocol: Option<SignatureProtocol>,
 }
 

@@ -38,15 +38,18 @@ impl Sender {
 }
 
 /// A partial update of a trusted sender.
-#[derive(Debug, Clone, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SenderPatch {
     /// New name.
     #[schema(min_length = 1, max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// New secret (the old one stays accepted for the overlap).
     #[schema(min_length = 1, max_length = 512, write_only)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inbound_token: Option<String>,
     /// Legacy signature acceptance.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub legacy_signature: Option<bool>,
 }
 
@@ -54,7 +57,7 @@ use crate::request::*;
 use kite_wire::ApiError;
 
 /// `POST /api/federation/trusted-senders`: name and inbound_token are required.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewSender {
     /// Unique name within the team.
     #[schema(min_length = 1, max_length = 128)]
@@ -64,6 +67,7 @@ pub struct NewSender {
     pub inbound_token: String,
     /// The key id the sender names in `X-Kite-Key-Id` (default: made up).
     #[schema(max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// Accept the body-only `X-Kite-Signature` (peers running Kite).
     #[schema(required = false, default = false)]

@@ -45,7 +45,7 @@ use kite_wire::ApiError;
 
 /// `POST /api/sources`: a source name, its signature scheme and secret, and for the
 /// `hmac-sha256` scheme an optional header.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewSource {
     /// The `{source}` of `/hooks/{team}/{source}` (not `kite`).
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
@@ -58,6 +58,7 @@ pub struct NewSource {
     pub secret: String,
     /// The signature header of the `hmac-sha256` scheme.
     #[schema(max_length = 128)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
 }
 
@@ -101,7 +102,7 @@ impl Request for NewSource {
 }
 
 /// `POST /api/sources/{name}/rotate`: the new secret.
-#[derive(utoipa::ToSchema)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Rotation {
     /// The new signing secret.
     #[schema(min_length = 1, max_length = 512, write_only)]

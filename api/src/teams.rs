@@ -16,7 +16,7 @@ use crate::request::*;
 use kite_wire::ApiError;
 
 /// `POST /api/teams`: the new team's id.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewTeam {
     /// The team id (`/hooks/{team}/...`).
     #[schema(pattern = "^[a-z0-9_-]{1,64}$")]

@@ -19,10 +19,11 @@ use crate::request::*;
 use kite_wire::ApiError;
 
 /// `POST /api/federation/tokens`: an optional label.
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NewToken {
     /// A label to recognise it by.
     #[schema(required = false, max_length = 200, default = "")]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub label: String,
 }
 

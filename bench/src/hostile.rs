@@ -12,7 +12,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use kite_kit::client::{ApiClient, SourceSpec};
+use kite_api::sources::NewSource;
+use kite_api::types::{PeerHealth, PeerStatus};
+use kite_kit::client::ApiClient;
+use kite_wire::provider::Scheme;
 
 /// The signed source hostile requests forge signatures for.
 pub const SIGNED_SOURCE: &str = "signed";
@@ -179,9 +182,9 @@ fn hmac_hex(key: &[u8], body: &[u8]) -> String {
 /// Gives A the signed source that hostile requests forge signatures for.
 pub async fn prepare(client: &reqwest::Client, a_url: &str, key: &str) -> Result<()> {
     ApiClient::with_http(client.clone(), a_url, key)
-        .create_source(&SourceSpec {
+        .create_source(&NewSource {
             name: SIGNED_SOURCE.into(),
-            scheme: "hmac-sha256".into(),
+            scheme: Scheme::HmacSha256,
             secret: "hostile-source-secret".into(),
             header: Some("x-signature".into()),
         })
@@ -381,10 +384,8 @@ async fn watch_once(client: &reqwest::Client, a_url: &str, key: &str, tally: &mu
         .await;
     if let Ok(v) = peers {
         tally.peer_polls += 1;
-        let parked = v["items"].as_array().is_some_and(|items| {
-            items
-                .iter()
-                .any(|p| p["health"] == "unreachable" || p["status"] != "active")
+        let parked = v.items.iter().any(|p| {
+            p.peer.health == PeerHealth::Unreachable || p.peer.status != PeerStatus::Active
         });
         if parked {
             tally.peer_parked += 1;

@@ -3,11 +3,15 @@
 //! answer, and the permission it needs. Kite's "hooks" (endpoints) are kite's signed
 //! sources: `/hooks/{team}/{source}` with a signing secret.
 
+use chrono::{DateTime, Utc};
+use kite_api::keys::NewKey;
+use kite_api::sources::NewSource;
 use kite_store::keys::KeyGrant;
 use kite_store::types::Permission;
 use kite_wire::provider::Scheme;
 use kite_wire::token;
 use kite_wire::Code;
+use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -103,24 +107,108 @@ pub(crate) async fn call(
     }
 }
 
+/// A signed source as the Kite CLI lists a hook.
+#[derive(Serialize)]
+struct Hook {
+    id: Uuid,
+    source: String,
+    scheme: Scheme,
+    active: bool,
+    webhook_secret_configured: bool,
+    endpoint: String,
+    created_at: DateTime<Utc>,
+}
+
+/// `hooks.list`'s answer.
+#[derive(Serialize)]
+struct Hooks<'a> {
+    team_id: &'a str,
+    hooks: Vec<Hook>,
+}
+
+/// `hooks.create`'s answer: the hook, and a secret kite made, shown once.
+#[derive(Serialize)]
+struct CreatedHook {
+    id: Uuid,
+    source: String,
+    scheme: Scheme,
+    endpoint: String,
+    endpoint_with_token: String,
+    hook_token: Option<String>,
+    webhook_secret_configured: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    github_webhook_secret: Option<String>,
+}
+
+/// `hooks.deactivate`'s and `keys.revoke`'s answers.
+#[derive(Serialize)]
+struct Changed {
+    id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<bool>,
+}
+
+/// An API key as the Kite CLI lists it.
+#[derive(Serialize)]
+struct KeyEntry {
+    id: Uuid,
+    name: String,
+    key_prefix: String,
+    permissions: Vec<&'static str>,
+    revoked: bool,
+    created_at: DateTime<Utc>,
+}
+
+/// `keys.list`'s answer.
+#[derive(Serialize)]
+struct Keys<'a> {
+    team_id: &'a str,
+    keys: Vec<KeyEntry>,
+}
+
+/// `keys.create`'s answer: the key, shown once.
+#[derive(Serialize)]
+struct CreatedApiKey {
+    id: Uuid,
+    key_prefix: String,
+    api_key: String,
+    permissions: Vec<&'static str>,
+}
+
+/// A successful payload.
+fn answer(v: impl Serialize) -> Result<Value, RpcError> {
+    serde_json::to_value(v).map_err(|e| RpcError::new(Code::Internal, e.to_string()))
+}
+
 /// `hooks.list`: the team's signed sources, as hooks.
 async fn hooks_list(st: &AppState, team: &str) -> Result<Value, RpcError> {
-    let hooks: Vec<Value> = st
+    let hooks = st
         .store
         .list_sources(team)
         .await?
-        .iter()
-        .map(|s| {
-            json!({"id": s.id, "source": s.name, "scheme": s.scheme, "active": true,
-                   "webhook_secret_configured": true,
-                   "endpoint": format!("/hooks/{team}/{}", s.name),
-                   "created_at": s.created_at})
+        .into_iter()
+        .map(|s| Hook {
+            id: s.id,
+            endpoint: format!("/hooks/{team}/{}", s.name),
+            source: s.name,
+            scheme: s.scheme,
+            active: true,
+            webhook_secret_configured: true,
+            created_at: s.created_at,
         })
         .collect();
-    Ok(json!({"team_id": team, "hooks": hooks}))
+    answer(Hooks {
+        team_id: team,
+        hooks,
+    })
 }
 
-/// `hooks.create`: a new signed source, its secret given or made (and then shown once).
+/// `hooks.create`: a new signed source, its secret given or made (and then shown once),
+/// read and made as `POST /api/sources` reads and makes one.
 async fn hooks_create(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
     let source = new_hook_name(params)?;
     let scheme = scheme_named_by(source);
@@ -128,23 +216,32 @@ async fn hooks_create(st: &AppState, team: &str, params: &Value) -> Result<Value
     let secret = given
         .map(str::to_owned)
         .unwrap_or_else(token::mint_federation_token);
-    let src = st
-        .store
-        .create_source(team, source, scheme, &secret, None)
-        .await?;
-    st.senders.invalidate().await;
-    let endpoint = format!("/hooks/{team}/{source}");
-    let mut out = json!({"id": src.id, "source": src.name, "scheme": src.scheme,
-                         "endpoint": endpoint, "endpoint_with_token": endpoint,
-                         "hook_token": Value::Null, "webhook_secret_configured": true});
-    // A secret kite made is shown once, here.
-    if given.is_none() {
-        out["webhook_secret"] = json!(secret);
-        if scheme == Scheme::Github {
-            out["github_webhook_secret"] = json!(secret);
+    let body = json!({"name": source, "scheme": scheme, "secret": secret});
+    let new = match &body {
+        Value::Object(m) => kite_api::request::read::<NewSource>(m)
+            .map_err(|e| RpcError::new(Code::InvalidParams, e.message))?,
+        _ => {
+            return Err(RpcError::new(
+                Code::InvalidParams,
+                "params must be an object",
+            ))
         }
-    }
-    Ok(out)
+    };
+    let src = crate::api::sources::create(st, team, &new).await?;
+    let endpoint = format!("/hooks/{team}/{source}");
+    // A secret kite made is shown once, here.
+    let made = given.is_none().then_some(secret);
+    answer(CreatedHook {
+        id: src.id,
+        source: src.name,
+        scheme: src.scheme,
+        endpoint_with_token: endpoint.clone(),
+        endpoint,
+        hook_token: None,
+        webhook_secret_configured: true,
+        github_webhook_secret: made.clone().filter(|_| scheme == Scheme::Github),
+        webhook_secret: made,
+    })
 }
 
 /// The `source` a `hooks.create` names: required, a valid source name, and not `kite`.
@@ -180,37 +277,49 @@ async fn hooks_deactivate(st: &AppState, team: &str, params: &Value) -> Result<V
         .into_iter()
         .find(|s| s.id == id)
         .ok_or_else(|| RpcError::new(Code::NotFound, "no such hook"))?;
-    st.store.delete_source(team, &src.name).await?;
-    st.senders.invalidate().await;
-    Ok(json!({"id": id, "active": false}))
+    crate::api::sources::delete(st, team, &src.name).await?;
+    answer(Changed {
+        id,
+        active: Some(false),
+        revoked: None,
+    })
 }
 
 /// `keys.list`: the team's API keys (never their secrets).
 async fn keys_list(st: &AppState, team: &str) -> Result<Value, RpcError> {
-    let keys: Vec<Value> = st
+    let keys = st
         .store
         .list_api_keys(team)
         .await?
-        .iter()
-        .map(|k| {
-            json!({"id": k.id, "name": k.label, "key_prefix": k.prefix,
-                   "permissions": held(k.permission), "revoked": k.revoked_at.is_some(),
-                   "created_at": k.created_at})
+        .into_iter()
+        .map(|k| KeyEntry {
+            id: k.id,
+            name: k.label,
+            key_prefix: k.prefix,
+            permissions: held(k.permission),
+            revoked: k.revoked_at.is_some(),
+            created_at: k.created_at,
         })
         .collect();
-    Ok(json!({"team_id": team, "keys": keys}))
+    answer(Keys {
+        team_id: team,
+        keys,
+    })
 }
 
-/// `keys.create`: a new API key with the highest permission asked for, shown once.
+/// `keys.create`: a new API key with the highest permission asked for, shown once, made as
+/// `POST /api/keys` makes one.
 async fn keys_create(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
-    let name = str_param(params, "name")?.unwrap_or_default();
+    let label = str_param(params, "name")?.unwrap_or_default().to_owned();
     let permission = highest(params.get("permissions"))?;
     check_key_options(params)?;
-    let (info, key) = st.store.create_api_key(team, permission, name).await?;
-    Ok(
-        json!({"id": info.id, "key_prefix": info.prefix, "api_key": key,
-              "permissions": held(info.permission)}),
-    )
+    let created = crate::api::keys::create(st, team, &NewKey { label, permission }).await?;
+    answer(CreatedApiKey {
+        id: created.info.id,
+        key_prefix: created.info.prefix,
+        api_key: created.key,
+        permissions: held(created.info.permission),
+    })
 }
 
 /// Refuses the `keys.create` options kite keys do not have: scopes other than `["*"]` and
@@ -239,7 +348,11 @@ fn check_key_options(params: &Value) -> Result<(), RpcError> {
 async fn keys_revoke(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
     let id = id_param(params)?;
     let info = st.store.revoke_api_key(team, id).await?;
-    Ok(json!({"id": info.id, "revoked": true}))
+    answer(Changed {
+        id: info.id,
+        active: None,
+        revoked: Some(true),
+    })
 }
 
 /// `events.recent`: the team's latest events (`limit`, 100 when absent), those that read.

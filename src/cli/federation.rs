@@ -1,37 +1,11 @@
 //! `kite admin tokens`, `trusted-senders` and `peers`: the verbs of a peering.
 
 use clap::{Args, Subcommand};
-use kite_kit::client::{PeerChanges, PeerSpec, SenderChanges, SenderSpec};
+use kite_api::peers::{NewPeer, PeerPatch};
+use kite_api::senders::{NewSender, SenderPatch};
 
-use super::output::{col, Col};
 use super::{find_id, one_of, secret_arg, Ctx};
-use kite_store::types::{OutboxState, PeerStatus};
-
-const TOKEN_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("LABEL", "label"),
-    col("CREATED", "created_at"),
-];
-
-const SENDER_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("NAME", "name"),
-    col("KEY_ID", "key_id"),
-    col("LEGACY_SIGNATURE", "legacy_signature"),
-    col("CREATED", "created_at"),
-];
-
-const PEER_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("NAME", "name"),
-    col("STATUS", "status"),
-    col("HEALTH", "health"),
-    col("SCOPES", "scopes"),
-    col("MAX_HOPS", "max_hops"),
-    col("PENDING", OutboxState::Pending.as_str()),
-    col("DEAD", OutboxState::Dead.as_str()),
-    col("URL", "peer_hook_url"),
-];
+use kite_store::types::PeerStatus;
 
 /// Federation token verbs.
 #[derive(Debug, Clone, Subcommand)]
@@ -192,10 +166,11 @@ pub(super) async fn tokens(ctx: &Ctx, verb: Option<TokenVerb>) -> anyhow::Result
     let c = &ctx.client;
     match verb.unwrap_or(TokenVerb::List) {
         TokenVerb::Create { label } => {
-            ctx.out.one(&c.create_token(label.as_deref()).await?);
+            ctx.out
+                .one(&c.create_token(label.as_deref().unwrap_or_default()).await?);
             eprintln!("store the token now: it is not shown again");
         }
-        TokenVerb::List => ctx.out.list(&c.list_tokens().await?, TOKEN_COLS, None),
+        TokenVerb::List => ctx.out.list(&c.list_tokens().await?, None),
     }
     Ok(())
 }
@@ -205,7 +180,7 @@ pub(super) async fn senders(ctx: &Ctx, verb: Option<SenderVerb>) -> anyhow::Resu
     let c = &ctx.client;
     let id = |arg: String| async move {
         find_id(
-            &c.list_senders().await?,
+            &c.list_senders().await?.value.items,
             &arg,
             "trusted sender",
             "kite admin trusted-senders list",
@@ -218,16 +193,16 @@ pub(super) async fn senders(ctx: &Ctx, verb: Option<SenderVerb>) -> anyhow::Resu
             key_id,
             legacy_signature,
         } => {
-            let spec = SenderSpec {
+            let spec = NewSender {
                 name,
-                token: secret_arg(&token, "token")?,
+                inbound_token: secret_arg(&token, "token")?,
                 key_id,
                 legacy_signature,
             };
-            c.create_sender(&spec).await?
+            c.create_sender(&spec).await?.text
         }
         SenderVerb::List => {
-            ctx.out.list(&c.list_senders().await?, SENDER_COLS, None);
+            ctx.out.list(&c.list_senders().await?, None);
             return Ok(());
         }
         SenderVerb::Update {
@@ -236,16 +211,16 @@ pub(super) async fn senders(ctx: &Ctx, verb: Option<SenderVerb>) -> anyhow::Resu
             token,
             legacy_signature,
         } => {
-            let changes = SenderChanges {
+            let changes = SenderPatch {
                 name,
-                token: token.map(|t| secret_arg(&t, "token")).transpose()?,
+                inbound_token: token.map(|t| secret_arg(&t, "token")).transpose()?,
                 legacy_signature,
             };
-            c.update_sender(&id(sender).await?, &changes).await?
+            c.update_sender(&id(sender).await?, &changes).await?.text
         }
-        SenderVerb::Delete { sender } => c.delete_sender(&id(sender).await?).await?,
+        SenderVerb::Delete { sender } => c.delete_sender(&id(sender).await?).await?.text,
     };
-    ctx.out.one(&answer);
+    ctx.out.one_text(&answer);
     Ok(())
 }
 
@@ -254,7 +229,7 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
     let c = &ctx.client;
     let id = |arg: String| async move {
         find_id(
-            &c.list_peers().await?,
+            &c.list_peers().await?.value.items,
             &arg,
             "peer",
             "kite admin peers list",
@@ -262,53 +237,66 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
     };
     let answer = match verb.unwrap_or(PeerVerb::List) {
         PeerVerb::Create(p) => {
-            let spec = PeerSpec {
+            let spec = NewPeer {
                 name: p.name,
-                url: p.url,
-                token: secret_arg(&p.token, "token")?,
-                scopes: p.scopes,
-                max_hops: p.max_hops,
+                peer_hook_url: p.url,
+                outbound_token: secret_arg(&p.token, "token")?,
+                scopes: if p.scopes.is_empty() {
+                    vec!["*".to_owned()]
+                } else {
+                    p.scopes
+                },
+                max_hops: p.max_hops.map_or(kite_wire::fed::hop_limit::DEFAULT, |n| {
+                    i32::try_from(n).unwrap_or(i32::MAX)
+                }),
                 key_id: p.key_id,
-                status: p.paused.then(|| PeerStatus::Paused.as_str().to_string()),
+                status: if p.paused {
+                    PeerStatus::Paused
+                } else {
+                    PeerStatus::Active
+                },
                 inbound_token: p
                     .inbound_token
                     .map(|t| secret_arg(&t, "inbound-token"))
                     .transpose()?,
             };
-            c.add_peer(&spec).await?
+            c.add_peer(&spec).await?.text
         }
         PeerVerb::List => {
-            ctx.out.list(&c.list_peers().await?, PEER_COLS, None);
+            ctx.out.list(&c.list_peers().await?, None);
             return Ok(());
         }
-        PeerVerb::Show { peer } => c.get_peer(&id(peer).await?).await?,
+        PeerVerb::Show { peer } => c.get_peer(&id(peer).await?).await?.text,
         PeerVerb::Update(u) => {
-            let changes = PeerChanges {
+            let changes = PeerPatch {
                 name: u.name,
-                url: u.url,
-                token: u.token.map(|t| secret_arg(&t, "token")).transpose()?,
+                peer_hook_url: u.url,
+                outbound_token: u.token.map(|t| secret_arg(&t, "token")).transpose()?,
                 scopes: (!u.scopes.is_empty()).then_some(u.scopes),
-                max_hops: u.max_hops,
+                max_hops: u.max_hops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                 key_id: u.key_id,
-                status: u.status.map(|s| s.as_str().to_string()),
+                status: u.status,
                 inbound_token: u
                     .inbound_token
                     .map(|t| secret_arg(&t, "inbound-token"))
                     .transpose()?,
             };
-            if changes.is_empty() {
+            if serde_json::to_value(&changes)?
+                .as_object()
+                .is_none_or(|m| m.is_empty())
+            {
                 anyhow::bail!(
                     "nothing to change: pass --name, --url, --token, --scope, --max-hops, --key-id, \
                      --status or --inbound-token"
                 );
             }
-            c.update_peer(&id(u.peer).await?, &changes).await?
+            c.update_peer(&id(u.peer).await?, &changes).await?.text
         }
-        PeerVerb::Pause { peer } => c.pause_peer(&id(peer).await?).await?,
-        PeerVerb::Resume { peer } => c.resume_peer(&id(peer).await?).await?,
-        PeerVerb::Delete { peer } => c.delete_peer(&id(peer).await?).await?,
-        PeerVerb::ReplayDead { peer, limit } => c.replay_dead(&id(peer).await?, limit).await?,
+        PeerVerb::Pause { peer } => c.pause_peer(&id(peer).await?).await?.text,
+        PeerVerb::Resume { peer } => c.resume_peer(&id(peer).await?).await?.text,
+        PeerVerb::Delete { peer } => c.delete_peer(&id(peer).await?).await?.text,
+        PeerVerb::ReplayDead { peer, limit } => c.replay_dead(&id(peer).await?, limit).await?.text,
     };
-    ctx.out.one(&answer);
+    ctx.out.one_text(&answer);
     Ok(())
 }

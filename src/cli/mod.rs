@@ -8,6 +8,7 @@
 mod federation;
 mod output;
 mod resources;
+mod rows;
 mod trust;
 
 pub use federation::{PeerCreate, PeerUpdate, PeerVerb, SenderVerb, TokenVerb};
@@ -287,17 +288,43 @@ pub(crate) fn secret_arg(value: &str, what: &str) -> anyhow::Result<String> {
 
 /// The id of the item of a listing whose `id`, `name` or `server_name` is `arg` (`kind` names the resource
 /// in the error, `list` is the command that lists them).
-pub(crate) fn find_id(
-    listing: &kite_kit::client::Reply,
+pub(crate) fn find_id<T: Named>(
+    listing: &[T],
     arg: &str,
     kind: &str,
     list: &str,
 ) -> anyhow::Result<String> {
-    kite_kit::client::items(listing)
+    listing
         .iter()
-        .find(|i| i["id"] == arg || i["name"] == arg || i["server_name"] == arg)
-        .and_then(|i| i["id"].as_str().map(str::to_string))
+        .find(|i| i.id() == arg || i.names().contains(&Some(arg)))
+        .map(Named::id)
         .with_context(|| format!("no {kind} with id or name {arg:?}: `{list}` shows them"))
+}
+
+/// What a person may name a resource by on the command line: its id, or one of its names.
+pub(crate) trait Named {
+    /// Its id.
+    fn id(&self) -> String;
+    /// Its names (a peer: its name and server name).
+    fn names(&self) -> [Option<&str>; 2];
+}
+
+impl Named for kite_api::peers::PeerView {
+    fn id(&self) -> String {
+        self.peer.id.to_string()
+    }
+    fn names(&self) -> [Option<&str>; 2] {
+        [Some(&self.peer.name), self.peer.server_name.as_deref()]
+    }
+}
+
+impl Named for kite_api::senders::Sender {
+    fn id(&self) -> String {
+        self.id.to_string()
+    }
+    fn names(&self) -> [Option<&str>; 2] {
+        [Some(&self.name), None]
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 use clap::ValueEnum;
 use std::collections::BTreeMap;
 
-use kite_kit::client::Reply;
+use kite_api::common::{Items, Page};
+use kite_kit::client::Answered;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -17,16 +18,43 @@ pub enum OutputFormat {
     Json,
 }
 
-/// One column of a table: its header and the field it shows (a dotted path into the item).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Col {
-    header: &'static str,
-    path: &'static str,
+/// A type of the admin API's answers the CLI shows as a table row: its columns' headers
+/// and, from its fields, its cells.
+pub(crate) trait Row {
+    /// The columns' headers.
+    const HEADERS: &'static [&'static str];
+    /// One cell a column, in order.
+    fn cells(&self) -> Vec<Value>;
 }
 
-/// A column named `header` showing the field at `path` (`event.type` reads a nested field).
-pub(crate) const fn col(header: &'static str, path: &'static str) -> Col {
-    Col { header, path }
+/// A list answer: its items and, for a page, the cursor of the next one.
+pub(crate) trait Listing {
+    /// What it lists.
+    type Item;
+    /// The items.
+    fn rows(&self) -> &[Self::Item];
+    /// The cursor of the next page, when there is one.
+    fn next_cursor(&self) -> Option<i64>;
+}
+
+impl<T> Listing for Items<T> {
+    type Item = T;
+    fn rows(&self) -> &[T] {
+        &self.items
+    }
+    fn next_cursor(&self) -> Option<i64> {
+        None
+    }
+}
+
+impl<T> Listing for Page<T> {
+    type Item = T;
+    fn rows(&self) -> &[T] {
+        &self.items
+    }
+    fn next_cursor(&self) -> Option<i64> {
+        self.next_cursor
+    }
 }
 
 /// Longest cell a table shows; longer ones end in `…` (`--output json` has them whole).
@@ -52,15 +80,29 @@ impl Printer {
         self.format
     }
 
-    /// A list answer (`{"items": [...], "next_cursor"?}`): a table of `cols`. A further page
-    /// is announced on stderr as `more_flag N`.
-    pub(crate) fn list(&self, answer: &Reply, cols: &[Col], more_flag: Option<&str>) {
+    /// A list answer: a table of its items' [`Row`]s. A further page is announced on stderr
+    /// as `more_flag N`.
+    pub(crate) fn list<L: Listing>(&self, answer: &Answered<L>, more_flag: Option<&str>)
+    where
+        L::Item: Row,
+    {
+        self.list_as(answer, L::Item::HEADERS, L::Item::cells, more_flag)
+    }
+
+    /// A list answer as a table of `headers`, each row's cells made by `cells`.
+    pub(crate) fn list_as<L: Listing>(
+        &self,
+        answer: &Answered<L>,
+        headers: &[&str],
+        cells: impl Fn(&L::Item) -> Vec<Value>,
+        more_flag: Option<&str>,
+    ) {
         match self.format {
             OutputFormat::Json => crate::stdout::println(&pretty(&answer.text)),
             OutputFormat::Table => {
-                let items = answer["items"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-                crate::stdout::print(&table(items, cols));
-                if let (Some(flag), Some(next)) = (more_flag, answer["next_cursor"].as_i64()) {
+                let rows: Vec<Vec<Value>> = answer.rows().iter().map(cells).collect();
+                crate::stdout::print(&table(headers, &rows));
+                if let (Some(flag), Some(next)) = (more_flag, answer.next_cursor()) {
                     eprintln!("more: pass {flag} {next} for the next page");
                 }
             }
@@ -68,10 +110,15 @@ impl Printer {
     }
 
     /// One object: `key: value` lines, or its JSON.
-    pub(crate) fn one(&self, v: &Reply) {
+    pub(crate) fn one<T>(&self, v: &Answered<T>) {
+        self.one_text(&v.text)
+    }
+
+    /// One object given as the JSON text the instance wrote.
+    pub(crate) fn one_text(&self, text: &str) {
         match self.format {
-            OutputFormat::Json => crate::stdout::println(&pretty(&v.text)),
-            OutputFormat::Table => crate::stdout::print(&fields(&v.text)),
+            OutputFormat::Json => crate::stdout::println(&pretty(text)),
+            OutputFormat::Table => crate::stdout::print(&fields(text)),
         }
     }
 }
@@ -134,11 +181,6 @@ pub(crate) fn pretty(text: &str) -> String {
     out
 }
 
-/// The field at a dotted path.
-fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |v, k| &v[k])
-}
-
 /// A value as one cell: `-` for null or missing, strings bare, lists of scalars joined with
 /// `,`, anything else as compact JSON.
 fn cell(v: &Value) -> String {
@@ -167,19 +209,23 @@ fn clip(s: String) -> String {
     out
 }
 
-/// An aligned table: a header line, then one line per item.
-pub(crate) fn table(items: &[Value], cols: &[Col]) -> String {
-    let rows: Vec<Vec<String>> = items
+/// An aligned table: a header line, then one line per row of cells.
+pub(crate) fn table(headers: &[&str], cells: &[Vec<Value>]) -> String {
+    let rows: Vec<Vec<String>> = cells
         .iter()
-        .map(|item| cols.iter().map(|c| clip(cell(at(item, c.path)))).collect())
+        .map(|row| {
+            (0..headers.len())
+                .map(|i| clip(cell(row.get(i).unwrap_or(&Value::Null))))
+                .collect()
+        })
         .collect();
-    let widths: Vec<usize> = cols
+    let widths: Vec<usize> = headers
         .iter()
         .enumerate()
-        .map(|(i, c)| {
+        .map(|(i, h)| {
             rows.iter()
                 .map(|r| r[i].chars().count())
-                .chain([c.header.len()])
+                .chain([h.len()])
                 .max()
                 .unwrap_or(0)
         })
@@ -199,7 +245,7 @@ pub(crate) fn table(items: &[Value], cols: &[Col]) -> String {
         l.push('\n');
         l
     };
-    let mut out = line(cols.iter().map(|c| c.header).collect());
+    let mut out = line(headers.to_vec());
     for r in &rows {
         out.push_str(&line(r.iter().map(String::as_str).collect()));
     }
@@ -265,24 +311,23 @@ mod tests {
 
     #[test]
     fn tables_align_and_show_missing_fields_as_dashes() {
-        let items = [
-            json!({"id": "p1", "name": "instance-b", "scopes": ["stripe.*", "gh.*"], "dead": 0}),
-            json!({"id": "p22", "name": "c", "scopes": [], "event": {"type": "t"}}),
+        let rows = [
+            vec![
+                json!("p1"),
+                json!("instance-b"),
+                json!(["stripe.*", "gh.*"]),
+                json!(0),
+            ],
+            vec![json!("p22"), json!("c"), json!([]), Value::Null, json!("t")],
         ];
-        let cols = [
-            col("ID", "id"),
-            col("NAME", "name"),
-            col("SCOPES", "scopes"),
-            col("DEAD", "dead"),
-            col("TYPE", "event.type"),
-        ];
+        let headers = ["ID", "NAME", "SCOPES", "DEAD", "TYPE"];
         assert_eq!(
-            table(&items, &cols),
+            table(&headers, &rows),
             "ID   NAME        SCOPES         DEAD  TYPE\n\
              p1   instance-b  stripe.*,gh.*  0     -\n\
              p22  c                          -     t\n"
         );
-        assert_eq!(table(&[], &cols[..1]), "ID\n");
+        assert_eq!(table(&headers[..1], &[]), "ID\n");
         let long = clip("x".repeat(100));
         assert_eq!(long.chars().count(), MAX_CELL);
         assert!(long.ends_with('…'));

@@ -1,53 +1,13 @@
 //! `kite admin keys`, `sources`, `outbox`, `events` and `teams`.
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use kite_kit::client::{OutboxFilter, SourceSpec};
+use kite_api::sources::NewSource;
+use kite_api::types::Permission;
+use kite_kit::client::OutboxFilter;
 
-use super::output::{col, Col};
 use super::{find_id, one_of, secret_arg, Ctx};
 use kite_store::types::OutboxState;
-
-const KEY_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("PREFIX", "prefix"),
-    col("PERMISSION", "permission"),
-    col("LABEL", "label"),
-    col("CREATED", "created_at"),
-    col("REVOKED", "revoked_at"),
-];
-
-const SOURCE_COLS: &[Col] = &[
-    col("NAME", "name"),
-    col("SCHEME", "scheme"),
-    col("HEADER", "header"),
-    col("UPDATED", "updated_at"),
-    col("OLD_SECRET_UNTIL", "previous_until"),
-];
-
-const OUTBOX_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("SEQ", "event_seq"),
-    col("EVENT", "event_id"),
-    col("TYPE", "event_type"),
-    col("PEER", "peer_id"),
-    col("STATUS", "status"),
-    col("REASON", "reason"),
-    col("ATTEMPTS", "attempts"),
-    col("LAST_ERROR", "last_error"),
-];
-
-const EVENT_COLS: &[Col] = &[
-    col("SEQ", "seq"),
-    col("SOURCE", "source"),
-    col("RECEIVED", "received_at"),
-    col("TYPE", "event.type"),
-    col("ID", "event.id"),
-    col("ORIGIN", "event.kitefedorigin"),
-    col("HOPS", "event.kitefedhops"),
-];
-
-const TEAM_COLS: &[Col] = &[col("ID", "id"), col("CREATED", "created_at")];
 
 /// API key verbs.
 #[derive(Debug, Clone, Subcommand)]
@@ -202,12 +162,18 @@ pub(super) async fn keys(ctx: &Ctx, verb: Option<KeyVerb>) -> anyhow::Result<()>
     match verb.unwrap_or(KeyVerb::List) {
         KeyVerb::Create { permission, label } => {
             let v = c
-                .create_key(permission.as_deref(), label.as_deref())
+                .create_key(
+                    permission
+                        .as_deref()
+                        .and_then(Permission::parse)
+                        .unwrap_or(Permission::Read),
+                    label.as_deref().unwrap_or_default(),
+                )
                 .await?;
             ctx.out.one(&v);
             eprintln!("store the key now: it is not shown again");
         }
-        KeyVerb::List => ctx.out.list(&c.list_keys().await?, KEY_COLS, None),
+        KeyVerb::List => ctx.out.list(&c.list_keys().await?, None),
         KeyVerb::Revoke { id } => ctx.out.one(&c.revoke_key(&id).await?),
     }
     Ok(())
@@ -223,25 +189,31 @@ pub(super) async fn sources(ctx: &Ctx, verb: Option<SourceVerb>) -> anyhow::Resu
             secret,
             header,
         } => {
-            let spec = SourceSpec {
+            let spec = NewSource {
                 name,
-                scheme,
+                scheme: kite_wire::provider::Scheme::parse(&scheme).with_context(|| {
+                    format!(
+                        "--scheme must be one of {}",
+                        kite_wire::provider::Scheme::NAMES.join(", ")
+                    )
+                })?,
                 secret: secret_arg(&secret, "secret")?,
                 header,
             };
-            c.create_source(&spec).await?
+            c.create_source(&spec).await?.text
         }
         SourceVerb::List => {
-            ctx.out.list(&c.list_sources().await?, SOURCE_COLS, None);
+            ctx.out.list(&c.list_sources().await?, None);
             return Ok(());
         }
         SourceVerb::Rotate { name, secret } => {
             c.rotate_source(&name, &secret_arg(&secret, "secret")?)
                 .await?
+                .text
         }
-        SourceVerb::Delete { name } => c.delete_source(&name).await?,
+        SourceVerb::Delete { name } => c.delete_source(&name).await?.text,
     };
-    ctx.out.one(&answer);
+    ctx.out.one_text(&answer);
     Ok(())
 }
 
@@ -254,7 +226,7 @@ pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
     let c = &ctx.client;
     let peer_id = match f.peer {
         Some(p) => Some(find_id(
-            &c.list_peers().await?,
+            &c.list_peers().await?.value.items,
             &p,
             "peer",
             "kite admin peers list",
@@ -263,15 +235,12 @@ pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
     };
     let filter = OutboxFilter {
         peer_id,
-        status: f.status.map(|s| s.as_str().to_string()),
+        status: f.status,
         limit: f.limit,
         cursor: f.cursor,
     };
-    ctx.out.list(
-        &c.list_outbox(&filter).await?,
-        OUTBOX_COLS,
-        Some("--cursor"),
-    );
+    ctx.out
+        .list(&c.list_outbox(&filter).await?, Some("--cursor"));
     Ok(())
 }
 
@@ -286,14 +255,14 @@ pub(super) async fn events(ctx: &Ctx, args: EventsArgs) -> anyhow::Result<()> {
                 _ => args.list,
             };
             let page = c.list_events(l.after, l.limit).await?;
-            ctx.out.list(&page, EVENT_COLS, Some("--after"));
+            ctx.out.list(&page, Some("--after"));
             return Ok(());
         }
     };
     if let Ok(seq) = event.parse::<i64>() {
         if let Some(e) = c.event_by_seq(seq).await? {
-            if source.as_deref().is_none_or(|s| e["source"] == s) {
-                ctx.out.one(&e);
+            if source.as_deref().is_none_or(|s| e.source == s) {
+                ctx.out.one_text(&serde_json::to_string(&e)?);
                 return Ok(());
             }
         }
@@ -304,9 +273,9 @@ pub(super) async fn events(ctx: &Ctx, args: EventsArgs) -> anyhow::Result<()> {
             "no event with id or seq {event:?} on {}: `kite admin events list` shows them",
             c.base()
         ),
-        [one] => ctx.out.one(one),
+        [one] => ctx.out.one_text(&serde_json::to_string(one)?),
         many => {
-            let sources: Vec<String> = many.iter().map(|e| e["source"].to_string()).collect();
+            let sources: Vec<String> = many.iter().map(|e| format!("{:?}", e.source)).collect();
             bail!(
                 "{} events have the id {event:?} (sources {}): pass --source",
                 many.len(),
@@ -325,7 +294,7 @@ pub(super) async fn teams(ctx: &Ctx, verb: Option<TeamVerb>) -> anyhow::Result<(
             ctx.out.one(&c.create_team(&id).await?);
             eprintln!("store the admin key now: it is not shown again");
         }
-        TeamVerb::List => ctx.out.list(&c.list_teams().await?, TEAM_COLS, None),
+        TeamVerb::List => ctx.out.list(&c.list_teams().await?, None),
         TeamVerb::Delete { id } => ctx.out.one(&c.delete_team(&id).await?),
     }
     Ok(())

@@ -4,42 +4,11 @@
 
 use clap::{Args, Subcommand};
 
-use super::output::{col, Col};
 use super::{find_id, Connection, Ctx};
-use kite_store::types::OutboxState;
-
-/// What `kite peer list` shows of each peer.
-const PEER_HEALTH_COLS: &[Col] = &[
-    col("NAME", "name"),
-    col("SERVER", "server_name"),
-    col("STATUS", "status"),
-    col("HEALTH", "health"),
-    col("LAST_SEEN", "last_seen"),
-    col("LAST_HEARTBEAT", "last_heartbeat_at"),
-    col("LAST_ERROR", "last_error"),
-    col("RESOLVED", "last_error_resolved_at"),
-    col("SENT_24H", "events_sent_24h"),
-    col("RECEIVED_24H", "events_received_24h"),
-    col("PENDING", OutboxState::Pending.as_str()),
-    col("DEAD", OutboxState::Dead.as_str()),
-];
-
-const GRANT_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("PERMISSIONS", "permissions"),
-    col("SCOPES", "scopes"),
-    col("EXPIRES", "expires_at"),
-    col("CREATED", "created_at"),
-];
-
-const INVITATION_COLS: &[Col] = &[
-    col("ID", "id"),
-    col("SCOPES", "scopes"),
-    col("MAX_HOPS", "max_hops"),
-    col("EXPIRES", "expires_at"),
-    col("USED", "used_at"),
-    col("USED_BY", "used_by"),
-];
+use anyhow::Context;
+use kite_api::invitations::NewInvitation;
+use kite_api::policy::PolicyPatch;
+use kite_api::types::{FederationMode, SignatureProtocol};
 
 /// `kite peer` options.
 #[derive(Debug, Clone, Args)]
@@ -219,7 +188,12 @@ fn parse_ttl(s: &str) -> Result<u64, String> {
 pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
     let c = &ctx.client;
     let id = |arg: String| async move {
-        find_id(&c.list_peers().await?, &arg, "peer", "kite peer list")
+        find_id(
+            &c.list_peers().await?.value.items,
+            &arg,
+            "peer",
+            "kite peer list",
+        )
     };
     let answer = match verb {
         PeerCommand::Invite {
@@ -227,15 +201,27 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             max_hops,
             ttl,
         } => {
-            let inv = c.create_invitation(&scopes, max_hops, Some(ttl)).await?;
+            let inv = c
+                .create_invitation(&NewInvitation {
+                    scopes: if scopes.is_empty() {
+                        vec!["*".to_owned()]
+                    } else {
+                        scopes
+                    },
+                    max_hops: max_hops.map_or(kite_wire::fed::hop_limit::DEFAULT, |n| {
+                        i32::try_from(n).unwrap_or(i32::MAX)
+                    }),
+                    ttl: i64::try_from(ttl).unwrap_or(i64::MAX),
+                })
+                .await?;
             match ctx.out.format() {
                 super::OutputFormat::Json => ctx.out.one(&inv),
                 super::OutputFormat::Table => {
-                    crate::stdout::println(inv["invitation"].as_str().unwrap_or_default());
+                    crate::stdout::println(&inv.invitation);
                     eprintln!(
                         "invitation {} works once, until {}; on the other server run: kite peer accept <invitation>",
-                        inv["id"].as_str().unwrap_or_default(),
-                        inv["expires_at"].as_str().unwrap_or_default()
+                        inv.id,
+                        serde_json::to_value(inv.expires_at)?.as_str().unwrap_or_default()
                     );
                 }
             }
@@ -245,15 +231,24 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             invitation,
             scopes,
             max_hops,
-        } => c.accept_invitation(&invitation, &scopes, max_hops).await?,
+        } => {
+            c.accept_invitation(&invitation, &scopes, max_hops)
+                .await?
+                .text
+        }
         PeerCommand::List => {
-            ctx.out.list(&c.list_peers().await?, PEER_HEALTH_COLS, None);
+            ctx.out.list_as(
+                &c.list_peers().await?,
+                crate::cli::rows::PEER_HEALTH,
+                crate::cli::rows::peer_health,
+                None,
+            );
             return Ok(());
         }
-        PeerCommand::Show { peer } => c.get_peer(&id(peer).await?).await?,
-        PeerCommand::Revoke { peer } => c.revoke_peer(&id(peer).await?).await?,
-        PeerCommand::Refresh { peer } => c.refresh_peer(&id(peer).await?).await?,
-        PeerCommand::Identity => c.identity().await?,
+        PeerCommand::Show { peer } => c.get_peer(&id(peer).await?).await?.text,
+        PeerCommand::Revoke { peer } => c.revoke_peer(&id(peer).await?).await?.text,
+        PeerCommand::Refresh { peer } => c.refresh_peer(&id(peer).await?).await?.text,
+        PeerCommand::Identity => c.identity().await?.text,
         PeerCommand::Grant {
             peer,
             permissions,
@@ -269,14 +264,14 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
                 expires_at.as_deref(),
             )
             .await?
+            .text
         }
         PeerCommand::Grants { peer } => {
-            ctx.out
-                .list(&c.list_grants(&id(peer).await?).await?, GRANT_COLS, None);
+            ctx.out.list(&c.list_grants(&id(peer).await?).await?, None);
             return Ok(());
         }
         PeerCommand::RevokeGrant { peer, grant } => {
-            c.delete_grant(&id(peer).await?, &grant).await?
+            c.delete_grant(&id(peer).await?, &grant).await?.text
         }
         PeerCommand::Backfill {
             peer,
@@ -286,26 +281,27 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
         } => {
             c.backfill(&id(peer).await?, since.as_deref(), limit, &types)
                 .await?
+                .text
         }
     };
-    ctx.out.one(&answer);
+    ctx.out.one_text(&answer);
     Ok(())
 }
 
 /// `kite admin identity ...`.
 pub(super) async fn identity(ctx: &Ctx, verb: Option<IdentityVerb>) -> anyhow::Result<()> {
     let answer = match verb.unwrap_or(IdentityVerb::Show) {
-        IdentityVerb::Show => ctx.client.identity().await?,
-        IdentityVerb::Rotate => ctx.client.rotate_identity().await?,
+        IdentityVerb::Show => ctx.client.identity().await?.text,
+        IdentityVerb::Rotate => ctx.client.rotate_identity().await?.text,
     };
-    ctx.out.one(&answer);
+    ctx.out.one_text(&answer);
     Ok(())
 }
 
 /// `kite admin policy ...`.
 pub(super) async fn policy(ctx: &Ctx, verb: Option<PolicyVerb>) -> anyhow::Result<()> {
     let answer = match verb.unwrap_or(PolicyVerb::Show) {
-        PolicyVerb::Show => ctx.client.policy().await?,
+        PolicyVerb::Show => ctx.client.policy().await?.text,
         PolicyVerb::Set {
             mode,
             allowed_peers,
@@ -329,26 +325,31 @@ pub(super) async fn policy(ctx: &Ctx, verb: Option<PolicyVerb>) -> anyhow::Resul
                 );
             }
             ctx.client
-                .set_policy(
-                    mode.as_deref(),
-                    allowed,
-                    max_backfill,
-                    min_signature_protocol.as_deref(),
-                )
+                .set_policy(&PolicyPatch {
+                    default_mode: mode
+                        .as_deref()
+                        .map(|m| FederationMode::parse(m).context("--mode"))
+                        .transpose()?,
+                    allowed_peers: allowed,
+                    max_backfill_events_per_request: max_backfill
+                        .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                    min_signature_protocol: min_signature_protocol
+                        .as_deref()
+                        .map(|m| SignatureProtocol::parse(m).context("--min-signature-protocol"))
+                        .transpose()?,
+                })
                 .await?
+                .text
         }
     };
-    ctx.out.one(&answer);
+    ctx.out.one_text(&answer);
     Ok(())
 }
 
 /// `kite admin invitations ...`.
 pub(super) async fn invitations(ctx: &Ctx, verb: Option<InvitationVerb>) -> anyhow::Result<()> {
     match verb.unwrap_or(InvitationVerb::List) {
-        InvitationVerb::List => {
-            ctx.out
-                .list(&ctx.client.list_invitations().await?, INVITATION_COLS, None)
-        }
+        InvitationVerb::List => ctx.out.list(&ctx.client.list_invitations().await?, None),
         InvitationVerb::Delete { id } => ctx.out.one(&ctx.client.delete_invitation(&id).await?),
     }
     Ok(())

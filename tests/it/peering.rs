@@ -183,19 +183,16 @@ async fn an_invitation_works_once_until_it_expires_and_only_with_its_token() {
     // An expired one.
     let short = a
         .client()
-        .create_invitation(&[], None, Some(1))
+        .create_invitation(&invitation(1))
         .await
         .expect("invitation");
-    let until: DateTime<Utc> = short["expires_at"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-        .expect("expires_at");
+    let until: DateTime<Utc> = short.expires_at;
     let left = (until - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + Duration::from_millis(50)).await;
     let (s, v) = c
         .post(
             "/api/federation/invitations/accept",
-            json!({"invitation": short["invitation"]}),
+            json!({"invitation": short.invitation}),
         )
         .await;
     assert_eq!((s, code(&v)), (401, "invitation_expired"), "{v}");
@@ -203,23 +200,16 @@ async fn an_invitation_works_once_until_it_expires_and_only_with_its_token() {
     // A revoked one.
     let revoked = a
         .client()
-        .create_invitation(&[], None, None)
+        .create_invitation(&invitation(kite_api::invitations::DEFAULT_TTL_SECS))
         .await
         .expect("inv");
-    admin(
-        &a,
-        &[
-            "invitations",
-            "delete",
-            revoked["id"].as_str().unwrap_or(""),
-        ],
-    )
-    .await
-    .ok();
+    admin(&a, &["invitations", "delete", &revoked.id.to_string()])
+        .await
+        .ok();
     let (s, v) = c
         .post(
             "/api/federation/invitations/accept",
-            json!({"invitation": revoked["invitation"]}),
+            json!({"invitation": revoked.invitation}),
         )
         .await;
     assert_eq!((s, code(&v)), (401, "invalid_invitation"), "{v}");
@@ -461,4 +451,13 @@ async fn a_revocation_reaches_the_other_side_on_its_next_request() {
     .await;
     assert_eq!((s, code(&v)), (403, "peer_revoked"), "{v}");
     assert_eq!(b.count_events("after-revoke").await, 0);
+}
+
+/// An invitation to anything, with the default hop limit, valid for `ttl` seconds.
+fn invitation(ttl: i64) -> kite_api::invitations::NewInvitation {
+    kite_api::invitations::NewInvitation {
+        scopes: vec!["*".into()],
+        max_hops: 3,
+        ttl,
+    }
 }

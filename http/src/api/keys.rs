@@ -12,11 +12,17 @@ pub(super) async fn create_key(
     Key(g, _): Key<act::CreateKey>,
     Valid(new): Valid<NewKey>,
 ) -> Result<Response, ApiErr> {
+    let created = create(&st, &g.team_id, &new).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Mints an API key: the one way, for `POST /api/keys` and the `/ws` RPC's `keys.create`.
+pub(crate) async fn create(st: &AppState, team: &str, new: &NewKey) -> Result<CreatedKey, ApiErr> {
     let (info, key) = st
         .store
-        .create_api_key(&g.team_id, new.permission, &new.label)
+        .create_api_key(team, new.permission, &new.label)
         .await?;
-    Ok((StatusCode::CREATED, Json(CreatedKey { info, key })).into_response())
+    Ok(CreatedKey { info, key })
 }
 
 #[utoipa::path(get, path = "/api/keys", tag = "keys",

@@ -6,11 +6,11 @@
 //! request models ([`FromBody`]) and answer models.
 
 mod grants;
-mod keys;
+pub(crate) mod keys;
 mod listings;
 mod peers;
 mod senders;
-mod sources;
+pub(crate) mod sources;
 mod teams;
 mod tokens;
 mod trust;

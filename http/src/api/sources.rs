@@ -1,7 +1,7 @@
 //! Signed provider sources: create, list, rotate, delete.
 
 use super::*;
-use kite_api::sources::{NewSource, Rotation};
+use kite_api::sources::{NewSource, Rotation, Source};
 
 #[utoipa::path(post, path = "/api/sources", tag = "sources",
     summary = "Add a signed provider source (`/hooks/{team}/{name}`)",
@@ -12,10 +12,17 @@ pub(super) async fn create_source(
     Key(g, _): Key<act::CreateSource>,
     Valid(new): Valid<NewSource>,
 ) -> Result<Response, ApiErr> {
+    let src = create(&st, &g.team_id, &new).await?;
+    Ok((StatusCode::CREATED, Json(src)).into_response())
+}
+
+/// Makes a signed source and applies it at once: the one way, for `POST /api/sources` and
+/// the `/ws` RPC's `hooks.create`.
+pub(crate) async fn create(st: &AppState, team: &str, new: &NewSource) -> Result<Source, ApiErr> {
     let src = st
         .store
         .create_source(
-            &g.team_id,
+            team,
             &new.name,
             new.scheme,
             &new.secret,
@@ -23,7 +30,15 @@ pub(super) async fn create_source(
         )
         .await?;
     st.senders.invalidate().await;
-    Ok((StatusCode::CREATED, Json(src)).into_response())
+    Ok(src)
+}
+
+/// Removes a signed source and applies it at once (`DELETE /api/sources/{name}`, the RPC's
+/// `hooks.deactivate`).
+pub(crate) async fn delete(st: &AppState, team: &str, name: &str) -> Result<(), ApiErr> {
+    st.store.delete_source(team, name).await?;
+    st.senders.invalidate().await;
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/sources", tag = "sources",
@@ -65,7 +80,6 @@ pub(super) async fn delete_source(
     Key(g, _): Key<act::DeleteSource>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiErr> {
-    st.store.delete_source(&g.team_id, &name).await?;
-    st.senders.invalidate().await;
+    delete(&st, &g.team_id, &name).await?;
     Ok(deleted(None))
 }

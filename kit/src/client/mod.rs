@@ -1,12 +1,13 @@
 //! The typed admin API client: one way to call `/api/...` with a team's key (or, for
-//! `/api/teams`, the operator key), one method a verb. Answers are the API's JSON as it
-//! came, so a caller can print it as it is or read the fields it needs.
+//! `/api/teams`, the operator key), one method a verb. Each verb sends the request type of
+//! `kite_api` and answers its answer type ([`Answered`]), with the JSON text the instance
+//! wrote, so a caller can print it as it is or read the fields it needs.
 
 mod specs;
 mod trust;
 mod verbs;
 
-pub use specs::{OutboxFilter, PeerChanges, PeerSpec, SenderChanges, SenderSpec, SourceSpec};
+pub use specs::OutboxFilter;
 pub use trust::peer_by_invitation;
 
 use std::collections::HashMap;
@@ -62,9 +63,24 @@ pub enum ClientError {
         /// Its message.
         message: String,
     },
+    /// The answer is not the type the API documents for the call.
+    #[error("{url} answered what its contract does not describe: {reason}")]
+    Decode {
+        /// The URL called.
+        url: String,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 impl ClientError {
+    fn decode(url: String, e: serde_json::Error) -> Self {
+        ClientError::Decode {
+            url,
+            reason: e.to_string(),
+        }
+    }
+
     /// The HTTP status the instance answered, when it answered one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -116,6 +132,24 @@ impl Reply {
             .into_iter()
             .map(|raw| Reply::from_text(raw.get().to_string()))
             .collect()
+    }
+}
+
+/// A typed answer: the `kite_api` answer type as read ([`Answered::value`], also reached
+/// through `Deref`) and the JSON text the instance wrote ([`Answered::text`]).
+#[derive(Debug, Clone)]
+pub struct Answered<T> {
+    /// The answer, read as its type.
+    pub value: T,
+    /// The JSON text as written.
+    pub text: String,
+}
+
+impl<T> std::ops::Deref for Answered<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
     }
 }
 
@@ -251,24 +285,33 @@ impl ApiClient {
         })
     }
 
-    async fn get(&self, path: &str) -> Result<Reply, ClientError> {
-        self.reply(Method::GET, path, None).await
+    /// One call with a typed body that must answer a 2xx; answers it as `T`.
+    pub async fn send<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Answered<T>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| ClientError::decode(url.clone(), e))?;
+        let reply = self.reply(method, path, body.as_ref()).await?;
+        let value = serde_json::from_str(&reply.text).map_err(|e| ClientError::decode(url, e))?;
+        Ok(Answered {
+            value,
+            text: reply.text,
+        })
     }
 
-    async fn post(&self, path: &str, body: Value) -> Result<Reply, ClientError> {
-        self.reply(Method::POST, path, Some(&body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Result<Reply, ClientError> {
-        self.reply(Method::PUT, path, Some(&body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> Result<Reply, ClientError> {
-        self.reply(Method::PATCH, path, Some(&body)).await
-    }
-
-    async fn delete(&self, path: &str) -> Result<Reply, ClientError> {
-        self.reply(Method::DELETE, path, None).await
+    /// One call without a body that must answer a 2xx; answers it as `T`.
+    pub async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<Answered<T>, ClientError> {
+        self.send::<Value, T>(method, path, None).await
     }
 }
 

@@ -1,124 +1,126 @@
 //! One method a verb of the admin API: keys, tokens, trusted senders, peers, sources, the
-//! outbox and event listings, and teams.
+//! outbox and event listings, and teams. Each sends the request type of `kite_api` and
+//! answers its answer type, with the text the instance wrote.
 
-use serde_json::{json, Value};
+use kite_api::common::{Deleted, Items, Page};
+use kite_api::events::EventItem;
+use kite_api::keys::{ApiKeyInfo, CreatedKey, NewKey};
+use kite_api::outbox::OutboxEntry;
+use kite_api::peers::{NewPeer, Peer, PeerPatch, PeerView, ReplayDead, Replayed};
+use kite_api::senders::{NewSender, Sender, SenderPatch};
+use kite_api::sources::{NewSource, Rotation, Source};
+use kite_api::teams::{CreatedTeam, NewTeam, Team};
+use kite_api::tokens::{CreatedToken, NewToken, TokenInfo};
+use kite_api::types::{PeerStatus, Permission};
+use reqwest::Method;
 
-use super::specs::{enc, query, Body};
-use super::{
-    ApiClient, ClientError, OutboxFilter, PeerChanges, PeerSpec, Reply, SenderChanges, SenderSpec,
-    SourceSpec,
-};
+use super::specs::{enc, query};
+use super::{Answered, ApiClient, ClientError, OutboxFilter};
 
 impl ApiClient {
     // API keys.
 
-    /// Mints an API key with `permission` (`read` by default) and an optional label; the
-    /// answer carries the key itself (`key`, shown once).
+    /// Mints an API key with `permission` and an optional label; the answer carries the key
+    /// itself (`key`, shown once).
     pub async fn create_key(
         &self,
-        permission: Option<&str>,
-        label: Option<&str>,
-    ) -> Result<Reply, ClientError> {
-        let body = Body::default()
-            .opt("permission", permission)
-            .opt("label", label.filter(|l| !l.is_empty()));
-        self.post("/api/keys", body.value()).await
+        permission: Permission,
+        label: &str,
+    ) -> Result<Answered<CreatedKey>, ClientError> {
+        let body = NewKey {
+            label: label.to_owned(),
+            permission,
+        };
+        self.send(Method::POST, "/api/keys", Some(&body)).await
     }
 
-    /// The team's API keys (prefixes only): `{"items": [...]}`.
-    pub async fn list_keys(&self) -> Result<Reply, ClientError> {
-        self.get("/api/keys").await
+    /// The team's API keys (prefixes only).
+    pub async fn list_keys(&self) -> Result<Answered<Items<ApiKeyInfo>>, ClientError> {
+        self.typed(Method::GET, "/api/keys").await
     }
 
     /// Revokes an API key by id.
-    pub async fn revoke_key(&self, id: &str) -> Result<Reply, ClientError> {
-        self.delete(&format!("/api/keys/{}", enc(id))).await
+    pub async fn revoke_key(&self, id: &str) -> Result<Answered<ApiKeyInfo>, ClientError> {
+        self.typed(Method::DELETE, &format!("/api/keys/{}", enc(id)))
+            .await
     }
 
     // Federation tokens.
 
     /// Mints a federation token with an optional label; the answer carries the secret
     /// (`token`, shown once).
-    pub async fn create_token(&self, label: Option<&str>) -> Result<Reply, ClientError> {
-        let body = Body::default().opt("label", label.filter(|l| !l.is_empty()));
-        self.post("/api/federation/tokens", body.value()).await
+    pub async fn create_token(&self, label: &str) -> Result<Answered<CreatedToken>, ClientError> {
+        let body = NewToken {
+            label: label.to_owned(),
+        };
+        self.send(Method::POST, "/api/federation/tokens", Some(&body))
+            .await
     }
 
     /// Mints a federation token on this instance; answers the secret (shown once).
     pub async fn mint_token(&self, label: &str) -> Result<String, ClientError> {
-        let v = self.create_token(Some(label)).await?;
-        Ok(v["token"].as_str().unwrap_or_default().to_string())
+        Ok(self.create_token(label).await?.value.token)
     }
 
-    /// The team's federation tokens (labels only): `{"items": [...]}`.
-    pub async fn list_tokens(&self) -> Result<Reply, ClientError> {
-        self.get("/api/federation/tokens").await
+    /// The team's federation tokens (labels only).
+    pub async fn list_tokens(&self) -> Result<Answered<Items<TokenInfo>>, ClientError> {
+        self.typed(Method::GET, "/api/federation/tokens").await
     }
 
     // Trusted senders.
 
     /// Trusts a sender; answers the sender.
-    pub async fn create_sender(&self, s: &SenderSpec) -> Result<Reply, ClientError> {
-        let body = Body::default()
-            .set("name", s.name.as_str())
-            .set("inbound_token", s.token.as_str())
-            .opt("key_id", s.key_id.as_deref())
-            .opt("legacy_signature", s.legacy_signature.then_some(true));
-        self.post("/api/federation/trusted-senders", body.value())
+    pub async fn create_sender(&self, s: &NewSender) -> Result<Answered<Sender>, ClientError> {
+        self.send(Method::POST, "/api/federation/trusted-senders", Some(s))
             .await
     }
 
     /// Trusts a sender named `name` holding `token`; answers the sender.
-    pub async fn trust_sender(&self, name: &str, token: &str) -> Result<Reply, ClientError> {
-        self.create_sender(&SenderSpec {
-            name: name.to_string(),
-            token: token.to_string(),
-            ..SenderSpec::default()
+    pub async fn trust_sender(
+        &self,
+        name: &str,
+        token: &str,
+    ) -> Result<Answered<Sender>, ClientError> {
+        self.create_sender(&NewSender {
+            name: name.to_owned(),
+            inbound_token: token.to_owned(),
+            key_id: None,
+            legacy_signature: false,
         })
         .await
     }
 
-    /// The team's trusted senders: `{"items": [...]}`.
-    pub async fn list_senders(&self) -> Result<Reply, ClientError> {
-        self.get("/api/federation/trusted-senders").await
+    /// The team's trusted senders.
+    pub async fn list_senders(&self) -> Result<Answered<Items<Sender>>, ClientError> {
+        self.typed(Method::GET, "/api/federation/trusted-senders")
+            .await
     }
 
     /// Changes a trusted sender; answers it.
-    pub async fn update_sender(&self, id: &str, c: &SenderChanges) -> Result<Reply, ClientError> {
-        let body = Body::default()
-            .opt("name", c.name.as_deref())
-            .opt("inbound_token", c.token.as_deref())
-            .opt("legacy_signature", c.legacy_signature);
-        self.patch(
-            &format!("/api/federation/trusted-senders/{}", enc(id)),
-            body.value(),
-        )
-        .await
+    pub async fn update_sender(
+        &self,
+        id: &str,
+        c: &SenderPatch,
+    ) -> Result<Answered<Sender>, ClientError> {
+        let path = format!("/api/federation/trusted-senders/{}", enc(id));
+        self.send(Method::PATCH, &path, Some(c)).await
     }
 
     /// Deletes a trusted sender.
-    pub async fn delete_sender(&self, id: &str) -> Result<Reply, ClientError> {
-        self.delete(&format!("/api/federation/trusted-senders/{}", enc(id)))
-            .await
+    pub async fn delete_sender(&self, id: &str) -> Result<Answered<Deleted>, ClientError> {
+        let path = format!("/api/federation/trusted-senders/{}", enc(id));
+        self.typed(Method::DELETE, &path).await
     }
 
     // Peers.
 
     /// Creates a peer; answers it.
-    pub async fn add_peer(&self, p: &PeerSpec) -> Result<Reply, ClientError> {
-        let body = Body::default()
-            .set("name", p.name.as_str())
-            .set("peer_hook_url", p.url.as_str())
-            .set("outbound_token", p.token.as_str())
-            .opt("scopes", (!p.scopes.is_empty()).then(|| p.scopes.clone()))
-            .opt("max_hops", p.max_hops)
-            .opt("key_id", p.key_id.as_deref())
-            .opt("status", p.status.as_deref())
-            .opt("inbound_token", p.inbound_token.as_deref());
-        self.post("/api/federation/peers", body.value()).await
+    pub async fn add_peer(&self, p: &NewPeer) -> Result<Answered<Peer>, ClientError> {
+        self.send(Method::POST, "/api/federation/peers", Some(p))
+            .await
     }
 
-    /// Creates a peer; answers its id.
+    /// Creates an active peer; answers its id.
     pub async fn create_peer(
         &self,
         name: &str,
@@ -127,151 +129,168 @@ impl ApiClient {
         scopes: &[&str],
         max_hops: u32,
     ) -> Result<String, ClientError> {
-        let v = self
-            .add_peer(&PeerSpec {
-                name: name.to_string(),
-                url: url.to_string(),
-                token: token.to_string(),
+        let peer = self
+            .add_peer(&NewPeer {
+                name: name.to_owned(),
+                peer_hook_url: url.to_owned(),
+                outbound_token: token.to_owned(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                max_hops: Some(max_hops),
-                ..PeerSpec::default()
+                max_hops: i32::try_from(max_hops).unwrap_or(i32::MAX),
+                status: PeerStatus::Active,
+                key_id: None,
+                inbound_token: None,
             })
             .await?;
-        Ok(v["id"].as_str().unwrap_or_default().to_string())
+        Ok(peer.id.to_string())
     }
 
-    /// The team's peers with their health and backlog: `{"items": [...]}`.
-    pub async fn list_peers(&self) -> Result<Reply, ClientError> {
-        self.get("/api/federation/peers").await
+    /// The team's peers with their health and backlog.
+    pub async fn list_peers(&self) -> Result<Answered<Items<PeerView>>, ClientError> {
+        self.typed(Method::GET, "/api/federation/peers").await
     }
 
     /// One peer with its health and backlog.
-    pub async fn get_peer(&self, id: &str) -> Result<Reply, ClientError> {
-        self.get(&format!("/api/federation/peers/{}", enc(id)))
+    pub async fn get_peer(&self, id: &str) -> Result<Answered<PeerView>, ClientError> {
+        self.typed(Method::GET, &format!("/api/federation/peers/{}", enc(id)))
             .await
     }
 
     /// Changes a peer; answers it.
-    pub async fn update_peer(&self, id: &str, c: &PeerChanges) -> Result<Reply, ClientError> {
-        self.patch(&format!("/api/federation/peers/{}", enc(id)), c.body())
-            .await
+    pub async fn update_peer(
+        &self,
+        id: &str,
+        c: &PeerPatch,
+    ) -> Result<Answered<Peer>, ClientError> {
+        let path = format!("/api/federation/peers/{}", enc(id));
+        self.send(Method::PATCH, &path, Some(c)).await
     }
 
     /// Pauses a peer: its deliveries wait in its queue.
-    pub async fn pause_peer(&self, id: &str) -> Result<Reply, ClientError> {
-        self.set_peer_status(id, "paused").await
+    pub async fn pause_peer(&self, id: &str) -> Result<Answered<Peer>, ClientError> {
+        self.set_peer_status(id, PeerStatus::Paused).await
     }
 
     /// Resumes a paused peer: its deliveries flow again.
-    pub async fn resume_peer(&self, id: &str) -> Result<Reply, ClientError> {
-        self.set_peer_status(id, "active").await
+    pub async fn resume_peer(&self, id: &str) -> Result<Answered<Peer>, ClientError> {
+        self.set_peer_status(id, PeerStatus::Active).await
     }
 
     /// Refreshes a handshake peer: its descriptor fetched again and its keys pinned anew
     /// (under the rules of key validity); answers the peer with its keys.
-    pub async fn refresh_peer(&self, id: &str) -> Result<Reply, ClientError> {
-        self.post(
-            &format!("/api/federation/peers/{}/refresh", enc(id)),
-            Value::Object(Default::default()),
-        )
-        .await
+    pub async fn refresh_peer(&self, id: &str) -> Result<Answered<PeerView>, ClientError> {
+        let path = format!("/api/federation/peers/{}/refresh", enc(id));
+        self.send(Method::POST, &path, Some(&serde_json::json!({})))
+            .await
     }
 
     /// Revokes a peer: nothing is routed to it and its requests are refused.
-    pub async fn revoke_peer(&self, id: &str) -> Result<Reply, ClientError> {
-        self.set_peer_status(id, "revoked").await
+    pub async fn revoke_peer(&self, id: &str) -> Result<Answered<Peer>, ClientError> {
+        self.set_peer_status(id, PeerStatus::Revoked).await
     }
 
-    async fn set_peer_status(&self, id: &str, status: &str) -> Result<Reply, ClientError> {
-        let changes = PeerChanges {
-            status: Some(status.to_string()),
-            ..PeerChanges::default()
+    async fn set_peer_status(
+        &self,
+        id: &str,
+        status: PeerStatus,
+    ) -> Result<Answered<Peer>, ClientError> {
+        let changes = PeerPatch {
+            status: Some(status),
+            ..PeerPatch::default()
         };
         self.update_peer(id, &changes).await
     }
 
-    /// Deletes a peer (its pending rows are cancelled): `{"deleted", "cancelled"}`.
-    pub async fn delete_peer(&self, id: &str) -> Result<Reply, ClientError> {
-        self.delete(&format!("/api/federation/peers/{}", enc(id)))
-            .await
-    }
-
-    /// Puts up to `limit` (API default 1,000) of a peer's dead rows back in line:
-    /// `{"replayed": N}`.
-    pub async fn replay_dead(&self, id: &str, limit: Option<u32>) -> Result<Reply, ClientError> {
-        let body = Body::default().opt("limit", limit);
-        self.post(
-            &format!("/api/federation/peers/{}/replay-dead", enc(id)),
-            body.value(),
+    /// Deletes a peer (its pending rows are cancelled).
+    pub async fn delete_peer(&self, id: &str) -> Result<Answered<Deleted>, ClientError> {
+        self.typed(
+            Method::DELETE,
+            &format!("/api/federation/peers/{}", enc(id)),
         )
         .await
+    }
+
+    /// Puts up to `limit` (API default 1,000) of a peer's dead rows back in line.
+    pub async fn replay_dead(
+        &self,
+        id: &str,
+        limit: Option<u32>,
+    ) -> Result<Answered<Replayed>, ClientError> {
+        let body = ReplayDead {
+            limit: limit.map_or(1000, i64::from),
+        };
+        let path = format!("/api/federation/peers/{}/replay-dead", enc(id));
+        self.send(Method::POST, &path, Some(&body)).await
     }
 
     // Signed sources.
 
     /// Configures a signed provider source; answers it.
-    pub async fn create_source(&self, s: &SourceSpec) -> Result<Reply, ClientError> {
-        let body = Body::default()
-            .set("name", s.name.as_str())
-            .set("scheme", s.scheme.as_str())
-            .set("secret", s.secret.as_str())
-            .opt("header", s.header.as_deref());
-        self.post("/api/sources", body.value()).await
+    pub async fn create_source(&self, s: &NewSource) -> Result<Answered<Source>, ClientError> {
+        self.send(Method::POST, "/api/sources", Some(s)).await
     }
 
-    /// The team's signed sources: `{"items": [...]}`.
-    pub async fn list_sources(&self) -> Result<Reply, ClientError> {
-        self.get("/api/sources").await
+    /// The team's signed sources.
+    pub async fn list_sources(&self) -> Result<Answered<Items<Source>>, ClientError> {
+        self.typed(Method::GET, "/api/sources").await
     }
 
     /// Gives a source a new secret (the old one stays valid for the overlap); answers it.
-    pub async fn rotate_source(&self, name: &str, secret: &str) -> Result<Reply, ClientError> {
-        self.post(
-            &format!("/api/sources/{}/rotate", enc(name)),
-            json!({ "secret": secret }),
-        )
-        .await
+    pub async fn rotate_source(
+        &self,
+        name: &str,
+        secret: &str,
+    ) -> Result<Answered<Source>, ClientError> {
+        let body = Rotation {
+            secret: secret.to_owned(),
+        };
+        let path = format!("/api/sources/{}/rotate", enc(name));
+        self.send(Method::POST, &path, Some(&body)).await
     }
 
     /// Removes a source's signature configuration.
-    pub async fn delete_source(&self, name: &str) -> Result<Reply, ClientError> {
-        self.delete(&format!("/api/sources/{}", enc(name))).await
+    pub async fn delete_source(&self, name: &str) -> Result<Answered<Deleted>, ClientError> {
+        self.typed(Method::DELETE, &format!("/api/sources/{}", enc(name)))
+            .await
     }
 
     // Listings.
 
-    /// One page of the outbox: `{"items": [...], "next_cursor": N | null}`.
-    pub async fn list_outbox(&self, f: &OutboxFilter) -> Result<Reply, ClientError> {
+    /// One page of the outbox.
+    pub async fn list_outbox(
+        &self,
+        f: &OutboxFilter,
+    ) -> Result<Answered<Page<OutboxEntry>>, ClientError> {
         let query = query(&[
             ("peer_id", f.peer_id.clone()),
-            ("status", f.status.clone()),
+            ("status", f.status.map(|s| s.to_string())),
             ("limit", f.limit.map(|n| n.to_string())),
             ("cursor", f.cursor.map(|n| n.to_string())),
         ]);
-        self.get(&format!("/api/federation/outbox{query}")).await
+        self.typed(Method::GET, &format!("/api/federation/outbox{query}"))
+            .await
     }
 
-    /// One page of stored events with a seq above `after`:
-    /// `{"items": [{"seq", "source", "received_at", "event"}], "next_cursor": N | null}`.
+    /// One page of stored events with a seq above `after`.
     pub async fn list_events(
         &self,
         after: Option<i64>,
         limit: Option<u32>,
-    ) -> Result<Reply, ClientError> {
+    ) -> Result<Answered<Page<EventItem>>, ClientError> {
         let query = query(&[
             ("after", after.map(|n| n.to_string())),
             ("limit", limit.map(|n| n.to_string())),
         ]);
-        self.get(&format!("/api/events{query}")).await
+        self.typed(Method::GET, &format!("/api/events{query}"))
+            .await
     }
 
     /// The stored event with sequence number `seq`, if there is one.
-    pub async fn event_by_seq(&self, seq: i64) -> Result<Option<Reply>, ClientError> {
+    pub async fn event_by_seq(&self, seq: i64) -> Result<Option<EventItem>, ClientError> {
         if seq < 1 {
             return Ok(None);
         }
         let page = self.list_events(Some(seq - 1), Some(1)).await?;
-        Ok(page.items().into_iter().find(|e| e["seq"] == seq))
+        Ok(page.value.items.into_iter().find(|e| e.seq == seq))
     }
 
     /// Every stored event whose CloudEvent id is `id` (and, when given, whose hook source is
@@ -280,17 +299,15 @@ impl ApiClient {
         &self,
         id: &str,
         source: Option<&str>,
-    ) -> Result<Vec<Reply>, ClientError> {
+    ) -> Result<Vec<EventItem>, ClientError> {
         let mut found = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.list_events(Some(after), Some(1000)).await?;
-            found.extend(
-                page.items()
-                    .into_iter()
-                    .filter(|e| e["event"]["id"] == id && source.is_none_or(|s| e["source"] == s)),
-            );
-            match page["next_cursor"].as_i64() {
+            let page = self.list_events(Some(after), Some(1000)).await?.value;
+            found.extend(page.items.into_iter().filter(|e| {
+                e.cloud_event_id().as_deref() == Some(id) && source.is_none_or(|s| e.source == s)
+            }));
+            match page.next_cursor {
                 Some(next) if next > after => after = next,
                 _ => return Ok(found),
             }
@@ -300,17 +317,19 @@ impl ApiClient {
     // Teams (with the operator key).
 
     /// Creates a team; the answer carries its first admin key (`admin_key`, shown once).
-    pub async fn create_team(&self, id: &str) -> Result<Reply, ClientError> {
-        self.post("/api/teams", json!({ "id": id })).await
+    pub async fn create_team(&self, id: &str) -> Result<Answered<CreatedTeam>, ClientError> {
+        let body = NewTeam { id: id.to_owned() };
+        self.send(Method::POST, "/api/teams", Some(&body)).await
     }
 
-    /// The instance's teams: `{"items": [{"id", "created_at"}]}`.
-    pub async fn list_teams(&self) -> Result<Reply, ClientError> {
-        self.get("/api/teams").await
+    /// The instance's teams.
+    pub async fn list_teams(&self) -> Result<Answered<Items<Team>>, ClientError> {
+        self.typed(Method::GET, "/api/teams").await
     }
 
     /// Deletes a team.
-    pub async fn delete_team(&self, id: &str) -> Result<Reply, ClientError> {
-        self.delete(&format!("/api/teams/{}", enc(id))).await
+    pub async fn delete_team(&self, id: &str) -> Result<Answered<Deleted>, ClientError> {
+        self.typed(Method::DELETE, &format!("/api/teams/{}", enc(id)))
+            .await
     }
 }

@@ -1,0 +1,200 @@
+//! How each answer type of the admin API shows as a table row: its columns, read from its
+//! fields (a field renamed or removed in `kite_api` fails to compile here).
+
+use kite_api::events::EventItem;
+use kite_api::grants::Grant;
+use kite_api::invitations::InvitationInfo;
+use kite_api::keys::ApiKeyInfo;
+use kite_api::outbox::OutboxEntry;
+use kite_api::peers::PeerView;
+use kite_api::senders::Sender;
+use kite_api::sources::Source;
+use kite_api::teams::Team;
+use kite_api::tokens::TokenInfo;
+use serde_json::{json, Value};
+
+use super::output::Row;
+
+impl Row for ApiKeyInfo {
+    const HEADERS: &'static [&'static str] =
+        &["ID", "PREFIX", "PERMISSION", "LABEL", "CREATED", "REVOKED"];
+    fn cells(&self) -> Vec<Value> {
+        vec![
+            json!(self.id),
+            json!(self.prefix),
+            json!(self.permission),
+            json!(self.label),
+            json!(self.created_at),
+            json!(self.revoked_at),
+        ]
+    }
+}
+
+impl Row for TokenInfo {
+    const HEADERS: &'static [&'static str] = &["ID", "LABEL", "CREATED"];
+    fn cells(&self) -> Vec<Value> {
+        vec![json!(self.id), json!(self.label), json!(self.created_at)]
+    }
+}
+
+impl Row for Sender {
+    const HEADERS: &'static [&'static str] =
+        &["ID", "NAME", "KEY_ID", "LEGACY_SIGNATURE", "CREATED"];
+    fn cells(&self) -> Vec<Value> {
+        vec![
+            json!(self.id),
+            json!(self.name),
+            json!(self.key_id),
+            json!(self.legacy_signature),
+            json!(self.created_at),
+        ]
+    }
+}
+
+impl Row for PeerView {
+    const HEADERS: &'static [&'static str] = &[
+        "ID", "NAME", "STATUS", "HEALTH", "SCOPES", "MAX_HOPS", "PENDING", "DEAD", "URL",
+    ];
+    fn cells(&self) -> Vec<Value> {
+        let p = &self.peer;
+        vec![
+            json!(p.id),
+            json!(p.name),
+            json!(p.status),
+            json!(p.health),
+            json!(p.scopes),
+            json!(p.max_hops),
+            json!(self.pending),
+            json!(self.dead),
+            json!(p.peer_hook_url),
+        ]
+    }
+}
+
+/// `kite peer list`: each peer's health, as an operator watches it.
+pub(crate) const PEER_HEALTH: &[&str] = &[
+    "NAME",
+    "SERVER",
+    "STATUS",
+    "HEALTH",
+    "LAST_SEEN",
+    "LAST_HEARTBEAT",
+    "LAST_ERROR",
+    "RESOLVED",
+    "SENT_24H",
+    "RECEIVED_24H",
+    "PENDING",
+    "DEAD",
+];
+
+/// The cells of [`PEER_HEALTH`].
+pub(crate) fn peer_health(v: &PeerView) -> Vec<Value> {
+    let p = &v.peer;
+    vec![
+        json!(p.name),
+        json!(p.server_name),
+        json!(p.status),
+        json!(p.health),
+        json!(v.last_seen),
+        json!(p.last_heartbeat_at),
+        json!(p.last_error),
+        json!(v.last_error_resolved_at),
+        json!(v.events_sent_24h),
+        json!(v.events_received_24h),
+        json!(v.pending),
+        json!(v.dead),
+    ]
+}
+
+impl Row for Source {
+    const HEADERS: &'static [&'static str] =
+        &["NAME", "SCHEME", "HEADER", "UPDATED", "OLD_SECRET_UNTIL"];
+    fn cells(&self) -> Vec<Value> {
+        vec![
+            json!(self.name),
+            json!(self.scheme),
+            json!(self.header),
+            json!(self.updated_at),
+            json!(self.previous_until),
+        ]
+    }
+}
+
+impl Row for OutboxEntry {
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "SEQ",
+        "EVENT",
+        "TYPE",
+        "PEER",
+        "STATUS",
+        "REASON",
+        "ATTEMPTS",
+        "LAST_ERROR",
+    ];
+    fn cells(&self) -> Vec<Value> {
+        vec![
+            json!(self.id),
+            json!(self.event_seq),
+            json!(self.event_id),
+            json!(self.event_type),
+            json!(self.peer_id),
+            json!(self.status),
+            json!(self.reason),
+            json!(self.attempts),
+            json!(self.last_error),
+        ]
+    }
+}
+
+impl Row for EventItem {
+    const HEADERS: &'static [&'static str] =
+        &["SEQ", "SOURCE", "RECEIVED", "TYPE", "ID", "ORIGIN", "HOPS"];
+    fn cells(&self) -> Vec<Value> {
+        let attr = |name| self.attribute(name).unwrap_or(Value::Null);
+        vec![
+            json!(self.seq),
+            json!(self.source),
+            json!(self.received_at),
+            attr("type"),
+            attr("id"),
+            attr("kitefedorigin"),
+            attr("kitefedhops"),
+        ]
+    }
+}
+
+impl Row for Team {
+    const HEADERS: &'static [&'static str] = &["ID", "CREATED"];
+    fn cells(&self) -> Vec<Value> {
+        vec![json!(self.id), json!(self.created_at)]
+    }
+}
+
+impl Row for Grant {
+    const HEADERS: &'static [&'static str] = &["ID", "PERMISSIONS", "SCOPES", "EXPIRES", "CREATED"];
+    fn cells(&self) -> Vec<Value> {
+        vec![
+            json!(self.id),
+            json!(self.permissions),
+            json!(self.scopes),
+            json!(self.expires_at),
+            json!(self.created_at),
+        ]
+    }
+}
+
+impl Row for InvitationInfo {
+    const HEADERS: &'static [&'static str] =
+        &["ID", "SCOPES", "MAX_HOPS", "EXPIRES", "USED", "USED_BY"];
+    fn cells(&self) -> Vec<Value> {
+        vec![
+            json!(self.id),
+            json!(self.scopes),
+            json!(self.max_hops),
+            json!(self.expires_at),
+            json!(self.used_at),
+            json!(self.used_by),
+        ]
+    }
+}
