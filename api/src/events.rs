@@ -31,20 +31,26 @@ use serde_json::Value;
 pub struct EventParams {
     /// Events after this sequence number.
     #[param(minimum = 0)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
     /// The `next_cursor` of the previous page (the same as `after`).
     #[param(minimum = 0)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<i64>,
     /// The most events in the page (default 100).
     #[param(minimum = 1, maximum = 1000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
     /// Events of this type.
     pub r#type: Option<String>,
     /// Events that came in on this source.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Events received at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
     /// Events received before this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
 }
 
@@ -163,5 +169,6 @@ impl From<SkipReason> for StoryReason {
 #[into_params(parameter_in = Query)]
 pub struct StoryParams {
     /// With a CloudEvent id: the source it came in on (ids are unique per source).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }

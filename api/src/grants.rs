@@ -5,7 +5,10 @@ use kite_wire::ids::PeerId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::request::*;
 use crate::types::GrantPermission;
+use kite_wire::ApiError;
+use serde_json::Value;
 
 /// A grant.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -31,36 +34,11 @@ impl Grant {
     }
 }
 
-/// A grant to make.
-#[derive(Debug, Clone)]
-pub struct NewGrant {
-    /// What it allows.
-    pub permissions: Vec<GrantPermission>,
-    /// The event types it covers.
-    pub scopes: Vec<String>,
-    /// When it stops working (None: never).
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-use crate::request::*;
-use kite_wire::ApiError;
-use serde_json::Value;
-
-/// How long a grant lives unless told: 30 days.
-const DEFAULT_GRANT_TTL_SECS: i64 = 30 * 24 * 3600;
-
-/// The most events one backfill call pulls.
-const MAX_BACKFILL: i64 = 100_000;
-
 /// `POST /api/federation/peers/{id}/grants`: `permissions` (`send`, `backfill`), `scopes`
 /// (default `["*"]`), and `expires_at` (RFC 3339) or `ttl` in seconds (default 30 days).
-#[derive(Debug)]
-pub struct GrantRequest(pub NewGrant);
-
-/// The body of `POST /api/federation/peers/{id}/grants`, as documented (read by
-/// [`GrantRequest`]).
-#[derive(utoipa::ToSchema)]
-pub struct GrantBody {
+/// Read, its `ttl` is resolved into `expires_at`: what the store keeps.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NewGrant {
     /// What the grant allows (`send`, `backfill`); at least one.
     #[schema(min_items = 1)]
     pub permissions: Vec<GrantPermission>,
@@ -68,13 +46,21 @@ pub struct GrantBody {
     #[schema(required = false, default = json!(["*"]))]
     pub scopes: Vec<String>,
     /// When it stops working (RFC 3339); not with `ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Seconds it lives (default 30 days); not with `expires_at`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 315360000)]
     pub ttl: Option<i64>,
 }
 
-impl Request for GrantRequest {
+/// How long a grant lives unless told: 30 days.
+const DEFAULT_GRANT_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// The most events one backfill call pulls.
+const MAX_BACKFILL: i64 = 100_000;
+
+impl Request for NewGrant {
     const FIELDS: &'static [&'static str] = &["permissions", "scopes", "expires_at", "ttl"];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
@@ -113,40 +99,61 @@ impl Request for GrantRequest {
                 Utc::now() + chrono::Duration::seconds(ttl.unwrap_or(DEFAULT_GRANT_TTL_SECS))
             }
         };
-        Ok(GrantRequest(NewGrant {
+        Ok(NewGrant {
             permissions,
-            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
+            scopes: opt_scopes(m)?.unwrap_or_else(every_type),
             expires_at: Some(expires_at),
-        }))
+            ttl: None,
+        })
+    }
+}
+
+/// Where a backfill starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Since {
+    /// An RFC 3339 time: events received from then on (inclusive).
+    Time(DateTime<Utc>),
+    /// The peer's cursor (a non-negative integer): events after it.
+    Cursor(i64),
+}
+
+impl Since {
+    /// An RFC 3339 time.
+    pub fn time(t: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| Since::Time(t.with_timezone(&Utc)))
+    }
+}
+
+impl std::str::FromStr for Since {
+    type Err = String;
+
+    /// A cursor (a non-negative integer) or an RFC 3339 time, as a person writes either.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(Since::Cursor(n)),
+            Ok(_) => Err("a cursor is a non-negative integer".into()),
+            Err(_) => {
+                Since::time(s.trim()).ok_or_else(|| "neither an RFC 3339 time nor a cursor".into())
+            }
+        }
     }
 }
 
 /// `POST /api/federation/peers/{id}/backfill`: `since` (an RFC 3339 time, inclusive, or the
 /// peer's cursor), `limit` (default 1,000), `types` (globs; default every type granted).
-/// The body of `POST /api/federation/peers/{id}/backfill`, as documented (read by
-/// [`Backfill`]).
-#[derive(utoipa::ToSchema)]
-pub struct BackfillBody {
-    /// Where to start: an RFC 3339 time (inclusive) or the peer's cursor (an integer).
-    #[schema(value_type = Option<serde_json::Value>)]
-    pub since: Option<String>,
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Backfill {
+    /// Where to start (default: the peer's oldest event).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<Since>,
     /// The most events to pull.
     #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]
     pub limit: i64,
     /// Only these event types (globs); default every type granted.
-    pub types: Option<Vec<String>>,
-}
-
-#[derive(Debug)]
-/// A backfill as read from [`BackfillBody`].
-pub struct Backfill {
-    /// Events from this time on (inclusive).
-    pub since: Option<DateTime<Utc>>,
-    /// Events after this cursor of the peer.
-    pub after: Option<i64>,
-    /// The most events to pull.
-    pub limit: i64,
-    /// Only these event types (globs).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<String>>,
 }
 
@@ -160,24 +167,15 @@ impl Request for Backfill {
                 "since must be an RFC 3339 time or a cursor (a non-negative integer)",
             )
         };
-        let (since, after) = match m.get("since") {
-            None | Some(Value::Null) => (None, None),
-            Some(Value::String(t)) => (
-                Some(
-                    DateTime::parse_from_rfc3339(t)
-                        .map_err(|_| bad_since())?
-                        .with_timezone(&Utc),
-                ),
-                None,
-            ),
-            Some(v) => (
-                None,
-                Some(v.as_i64().filter(|n| *n >= 0).ok_or_else(bad_since)?),
-            ),
+        let since = match m.get("since") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(Since::time(t).ok_or_else(bad_since)?),
+            Some(v) => Some(Since::Cursor(
+                v.as_i64().filter(|n| *n >= 0).ok_or_else(bad_since)?,
+            )),
         };
         Ok(Backfill {
             since,
-            after,
             limit: opt_int(m, "limit", 1, MAX_BACKFILL)?.unwrap_or(1000),
             types: opt_scopes_named(m, "types")?,
         })

@@ -54,10 +54,21 @@ impl Request for NewInvitation {
 
     fn read(m: &Body) -> Result<Self, ApiError> {
         Ok(NewInvitation {
-            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
+            scopes: opt_scopes(m)?.unwrap_or_else(every_type),
             max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
             ttl: opt_int(m, "ttl", 1, MAX_TTL_SECS)?.unwrap_or(DEFAULT_TTL_SECS),
         })
+    }
+}
+
+impl Default for NewInvitation {
+    /// What an empty body asks for: every type, the default hop limit, 7 days.
+    fn default() -> Self {
+        Self {
+            scopes: every_type(),
+            max_hops: hop_limit::DEFAULT,
+            ttl: DEFAULT_TTL_SECS,
+        }
     }
 }
 
@@ -80,16 +91,24 @@ pub struct CreatedInvitation {
 /// `kite peer invite` printed), optional `scopes` (what this side sends; default what the
 /// invitation offers) and `max_hops` (default 3). The inviter's answer may narrow these
 /// terms, never widen them (502 `peering_terms_refused`, nothing kept).
-#[derive(Debug, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AcceptInvitation {
     /// The string the other server's `kite peer invite` printed (`kiteinv_...`).
     #[schema(value_type = String, max_length = 8192)]
+    #[serde(serialize_with = "encoded")]
     pub invitation: Invitation,
     /// Event types this side sends (default: what the invitation offers).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
     /// Hop limit of what this side sends (default 3).
     #[schema(minimum = 1, maximum = 16)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_hops: Option<i32>,
+}
+
+/// An invitation as the string `kite peer invite` printed.
+fn encoded<S: serde::Serializer>(i: &Invitation, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&i.encode())
 }
 
 impl Request for AcceptInvitation {
@@ -102,7 +121,7 @@ impl Request for AcceptInvitation {
         Ok(AcceptInvitation {
             invitation,
             scopes: opt_scopes(m)?,
-            max_hops: opt_int(m, "max_hops", 1, 16)?.map(|n| n as i32),
+            max_hops: opt_max_hops(m)?,
         })
     }
 }

@@ -42,18 +42,9 @@ impl Request for NewKey {
     const FIELDS: &'static [&'static str] = &["permission", "label"];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
-        let permission = match opt_str(m, "permission", 16)? {
-            None => Permission::Read,
-            Some(p) => Permission::parse(&p).ok_or_else(|| {
-                ApiError::validation(
-                    "permission",
-                    format!("permission must be one of {}", one_of(Permission::ALL)),
-                )
-            })?,
-        };
         Ok(NewKey {
             label: opt_str(m, "label", 200)?.unwrap_or_default(),
-            permission,
+            permission: opt_enum(m, "permission", Permission::ALL)?.unwrap_or(Permission::Read),
         })
     }
 }

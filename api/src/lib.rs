@@ -63,5 +63,7 @@ mod tests {
         agree::<crate::policy::PolicyPatch>();
         agree::<crate::invitations::NewInvitation>();
         agree::<crate::invitations::AcceptInvitation>();
+        agree::<crate::grants::NewGrant>();
+        agree::<crate::grants::Backfill>();
     }
 }

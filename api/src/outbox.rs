@@ -45,25 +45,34 @@ pub struct OutboxEntry {
 #[into_params(parameter_in = Query)]
 pub struct OutboxParams {
     /// Rows of the peer of this name (or server name).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
     /// Rows of the peer of this id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<Uuid>,
     /// Rows in this state.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<OutboxState>,
     /// The same as `status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<OutboxState>,
     /// Rows of events of this type.
     pub r#type: Option<String>,
     /// Rows of events that came in on this source.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Rows made at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
     /// Rows made before this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
     /// The `next_cursor` of the previous page.
     #[param(minimum = 0)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<i64>,
     /// The most rows in the page (default 100).
     #[param(minimum = 1, maximum = 1000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
 }

@@ -174,7 +174,7 @@ impl Request for NewPeer {
                 ApiError::validation("peer_hook_url", "peer_hook_url is required")
             })?,
             outbound_token: req_str(m, "outbound_token", 512)?,
-            scopes: opt_scopes(m)?.unwrap_or_else(|| vec!["*".to_string()]),
+            scopes: opt_scopes(m)?.unwrap_or_else(every_type),
             max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
             status: opt_enum(m, "status", PeerStatus::SETTABLE)?.unwrap_or(PeerStatus::Active),
             key_id: opt_str(m, "key_id", 128)?,
@@ -209,12 +209,17 @@ pub struct ReplayDead {
     pub limit: i64,
 }
 
+impl ReplayDead {
+    /// How many an empty body replays.
+    pub const DEFAULT_LIMIT: i64 = 1000;
+}
+
 impl Request for ReplayDead {
     const FIELDS: &'static [&'static str] = &["limit"];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
         Ok(ReplayDead {
-            limit: opt_int(m, "limit", 1, 100_000)?.unwrap_or(1000),
+            limit: opt_int(m, "limit", 1, 100_000)?.unwrap_or(Self::DEFAULT_LIMIT),
         })
     }
 }

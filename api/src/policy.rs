@@ -87,19 +87,7 @@ impl Request for PolicyPatch {
     ];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
-        let default_mode = opt_str(m, "default_mode", 32)?
-            .map(|s| {
-                FederationMode::parse(&s).ok_or_else(|| {
-                    ApiError::validation(
-                        "default_mode",
-                        format!(
-                            "default_mode must be one of {}",
-                            one_of(FederationMode::ALL)
-                        ),
-                    )
-                })
-            })
-            .transpose()?;
+        let default_mode = opt_enum(m, "default_mode", FederationMode::ALL)?;
         let allowed_peers = match m.get("allowed_peers") {
             None | Some(Value::Null) => None,
             Some(Value::Array(v)) if v.len() <= 1000 => Some(
@@ -120,19 +108,7 @@ impl Request for PolicyPatch {
                 ))
             }
         };
-        let min_signature_protocol = opt_str(m, "min_signature_protocol", 32)?
-            .map(|s| {
-                SignatureProtocol::parse(&s).ok_or_else(|| {
-                    ApiError::validation(
-                        "min_signature_protocol",
-                        format!(
-                            "min_signature_protocol must be one of {}",
-                            one_of(SignatureProtocol::ALL)
-                        ),
-                    )
-                })
-            })
-            .transpose()?;
+        let min_signature_protocol = opt_enum(m, "min_signature_protocol", SignatureProtocol::ALL)?;
         Ok(PolicyPatch {
             min_signature_protocol,
             default_mode,

@@ -36,6 +36,11 @@ pub fn read<T: Request>(m: &Body) -> Result<T, ApiError> {
     T::read(m)
 }
 
+/// The scopes a request without any takes: every event type.
+pub fn every_type() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
 /// An optional non-empty string of at most `max` bytes, without NUL.
 pub fn opt_str(m: &Body, field: &str, max: usize) -> Result<Option<String>, ApiError> {
     match m.get(field) {

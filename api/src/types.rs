@@ -9,8 +9,6 @@ use postgres_types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 /// A state with one spelling a value: what a command line or a form offers and reads.
 pub trait Spelled: Copy + Send + Sync + 'static {
-    /// Every value, in order.
-    fn all() -> &'static [Self];
     /// The stored and wire form.
     fn as_str(self) -> &'static str;
     /// Parses the stored and wire form.
@@ -42,22 +40,9 @@ macro_rules! text_enum {
             pub fn parse(s: &str) -> Option<Self> {
                 match s { $($text => Some($name::$var),)+ _ => None }
             }
-
-            /// The wire forms joined for an error message (`a, b or c`).
-            pub fn choices() -> String {
-                let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
-                match all.split_last() {
-                    Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-                    _ => all.join(""),
-                }
-            }
         }
 
         impl Spelled for $name {
-            fn all() -> &'static [Self] {
-                Self::ALL
-            }
-
             fn as_str(self) -> &'static str {
                 $name::as_str(self)
             }
@@ -264,5 +249,15 @@ impl Permission {
     /// True if a key with this permission may do what `needed` allows.
     pub fn allows(self, needed: Permission) -> bool {
         self >= needed
+    }
+}
+
+impl Spelled for kite_wire::provider::Scheme {
+    fn as_str(self) -> &'static str {
+        self.name()
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        kite_wire::provider::Scheme::parse(s)
     }
 }

@@ -220,9 +220,17 @@ pub fn app(
             }
         }
     });
-    let instance = HeaderValue::from_str(&state.cfg.instance_id).ok();
     let (router, api) = openapi::routes().split_for_parts();
     let _ = state.openapi.set(openapi::finish(api));
+    let instance = state.cfg.instance_id.clone();
+    outer(router, &instance).with_state(state)
+}
+
+/// The layers every answer goes through, whatever its route: a path kite does not serve is a
+/// 404 in the documented JSON form, every error is that form, bodies are bounded, and the
+/// instance names itself.
+fn outer<S: Clone + Send + Sync + 'static>(router: Router<S>, instance_id: &str) -> Router<S> {
+    let instance = HeaderValue::from_str(instance_id).ok();
     router
         .fallback(no_route)
         .layer(axum::middleware::map_response(error::as_json))
@@ -239,7 +247,6 @@ pub fn app(
                 r
             }
         }))
-        .with_state(state)
 }
 
 /// Any path kite does not serve: 404 in the documented JSON form.
@@ -311,4 +318,77 @@ async fn openapi_json(State(st): State<Arc<AppState>>) -> Response {
         st.openapi.get().cloned().unwrap_or_default(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    /// The routes that need no database (the dashboard's files), under the layers every
+    /// answer goes through.
+    fn stateless() -> Router {
+        outer(
+            Router::new()
+                .route("/ui", axum::routing::get(ui::page))
+                .route("/ui/app.js", axum::routing::get(ui::script))
+                .route("/ui/app.css", axum::routing::get(ui::style)),
+            "oneshot",
+        )
+    }
+
+    async fn call(req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let res = stateless().oneshot(req).await.expect("answer");
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 22).await.expect("body");
+        (parts.status, parts.headers, bytes.to_vec())
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).expect("request")
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_is_served_with_its_policy_and_the_instance_named() {
+        for (path, kind) in [
+            ("/ui", "text/html"),
+            ("/ui/app.js", "text/javascript"),
+            ("/ui/app.css", "text/css"),
+        ] {
+            let (status, headers, body) = call(get(path)).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            let header = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+            assert!(header("content-type").starts_with(kind), "{path}");
+            assert!(header("content-security-policy").contains("default-src 'none'"));
+            assert_eq!(header("x-content-type-options"), "nosniff");
+            assert_eq!(header(kite_wire::signature::INSTANCE_ID_HEADER), "oneshot");
+            assert!(!body.is_empty(), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_kite_does_not_serve_is_an_error_in_the_documented_form() {
+        // An unknown path: 404 `not_found`, naming the path.
+        let (status, headers, body) = call(get("/nowhere")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["error"]["code"], "not_found", "{v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/nowhere")));
+        assert_eq!(
+            headers
+                .get(kite_wire::signature::INSTANCE_ID_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("oneshot")
+        );
+        // A method the route does not take: 405, as JSON too.
+        let req = Request::delete("/ui").body(Body::empty()).expect("request");
+        let (status, _, body) = call(req).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
 }

@@ -210,23 +210,20 @@ async fn hooks_list(st: &AppState, team: &str) -> Result<Value, RpcError> {
 /// `hooks.create`: a new signed source, its secret given or made (and then shown once),
 /// read and made as `POST /api/sources` reads and makes one.
 async fn hooks_create(st: &AppState, team: &str, params: &Value) -> Result<Value, RpcError> {
-    let source = new_hook_name(params)?;
+    let source = str_param(params, "source")?
+        .ok_or_else(|| RpcError::new(Code::InvalidParams, "source is required"))?;
     let scheme = scheme_named_by(source);
     let given = str_param(params, "webhook_secret")?;
     let secret = given
         .map(str::to_owned)
         .unwrap_or_else(token::mint_federation_token);
-    let body = json!({"name": source, "scheme": scheme, "secret": secret});
-    let new = match &body {
-        Value::Object(m) => kite_api::request::read::<NewSource>(m)
-            .map_err(|e| RpcError::new(Code::InvalidParams, e.message))?,
-        _ => {
-            return Err(RpcError::new(
-                Code::InvalidParams,
-                "params must be an object",
-            ))
-        }
-    };
+    // Read as `POST /api/sources` reads its body, so the two doors refuse alike.
+    let mut body = kite_api::request::Body::new();
+    body.insert("name".into(), json!(source));
+    body.insert("scheme".into(), json!(scheme));
+    body.insert("secret".into(), json!(secret));
+    let new = kite_api::request::read::<NewSource>(&body)
+        .map_err(|e| RpcError::new(Code::InvalidParams, e.message))?;
     let src = crate::api::sources::create(st, team, &new).await?;
     let endpoint = format!("/hooks/{team}/{source}");
     // A secret kite made is shown once, here.
@@ -242,21 +239,6 @@ async fn hooks_create(st: &AppState, team: &str, params: &Value) -> Result<Value
         github_webhook_secret: made.clone().filter(|_| scheme == Scheme::Github),
         webhook_secret: made,
     })
-}
-
-/// The `source` a `hooks.create` names: required, a valid source name, and not `kite`.
-fn new_hook_name(params: &Value) -> Result<&str, RpcError> {
-    let source = str_param(params, "source")?
-        .ok_or_else(|| RpcError::new(Code::InvalidParams, "source is required"))?;
-    kite_wire::event::validate_source_name(source)
-        .map_err(|e| RpcError::new(Code::InvalidParams, e.message))?;
-    if source == kite_wire::event::FEDERATION_SOURCE {
-        return Err(RpcError::new(
-            Code::InvalidParams,
-            "kite is the federation source; peers are trusted with /api/federation/trusted-senders",
-        ));
-    }
-    Ok(source)
 }
 
 /// A provider's own scheme when the source is named after it, else Standard Webhooks.
@@ -369,30 +351,63 @@ async fn events_recent(st: &AppState, team: &str, params: &Value) -> Result<Valu
                 )
             })?,
     };
-    let events: Vec<Value> = st
+    let events = st
         .store
         .recent_events(team, limit)
         .await?
         .into_iter()
         .filter_map(|e| {
-            let text = e.text(true).ok()?;
-            let event: Value = serde_json::from_str(&text).ok()?;
-            Some(json!({"seq": e.seq, "source": e.hook_source,
-                        "created_at": e.received_at, "event": event}))
+            let event = serde_json::from_str(&e.text(true).ok()?).ok()?;
+            Some(RecentEvent {
+                seq: e.seq,
+                source: e.hook_source,
+                created_at: e.received_at,
+                event,
+            })
         })
         .collect();
-    Ok(json!({"events": events}))
+    answer(RecentEvents { events })
+}
+
+/// One event of `events.recent`.
+#[derive(Serialize)]
+struct RecentEvent {
+    seq: i64,
+    source: String,
+    created_at: DateTime<Utc>,
+    event: Value,
+}
+
+/// `events.recent`'s answer.
+#[derive(Serialize)]
+struct RecentEvents {
+    events: Vec<RecentEvent>,
+}
+
+/// `dashboard.stats`' answer.
+#[derive(Serialize)]
+struct Stats<'a> {
+    team_id: &'a str,
+    webhooks_today: i64,
+    active_endpoints: i64,
+    active_api_keys: i64,
+    current_key_permissions: Vec<&'static str>,
+    plan_name: &'static str,
+    active_sources_limit: Option<i64>,
 }
 
 /// `dashboard.stats`: the team's counts and the calling key's permissions.
 async fn dashboard_stats(st: &AppState, team: &str, grant: &KeyGrant) -> Result<Value, RpcError> {
     let stats = st.store.team_stats(team).await?;
-    Ok(
-        json!({"team_id": team, "webhooks_today": stats.events_today,
-              "active_endpoints": stats.sources, "active_api_keys": stats.active_keys,
-              "current_key_permissions": held(grant.permission),
-              "plan_name": "self-hosted", "active_sources_limit": Value::Null}),
-    )
+    answer(Stats {
+        team_id: team,
+        webhooks_today: stats.events_today,
+        active_endpoints: stats.sources,
+        active_api_keys: stats.active_keys,
+        current_key_permissions: held(grant.permission),
+        plan_name: "self-hosted",
+        active_sources_limit: None,
+    })
 }
 
 /// The highest of the permissions a `keys.create` asks for (`read` when none; `*` is admin).

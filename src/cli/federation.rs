@@ -242,7 +242,7 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 peer_hook_url: p.url,
                 outbound_token: secret_arg(&p.token, "token")?,
                 scopes: if p.scopes.is_empty() {
-                    vec!["*".to_owned()]
+                    kite_api::request::every_type()
                 } else {
                     p.scopes
                 },

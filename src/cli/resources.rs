@@ -1,10 +1,11 @@
 //! `kite admin keys`, `sources`, `outbox`, `events` and `teams`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
+use kite_api::outbox::OutboxParams;
 use kite_api::sources::NewSource;
 use kite_api::types::Permission;
-use kite_kit::client::OutboxFilter;
+use kite_wire::provider::Scheme;
 
 use super::{find_id, one_of, secret_arg, Ctx};
 use kite_store::types::OutboxState;
@@ -15,8 +16,8 @@ pub enum KeyVerb {
     /// Mint a key (shown once).
     Create {
         /// What it may do (default read).
-        #[arg(long, value_parser = ["read", "write", "admin"])]
-        permission: Option<String>,
+        #[arg(long, value_parser = one_of(Permission::ALL))]
+        permission: Option<Permission>,
         /// A label to recognise it by.
         #[arg(long)]
         label: Option<String>,
@@ -39,8 +40,8 @@ pub enum SourceVerb {
         #[arg(long)]
         name: String,
         /// The provider's signature scheme.
-        #[arg(long, value_parser = ["stripe", "github", "slack", "standard-webhooks", "hmac-sha256"])]
-        scheme: String,
+        #[arg(long, value_parser = one_of(Scheme::ALL))]
+        scheme: Scheme,
         /// The provider's signing secret (`-` reads it from stdin).
         #[arg(long)]
         secret: String,
@@ -163,10 +164,7 @@ pub(super) async fn keys(ctx: &Ctx, verb: Option<KeyVerb>) -> anyhow::Result<()>
         KeyVerb::Create { permission, label } => {
             let v = c
                 .create_key(
-                    permission
-                        .as_deref()
-                        .and_then(Permission::parse)
-                        .unwrap_or(Permission::Read),
+                    permission.unwrap_or(Permission::Read),
                     label.as_deref().unwrap_or_default(),
                 )
                 .await?;
@@ -191,12 +189,7 @@ pub(super) async fn sources(ctx: &Ctx, verb: Option<SourceVerb>) -> anyhow::Resu
         } => {
             let spec = NewSource {
                 name,
-                scheme: kite_wire::provider::Scheme::parse(&scheme).with_context(|| {
-                    format!(
-                        "--scheme must be one of {}",
-                        kite_wire::provider::Scheme::NAMES.join(", ")
-                    )
-                })?,
+                scheme,
                 secret: secret_arg(&secret, "secret")?,
                 header,
             };
@@ -233,11 +226,12 @@ pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let filter = OutboxFilter {
-        peer_id,
+    let filter = OutboxParams {
+        peer_id: peer_id.as_deref().map(str::parse).transpose()?,
         status: f.status,
-        limit: f.limit,
+        limit: f.limit.map(i64::from),
         cursor: f.cursor,
+        ..OutboxParams::default()
     };
     ctx.out
         .list(&c.list_outbox(&filter).await?, Some("--cursor"));

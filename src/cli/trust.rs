@@ -4,11 +4,16 @@
 
 use clap::{Args, Subcommand};
 
-use super::{find_id, Connection, Ctx};
+use super::{find_id, one_of, Connection, Ctx};
 use anyhow::Context;
+use kite_api::grants::{Backfill, NewGrant, Since};
+use kite_api::invitations::AcceptInvitation;
 use kite_api::invitations::NewInvitation;
 use kite_api::policy::PolicyPatch;
-use kite_api::types::{FederationMode, SignatureProtocol};
+use kite_api::request::every_type;
+use kite_api::types::{FederationMode, GrantPermission, SignatureProtocol};
+use kite_wire::fed::hop_limit;
+use kite_wire::peering::Invitation;
 
 /// `kite peer` options.
 #[derive(Debug, Clone, Args)]
@@ -42,7 +47,8 @@ pub enum PeerCommand {
     /// with pinned identity keys.
     Accept {
         /// The invitation `kite peer invite` printed on the other server.
-        invitation: String,
+        #[arg(value_parser = |s: &str| Invitation::decode(s.trim()).map_err(|e| e.to_string()))]
+        invitation: Invitation,
         /// Event type globs this side sends to the inviter (default: what the invitation
         /// offers to send here). The inviter's answer may narrow them, never widen them.
         #[arg(long = "scopes", alias = "scope", value_delimiter = ',')]
@@ -79,8 +85,8 @@ pub enum PeerCommand {
         /// Its id, name or server name.
         peer: String,
         /// `send` or `backfill` (comma-separated or repeated).
-        #[arg(long = "permission", alias = "permissions", value_delimiter = ',', required = true, value_parser = ["send", "backfill"])]
-        permissions: Vec<String>,
+        #[arg(long = "permission", alias = "permissions", value_delimiter = ',', required = true, value_parser = one_of(GrantPermission::ALL))]
+        permissions: Vec<GrantPermission>,
         /// Event type globs it covers (default `*`).
         #[arg(long = "scopes", alias = "scope", value_delimiter = ',')]
         scopes: Vec<String>,
@@ -110,7 +116,7 @@ pub enum PeerCommand {
         peer: String,
         /// From this RFC 3339 time (inclusive) or after this cursor of the peer's.
         #[arg(long)]
-        since: Option<String>,
+        since: Option<Since>,
         /// At most this many events (default 1,000).
         #[arg(long)]
         limit: Option<u32>,
@@ -139,8 +145,8 @@ pub enum PolicyVerb {
     Set {
         /// `open` (any server with an invitation), `invite_only` (also named in
         /// allowed peers) or `closed` (every federation request refused).
-        #[arg(long, value_parser = ["open", "invite_only", "closed"])]
-        mode: Option<String>,
+        #[arg(long, value_parser = one_of(FederationMode::ALL))]
+        mode: Option<FederationMode>,
         /// Server names allowed under invite_only (comma-separated or repeated; replaces
         /// the list).
         #[arg(long = "allowed-peers", alias = "allow", value_delimiter = ',')]
@@ -153,8 +159,8 @@ pub enum PolicyVerb {
         max_backfill: Option<u32>,
         /// The least federation traffic must be signed with: `token` (shared tokens or
         /// identity keys) or `identity` (identity keys only).
-        #[arg(long, value_parser = ["token", "identity"])]
-        min_signature_protocol: Option<String>,
+        #[arg(long, value_parser = one_of(SignatureProtocol::ALL))]
+        min_signature_protocol: Option<SignatureProtocol>,
     },
 }
 
@@ -204,13 +210,12 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             let inv = c
                 .create_invitation(&NewInvitation {
                     scopes: if scopes.is_empty() {
-                        vec!["*".to_owned()]
+                        every_type()
                     } else {
                         scopes
                     },
-                    max_hops: max_hops.map_or(kite_wire::fed::hop_limit::DEFAULT, |n| {
-                        i32::try_from(n).unwrap_or(i32::MAX)
-                    }),
+                    max_hops: max_hops
+                        .map_or(hop_limit::DEFAULT, |n| i32::try_from(n).unwrap_or(i32::MAX)),
                     ttl: i64::try_from(ttl).unwrap_or(i64::MAX),
                 })
                 .await?;
@@ -232,9 +237,12 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             scopes,
             max_hops,
         } => {
-            c.accept_invitation(&invitation, &scopes, max_hops)
-                .await?
-                .text
+            let accept = AcceptInvitation {
+                invitation,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                max_hops: max_hops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            };
+            c.accept_invitation(&accept).await?.text
         }
         PeerCommand::List => {
             ctx.out.list_as(
@@ -256,15 +264,24 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             ttl,
             expires_at,
         } => {
-            c.create_grant(
-                &id(peer).await?,
-                &permissions,
-                &scopes,
-                ttl,
-                expires_at.as_deref(),
-            )
-            .await?
-            .text
+            let grant = NewGrant {
+                permissions,
+                scopes: if scopes.is_empty() {
+                    every_type()
+                } else {
+                    scopes
+                },
+                expires_at: expires_at
+                    .as_deref()
+                    .map(|t| {
+                        chrono::DateTime::parse_from_rfc3339(t)
+                            .map(|t| t.to_utc())
+                            .context("--expires-at must be an RFC 3339 time")
+                    })
+                    .transpose()?,
+                ttl: ttl.map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+            };
+            c.create_grant(&id(peer).await?, &grant).await?.text
         }
         PeerCommand::Grants { peer } => {
             ctx.out.list(&c.list_grants(&id(peer).await?).await?, None);
@@ -279,9 +296,12 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             limit,
             types,
         } => {
-            c.backfill(&id(peer).await?, since.as_deref(), limit, &types)
-                .await?
-                .text
+            let b = Backfill {
+                since,
+                limit: limit.map_or(1000, i64::from),
+                types: (!types.is_empty()).then_some(types),
+            };
+            c.backfill(&id(peer).await?, &b).await?.text
         }
     };
     ctx.out.one_text(&answer);
@@ -326,17 +346,11 @@ pub(super) async fn policy(ctx: &Ctx, verb: Option<PolicyVerb>) -> anyhow::Resul
             }
             ctx.client
                 .set_policy(&PolicyPatch {
-                    default_mode: mode
-                        .as_deref()
-                        .map(|m| FederationMode::parse(m).context("--mode"))
-                        .transpose()?,
+                    default_mode: mode,
                     allowed_peers: allowed,
                     max_backfill_events_per_request: max_backfill
                         .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
-                    min_signature_protocol: min_signature_protocol
-                        .as_deref()
-                        .map(|m| SignatureProtocol::parse(m).context("--min-signature-protocol"))
-                        .transpose()?,
+                    min_signature_protocol,
                 })
                 .await?
                 .text

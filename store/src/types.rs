@@ -18,7 +18,6 @@ mod tests {
         }
         assert_eq!(SkipReason::MaxHops.to_string(), "max_hops");
         assert_eq!(PeerHealth::parse("sleepy"), None);
-        assert_eq!(FederationMode::choices(), "open, invite_only or closed");
         assert!(Permission::Admin.allows(Permission::Read));
         assert!(!Permission::Read.allows(Permission::Write));
     }

@@ -74,11 +74,8 @@ pub struct Instance {
     /// Where its Prometheus metrics are served.
     pub metrics_url: String,
     pub env: KiteEnv,
-    child: Option<KiteProcess>,
-    /// Set when it runs in this process.
-    in_process: Option<InProcess>,
-    /// Whether it runs as a `kite serve` process (else in this process).
-    process: bool,
+    /// How it runs, and the running instance (none while stopped or killed).
+    run: Run,
     pub http: reqwest::Client,
     pub max_attempts: u32,
     /// Every line the process wrote to stderr (its logs), across restarts.
@@ -146,9 +143,11 @@ impl Instance {
             port: 0,
             metrics_url: String::new(),
             env,
-            child: None,
-            in_process: None,
-            process,
+            run: if process {
+                Run::Process(None)
+            } else {
+                Run::InProcess(None)
+            },
             // Pooled connections are dropped after a second, before any test instance's
             // idle timeout (3 s at the least) closes them under a request.
             http: reqwest::Client::builder()
@@ -168,17 +167,13 @@ impl Instance {
         if self.port != 0 {
             env.set("KITE_PORT", self.port.to_string());
         }
-        if !self.process {
+        if let Run::InProcess(slot) = &mut self.run {
             let (run, ready) = InProcess::start(&self.name, &env).await;
-            self.port = ready
-                .url
-                .as_deref()
-                .and_then(|u| u.rsplit(':').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
+            let line = kite_kit::ready::parse(&ready.line()).expect("a ready line");
+            self.port = line.port().unwrap_or(0);
             self.url = ready.url.clone().unwrap_or_default();
             self.metrics_url = ready.metrics_url.clone().unwrap_or_default();
-            self.in_process = Some(run);
+            *slot = Some(run);
             return;
         }
         let logs = self.logs.clone();
@@ -200,17 +195,18 @@ impl Instance {
         self.port = child.ready().port().unwrap_or(0);
         self.url = child.url().unwrap_or_default().to_owned();
         self.metrics_url = child.ready().metrics_url.clone().unwrap_or_default();
-        self.child = Some(child);
+        self.run = Run::Process(Some(Box::new(child)));
     }
 
     /// SIGKILLs the process (an instance started with [`Instance::process_with`]).
     pub async fn kill(&mut self) {
-        assert!(
-            self.process,
-            "{}: only a process can be killed; start it with Instance::process_with",
-            self.name
-        );
-        if let Some(mut c) = self.child.take() {
+        let Run::Process(child) = &mut self.run else {
+            panic!(
+                "{}: only a process can be killed; start it with Instance::process_with",
+                self.name
+            )
+        };
+        if let Some(mut c) = child.take() {
             c.kill().await;
         }
     }
@@ -218,7 +214,7 @@ impl Instance {
     /// Stops an instance running in this process as its shutdown signal does, and waits for
     /// the end.
     pub async fn stop(&mut self) {
-        if let Some(run) = self.in_process.take() {
+        if let Run::InProcess(Some(run)) = std::mem::replace(&mut self.run, Run::InProcess(None)) {
             tokio::task::spawn_blocking(move || run.stop())
                 .await
                 .expect("stopped");
@@ -357,11 +353,17 @@ impl Drop for Instance {
                 eprintln!("--- {} logs ---\n{}", self.name, l.join("\n"));
             }
         }
-        if let Some(mut c) = self.child.take() {
-            c.start_kill();
-        }
-        if let Some(run) = self.in_process.take() {
-            run.stop();
+        match &mut self.run {
+            Run::Process(child) => {
+                if let Some(mut c) = child.take() {
+                    c.start_kill();
+                }
+            }
+            Run::InProcess(run) => {
+                if let Some(run) = run.take() {
+                    run.stop();
+                }
+            }
         }
         let db_url = self.db_url();
         let db_name = self.db_name.clone();
@@ -525,12 +527,18 @@ impl Proc {
 impl Instance {
     /// The process id of the instance's main process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.pid())
+        match &self.run {
+            Run::Process(Some(c)) => c.pid(),
+            _ => None,
+        }
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the exit; answers the exit success.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<bool> {
-        self.child.take()?.terminate(timeout).await
+        match &mut self.run {
+            Run::Process(child) => child.take()?.terminate(timeout).await,
+            Run::InProcess(_) => None,
+        }
     }
 
     /// Closes this instance's AMQP connections from the broker side (they carry the prefix
@@ -609,6 +617,14 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// How an instance runs: a `kite serve` process, or in this process.
+enum Run {
+    /// A child process (none while killed or stopped).
+    Process(Option<Box<KiteProcess>>),
+    /// In this process (none while stopped).
+    InProcess(Option<InProcess>),
 }
 
 /// `kite serve`'s settings, parsed as the binary parses them.

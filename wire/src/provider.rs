@@ -51,6 +51,15 @@ impl Scheme {
         }
     }
 
+    /// Every scheme.
+    pub const ALL: &'static [Scheme] = &[
+        Self::Stripe,
+        Self::Github,
+        Self::Slack,
+        Self::StandardWebhooks,
+        Self::HmacSha256,
+    ];
+
     /// Every scheme's API name.
     pub const NAMES: &'static [&'static str] = &[
         "stripe",
@@ -400,6 +409,15 @@ mod tests {
     }
 
     // Vectors from each provider's public documentation.
+    #[test]
+    fn every_scheme_is_listed_once_by_its_name() {
+        let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, Scheme::NAMES);
+        assert!(Scheme::ALL
+            .iter()
+            .all(|s| Scheme::parse(s.name()) == Some(*s)));
+    }
+
     #[test]
     fn github_documented_vector() {
         let headers = h(&[(

@@ -9,20 +9,20 @@ use kite_wire::Code;
 
 use super::*;
 use crate::hooks::{admit, Admissible, Admitted};
-use kite_api::grants::{Backfill, BackfillBody, Backfilled, GrantBody, GrantRequest};
+use kite_api::grants::{Backfill, Backfilled, NewGrant, Since};
 
 /// The most pages one backfill call asks for.
 const MAX_PAGES: u32 = 10_000;
 
 #[utoipa::path(post, path = "/api/federation/peers/{id}/grants", tag = "peers",
     summary = "Grant a handshake peer sending or backfilling event types, until a time", params(("id" = String, Path, description = "The peer's id (a UUID)")),
-    request_body = GrantBody,
+    request_body = NewGrant,
     responses((status = 201, description = "The grant", body = kite_store::grants::Grant)))]
 pub(super) async fn create_grant(
     State(st): St,
     Key(g, _): Key<act::CreateGrant>,
     Path(id): Path<String>,
-    Valid(GrantRequest(new)): Valid<GrantRequest>,
+    Valid(new): Valid<NewGrant>,
 ) -> Result<Response, ApiErr> {
     let grant = st
         .store
@@ -64,7 +64,7 @@ pub(super) async fn delete_grant(
 
 #[utoipa::path(post, path = "/api/federation/peers/{id}/backfill", tag = "peers", operation_id = "pull_backfill",
     summary = "Pull the history a handshake peer holds, every event's origin signature verified", params(("id" = String, Path, description = "The peer's id (a UUID)")),
-    request_body(content = BackfillBody, description = "Optional"),
+    request_body(content = Backfill, description = "Optional"),
     responses((status = 200, description = "What was fetched and stored", body = Backfilled)))]
 pub(super) async fn backfill(
     State(st): St,
@@ -85,8 +85,12 @@ pub(super) async fn backfill(
         .map(|t| ScopeSet::compile(t))
         .transpose()
         .map_err(|e| ApiErr(ApiError::validation("types", e.to_string())))?;
+    let (since, mut after) = match b.since {
+        None => (None, None),
+        Some(Since::Time(t)) => (Some(t), None),
+        Some(Since::Cursor(c)) => (None, Some(c)),
+    };
     let mut done = Backfilled::default();
-    let mut after = b.after;
     let mut left = b.limit;
     while left > 0 && done.pages < MAX_PAGES {
         let page = st
@@ -94,7 +98,7 @@ pub(super) async fn backfill(
             .backfill_page(
                 &peer,
                 &BackfillRequest {
-                    since: b.since,
+                    since,
                     after,
                     limit: u32::try_from(left).unwrap_or(u32::MAX),
                     types: b.types.clone(),

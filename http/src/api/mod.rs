@@ -1,9 +1,8 @@
 //! The admin API under `/api/federation/...`, `/api/sources`, `/api/keys` and
 //! `/api/events`, authenticated by the team's API key. One module a resource; this one holds
 //! the routes, the extractors every handler uses ([`Key`] naming its action in the one
-//! permission table, [`crate::access`], and [`Valid`]),
-//! the answer shapes they share and the field validators. Each resource module declares its
-//! request models ([`FromBody`]) and answer models.
+//! permission table, [`crate::access`], and [`Valid`]). Each resource module holds its
+//! handlers; their request and answer types are `kite_api`'s.
 
 mod grants;
 pub(crate) mod keys;
@@ -106,7 +105,8 @@ pub(crate) async fn token_unused(st: &AppState, team: &str, token: &str) -> Resu
 }
 
 /// A validated admin request body: a JSON object of at most [`MAX_ADMIN_BODY`] bytes (an
-/// empty body is an empty object), then [`FromBody`]; else 413 or 400 `invalid_json`.
+/// empty body is an empty object), then read as `kite_api::request::Request`; else 413 or
+/// 400 `invalid_json`.
 pub(crate) struct Valid<T>(pub(crate) T);
 
 impl<S: Send + Sync, T: kite_api::request::Request> FromRequest<S> for Valid<T> {

@@ -7,13 +7,11 @@ mod specs;
 mod trust;
 mod verbs;
 
-pub use specs::OutboxFilter;
 pub use trust::peer_by_invitation;
 
-use std::collections::HashMap;
-
 use reqwest::{Method, Url};
-use serde_json::value::RawValue;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 /// Why an admin call failed.
@@ -101,40 +99,6 @@ pub struct Answer {
     pub text: String,
 }
 
-/// A JSON answer as parsed ([`Reply::value`], also reached through `Deref`, so
-/// `reply["id"]` reads a field) and as the instance wrote it ([`Reply::text`]: key order,
-/// spacing and numbers as sent, such as an event's `data` byte for byte).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// The parsed JSON (`null` when the text is not JSON).
-    pub value: Value,
-    /// The JSON text as written.
-    pub text: String,
-}
-
-impl Reply {
-    /// A reply of JSON text.
-    pub fn from_text(text: String) -> Self {
-        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { value, text }
-    }
-
-    /// The `items` of a list answer, each with its own text (empty when it has none).
-    pub fn items(&self) -> Vec<Reply> {
-        let Ok(fields) = serde_json::from_str::<HashMap<String, Box<RawValue>>>(&self.text) else {
-            return Vec::new();
-        };
-        let Some(items) = fields.get("items") else {
-            return Vec::new();
-        };
-        serde_json::from_str::<Vec<Box<RawValue>>>(items.get())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|raw| Reply::from_text(raw.get().to_string()))
-            .collect()
-    }
-}
-
 /// A typed answer: the `kite_api` answer type as read ([`Answered::value`], also reached
 /// through `Deref`) and the JSON text the instance wrote ([`Answered::text`]).
 #[derive(Debug, Clone)]
@@ -149,14 +113,6 @@ impl<T> std::ops::Deref for Answered<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.value
-    }
-}
-
-impl std::ops::Deref for Reply {
-    type Target = Value;
-
-    fn deref(&self) -> &Value {
         &self.value
     }
 }
@@ -231,8 +187,78 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, ClientError> {
+        let (status, text) = self.exchange(method, path, body, None::<&()>).await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, body, text })
+    }
+
+    /// One call with a typed body that must answer a 2xx; answers it as `T`.
+    pub async fn send<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Answered<T>, ClientError> {
+        self.answered(method, path, body, None::<&()>).await
+    }
+
+    /// One call without a body that must answer a 2xx; answers it as `T`.
+    pub async fn typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<Answered<T>, ClientError> {
+        self.answered(method, path, None::<&()>, None::<&()>).await
+    }
+
+    /// A `GET` with a typed query string that must answer a 2xx; answers it as `T`.
+    pub async fn query<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<Answered<T>, ClientError> {
+        self.answered(Method::GET, path, None::<&()>, Some(query))
+            .await
+    }
+
+    /// A call that must answer a 2xx, its text read once as `T`.
+    async fn answered<B: Serialize + ?Sized, Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        query: Option<&Q>,
+    ) -> Result<Answered<T>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let (status, text) = self.exchange(method.clone(), path, body, query).await?;
+        if !(200..300).contains(&status) {
+            let e: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let field = |k: &str| e["error"][k].as_str().map(str::to_owned);
+            return Err(ClientError::Status {
+                method,
+                url,
+                status,
+                code: field("code").unwrap_or_else(|| "error".to_owned()),
+                message: field("message").unwrap_or_default(),
+            });
+        }
+        let value = serde_json::from_str(&text).map_err(|e| ClientError::decode(url, e))?;
+        Ok(Answered { value, text })
+    }
+
+    /// Sends one request; answers its status and body text.
+    async fn exchange<B: Serialize + ?Sized, Q: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        query: Option<&Q>,
+    ) -> Result<(u16, String), ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.key);
+        if let Some(q) = query {
+            req = req.query(q);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -241,83 +267,8 @@ impl ApiClient {
             .await
             .map_err(|source| ClientError::Unreachable { url, source })?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Answer { status, body, text })
+        Ok((status, resp.text().await.unwrap_or_default()))
     }
-
-    /// One call that must answer a 2xx; answers its JSON.
-    pub async fn ok(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Value, ClientError> {
-        self.reply(method, path, body).await.map(|r| r.value)
-    }
-
-    /// One call that must answer a 2xx; answers its JSON, parsed and as written.
-    pub async fn reply(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Result<Reply, ClientError> {
-        let a = self.call(method.clone(), path, body).await?;
-        if (200..300).contains(&a.status) {
-            return Ok(Reply {
-                value: a.body,
-                text: a.text,
-            });
-        }
-        Err(ClientError::Status {
-            method,
-            url: format!("{}{path}", self.base),
-            status: a.status,
-            code: a.body["error"]["code"]
-                .as_str()
-                .unwrap_or("error")
-                .to_string(),
-            message: a.body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        })
-    }
-
-    /// One call with a typed body that must answer a 2xx; answers it as `T`.
-    pub async fn send<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&B>,
-    ) -> Result<Answered<T>, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let body = body
-            .map(serde_json::to_value)
-            .transpose()
-            .map_err(|e| ClientError::decode(url.clone(), e))?;
-        let reply = self.reply(method, path, body.as_ref()).await?;
-        let value = serde_json::from_str(&reply.text).map_err(|e| ClientError::decode(url, e))?;
-        Ok(Answered {
-            value,
-            text: reply.text,
-        })
-    }
-
-    /// One call without a body that must answer a 2xx; answers it as `T`.
-    pub async fn typed<T: serde::de::DeserializeOwned>(
-        &self,
-        method: Method,
-        path: &str,
-    ) -> Result<Answered<T>, ClientError> {
-        self.send::<Value, T>(method, path, None).await
-    }
-}
-
-/// The `items` of a list answer (empty when it has none).
-pub fn items(answer: &Value) -> Vec<Value> {
-    answer["items"].as_array().cloned().unwrap_or_default()
 }
 
 /// Peers `from` to `to` for `team`: a token minted on `to`, trusted there as `from_name`,
@@ -343,21 +294,6 @@ pub async fn peer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_keep_the_text_of_each_item() {
-        let r = Reply::from_text(
-            r#"{"items":[{"b":1.50,"a":2},{"n":123456789012345678901234}],"next_cursor":null}"#
-                .into(),
-        );
-        let items = r.items();
-        assert_eq!(items.len(), 2);
-        assert_eq!(items[0].text, r#"{"b":1.50,"a":2}"#);
-        assert_eq!(items[0]["a"], 2);
-        assert_eq!(items[1].text, r#"{"n":123456789012345678901234}"#);
-        assert!(r["next_cursor"].is_null());
-        assert!(Reply::from_text("[1]".into()).items().is_empty());
-    }
 
     #[test]
     fn instance_urls_must_be_http_roots() {

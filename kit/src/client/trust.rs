@@ -2,14 +2,14 @@
 //! invitations, grants and backfill, and peering two instances by invitation.
 
 use kite_api::common::{Deleted, Items};
-use kite_api::grants::{Backfilled, Grant};
-use kite_api::invitations::{CreatedInvitation, InvitationInfo, NewInvitation};
+use kite_api::grants::{Backfill, Backfilled, Grant, NewGrant};
+use kite_api::invitations::{AcceptInvitation, CreatedInvitation, InvitationInfo, NewInvitation};
 use kite_api::peers::PeerView;
 use kite_api::policy::{IdentityView, Policy, PolicyPatch};
+use kite_wire::peering::Invitation;
 use reqwest::Method;
-use serde_json::Value;
 
-use super::specs::{enc, Body};
+use super::specs::enc;
 use super::{Answered, ApiClient, ClientError};
 
 impl ApiClient {
@@ -56,39 +56,23 @@ impl ApiClient {
         self.typed(Method::DELETE, &path).await
     }
 
-    /// Accepts another server's invitation (what this side sends: `scopes`, default what the
-    /// invitation offers); answers the new peer.
+    /// Accepts another server's invitation; answers the new peer.
     pub async fn accept_invitation(
         &self,
-        invitation: &str,
-        scopes: &[String],
-        max_hops: Option<u32>,
+        accept: &AcceptInvitation,
     ) -> Result<Answered<PeerView>, ClientError> {
-        let body = Body::default()
-            .set("invitation", invitation)
-            .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
-            .opt("max_hops", max_hops);
         let path = "/api/federation/invitations/accept";
-        self.send(Method::POST, path, Some(&body.value())).await
+        self.send(Method::POST, path, Some(accept)).await
     }
 
-    /// Gives a peer a grant (`permissions`: `send`, `backfill`) for `scopes` (empty: the
-    /// API's default `*`), for `ttl_secs` (None: the API's 30 days) or until `expires_at`.
+    /// Gives a peer a grant; answers it.
     pub async fn create_grant(
         &self,
         peer: &str,
-        permissions: &[String],
-        scopes: &[String],
-        ttl_secs: Option<u64>,
-        expires_at: Option<&str>,
+        grant: &NewGrant,
     ) -> Result<Answered<Grant>, ClientError> {
-        let body = Body::default()
-            .set("permissions", permissions.to_vec())
-            .opt("scopes", (!scopes.is_empty()).then(|| scopes.to_vec()))
-            .opt("ttl", ttl_secs)
-            .opt("expires_at", expires_at);
         let path = format!("/api/federation/peers/{}/grants", enc(peer));
-        self.send(Method::POST, &path, Some(&body.value())).await
+        self.send(Method::POST, &path, Some(grant)).await
     }
 
     /// A peer's grants.
@@ -107,25 +91,14 @@ impl ApiClient {
         self.typed(Method::DELETE, &path).await
     }
 
-    /// Pulls a peer's history: `since` an RFC 3339 time or the peer's cursor, at most
-    /// `limit` events, of `types` (empty: every type granted).
+    /// Pulls a peer's history; answers what was fetched and stored.
     pub async fn backfill(
         &self,
         peer: &str,
-        since: Option<&str>,
-        limit: Option<u32>,
-        types: &[String],
+        b: &Backfill,
     ) -> Result<Answered<Backfilled>, ClientError> {
-        let since = since.map(|s| match s.parse::<i64>() {
-            Ok(cursor) => Value::from(cursor),
-            Err(_) => Value::from(s),
-        });
-        let body = Body::default()
-            .opt("since", since)
-            .opt("limit", limit)
-            .opt("types", (!types.is_empty()).then(|| types.to_vec()));
         let path = format!("/api/federation/peers/{}/backfill", enc(peer));
-        self.send(Method::POST, &path, Some(&body.value())).await
+        self.send(Method::POST, &path, Some(b)).await
     }
 }
 
@@ -139,15 +112,24 @@ pub async fn peer_by_invitation(
     max_hops: u32,
 ) -> Result<(String, String), ClientError> {
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let max_hops = i32::try_from(max_hops).unwrap_or(i32::MAX);
     let inv = inviter
         .create_invitation(&NewInvitation {
             scopes: scopes.clone(),
-            max_hops: i32::try_from(max_hops).unwrap_or(i32::MAX),
-            ttl: kite_api::invitations::DEFAULT_TTL_SECS,
+            max_hops,
+            ..NewInvitation::default()
         })
         .await?;
+    let invitation = Invitation::decode(&inv.invitation).map_err(|e| ClientError::Decode {
+        url: inviter.base().to_owned(),
+        reason: e.to_string(),
+    })?;
     let on_accepter = accepter
-        .accept_invitation(&inv.invitation, &scopes, Some(max_hops))
+        .accept_invitation(&AcceptInvitation {
+            invitation,
+            scopes: Some(scopes),
+            max_hops: Some(max_hops),
+        })
         .await?;
     let accepter_name = accepter.identity().await?.value.descriptor.server_name;
     let on_inviter = inviter

@@ -3,9 +3,9 @@
 //! answers its answer type, with the text the instance wrote.
 
 use kite_api::common::{Deleted, Items, Page};
-use kite_api::events::EventItem;
+use kite_api::events::{EventItem, EventParams};
 use kite_api::keys::{ApiKeyInfo, CreatedKey, NewKey};
-use kite_api::outbox::OutboxEntry;
+use kite_api::outbox::{OutboxEntry, OutboxParams};
 use kite_api::peers::{NewPeer, Peer, PeerPatch, PeerView, ReplayDead, Replayed};
 use kite_api::senders::{NewSender, Sender, SenderPatch};
 use kite_api::sources::{NewSource, Rotation, Source};
@@ -14,8 +14,8 @@ use kite_api::tokens::{CreatedToken, NewToken, TokenInfo};
 use kite_api::types::{PeerStatus, Permission};
 use reqwest::Method;
 
-use super::specs::{enc, query};
-use super::{Answered, ApiClient, ClientError, OutboxFilter};
+use super::specs::enc;
+use super::{Answered, ApiClient, ClientError};
 
 impl ApiClient {
     // API keys.
@@ -216,7 +216,7 @@ impl ApiClient {
         limit: Option<u32>,
     ) -> Result<Answered<Replayed>, ClientError> {
         let body = ReplayDead {
-            limit: limit.map_or(1000, i64::from),
+            limit: limit.map_or(ReplayDead::DEFAULT_LIMIT, i64::from),
         };
         let path = format!("/api/federation/peers/{}/replay-dead", enc(id));
         self.send(Method::POST, &path, Some(&body)).await
@@ -258,16 +258,9 @@ impl ApiClient {
     /// One page of the outbox.
     pub async fn list_outbox(
         &self,
-        f: &OutboxFilter,
+        f: &OutboxParams,
     ) -> Result<Answered<Page<OutboxEntry>>, ClientError> {
-        let query = query(&[
-            ("peer_id", f.peer_id.clone()),
-            ("status", f.status.map(|s| s.to_string())),
-            ("limit", f.limit.map(|n| n.to_string())),
-            ("cursor", f.cursor.map(|n| n.to_string())),
-        ]);
-        self.typed(Method::GET, &format!("/api/federation/outbox{query}"))
-            .await
+        self.query("/api/federation/outbox", f).await
     }
 
     /// One page of stored events with a seq above `after`.
@@ -276,12 +269,12 @@ impl ApiClient {
         after: Option<i64>,
         limit: Option<u32>,
     ) -> Result<Answered<Page<EventItem>>, ClientError> {
-        let query = query(&[
-            ("after", after.map(|n| n.to_string())),
-            ("limit", limit.map(|n| n.to_string())),
-        ]);
-        self.typed(Method::GET, &format!("/api/events{query}"))
-            .await
+        let params = EventParams {
+            after,
+            limit: limit.map(i64::from),
+            ..EventParams::default()
+        };
+        self.query("/api/events", &params).await
     }
 
     /// The stored event with sequence number `seq`, if there is one.

@@ -89,6 +89,7 @@ pub(super) fn send_grant(scopes: Vec<String>) -> NewGrant {
         permissions: vec![GrantPermission::Send],
         scopes,
         expires_at: None,
+        ttl: None,
     }
 }
 
