@@ -415,10 +415,12 @@ struct Answer {
     text: bytes::Bytes,
 }
 
+/// The peer's `X-Kite-Instance-Id`, when it is an instance id (anything else is not kept).
 fn instance_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
     headers
         .get(signature::INSTANCE_ID_HEADER)
         .and_then(|v| v.to_str().ok())
+        .filter(|v| kite_wire::fed::valid_instance_id(v))
         .map(str::to_string)
 }
 
@@ -562,7 +564,10 @@ impl AttemptError {
         AttemptError::Refused {
             status,
             code: code.to_string(),
-            message: message.chars().take(300).collect(),
+            message: message
+                .chars()
+                .take(kite_federation::MAX_PEER_MESSAGE_CHARS)
+                .collect(),
         }
     }
 }

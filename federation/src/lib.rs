@@ -47,7 +47,7 @@ pub use client::{
     http_client, literal_forbidden, read_capped, read_prefix, ClientError, ReadError,
 };
 pub use inbound::{Inbound, VerifiedPeer};
-pub use outbound::{error_of, root_cause};
+pub use outbound::{error_of, root_cause, MAX_PEER_MESSAGE_CHARS};
 pub use replay::ReplayClaim;
 
 /// Federation settings.

@@ -11,16 +11,29 @@ use uuid::Uuid;
 use crate::client::{literal_forbidden, read_capped, read_prefix, ReadError};
 use crate::{FedError, Federation};
 
-/// The error code and message of a kite error body (`{"error":{"code","message"}}`).
+/// The longest error message of a peer's kept (in `last_error`, an event's story, logs).
+pub const MAX_PEER_MESSAGE_CHARS: usize = 300;
+
+/// The error code and message of a kite error body (`{"error":{"code","message"}}`), as far
+/// as a peer's word is kept: a code is 1 to 64 of `a-z`, `0-9` and `_` (anything else is
+/// `error`), and the message at most [`MAX_PEER_MESSAGE_CHARS`] characters, so what a peer
+/// answers never grows what is stored about it.
 pub fn error_of(body: &[u8]) -> Option<(String, String)> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let e = v.get("error")?;
+    let code = e.get("code")?.as_str()?;
+    let plausible = (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     Some((
-        e.get("code")?.as_str()?.to_string(),
+        if plausible { code } else { "error" }.to_string(),
         e.get("message")
             .and_then(|m| m.as_str())
             .unwrap_or_default()
-            .to_string(),
+            .chars()
+            .take(MAX_PEER_MESSAGE_CHARS)
+            .collect(),
     ))
 }
 
@@ -160,5 +173,16 @@ mod tests {
             Some(("peer_revoked".into(), "no".into()))
         );
         assert_eq!(error_of(b"<html>"), None);
+        // A peer's word is kept within bounds: a code that is no code, a long message.
+        let long = format!(
+            r#"{{"error":{{"code":"{}","message":"{}"}}}}"#,
+            "x".repeat(10_000),
+            "m".repeat(10_000)
+        );
+        let (code, message) = error_of(long.as_bytes()).expect("an error body");
+        assert_eq!(code, "error");
+        assert_eq!(message.chars().count(), MAX_PEER_MESSAGE_CHARS);
+        let odd = br#"{"error":{"code":"Bad Code\u0007","message":"m"}}"#;
+        assert_eq!(error_of(odd).map(|e| e.0), Some("error".into()));
     }
 }

@@ -479,30 +479,35 @@ pub(crate) async fn backfill(
         .max_backfill_events_per_request
         .max(1);
     let limit = i64::from(req.limit.max(1)).min(i64::from(max));
-    let rows = st
+    let (rows, cut) = st
         .store
-        .history(&team, req.after.unwrap_or(0), req.since, limit)
+        .history(
+            &team,
+            req.after.unwrap_or(0),
+            req.since,
+            limit,
+            i64::try_from(peering::MAX_PAGE_BYTES).unwrap_or(i64::MAX),
+        )
         .await?;
+    let more = cut || rows.len() as i64 == limit;
     let server = peer.server_name.as_deref().unwrap_or_default();
-    let page = backfill_page(&st, rows, limit, server, &granted, wanted.as_ref()).await;
+    let page = backfill_page(&st, rows, more, server, &granted, wanted.as_ref()).await;
     let r = Json(page).into_response();
     Ok(call.done(r))
 }
 
-/// A backfill page of `rows` (a page of `limit` rows of history): those of the types the
+/// A backfill page of `rows` (a page of history, `more` after it): those of the types the
 /// peer holds a grant for and asked for, that did not pass through it, each as it would have
 /// been forwarded to it; with the cursor of the next page, if there is one.
 async fn backfill_page(
     st: &AppState,
     rows: Vec<StoredEvent>,
-    limit: i64,
+    more: bool,
     server: &str,
     granted: &ScopeSet,
     wanted: Option<&ScopeSet>,
 ) -> BackfillPage {
-    let mut next_cursor = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|e| e.seq))
-        .flatten();
+    let mut next_cursor = more.then(|| rows.last().map(|e| e.seq)).flatten();
     let mut events = Vec::new();
     // A page stays within MAX_PAGE_BYTES: it ends before the event that would pass it, and
     // the next page starts there.

@@ -52,6 +52,16 @@ const MAX_URL_LEN: usize = 2048;
 /// What an invitation string starts with.
 pub const INVITATION_PREFIX: &str = "kiteinv_";
 
+/// Whether a team named by another server can stand in this server's URLs for it: 1 to 64
+/// visible ASCII characters, none of which ends or escapes a path segment (`/`, `?`, `#`,
+/// `%`, `\`).
+pub fn plausible_team(team: &str) -> bool {
+    (1..=64).contains(&team.len())
+        && team
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'%' | b'\\'))
+}
+
 /// The accept endpoint of a team: `{base}/federation/v1/teams/{team}/accept`.
 pub fn accept_url(base: &str, team: &str) -> String {
     format!(

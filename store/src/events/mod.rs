@@ -224,26 +224,38 @@ impl Store {
     }
 
     /// A team's events after `after_seq` received at or after `since`, oldest first (what a
-    /// peer's backfill reads).
+    /// peer's backfill reads): at most `limit`, and only those that start within `max_bytes`
+    /// of event text (so at least one), so a page of history never loads more than about
+    /// one page, however many rows a policy allows. Answers the rows and whether the byte
+    /// bound cut them short.
     pub async fn history(
         &self,
         team_id: &str,
         after_seq: i64,
         since: Option<DateTime<Utc>>,
         limit: i64,
-    ) -> Result<Vec<StoredEvent>> {
+        max_bytes: i64,
+    ) -> Result<(Vec<StoredEvent>, bool)> {
         let c = self.conn().await?;
         let rows = c
             .query(
                 &format!(
-                    "SELECT {STORED_COLS} FROM events
-                 WHERE team_id = $1 AND seq > $2 AND ($3::timestamptz IS NULL OR received_at >= $3)
-                 ORDER BY seq LIMIT $4"
+                    "SELECT {STORED_COLS}, upto >= $5 FROM (
+                       SELECT *, sum(octet_length(event::text)) OVER (ORDER BY seq) AS upto,
+                              octet_length(event::text) AS size
+                       FROM events
+                       WHERE team_id = $1 AND seq > $2
+                         AND ($3::timestamptz IS NULL OR received_at >= $3)
+                       ORDER BY seq LIMIT $4) page
+                     WHERE upto - size < $5 ORDER BY seq"
                 ),
-                &[&team_id, &after_seq, &since, &limit],
+                &[&team_id, &after_seq, &since, &limit, &max_bytes],
             )
             .await?;
-        Ok(rows.iter().filter_map(stored).collect())
+        let cut = rows
+            .last()
+            .is_some_and(|r| r.try_get::<_, bool>(12).unwrap_or(false));
+        Ok((rows.iter().filter_map(stored).collect(), cut))
     }
 
     /// A team's events after `q.after` matching the filters, oldest first.
@@ -411,12 +423,12 @@ async fn insert(
                   AS u(t, s, i, h, ty, e, o, c, n, g, k)
              WHERE (SELECT count(*) FROM locks) >= 0
              ON CONFLICT DO NOTHING
-             RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at",
+             RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at, fed_origin",
         )
         .await?;
     let cols = EventColumns::of(batch);
     let rows = c.query(&st, &cols.params()).await?;
-    outcomes(batch, &rows.iter().collect::<Vec<_>>())
+    outcomes(batch, &rows.iter().collect::<Vec<_>>(), 6)
 }
 
 /// A batch of events as the column arrays the inserts take.
@@ -483,11 +495,19 @@ impl EventColumns<'_> {
 
 /// Each event's outcome from the rows an insert returned (seq, team_id, hook_source,
 /// ce_source, ce_id, received_at): the first of several equal identities takes the row.
-fn outcomes(batch: &[NewEvent], rows: &[&Row]) -> Result<Vec<InsertOutcome>> {
-    type Identity = (TeamId, String, String, String);
+fn outcomes(batch: &[NewEvent], rows: &[&Row], origin_at: usize) -> Result<Vec<InsertOutcome>> {
+    // An event's identity (the `events_identity` index): its team, hook, CloudEvent source
+    // and id, and the origin it names.
+    type Identity = (TeamId, String, String, String, Option<String>);
     let mut inserted: HashMap<Identity, (EventSeq, DateTime<Utc>)> = HashMap::new();
     for r in rows {
-        let key = (r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?);
+        let key = (
+            r.col(1)?,
+            r.col(2)?,
+            r.col(3)?,
+            r.col(4)?,
+            r.col(origin_at)?,
+        );
         inserted.insert(key, (r.col(0)?, r.col(5)?));
     }
     Ok(batch
@@ -498,6 +518,7 @@ fn outcomes(batch: &[NewEvent], rows: &[&Row]) -> Result<Vec<InsertOutcome>> {
                 e.hook_source.clone(),
                 e.ce_source.clone(),
                 e.ce_id.clone(),
+                e.fed.origin.clone(),
             );
             match inserted.remove(&key) {
                 Some((seq, received_at)) => InsertOutcome::Inserted { seq, received_at },

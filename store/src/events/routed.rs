@@ -43,7 +43,7 @@ const INSERT_ROUTED: &str = "WITH locks AS (
                     FROM src WHERE (SELECT count(*) FROM locks) >= 0
                     ORDER BY pos
                     ON CONFLICT DO NOTHING
-                    RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at),
+                    RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at, fed_origin),
                  routed AS (
                     INSERT INTO outbox (event_seq, peer_id, team_id, state, reason, next_attempt_at)
                     SELECT ins.seq, r.peer, ins.team_id, r.state, r.reason,
@@ -53,11 +53,12 @@ const INSERT_ROUTED: &str = "WITH locks AS (
                     JOIN src ON src.pos = r.pos
                     JOIN ins ON ins.team_id = src.t AND ins.hook_source = src.h
                             AND ins.ce_source = src.s AND ins.ce_id = src.i
+                            AND ins.fed_origin IS NOT DISTINCT FROM src.o
                     RETURNING id, peer_id, state, event_seq, next_attempt_at > now() AS leased)
                  SELECT seq, team_id, hook_source, ce_source, ce_id, received_at,
-                        NULL::bigint, NULL::uuid, NULL::text, NULL::bool FROM ins
+                        NULL::bigint, NULL::uuid, NULL::text, NULL::bool, fed_origin FROM ins
                  UNION ALL
-                 SELECT event_seq, NULL, NULL, NULL, NULL, NULL, id, peer_id, state, leased
+                 SELECT event_seq, NULL, NULL, NULL, NULL, NULL, id, peer_id, state, leased, NULL
                  FROM routed";
 
 impl Store {
@@ -79,7 +80,7 @@ impl Store {
         params.extend(routing.params());
         let answer = c.query(&st, &params).await?;
         let (inserted, made) = split_answer(&answer)?;
-        let outcomes = outcomes(batch, &inserted)?;
+        let outcomes = outcomes(batch, &inserted, 10)?;
         let pending = pending_rows(&outcomes, made);
         Ok((outcomes, pending))
     }

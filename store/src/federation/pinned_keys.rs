@@ -8,9 +8,11 @@ use kite_wire::peering::{PublishedKey, MAX_KEYS};
 
 use crate::{Result, RowExt, Store};
 
-/// Most rows pinned for one peer: [`MAX_KEYS`] live keys and as many ended ones, remembered
-/// so that an ended key never comes back.
-pub const MAX_PINNED_ROWS: i64 = 2 * MAX_KEYS as i64;
+/// Most rows pinned for one peer: [`MAX_KEYS`] live keys, and the ended ones remembered for
+/// [`ENDED_KEPT`] so an ended key never comes back. New keys wait while [`MAX_KEYS`] ended
+/// ones are remembered, so at most `MAX_KEYS - 1` of them and the `MAX_KEYS` ended by one
+/// change: a bound that holds by construction, never by forgetting an ended key early.
+pub const MAX_PINNED_ROWS: i64 = 3 * MAX_KEYS as i64;
 /// How long an ended key is remembered before it is pruned: far longer than a signed
 /// request's five-minute window, so no request signed while it was current revives it.
 pub const ENDED_KEPT: Duration = Duration::from_secs(3600);
@@ -37,8 +39,9 @@ pub enum Pin {
 /// - a listed key already pinned with another public key, or ended, is ignored (an ended key
 ///   never comes back);
 /// - a listed key already pinned keeps the earlier of its two ends (validity only shortens);
-/// - a new key is pinned while fewer than [`MAX_KEYS`] are live (ended ones beyond
-///   [`MAX_PINNED_ROWS`] are pruned after);
+/// - a new key is pinned while fewer than [`MAX_KEYS`] are live and fewer than [`MAX_KEYS`]
+///   ended ones are remembered (a peer that rotates faster than that waits for them to age
+///   out, [`ENDED_KEPT`]);
 /// - a live key not listed ends now, if the list comes from the descriptor or was signed by
 ///   a key at least as new as it.
 pub fn plan_pins(
@@ -65,6 +68,7 @@ pub fn plan_pins(
         }
     }
     let mut live = known.iter().filter(|k| !ended(k)).count() - plan.len();
+    let remembered = known.iter().filter(|k| ended(k)).count();
     for k in listed {
         match known.iter().find(|p| p.key_id == k.key_id) {
             Some(p) if p.public_key != k.public_key || ended(p) => {}
@@ -74,7 +78,7 @@ pub fn plan_pins(
                     plan.push(Pin::Until(p.key_id.clone(), until));
                 }
             }
-            None if !ended(k) && live < MAX_KEYS => {
+            None if !ended(k) && live < MAX_KEYS && remembered < MAX_KEYS => {
                 live += 1;
                 plan.push(Pin::Add(k.clone()));
             }
@@ -150,19 +154,12 @@ impl Store {
                 }
             }
         }
-        // Ended keys are remembered a while (their ids refused), then pruned; never more
-        // than MAX_PINNED_ROWS rows a peer.
+        // Ended keys are remembered a while (their ids refused), then pruned; the plan keeps
+        // a peer within MAX_PINNED_ROWS rows.
         let kept_since = now - chrono::Duration::from_std(ENDED_KEPT).unwrap_or_default();
         tx.execute(
             "DELETE FROM peer_keys WHERE peer_id = $1 AND valid_until < $2",
             &[&peer_id, &kept_since],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM peer_keys WHERE peer_id = $1 AND key_id IN (
-                 SELECT key_id FROM peer_keys WHERE peer_id = $1 AND valid_until <= now()
-                 ORDER BY valid_until DESC OFFSET $2)",
-            &[&peer_id, &(MAX_PINNED_ROWS - MAX_KEYS as i64)],
         )
         .await?;
         tx.commit().await?;
@@ -265,5 +262,33 @@ mod tests {
         let plan = plan_pins(&old, &many[..MAX_KEYS], KeySource::Descriptor, now);
         let adds = plan.iter().filter(|p| matches!(p, Pin::Add(_))).count();
         assert_eq!((plan.len(), adds), (2 * MAX_KEYS, MAX_KEYS));
+    }
+
+    #[test]
+    fn a_peer_rotating_faster_than_ended_keys_are_remembered_waits() {
+        let now = at(1000);
+        // Eight keys ended within the hour, one live.
+        let mut known: Vec<PublishedKey> = (0..MAX_KEYS)
+            .map(|i| key(&format!("old{i}"), i as i64, Some(900)))
+            .collect();
+        known.push(key("live", 950, None));
+        let listed = vec![key("live", 950, None), key("next", 990, None)];
+        // The next key waits: pinning it would mean forgetting an ended one early.
+        assert_eq!(
+            plan_pins(&known, &listed, KeySource::Descriptor, now),
+            vec![]
+        );
+        // Once one has aged out (pruned), it is pinned.
+        known.remove(0);
+        assert_eq!(
+            plan_pins(&known, &listed, KeySource::Descriptor, now),
+            vec![Pin::Add(key("next", 990, None))]
+        );
+        // An ended key listed again never comes back, however many were remembered.
+        let again = vec![key("live", 950, None), key("old3", 3, None)];
+        assert_eq!(
+            plan_pins(&known, &again, KeySource::Descriptor, now),
+            vec![]
+        );
     }
 }

@@ -321,3 +321,46 @@ async fn kite_admin_into_head_ends_quietly() {
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[tokio::test]
+async fn a_backfill_page_reads_no_more_history_than_one_page_holds() {
+    // However many events a policy lets one backfill request answer, serving a page loads
+    // only the rows that start within a page's bytes.
+    let a = Instance::start("history").await;
+    let filler = "x".repeat(100_000);
+    for i in 0..10 {
+        let mut e = stripe_event(&format!("evt_big_{i}"), "charge.succeeded");
+        e["data"]["object"]["filler"] = json!(filler);
+        let (s, v) = a.hook("stripe", &e).await;
+        assert_eq!(s, 202, "{v}");
+    }
+    let store = kite_store::Store::connect(&a.db_url(), 2)
+        .await
+        .expect("store");
+    let (rows, cut) = store
+        .history("default", 0, None, 1000, 350_000)
+        .await
+        .expect("history");
+    // About 100 KB an event: four start within 350 KB; the bound cut the page short.
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs.len(), 4, "{seqs:?}");
+    assert!(cut);
+    // One event larger than the bound still makes a page.
+    let (rows, cut) = store
+        .history("default", 0, None, 1000, 10)
+        .await
+        .expect("history");
+    assert_eq!((rows.len(), cut), (1, true));
+    // Within the bound, the row limit decides, and nothing is cut.
+    let (rows, cut) = store
+        .history("default", 0, None, 1000, 100_000_000)
+        .await
+        .expect("history");
+    assert_eq!((rows.len(), cut), (10, false));
+    let (rows, cut) = store
+        .history("default", seqs[3], None, 2, 100_000_000)
+        .await
+        .expect("history");
+    assert_eq!((rows.len(), cut), (2, false));
+    assert!(rows.iter().all(|r| r.seq > seqs[3]));
+}

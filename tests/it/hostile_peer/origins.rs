@@ -221,3 +221,73 @@ async fn only_an_origin_proves_an_origin_live_or_in_a_backfill() {
     let hk = PublicKey::from_base64(&h.key().published.public_key).expect("key");
     assert!(provenance::verify(&ev, &sig, &hk));
 }
+
+#[tokio::test]
+async fn a_copy_sent_first_under_the_senders_own_origin_never_hides_the_real_event() {
+    // A peer that learned an event's id and source (a webhook it saw, a guess) sends its own
+    // copy first, under the only origin it can prove, its own. The real event, when its
+    // origin forwards it, is stored too: it is no duplicate of the copy.
+    let a = Instance::start("twa").await;
+    let b = Instance::start("twb").await;
+    handshake(&a, &b, "*", "*").await;
+    let h = joined(&b, "twh", "*").await;
+    let to_b = peer_of(&a, "twb").await.expect("a's peer b")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (s, v) = a
+        .patch(
+            &format!("/api/federation/peers/{to_b}"),
+            json!({"status": "paused"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = a
+        .hook("stripe", &stripe_event("evt_twin", "charge.succeeded"))
+        .await;
+    assert_eq!(s, 202);
+    let real = a.event("evt_twin").await.expect("the event on a");
+    let copy = json!({
+        "specversion": "1.0", "id": "evt_twin", "source": real["event"]["source"],
+        "type": real["event"]["type"], "datacontenttype": "application/json",
+        "data": {"forged": true},
+        "kitefedorigin": "twh", "kitefedchain": "[\"twh\"]", "kitefedhops": 1
+    })
+    .to_string();
+    let (s, v) = h
+        .send_event(at(&b), &h.sign_as(&copy, "twh", &h.key()))
+        .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(b.count_events("evt_twin").await, 1);
+    // The copy again: a duplicate of itself.
+    let (s, v) = h
+        .send_event(at(&b), &h.sign_as(&copy, "twh", &h.key()))
+        .await;
+    assert_eq!(
+        (s, v["status"].as_str()),
+        (200, Some("duplicate_ignored")),
+        "{v}"
+    );
+
+    let (s, v) = a
+        .patch(
+            &format!("/api/federation/peers/{to_b}"),
+            json!({"status": "active"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the real event on b", WAIT, || async {
+        (b.count_events("evt_twin").await == 2).then_some(())
+    })
+    .await;
+    let (s, v) = b.get("/api/events?limit=1000").await;
+    assert_eq!(s, 200);
+    let origins: Vec<&str> = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["event"]["id"] == "evt_twin")
+        .filter_map(|e| e["event"]["kitefedorigin"].as_str())
+        .collect();
+    assert_eq!(origins, ["twh", "twa"], "{v}");
+}

@@ -187,3 +187,45 @@ async fn what_a_peer_answers_is_read_up_to_a_bound() {
         after / MIB
     );
 }
+
+#[tokio::test]
+async fn what_a_peer_says_in_a_refusal_is_kept_within_bounds() {
+    let b = Instance::start("wb").await;
+    let h = joined(&b, "wh", "*").await;
+    let h_id = peer_of(&b, "wh").await.expect("peer")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Refusals whose code is no code and whose message is 100,000 characters long.
+    let refusal = json!({"error": {"code": "X".repeat(10_000), "message": "m".repeat(100_000)}});
+    h.set(|x| {
+        x.hook = Answer::Json(400, refusal.clone());
+        x.heartbeat = Answer::Json(400, refusal.clone());
+    });
+    let (s, _) = b
+        .hook("stripe", &stripe_event("loud_refusal", "charge.succeeded"))
+        .await;
+    assert_eq!(s, 202);
+    let row = eventually("the refusal was recorded", WAIT, || async {
+        let rows = b.outbox(&format!("peer_id={h_id}")).await;
+        rows.into_iter().find(|r| r["last_error"].is_string())
+    })
+    .await;
+    let kept = row["last_error"].as_str().unwrap_or_default();
+    assert!(kept.len() < 400, "{} bytes kept", kept.len());
+    assert!(!kept.contains("XXXX"), "{kept}");
+    // The event's story and the peer's record keep no more.
+    let (s, story) = b.get(&format!("/api/events/{}", "loud_refusal")).await;
+    assert_eq!(s, 200, "{story}");
+    assert!(
+        story.to_string().len() < 16_000,
+        "{} bytes",
+        story.to_string().len()
+    );
+    let peer = peer_of(&b, "wh").await.expect("peer");
+    assert!(
+        peer.to_string().len() < 8_000,
+        "{} bytes",
+        peer.to_string().len()
+    );
+}

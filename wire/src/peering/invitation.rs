@@ -59,7 +59,7 @@ impl Invitation {
         let inv: Self = serde_json::from_slice(&json).map_err(|_| BadInvitation)?;
         if inv.url.is_empty()
             || inv.url.len() > MAX_URL_LEN
-            || inv.team.is_empty()
+            || !super::plausible_team(&inv.team)
             || inv.token.is_empty()
             || inv.token.len() > MAX_TOKEN_LEN
             || !valid_server_name(&inv.server_name)
@@ -96,6 +96,7 @@ impl Message for AcceptRequest {
             });
         }
         self.server.check()?;
+        check_team(self.team.as_str(), Self::WHAT)?;
         if let Some(scopes) = &self.scopes {
             ScopeSet::compile(scopes).map_err(|e| PeeringError::Terms(e.to_string()))?;
         }
@@ -142,7 +143,20 @@ impl Message for AcceptResponse {
     const WHAT: &'static str = "an acceptance";
     fn check(&self) -> Result<(), PeeringError> {
         check_name(&self.server_name)?;
+        check_team(self.team.as_str(), Self::WHAT)?;
         self.theirs().check()?;
         self.yours().check()
     }
+}
+
+/// Refuses a team another server names that could not stand as one segment of this
+/// server's URLs for it ([`super::plausible_team`]).
+fn check_team(team: &str, what: &'static str) -> Result<(), PeeringError> {
+    if super::plausible_team(team) {
+        return Ok(());
+    }
+    Err(PeeringError::Malformed {
+        what,
+        reason: "its team is 1 to 64 visible characters without / ? # % or \\".into(),
+    })
 }

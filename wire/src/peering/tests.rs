@@ -38,6 +38,10 @@ fn invitations_round_trip_and_refuse_junk() {
             ..inv.clone()
         },
         Invitation {
+            team: "a/../../admin".into(),
+            ..inv.clone()
+        },
+        Invitation {
             offer: Terms {
                 max_hops: 1000,
                 ..offer()
@@ -77,6 +81,27 @@ fn terms_are_within_a_bound_only_when_they_ask_no_more() {
     }
     .check()
     .is_err());
+}
+
+#[test]
+fn a_team_another_server_names_stays_one_path_segment() {
+    for ok in ["default", "team-1", "Team_A.b"] {
+        assert!(plausible_team(ok), "{ok}");
+    }
+    let long = "t".repeat(65);
+    for bad in [
+        "",
+        "a/b",
+        "a?b",
+        "a#b",
+        "a%2Fb",
+        "a\\b",
+        "a b",
+        "é",
+        long.as_str(),
+    ] {
+        assert!(!plausible_team(bad), "{bad:?}");
+    }
 }
 
 #[test]
