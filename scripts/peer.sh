@@ -1,23 +1,20 @@
 #!/bin/sh
-# Peer two kite instances with each other, both directions, through their admin APIs.
+# Peer two kite instances by invitation, as `kite demo` does, through their admin APIs:
 #
 #   A_URL=http://127.0.0.1:7701 B_URL=http://127.0.0.1:7702 \
 #   A_KEY=kite_aaaaaaaa_... B_KEY=kite_aaaaaaaa_... sh scripts/peer.sh
 #
-# For each direction X -> Y:
-#   1. Y mints a token:               POST Y/api/federation/tokens {"label":"from-X"}
-#   2. Y trusts X with it:            POST Y/api/federation/trusted-senders
-#                                          {"name":X, "inbound_token":TOKEN}
-#   3. X gets Y as a peer with it:    POST X/api/federation/peers
-#                                          {"name":Y, "peer_hook_url":Y_HOOK_URL,
-#                                           "outbound_token":TOKEN, "scopes":["*"], "max_hops":3}
-# A direction whose peer already exists on X is left alone, so the script can run again.
+#   1. A invites:   POST A/api/federation/invitations {"scopes":SCOPES,"max_hops":MAX_HOPS}
+#                   (what A sends B; answers a single-use invitation naming A's public URL)
+#   2. B accepts:   POST B/api/federation/invitations/accept
+#                   {"invitation":INVITATION,"scopes":SCOPES} (what B sends A)
+#   B fetches A's descriptor at A's KITE_PUBLIC_URL, and each side ends with a peer for the
+#   other, its Ed25519 keys pinned: events flow both ways, signed, with no shared secret.
+# Already peered (B has a peer named A_NAME) is left alone, so the script can run again.
 #
 # Required: A_URL, B_URL (admin API base URLs as this script reaches them), A_KEY, B_KEY.
-# Optional: A_NAME (instance-a), B_NAME (instance-b), TEAM (default),
-#           A_HOOK_URL / B_HOOK_URL (the hook URL the *other instance* posts to;
-#           default ${X_URL}/hooks/${TEAM}/kite), SCOPES (["*"]), MAX_HOPS (3),
-#           WAIT_SECONDS (120: how long to wait for both admin APIs to answer).
+# Optional: A_NAME (instance-a: A's server name, KITE_INSTANCE_ID), SCOPES (["*"]),
+#           MAX_HOPS (3), WAIT_SECONDS (120: how long to wait for both admin APIs to answer).
 # Uses only POSIX sh, curl and sed (runs in the curlimages/curl image).
 set -eu
 
@@ -25,11 +22,8 @@ set -eu
 : "${A_KEY:?A_KEY is required}" "${B_KEY:?B_KEY is required}"
 A_NAME=${A_NAME:-instance-a}
 B_NAME=${B_NAME:-instance-b}
-TEAM=${TEAM:-default}
 A_URL=${A_URL%/}
 B_URL=${B_URL%/}
-A_HOOK_URL=${A_HOOK_URL:-$A_URL/hooks/$TEAM/kite}
-B_HOOK_URL=${B_HOOK_URL:-$B_URL/hooks/$TEAM/kite}
 SCOPES=${SCOPES:-'["*"]'}
 MAX_HOPS=${MAX_HOPS:-3}
 WAIT_SECONDS=${WAIT_SECONDS:-120}
@@ -72,33 +66,22 @@ wait_for() { # NAME URL KEY
     say "$1 is up at $2"
 }
 
-# peer_one FROM_NAME FROM_URL FROM_KEY TO_NAME TO_URL TO_KEY TO_HOOK_URL
-peer_one() {
-    _fn=$1 _fu=$2 _fk=$3 _tn=$4 _tu=$5 _tk=$6 _th=$7
-
-    api GET "$_fu/api/federation/peers" "$_fk" || fail "listing peers on $_fn: $STATUS $BODY"
-    if printf '%s' "$BODY" | tr -d '\n' | grep -q "\"name\"[[:space:]]*:[[:space:]]*\"$_tn\""; then
-        say "$_fn already has peer $_tn: left as it is"
-        return 0
-    fi
-
-    api POST "$_tu/api/federation/tokens" "$_tk" "{\"label\":\"from-$_fn\"}" ||
-        fail "minting a token on $_tn: $STATUS $BODY"
-    _token=$(json_str token)
-    [ -n "$_token" ] || fail "no \"token\" field in $_tn's answer to POST /api/federation/tokens"
-
-    api POST "$_tu/api/federation/trusted-senders" "$_tk" \
-        "{\"name\":\"$_fn\",\"inbound_token\":\"$_token\"}" ||
-        fail "adding trusted sender $_fn on $_tn: $STATUS $BODY"
-
-    api POST "$_fu/api/federation/peers" "$_fk" \
-        "{\"name\":\"$_tn\",\"peer_hook_url\":\"$_th\",\"outbound_token\":\"$_token\",\"scopes\":$SCOPES,\"max_hops\":$MAX_HOPS}" ||
-        fail "adding peer $_tn on $_fn: $STATUS $BODY"
-    say "$_fn -> $_tn peered (hook $_th)"
-}
-
 wait_for "$A_NAME" "$A_URL" "$A_KEY"
 wait_for "$B_NAME" "$B_URL" "$B_KEY"
-peer_one "$A_NAME" "$A_URL" "$A_KEY" "$B_NAME" "$B_URL" "$B_KEY" "$B_HOOK_URL"
-peer_one "$B_NAME" "$B_URL" "$B_KEY" "$A_NAME" "$A_URL" "$A_KEY" "$A_HOOK_URL"
-say "done: $A_NAME <-> $B_NAME"
+
+api GET "$B_URL/api/federation/peers" "$B_KEY" || fail "listing peers on $B_NAME: $STATUS $BODY"
+if printf '%s' "$BODY" | tr -d '\n' | grep -q "\"name\"[[:space:]]*:[[:space:]]*\"$A_NAME\""; then
+    say "$B_NAME already has peer $A_NAME: left as it is"
+    exit 0
+fi
+
+api POST "$A_URL/api/federation/invitations" "$A_KEY" "{\"scopes\":$SCOPES,\"max_hops\":$MAX_HOPS}" ||
+    fail "inviting on $A_NAME: $STATUS $BODY"
+INVITATION=$(json_str invitation)
+[ -n "$INVITATION" ] || fail "no \"invitation\" in $A_NAME's answer to POST /api/federation/invitations"
+say "$A_NAME invited (scopes $SCOPES)"
+
+api POST "$B_URL/api/federation/invitations/accept" "$B_KEY" \
+    "{\"invitation\":\"$INVITATION\",\"scopes\":$SCOPES}" ||
+    fail "accepting on $B_NAME: $STATUS $BODY"
+say "done: $A_NAME <-> $B_NAME peered by invitation"

@@ -385,26 +385,43 @@ async fn relay_sample(http: &reqwest::Client, ia: &Instance, ib: &Instance) -> a
     Ok(())
 }
 
-/// Prints the instances' URLs and keys, and what to try next.
+/// Prints the instances' URLs, keys, dashboards and metrics, and (unless `--once`, which
+/// stops them) the lines to paste and what to try next.
 fn print_next_steps(a: &DemoArgs, started: &[Instance]) {
     println!();
     for i in started.iter() {
         println!("{}  {}  admin key: {}", i.name, i.url, i.key);
+        println!("  dashboard: {}/ui   metrics: {}/metrics", i.url, i.url);
+    }
+    if a.once {
+        println!("\n--once: both instances stop now");
+        return;
     }
     let (ia, ib) = (&started[0], &started[1]);
-    println!("\nexport A_URL={} A_KEY={}", ia.url, ia.key);
+    println!("\nPaste these lines into the shell you try kite in:\n");
+    println!("export A_URL={} A_KEY={}", ia.url, ia.key);
     println!("export B_URL={} B_KEY={}", ib.url, ib.key);
-    if !a.once {
-        println!("\nboth instances keep running; Ctrl-C stops them and removes their data. Try:");
-        println!(
-            "  kite listen --instance {} --source kite --api-key {}",
-            ib.url, ib.key
-        );
+    if let Some(dir) = kite_dir_off_path() {
+        println!("export PATH=\"{}:$PATH\"", dir.display());
     }
-    println!(
-        "\n`kite` on your PATH: run `cargo install --path .` in the repository (it installs into \
-         ~/.cargo/bin); until then `cargo run -q -- ARGS` runs it"
-    );
+    println!("\nboth instances keep running; Ctrl-C stops them and removes their data. Try:");
+    println!("  kite listen --instance $B_URL --source kite --api-key $B_KEY");
+    println!("  kite peer --instance $A_URL --api-key $A_KEY list");
+    println!("  kite trigger --instance $A_URL stripe payment_intent.succeeded");
+}
+
+/// The directory of this `kite` binary, when a bare `kite` would not find it on the PATH.
+fn kite_dir_off_path() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.to_path_buf();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .map(|p| p.join("kite"))
+        .find(|k| k.is_file());
+    match found {
+        Some(k) if k.canonicalize().ok() == exe.canonicalize().ok() => None,
+        _ => Some(dir),
+    }
 }
 
 /// Stops what was started and removes both instances' databases and AMQP objects.

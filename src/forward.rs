@@ -102,39 +102,40 @@ impl Forwarder {
             .body(body)
     }
 
-    /// Forwards one event: up to 1 + `retries` attempts with backoff, each answer printed;
-    /// never more, so a failing target never stalls the events after it.
+    /// Forwards one event: up to 1 + `retries` attempts with backoff, each answer printed
+    /// with its attempt's number of the whole (`attempt 2/4`); never more, so a failing
+    /// target never stalls the events after it.
     pub async fn forward(&self, seq: i64, text: &str, ev: &Value) {
         let id = ev.get("id").and_then(Value::as_str).unwrap_or("-");
         let mut delay = Duration::from_millis(500);
-        for attempt in 0..=self.retries {
-            let last = attempt == self.retries;
-            let then = if last { "giving up" } else { "retrying" };
+        let total = self.retries + 1;
+        for n in 1..=total {
+            let then = if n == total {
+                format!("giving up after {total} attempts")
+            } else {
+                "retrying".to_owned()
+            };
             match self.request(text, ev).send().await {
                 Ok(r) if r.status().is_success() => {
                     eprintln!(
-                        "[{}] POST {} seq={seq} id={id}",
+                        "[{}] POST {} seq={seq} id={id} (attempt {n}/{total})",
                         r.status().as_u16(),
                         self.url
                     );
                     return;
                 }
                 Ok(r) => eprintln!(
-                    "[{}] POST {} seq={seq} id={id}; {then} ({}/{})",
+                    "[{}] POST {} seq={seq} id={id} (attempt {n}/{total}); {then}",
                     r.status().as_u16(),
                     self.url,
-                    attempt + 1,
-                    self.retries + 1
                 ),
                 Err(e) => eprintln!(
-                    "[error] POST {} seq={seq} id={id}: {}; {then} ({}/{})",
+                    "[error] POST {} seq={seq} id={id}: {} (attempt {n}/{total}); {then}",
                     self.url,
                     causes(&e),
-                    attempt + 1,
-                    self.retries + 1
                 ),
             }
-            if !last {
+            if n < total {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -52,7 +52,8 @@ pub struct ListenArgs {
     /// provider's own scheme (Stripe, GitHub, Slack) with the local signing secret.
     #[arg(long, requires = "forward_to")]
     pub raw: bool,
-    /// With --forward-to: retries of a forward that fails before moving on.
+    /// With --forward-to: retries after a forward's first attempt fails, before moving on
+    /// (N retries: N + 1 attempts in all, each printed as `attempt n/N+1`).
     #[arg(long, default_value_t = 3, requires = "forward_to")]
     pub forward_retries: u32,
     /// Also serve events as NDJSON on this Unix socket (mode 0600).

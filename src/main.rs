@@ -2,14 +2,11 @@
 //! the `kite` library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use kite::{cli, demo, listen, serve, settings};
-
-/// `kite --version`: the package version and the git revision it was built from (build.rs).
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("KITE_GIT_REV"), ")");
+use kite::{cli, demo, listen, serve, settings, trigger};
 
 /// kite: a webhook federation relay.
 #[derive(Debug, Parser)]
-#[command(name = "kite", version = VERSION, about)]
+#[command(name = "kite", version = kite::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,6 +27,9 @@ enum Command {
     Admin(cli::AdminArgs),
     /// Peer with another server by invitation (invite, accept) and see peers' health.
     Peer(cli::PeerArgs),
+    /// Post a realistic sample webhook (Stripe, GitHub, Slack) to an instance's hook,
+    /// signed when given the source's secret.
+    Trigger(trigger::TriggerArgs),
     /// Print a shell completion script.
     ///
     /// For example `kite completions bash > ~/.local/share/bash-completion/completions/kite`.
@@ -100,6 +100,7 @@ async fn main() {
         Command::Demo(a) => demo::demo(a).await,
         Command::Admin(a) => cli::admin(a).await,
         Command::Peer(a) => cli::peer(a).await,
+        Command::Trigger(a) => trigger::trigger(a).await,
         Command::Completions { .. } => Ok(()),
     };
     if let Err(e) = result {

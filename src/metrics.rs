@@ -1,4 +1,5 @@
-//! The Prometheus endpoint (`KITE_METRICS_ADDR`, `GET /metrics`, the text exposition format):
+//! Prometheus metrics (`GET /metrics` on the main listener, or on `KITE_METRICS_ADDR`; the
+//! text exposition format):
 //! the recorder the roles record into (`metrics-exporter-prometheus`), the process metrics
 //! (`metrics-process`), and the gauges sampled from the store (waiting and parked deliveries
 //! per peer, the database pool).
@@ -38,13 +39,24 @@ fn recorder() -> anyhow::Result<&'static PrometheusHandle> {
     Ok(HANDLE.get_or_init(|| handle))
 }
 
-/// Serves `/metrics` on `listener` and samples the gauges until `stop`; answers its URL.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// Installs the recorder and samples the gauges until `stop`; answers what renders the
+/// metrics in the text format (the main listener's `/metrics` serves it).
+pub fn start(
     store: Store,
     stop: CancellationToken,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<std::sync::Arc<dyn Fn() -> String + Send + Sync>> {
     let handle = recorder()?;
+    tokio::spawn(sample(handle, store, stop));
+    Ok(std::sync::Arc::new(move || handle.render()))
+}
+
+/// Serves `/metrics` on a listener of its own (`KITE_METRICS_ADDR`: a process without the
+/// ingress role) until `stop`; answers its URL.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    stop: CancellationToken,
+) -> anyhow::Result<String> {
     let url = format!("http://{}/metrics", listener.local_addr()?);
     let app = axum::Router::new().route(
         "/metrics",
@@ -54,20 +66,18 @@ pub async fn serve(
                     axum::http::header::CONTENT_TYPE,
                     "text/plain; version=0.0.4; charset=utf-8",
                 )],
-                handle.render(),
+                render(),
             )
         }),
     );
-    let stopped = stop.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped.cancelled_owned())
+            .with_graceful_shutdown(stop.cancelled_owned())
             .await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "the metrics endpoint stopped");
         }
     });
-    tokio::spawn(sample(handle, store, stop));
     Ok(url)
 }
 

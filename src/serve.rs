@@ -152,14 +152,28 @@ pub async fn run(
         true => Some(listen(&settings).await?),
         false => None,
     };
-    let metrics_url = match settings.metrics_addr.trim() {
+    // Metrics: sampled whenever something serves them (the main listener, or a listener of
+    // their own for a process without one).
+    let own_addr = match settings.metrics_addr.trim() {
         "" | "off" => None,
-        addr => {
+        addr => Some(addr),
+    };
+    let render = match (&listening, own_addr) {
+        (None, None) => None,
+        _ => Some(crate::metrics::start(
+            shared.store.clone(),
+            stop.child_token(),
+        )?),
+    };
+    let metrics_url = match (own_addr, &render, &listening) {
+        (Some(addr), Some(render), _) => {
             let listener = TcpListener::bind(addr).await.with_context(|| {
                 format!("binding the metrics address {addr} (KITE_METRICS_ADDR)")
             })?;
-            Some(crate::metrics::serve(listener, shared.store.clone(), stop.child_token()).await?)
+            Some(crate::metrics::serve(listener, render.clone(), stop.child_token()).await?)
         }
+        (None, Some(_), Some(l)) => Some(format!("{}/metrics", l.url)),
+        _ => None,
     };
     let fed = Federation::start(
         shared.store.clone(),
@@ -180,7 +194,15 @@ pub async fn run(
             .collect(),
         metrics_url,
     });
-    let serving = serve_http(&settings, &id, &shared, &fed, listening, stop.clone());
+    let serving = serve_http(
+        &settings,
+        &id,
+        &shared,
+        &fed,
+        listening,
+        render,
+        stop.clone(),
+    );
     tokio::pin!(serving);
     let mut failure = tokio::select! {
         served = &mut serving => served.err(),
@@ -353,6 +375,7 @@ async fn serve_http(
     shared: &Shared,
     fed: &Arc<Federation>,
     listening: Option<Listening>,
+    render: Option<std::sync::Arc<dyn Fn() -> String + Send + Sync>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(Listening { listener, tls, url }) = listening else {
@@ -365,7 +388,14 @@ async fn serve_http(
         shared.lane.clone(),
         fed.clone(),
         shared.notes.clone(),
-        settings.ingress(id),
+        kite_http::IngressConfig {
+            metrics: render.map(|render| kite_http::MetricsAccess {
+                render,
+                allow: settings.metrics_allow.0.clone(),
+                token: settings.metrics_token.clone(),
+            }),
+            ..settings.ingress(id)
+        },
     );
     tracing::info!(%url, instance_id = %id, tls = tls.is_some(), "kite serving");
     kite_http::server::serve(

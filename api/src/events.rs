@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::types::AttemptOutcome;
+use crate::types::{AttemptOutcome, OutboxAction, PeerAnswer};
 
 /// One recorded attempt.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -18,6 +18,21 @@ pub struct AttemptEntry {
     pub error: Option<String>,
     /// How long it took.
     pub duration_ms: i32,
+    /// What the peer did with the event, when it took it (`accepted`, `duplicate_ignored`,
+    /// `loop_ignored`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_answer: Option<PeerAnswer>,
+}
+
+/// Something an operator did to a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `resend`, `cancel` or `replay`.
+    pub action: OutboxAction,
+    /// The id of the API key that did it (None: kite itself or a key deleted since).
+    pub by: Option<String>,
 }
 
 use crate::types::SkipReason;
@@ -101,6 +116,10 @@ pub struct Story {
 pub struct PeerStory {
     /// The peer's id.
     pub peer_id: PeerId,
+    /// The delivery's outbox row, when the event was routed to the peer (what
+    /// `/api/federation/outbox/{id}/resend` and `/cancel` take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_id: Option<i64>,
     /// The peer's name (None: it was deleted since).
     pub peer: Option<String>,
     /// What became of the event for this peer.
@@ -114,9 +133,16 @@ pub struct PeerStory {
     /// When it was delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
+    /// What the peer did with the event once it took it (`accepted`,
+    /// `duplicate_ignored`: it had it already, `loop_ignored`: it had sent it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_answer: Option<PeerAnswer>,
     /// Every attempt: time, outcome (`delivered`, `failed`, `refused`, `error`, `gone`,
     /// `revoked`), status code, error, duration.
     pub attempts: Vec<AttemptEntry>,
+    /// What operators did to the delivery (resend, cancel, replay), oldest first.
+    #[serde(default)]
+    pub actions: Vec<ActionEntry>,
 }
 
 /// What became of an event for one peer, as its story tells it.

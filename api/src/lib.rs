@@ -53,6 +53,7 @@ mod tests {
         agree::<crate::peers::NewPeer>();
         agree::<crate::peers::PeerPatch>();
         agree::<crate::peers::ReplayDead>();
+        agree::<crate::outbox::ReplayFilter>();
         agree::<crate::senders::NewSender>();
         agree::<crate::senders::SenderPatch>();
         agree::<crate::sources::NewSource>();

@@ -5,7 +5,9 @@ use kite_wire::ids::PeerId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::types::{OutboxState, SkipReason};
+use crate::request::{opt_int, opt_str, opt_time, Body, Request};
+use crate::types::{OutboxState, PeerAnswer, SkipReason};
+use kite_wire::ApiError;
 
 /// An outbox row as the admin API lists it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -24,8 +26,15 @@ pub struct OutboxEntry {
     pub status: OutboxState,
     /// Why it was skipped.
     pub reason: Option<SkipReason>,
-    /// Failed attempts.
+    /// Attempts made, the delivering one included: as many as the event's story lists.
     pub attempts: i32,
+    /// Failed attempts that count against the retry budget (`KITE_RETRY_MAX_ATTEMPTS`):
+    /// an attempt while the peer is parked or paused (410) spends none, and a resend or a
+    /// replay starts the count again.
+    pub failures: i32,
+    /// What the peer did with the event once it took it (`accepted`, `duplicate_ignored`,
+    /// `loop_ignored`); None until delivered.
+    pub peer_answer: Option<PeerAnswer>,
     /// When the next attempt is due.
     pub next_attempt_at: DateTime<Utc>,
     /// Last error.
@@ -75,4 +84,50 @@ pub struct OutboxParams {
     #[param(minimum = 1, maximum = 1000)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
+}
+
+/// `POST /api/federation/outbox/replay`: the dead rows to put back in line, by filter; every
+/// field is optional (an empty body replays up to 1,000 dead rows of the team).
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReplayFilter {
+    /// Rows of the peer of this name (or server name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    /// Rows of events whose type matches this glob.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Rows made at or after this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Rows made before this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// The most rows to replay.
+    #[schema(required = false, default = 1000, minimum = 1, maximum = 100000)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}
+
+impl ReplayFilter {
+    /// How many an empty body replays.
+    pub const DEFAULT_LIMIT: i64 = 1000;
+}
+
+impl Request for ReplayFilter {
+    const FIELDS: &'static [&'static str] = &["peer", "type", "since", "until", "limit"];
+
+    fn read(m: &Body) -> Result<Self, ApiError> {
+        let event_type = opt_str(m, "type", 256)?;
+        if let Some(t) = &event_type {
+            kite_wire::scope::ScopeSet::compile(std::slice::from_ref(t))
+                .map_err(|e| ApiError::validation("type", format!("type must be a glob: {e}")))?;
+        }
+        Ok(ReplayFilter {
+            peer: opt_str(m, "peer", 256)?,
+            event_type,
+            since: opt_time(m, "since")?,
+            until: opt_time(m, "until")?,
+            limit: opt_int(m, "limit", 1, 100_000)?,
+        })
+    }
 }

@@ -260,3 +260,69 @@ pub struct PeerView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<Vec<kite_wire::peering::PublishedKey>>,
 }
+
+/// The window of a peer's charts (`GET /api/federation/peers/{id}/stats?window=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatsWindow {
+    /// The last hour, in 12 buckets of 5 minutes.
+    #[default]
+    Hour,
+    /// The last day, in 24 buckets of an hour.
+    Day,
+}
+
+impl StatsWindow {
+    /// How long the window is and how long each of its buckets, in seconds.
+    pub fn spans(self) -> (i64, i64) {
+        match self {
+            StatsWindow::Hour => (3600, 300),
+            StatsWindow::Day => (86_400, 3600),
+        }
+    }
+
+    /// Parses `hour` or `day`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "hour" => Some(StatsWindow::Hour),
+            "day" => Some(StatsWindow::Day),
+            _ => None,
+        }
+    }
+}
+
+/// The query of `GET /api/federation/peers/{id}/stats`.
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// `hour` (default) or `day`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<StatsWindow>,
+}
+
+/// One bucket of a peer's charts: the attempts made in it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatsBucket {
+    /// Where the bucket starts.
+    pub start: DateTime<Utc>,
+    /// Attempts that delivered.
+    pub delivered: i64,
+    /// Attempts that did not.
+    pub failed: i64,
+    /// The median duration of the attempts that delivered, in milliseconds.
+    pub p50_ms: Option<i64>,
+    /// The 95th percentile of the same.
+    pub p95_ms: Option<i64>,
+}
+
+/// A peer's delivered, failed and latency over the last hour or day, from the attempts
+/// kite logged (its own data: no external service).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PeerStats {
+    /// The window.
+    pub window: StatsWindow,
+    /// Each bucket's length in seconds.
+    pub bucket_secs: i64,
+    /// Every bucket of the window, oldest first (empty ones included).
+    pub buckets: Vec<StatsBucket>,
+}

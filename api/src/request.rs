@@ -75,6 +75,20 @@ pub fn opt_int(m: &Body, field: &str, lo: i64, hi: i64) -> Result<Option<i64>, A
     }
 }
 
+/// An optional RFC 3339 time.
+pub fn opt_time(m: &Body, field: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => chrono::DateTime::parse_from_rfc3339(t.trim())
+            .map(|t| Some(t.with_timezone(&chrono::Utc)))
+            .map_err(|_| ApiError::validation(field, format!("{field} must be an RFC 3339 time"))),
+        Some(_) => Err(ApiError::validation(
+            field,
+            format!("{field} must be an RFC 3339 time"),
+        )),
+    }
+}
+
 /// The optional `max_hops`, within [`hop_limit`]'s bounds.
 pub fn opt_max_hops(m: &Body) -> Result<Option<i32>, ApiError> {
     let n = opt_int(

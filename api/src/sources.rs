@@ -118,3 +118,25 @@ impl Request for Rotation {
         })
     }
 }
+
+/// A hook source that took unsigned posts: no signature is configured for it, so it accepts
+/// anyone's (`POST /api/sources` gives it one).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UnsignedSource {
+    /// The `{source}` of `/hooks/{team}/{source}`.
+    pub name: String,
+    /// Its first unsigned post.
+    pub first_seen: DateTime<Utc>,
+    /// Its last unsigned post (noted once a process sees it first).
+    pub last_seen: DateTime<Utc>,
+}
+
+/// `GET /api/sources`: the signed sources, and the hook sources that took unsigned posts.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceList {
+    /// The sources with a signature configured.
+    pub items: Vec<Source>,
+    /// Hook sources that took unsigned posts and have no signature configured: they accept
+    /// anyone's posts.
+    pub unsigned: Vec<UnsignedSource>,
+}

@@ -215,6 +215,30 @@ text_enum! {
 }
 
 text_enum! {
+    /// What a peer did with an event it took (its 2xx answer's `status`).
+    PeerAnswer {
+        /// Stored as new (202).
+        Accepted => "accepted",
+        /// It held the event already (200): an earlier attempt or another route got there.
+        DuplicateIgnored => "duplicate_ignored",
+        /// The event came back to where it started (200): the peer is in its chain.
+        LoopIgnored => "loop_ignored",
+    }
+}
+
+text_enum! {
+    /// What an operator did to one delivery, as its story records it.
+    OutboxAction {
+        /// Sent again now (`POST /api/federation/outbox/{id}/resend`).
+        Resend => "resend",
+        /// Cancelled while pending (`POST /api/federation/outbox/{id}/cancel`).
+        Cancel => "cancel",
+        /// Put back in line from `dead` (replay-dead, or replay by filter).
+        Replay => "replay",
+    }
+}
+
+text_enum! {
     /// The least a team's federation traffic must be signed with
     /// (`min_signature_protocol` of its policy).
     SignatureProtocol {

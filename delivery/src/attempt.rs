@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 use kite_store::outbox::{DeliveryRow, PeerAuth};
+use kite_store::types::PeerAnswer;
 use kite_wire::ids::{OutboxId, PeerId};
 use kite_wire::{batch, fed, signature};
 
@@ -24,6 +25,8 @@ pub(crate) struct Attempt {
     pub(crate) received_at: Option<chrono::DateTime<Utc>>,
     /// How long the request took.
     pub(crate) took: std::time::Duration,
+    /// What the peer said it did with the event, when it took it.
+    pub(crate) answer: Option<PeerAnswer>,
 }
 
 /// A peer URL as parsed once for all its deliveries.
@@ -89,6 +92,7 @@ impl Ctx {
                 .unwrap_or_default(),
             received_at: row.received_at(),
             took: std::time::Duration::ZERO,
+            answer: None,
         };
         let Some(peer) = row.peer else {
             out.error = Some(AttemptError::NoPeer);
@@ -241,6 +245,7 @@ impl Ctx {
                 out.instance_id = a.instance_id;
                 out.status = Some(i32::from(a.status));
                 (out.outcome, out.error) = judge(a.status, &a.text);
+                out.answer = single_answer(a.status, &a.text);
             }
             Err(e) => (out.outcome, out.error) = transport_failure(&e),
         }
@@ -301,9 +306,10 @@ impl Ctx {
         let instance = answer.as_ref().ok().and_then(|a| a.instance_id.clone());
         rows.into_iter()
             .zip(each.drain(..))
-            .map(|(r, (outcome, error, status))| {
+            .map(|(r, (outcome, error, status, answer))| {
                 let mut out = r.out;
                 out.took = took;
+                out.answer = answer;
                 out.outcome = outcome;
                 out.error = error;
                 out.status = status;
@@ -426,10 +432,7 @@ fn instance_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
 
 /// What the answer to a batch of `n` events means for each of them: the peer's result for
 /// each, or the answer's own meaning for all when it is not one result per event.
-fn batch_results(
-    answer: &Result<Answer, reqwest::Error>,
-    n: usize,
-) -> Vec<(Outcome, Option<AttemptError>, Option<i32>)> {
+fn batch_results(answer: &Result<Answer, reqwest::Error>, n: usize) -> Vec<ItemOutcome> {
     match answer {
         Ok(a) if (200..300).contains(&a.status) => {
             match serde_json::from_slice::<batch::BatchAnswer>(&a.text) {
@@ -439,23 +442,64 @@ fn batch_results(
                         status: a.status,
                         n,
                     };
-                    vec![(Outcome::MessageFailure, Some(e), Some(i32::from(a.status))); n]
+                    vec![
+                        (
+                            Outcome::MessageFailure,
+                            Some(e),
+                            Some(i32::from(a.status)),
+                            None
+                        );
+                        n
+                    ]
                 }
             }
         }
         Ok(a) => {
             let (outcome, error) = judge(a.status, &a.text);
-            vec![(outcome, error, Some(i32::from(a.status))); n]
+            vec![(outcome, error, Some(i32::from(a.status)), None); n]
         }
         Err(e) => {
             let (outcome, error) = transport_failure(e);
-            vec![(outcome, error, None); n]
+            vec![(outcome, error, None, None); n]
         }
     }
 }
 
+/// What an answer meant for one event: the outcome, its error, the HTTP status and what
+/// the peer did with it.
+type ItemOutcome = (
+    Outcome,
+    Option<AttemptError>,
+    Option<i32>,
+    Option<PeerAnswer>,
+);
+
+/// What a peer's hook status says it did with an event it took.
+fn answer_of(status: batch::HookStatus) -> Option<PeerAnswer> {
+    match status {
+        batch::HookStatus::Accepted => Some(PeerAnswer::Accepted),
+        batch::HookStatus::DuplicateIgnored => Some(PeerAnswer::DuplicateIgnored),
+        batch::HookStatus::LoopIgnored => Some(PeerAnswer::LoopIgnored),
+        batch::HookStatus::Rejected | batch::HookStatus::Unknown => None,
+    }
+}
+
+/// What the 2xx answer to a single POST says the peer did (`{"status": ...}`), when it says.
+fn single_answer(status: u16, text: &[u8]) -> Option<PeerAnswer> {
+    #[derive(serde::Deserialize)]
+    struct Said {
+        status: batch::HookStatus,
+    }
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    serde_json::from_slice::<Said>(text)
+        .ok()
+        .and_then(|s| answer_of(s.status))
+}
+
 /// What one result of a batch answer means for its event.
-fn item_result(item: &batch::ItemResult) -> (Outcome, Option<AttemptError>, Option<i32>) {
+fn item_result(item: &batch::ItemResult) -> ItemOutcome {
     let (status, code) = item.as_single();
     let (outcome, error) = match &item.error {
         Some(e) if !(200..300).contains(&status) => (
@@ -464,7 +508,12 @@ fn item_result(item: &batch::ItemResult) -> (Outcome, Option<AttemptError>, Opti
         ),
         _ => (classify_status(status), None),
     };
-    (outcome, error, Some(i32::from(status)))
+    (
+        outcome,
+        error,
+        Some(i32::from(status)),
+        answer_of(item.status),
+    )
 }
 
 /// What an answer with `status` and body `text` means for the event it answers.

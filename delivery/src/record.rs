@@ -181,6 +181,9 @@ impl Ctx {
                 status_code: a.status,
                 error: a.error.as_ref().map(|e| e.to_string()),
                 duration_ms: i32::try_from(a.took.as_millis()).unwrap_or(i32::MAX),
+                peer_answer: (a.outcome == Outcome::Delivered)
+                    .then_some(a.answer)
+                    .flatten(),
             });
             s.note_peer(effect, &a);
             s.note_row(change, a, &self.cfg.retry, probing);
@@ -342,6 +345,9 @@ impl Settled {
                 .then(|| a.error.map(|e| e.to_string()))
                 .flatten(),
             last_status_code: a.status,
+            peer_answer: (state == OutboxState::Delivered)
+                .then_some(a.answer)
+                .flatten(),
         });
     }
 }

@@ -74,6 +74,14 @@ actions! {
     DeletePeer => Admin,
     /// Put a peer's dead deliveries back in line.
     ReplayDead => Admin,
+    /// Put dead deliveries that match a filter back in line.
+    ReplayMatching => Admin,
+    /// Send one delivery again now.
+    Resend => Admin,
+    /// Cancel one pending delivery.
+    Cancel => Admin,
+    /// Show a peer's delivery charts.
+    ShowPeerStats => Read,
     /// Fetch a handshake peer's descriptor again and pin its keys.
     RefreshPeer => Admin,
     /// Grant a peer `send` or `backfill`.

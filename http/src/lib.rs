@@ -31,9 +31,33 @@ use tokio::sync::RwLock;
 
 pub use error::ApiErr;
 
+/// `/metrics` on the main listener: who may read it and what it answers.
+#[derive(Clone)]
+pub struct MetricsAccess {
+    /// Renders the metrics in the Prometheus text format.
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Client networks served without a token (`KITE_METRICS_ALLOW`; loopback by default).
+    pub allow: Vec<ipnet::IpNet>,
+    /// A bearer token that is served from anywhere (`KITE_METRICS_TOKEN`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsAccess")
+            .field("allow", &self.allow)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
 /// Ingress settings.
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
+    /// The build's version and git revision (`/health`).
+    pub version: String,
+    /// `/metrics` on this listener (None: not served here).
+    pub metrics: Option<MetricsAccess>,
     /// This instance's id (answered as `X-Kite-Instance-Id`, loop checks).
     pub instance_id: String,
     /// The operator key that manages teams (`/api/teams`); none: the teams API answers 401.
@@ -80,6 +104,8 @@ impl IngressConfig {
     pub fn new(instance_id: &str) -> Self {
         use std::time::Duration;
         Self {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            metrics: None,
             instance_id: instance_id.to_string(),
             operator_key: None,
             ingest: kite_ingest::IngestConfig::new(instance_id),
@@ -131,9 +157,31 @@ pub struct AppState {
     sender_limit: limits::Limiter,
     anon_limit: limits::Limiter,
     fed_limit: limits::Limiter,
+    /// The (team, source) pairs this process has noted taking unsigned posts.
+    unsigned_seen: std::sync::Mutex<HashSet<(String, String)>>,
 }
 
 impl AppState {
+    /// Notes (once a process, in the background) that a hook source took an unsigned post,
+    /// so the sources listing marks it; at most 10,000 pairs are remembered.
+    pub(crate) fn note_unsigned(&self, team: &str, source: &str) {
+        let Ok(mut seen) = self.unsigned_seen.lock() else {
+            return;
+        };
+        let key = (team.to_owned(), source.to_owned());
+        if seen.contains(&key) || seen.len() >= 10_000 {
+            return;
+        }
+        seen.insert(key);
+        let store = self.store.clone();
+        let (team, source) = (team.to_owned(), source.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = store.note_unsigned_source(&team, &source).await {
+                tracing::debug!(error = %e, "cannot note an unsigned source");
+            }
+        });
+    }
+
     /// The most events one batch from a peer may carry: [`kite_wire::batch::MAX_EVENTS`],
     /// or fewer when a sender's rate burst is smaller.
     pub(crate) fn batch_max(&self) -> usize {
@@ -201,6 +249,7 @@ pub fn app(
         sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
         anon_limit: limits::Limiter::new(cfg.anon_rate, "unauthenticated request"),
         fed_limit: limits::Limiter::new(cfg.peer_rate, "peer server-to-server"),
+        unsigned_seen: std::sync::Mutex::new(HashSet::new()),
         cfg,
     });
     // Buckets of callers gone quiet are dropped, so the limiters' maps stay bounded.
@@ -266,8 +315,9 @@ struct Health {
     postgres: &'static str,
     /// `ok` or `unreachable`.
     rabbitmq: &'static str,
-    /// The version this instance runs.
-    version: &'static str,
+    /// The version this instance runs and the git revision it was built from
+    /// (`0.1.0 (cc8f695)`), as `kite --version` names them.
+    version: String,
     /// What is unreachable (when `unavailable`).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<kite_wire::error::ErrorDetail>,
@@ -280,8 +330,6 @@ struct Health {
         (status = 200, description = "Both reachable", body = Health),
         (status = 503, description = "One is unreachable", body = Health)))]
 async fn health(State(st): State<Arc<AppState>>) -> Response {
-    /// The version this instance runs, answered by `/health`.
-    const VERSION: &str = env!("CARGO_PKG_VERSION");
     let db = st.store.ping().await.is_ok();
     let broker = st.bus.healthy().await;
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
@@ -289,7 +337,7 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         status: "ok",
         postgres: word(db),
         rabbitmq: word(broker),
-        version: VERSION,
+        version: st.cfg.version.clone(),
         error: None,
     };
     if db && broker {
@@ -306,6 +354,49 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         extra: Default::default(),
     });
     (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(h)).into_response()
+}
+
+/// `GET /metrics`: the Prometheus text format, to a client in `KITE_METRICS_ALLOW` (loopback
+/// by default) or one that presents `KITE_METRICS_TOKEN` as a bearer token; 403 otherwise.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    summary = "Prometheus metrics (to KITE_METRICS_ALLOW addresses, or with KITE_METRICS_TOKEN)",
+    responses((status = 200, description = "The text exposition format", content_type = "text/plain"),
+              (status = 403, description = "Neither an allowed address nor the token")))]
+async fn metrics_text(
+    State(st): State<Arc<AppState>>,
+    axum::extract::ConnectInfo(client): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiErr> {
+    let Some(m) = &st.cfg.metrics else {
+        return Err(ApiErr(kite_wire::ApiError::not_found(
+            "this process serves no metrics",
+        )));
+    };
+    let ip = client.ip().to_canonical();
+    let by_address = m.allow.iter().any(|n| n.contains(&ip));
+    let by_token = match (&m.token, hooks::bearer(&headers)) {
+        (Some(want), Some(got)) => {
+            use sha2::Digest;
+            // Digests compared, so the comparison's time says nothing of the token.
+            sha2::Sha256::digest(want.as_bytes()) == sha2::Sha256::digest(got.as_bytes())
+        }
+        _ => false,
+    };
+    if !(by_address || by_token) {
+        return Err(ApiErr(kite_wire::ApiError::new(
+            kite_wire::Code::Forbidden,
+            "metrics are served to the addresses of KITE_METRICS_ALLOW (loopback by default) \
+             or with Authorization: Bearer <KITE_METRICS_TOKEN>",
+        )));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        (m.render)(),
+    )
+        .into_response())
 }
 
 /// `GET /api/openapi.json`.

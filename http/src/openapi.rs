@@ -69,6 +69,7 @@ impl Modify for Security {
 pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(crate::health))
+        .routes(routes!(crate::metrics_text))
         .routes(routes!(crate::openapi_json))
         .routes(routes!(crate::ui::page))
         .routes(routes!(crate::ui::script))

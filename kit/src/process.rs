@@ -70,8 +70,7 @@ impl KiteEnv {
             .set("KITE_AMQP_PREFIX", amqp_prefix)
             .set("KITE_TEAM_ID", "default")
             .set("KITE_ADMIN_KEY", admin_key)
-            .set("KITE_ALLOW_PRIVATE_PEERS", "true")
-            .set("KITE_METRICS_ADDR", "127.0.0.1:0");
+            .set("KITE_ALLOW_PRIVATE_PEERS", "true");
         env
     }
 

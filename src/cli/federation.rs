@@ -1,8 +1,9 @@
 //! `kite admin tokens`, `trusted-senders` and `peers`: the verbs of a peering.
 
 use clap::{Args, Subcommand};
-use kite_api::peers::{NewPeer, PeerPatch};
+use kite_api::peers::{NewPeer, Peer, PeerPatch};
 use kite_api::senders::{NewSender, SenderPatch};
+use kite_kit::client::Answered;
 
 use super::{find_id, one_of, secret_arg, Ctx};
 use kite_store::types::PeerStatus;
@@ -292,11 +293,32 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
             }
             c.update_peer(&id(u.peer).await?, &changes).await?.text
         }
-        PeerVerb::Pause { peer } => c.pause_peer(&id(peer).await?).await?.text,
-        PeerVerb::Resume { peer } => c.resume_peer(&id(peer).await?).await?.text,
+        PeerVerb::Pause { peer } => {
+            let p = c.pause_peer(&id(peer).await?).await?;
+            one_line(ctx, &p, "paused: its deliveries wait");
+            return Ok(());
+        }
+        PeerVerb::Resume { peer } => {
+            let p = c.resume_peer(&id(peer).await?).await?;
+            one_line(ctx, &p, "resumed: its deliveries flow");
+            return Ok(());
+        }
         PeerVerb::Delete { peer } => c.delete_peer(&id(peer).await?).await?.text,
         PeerVerb::ReplayDead { peer, limit } => c.replay_dead(&id(peer).await?, limit).await?.text,
     };
     ctx.out.one_text(&answer);
     Ok(())
+}
+
+/// A peer's new status as one line (`--output json`: the answer).
+fn one_line(ctx: &Ctx, p: &Answered<Peer>, what: &str) {
+    match ctx.out.format() {
+        super::output::OutputFormat::Json => ctx.out.one_text(&p.text),
+        super::output::OutputFormat::Table => {
+            println!(
+                "{} ({}): {what} (status {})",
+                p.value.name, p.value.id, p.value.status
+            )
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! `kite admin keys`, `sources`, `outbox`, `events` and `teams`.
 
 use anyhow::bail;
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use kite_api::outbox::OutboxParams;
+use kite_api::events::EventParams;
+use kite_api::outbox::{OutboxParams, ReplayFilter};
 use kite_api::sources::NewSource;
 use kite_api::types::Permission;
 use kite_wire::provider::Scheme;
@@ -49,7 +51,8 @@ pub enum SourceVerb {
         #[arg(long)]
         header: Option<String>,
     },
-    /// List signed sources (never their secrets).
+    /// List signed sources (never their secrets), and mark the hook sources that took
+    /// unsigned posts (they accept anyone's).
     List,
     /// Give a source a new secret; the old one stays valid for the overlap.
     Rotate {
@@ -83,6 +86,49 @@ pub struct OutboxArgs {
 pub enum OutboxVerb {
     /// List deliveries, oldest first.
     List(OutboxFilterArgs),
+    /// Send one delivery again now (a delivered, dead, cancelled or pending row).
+    Resend {
+        /// The outbox row's id (the ID column of `kite admin outbox`).
+        id: i64,
+    },
+    /// Cancel one pending delivery.
+    Cancel {
+        /// The outbox row's id.
+        id: i64,
+    },
+    /// Replay dead deliveries that match every filter given (all of the team's without any).
+    Replay(ReplayArgs),
+}
+
+/// The filters of `kite admin outbox replay`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ReplayArgs {
+    /// Only this peer's dead rows (its name or server name).
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Which events: type, source, time.
+    #[command(flatten)]
+    pub about: AboutArgs,
+    /// The most rows to replay (default 1000).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+/// Which events a listing or a replay is about: type, source and time.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AboutArgs {
+    /// Only events whose type matches this glob (`com.stripe.*`).
+    #[arg(long = "type", value_name = "GLOB")]
+    pub event_type: Option<String>,
+    /// Only events that came in on this hook source (`stripe`).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only rows at or after this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows before this RFC 3339 time.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// Filters of an outbox listing.
@@ -94,6 +140,9 @@ pub struct OutboxFilterArgs {
     /// Only deliveries in this state.
     #[arg(long, value_parser = one_of(OutboxState::ALL))]
     pub status: Option<OutboxState>,
+    /// Which events: type, source, time.
+    #[command(flatten)]
+    pub about: AboutArgs,
     /// Page size (default 100, at most 1000).
     #[arg(long)]
     pub limit: Option<u32>,
@@ -129,12 +178,15 @@ pub enum EventVerb {
     },
 }
 
-/// Where an event listing starts.
+/// Where an event listing starts, and its filters.
 #[derive(Debug, Clone, Default, Args)]
 pub struct EventListArgs {
     /// Events after this seq (default 0: from the first).
     #[arg(long)]
     pub after: Option<i64>,
+    /// Which events: type, source, time.
+    #[command(flatten)]
+    pub about: AboutArgs,
     /// Page size (default 100, at most 1000).
     #[arg(long)]
     pub limit: Option<u32>,
@@ -196,7 +248,20 @@ pub(super) async fn sources(ctx: &Ctx, verb: Option<SourceVerb>) -> anyhow::Resu
             c.create_source(&spec).await?.text
         }
         SourceVerb::List => {
-            ctx.out.list(&c.list_sources().await?, None);
+            let list = c.list_sources().await?;
+            match ctx.out.format() {
+                super::output::OutputFormat::Json => ctx.out.one_text(&list.text),
+                super::output::OutputFormat::Table => {
+                    print!("{}", super::rows::sources(&list.value));
+                    if let Some(u) = list.value.unsigned.first() {
+                        eprintln!(
+                            "an unsigned source accepts anyone's posts; give it a signature: \
+                             kite admin sources create --name {} --scheme stripe --secret -",
+                            u.name
+                        );
+                    }
+                }
+            }
             return Ok(());
         }
         SourceVerb::Rotate { name, secret } => {
@@ -212,11 +277,33 @@ pub(super) async fn sources(ctx: &Ctx, verb: Option<SourceVerb>) -> anyhow::Resu
 
 /// `kite admin outbox ...`.
 pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
+    let c = &ctx.client;
     let f = match args.verb {
         Some(OutboxVerb::List(f)) => f,
         None => args.filter,
+        Some(OutboxVerb::Resend { id }) => {
+            ctx.out.one(&c.resend(id).await?);
+            return Ok(());
+        }
+        Some(OutboxVerb::Cancel { id }) => {
+            ctx.out.one(&c.cancel(id).await?);
+            return Ok(());
+        }
+        Some(OutboxVerb::Replay(r)) => {
+            if r.about.source.is_some() {
+                bail!("replay takes --peer, --type, --since and --until (not --source)");
+            }
+            let filter = ReplayFilter {
+                peer: r.peer,
+                event_type: r.about.event_type,
+                since: r.about.since,
+                until: r.about.until,
+                limit: r.limit.map(i64::from),
+            };
+            ctx.out.one(&c.replay_matching(&filter).await?);
+            return Ok(());
+        }
     };
-    let c = &ctx.client;
     let peer_id = match f.peer {
         Some(p) => Some(find_id(
             &c.list_peers().await?.value.items,
@@ -229,6 +316,10 @@ pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
     let filter = OutboxParams {
         peer_id: peer_id.as_deref().map(str::parse).transpose()?,
         status: f.status,
+        r#type: f.about.event_type,
+        source: f.about.source,
+        since: f.about.since,
+        until: f.about.until,
         limit: f.limit.map(i64::from),
         cursor: f.cursor,
         ..OutboxParams::default()
@@ -238,7 +329,7 @@ pub(super) async fn outbox(ctx: &Ctx, args: OutboxArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kite admin events ...`.
+/// `kite admin events ...`: a listing, or one event's story.
 pub(super) async fn events(ctx: &Ctx, args: EventsArgs) -> anyhow::Result<()> {
     let c = &ctx.client;
     let (event, source) = match args.verb {
@@ -248,34 +339,24 @@ pub(super) async fn events(ctx: &Ctx, args: EventsArgs) -> anyhow::Result<()> {
                 Some(EventVerb::List(l)) => l,
                 _ => args.list,
             };
-            let page = c.list_events(l.after, l.limit).await?;
-            ctx.out.list(&page, Some("--after"));
+            let params = EventParams {
+                after: l.after,
+                limit: l.limit.map(i64::from),
+                r#type: l.about.event_type,
+                source: l.about.source,
+                since: l.about.since,
+                until: l.about.until,
+                ..EventParams::default()
+            };
+            ctx.out
+                .list(&c.find_events(&params).await?, Some("--after"));
             return Ok(());
         }
     };
-    if let Ok(seq) = event.parse::<i64>() {
-        if let Some(e) = c.event_by_seq(seq).await? {
-            if source.as_deref().is_none_or(|s| e.source == s) {
-                ctx.out.one_text(&serde_json::to_string(&e)?);
-                return Ok(());
-            }
-        }
-    }
-    let found = c.events_with_id(&event, source.as_deref()).await?;
-    match found.as_slice() {
-        [] => bail!(
-            "no event with id or seq {event:?} on {}: `kite admin events list` shows them",
-            c.base()
-        ),
-        [one] => ctx.out.one_text(&serde_json::to_string(one)?),
-        many => {
-            let sources: Vec<String> = many.iter().map(|e| format!("{:?}", e.source)).collect();
-            bail!(
-                "{} events have the id {event:?} (sources {}): pass --source",
-                many.len(),
-                sources.join(", ")
-            )
-        }
+    let story = c.event_story(&event, source.as_deref()).await?;
+    match ctx.out.format() {
+        super::output::OutputFormat::Json => ctx.out.one_text(&story.text),
+        super::output::OutputFormat::Table => print!("{}", super::rows::story(&story.value)),
     }
     Ok(())
 }

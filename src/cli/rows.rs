@@ -8,7 +8,7 @@ use kite_api::keys::ApiKeyInfo;
 use kite_api::outbox::OutboxEntry;
 use kite_api::peers::PeerView;
 use kite_api::senders::Sender;
-use kite_api::sources::Source;
+use kite_api::sources::{Source, SourceList};
 use kite_api::teams::Team;
 use kite_api::tokens::TokenInfo;
 use serde_json::{json, Value};
@@ -107,17 +107,41 @@ pub(crate) fn peer_health(v: &PeerView) -> Vec<Value> {
 }
 
 impl Row for Source {
-    const HEADERS: &'static [&'static str] =
-        &["NAME", "SCHEME", "HEADER", "UPDATED", "OLD_SECRET_UNTIL"];
+    const HEADERS: &'static [&'static str] = &[
+        "NAME",
+        "SIGNED",
+        "SCHEME",
+        "HEADER",
+        "UPDATED",
+        "OLD_SECRET_UNTIL",
+    ];
     fn cells(&self) -> Vec<Value> {
         vec![
             json!(self.name),
+            json!("yes"),
             json!(self.scheme),
             json!(self.header),
             json!(self.updated_at),
             json!(self.previous_until),
         ]
     }
+}
+
+/// The sources listing as one table: the signed sources, then the hook sources that took
+/// unsigned posts, marked as accepting anyone's.
+pub(crate) fn sources(list: &SourceList) -> String {
+    let mut rows: Vec<Vec<Value>> = list.items.iter().map(Row::cells).collect();
+    rows.extend(list.unsigned.iter().map(|u| {
+        vec![
+            json!(u.name),
+            json!("NO: accepts anyone's posts"),
+            Value::Null,
+            Value::Null,
+            json!(u.last_seen),
+            Value::Null,
+        ]
+    }));
+    super::output::table(Source::HEADERS, &rows)
 }
 
 impl Row for OutboxEntry {
@@ -129,6 +153,7 @@ impl Row for OutboxEntry {
         "PEER",
         "STATUS",
         "REASON",
+        "PEER_ANSWER",
         "ATTEMPTS",
         "LAST_ERROR",
     ];
@@ -141,6 +166,7 @@ impl Row for OutboxEntry {
             json!(self.peer_id),
             json!(self.status),
             json!(self.reason),
+            json!(self.peer_answer),
             json!(self.attempts),
             json!(self.last_error),
         ]
@@ -197,4 +223,111 @@ impl Row for InvitationInfo {
             json!(self.used_by),
         ]
     }
+}
+
+/// An event's story (`GET /api/events/{id}`) as text: the event, a table of what happened
+/// for each peer, then each delivery's attempts and operator actions, oldest first.
+pub(crate) fn story(s: &Value) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let ev = &s["event"];
+    let mut out = format!(
+        "event {} (seq {}), type {}, from source {}, received {}\n",
+        text(&ev["id"]),
+        text(&s["seq"]),
+        text(&ev["type"]),
+        text(&s["source"]),
+        text(&s["received_at"]),
+    );
+    if let Some(origin) = ev["kitefedorigin"].as_str() {
+        let chain = ev["kitefedchain"]
+            .as_str()
+            .and_then(|c| serde_json::from_str::<Vec<String>>(c).ok())
+            .map(|c| c.join(" -> "))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "federated: origin {origin}, chain {chain}, hops {}",
+            text(&ev["kitefedhops"])
+        );
+    }
+    let none = Vec::new();
+    let deliveries = s["deliveries"].as_array().unwrap_or(&none);
+    let rows: Vec<Vec<Value>> = deliveries
+        .iter()
+        .map(|d| {
+            vec![
+                d["peer"].clone(),
+                d["outbox_id"].clone(),
+                d["outcome"].clone(),
+                d["reason"].clone(),
+                d["peer_answer"].clone(),
+                json!(d["attempts"].as_array().map_or(0, Vec::len)),
+                d["delivered_at"].clone(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&super::output::table(
+        &[
+            "PEER",
+            "ROW",
+            "OUTCOME",
+            "REASON",
+            "PEER_ANSWER",
+            "ATTEMPTS",
+            "DELIVERED",
+        ],
+        &rows,
+    ));
+    for d in deliveries {
+        let attempts = d["attempts"].as_array().unwrap_or(&none);
+        let actions = d["actions"].as_array().unwrap_or(&none);
+        if attempts.is_empty() && actions.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{}:", text(&d["peer"]));
+        for a in attempts {
+            let _ = write!(out, "  {}  attempt {}", text(&a["at"]), text(&a["outcome"]));
+            if let Some(code) = a["status_code"].as_i64() {
+                let _ = write!(out, " {code}");
+            }
+            if let Some(answer) = a["peer_answer"].as_str() {
+                let _ = write!(out, " ({answer})");
+            }
+            if let Some(e) = a["error"].as_str() {
+                let _ = write!(out, ": {e}");
+            }
+            let _ = writeln!(out, " [{} ms]", text(&a["duration_ms"]));
+        }
+        for a in actions {
+            let _ = writeln!(
+                out,
+                "  {}  {} by key {}",
+                text(&a["at"]),
+                text(&a["action"]),
+                text(&a["by"])
+            );
+        }
+    }
+    out
+}
+
+/// One of a server's published keys as a table row: the current key has no end.
+pub(crate) fn key_cells(k: &kite_wire::peering::PublishedKey) -> Vec<Value> {
+    vec![
+        json!(k.key_id),
+        json!(if k.valid_until.is_none() {
+            "current"
+        } else {
+            "previous"
+        }),
+        json!(k.valid_from),
+        json!(k.valid_until),
+        json!(k.public_key),
+    ]
 }

@@ -311,10 +311,35 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
 /// `kite admin identity ...`.
 pub(super) async fn identity(ctx: &Ctx, verb: Option<IdentityVerb>) -> anyhow::Result<()> {
     let answer = match verb.unwrap_or(IdentityVerb::Show) {
-        IdentityVerb::Show => ctx.client.identity().await?.text,
-        IdentityVerb::Rotate => ctx.client.rotate_identity().await?.text,
+        IdentityVerb::Show => ctx.client.identity().await?,
+        IdentityVerb::Rotate => ctx.client.rotate_identity().await?,
     };
-    ctx.out.one_text(&answer);
+    match ctx.out.format() {
+        super::output::OutputFormat::Json => ctx.out.one_text(&answer.text),
+        super::output::OutputFormat::Table => {
+            let v = &answer.value;
+            let next = v
+                .next_rotation_at
+                .map_or_else(|| "by hand only".to_owned(), |t| t.to_rfc3339());
+            println!(
+                "server {}  base URL {}  next rotation: {next}\n",
+                v.descriptor.server_name, v.descriptor.endpoints.base_url
+            );
+            let rows: Vec<Vec<serde_json::Value>> = v
+                .descriptor
+                .keys
+                .iter()
+                .map(super::rows::key_cells)
+                .collect();
+            print!(
+                "{}",
+                super::output::table(
+                    &["KEY_ID", "STATE", "VALID_FROM", "VALID_UNTIL", "PUBLIC_KEY"],
+                    &rows
+                )
+            );
+        }
+    }
     Ok(())
 }
 

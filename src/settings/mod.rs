@@ -254,15 +254,44 @@ pub struct Settings {
     /// Heartbeats missed in a row after which a peer is `degraded`.
     #[arg(long, env = "KITE_HEARTBEAT_MISSES", default_value_t = federation().heartbeat_misses, value_parser = clap::value_parser!(u32).range(1..))]
     pub heartbeat_misses: u32,
-    /// Where Prometheus metrics are served (`GET /metrics`); `off` serves none.
-    #[arg(long, env = "KITE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    /// A listener of its own for Prometheus metrics (`GET /metrics`), for a process
+    /// without the ingress role; default `off` (the main listener serves `/metrics`).
+    #[arg(long, env = "KITE_METRICS_ADDR", default_value = "off")]
     pub metrics_addr: String,
+    /// Client networks the main listener serves `/metrics` to without a token
+    /// (comma-separated CIDRs or addresses; `none`: only with KITE_METRICS_TOKEN).
+    #[arg(long, env = "KITE_METRICS_ALLOW", default_value = "127.0.0.0/8,::1/128", value_parser = networks)]
+    pub metrics_allow: Networks,
+    /// A bearer token that reads `/metrics` on the main listener from any address.
+    #[arg(long, env = "KITE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Seconds a rotated-out identity key stays published and accepted.
     #[arg(long, env = "KITE_KEY_OVERLAP_SECS", default_value_t = federation().key_overlap.as_secs())]
     pub key_overlap_secs: u64,
     /// Seconds an identity key signs before it is rotated on schedule (0: only by hand).
     #[arg(long, env = "KITE_KEY_ROTATION_SECS", default_value_t = federation().key_rotation.map_or(0, |d| d.as_secs()))]
     pub key_rotation_secs: u64,
+}
+
+/// A list of client networks (`KITE_METRICS_ALLOW`).
+#[derive(Debug, Clone, Default)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+/// Reads comma-separated CIDRs or addresses; `none` is the empty list.
+fn networks(s: &str) -> Result<Networks, String> {
+    if s.trim() == "none" {
+        return Ok(Networks::default());
+    }
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{p:?} is neither a CIDR (127.0.0.0/8) nor an address"))
+        })
+        .collect::<Result<_, _>>()
+        .map(Networks)
 }
 
 /// A role a process can run.

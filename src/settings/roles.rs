@@ -48,6 +48,7 @@ impl Settings {
     pub fn ingress(&self, instance_id: &str) -> IngressConfig {
         let rate = |per_second, burst| Rate { per_second, burst };
         IngressConfig {
+            version: crate::VERSION.to_owned(),
             ingest: kite_ingest::IngestConfig {
                 queue: self.ingest_queue,
                 ..kite_ingest::IngestConfig::new(instance_id)

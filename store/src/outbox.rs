@@ -7,7 +7,7 @@ use kite_wire::fed::FedInfo;
 use kite_wire::ids::{Delivery, EventSeq, OutboxId, PeerId, TeamId};
 
 use crate::events::fed_columns;
-use crate::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus};
+use crate::types::{AttemptOutcome, OutboxAction, OutboxState, PeerAnswer, PeerHealth, PeerStatus};
 use crate::{Result, RowExt, Store};
 
 pub use kite_api::outbox::OutboxEntry;
@@ -171,6 +171,63 @@ pub struct DeliveryUpdate {
     pub last_error: Option<String>,
     /// Status code of this attempt.
     pub last_status_code: Option<i32>,
+    /// What the peer did with the event (`Delivered` only).
+    pub peer_answer: Option<PeerAnswer>,
+}
+
+/// What became of an operator's action on one outbox row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acted {
+    /// Done: the row now waits for its peer (publish it), or was cancelled.
+    Done(PeerId),
+    /// No such row in the team.
+    Missing,
+    /// The row's state does not allow the action.
+    Refused(OutboxState),
+}
+
+/// The columns of an [`OutboxEntry`], read by [`entry`]; `o` is the outbox row, `e` its
+/// event. The attempt count is the story's: every logged attempt of the row.
+const ENTRY_COLUMNS: &str = "o.id, o.event_seq, e.ce_id, e.ce_type, o.peer_id, o.state, o.reason,
+    (SELECT count(*)::int FROM attempts a WHERE a.outbox_id = o.id),
+    o.next_attempt_at, o.last_error, o.last_status_code, o.created_at, o.updated_at,
+    o.delivered_at, o.peer_answer, o.attempts";
+
+/// An outbox row read with [`ENTRY_COLUMNS`].
+fn entry(r: &tokio_postgres::Row) -> Result<OutboxEntry> {
+    Ok(OutboxEntry {
+        id: r.col(0)?,
+        event_seq: r.col(1)?,
+        event_id: r.col(2)?,
+        event_type: r.col(3)?,
+        peer_id: r.col(4)?,
+        status: r.col(5)?,
+        reason: r.col(6)?,
+        attempts: r.col(7)?,
+        next_attempt_at: r.col(8)?,
+        last_error: r.col(9)?,
+        last_status_code: r.col(10)?,
+        created_at: r.col(11)?,
+        updated_at: r.col(12)?,
+        delivered_at: r.col(13)?,
+        peer_answer: r.col(14)?,
+        failures: r.col(15)?,
+    })
+}
+
+/// Dead rows to replay, by filter (`POST /api/federation/outbox/replay`).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayQuery {
+    /// Only this peer.
+    pub peer_id: Option<PeerId>,
+    /// Only events whose type matches this glob.
+    pub event_type: Option<String>,
+    /// Only rows made at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only rows made before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// The most rows.
+    pub limit: i64,
 }
 
 /// Filters of an outbox listing.
@@ -300,10 +357,10 @@ impl Store {
                 // with statistics of the table's real size (`analyze_changed`) the planner
                 // does so.
                 "WITH logged AS (
-                    INSERT INTO attempts (outbox_id, outcome, status_code, error, duration_ms)
-                    SELECT a.id, a.outcome, a.code, a.error, a.ms
-                    FROM UNNEST($7::bigint[], $8::text[], $9::int[], $10::text[], $11::int[])
-                         AS a(id, outcome, code, error, ms)
+                    INSERT INTO attempts (outbox_id, outcome, status_code, error, duration_ms, peer_answer)
+                    SELECT a.id, a.outcome, a.code, a.error, a.ms, a.answer
+                    FROM UNNEST($7::bigint[], $8::text[], $9::int[], $10::text[], $11::int[], $13::text[])
+                         AS a(id, outcome, code, error, ms, answer)
                     JOIN outbox x ON x.id = a.id
                     RETURNING 1)
                  UPDATE outbox o SET state = u.state, attempts = u.attempts,
@@ -311,9 +368,10 @@ impl Store {
                     last_error = COALESCE(u.last_error, o.last_error),
                     last_status_code = COALESCE(u.last_status_code, o.last_status_code),
                     delivered_at = CASE WHEN u.state = 'delivered' THEN now() ELSE o.delivered_at END,
+                    peer_answer = CASE WHEN u.state = 'delivered' THEN u.answer ELSE o.peer_answer END,
                     updated_at = now()
-                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[])
-                    AS u(id, state, attempts, next_attempt_at, last_error, last_status_code)
+                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $12::text[])
+                    AS u(id, state, attempts, next_attempt_at, last_error, last_status_code, answer)
                  WHERE o.id = u.id AND o.state = 'pending'",
             )
             .await?;
@@ -328,6 +386,8 @@ impl Store {
         let a_codes: Vec<Option<i32>> = attempts.iter().map(|a| a.status_code).collect();
         let a_errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
         let a_ms: Vec<i32> = attempts.iter().map(|a| a.duration_ms).collect();
+        let answers: Vec<Option<PeerAnswer>> = updates.iter().map(|u| u.peer_answer).collect();
+        let a_answers: Vec<Option<PeerAnswer>> = attempts.iter().map(|a| a.peer_answer).collect();
         Ok(c.execute(
             &st,
             &[
@@ -342,6 +402,8 @@ impl Store {
                 &a_codes,
                 &a_errors,
                 &a_ms,
+                &answers,
+                &a_answers,
             ],
         )
         .await?)
@@ -367,9 +429,8 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT o.id, o.event_seq, e.ce_id, e.ce_type, o.peer_id, o.state, o.reason, o.attempts,
-                        o.next_attempt_at, o.last_error, o.last_status_code, o.created_at, o.updated_at,
-                        o.delivered_at
+                &format!(
+                    "SELECT {ENTRY_COLUMNS}
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  WHERE o.team_id = $1 AND ($2::uuid IS NULL OR o.peer_id = $2)
                    AND ($3::text IS NULL OR o.state = $3) AND o.id > $4
@@ -377,7 +438,8 @@ impl Store {
                    AND ($7::text IS NULL OR e.hook_source = $7)
                    AND ($8::timestamptz IS NULL OR o.created_at >= $8)
                    AND ($9::timestamptz IS NULL OR o.created_at < $9)
-                 ORDER BY o.id LIMIT $5",
+                 ORDER BY o.id LIMIT $5"
+                ),
                 &[
                     &team_id,
                     &q.peer_id,
@@ -391,27 +453,7 @@ impl Store {
                 ],
             )
             .await?;
-        let mut items: Vec<OutboxEntry> = rows
-            .iter()
-            .map(|r| {
-                Ok(OutboxEntry {
-                    id: r.col(0)?,
-                    event_seq: r.col(1)?,
-                    event_id: r.col(2)?,
-                    event_type: r.col(3)?,
-                    peer_id: r.col(4)?,
-                    status: r.col(5)?,
-                    reason: r.col(6)?,
-                    attempts: r.col(7)?,
-                    next_attempt_at: r.col(8)?,
-                    last_error: r.col(9)?,
-                    last_status_code: r.col(10)?,
-                    created_at: r.col(11)?,
-                    updated_at: r.col(12)?,
-                    delivered_at: r.col(13)?,
-                })
-            })
-            .collect::<Result<_>>()?;
+        let mut items: Vec<OutboxEntry> = rows.iter().map(entry).collect::<Result<_>>()?;
         let next = if items.len() as i64 > q.limit {
             items.truncate(q.limit as usize);
             items.last().map(|e| e.id)
@@ -421,24 +463,157 @@ impl Store {
         Ok((items, next))
     }
 
-    /// Moves up to `limit` dead rows of a peer back to pending with attempts reset.
+    /// Moves up to `limit` dead rows of a peer back to pending with attempts reset; each
+    /// row's story records the replay, by key `by`.
     pub async fn replay_dead(
         &self,
         team_id: &str,
         peer_id: PeerId,
         limit: i64,
+        by: Option<&str>,
     ) -> Result<Vec<OutboxId>> {
+        let q = ReplayQuery {
+            peer_id: Some(peer_id),
+            limit,
+            ..ReplayQuery::default()
+        };
+        Ok(self
+            .replay_matching(team_id, &q, by)
+            .await?
+            .into_iter()
+            .map(|d| d.id)
+            .collect())
+    }
+
+    /// Moves up to `q.limit` dead rows of a team that match `q` back to pending with
+    /// attempts reset, recording the replay (by key `by`) in each row's story; answers them.
+    pub async fn replay_matching(
+        &self,
+        team_id: &str,
+        q: &ReplayQuery,
+        by: Option<&str>,
+    ) -> Result<Vec<Delivery>> {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
-                 WHERE id IN (SELECT id FROM outbox WHERE team_id = $1 AND peer_id = $2 AND state = 'dead'
-                              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING id",
-                &[&team_id, &peer_id, &limit],
+                "WITH back AS (
+                    UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+                    WHERE id IN (SELECT o.id FROM outbox o JOIN events e ON e.seq = o.event_seq
+                                 WHERE o.team_id = $1 AND o.state = 'dead'
+                                   AND ($2::uuid IS NULL OR o.peer_id = $2)
+                                   AND ($3::text IS NULL OR e.ce_type LIKE $3)
+                                   AND ($4::timestamptz IS NULL OR o.created_at >= $4)
+                                   AND ($5::timestamptz IS NULL OR o.created_at < $5)
+                                 ORDER BY o.id LIMIT $6 FOR UPDATE OF o SKIP LOCKED)
+                    RETURNING id, peer_id),
+                 noted AS (
+                    INSERT INTO outbox_actions (outbox_id, action, by_key)
+                    SELECT id, $7, $8 FROM back)
+                 SELECT id, peer_id FROM back ORDER BY id",
+                &[
+                    &team_id,
+                    &q.peer_id,
+                    &q.event_type.as_deref().map(crate::glob_to_like),
+                    &q.since,
+                    &q.until,
+                    &q.limit,
+                    &OutboxAction::Replay,
+                    &by,
+                ],
             )
             .await?;
-        rows.iter().map(|r| r.col(0)).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.col(0)?,
+                    peer: r.col(1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// One outbox row of a team.
+    pub async fn outbox_entry(&self, team_id: &str, id: i64) -> Result<OutboxEntry> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS} FROM outbox o JOIN events e ON e.seq = o.event_seq
+                     WHERE o.team_id = $1 AND o.id = $2"
+                ),
+                &[&team_id, &id],
+            )
+            .await?
+            .ok_or(crate::StoreError::NotFound)?;
+        entry(&row)
+    }
+
+    /// Resends one row now: a row that is delivered, dead, cancelled or pending goes (back)
+    /// to pending, due now, with its retry count reset; a skipped row is refused. The row's
+    /// story records the resend, by key `by`.
+    pub async fn resend(&self, team_id: &str, id: i64, by: Option<&str>) -> Result<Acted> {
+        self.act(
+            team_id,
+            id,
+            by,
+            OutboxAction::Resend,
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
+             WHERE team_id = $1 AND id = $2 AND state <> 'skipped'
+             RETURNING id, peer_id",
+        )
+        .await
+    }
+
+    /// Cancels one pending row: its queued message is dropped when it comes. The row's story
+    /// records it, by key `by`.
+    pub async fn cancel(&self, team_id: &str, id: i64, by: Option<&str>) -> Result<Acted> {
+        self.act(
+            team_id,
+            id,
+            by,
+            OutboxAction::Cancel,
+            "UPDATE outbox SET state = 'cancelled', updated_at = now()
+             WHERE team_id = $1 AND id = $2 AND state = 'pending'
+             RETURNING id, peer_id",
+        )
+        .await
+    }
+
+    /// Runs `update` (which answers `id, peer_id` of the row it changed) and records
+    /// `action` in the same statement.
+    async fn act(
+        &self,
+        team_id: &str,
+        id: i64,
+        by: Option<&str>,
+        action: OutboxAction,
+        update: &str,
+    ) -> Result<Acted> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                &format!(
+                    "WITH done AS ({update}),
+                     noted AS (INSERT INTO outbox_actions (outbox_id, action, by_key)
+                               SELECT id, $3, $4 FROM done)
+                     SELECT peer_id FROM done"
+                ),
+                &[&team_id, &id, &action, &by],
+            )
+            .await?;
+        if let Some(r) = row {
+            return Ok(Acted::Done(r.col(0)?));
+        }
+        let state = c
+            .query_opt(
+                "SELECT state FROM outbox WHERE team_id = $1 AND id = $2",
+                &[&team_id, &id],
+            )
+            .await?;
+        Ok(match state {
+            Some(r) => Acted::Refused(r.col(0)?),
+            None => Acted::Missing,
+        })
     }
 
     /// One sweep for lost messages, run by one process at a time (others get None): events

@@ -72,6 +72,46 @@ impl Store {
         rows.iter().map(|r| self.source(r)).collect()
     }
 
+    /// Notes that hook source `name` of a team took an unsigned post (at most 1,000 names a
+    /// team are kept).
+    pub async fn note_unsigned_source(&self, team_id: &str, name: &str) -> Result<()> {
+        let c = self.conn().await?;
+        c.execute(
+            "INSERT INTO unsigned_sources (team_id, name)
+             SELECT $1, $2 WHERE (SELECT count(*) FROM unsigned_sources WHERE team_id = $1) < 1000
+             ON CONFLICT (team_id, name) DO UPDATE SET last_seen = now()",
+            &[&team_id, &name],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A team's hook sources that took unsigned posts and have no signature configured now.
+    pub async fn unsigned_sources(
+        &self,
+        team_id: &str,
+    ) -> Result<Vec<kite_api::sources::UnsignedSource>> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT u.name, u.first_seen, u.last_seen FROM unsigned_sources u
+                 WHERE u.team_id = $1
+                   AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.team_id = u.team_id AND s.name = u.name)
+                 ORDER BY u.name",
+                &[&team_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(kite_api::sources::UnsignedSource {
+                    name: r.col(0)?,
+                    first_seen: r.col(1)?,
+                    last_seen: r.col(2)?,
+                })
+            })
+            .collect()
+    }
+
     /// Every source (for ingress' cache).
     pub async fn all_sources(&self) -> Result<Vec<Source>> {
         let c = self.conn().await?;

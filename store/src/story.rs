@@ -3,11 +3,11 @@
 use chrono::{DateTime, Utc};
 
 use crate::events::StoredEvent;
-use crate::types::{AttemptOutcome, OutboxState, SkipReason};
+use crate::types::{AttemptOutcome, OutboxState, PeerAnswer, SkipReason};
 use crate::{Result, RowExt, Store};
 use kite_wire::ids::{OutboxId, PeerId};
 
-pub use kite_api::events::AttemptEntry;
+pub use kite_api::events::{ActionEntry, AttemptEntry};
 
 /// One delivery attempt to record.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub struct NewAttempt {
     pub error: Option<String>,
     /// How long it took.
     pub duration_ms: i32,
+    /// What the peer did with the event, when it took it.
+    pub peer_answer: Option<PeerAnswer>,
 }
 
 /// An event's outbox row for one peer, with its attempts.
@@ -37,8 +39,12 @@ pub struct StoryRow {
     pub reason: Option<SkipReason>,
     /// When it was delivered.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// What the peer did with the event once it took it.
+    pub peer_answer: Option<PeerAnswer>,
     /// Its attempts, oldest first.
     pub attempts: Vec<AttemptEntry>,
+    /// What operators did to it, oldest first.
+    pub actions: Vec<ActionEntry>,
 }
 
 impl Store {
@@ -90,7 +96,7 @@ impl Store {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT id, peer_id, state, reason, delivered_at FROM outbox
+                "SELECT id, peer_id, state, reason, delivered_at, peer_answer FROM outbox
                  WHERE event_seq = $1 AND team_id = $2 ORDER BY id",
                 &[&seq, &team_id],
             )
@@ -103,13 +109,15 @@ impl Store {
                 state: r.col(2)?,
                 reason: r.col(3)?,
                 delivered_at: r.col(4)?,
+                peer_answer: r.col(5)?,
                 attempts: Vec::new(),
+                actions: Vec::new(),
             });
         }
         let ids: Vec<i64> = out.iter().map(|r| r.id).collect();
         let attempts = c
             .query(
-                "SELECT outbox_id, attempted_at, outcome, status_code, error, duration_ms
+                "SELECT outbox_id, attempted_at, outcome, status_code, error, duration_ms, peer_answer
                  FROM attempts WHERE outbox_id = ANY($1) ORDER BY id",
                 &[&ids],
             )
@@ -123,9 +131,79 @@ impl Store {
                     status_code: a.col(3)?,
                     error: a.col(4)?,
                     duration_ms: a.col(5)?,
+                    peer_answer: a.col(6)?,
+                });
+            }
+        }
+        let actions = c
+            .query(
+                "SELECT outbox_id, at, action, by_key FROM outbox_actions
+                 WHERE outbox_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await?;
+        for a in &actions {
+            let id: i64 = a.col(0)?;
+            if let Some(row) = out.iter_mut().find(|r| r.id == id) {
+                row.actions.push(ActionEntry {
+                    at: a.col(1)?,
+                    action: a.col(2)?,
+                    by: a.col(3)?,
                 });
             }
         }
         Ok(Some((event, out)))
+    }
+}
+
+impl Store {
+    /// A peer's attempts over the last `window` seconds in buckets of `bucket` seconds,
+    /// oldest first, every bucket present: delivered, failed, and the median and 95th
+    /// percentile duration of those that delivered.
+    pub async fn peer_stats(
+        &self,
+        team_id: &str,
+        peer_id: PeerId,
+        window: i64,
+        bucket: i64,
+    ) -> Result<Vec<kite_api::peers::StatsBucket>> {
+        let c = self.conn().await?;
+        // Rows made up to a day before the window may still be tried in it (retries).
+        let rows = c
+            .query(
+                "WITH span AS (
+                    SELECT to_timestamp((floor(extract(epoch FROM now()) / $4::bigint) * $4::bigint - $3::bigint + $4::bigint)::float8) AS start),
+                 buckets AS (
+                    SELECT generate_series(0, $3::bigint / $4::bigint - 1) AS n),
+                 tried AS (
+                    SELECT floor(extract(epoch FROM a.attempted_at - (SELECT start FROM span)) / $4::bigint)::bigint AS n,
+                           a.outcome, a.duration_ms
+                    FROM outbox o JOIN attempts a ON a.outbox_id = o.id
+                    WHERE o.team_id = $1 AND o.peer_id = $2
+                      AND o.created_at >= (SELECT start FROM span) - interval '1 day'
+                      AND a.attempted_at >= (SELECT start FROM span))
+                 SELECT (SELECT start FROM span) + make_interval(secs => (b.n * $4::bigint)::float8),
+                        count(t.outcome) FILTER (WHERE t.outcome = 'delivered'),
+                        count(t.outcome) FILTER (WHERE t.outcome <> 'delivered'),
+                        (percentile_cont(0.5) WITHIN GROUP (ORDER BY t.duration_ms)
+                            FILTER (WHERE t.outcome = 'delivered'))::bigint,
+                        (percentile_cont(0.95) WITHIN GROUP (ORDER BY t.duration_ms)
+                            FILTER (WHERE t.outcome = 'delivered'))::bigint
+                 FROM buckets b LEFT JOIN tried t ON t.n = b.n
+                 GROUP BY b.n ORDER BY b.n",
+                &[&team_id, &peer_id, &window, &bucket],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(kite_api::peers::StatsBucket {
+                    start: r.col(0)?,
+                    delivered: r.col(1)?,
+                    failed: r.col(2)?,
+                    p50_ms: r.col(3)?,
+                    p95_ms: r.col(4)?,
+                })
+            })
+            .collect()
     }
 }

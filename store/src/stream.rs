@@ -89,6 +89,8 @@ impl Store {
                     DELETE FROM outbox WHERE event_seq IN (SELECT seq FROM gone) RETURNING id),
                  gone_attempts AS (
                     DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM gone_rows)),
+                 gone_actions AS (
+                    DELETE FROM outbox_actions WHERE outbox_id IN (SELECT id FROM gone_rows)),
                  per_team AS (SELECT team_id, max(seq) AS through, count(*) AS n FROM gone GROUP BY team_id),
                  noted AS (
                     INSERT INTO stream_retention (team_id, pruned_through) SELECT team_id, through FROM per_team

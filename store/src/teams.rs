@@ -85,7 +85,8 @@ impl Store {
         // parent row) without a foreign key: removed first (the deliveries in one pass,
         // their attempts with them).
         tx.execute(
-            "WITH rows AS (DELETE FROM outbox WHERE team_id = $1 RETURNING id)
+            "WITH rows AS (DELETE FROM outbox WHERE team_id = $1 RETURNING id),
+                  gone_actions AS (DELETE FROM outbox_actions WHERE outbox_id IN (SELECT id FROM rows))
              DELETE FROM attempts WHERE outbox_id IN (SELECT id FROM rows)",
             &[&id],
         )

@@ -260,6 +260,11 @@ impl Instance {
         kite_kit::client::ApiClient::with_http(self.http.clone(), &self.url, &self.key)
     }
 
+    /// A client of this instance with another API key.
+    pub fn client_with_key(&self, key: &str) -> kite_kit::client::ApiClient {
+        kite_kit::client::ApiClient::with_http(self.http.clone(), &self.url, key)
+    }
+
     /// An admin API call.
     pub async fn api(
         &self,

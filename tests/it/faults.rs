@@ -251,11 +251,11 @@ async fn unreachable_peer_parks_deliveries_without_burning_attempts() {
     );
     assert!(p["last_error_at"].is_string());
     // Parked: over several probe intervals and retry delays, nothing goes dead and no
-    // delivery's attempts move.
+    // delivery spends its retry budget (its probes are attempts, but not failures).
     let attempts = |rows: Vec<serde_json::Value>| -> Vec<i64> {
         let mut v: Vec<i64> = rows
             .iter()
-            .map(|r| r["attempts"].as_i64().unwrap_or(-1))
+            .map(|r| r["failures"].as_i64().unwrap_or(-1))
             .collect();
         v.sort();
         v

@@ -309,14 +309,18 @@ async fn forward_to_moves_on_past_a_failing_target_and_keeps_its_secret() {
             .lock()
             .map(|v| {
                 v.iter()
-                    .filter(|x| x.contains("[500]") && x.contains("giving up"))
+                    .filter(|x| {
+                        x.contains("[500]")
+                            && x.contains("(attempt 2/2); giving up after 2 attempts")
+                    })
                     .count()
             })
             .unwrap_or(0);
         (n >= 2).then_some(())
     })
     .await;
-    assert!(l.said("retrying (1/2)"));
+    // --forward-retries 1: one retry, two attempts, every line counting the same way.
+    assert!(l.said("(attempt 1/2); retrying"));
     drop(l);
 
     // The same client id keeps its secret; later events still flow to a good target.

@@ -88,7 +88,7 @@ async fn metrics_move_with_traffic() {
         "{text}"
     );
     assert!(
-        value(&text, "kite_process_resident_memory_bytes", &[]) > Some(0.0),
+        value(&text, "process_resident_memory_bytes", &[]) > Some(0.0),
         "{text}"
     );
     reaches(

@@ -111,8 +111,12 @@ codes! {
     NotFound = "not_found", 404;
     /// The caller holds no grant for this.
     NotGranted = "not_granted", 403;
+    /// The delivery is not pending, so it cannot be cancelled.
+    NotPending = "not_pending", 409;
     /// The peer did not ask for this grant.
     NotRequested = "not_requested", 400;
+    /// The delivery was skipped by routing (`loop`, `max_hops`): it is never sent.
+    NotResendable = "not_resendable", 409;
     /// A body over the limit.
     PayloadTooLarge = "payload_too_large", 413;
     /// The team's policy does not allow this server.

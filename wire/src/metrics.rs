@@ -57,9 +57,10 @@ pub const DB_POOL_MAX: &str = "kite_db_pool_connections_max";
 pub const VOUCHED_KEYS: &str = "kite_federation_vouched_keys";
 /// Signed server-to-server requests remembered by the replay cache (bounded).
 pub const REPLAY_ENTRIES: &str = "kite_federation_replay_cache_entries";
-/// What the process metrics' names start with (`kite_process_cpu_seconds_total`,
-/// `kite_process_resident_memory_bytes`, `kite_process_open_fds`, ...).
-pub const PROCESS_PREFIX: &str = "kite_";
+/// What the process metrics' names start with before `process_`: nothing, so they carry the
+/// standard names every Prometheus client library uses (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, ...).
+pub const PROCESS_PREFIX: &str = "";
 
 /// Every metric kite records itself: name, kind, labels, help.
 pub const ALL: &[(&str, Kind, &[&str], &str)] = &[

@@ -21,7 +21,7 @@ use kite_api::outbox::OutboxParams;
 
 /// A listing's query string, every name checked against the filters the route documents
 /// (its [`IntoParams`] type), so the OpenAPI document and the check never disagree.
-struct Filters(HashMap<String, String>);
+pub(super) struct Filters(HashMap<String, String>);
 
 /// The query parameter names a listing documents.
 fn names<P: IntoParams>() -> Vec<String> {
@@ -32,7 +32,7 @@ fn names<P: IntoParams>() -> Vec<String> {
 }
 
 impl Filters {
-    fn read<P: IntoParams>(
+    pub(super) fn read<P: IntoParams>(
         q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
     ) -> Result<Self, ApiErr> {
         let Query(q) =
@@ -53,7 +53,7 @@ impl Filters {
         Ok(Self(q))
     }
 
-    fn text(&self, k: &str) -> Option<String> {
+    pub(super) fn text(&self, k: &str) -> Option<String> {
         self.0.get(k).filter(|v| !v.is_empty()).cloned()
     }
 
@@ -96,17 +96,7 @@ pub(super) async fn list_outbox(
         ),
     };
     if let Some(name) = f.text("peer") {
-        let peers = st.store.list_peers(&g.team_id).await?;
-        let p = peers
-            .iter()
-            .find(|p| p.name == name || p.server_name.as_deref() == Some(name.as_str()))
-            .ok_or_else(|| {
-                ApiErr(ApiError::validation(
-                    "peer",
-                    format!("no peer named {name:?}"),
-                ))
-            })?;
-        peer_id = Some(p.id);
+        peer_id = Some(peer_named(&st, &g.team_id, &name).await?);
     }
     let status = match f.text("status").or_else(|| f.text("state")) {
         Some(s) => Some(OutboxState::parse(&s).ok_or_else(|| {
@@ -133,6 +123,21 @@ pub(super) async fn list_outbox(
         next_cursor: next,
     })
     .into_response())
+}
+
+/// The id of the team's peer of this name (or server name); 400 naming `peer` if none.
+pub(super) async fn peer_named(st: &AppState, team_id: &str, name: &str) -> Result<PeerId, ApiErr> {
+    let peers = st.store.list_peers(team_id).await?;
+    peers
+        .iter()
+        .find(|p| p.name == name || p.server_name.as_deref() == Some(name))
+        .map(|p| p.id)
+        .ok_or_else(|| {
+            ApiErr(ApiError::validation(
+                "peer",
+                format!("no peer named {name:?}"),
+            ))
+        })
 }
 
 #[utoipa::path(get, path = "/api/events", tag = "events",
@@ -235,12 +240,15 @@ fn story_of(peer: Option<&Peer>, row: Option<&StoryRow>, received_at: DateTime<U
             .map(|p| p.id)
             .or(row.map(|r| r.peer_id))
             .unwrap_or_default(),
+        outbox_id: row.map(|r| r.id),
         peer: peer.map(|p| p.name.clone()),
         outcome: StoryOutcome::NoMatch,
         reason: None,
         scopes: None,
         delivered_at: row.and_then(|r| r.delivered_at),
+        peer_answer: row.and_then(|r| r.peer_answer),
         attempts: row.map(|r| r.attempts.clone()).unwrap_or_default(),
+        actions: row.map(|r| r.actions.clone()).unwrap_or_default(),
     };
     match (peer, row) {
         (Some(p), None) => {

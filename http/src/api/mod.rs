@@ -7,6 +7,7 @@
 mod grants;
 pub(crate) mod keys;
 mod listings;
+mod outbox;
 mod peers;
 mod senders;
 pub(crate) mod sources;
@@ -59,6 +60,10 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
             peers::delete_peer
         ))
         .routes(routes!(peers::replay_dead))
+        .routes(routes!(peers::peer_stats))
+        .routes(routes!(outbox::resend))
+        .routes(routes!(outbox::cancel))
+        .routes(routes!(outbox::replay))
         .routes(routes!(peers::refresh_peer))
         .routes(routes!(grants::create_grant, grants::list_grants))
         .routes(routes!(grants::delete_grant))

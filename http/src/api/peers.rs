@@ -1,7 +1,7 @@
 //! Peers: create, list, show, update, delete, replay dead rows; the SSRF check of their URLs.
 
 use super::*;
-use kite_api::peers::{PeerView, ReplayDead, Replayed};
+use kite_api::peers::{PeerStats, PeerView, ReplayDead, Replayed, StatsParams, StatsWindow};
 use kite_wire::Code;
 
 /// Refuses peer URLs that point at loopback, private, link-local (metadata) or multicast
@@ -236,7 +236,11 @@ pub(super) async fn replay_dead(
     let id = parse_id(&id)?;
     // 404 for a peer of another team or none.
     let peer = st.store.get_peer(&g.team_id, id).await?;
-    let ids = st.store.replay_dead(&g.team_id, id, limit).await?;
+    let by = g.key_id.to_string();
+    let ids = st
+        .store
+        .replay_dead(&g.team_id, id, limit, Some(&by))
+        .await?;
     metrics::counter!(kite_wire::metrics::REPLAYED, "team" => g.team_id.to_string(), "peer" => peer.name)
         .increment(ids.len() as u64);
     if !ids.is_empty() {
@@ -249,6 +253,44 @@ pub(super) async fn replay_dead(
     }
     Ok(Json(Replayed {
         replayed: ids.len(),
+    })
+    .into_response())
+}
+
+#[utoipa::path(get, path = "/api/federation/peers/{id}/stats", tag = "peers",
+    summary = "A peer's delivered, failed and latency over the last hour or day (read key)",
+    description = "From the attempts kite logged: every bucket of the window, oldest first \
+        (an hour in 12 buckets of 5 minutes, a day in 24 of an hour).",
+    params(("id" = String, Path, description = "The peer's id (a UUID)"), StatsParams),
+    responses((status = 200, description = "The peer's charts", body = PeerStats)))]
+pub(super) async fn peer_stats(
+    State(st): St,
+    Key(g, _): Key<act::ShowPeerStats>,
+    Path(id): Path<String>,
+    q: Result<
+        Query<std::collections::HashMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Response, ApiErr> {
+    let f = super::listings::Filters::read::<StatsParams>(q)?;
+    let window = match f.text("window") {
+        None => StatsWindow::default(),
+        Some(w) => StatsWindow::parse(&w).ok_or_else(|| {
+            ApiErr(ApiError::validation(
+                "window",
+                "window must be one of hour, day",
+            ))
+        })?,
+    };
+    let id = parse_id(&id)?;
+    // 404 for a peer of another team or none.
+    st.store.get_peer(&g.team_id, id).await?;
+    let (span, bucket) = window.spans();
+    let buckets = st.store.peer_stats(&g.team_id, id, span, bucket).await?;
+    Ok(Json(PeerStats {
+        window,
+        bucket_secs: bucket,
+        buckets,
     })
     .into_response())
 }

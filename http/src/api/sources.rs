@@ -42,14 +42,15 @@ pub(crate) async fn delete(st: &AppState, team: &str, name: &str) -> Result<(), 
 }
 
 #[utoipa::path(get, path = "/api/sources", tag = "sources",
-    summary = "The team's sources (never their secrets)",
-    responses((status = 200, description = "The sources", body = Items<kite_store::sources::Source>)))]
+    summary = "The team's sources (never their secrets), and the hook sources that took unsigned posts",
+    responses((status = 200, description = "The sources", body = kite_api::sources::SourceList)))]
 pub(super) async fn list_sources(
     State(st): St,
     Key(g, _): Key<act::ListSources>,
 ) -> Result<Response, ApiErr> {
     let items = st.store.list_sources(&g.team_id).await?;
-    Ok(Json(Items { items }).into_response())
+    let unsigned = st.store.unsigned_sources(&g.team_id).await?;
+    Ok(Json(kite_api::sources::SourceList { items, unsigned }).into_response())
 }
 
 #[utoipa::path(post, path = "/api/sources/{name}/rotate", tag = "sources",

@@ -5,10 +5,10 @@
 use kite_api::common::{Deleted, Items, Page};
 use kite_api::events::{EventItem, EventParams};
 use kite_api::keys::{ApiKeyInfo, CreatedKey, NewKey};
-use kite_api::outbox::{OutboxEntry, OutboxParams};
-use kite_api::peers::{NewPeer, Peer, PeerPatch, PeerView, ReplayDead, Replayed};
+use kite_api::outbox::{OutboxEntry, OutboxParams, ReplayFilter};
+use kite_api::peers::{NewPeer, Peer, PeerPatch, PeerStats, PeerView, ReplayDead, Replayed};
 use kite_api::senders::{NewSender, Sender, SenderPatch};
-use kite_api::sources::{NewSource, Rotation, Source};
+use kite_api::sources::{NewSource, Rotation, Source, SourceList};
 use kite_api::teams::{CreatedTeam, NewTeam, Team};
 use kite_api::tokens::{CreatedToken, NewToken, TokenInfo};
 use kite_api::types::{PeerStatus, Permission};
@@ -229,8 +229,8 @@ impl ApiClient {
         self.send(Method::POST, "/api/sources", Some(s)).await
     }
 
-    /// The team's signed sources.
-    pub async fn list_sources(&self) -> Result<Answered<Items<Source>>, ClientError> {
+    /// The team's signed sources, and the hook sources that took unsigned posts.
+    pub async fn list_sources(&self) -> Result<Answered<SourceList>, ClientError> {
         self.typed(Method::GET, "/api/sources").await
     }
 
@@ -274,7 +274,71 @@ impl ApiClient {
             limit: limit.map(i64::from),
             ..EventParams::default()
         };
-        self.query("/api/events", &params).await
+        self.find_events(&params).await
+    }
+
+    /// One page of stored events that pass the listing's filters.
+    pub async fn find_events(
+        &self,
+        f: &EventParams,
+    ) -> Result<Answered<Page<EventItem>>, ClientError> {
+        self.query("/api/events", f).await
+    }
+
+    /// An event's story (`GET /api/events/{id}`): the event and, for every peer, what
+    /// happened to it, with every attempt and action. Read as JSON (the event is raw).
+    pub async fn event_story(
+        &self,
+        id: &str,
+        source: Option<&str>,
+    ) -> Result<Answered<serde_json::Value>, ClientError> {
+        let path = format!("/api/events/{}", enc(id));
+        match source {
+            Some(s) => {
+                self.query(
+                    &path,
+                    &kite_api::events::StoryParams {
+                        source: Some(s.to_owned()),
+                    },
+                )
+                .await
+            }
+            None => self.typed(Method::GET, &path).await,
+        }
+    }
+
+    // Acting on deliveries.
+
+    /// Sends outbox row `id` again now; answers the row.
+    pub async fn resend(&self, id: i64) -> Result<Answered<OutboxEntry>, ClientError> {
+        let path = format!("/api/federation/outbox/{id}/resend");
+        self.typed(Method::POST, &path).await
+    }
+
+    /// Cancels pending outbox row `id`; answers the row.
+    pub async fn cancel(&self, id: i64) -> Result<Answered<OutboxEntry>, ClientError> {
+        let path = format!("/api/federation/outbox/{id}/cancel");
+        self.typed(Method::POST, &path).await
+    }
+
+    /// Replays the team's dead rows that match `f`.
+    pub async fn replay_matching(
+        &self,
+        f: &ReplayFilter,
+    ) -> Result<Answered<Replayed>, ClientError> {
+        self.send(Method::POST, "/api/federation/outbox/replay", Some(f))
+            .await
+    }
+
+    /// A peer's delivered, failed and latency over the last hour (`day`: the last day).
+    pub async fn peer_stats(
+        &self,
+        id: &str,
+        day: bool,
+    ) -> Result<Answered<PeerStats>, ClientError> {
+        let window = if day { "day" } else { "hour" };
+        let path = format!("/api/federation/peers/{}/stats?window={window}", enc(id));
+        self.typed(Method::GET, &path).await
     }
 
     /// The stored event with sequence number `seq`, if there is one.

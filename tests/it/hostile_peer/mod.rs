@@ -61,12 +61,7 @@ fn unsigned(id: &str, ty: &str, origin: &str, chain: &[&str]) -> String {
 
 /// The process' resident memory, from its metrics.
 async fn rss(inst: &Instance) -> f64 {
-    value(
-        &scrape(inst).await,
-        "kite_process_resident_memory_bytes",
-        &[],
-    )
-    .expect("resident memory")
+    value(&scrape(inst).await, "process_resident_memory_bytes", &[]).expect("resident memory")
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

@@ -38,8 +38,13 @@ async fn getting_started_relays_a_stripe_event_and_listen_prints_it() {
     assert_eq!(ev["kitefedhops"], 1);
     assert_eq!(ev["data"]["type"], "payment_intent.succeeded");
 
+    // One attempt (as its story lists), no failure, and B took it as new.
     let row = wait_state(&a, &peer_id, "evt_gs_1", "delivered").await;
-    assert_eq!(row["attempts"], 0);
+    assert_eq!(
+        (&row["attempts"], &row["failures"], &row["peer_answer"]),
+        (&json!(1), &json!(0), &json!("accepted")),
+        "{row}"
+    );
     let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
     assert_eq!(p["peer_instance_id"], "instance-b");
 

@@ -187,7 +187,16 @@ async fn a_second_demo_refuses_to_start_and_the_first_keeps_running() {
         .expect("health");
     assert_eq!(r.status(), 200);
     let health: serde_json::Value = r.json().await.expect("health JSON");
-    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"), "{health}");
+    // The version and the revision it was built from, as `kite --version` names them.
+    assert_eq!(health["version"], kite::VERSION, "{health}");
+    let version = Command::new(kite_bin())
+        .arg("--version")
+        .output()
+        .expect("kite --version");
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("kite {}", kite::VERSION)
+    );
     assert_eq!(
         demo_databases(&name).await,
         [format!("{name}_a"), format!("{name}_b")]
@@ -203,7 +212,20 @@ async fn a_second_demo_refuses_to_start_and_the_first_keeps_running() {
     );
     let out = first.output();
     assert!(out.contains("stopping instance-a"), "{out}");
-    assert!(out.contains("cargo install --path ."), "{out}");
+    // What it printed to paste works right away: bare `kite` finds this binary.
+    let dir = kite_bin()
+        .parent()
+        .expect("the binary's directory")
+        .display()
+        .to_string();
+    assert!(
+        out.contains(&format!("export PATH=\"{dir}:$PATH\"")),
+        "{out}"
+    );
+    assert!(
+        out.contains("  kite listen --instance $B_URL --source kite --api-key $B_KEY"),
+        "{out}"
+    );
     assert!(demo_databases(&name).await.is_empty(), "{out}");
 }
 
@@ -228,4 +250,37 @@ async fn ctrl_c_while_the_demo_starts_stops_and_removes_everything() {
             "something still listens on {port}:\n{out}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_once_relays_prints_each_instances_urls_and_no_export_lines() {
+    let name = demo_name();
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut cmd = Command::new(kite_bin());
+    cmd.args(["demo", "--once", "--name", &name])
+        .args(["--port-a", &port_a.to_string()])
+        .args(["--port-b", &port_b.to_string()])
+        .stdin(Stdio::null());
+    demo_env(&mut cmd);
+    let out = cmd.output().expect("run kite demo --once");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("instance-b received:"), "{text}");
+    for port in [port_a, port_b] {
+        let url = format!("http://127.0.0.1:{port}");
+        assert!(
+            text.contains(&format!("dashboard: {url}/ui   metrics: {url}/metrics")),
+            "each instance's dashboard and metrics:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("export "),
+        "no export lines for instances it stops:\n{text}"
+    );
+    assert!(text.contains("--once: both instances stop now"), "{text}");
+    assert!(demo_databases(&name).await.is_empty(), "its data removed");
 }

@@ -6,6 +6,7 @@
 
 use crate::common;
 
+mod compose;
 mod demo;
 mod services;
 

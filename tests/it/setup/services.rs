@@ -135,3 +135,79 @@ fn services_script_changes_nothing_where_services_run() {
         std::fs::read_to_string(&calls).unwrap_or_default()
     );
 }
+
+/// A stand-in `apt-get` that fails as apt does while another process holds the dpkg lock
+/// for its first `held` calls, then succeeds; every call is recorded in `calls`.
+fn locked_apt(dir: &Path, calls: &Path, held: u32) {
+    let path = dir.join("apt-get");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"apt-get $*\" >> '{calls}'\nn=$(wc -l < '{calls}')\n\
+             if [ \"$n\" -le {held} ]; then\n  echo 'E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (apt-get)' >&2\n  exit 100\nfi\nexit 0\n",
+            calls = calls.display()
+        ),
+    )
+    .expect("write apt-get");
+    let mut perm = std::fs::metadata(&path).expect("stat").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&path, perm).expect("chmod");
+}
+
+#[test]
+fn services_script_waits_for_a_held_dpkg_lock_and_gives_up_after_its_bound() {
+    if not_root() {
+        eprintln!("skipped: scripts/services installs only as root");
+        return;
+    }
+    // The browser is missing (a path that does not exist), so the script installs it with
+    // apt-get, whose lock another process holds for the first two calls.
+    let dir = tempdir::Dir::new();
+    let calls = dir.path().join("apt-calls");
+    locked_apt(dir.path(), &calls, 2);
+    let missing = dir.path().join("no-chromium").display().to_string();
+    let (ok, out, err) = services(
+        dir.path(),
+        &["chromium"],
+        &[
+            ("KITE_TEST_CHROMIUM", missing.clone()),
+            ("KITE_SERVICES_LOCK_WAIT", "30".into()),
+        ],
+    );
+    assert!(ok, "the lock was let go: the script goes on\n{out}\n{err}");
+    assert!(out.contains("holds the dpkg/apt lock: waiting"), "{out}");
+    let log = std::fs::read_to_string(&calls).expect("apt-get calls");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("update")).count(),
+        3,
+        "update tried until the lock was free:\n{log}"
+    );
+    assert!(log.contains("install"), "then the install ran:\n{log}");
+
+    // A lock held for longer than the bound: it fails, saying why.
+    let dir = tempdir::Dir::new();
+    let calls = dir.path().join("apt-calls");
+    locked_apt(dir.path(), &calls, 1000);
+    let (ok, _, err) = services(
+        dir.path(),
+        &["chromium"],
+        &[
+            ("KITE_TEST_CHROMIUM", missing),
+            ("KITE_SERVICES_LOCK_WAIT", "4".into()),
+        ],
+    );
+    assert!(!ok, "a lock held past the bound fails the script");
+    assert!(
+        err.contains("still held after 4s (KITE_SERVICES_LOCK_WAIT)"),
+        "{err}"
+    );
+}
+
+/// True unless this runs as root (the script installs only as root).
+fn not_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "0")
+        .unwrap_or(true)
+}
