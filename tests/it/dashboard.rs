@@ -25,7 +25,7 @@ fn sink_rule(_: &str) -> u16 {
 
 /// chromedriver on a free loopback port, with its and Chromium's temporary files in a
 /// directory of its own; stopped and removed on drop.
-struct Driver {
+pub(crate) struct Driver {
     url: String,
     dir: TempDir,
     child: tokio::process::Child,
@@ -44,7 +44,7 @@ impl Drop for Driver {
 }
 
 impl Driver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = free_port();
         let dir = TempDir::new("chromium");
         let child = tokio::process::Command::new(chromedriver())
@@ -74,7 +74,7 @@ impl Driver {
     }
 
     /// A new headless Chromium session.
-    async fn browser(&self) -> Client {
+    pub(crate) async fn browser(&self) -> Client {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -104,7 +104,7 @@ fn chromedriver() -> String {
 }
 
 /// The text of the first element `css` finds, once it shows `want`.
-async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool) -> String {
     eventually(
         &format!("{css} to show what is wanted"),
         Duration::from_secs(30),
@@ -116,7 +116,7 @@ async fn wait_text(c: &Client, css: &str, want: impl Fn(&str) -> bool) -> String
     .await
 }
 
-async fn sign_in(c: &Client, base: &str, key: &str) {
+pub(crate) async fn sign_in(c: &Client, base: &str, key: &str) {
     c.goto(&format!("{base}/ui")).await.expect("open /ui");
     c.wait()
         .for_element(Locator::Id("key"))
