@@ -4,14 +4,14 @@ use super::*;
 
 /// A `kite demo` child whose output lines the test reads; on drop it gets SIGINT (so it
 /// stops its instances and removes its data) and, if it does not exit in time, SIGKILL.
-struct Demo {
+pub(super) struct Demo {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 /// Where a demo's databases and broker are: the test servers.
-fn demo_env(cmd: &mut Command) {
+pub(super) fn demo_env(cmd: &mut Command) {
     cmd.env("KITE_DATABASE_URL", format!("{}/kite", pg_server()))
         .env("KITE_AMQP_URL", amqp_url())
         .env("KITE_DB_POOL_SIZE", "4")
@@ -19,7 +19,7 @@ fn demo_env(cmd: &mut Command) {
 }
 
 impl Demo {
-    fn start(name: &str, port_a: u16, port_b: u16) -> Self {
+    pub(super) fn start(name: &str, port_a: u16, port_b: u16) -> Self {
         let mut cmd = Command::new(kite_bin());
         cmd.args(["demo", "--name", name])
             .args(["--port-a", &port_a.to_string()])
@@ -51,7 +51,7 @@ impl Demo {
     }
 
     /// Waits for a line containing `text` and answers it.
-    fn wait_for(&self, text: &str, timeout: Duration) -> String {
+    pub(super) fn wait_for(&self, text: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -63,19 +63,19 @@ impl Demo {
         }
     }
 
-    fn output(&self) -> String {
+    pub(super) fn output(&self) -> String {
         self.seen.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
 
     /// SIGINT, as Ctrl-C sends it.
-    fn interrupt(&self) {
+    pub(super) fn interrupt(&self) {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
     }
 
     /// Waits up to `timeout` for the exit; answers its success.
-    fn wait(&mut self, timeout: Duration) -> Option<bool> {
+    pub(super) fn wait(&mut self, timeout: Duration) -> Option<bool> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -130,7 +130,7 @@ fn refused_demo(name: &str, port_a: u16, port_b: u16) -> String {
 }
 
 /// The databases named `{name}_a` and `{name}_b` that exist.
-async fn demo_databases(name: &str) -> Vec<String> {
+pub(super) async fn demo_databases(name: &str) -> Vec<String> {
     let (client, conn) =
         tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls)
             .await
@@ -150,7 +150,7 @@ async fn demo_databases(name: &str) -> Vec<String> {
     names
 }
 
-fn demo_name() -> String {
+pub(super) fn demo_name() -> String {
     format!(
         "kite_setup_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]

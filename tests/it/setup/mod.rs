@@ -8,6 +8,7 @@ use crate::common;
 
 mod compose;
 mod demo;
+mod readme;
 mod services;
 
 use std::io::{BufRead, BufReader};
