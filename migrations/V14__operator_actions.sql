@@ -15,10 +15,10 @@ CREATE TABLE outbox_actions (
     PRIMARY KEY (outbox_id, id)
 );
 
--- A peer's charts (`GET /api/federation/peers/{id}/stats`) read the deliveries made in the
--- last hour or day; `created_at` grows with `id`, so a block range index finds them at a
--- fraction of a B-tree's upkeep.
-CREATE INDEX outbox_created ON outbox USING brin (created_at);
+-- A peer's charts (`GET /api/federation/peers/{id}/stats`) read the attempts of the last
+-- hour or day; `attempted_at` grows as attempts are written, so a block range index finds
+-- them at a fraction of a B-tree's upkeep.
+CREATE INDEX attempts_at ON attempts USING brin (attempted_at);
 
 -- Hook sources that took unsigned posts (no signature configured for them): listed beside
 -- the signed sources and marked, so an open hook is seen. At most 1,000 a team.

@@ -54,7 +54,7 @@ pub struct ListenArgs {
     pub raw: bool,
     /// With --forward-to: retries after a forward's first attempt fails, before moving on
     /// (N retries: N + 1 attempts in all, each printed as `attempt n/N+1`).
-    #[arg(long, default_value_t = 3, requires = "forward_to")]
+    #[arg(long, default_value_t = 3, requires = "forward_to", value_parser = clap::value_parser!(u32).range(0..=100))]
     pub forward_retries: u32,
     /// Also serve events as NDJSON on this Unix socket (mode 0600).
     #[arg(long)]

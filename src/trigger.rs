@@ -65,7 +65,9 @@ pub struct TriggerArgs {
     /// The hook source it is posted to (default: the provider's name).
     #[arg(long)]
     pub source: Option<String>,
-    /// The source's secret: the sample is signed as the provider signs (unsigned without).
+    /// The source's signing secret (kite never shows it again, so it is given here): the
+    /// sample is signed as the provider signs. Without it the sample goes unsigned, which a
+    /// source with a secret refuses (401).
     #[arg(long, env = "KITE_TRIGGER_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
 }
@@ -190,7 +192,10 @@ pub async fn trigger(a: TriggerArgs) -> anyhow::Result<()> {
         a.team,
         source
     );
-    let mut req = reqwest::Client::new()
+    let mut req = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("an HTTP client")?
         .post(&url)
         .header("content-type", "application/json")
         .body(body);

@@ -31,7 +31,7 @@ pub struct ActionEntry {
     pub at: DateTime<Utc>,
     /// `resend`, `cancel` or `replay`.
     pub action: OutboxAction,
-    /// The id of the API key that did it (None: kite itself or a key deleted since).
+    /// The id of the API key that did it (the key may have been revoked since).
     pub by: Option<String>,
 }
 

@@ -339,6 +339,10 @@ impl Intake<'_> {
         };
         let from = from.as_ref().map(|(who, peers)| (who, peers.as_ref()));
         let (id, admitted) = take_event(st, hook, self.headers, self.body, from).await?;
+        if scheme.is_none() && from.is_none() && matches!(admitted, Admitted::Stored { .. }) {
+            // An unsigned hook took an event: the sources listing marks it.
+            st.note_unsigned(self.call.team, self.call.source);
+        }
         let (status, answer) = answer_of(id, admitted);
         let outcome = answer.status.outcome();
         let mut r = if status == StatusCode::ACCEPTED {

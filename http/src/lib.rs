@@ -157,27 +157,38 @@ pub struct AppState {
     sender_limit: limits::Limiter,
     anon_limit: limits::Limiter,
     fed_limit: limits::Limiter,
-    /// The (team, source) pairs this process has noted taking unsigned posts.
-    unsigned_seen: std::sync::Mutex<HashSet<(String, String)>>,
+    /// The (team, source) pairs this process noted taking unsigned posts, and when.
+    unsigned_seen:
+        Arc<std::sync::Mutex<std::collections::HashMap<(String, String), std::time::Instant>>>,
 }
 
 impl AppState {
-    /// Notes (once a process, in the background) that a hook source took an unsigned post,
-    /// so the sources listing marks it; at most 10,000 pairs are remembered.
+    /// Notes (in the background, at most once an hour a source and process) that a hook
+    /// source stored an unsigned event, so the sources listing marks it. What it remembers
+    /// is bounded: 10,000 pairs, forgotten all at once when full (the next posts note again).
     pub(crate) fn note_unsigned(&self, team: &str, source: &str) {
-        let Ok(mut seen) = self.unsigned_seen.lock() else {
-            return;
-        };
+        const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
         let key = (team.to_owned(), source.to_owned());
-        if seen.contains(&key) || seen.len() >= 10_000 {
-            return;
+        {
+            let Ok(seen) = self.unsigned_seen.lock() else {
+                return;
+            };
+            if seen.get(&key).is_some_and(|at| at.elapsed() < AGAIN_AFTER) {
+                return;
+            }
         }
-        seen.insert(key);
-        let store = self.store.clone();
-        let (team, source) = (team.to_owned(), source.to_owned());
+        let (store, seen) = (self.store.clone(), Arc::clone(&self.unsigned_seen));
         tokio::spawn(async move {
-            if let Err(e) = store.note_unsigned_source(&team, &source).await {
-                tracing::debug!(error = %e, "cannot note an unsigned source");
+            match store.note_unsigned_source(&key.0, &key.1).await {
+                Ok(()) => {
+                    if let Ok(mut seen) = seen.lock() {
+                        if seen.len() >= 10_000 {
+                            seen.clear();
+                        }
+                        seen.insert(key, std::time::Instant::now());
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot note an unsigned source"),
             }
         });
     }
@@ -249,7 +260,7 @@ pub fn app(
         sender_limit: limits::Limiter::new(cfg.sender_rate, "trusted sender"),
         anon_limit: limits::Limiter::new(cfg.anon_rate, "unauthenticated request"),
         fed_limit: limits::Limiter::new(cfg.peer_rate, "peer server-to-server"),
-        unsigned_seen: std::sync::Mutex::new(HashSet::new()),
+        unsigned_seen: Arc::default(),
         cfg,
     });
     // Buckets of callers gone quiet are dropped, so the limiters' maps stay bounded.
@@ -383,6 +394,9 @@ async fn metrics_text(
         _ => false,
     };
     if !(by_address || by_token) {
+        // A refusal is charged to the client address' bucket, so tokens cannot be guessed
+        // at speed (429 once it is spent).
+        st.anon_limit.check(&ip.to_string())?;
         return Err(ApiErr(kite_wire::ApiError::new(
             kite_wire::Code::Forbidden,
             "metrics are served to the addresses of KITE_METRICS_ALLOW (loopback by default) \

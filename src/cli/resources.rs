@@ -254,10 +254,17 @@ pub(super) async fn sources(ctx: &Ctx, verb: Option<SourceVerb>) -> anyhow::Resu
                 super::output::OutputFormat::Table => {
                     print!("{}", super::rows::sources(&list.value));
                     if let Some(u) = list.value.unsigned.first() {
+                        let scheme = Scheme::parse(&u.name)
+                            .filter(|s| {
+                                matches!(s, Scheme::Stripe | Scheme::Github | Scheme::Slack)
+                            })
+                            .unwrap_or(Scheme::StandardWebhooks);
                         eprintln!(
-                            "an unsigned source accepts anyone's posts; give it a signature: \
-                             kite admin sources create --name {} --scheme stripe --secret -",
-                            u.name
+                            "an unsigned source accepts anyone's posts; give it its provider's \
+                             signing secret: kite admin sources create --name {} --scheme {} \
+                             --secret -",
+                            u.name,
+                            scheme.name()
                         );
                     }
                 }

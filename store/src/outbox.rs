@@ -372,7 +372,8 @@ impl Store {
                     updated_at = now()
                  FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::int[], $12::text[])
                     AS u(id, state, attempts, next_attempt_at, last_error, last_status_code, answer)
-                 WHERE o.id = u.id AND o.state = 'pending'",
+                 WHERE o.id = u.id
+                   AND (o.state = 'pending' OR (o.state = 'cancelled' AND u.state = 'delivered'))",
             )
             .await?;
         let ids: Vec<OutboxId> = updates.iter().map(|u| u.id).collect();
@@ -548,17 +549,20 @@ impl Store {
         entry(&row)
     }
 
-    /// Resends one row now: a row that is delivered, dead, cancelled or pending goes (back)
-    /// to pending, due now, with its retry count reset; a skipped row is refused. The row's
-    /// story records the resend, by key `by`.
+    /// Resends one row now: a delivered or dead row goes back to pending, due now, with its
+    /// retry count reset and what the peer last answered cleared. Any other row is refused: a
+    /// pending one is in line already (a second message would start a second retry chain),
+    /// a cancelled one may still have its message queued, a skipped one is never sent. The
+    /// row's story records the resend, by key `by`.
     pub async fn resend(&self, team_id: &str, id: i64, by: Option<&str>) -> Result<Acted> {
         self.act(
             team_id,
             id,
             by,
             OutboxAction::Resend,
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
-             WHERE team_id = $1 AND id = $2 AND state <> 'skipped'
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(),
+                    peer_answer = NULL, delivered_at = NULL, updated_at = now()
+             WHERE team_id = $1 AND id = $2 AND state IN ('delivered', 'dead')
              RETURNING id, peer_id",
         )
         .await
@@ -579,15 +583,15 @@ impl Store {
         .await
     }
 
-    /// Runs `update` (which answers `id, peer_id` of the row it changed) and records
-    /// `action` in the same statement.
+    /// Runs `update` (one of this module's statements, which answers `id, peer_id` of the
+    /// row it changed) and records `action` in the same statement.
     async fn act(
         &self,
         team_id: &str,
         id: i64,
         by: Option<&str>,
         action: OutboxAction,
-        update: &str,
+        update: &'static str,
     ) -> Result<Acted> {
         let c = self.conn().await?;
         let row = c

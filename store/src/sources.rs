@@ -72,12 +72,15 @@ impl Store {
         rows.iter().map(|r| self.source(r)).collect()
     }
 
-    /// Notes that hook source `name` of a team took an unsigned post (at most 1,000 names a
-    /// team are kept).
+    /// Notes that hook source `name` of a team stored an unsigned event. Names not seen for
+    /// 30 days are forgotten, and at most 1,000 names a team are kept.
     pub async fn note_unsigned_source(&self, team_id: &str, name: &str) -> Result<()> {
         let c = self.conn().await?;
         c.execute(
-            "INSERT INTO unsigned_sources (team_id, name)
+            "WITH stale AS (
+                DELETE FROM unsigned_sources
+                WHERE team_id = $1 AND last_seen < now() - interval '30 days')
+             INSERT INTO unsigned_sources (team_id, name)
              SELECT $1, $2 WHERE (SELECT count(*) FROM unsigned_sources WHERE team_id = $1) < 1000
              ON CONFLICT (team_id, name) DO UPDATE SET last_seen = now()",
             &[&team_id, &name],

@@ -168,7 +168,6 @@ impl Store {
         bucket: i64,
     ) -> Result<Vec<kite_api::peers::StatsBucket>> {
         let c = self.conn().await?;
-        // Rows made up to a day before the window may still be tried in it (retries).
         let rows = c
             .query(
                 "WITH span AS (
@@ -178,10 +177,9 @@ impl Store {
                  tried AS (
                     SELECT floor(extract(epoch FROM a.attempted_at - (SELECT start FROM span)) / $4::bigint)::bigint AS n,
                            a.outcome, a.duration_ms
-                    FROM outbox o JOIN attempts a ON a.outbox_id = o.id
-                    WHERE o.team_id = $1 AND o.peer_id = $2
-                      AND o.created_at >= (SELECT start FROM span) - interval '1 day'
-                      AND a.attempted_at >= (SELECT start FROM span))
+                    FROM attempts a JOIN outbox o ON o.id = a.outbox_id
+                    WHERE a.attempted_at >= (SELECT start FROM span)
+                      AND o.team_id = $1 AND o.peer_id = $2)
                  SELECT (SELECT start FROM span) + make_interval(secs => (b.n * $4::bigint)::float8),
                         count(t.outcome) FILTER (WHERE t.outcome = 'delivered'),
                         count(t.outcome) FILTER (WHERE t.outcome <> 'delivered'),

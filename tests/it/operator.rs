@@ -20,6 +20,11 @@ async fn admin_json(inst: &Instance, args: &[&str]) -> Value {
     admin(inst, &all).await.ok().json()
 }
 
+/// Runs of whitespace as one space.
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The story of event `id` at `inst`.
 async fn story(inst: &Instance, id: &str) -> Value {
     let (s, v) = inst.get(&format!("/api/events/{id}")).await;
@@ -106,6 +111,9 @@ async fn two_instances_on_one_host_serve_metrics_on_their_own_listeners() {
     assert!(kite::VERSION.contains(" ("), "{}", kite::VERSION);
 }
 
+/// The operator key of the instances that make a second team.
+const OPERATOR: &str = "kite_op_0123456789abcdef0123456789abcdef";
+
 static TAKES: AtomicBool = AtomicBool::new(false);
 
 fn takes_when_told(_: &str) -> u16 {
@@ -119,7 +127,14 @@ fn takes_when_told(_: &str) -> u16 {
 #[tokio::test]
 async fn the_outbox_and_the_story_agree_and_one_delivery_is_resent_cancelled_or_replayed() {
     let sink = Sink::start(takes_when_told).await;
-    let a = Instance::start_with("ops-a", &[("KITE_RETRY_MAX_ATTEMPTS", "2")]).await;
+    let a = Instance::start_with(
+        "ops-a",
+        &[
+            ("KITE_RETRY_MAX_ATTEMPTS", "2"),
+            ("KITE_OPERATOR_KEY", OPERATOR),
+        ],
+    )
+    .await;
     let (s, p) = a
         .post(
             "/api/federation/peers",
@@ -225,6 +240,42 @@ async fn the_outbox_and_the_story_agree_and_one_delivery_is_resent_cancelled_or_
             .find(|r| r["event_id"] == "evt_ops_4")
     })
     .await;
+    // A pending row is in line already: a resend would start a second retry chain.
+    let (s, r) = a
+        .post(
+            &format!("/api/federation/outbox/{}/resend", pending["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, &r["error"]["code"]),
+        (409, &json!("not_resendable")),
+        "{r}"
+    );
+    // Another team's admin key sees no such row.
+    let (s, t) = a
+        .client_with_key(OPERATOR)
+        .call(
+            reqwest::Method::POST,
+            "/api/teams",
+            Some(&json!({"id": "other"})),
+        )
+        .await
+        .map(|r| (r.status, r.body))
+        .expect("create a team");
+    assert_eq!(s, 201, "{t}");
+    let other = a.client_with_key(t["admin_key"].as_str().expect("admin key"));
+    for verb in ["cancel", "resend"] {
+        let r = other
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/federation/outbox/{}/{verb}", pending["id"]),
+                None,
+            )
+            .await
+            .expect("call");
+        assert_eq!(r.status, 404, "{verb}: {}", r.text);
+    }
     let (s, r) = a
         .post(
             &format!("/api/federation/outbox/{}/cancel", pending["id"]),
@@ -267,6 +318,14 @@ async fn the_outbox_and_the_story_agree_and_one_delivery_is_resent_cancelled_or_
         202
     );
     sink.assert_once(&["evt_ops_5".to_string()]).await;
+    // The peer's queue is in order: the cancelled row's message came before evt_ops_5's,
+    // and was dropped (no attempt was made for it).
+    let cancelled = row(&a, "evt_ops_4").await;
+    assert_eq!(
+        (&cancelled["status"], &cancelled["attempts"]),
+        (&json!("cancelled"), &json!(0)),
+        "{cancelled}"
+    );
     assert!(
         !sink
             .seen
@@ -302,15 +361,17 @@ async fn the_outbox_and_the_story_agree_and_one_delivery_is_resent_cancelled_or_
     // A read key may not act.
     let (_, k) = a.post("/api/keys", json!({"permission": "read"})).await;
     let reader = a.client_with_key(k["key"].as_str().expect("key"));
-    let r = reader
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/federation/outbox/{}/resend", dead["id"]),
-            None,
-        )
-        .await
-        .expect("call");
-    assert_eq!(r.status, 403, "{}", r.text);
+    for path in [
+        format!("/api/federation/outbox/{}/resend", dead["id"]),
+        format!("/api/federation/outbox/{}/cancel", dead["id"]),
+        "/api/federation/outbox/replay".to_string(),
+    ] {
+        let r = reader
+            .call(reqwest::Method::POST, &path, Some(&json!({})))
+            .await
+            .expect("call");
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
 }
 
 #[tokio::test]
@@ -567,11 +628,15 @@ async fn the_cli_has_what_the_api_has() {
     // Act on it: resend, replay by filter, and its story in a table.
     let r = admin_json(&a, &["outbox", "resend", &row_id]).await;
     assert_eq!(r["status"], "pending", "{r}");
-    let r = admin(&a, &["outbox", "cancel", &row_id]).await;
+    // Resent, it waits a second (a peer refuses a signed request it took already) and can
+    // be cancelled meanwhile; cancelled, it is not pending, and the CLI says why.
+    let out = admin(&a, &["outbox", "cancel", &row_id]).await.ok().out;
     assert!(
-        (r.code == Some(0) && r.out.contains("cancelled")) || r.err.contains("not_pending"),
-        "{r:?}"
+        out.lines().any(|l| squeeze(l) == "status: cancelled"),
+        "{out}"
     );
+    let r = admin(&a, &["outbox", "cancel", &row_id]).await;
+    assert!(r.code == Some(1) && r.err.contains("not_pending"), "{r:?}");
     let r = admin_json(
         &a,
         &[
@@ -600,10 +665,32 @@ async fn the_cli_has_what_the_api_has() {
         "the resend is in its story: {shown}"
     );
 
-    // peers pause|resume print one line; identity rotate prints a table.
+    // peers pause|resume print one line; a row held by the pause is cancelled.
     let Run { out, .. } = admin(&a, &["peers", "pause", "sink"]).await.ok();
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("sink (") && out.contains("paused"), "{out}");
+    run(vec![
+        "trigger".into(),
+        "stripe".into(),
+        "customer.created".into(),
+        "--instance".into(),
+        a.url.clone(),
+    ])
+    .await
+    .ok();
+    let held = eventually("a row held by the pause", WAIT, || async {
+        a.outbox("status=pending")
+            .await
+            .into_iter()
+            .find(|r| r["event_type"] == "com.stripe.customer.created")
+    })
+    .await;
+    let held_id = held["id"].as_i64().expect("id").to_string();
+    let out = admin(&a, &["outbox", "cancel", &held_id]).await.ok().out;
+    assert!(
+        out.lines().any(|l| squeeze(l) == "status: cancelled"),
+        "{out}"
+    );
     let Run { out, .. } = admin(&a, &["peers", "resume", "sink"]).await.ok();
     assert!(
         out.lines().count() == 1 && out.contains("status active"),

@@ -63,12 +63,12 @@ async fn acted(
 
 #[utoipa::path(post, path = "/api/federation/outbox/{id}/resend", tag = "events",
     summary = "Send one delivery again now (admin key)",
-    description = "A delivered, dead, cancelled or pending row goes (back) to pending, due now, \
-        with its retry count reset, and is sent a second after its last attempt at the \
-        earliest (a peer refuses a signed request it took already); the peer answers \
-        `duplicate_ignored` if it has the event. \
-        A skipped row (`loop`, `max_hops`) is refused: 409 `not_resendable`. The row's story \
-        records the resend.",
+    description = "A delivered or dead row goes back to pending, due now, with its retry count \
+        reset, and is sent a second after its last attempt at the earliest (a peer refuses a \
+        signed request it took already); the peer answers `duplicate_ignored` if it has the \
+        event. Any other row is refused, 409 `not_resendable`: a pending one is in line \
+        already, a cancelled one may still have its message queued, a skipped one (`loop`, \
+        `max_hops`) is never sent. The row's story records the resend.",
     params(("id" = i64, Path, description = "The outbox row's id")),
     responses((status = 200, description = "The row, pending", body = OutboxEntry)))]
 pub(super) async fn resend(
@@ -78,7 +78,17 @@ pub(super) async fn resend(
 ) -> Result<Response, ApiErr> {
     let id = row_id(&id)?;
     let by = g.key_id.to_string();
-    let last = st.store.outbox_entry(&g.team_id, id).await?.updated_at;
+    let last = st
+        .store
+        .outbox_entry(&g.team_id, id)
+        .await
+        .map_err(|e| match e {
+            kite_store::StoreError::NotFound => {
+                ApiErr(ApiError::not_found(format!("no outbox row {id}")))
+            }
+            e => ApiErr::from(e),
+        })?
+        .updated_at;
     let since = (chrono::Utc::now() - last).to_std().unwrap_or_default();
     let wait = RESEND_GAP.saturating_sub(since);
     let outcome = st.store.resend(&g.team_id, id, Some(&by)).await?;
@@ -88,10 +98,12 @@ pub(super) async fn resend(
         id,
         outcome,
         |state| {
-            ApiError::new(
-                Code::NotResendable,
-                format!("row {id} is {state}: routing skipped it, so it is never sent"),
-            )
+            let why = match state {
+                OutboxState::Pending => "it is in line already (cancel it first to send it anew)",
+                OutboxState::Skipped => "routing skipped it, so it is never sent",
+                _ => "its queued message may still come; only a delivered or dead row is resent",
+            };
+            ApiError::new(Code::NotResendable, format!("row {id} is {state}: {why}"))
         },
         Some(wait),
     )
@@ -101,6 +113,7 @@ pub(super) async fn resend(
 #[utoipa::path(post, path = "/api/federation/outbox/{id}/cancel", tag = "events",
     summary = "Cancel one pending delivery (admin key)",
     description = "The row becomes `cancelled`: its queued message is dropped when it comes. \
+        An attempt already under way is not stopped: if it delivers, the row says `delivered`. \
         A row that is not pending is refused: 409 `not_pending`. The row's story records the \
         cancel.",
     params(("id" = i64, Path, description = "The outbox row's id")),

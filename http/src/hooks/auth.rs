@@ -112,7 +112,6 @@ impl Intake<'_> {
         // every name that is not a provider's, so junk names make no new buckets.
         let label = st.source_label(team, source).await;
         st.team_limit.check(&format!("{team}/{label}"))?;
-        st.note_unsigned(team, source);
         Ok(None)
     }
 }

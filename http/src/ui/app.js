@@ -686,7 +686,7 @@ function outboxRow(r) {
   const acts = document.createElement("td");
   acts.className = "actions";
   if (isAdmin()) {
-    if (r.status !== "skipped") {
+    if (r.status === "delivered" || r.status === "dead") {
       acts.append(actButton("Resend", "resend", () => resendRow(r.id), "outbox-note", renderOutbox));
     }
     if (r.status === "pending") {
@@ -887,7 +887,7 @@ function storyRow(d, refresh) {
   acts.className = "actions";
   const row = d.outbox_id;
   if (isAdmin() && row !== null && row !== undefined) {
-    if (["delivered", "dead", "cancelled", "pending"].includes(d.outcome)) {
+    if (["delivered", "dead"].includes(d.outcome)) {
       acts.append(actButton("Resend", "resend", () => resendRow(row), "story-note", refresh));
     }
     if (["pending", "waiting"].includes(d.outcome)) {
