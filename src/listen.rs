@@ -31,6 +31,10 @@ pub struct ListenArgs {
     /// Only events whose type matches this glob.
     #[arg(long = "type")]
     pub type_glob: Option<String>,
+    /// Only events this filter matches, as JSON in a CloudEvents Subscriptions dialect, e.g.
+    /// '{"exact":{"subject":"cus_1"}}' (repeatable: all must match; others are acked unshown).
+    #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
+    pub filters: Vec<kite_api::filters::Filter>,
     /// Name of this listener's cursor: reconnecting with the same id resumes where it left
     /// off. Defaults to an id of this process.
     #[arg(long)]
@@ -188,6 +192,8 @@ struct Listener {
     url: String,
     hello: ClientFrame,
     json: bool,
+    /// `--filter`s: an event that does not match them all is acked, not handled.
+    filters: Vec<kite_api::filters::Filter>,
     forward: Option<Forwarder>,
     socket: Option<SocketFile>,
     /// Highest seq handled (printed, forwarded): a redelivery after a reconnect is only acked.
@@ -211,6 +217,7 @@ pub async fn listen(a: ListenArgs) -> anyhow::Result<()> {
         url: ws_url(&instance)?,
         hello,
         json: a.json,
+        filters: a.filters.clone(),
         forward,
         socket,
         done_through: 0,
@@ -386,6 +393,15 @@ impl Listener {
     /// Prints one event (its JSON text as it came, with --json), serves it on the socket and
     /// forwards it.
     async fn handle(&mut self, seq: i64, text: &str) {
+        if !self.filters.is_empty() {
+            let attrs =
+                kite_route::rules::attribute_map(Some(text), &kite_wire::fed::FedInfo::default());
+            if kite_api::filters::first_mismatch(&self.filters, &|n| attrs.get(n).cloned())
+                .is_some()
+            {
+                return;
+            }
+        }
         let ev: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         // One event a line: a line break in the text can only be whitespace between JSON
         // tokens (a provider's pretty-printed body), which becomes a space; every other byte

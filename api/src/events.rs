@@ -130,6 +130,10 @@ pub struct PeerStory {
     /// The peer's scopes (`no_match`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// The first of the peer's filters the event does not match (`no_match`, reason
+    /// `filters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<crate::filters::Filter>,
     /// When it was delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
@@ -175,6 +179,8 @@ pub enum StoryReason {
     MaxHops,
     /// Skipped: the peer already forwarded the event.
     Loop,
+    /// Not matched: the event's type is in the peer's scopes, but a filter does not match.
+    Filters,
     /// Waiting: the peer is paused.
     Paused,
     /// Waiting: the peer is unreachable and its deliveries are parked.

@@ -8,6 +8,7 @@
 
 pub mod common;
 pub mod events;
+pub mod filters;
 pub mod grants;
 pub mod invitations;
 pub mod keys;

@@ -22,6 +22,10 @@ pub struct Peer {
     pub outbound_token: String,
     /// Glob patterns on event types.
     pub scopes: Vec<String>,
+    /// Filters every event it takes must match beside its scopes (CloudEvents Subscriptions
+    /// dialects: `exact`, `prefix`, `suffix`, `all`, `any`, `not`).
+    #[serde(default)]
+    pub filters: Vec<crate::filters::Filter>,
     /// Events with this many hops or more are not forwarded.
     pub max_hops: i32,
     /// What an operator set it to.
@@ -96,6 +100,10 @@ pub struct NewPeer {
     /// Scope globs on event types.
     #[schema(required = false, default = json!(["*"]))]
     pub scopes: Vec<String>,
+    /// Filters every event must match beside the scopes, in the CloudEvents Subscriptions
+    /// API's dialects (at most 16; none by default).
+    #[schema(required = false)]
+    pub filters: Vec<crate::filters::Filter>,
     /// Hop limit.
     #[schema(required = false, default = 3, minimum = 1, maximum = 16)]
     pub max_hops: i32,
@@ -131,6 +139,9 @@ pub struct PeerPatch {
     /// New scopes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// New filters (`[]` removes them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<crate::filters::Filter>>,
     /// New hop limit.
     #[schema(minimum = 1, maximum = 16)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +173,7 @@ impl Request for NewPeer {
         "outbound_token",
         "inbound_token",
         "scopes",
+        "filters",
         "max_hops",
         "status",
         "key_id",
@@ -175,6 +187,7 @@ impl Request for NewPeer {
             })?,
             outbound_token: req_str(m, "outbound_token", 512)?,
             scopes: opt_scopes(m)?.unwrap_or_else(every_type),
+            filters: opt_filters(m)?.unwrap_or_default(),
             max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
             status: opt_enum(m, "status", PeerStatus::SETTABLE)?.unwrap_or(PeerStatus::Active),
             key_id: opt_str(m, "key_id", 128)?,
@@ -193,6 +206,7 @@ impl Request for PeerPatch {
             peer_hook_url: opt_url(m, "peer_hook_url")?,
             outbound_token: opt_str(m, "outbound_token", 512)?,
             scopes: opt_scopes(m)?,
+            filters: opt_filters(m)?,
             max_hops: opt_max_hops(m)?,
             status: opt_enum(m, "status", PeerStatus::SETTABLE)?,
             key_id: opt_str(m, "key_id", 128)?,

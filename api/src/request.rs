@@ -89,6 +89,17 @@ pub fn opt_time(m: &Body, field: &str) -> Result<Option<chrono::DateTime<chrono:
     }
 }
 
+/// An optional list of event filters (CloudEvents Subscriptions dialects), each checked;
+/// a refusal names the place.
+pub fn opt_filters(m: &Body) -> Result<Option<Vec<crate::filters::Filter>>, ApiError> {
+    match m.get("filters") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => crate::filters::read("filters", v)
+            .map(Some)
+            .map_err(|e| ApiError::validation("filters", e)),
+    }
+}
+
 /// The optional `max_hops`, within [`hop_limit`]'s bounds.
 pub fn opt_max_hops(m: &Body) -> Result<Option<i32>, ApiError> {
     let n = opt_int(

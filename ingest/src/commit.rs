@@ -117,8 +117,11 @@ async fn commit(
         Some(snapshot) => {
             // Routing first, a pure function of the peers and the batch; then the events and
             // their outbox rows in one statement.
-            let (mut rows, no_match) =
-                kite_route::rules::decide_rows(&w.instance_id, snapshot, &routing_events(&events));
+            let (mut rows, no_match) = kite_route::rules::decide_rows(
+                &w.instance_id,
+                snapshot,
+                &routing_events(&events, |team| snapshot.filters_in(team)),
+            );
             let slots = reserve_lanes(&w.lane, &mut rows);
             let decided = Decided {
                 rows: rows.iter().map(|r| (r.event, r.reason)).collect(),

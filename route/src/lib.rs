@@ -113,11 +113,14 @@ impl Router {
     }
 
     async fn route(&self, seqs: &[EventSeq]) -> Result<(), RouteError> {
-        let events = self.store.unrouted_events(seqs).await?;
+        let snapshot = self.peers.get().await?;
+        let events = self
+            .store
+            .unrouted_events(seqs, |team| snapshot.filters_in(team))
+            .await?;
         if events.is_empty() {
             return Ok(());
         }
-        let snapshot = self.peers.get().await?;
         let rows = rules::outbox_rows(&self.cfg.instance_id, &snapshot, &events);
         let routed: Vec<EventSeq> = events.iter().map(|e| e.at).collect();
         let pending = self.store.commit_routing(&routed, &rows).await?;
@@ -202,6 +205,17 @@ mod tests {
     use kite_wire::fed::FedInfo;
     use kite_wire::scope::ScopeSet;
 
+    /// [`decide`] for an event without attributes beyond its federation extensions.
+    fn dec(self_id: &str, p: &RoutedPeer, ty: &str, fed: &FedInfo) -> Decision {
+        decide(
+            self_id,
+            p,
+            ty,
+            fed,
+            &mut crate::rules::Attributes::new(None, fed),
+        )
+    }
+
     fn peer(
         scopes: &[&str],
         max_hops: i32,
@@ -217,6 +231,7 @@ mod tests {
                 peer_hook_url: "http://127.0.0.1:9/hooks/t/kite".into(),
                 outbound_token: String::new(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                filters: Vec::new(),
                 max_hops,
                 status,
                 peer_instance_id: instance.map(str::to_string),
@@ -256,17 +271,14 @@ mod tests {
     fn decide_follows_the_routing_rules() {
         let ty = "com.stripe.charge.succeeded";
         let b = peer(&["stripe.*"], 3, PeerStatus::Active, Some("b"));
-        assert_eq!(decide("a", &b, ty, &fed(&[])), Decision::Forward);
+        assert_eq!(dec("a", &b, ty, &fed(&[])), Decision::Forward);
         // Out of scope, or revoked: not for this peer at all.
-        assert_eq!(
-            decide("a", &b, "com.github.push", &fed(&[])),
-            Decision::None
-        );
+        assert_eq!(dec("a", &b, "com.github.push", &fed(&[])), Decision::None);
         let revoked = peer(&["*"], 3, PeerStatus::Revoked, None);
-        assert_eq!(decide("a", &revoked, ty, &fed(&[])), Decision::None);
+        assert_eq!(dec("a", &revoked, ty, &fed(&[])), Decision::None);
         // A paused peer still gets its rows (they wait for it).
         let paused = peer(&["*"], 3, PeerStatus::Paused, None);
-        assert_eq!(decide("a", &paused, ty, &fed(&[])), Decision::Forward);
+        assert_eq!(dec("a", &paused, ty, &fed(&[])), Decision::Forward);
         // A handshake peer routes once accepted, and while degraded; not while proposed.
         for (status, want) in [
             (PeerStatus::Proposed, Decision::None),
@@ -274,28 +286,28 @@ mod tests {
             (PeerStatus::Degraded, Decision::Forward),
         ] {
             let p = peer(&["*"], 3, status, None);
-            assert_eq!(decide("a", &p, ty, &fed(&[])), want, "{status}");
+            assert_eq!(dec("a", &p, ty, &fed(&[])), want, "{status}");
         }
         // Hops at the peer's limit.
         assert_eq!(
-            decide("a", &b, ty, &fed(&["x", "y", "z"])),
+            dec("a", &b, ty, &fed(&["x", "y", "z"])),
             Decision::Skip(SkipReason::MaxHops)
         );
         // Loops: this instance, or the peer, already forwarded it.
         assert_eq!(
-            decide("a", &b, ty, &fed(&["a"])),
+            dec("a", &b, ty, &fed(&["a"])),
             Decision::Skip(SkipReason::Loop)
         );
         assert_eq!(
-            decide("a", &b, ty, &fed(&["b"])),
+            dec("a", &b, ty, &fed(&["b"])),
             Decision::Skip(SkipReason::Loop)
         );
-        assert_eq!(decide("a", &b, ty, &fed(&["c"])), Decision::Forward);
+        assert_eq!(dec("a", &b, ty, &fed(&["c"])), Decision::Forward);
         // Scopes that no longer compile match nothing.
         let broken = RoutedPeer {
             scopes: None,
             ..peer(&["*"], 3, PeerStatus::Active, None)
         };
-        assert_eq!(decide("a", &broken, ty, &fed(&[])), Decision::None);
+        assert_eq!(dec("a", &broken, ty, &fed(&[])), Decision::None);
     }
 }

@@ -25,14 +25,24 @@ pub enum Decision {
     None,
 }
 
-/// DESIGN's routing rules for one event and one peer.
-pub fn decide(self_id: &str, peer: &RoutedPeer, ty: &str, fed: &FedInfo) -> Decision {
+/// DESIGN's routing rules for one event and one peer: its status, its scopes, its filters
+/// (over the event's attributes, `attrs`), its hop limit and the loop check.
+pub fn decide(
+    self_id: &str,
+    peer: &RoutedPeer,
+    ty: &str,
+    fed: &FedInfo,
+    attrs: &mut Attributes<'_>,
+) -> Decision {
     let p = &peer.peer;
     if !p.status.routes() {
         return Decision::None;
     }
     let in_scope = peer.scopes.as_ref().is_some_and(|s| s.matches(ty));
     if !in_scope {
+        return Decision::None;
+    }
+    if !p.filters.is_empty() && attrs.first_mismatch(&p.filters).is_some() {
         return Decision::None;
     }
     if i64::from(fed.hops) >= i64::from(p.max_hops) {
@@ -74,8 +84,9 @@ pub fn decide_rows<K: Copy + Eq + Hash>(
         let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
             continue;
         };
+        let mut attrs = Attributes::new(ev.text.as_deref(), &ev.fed);
         for peer in peers {
-            let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed) {
+            let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed, &mut attrs) {
                 Decision::None => {
                     *no_match.entry(ev.at).or_default() += 1;
                     continue;
@@ -111,4 +122,68 @@ pub fn count(reasons: impl IntoIterator<Item = Option<SkipReason>>, no_match: u6
     for (reason, n) in by_reason {
         metrics::counter!(kite_wire::metrics::ROUTING, "reason" => reason).increment(n);
     }
+}
+
+/// An event's context attributes as filters read them, parsed from its text once, when the
+/// first filter asks: every top-level member but `data` and `data_base64` whose value is a
+/// string, a number or a boolean (as text), and the federation extensions, which are kept
+/// apart from the stored text (`kitefedorigin`, `kitefedchain` as its JSON text,
+/// `kitefedhops`).
+pub struct Attributes<'a> {
+    text: Option<&'a str>,
+    fed: &'a FedInfo,
+    parsed: Option<HashMap<String, String>>,
+}
+
+impl<'a> Attributes<'a> {
+    /// The attributes of the event with this text (None: not read) and these extensions.
+    pub fn new(text: Option<&'a str>, fed: &'a FedInfo) -> Self {
+        Self {
+            text,
+            fed,
+            parsed: None,
+        }
+    }
+
+    fn map(&mut self) -> &HashMap<String, String> {
+        let (text, fed) = (self.text, self.fed);
+        self.parsed.get_or_insert_with(|| attribute_map(text, fed))
+    }
+
+    /// The first of `filters` the event does not match, by place (None: all match).
+    pub fn first_mismatch(&mut self, filters: &[kite_api::filters::Filter]) -> Option<usize> {
+        let map = self.map();
+        kite_api::filters::first_mismatch(filters, &|name| map.get(name).cloned())
+    }
+}
+
+/// [`Attributes`]' map: an event whose text is missing or does not parse has only its
+/// federation extensions (and so matches no filter on anything else).
+pub fn attribute_map(text: Option<&str>, fed: &FedInfo) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(serde_json::Value::Object(m)) =
+        text.and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+    {
+        for (k, v) in m {
+            if k == "data" || k == "data_base64" {
+                continue;
+            }
+            let v = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            out.insert(k, v);
+        }
+    }
+    if let Some(origin) = &fed.origin {
+        out.insert("kitefedorigin".into(), origin.clone());
+        out.insert(
+            "kitefedchain".into(),
+            serde_json::to_string(&fed.chain).unwrap_or_default(),
+        );
+        out.insert("kitefedhops".into(), fed.hops.to_string());
+    }
+    out
 }

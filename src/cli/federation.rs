@@ -117,6 +117,10 @@ pub struct PeerCreate {
     /// Forward only event types matching this glob (repeatable; default `*`).
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
+    /// Forward only events this filter matches, as JSON in a CloudEvents Subscriptions
+    /// dialect, e.g. '{"prefix":{"subject":"cus_"}}' (repeatable: all must match).
+    #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
+    pub filters: Vec<kite_api::filters::Filter>,
     /// Events with this many hops or more are not forwarded (default 3).
     #[arg(long)]
     pub max_hops: Option<u32>,
@@ -148,6 +152,12 @@ pub struct PeerUpdate {
     /// New scopes (repeatable; replaces them all).
     #[arg(long = "scope")]
     pub scopes: Vec<String>,
+    /// New filters, as JSON (repeatable; replaces them all).
+    #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
+    pub filters: Vec<kite_api::filters::Filter>,
+    /// Remove every filter.
+    #[arg(long, conflicts_with = "filters")]
+    pub no_filters: bool,
     /// New hop limit.
     #[arg(long)]
     pub max_hops: Option<u32>,
@@ -247,6 +257,7 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 } else {
                     p.scopes
                 },
+                filters: p.filters,
                 max_hops: p.max_hops.map_or(kite_wire::fed::hop_limit::DEFAULT, |n| {
                     i32::try_from(n).unwrap_or(i32::MAX)
                 }),
@@ -274,6 +285,11 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 peer_hook_url: u.url,
                 outbound_token: u.token.map(|t| secret_arg(&t, "token")).transpose()?,
                 scopes: (!u.scopes.is_empty()).then_some(u.scopes),
+                filters: if u.no_filters {
+                    Some(Vec::new())
+                } else {
+                    (!u.filters.is_empty()).then_some(u.filters)
+                },
                 max_hops: u.max_hops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                 key_id: u.key_id,
                 status: u.status,
@@ -287,8 +303,8 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
                 .is_none_or(|m| m.is_empty())
             {
                 anyhow::bail!(
-                    "nothing to change: pass --name, --url, --token, --scope, --max-hops, --key-id, \
-                     --status or --inbound-token"
+                    "nothing to change: pass --name, --url, --token, --scope, --filter, \
+                     --no-filters, --max-hops, --key-id, --status or --inbound-token"
                 );
             }
             c.update_peer(&id(u.peer).await?, &changes).await?.text

@@ -31,6 +31,13 @@ pub struct PeerSnapshot {
 }
 
 impl PeerSnapshot {
+    /// Whether a peer of the team filters on attributes (routing then reads its events' text).
+    pub fn filters_in(&self, team_id: &str) -> bool {
+        self.by_team
+            .get(team_id)
+            .is_some_and(|peers| peers.iter().any(|p| !p.peer.filters.is_empty()))
+    }
+
     /// The team's handshake peer with this server name.
     pub fn by_server(&self, team_id: &str, server_name: &str) -> Option<&Peer> {
         self.by_team

@@ -16,7 +16,22 @@ pub(crate) const COLS: &str =
     peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
     consecutive_failures, created_at, updated_at, health, key_id, previous_outbound_token, \
     previous_until, server_name, peer_base_url, peer_team, last_heartbeat_at, \
-    last_heartbeat_ok_at, heartbeat_failures, inbound_token, protocol_version";
+    last_heartbeat_ok_at, heartbeat_failures, inbound_token, protocol_version, filters::text";
+
+/// A peer's filters as stored (the JSON text the API wrote); text that no longer reads as
+/// filters is an error of that row, never a panic.
+fn filters_of(r: &Row, i: usize) -> Result<Vec<kite_api::filters::Filter>> {
+    let text: String = r.col(i)?;
+    serde_json::from_str(&text).map_err(|e| crate::StoreError::Decode {
+        column: i,
+        reason: format!("filters: {e}"),
+    })
+}
+
+/// Filters as the JSON text stored.
+fn filters_text(f: &[kite_api::filters::Filter]) -> Result<String> {
+    serde_json::to_string(f).map_err(|e| crate::StoreError::Invalid(e.to_string()))
+}
 
 impl Store {
     pub(crate) fn peer_row(&self, r: &Row) -> Result<Peer> {
@@ -50,6 +65,7 @@ impl Store {
             heartbeat_failures: r.col(25)?,
             inbound_token: self.open_opt(r.col(26)?)?,
             protocol_version: r.col(27)?,
+            filters: filters_of(r, 28)?,
         })
     }
 
@@ -80,8 +96,8 @@ impl Store {
         let row = c
             .query_one(
                 &format!(
-                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id, inbound_token)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLS}"
+                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id, inbound_token, filters)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb) RETURNING {COLS}"
                 ),
                 &[
                     &Uuid::now_v7(),
@@ -94,6 +110,7 @@ impl Store {
                     &p.status,
                     &p.key_id,
                     &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
+                    &filters_text(&p.filters)?,
                 ],
             )
             .await?;
@@ -158,6 +175,7 @@ impl Store {
                         status = COALESCE($8, status),
                         key_id = COALESCE($9, key_id),
                         inbound_token = COALESCE($11, inbound_token),
+                        filters = COALESCE($12::text::jsonb, filters),
                         updated_at = now()
                      WHERE team_id = $1 AND id = $2 RETURNING {COLS}",
                     rotate_set(
@@ -186,6 +204,7 @@ impl Store {
                         .as_deref()
                         .map(|t| self.seal(t))
                         .transpose()?,
+                    &p.filters.as_deref().map(filters_text).transpose()?,
                 ],
             )
             .await?;

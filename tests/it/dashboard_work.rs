@@ -404,7 +404,7 @@ async fn a_peer_shows_its_charts_and_its_terms_change_from_the_page() {
         .post(
             "/api/federation/peers",
             json!({"name": "chart-sink", "peer_hook_url": format!("{}/hooks/default/kite", sink.url),
-                   "outbound_token": "t"}),
+                   "outbound_token": "t", "filters": [{"prefix": {"type": "com.stripe."}}]}),
         )
         .await;
     assert_eq!(s, 201, "{v}");
@@ -425,6 +425,10 @@ async fn a_peer_shows_its_charts_and_its_terms_change_from_the_page() {
     click(&c, &format!("{row} td:nth-child(1) a")).await;
     wait_text(&c, "#peer-title", |t| t == "chart-sink").await;
     wait_text(&c, "#peer-fields dd[data-field='scopes']", |t| t == "*").await;
+    wait_text(&c, "#peer-fields dd[data-field='filters']", |t| {
+        t == r#"{"prefix":{"type":"com.stripe."}}"#
+    })
+    .await;
     wait_text(&c, "#peer-fields dd[data-field='status']", |t| {
         t == "active"
     })

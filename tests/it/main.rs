@@ -10,6 +10,7 @@ mod cli;
 mod dashboard;
 mod dashboard_work;
 mod faults;
+mod filters;
 mod guides;
 mod hostile;
 mod hostile_bounds;

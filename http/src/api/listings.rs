@@ -223,18 +223,23 @@ pub(super) async fn show_event(
         .iter()
         .map(|p| {
             let row = rows.iter().find(|r| r.peer_id == p.id);
-            story_of(Some(p), row, received_at)
+            story_of(Some(p), row, received_at, &event)
         })
         .collect();
     deliveries.extend(
         rows.iter()
             .filter(|r| !peers.iter().any(|p| p.id == r.peer_id))
-            .map(|r| story_of(None, Some(r), received_at)),
+            .map(|r| story_of(None, Some(r), received_at, &event)),
     );
     Ok(Json(Story { event, deliveries }).into_response())
 }
 
-fn story_of(peer: Option<&Peer>, row: Option<&StoryRow>, received_at: DateTime<Utc>) -> PeerStory {
+fn story_of(
+    peer: Option<&Peer>,
+    row: Option<&StoryRow>,
+    received_at: DateTime<Utc>,
+    event: &EventItem,
+) -> PeerStory {
     let mut s = PeerStory {
         peer_id: peer
             .map(|p| p.id)
@@ -245,6 +250,7 @@ fn story_of(peer: Option<&Peer>, row: Option<&StoryRow>, received_at: DateTime<U
         outcome: StoryOutcome::NoMatch,
         reason: None,
         scopes: None,
+        filter: None,
         delivered_at: row.and_then(|r| r.delivered_at),
         peer_answer: row.and_then(|r| r.peer_answer),
         attempts: row.map(|r| r.attempts.clone()).unwrap_or_default(),
@@ -255,6 +261,23 @@ fn story_of(peer: Option<&Peer>, row: Option<&StoryRow>, received_at: DateTime<U
             if p.created_at > received_at || !p.status.routes() {
                 s.outcome = StoryOutcome::NotRouted;
             } else {
+                // Its type in the scopes, the filters kept the event from the peer: say which.
+                let ty = event.attribute("type");
+                let in_scope = kite_wire::scope::ScopeSet::compile(&p.scopes).is_ok_and(|set| {
+                    ty.as_ref()
+                        .and_then(|t| t.as_str())
+                        .is_some_and(|t| set.matches(t))
+                });
+                if in_scope && !p.filters.is_empty() {
+                    let attrs = kite_route::rules::attribute_map(
+                        Some(event.event.get()),
+                        &kite_wire::fed::FedInfo::default(),
+                    );
+                    let miss =
+                        kite_api::filters::first_mismatch(&p.filters, &|n| attrs.get(n).cloned());
+                    s.reason = miss.map(|_| StoryReason::Filters);
+                    s.filter = miss.and_then(|i| p.filters.get(i).cloned());
+                }
                 s.scopes = Some(p.scopes.clone());
             }
         }

@@ -440,7 +440,8 @@ async function renderPeer() {
   say("peer-error", "");
   $("peer-title").textContent = p.name;
   const rows = [["Name", p.name], ["Server", p.server_name], ["Status", p.status],
-    ["Health", p.health], ["Scopes", (p.scopes || []).join(", ")], ["URL", p.peer_hook_url],
+    ["Health", p.health], ["Scopes", (p.scopes || []).join(", ")],
+    ["Filters", (p.filters || []).map((f) => JSON.stringify(f)).join(" and ")], ["URL", p.peer_hook_url],
     ["Max hops", p.max_hops], ["Last seen", when(p.last_seen)], ["Pending", p.pending],
     ["Dead", p.dead], ["Sent 24 h", p.events_sent_24h], ["Received 24 h", p.events_received_24h],
     ["Last error", p.last_error]];
@@ -865,7 +866,8 @@ function storyRow(d, refresh) {
   const tr = document.createElement("tr");
   tr.dataset.peer = d.peer || d.peer_id;
   if (d.outbox_id !== null && d.outbox_id !== undefined) tr.dataset.row = d.outbox_id;
-  const why = [d.reason, d.scopes && "scopes " + d.scopes.join(", "),
+  const why = [d.reason, d.filter && "filter " + JSON.stringify(d.filter),
+    d.scopes && "scopes " + d.scopes.join(", "),
     d.delivered_at && "delivered " + when(d.delivered_at)].filter(Boolean).join("; ");
   const attempts = document.createElement("td");
   const ul = el("ul", null, "attempts");

@@ -135,6 +135,7 @@ impl ApiClient {
                 peer_hook_url: url.to_owned(),
                 outbound_token: token.to_owned(),
                 scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                filters: Vec::new(),
                 max_hops: i32::try_from(max_hops).unwrap_or(i32::MAX),
                 status: PeerStatus::Active,
                 key_id: None,

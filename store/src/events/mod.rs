@@ -115,6 +115,9 @@ pub struct RoutingEvent<K> {
     pub ce_type: String,
     /// Its federation extensions.
     pub fed: FedInfo,
+    /// The stored CloudEvent's JSON text, when a peer of the team filters on its attributes
+    /// (read only then: most events are routed on their type alone).
+    pub text: Option<String>,
 }
 
 /// An outbox row routing decided on, for the event at `event` (see [`RoutingEvent`]).
@@ -136,8 +139,12 @@ pub struct NewOutbox<K> {
 }
 
 /// The events of a batch as routing sees them before they are stored: by their place in
-/// the batch, the first of equal identities only (the others are duplicates of it).
-pub fn routing_events(batch: &[NewEvent]) -> Vec<RoutingEvent<BatchPos>> {
+/// the batch, the first of equal identities only (the others are duplicates of it); with
+/// their text for the teams `needs_text` names (a peer of theirs filters on attributes).
+pub fn routing_events(
+    batch: &[NewEvent],
+    needs_text: impl Fn(&str) -> bool,
+) -> Vec<RoutingEvent<BatchPos>> {
     let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
     batch
         .iter()
@@ -156,6 +163,7 @@ pub fn routing_events(batch: &[NewEvent]) -> Vec<RoutingEvent<BatchPos>> {
             team_id: e.team_id.clone(),
             ce_type: e.ce_type.clone(),
             fed: e.fed.clone(),
+            text: needs_text(&e.team_id).then(|| e.event.clone()),
         })
         .collect()
 }
@@ -169,8 +177,13 @@ impl Store {
     }
 
     /// The events of `seqs` that are not routed yet, with only what routing reads: the type
-    /// and the federation extensions (not the whole event).
-    pub async fn unrouted_events(&self, seqs: &[EventSeq]) -> Result<Vec<RoutingEvent<EventSeq>>> {
+    /// and the federation extensions, and the event's text where `needs_text` says its team
+    /// has a peer that filters on attributes.
+    pub async fn unrouted_events(
+        &self,
+        seqs: &[EventSeq],
+        needs_text: impl Fn(&str) -> bool,
+    ) -> Result<Vec<RoutingEvent<EventSeq>>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
@@ -179,16 +192,38 @@ impl Store {
             )
             .await?;
         let rows = c.query(&st, &[&seqs]).await?;
-        rows.iter()
+        let mut out: Vec<RoutingEvent<EventSeq>> = rows
+            .iter()
             .map(|r| {
                 Ok(RoutingEvent {
                     at: r.col(0)?,
                     team_id: r.col(1)?,
                     ce_type: r.col(2)?,
                     fed: fed_columns(r, 3)?,
+                    text: None,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let want: Vec<EventSeq> = out
+            .iter()
+            .filter(|e| needs_text(&e.team_id))
+            .map(|e| e.at)
+            .collect();
+        if !want.is_empty() {
+            let texts = c
+                .query(
+                    "SELECT seq, event::text FROM events WHERE seq = ANY($1)",
+                    &[&want],
+                )
+                .await?;
+            for t in &texts {
+                let seq: EventSeq = t.col(0)?;
+                if let Some(e) = out.iter_mut().find(|e| e.at == seq) {
+                    e.text = Some(t.col(1)?);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Writes the router's decisions and marks the events routed, in one transaction.
