@@ -13,6 +13,9 @@ pub struct InvitationInfo {
     pub scopes: Vec<String>,
     /// Hop limit for what the inviter sends.
     pub max_hops: i32,
+    /// Filters on what the inviter sends (none: what the scopes cover).
+    #[serde(default)]
+    pub filters: Vec<crate::filters::Filter>,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
     /// When it was used, if it was.
@@ -44,18 +47,23 @@ pub struct NewInvitation {
     /// Hop limit of what this side sends.
     #[schema(required = false, default = 3, minimum = 1, maximum = 16)]
     pub max_hops: i32,
+    /// Filters on what this side sends to whoever accepts (CloudEvents Subscriptions
+    /// dialects; none by default).
+    #[schema(required = false)]
+    pub filters: Vec<crate::filters::Filter>,
     /// Seconds it stays valid (default 7 days).
     #[schema(required = false, default = 604800, minimum = 1)]
     pub ttl: i64,
 }
 
 impl Request for NewInvitation {
-    const FIELDS: &'static [&'static str] = &["scopes", "max_hops", "ttl"];
+    const FIELDS: &'static [&'static str] = &["scopes", "max_hops", "filters", "ttl"];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
         Ok(NewInvitation {
             scopes: opt_scopes(m)?.unwrap_or_else(every_type),
             max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
+            filters: opt_filters(m)?.unwrap_or_default(),
             ttl: opt_int(m, "ttl", 1, MAX_TTL_SECS)?.unwrap_or(DEFAULT_TTL_SECS),
         })
     }
@@ -67,6 +75,7 @@ impl Default for NewInvitation {
         Self {
             scopes: every_type(),
             max_hops: hop_limit::DEFAULT,
+            filters: Vec::new(),
             ttl: DEFAULT_TTL_SECS,
         }
     }
@@ -85,6 +94,8 @@ pub struct CreatedInvitation {
     pub scopes: Vec<String>,
     /// Hop limit of what this side sends.
     pub max_hops: i32,
+    /// Filters on what this side sends.
+    pub filters: Vec<crate::filters::Filter>,
 }
 
 /// `POST /api/federation/invitations/accept`: `invitation` (the string another server's
@@ -104,6 +115,9 @@ pub struct AcceptInvitation {
     #[schema(minimum = 1, maximum = 16)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_hops: Option<i32>,
+    /// Filters on what this side sends (CloudEvents Subscriptions dialects; none by default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<crate::filters::Filter>,
 }
 
 /// An invitation as the string `kite peer invite` printed.
@@ -112,7 +126,7 @@ fn encoded<S: serde::Serializer>(i: &Invitation, s: S) -> Result<S::Ok, S::Error
 }
 
 impl Request for AcceptInvitation {
-    const FIELDS: &'static [&'static str] = &["invitation", "scopes", "max_hops"];
+    const FIELDS: &'static [&'static str] = &["invitation", "scopes", "max_hops", "filters"];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
         let text = req_str(m, "invitation", 8192)?;
@@ -122,6 +136,7 @@ impl Request for AcceptInvitation {
             invitation,
             scopes: opt_scopes(m)?,
             max_hops: opt_max_hops(m)?,
+            filters: opt_filters(m)?.unwrap_or_default(),
         })
     }
 }

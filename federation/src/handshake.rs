@@ -70,6 +70,7 @@ impl Federation {
         inv: &Invitation,
         scopes: Option<Vec<String>>,
         max_hops: Option<i32>,
+        filters: Vec<kite_store::peers::Filter>,
     ) -> Result<Peer, AcceptError> {
         if inv.server_name == self.cfg.server_name {
             return Err(AcceptError::SelfPeering);
@@ -82,7 +83,9 @@ impl Federation {
             .map_err(|e| AcceptError::Terms(e.to_string()))?;
         let (theirs, version) = self.inviter(inv).await?;
         let ours_descriptor = self.descriptor().await?;
-        let proposed = self.propose(team, inv, &theirs, &ours, version).await?;
+        let proposed = self
+            .propose(team, inv, &theirs, &ours, filters, version)
+            .await?;
         let request = AcceptRequest {
             token: inv.token.clone(),
             server: ours_descriptor,
@@ -147,6 +150,7 @@ impl Federation {
         inv: &Invitation,
         theirs: &ServerDescriptor,
         ours: &Terms,
+        filters: Vec<kite_store::peers::Filter>,
         version: &str,
     ) -> Result<Peer, AcceptError> {
         let proposed = self
@@ -159,6 +163,7 @@ impl Federation {
                     team: inv.team.clone(),
                     scopes: ours.scopes.clone(),
                     max_hops: ours.max_hops,
+                    filters,
                     keys: theirs.keys.clone(),
                     status: PeerStatus::Proposed,
                     protocol_version: version.to_string(),

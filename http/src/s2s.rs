@@ -319,6 +319,7 @@ async fn store_acceptance(
         team: req.team.clone(),
         scopes: Vec::new(),
         max_hops: 3,
+        filters: Vec::new(),
         keys: req.server.keys.clone(),
         status: PeerStatus::Accepted,
         protocol_version: version.to_string(),

@@ -39,6 +39,10 @@ pub enum PeerCommand {
         /// Hop limit of what this side sends.
         #[arg(long)]
         max_hops: Option<u32>,
+        /// Send whoever accepts only events this filter matches, as JSON in a CloudEvents
+        /// Subscriptions dialect (repeatable: all must match).
+        #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
+        filters: Vec<kite_api::filters::Filter>,
         /// How long the invitation works (`7d`, `12h`, `30m`, `90s`).
         #[arg(long, default_value = "7d", value_parser = parse_ttl)]
         ttl: u64,
@@ -56,6 +60,10 @@ pub enum PeerCommand {
         /// Hop limit of what this side sends (default 3).
         #[arg(long)]
         max_hops: Option<u32>,
+        /// Send the inviter only events this filter matches, as JSON in a CloudEvents
+        /// Subscriptions dialect (repeatable: all must match).
+        #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
+        filters: Vec<kite_api::filters::Filter>,
     },
     /// Peers with their state and health: status, last seen, last heartbeat, last error,
     /// events sent and received in 24 h, pending and dead.
@@ -205,6 +213,7 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
         PeerCommand::Invite {
             scopes,
             max_hops,
+            filters,
             ttl,
         } => {
             let inv = c
@@ -216,6 +225,7 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
                     },
                     max_hops: max_hops
                         .map_or(hop_limit::DEFAULT, |n| i32::try_from(n).unwrap_or(i32::MAX)),
+                    filters,
                     ttl: i64::try_from(ttl).unwrap_or(i64::MAX),
                 })
                 .await?;
@@ -236,11 +246,13 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             invitation,
             scopes,
             max_hops,
+            filters,
         } => {
             let accept = AcceptInvitation {
                 invitation,
                 scopes: (!scopes.is_empty()).then_some(scopes),
                 max_hops: max_hops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+                filters,
             };
             c.accept_invitation(&accept).await?.text
         }

@@ -9,6 +9,7 @@ use crate::rotation::rotate_set;
 use crate::types::PeerHealth;
 use crate::{Result, RowExt, Store};
 
+pub use kite_api::filters::Filter;
 pub use kite_api::peers::{NewPeer, Peer, PeerPatch};
 
 pub(crate) const COLS: &str =
@@ -20,7 +21,7 @@ pub(crate) const COLS: &str =
 
 /// A peer's filters as stored (the JSON text the API wrote); text that no longer reads as
 /// filters is an error of that row, never a panic.
-fn filters_of(r: &Row, i: usize) -> Result<Vec<kite_api::filters::Filter>> {
+pub(crate) fn filters_of(r: &Row, i: usize) -> Result<Vec<kite_api::filters::Filter>> {
     let text: String = r.col(i)?;
     serde_json::from_str(&text).map_err(|e| crate::StoreError::Decode {
         column: i,
@@ -29,7 +30,7 @@ fn filters_of(r: &Row, i: usize) -> Result<Vec<kite_api::filters::Filter>> {
 }
 
 /// Filters as the JSON text stored.
-fn filters_text(f: &[kite_api::filters::Filter]) -> Result<String> {
+pub(crate) fn filters_text(f: &[kite_api::filters::Filter]) -> Result<String> {
     serde_json::to_string(f).map_err(|e| crate::StoreError::Invalid(e.to_string()))
 }
 

@@ -234,3 +234,77 @@ async fn kite_listen_shows_only_what_its_filters_match() {
     assert_eq!(first["id"], "l3", "{first}");
     assert_eq!(first["tenant"], "acme");
 }
+
+#[tokio::test]
+async fn an_invitation_and_an_accept_carry_filters_to_the_peers_they_make() {
+    let a = Instance::start("filt-inv-a").await;
+    let b = Instance::start("filt-inv-b").await;
+    // A sends B only events about customer cus_1; B sends A only what is not a test.
+    let (s, inv) = a
+        .post(
+            "/api/federation/invitations",
+            json!({"scopes": ["*"], "filters": [{"exact": {"subject": "cus_1"}}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{inv}");
+    assert_eq!(
+        inv["filters"],
+        json!([{"exact": {"subject": "cus_1"}}]),
+        "{inv}"
+    );
+    let out = common::cli::kite(&[
+        "peer",
+        "--instance",
+        &b.url,
+        "--api-key",
+        &b.key,
+        "--output",
+        "json",
+        "accept",
+        inv["invitation"].as_str().expect("invitation"),
+        "--scopes",
+        "*",
+        "--filter",
+        r#"{"not":{"suffix":{"type":".test"}}}"#,
+    ])
+    .await
+    .ok()
+    .json();
+    assert_eq!(
+        out["filters"],
+        json!([{"not": {"suffix": {"type": ".test"}}}]),
+        "B's peer for A: {out}"
+    );
+    let (_, pa) = a.get("/api/federation/peers").await;
+    assert_eq!(
+        pa["items"][0]["filters"],
+        json!([{"exact": {"subject": "cus_1"}}]),
+        "A's peer for B: {pa}"
+    );
+
+    // What the filters let through crosses; the rest stays.
+    for (id, subject) in [("i1", "cus_2"), ("i2", "cus_1")] {
+        assert_eq!(
+            post_ce(&a, ce(id, "com.acme.order.created", "acme", subject)).await,
+            202
+        );
+    }
+    eventually("i2 at B", WAIT, || async {
+        b.event("i2").await.map(|_| ())
+    })
+    .await;
+    assert!(b.event("i1").await.is_none(), "i1 matched no filter of A's");
+    for id in ["j1", "j2"] {
+        let ty = if id == "j1" {
+            "com.acme.x.test"
+        } else {
+            "com.acme.x.live"
+        };
+        assert_eq!(post_ce(&b, ce(id, ty, "acme", "s")).await, 202);
+    }
+    eventually("j2 at A", WAIT, || async {
+        a.event("j2").await.map(|_| ())
+    })
+    .await;
+    assert!(a.event("j1").await.is_none(), "j1 is a test: B keeps it");
+}

@@ -457,7 +457,7 @@ async fn a_revocation_reaches_the_other_side_on_its_next_request() {
 fn invitation(ttl: i64) -> kite_api::invitations::NewInvitation {
     kite_api::invitations::NewInvitation {
         scopes: vec!["*".into()],
-        max_hops: 3,
         ttl,
+        ..Default::default()
     }
 }

@@ -134,6 +134,7 @@ pub(super) async fn create_invitation(
             &token,
             &new.scopes,
             new.max_hops,
+            &new.filters,
             std::time::Duration::from_secs(new.ttl.unsigned_abs()),
         )
         .await?;
@@ -156,6 +157,7 @@ pub(super) async fn create_invitation(
             expires_at: info.expires_at,
             scopes: info.scopes,
             max_hops: info.max_hops,
+            filters: info.filters,
         }),
     )
         .into_response())
@@ -200,7 +202,7 @@ pub(super) async fn accept_invitation(
     peers::check_destination(&st, &a.invitation.url).await?;
     let peer = st
         .fed
-        .accept_invitation(&g.team_id, &a.invitation, a.scopes, a.max_hops)
+        .accept_invitation(&g.team_id, &a.invitation, a.scopes, a.max_hops, a.filters)
         .await
         .map_err(|e| match e {
             AcceptError::SelfPeering => ApiErr(ApiError::new(

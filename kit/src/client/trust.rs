@@ -129,6 +129,7 @@ pub async fn peer_by_invitation(
             invitation,
             scopes: Some(scopes),
             max_hops: Some(max_hops),
+            filters: Vec::new(),
         })
         .await?;
     let accepter_name = accepter.identity().await?.value.descriptor.server_name;

@@ -24,6 +24,8 @@ pub struct NewHandshakePeer {
     pub scopes: Vec<String>,
     /// Hop limit of what is sent to it.
     pub max_hops: i32,
+    /// Filters on what is sent to it.
+    pub filters: Vec<kite_api::filters::Filter>,
     /// Its keys, pinned.
     pub keys: Vec<PublishedKey>,
     /// `proposed` (asking) or `accepted` (answered).
@@ -116,8 +118,8 @@ pub(super) async fn insert_handshake_peer(
     };
     tx.execute(
         "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status,
-                            server_name, peer_base_url, peer_team, peer_instance_id, protocol_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12)",
+                            server_name, peer_base_url, peer_team, peer_instance_id, protocol_version, filters)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12, $13::text::jsonb)",
         &[
             &id,
             &team_id,
@@ -131,6 +133,7 @@ pub(super) async fn insert_handshake_peer(
             &p.base_url,
             &p.team,
             &p.protocol_version,
+            &crate::peers::filters_text(&p.filters)?,
         ],
     )
     .await?;

@@ -25,10 +25,12 @@ fn invitation(r: &Row) -> Result<InvitationInfo> {
         used_at: r.col(4)?,
         used_by: r.col(5)?,
         created_at: r.col(6)?,
+        filters: crate::peers::filters_of(r, 7)?,
     })
 }
 
-const INVITATION_COLS: &str = "id, scopes, max_hops, expires_at, used_at, used_by, created_at";
+const INVITATION_COLS: &str =
+    "id, scopes, max_hops, expires_at, used_at, used_by, created_at, filters::text";
 
 /// Why an invitation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,7 @@ impl Store {
         token: &str,
         scopes: &[String],
         max_hops: i32,
+        filters: &[kite_api::filters::Filter],
         ttl: Duration,
     ) -> Result<InvitationInfo> {
         let c = self.conn().await?;
@@ -57,8 +60,8 @@ impl Store {
         let row = c
             .query_one(
                 &format!(
-                    "INSERT INTO invitations (id, team_id, token_hash, scopes, max_hops, expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING {INVITATION_COLS}"
+                    "INSERT INTO invitations (id, team_id, token_hash, scopes, max_hops, expires_at, filters)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING {INVITATION_COLS}"
                 ),
                 &[
                     &Uuid::now_v7(),
@@ -67,6 +70,7 @@ impl Store {
                     &scopes,
                     &max_hops,
                     &expires_at,
+                    &crate::peers::filters_text(filters)?,
                 ],
             )
             .await?;
@@ -139,6 +143,7 @@ impl Store {
         let peer = NewHandshakePeer {
             scopes: inv.scopes.clone(),
             max_hops: inv.max_hops,
+            filters: inv.filters.clone(),
             status: PeerStatus::Accepted,
             ..accepter.clone()
         };
@@ -182,7 +187,7 @@ async fn find_invitation(
     let Some(row) = row else {
         return Ok(Err(InvitationRefusal::Unknown));
     };
-    let stored: String = row.col(7)?;
+    let stored: String = row.col(8)?;
     if !secret_eq(&stored, &wanted) {
         return Ok(Err(InvitationRefusal::Unknown));
     }
