@@ -490,7 +490,40 @@ async fn a_peer_shows_its_charts_and_its_terms_change_from_the_page() {
     let (s, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
     assert_eq!(s, 200, "{p}");
     assert_eq!(p["scopes"], json!(["com.stripe.*", "com.github.*"]), "{p}");
+    // Its filters change from the form too, and a bad one is refused naming its place.
+    fill(
+        &c,
+        "#peer-edit-form textarea[name='filters']",
+        r#"[{"exact": {"type": "com.stripe.charge.succeeded"}}]"#,
+    )
+    .await;
+    click(&c, "#peer-edit-form button[type='submit']").await;
+    wait_text(&c, "#peer-note", |t| t.contains("Saved filters")).await;
+    wait_text(&c, "#peer-fields dd[data-field='filters']", |t| {
+        t == r#"{"exact":{"type":"com.stripe.charge.succeeded"}}"#
+    })
+    .await;
+    let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+    assert_eq!(
+        p["filters"],
+        json!([{"exact": {"type": "com.stripe.charge.succeeded"}}]),
+        "{p}"
+    );
+    fill(
+        &c,
+        "#peer-edit-form textarea[name='filters']",
+        r#"[{"like": {"type": "x"}}]"#,
+    )
+    .await;
+    click(&c, "#peer-edit-form button[type='submit']").await;
+    wait_text(&c, "#peer-note", |t| t.contains("filters[0]")).await;
     // A refused change says why.
+    fill(
+        &c,
+        "#peer-edit-form textarea[name='filters']",
+        r#"[{"exact": {"type": "com.stripe.charge.succeeded"}}]"#,
+    )
+    .await;
     fill(&c, "#peer-edit-form input[name='max_hops']", "99").await;
     c.execute(
         "document.querySelector('#peer-edit-form input[name=max_hops]').removeAttribute('max')",

@@ -463,6 +463,7 @@ function fillPeerForm(p) {
   f.elements.scopes.value = (p.scopes || []).join(", ");
   f.elements.peer_hook_url.value = p.peer_hook_url || "";
   f.elements.max_hops.value = p.max_hops;
+  f.elements.filters.value = JSON.stringify(p.filters || []);
   state.peerFormFor = p.id;
 }
 
@@ -475,6 +476,13 @@ async function savePeer(f) {
   if (scopes.join(",") !== (p.scopes || []).join(",")) body.scopes = scopes;
   if (f.peer_hook_url && f.peer_hook_url !== p.peer_hook_url) body.peer_hook_url = f.peer_hook_url;
   if (f.max_hops !== "" && Number(f.max_hops) !== p.max_hops) body.max_hops = Number(f.max_hops);
+  if (f.filters !== undefined && f.filters.trim() !== JSON.stringify(p.filters || [])) {
+    try {
+      body.filters = JSON.parse(f.filters.trim() || "[]");
+    } catch (e) {
+      throw new Error("filters: not JSON (" + e.message + ")");
+    }
+  }
   if (!Object.keys(body).length) return "Nothing changed.";
   const saved = await api("PATCH", "/api/federation/peers/" + enc(p.id), body);
   state.peerFormFor = null;
