@@ -393,14 +393,15 @@ impl Listener {
     /// Prints one event (its JSON text as it came, with --json), serves it on the socket and
     /// forwards it.
     async fn handle(&mut self, seq: i64, text: &str) {
-        if !self.filters.is_empty() {
-            let attrs =
-                kite_route::rules::attribute_map(Some(text), &kite_wire::fed::FedInfo::default());
-            if kite_api::filters::first_mismatch(&self.filters, &|n| attrs.get(n).cloned())
-                .is_some()
-            {
-                return;
-            }
+        // A stream's event carries its federation extensions as members: its text is all.
+        if !self.filters.is_empty()
+            && kite_api::filters::first_mismatch(
+                &self.filters,
+                &kite_api::filters::attributes(text),
+            )
+            .is_some()
+        {
+            return;
         }
         let ev: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         // One event a line: a line break in the text can only be whitespace between JSON

@@ -4,7 +4,7 @@
 //! its scopes). Bounded: at most [`MAX_FILTERS`] a list, [`MAX_NODES`] filters in all,
 //! [`MAX_DEPTH`] deep, values of at most [`MAX_VALUE`] bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -141,20 +141,20 @@ impl Filter {
         }
     }
 
-    /// Whether an event whose context attributes `attr` answers matches: an attribute the
-    /// event does not have matches no `exact`, `prefix` or `suffix`.
-    pub fn matches(&self, attr: &dyn Fn(&str) -> Option<String>) -> bool {
+    /// Whether an event with these context attributes ([`attributes`]) matches: an
+    /// attribute the event does not have matches no `exact`, `prefix` or `suffix`.
+    pub fn matches(&self, attrs: &HashMap<String, String>) -> bool {
         let one = |m: &BTreeMap<String, String>, test: &dyn Fn(&str, &str) -> bool| {
             m.iter()
-                .all(|(name, want)| attr(name).is_some_and(|have| test(&have, want)))
+                .all(|(name, want)| attrs.get(name).is_some_and(|have| test(have, want)))
         };
         match self {
             Filter::Exact(m) => one(m, &|have, want| have == want),
             Filter::Prefix(m) => one(m, &|have, want| have.starts_with(want)),
             Filter::Suffix(m) => one(m, &|have, want| have.ends_with(want)),
-            Filter::All(list) => list.iter().all(|f| f.matches(attr)),
-            Filter::Any(list) => list.iter().any(|f| f.matches(attr)),
-            Filter::Not(f) => !f.matches(attr),
+            Filter::All(list) => list.iter().all(|f| f.matches(attrs)),
+            Filter::Any(list) => list.iter().any(|f| f.matches(attrs)),
+            Filter::Not(f) => !f.matches(attrs),
         }
     }
 }
@@ -192,8 +192,29 @@ pub fn from_json(s: &str) -> Result<Filter, String> {
 }
 
 /// Whether every filter of `filters` matches; answers the first that does not, by place.
-pub fn first_mismatch(filters: &[Filter], attr: &dyn Fn(&str) -> Option<String>) -> Option<usize> {
-    filters.iter().position(|f| !f.matches(attr))
+pub fn first_mismatch(filters: &[Filter], attrs: &HashMap<String, String>) -> Option<usize> {
+    filters.iter().position(|f| !f.matches(attrs))
+}
+
+/// A structured CloudEvent's context attributes as filters read them: every top-level
+/// member but `data` and `data_base64` whose value is a string, a number or a boolean (as
+/// text). Only the top level is parsed (the data is skipped over, never built); text that is
+/// not a JSON object has none.
+pub fn attributes(event: &str) -> HashMap<String, String> {
+    let Ok(members) = serde_json::from_str::<HashMap<String, &serde_json::value::RawValue>>(event)
+    else {
+        return HashMap::new();
+    };
+    members
+        .into_iter()
+        .filter(|(k, _)| k != "data" && k != "data_base64")
+        .filter_map(|(k, raw)| match serde_json::from_str(raw.get()).ok()? {
+            serde_json::Value::String(s) => Some((k, s)),
+            serde_json::Value::Number(n) => Some((k, n.to_string())),
+            serde_json::Value::Bool(b) => Some((k, b.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -201,14 +222,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn attrs(name: &str) -> Option<String> {
-        match name {
-            "type" => Some("com.stripe.charge.succeeded".into()),
-            "source" => Some("/hooks/default/stripe".into()),
-            "subject" => Some("cus_1".into()),
-            "kitefedorigin" => Some("instance-a".into()),
-            _ => None,
-        }
+    fn attrs() -> HashMap<String, String> {
+        attributes(
+            r#"{"type":"com.stripe.charge.succeeded","source":"/hooks/default/stripe",
+                "subject":"cus_1","kitefedorigin":"instance-a","data":{"subject":"no"}}"#,
+        )
     }
 
     #[test]
@@ -222,12 +240,12 @@ mod tests {
             {"all": [{"prefix": {"subject": "cus_"}}]},
             {"not": {"exact": {"type": "com.stripe.charge.refunded"}}}
         ]));
-        assert_eq!(first_mismatch(&yes, &attrs), None);
+        assert_eq!(first_mismatch(&yes, &attrs()), None);
         let no = f(json!([{"prefix": {"source": "/x"}}, {"exact": {"dataschema": "x"}}]));
-        assert_eq!(first_mismatch(&no, &attrs), Some(0));
+        assert_eq!(first_mismatch(&no, &attrs()), Some(0));
         let missing = f(json!([{"suffix": {"dataschema": "x"}}]));
         assert_eq!(
-            first_mismatch(&missing, &attrs),
+            first_mismatch(&missing, &attrs()),
             Some(0),
             "a missing attribute matches nothing"
         );

@@ -116,7 +116,7 @@ impl Router {
         let snapshot = self.peers.get().await?;
         let events = self
             .store
-            .unrouted_events(seqs, |team| snapshot.filters_in(team))
+            .unrouted_events(seqs, &snapshot.filtering)
             .await?;
         if events.is_empty() {
             return Ok(());

@@ -124,11 +124,10 @@ pub fn count(reasons: impl IntoIterator<Item = Option<SkipReason>>, no_match: u6
     }
 }
 
-/// An event's context attributes as filters read them, parsed from its text once, when the
-/// first filter asks: every top-level member but `data` and `data_base64` whose value is a
-/// string, a number or a boolean (as text), and the federation extensions, which are kept
-/// apart from the stored text (`kitefedorigin`, `kitefedchain` as its JSON text,
-/// `kitefedhops`).
+/// An event's context attributes as filters read them ([`kite_api::filters::attributes`]),
+/// parsed from its text once, when the first filter asks, with the federation extensions,
+/// which are kept apart from the stored text (`kitefedorigin`, `kitefedchain` as its JSON
+/// text, `kitefedhops`). An event whose text was not read has only those.
 pub struct Attributes<'a> {
     text: Option<&'a str>,
     fed: &'a FedInfo,
@@ -145,45 +144,21 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    fn map(&mut self) -> &HashMap<String, String> {
-        let (text, fed) = (self.text, self.fed);
-        self.parsed.get_or_insert_with(|| attribute_map(text, fed))
-    }
-
     /// The first of `filters` the event does not match, by place (None: all match).
     pub fn first_mismatch(&mut self, filters: &[kite_api::filters::Filter]) -> Option<usize> {
-        let map = self.map();
-        kite_api::filters::first_mismatch(filters, &|name| map.get(name).cloned())
-    }
-}
-
-/// [`Attributes`]' map: an event whose text is missing or does not parse has only its
-/// federation extensions (and so matches no filter on anything else).
-pub fn attribute_map(text: Option<&str>, fed: &FedInfo) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    if let Some(serde_json::Value::Object(m)) =
-        text.and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-    {
-        for (k, v) in m {
-            if k == "data" || k == "data_base64" {
-                continue;
+        let (text, fed) = (self.text, self.fed);
+        let map = self.parsed.get_or_insert_with(|| {
+            let mut map = text.map(kite_api::filters::attributes).unwrap_or_default();
+            if let Some(origin) = &fed.origin {
+                map.insert("kitefedorigin".into(), origin.clone());
+                map.insert(
+                    "kitefedchain".into(),
+                    serde_json::to_string(&fed.chain).unwrap_or_default(),
+                );
+                map.insert("kitefedhops".into(), fed.hops.to_string());
             }
-            let v = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => continue,
-            };
-            out.insert(k, v);
-        }
+            map
+        });
+        kite_api::filters::first_mismatch(filters, map)
     }
-    if let Some(origin) = &fed.origin {
-        out.insert("kitefedorigin".into(), origin.clone());
-        out.insert(
-            "kitefedchain".into(),
-            serde_json::to_string(&fed.chain).unwrap_or_default(),
-        );
-        out.insert("kitefedhops".into(), fed.hops.to_string());
-    }
-    out
 }

@@ -86,7 +86,7 @@ pub struct OutboxArgs {
 pub enum OutboxVerb {
     /// List deliveries, oldest first.
     List(OutboxFilterArgs),
-    /// Send one delivery again now (a delivered, dead, cancelled or pending row).
+    /// Send one delivery again now (a delivered or dead row).
     Resend {
         /// The outbox row's id (the ID column of `kite admin outbox`).
         id: i64,

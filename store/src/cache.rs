@@ -28,14 +28,14 @@ pub struct RoutedPeer {
 pub struct PeerSnapshot {
     /// Each team's peers.
     pub by_team: HashMap<TeamId, Vec<RoutedPeer>>,
+    /// The teams with a peer that filters on attributes (routing reads their events' text).
+    pub filtering: Vec<TeamId>,
 }
 
 impl PeerSnapshot {
     /// Whether a peer of the team filters on attributes (routing then reads its events' text).
     pub fn filters_in(&self, team_id: &str) -> bool {
-        self.by_team
-            .get(team_id)
-            .is_some_and(|peers| peers.iter().any(|p| !p.peer.filters.is_empty()))
+        self.filtering.iter().any(|t| t == team_id)
     }
 
     /// The team's handshake peer with this server name.
@@ -216,7 +216,12 @@ impl Loadable for PeerSnapshot {
                 .or_default()
                 .push(RoutedPeer { peer, scopes });
         }
-        Ok(Self { by_team })
+        let filtering = by_team
+            .iter()
+            .filter(|(_, peers)| peers.iter().any(|p| !p.peer.filters.is_empty()))
+            .map(|(team, _)| team.clone())
+            .collect();
+        Ok(Self { by_team, filtering })
     }
 }
 

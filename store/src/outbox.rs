@@ -464,28 +464,6 @@ impl Store {
         Ok((items, next))
     }
 
-    /// Moves up to `limit` dead rows of a peer back to pending with attempts reset; each
-    /// row's story records the replay, by key `by`.
-    pub async fn replay_dead(
-        &self,
-        team_id: &str,
-        peer_id: PeerId,
-        limit: i64,
-        by: Option<&str>,
-    ) -> Result<Vec<OutboxId>> {
-        let q = ReplayQuery {
-            peer_id: Some(peer_id),
-            limit,
-            ..ReplayQuery::default()
-        };
-        Ok(self
-            .replay_matching(team_id, &q, by)
-            .await?
-            .into_iter()
-            .map(|d| d.id)
-            .collect())
-    }
-
     /// Moves up to `q.limit` dead rows of a team that match `q` back to pending with
     /// attempts reset, recording the replay (by key `by`) in each row's story; answers them.
     pub async fn replay_matching(

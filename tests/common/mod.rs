@@ -82,6 +82,11 @@ pub struct Instance {
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// Runs of whitespace as one space, trimmed (output tables compared line by line).
+pub fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -8,22 +8,10 @@ use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::cli::{admin, kite, Run};
+use common::cli::{admin, admin_json, kite, Run};
 use common::hostile::{Sink, WAIT};
 use common::*;
 use serde_json::{json, Value};
-
-/// `kite admin ... --output json` against `inst`, as JSON.
-async fn admin_json(inst: &Instance, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--output", "json"]);
-    admin(inst, &all).await.ok().json()
-}
-
-/// Runs of whitespace as one space.
-fn squeeze(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
 
 /// The story of event `id` at `inst`.
 async fn story(inst: &Instance, id: &str) -> Value {

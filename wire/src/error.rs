@@ -115,7 +115,8 @@ codes! {
     NotPending = "not_pending", 409;
     /// The peer did not ask for this grant.
     NotRequested = "not_requested", 400;
-    /// The delivery was skipped by routing (`loop`, `max_hops`): it is never sent.
+    /// The delivery cannot be resent: it is pending (in line already), cancelled (its
+    /// message may still be queued) or skipped by routing (never sent).
     NotResendable = "not_resendable", 409;
     /// A body over the limit.
     PayloadTooLarge = "payload_too_large", 413;

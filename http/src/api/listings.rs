@@ -218,18 +218,25 @@ pub(super) async fn show_event(
         .ok_or_else(not_found)?;
     let peers = st.store.list_peers(&g.team_id).await?;
     let received_at = event.received_at;
+    // What routing decided on: the type, and the attributes its filters read.
+    let (ce_type, text, fed) = (
+        event.ce_type.clone(),
+        event.rest.clone().ok(),
+        event.fed.clone(),
+    );
+    let mut attrs = kite_route::rules::Attributes::new(text.as_deref(), &fed);
     let event = event_item(event).ok_or_else(|| ApiErr(ApiError::internal()))?;
     let mut deliveries: Vec<PeerStory> = peers
         .iter()
         .map(|p| {
             let row = rows.iter().find(|r| r.peer_id == p.id);
-            story_of(Some(p), row, received_at, &event)
+            story_of(Some(p), row, received_at, (&ce_type, &mut attrs))
         })
         .collect();
     deliveries.extend(
         rows.iter()
             .filter(|r| !peers.iter().any(|p| p.id == r.peer_id))
-            .map(|r| story_of(None, Some(r), received_at, &event)),
+            .map(|r| story_of(None, Some(r), received_at, (&ce_type, &mut attrs))),
     );
     Ok(Json(Story { event, deliveries }).into_response())
 }
@@ -238,7 +245,7 @@ fn story_of(
     peer: Option<&Peer>,
     row: Option<&StoryRow>,
     received_at: DateTime<Utc>,
-    event: &EventItem,
+    (ce_type, attrs): (&str, &mut kite_route::rules::Attributes<'_>),
 ) -> PeerStory {
     let mut s = PeerStory {
         peer_id: peer
@@ -262,19 +269,11 @@ fn story_of(
                 s.outcome = StoryOutcome::NotRouted;
             } else {
                 // Its type in the scopes, the filters kept the event from the peer: say which.
-                let ty = event.attribute("type");
-                let in_scope = kite_wire::scope::ScopeSet::compile(&p.scopes).is_ok_and(|set| {
-                    ty.as_ref()
-                        .and_then(|t| t.as_str())
-                        .is_some_and(|t| set.matches(t))
-                });
-                if in_scope && !p.filters.is_empty() {
-                    let attrs = kite_route::rules::attribute_map(
-                        Some(event.event.get()),
-                        &kite_wire::fed::FedInfo::default(),
-                    );
-                    let miss =
-                        kite_api::filters::first_mismatch(&p.filters, &|n| attrs.get(n).cloned());
+                let in_scope = !p.filters.is_empty()
+                    && kite_wire::scope::ScopeSet::compile(&p.scopes)
+                        .is_ok_and(|set| set.matches(ce_type));
+                if in_scope {
+                    let miss = attrs.first_mismatch(&p.filters);
                     s.reason = miss.map(|_| StoryReason::Filters);
                     s.filter = miss.and_then(|i| p.filters.get(i).cloned());
                 }

@@ -14,7 +14,7 @@ use kite_wire::ids::Delivery;
 const RESEND_GAP: std::time::Duration = std::time::Duration::from_millis(1100);
 
 /// Publishes rows put (back) in line; a row not published now is found by the sweeper.
-async fn publish(st: &AppState, rows: Vec<Delivery>) {
+pub(super) async fn publish(st: &AppState, rows: Vec<Delivery>) {
     if rows.is_empty() {
         return;
     }

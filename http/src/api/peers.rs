@@ -237,24 +237,17 @@ pub(super) async fn replay_dead(
     // 404 for a peer of another team or none.
     let peer = st.store.get_peer(&g.team_id, id).await?;
     let by = g.key_id.to_string();
-    let ids = st
-        .store
-        .replay_dead(&g.team_id, id, limit, Some(&by))
-        .await?;
+    let q = kite_store::outbox::ReplayQuery {
+        peer_id: Some(id),
+        limit,
+        ..Default::default()
+    };
+    let rows = st.store.replay_matching(&g.team_id, &q, Some(&by)).await?;
+    let replayed = rows.len();
     metrics::counter!(kite_wire::metrics::REPLAYED, "team" => g.team_id.to_string(), "peer" => peer.name)
-        .increment(ids.len() as u64);
-    if !ids.is_empty() {
-        let rows = ids
-            .iter()
-            .map(|row| kite_wire::ids::Delivery { id: *row, peer: id });
-        if let Err(e) = st.bus.send_deliveries(rows).await {
-            tracing::warn!(peer = %id, error = %e, "replayed rows not published; the sweeper will");
-        }
-    }
-    Ok(Json(Replayed {
-        replayed: ids.len(),
-    })
-    .into_response())
+        .increment(replayed as u64);
+    super::outbox::publish(&st, rows).await;
+    Ok(Json(Replayed { replayed }).into_response())
 }
 
 #[utoipa::path(get, path = "/api/federation/peers/{id}/stats", tag = "peers",

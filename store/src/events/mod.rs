@@ -177,53 +177,34 @@ impl Store {
     }
 
     /// The events of `seqs` that are not routed yet, with only what routing reads: the type
-    /// and the federation extensions, and the event's text where `needs_text` says its team
-    /// has a peer that filters on attributes.
+    /// and the federation extensions, and, for the teams of `text_for` (a peer of theirs
+    /// filters on attributes), the event's top-level members without its data.
     pub async fn unrouted_events(
         &self,
         seqs: &[EventSeq],
-        needs_text: impl Fn(&str) -> bool,
+        text_for: &[TeamId],
     ) -> Result<Vec<RoutingEvent<EventSeq>>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
-                "SELECT seq, team_id, ce_type, fed_origin, fed_chain, fed_hops
+                "SELECT seq, team_id, ce_type, fed_origin, fed_chain, fed_hops,
+                        CASE WHEN team_id = ANY($2)
+                             THEN (event::jsonb - 'data' - 'data_base64')::text END
                  FROM events WHERE seq = ANY($1) AND routed_at IS NULL ORDER BY seq",
             )
             .await?;
-        let rows = c.query(&st, &[&seqs]).await?;
-        let mut out: Vec<RoutingEvent<EventSeq>> = rows
-            .iter()
+        let rows = c.query(&st, &[&seqs, &text_for]).await?;
+        rows.iter()
             .map(|r| {
                 Ok(RoutingEvent {
                     at: r.col(0)?,
                     team_id: r.col(1)?,
                     ce_type: r.col(2)?,
                     fed: fed_columns(r, 3)?,
-                    text: None,
+                    text: r.col(6)?,
                 })
             })
-            .collect::<Result<_>>()?;
-        let want: Vec<EventSeq> = out
-            .iter()
-            .filter(|e| needs_text(&e.team_id))
-            .map(|e| e.at)
-            .collect();
-        if !want.is_empty() {
-            let texts = c
-                .query(
-                    "SELECT seq, event::text FROM events WHERE seq = ANY($1)",
-                    &[&want],
-                )
-                .await?;
-            for t in &texts {
-                let seq: EventSeq = t.col(0)?;
-                if let Some(e) = out.iter_mut().find(|e| e.at == seq) {
-                    e.text = Some(t.col(1)?);
-                }
-            }
-        }
-        Ok(out)
+            .collect()
     }
 
     /// Writes the router's decisions and marks the events routed, in one transaction.

@@ -67,11 +67,6 @@ fn getting_started() -> Vec<Block> {
     blocks
 }
 
-/// Runs of whitespace as one space, trimmed.
-fn squeeze(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 /// True if `line` holds the parts of `want` between its `...`, in order.
 fn matches(line: &str, want: &str) -> bool {
     let (line, want) = (squeeze(line), squeeze(want));
