@@ -397,7 +397,7 @@ impl Listener {
         if !self.filters.is_empty()
             && kite_api::filters::first_mismatch(
                 &self.filters,
-                &kite_api::filters::attributes(text),
+                &mut kite_api::filters::Facts::new(Some(text)),
             )
             .is_some()
         {

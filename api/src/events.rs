@@ -134,6 +134,10 @@ pub struct PeerStory {
     /// `filters`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<crate::filters::Filter>,
+    /// Why that filter, an expression, could not answer for this event (a field the event
+    /// lacks, a type it cannot compare): an expression that errors does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_error: Option<String>,
     /// When it was delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,

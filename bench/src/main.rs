@@ -118,6 +118,11 @@ struct RunArgs {
     /// batches (`X-Kite-Batch`); 0 makes it a Kite peer that takes one event a request.
     #[arg(long, default_value_t = 64)]
     peer_batch: usize,
+    /// A CEL filter the run's events match (`data.object.amount >= 1000`): every peer then
+    /// takes every event by scope, the --matching-peers filter with it and the others with
+    /// its negation, so routing evaluates it for every peer.
+    #[arg(long)]
+    cel: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +203,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode> {
                 peers: args.peers,
                 matching_peers: args.matching_peers,
                 peer_batch: args.peer_batch,
+                cel: args.cel,
             };
             run::run(&cfg).await.map(|()| ExitCode::SUCCESS)
         }

@@ -38,6 +38,10 @@ pub struct RunConfig {
     pub matching_peers: usize,
     /// The most events the sink offers to take in one request (0: one a request).
     pub peer_batch: usize,
+    /// A CEL filter (which the run's events match): every peer's scopes then take every
+    /// event, the matching peers filter with it and the others with its negation, so each
+    /// event is evaluated once a peer.
+    pub cel: Option<String>,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,12 +151,12 @@ async fn bench(
     let matching = cfg.matching_peers.clamp(1, peers);
     let admin = kite_kit::client::ApiClient::with_http(client.clone(), &url, &names.admin_key);
     for i in 0..peers {
-        let scopes: &[&str] = if i < matching {
+        let scopes: &[&str] = if i < matching || cfg.cel.is_some() {
             &["*"]
         } else {
             &["nothing.matches.*"]
         };
-        admin
+        let id = admin
             .create_peer(
                 &format!("sink-{i}"),
                 &format!("http://{sink_addr}/p/{i}/hooks/{TEAM}/kite"),
@@ -162,9 +166,31 @@ async fn bench(
             )
             .await
             .with_context(|| format!("creating peer {i}"))?;
+        if let Some(expr) = &cfg.cel {
+            let expr = if i < matching {
+                expr.clone()
+            } else {
+                format!("!({expr})")
+            };
+            let cel = kite_api::filters::cel::Cel::compile(expr);
+            if let Some(p) = cel.problem() {
+                anyhow::bail!("--cel: {p}");
+            }
+            let patch = kite_api::peers::PeerPatch {
+                filters: Some(vec![kite_api::filters::Filter::Cel(cel)]),
+                ..Default::default()
+            };
+            admin
+                .update_peer(&id, &patch)
+                .await
+                .with_context(|| format!("filtering peer {i}"))?;
+        }
     }
     if peers > 1 {
         eprintln!("kite-bench: {peers} peers, {matching} matching every event");
+        if let Some(expr) = &cfg.cel {
+            eprintln!("kite-bench: each filtering with CEL {expr:?} (or its negation)");
+        }
     }
 
     warm_up(&client, &url, sink).await?;

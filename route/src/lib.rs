@@ -116,7 +116,7 @@ impl Router {
         let snapshot = self.peers.get().await?;
         let events = self
             .store
-            .unrouted_events(seqs, &snapshot.filtering)
+            .unrouted_events(seqs, &snapshot.filtering, &snapshot.reading_data)
             .await?;
         if events.is_empty() {
             return Ok(());
@@ -207,13 +207,7 @@ mod tests {
 
     /// [`decide`] for an event without attributes beyond its federation extensions.
     fn dec(self_id: &str, p: &RoutedPeer, ty: &str, fed: &FedInfo) -> Decision {
-        decide(
-            self_id,
-            p,
-            ty,
-            fed,
-            &mut crate::rules::Attributes::new(None, fed),
-        )
+        decide(self_id, p, ty, fed, &mut crate::rules::facts(None, fed))
     }
 
     fn peer(

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use kite_api::filters::{first_mismatch, Facts};
 use kite_wire::fed::FedInfo;
 
 use kite_store::cache::{PeerSnapshot, RoutedPeer};
@@ -26,13 +27,14 @@ pub enum Decision {
 }
 
 /// DESIGN's routing rules for one event and one peer: its status, its scopes, its filters
-/// (over the event's attributes, `attrs`), its hop limit and the loop check.
+/// (over the event, `ev`: its attributes and, for expressions, its data), its hop limit and
+/// the loop check.
 pub fn decide(
     self_id: &str,
     peer: &RoutedPeer,
     ty: &str,
     fed: &FedInfo,
-    attrs: &mut Attributes<'_>,
+    ev: &mut Facts<'_>,
 ) -> Decision {
     let p = &peer.peer;
     if !p.status.routes() {
@@ -42,7 +44,7 @@ pub fn decide(
     if !in_scope {
         return Decision::None;
     }
-    if !p.filters.is_empty() && attrs.first_mismatch(&p.filters).is_some() {
+    if !p.filters.is_empty() && first_mismatch(&p.filters, ev).is_some() {
         return Decision::None;
     }
     if i64::from(fed.hops) >= i64::from(p.max_hops) {
@@ -84,9 +86,9 @@ pub fn decide_rows<K: Copy + Eq + Hash>(
         let Some(peers) = snapshot.by_team.get(&ev.team_id) else {
             continue;
         };
-        let mut attrs = Attributes::new(ev.text.as_deref(), &ev.fed);
+        let mut facts = facts(ev.text.as_deref(), &ev.fed);
         for peer in peers {
-            let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed, &mut attrs) {
+            let (state, reason) = match decide(self_id, peer, &ev.ce_type, &ev.fed, &mut facts) {
                 Decision::None => {
                     *no_match.entry(ev.at).or_default() += 1;
                     continue;
@@ -124,41 +126,16 @@ pub fn count(reasons: impl IntoIterator<Item = Option<SkipReason>>, no_match: u6
     }
 }
 
-/// An event's context attributes as filters read them ([`kite_api::filters::attributes`]),
-/// parsed from its text once, when the first filter asks, with the federation extensions,
-/// which are kept apart from the stored text (`kitefedorigin`, `kitefedchain` as its JSON
-/// text, `kitefedhops`). An event whose text was not read has only those.
-pub struct Attributes<'a> {
-    text: Option<&'a str>,
-    fed: &'a FedInfo,
-    parsed: Option<HashMap<String, String>>,
-}
-
-impl<'a> Attributes<'a> {
-    /// The attributes of the event with this text (None: not read) and these extensions.
-    pub fn new(text: Option<&'a str>, fed: &'a FedInfo) -> Self {
-        Self {
-            text,
-            fed,
-            parsed: None,
-        }
-    }
-
-    /// The first of `filters` the event does not match, by place (None: all match).
-    pub fn first_mismatch(&mut self, filters: &[kite_api::filters::Filter]) -> Option<usize> {
-        let (text, fed) = (self.text, self.fed);
-        let map = self.parsed.get_or_insert_with(|| {
-            let mut map = text.map(kite_api::filters::attributes).unwrap_or_default();
-            if let Some(origin) = &fed.origin {
-                map.insert("kitefedorigin".into(), origin.clone());
-                map.insert(
-                    "kitefedchain".into(),
-                    serde_json::to_string(&fed.chain).unwrap_or_default(),
-                );
-                map.insert("kitefedhops".into(), fed.hops.to_string());
-            }
-            map
-        });
-        kite_api::filters::first_mismatch(filters, map)
+/// An event as its filters read it: its text (None: not read), parsed when the first
+/// filter asks, and the federation extensions, which are kept apart from the stored text
+/// (`kitefedorigin`, `kitefedchain` a list, `kitefedhops`).
+pub fn facts<'a>(text: Option<&'a str>, fed: &FedInfo) -> Facts<'a> {
+    let ev = Facts::new(text);
+    match &fed.origin {
+        Some(origin) => ev
+            .with("kitefedorigin", origin.clone().into())
+            .with("kitefedchain", fed.chain.clone().into())
+            .with("kitefedhops", fed.hops.into()),
+        None => ev,
     }
 }

@@ -284,6 +284,20 @@ pub(crate) fn story(s: &Value) -> String {
         ],
         &rows,
     ));
+    for d in deliveries.iter().filter(|d| !d["filter"].is_null()) {
+        let _ = write!(
+            out,
+            "\n{}: not matched by filter {}",
+            text(&d["peer"]),
+            d["filter"]
+        );
+        match d["filter_error"].as_str() {
+            Some(e) => {
+                let _ = writeln!(out, ", which could not answer: {e}");
+            }
+            None => out.push('\n'),
+        }
+    }
     for d in deliveries {
         let attempts = d["attempts"].as_array().unwrap_or(&none);
         let actions = d["actions"].as_array().unwrap_or(&none);

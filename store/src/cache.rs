@@ -30,6 +30,9 @@ pub struct PeerSnapshot {
     pub by_team: HashMap<TeamId, Vec<RoutedPeer>>,
     /// The teams with a peer that filters on attributes (routing reads their events' text).
     pub filtering: Vec<TeamId>,
+    /// Of those, the teams with a peer whose filters hold an expression (routing reads
+    /// their events' data too).
+    pub reading_data: Vec<TeamId>,
 }
 
 impl PeerSnapshot {
@@ -216,12 +219,20 @@ impl Loadable for PeerSnapshot {
                 .or_default()
                 .push(RoutedPeer { peer, scopes });
         }
-        let filtering = by_team
-            .iter()
-            .filter(|(_, peers)| peers.iter().any(|p| !p.peer.filters.is_empty()))
-            .map(|(team, _)| team.clone())
-            .collect();
-        Ok(Self { by_team, filtering })
+        let teams = |test: &dyn Fn(&Peer) -> bool| {
+            by_team
+                .iter()
+                .filter(|(_, peers)| peers.iter().any(|p| test(&p.peer)))
+                .map(|(team, _)| team.clone())
+                .collect()
+        };
+        let filtering = teams(&|p| !p.filters.is_empty());
+        let reading_data = teams(&|p| p.filters.iter().any(|f| f.reads_data()));
+        Ok(Self {
+            by_team,
+            filtering,
+            reading_data,
+        })
     }
 }
 

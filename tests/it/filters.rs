@@ -308,3 +308,106 @@ async fn an_invitation_and_an_accept_carry_filters_to_the_peers_they_make() {
     .await;
     assert!(a.event("j1").await.is_none(), "j1 is a test: B keeps it");
 }
+
+#[tokio::test]
+async fn cel_filters_read_the_data_and_the_story_says_why_one_did_not_match() {
+    let big = Sink::start(|_| 200).await;
+    let a = Instance::start("filters-cel").await;
+    let expr = r#"data.object.amount > 1000 && data.object.currency == "usd""#;
+    // Refused where it would not compile or would cost too much, naming the place.
+    for (bad, why) in [
+        ("data.object.amount >", "filters[0].cel: does not compile"),
+        (
+            "data.items.map(i, i.x).size() > 0",
+            "filters[0].cel: map and filter",
+        ),
+    ] {
+        let (s, v) = a
+            .post(
+                "/api/federation/peers",
+                json!({"name": "big", "outbound_token": "t", "filters": [{"cel": bad}],
+                       "peer_hook_url": format!("{}/hooks/default/kite", big.url)}),
+            )
+            .await;
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (400, &json!("validation_error")),
+            "{v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(why), "{msg}");
+    }
+    let out = admin(
+        &a,
+        &[
+            "peers",
+            "create",
+            "--name",
+            "big",
+            "--url",
+            &format!("{}/hooks/default/kite", big.url),
+            "--token",
+            "t",
+            "--filter",
+            &json!({"cel": expr}).to_string(),
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(out["filters"], json!([{"cel": expr}]), "{out}");
+
+    let charge = |id: &str, object: Value| {
+        json!({"specversion": "1.0", "id": id, "source": "/acme",
+               "type": "com.stripe.charge.succeeded", "data": {"object": object}})
+    };
+    for (id, object) in [
+        ("c1", json!({"amount": 5000, "currency": "usd"})),
+        ("c2", json!({"amount": 5000, "currency": "eur"})),
+        ("c3", json!({"amount": 20, "currency": "usd"})),
+        ("c4", json!({"currency": "usd"})),
+        ("c5", json!({"amount": 1001.5, "currency": "usd"})),
+    ] {
+        assert_eq!(post_ce(&a, charge(id, object)).await, 202);
+    }
+    eventually("the large charges delivered", WAIT, || async {
+        (took(&big).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(took(&big), ["c1", "c5"]);
+    let story = |id: &'static str| {
+        let a = &a;
+        async move {
+            let (_, st) = a.get(&format!("/api/events/{id}")).await;
+            st["deliveries"]
+                .as_array()
+                .and_then(|d| d.iter().find(|d| d["peer"] == "big"))
+                .cloned()
+                .unwrap_or_else(|| panic!("{st}"))
+        }
+    };
+    let d = story("c2").await;
+    assert_eq!(
+        (&d["outcome"], &d["reason"], &d["filter"]),
+        (&json!("no_match"), &json!("filters"), &json!({"cel": expr})),
+        "{d}"
+    );
+    assert!(d.get("filter_error").is_none(), "it answered false: {d}");
+    // An expression that errors on an event does not match it, and the story says why.
+    let d = story("c4").await;
+    assert_eq!(
+        (&d["outcome"], &d["reason"]),
+        (&json!("no_match"), &json!("filters")),
+        "{d}"
+    );
+    let err = d["filter_error"].as_str().unwrap_or_default();
+    assert!(err.contains("amount"), "{d}");
+    let shown = admin(&a, &["events", "show", "c4"]).await.ok();
+    assert!(
+        shown.out.contains("big: not matched by filter") && shown.out.contains(err),
+        "{}",
+        shown.out
+    );
+}

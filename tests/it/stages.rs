@@ -62,28 +62,38 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         key_id: None,
         inbound_token: None,
     };
-    let stripe = store
-        .create_peer("t", &new_peer("stripe-peer", &["stripe.*"]))
-        .await
-        .expect("peer");
+    // An expression reads the data, which the router reads only for teams whose filters
+    // need it: the small charge is not for the peer.
+    let mut stripe_peer = new_peer("stripe-peer", &["stripe.*"]);
+    stripe_peer.filters = vec![kite_api::filters::Filter::Cel(
+        kite_api::filters::cel::Cel::compile("data.amount > 10".into()),
+    )];
+    let stripe = store.create_peer("t", &stripe_peer).await.expect("peer");
     let github = store
         .create_peer("t", &new_peer("other-peer", &["shopify.*"]))
         .await
         .expect("peer");
-    let events: Vec<NewEvent> = ["com.stripe.charge.succeeded", "com.github.push"]
-        .iter()
-        .enumerate()
-        .map(|(i, ty)| NewEvent {
-            team_id: "t".into(),
-            ce_source: "/hooks/t/x".into(),
-            ce_id: format!("e{i}"),
-            hook_source: "x".into(),
-            ce_type: ty.to_string(),
-            event: format!(r#"{{"id":"e{i}","type":"{ty}"}}"#),
-            fed: FedInfo::default(),
-            origin_sig: None,
-        })
-        .collect();
+    let events: Vec<NewEvent> = [
+        "com.stripe.charge.succeeded",
+        "com.github.push",
+        "com.stripe.charge.succeeded",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, ty)| NewEvent {
+        team_id: "t".into(),
+        ce_source: "/hooks/t/x".into(),
+        ce_id: format!("e{i}"),
+        hook_source: "x".into(),
+        ce_type: ty.to_string(),
+        event: format!(
+            r#"{{"id":"e{i}","type":"{ty}","data":{{"amount":{}}}}}"#,
+            50 - 20 * i
+        ),
+        fed: FedInfo::default(),
+        origin_sig: None,
+    })
+    .collect();
     let seqs: Vec<EventSeq> = store
         .insert_events(&events)
         .await
@@ -124,12 +134,16 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
     .await;
     stop.cancel();
     let _ = router.await;
-    // One row, for the stripe event only; nothing for the peer whose scopes do not match.
+    // One row, for the large stripe charge only; nothing for the peer whose scopes do not
+    // match.
     assert!(
         matches!(&stripe_rows[..], [Message::Deliver { peer, ids }] if *peer == stripe.id && ids.len() == 1)
     );
     assert!(memory.take(Queue::Peer(github.id)).is_empty());
-    let routed = store.unrouted_events(&seqs, &[]).await.expect("unrouted");
-    assert!(routed.is_empty(), "both events are routed");
+    let routed = store
+        .unrouted_events(&seqs, &[], &[])
+        .await
+        .expect("unrouted");
+    assert!(routed.is_empty(), "every event is routed");
     db.drop_database().await;
 }

@@ -224,7 +224,7 @@ pub(super) async fn show_event(
         event.rest.clone().ok(),
         event.fed.clone(),
     );
-    let mut attrs = kite_route::rules::Attributes::new(text.as_deref(), &fed);
+    let mut attrs = kite_route::rules::facts(text.as_deref(), &fed);
     let event = event_item(event).ok_or_else(|| ApiErr(ApiError::internal()))?;
     let mut deliveries: Vec<PeerStory> = peers
         .iter()
@@ -245,7 +245,7 @@ fn story_of(
     peer: Option<&Peer>,
     row: Option<&StoryRow>,
     received_at: DateTime<Utc>,
-    (ce_type, attrs): (&str, &mut kite_route::rules::Attributes<'_>),
+    (ce_type, attrs): (&str, &mut kite_api::filters::Facts<'_>),
 ) -> PeerStory {
     let mut s = PeerStory {
         peer_id: peer
@@ -258,6 +258,7 @@ fn story_of(
         reason: None,
         scopes: None,
         filter: None,
+        filter_error: None,
         delivered_at: row.and_then(|r| r.delivered_at),
         peer_answer: row.and_then(|r| r.peer_answer),
         attempts: row.map(|r| r.attempts.clone()).unwrap_or_default(),
@@ -273,9 +274,10 @@ fn story_of(
                     && kite_wire::scope::ScopeSet::compile(&p.scopes)
                         .is_ok_and(|set| set.matches(ce_type));
                 if in_scope {
-                    let miss = attrs.first_mismatch(&p.filters);
-                    s.reason = miss.map(|_| StoryReason::Filters);
-                    s.filter = miss.and_then(|i| p.filters.get(i).cloned());
+                    let miss = kite_api::filters::first_mismatch(&p.filters, attrs);
+                    s.reason = miss.as_ref().map(|_| StoryReason::Filters);
+                    s.filter = miss.as_ref().and_then(|m| p.filters.get(m.at).cloned());
+                    s.filter_error = miss.and_then(|m| m.error);
                 }
                 s.scopes = Some(p.scopes.clone());
             }

@@ -875,6 +875,7 @@ function storyRow(d, refresh) {
   tr.dataset.peer = d.peer || d.peer_id;
   if (d.outbox_id !== null && d.outbox_id !== undefined) tr.dataset.row = d.outbox_id;
   const why = [d.reason, d.filter && "filter " + JSON.stringify(d.filter),
+    d.filter_error && "it could not answer: " + d.filter_error,
     d.scopes && "scopes " + d.scopes.join(", "),
     d.delivered_at && "delivered " + when(d.delivered_at)].filter(Boolean).join("; ");
   const attempts = document.createElement("td");

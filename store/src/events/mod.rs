@@ -178,22 +178,25 @@ impl Store {
 
     /// The events of `seqs` that are not routed yet, with only what routing reads: the type
     /// and the federation extensions, and, for the teams of `text_for` (a peer of theirs
-    /// filters on attributes), the event's top-level members without its data.
+    /// filters on attributes), the event's top-level members without its data, or with it
+    /// for the teams of `data_for` (a peer's filter is an expression, which may read it).
     pub async fn unrouted_events(
         &self,
         seqs: &[EventSeq],
         text_for: &[TeamId],
+        data_for: &[TeamId],
     ) -> Result<Vec<RoutingEvent<EventSeq>>> {
         let c = self.conn().await?;
         let st = c
             .prepare_cached(
                 "SELECT seq, team_id, ce_type, fed_origin, fed_chain, fed_hops,
-                        CASE WHEN team_id = ANY($2)
+                        CASE WHEN team_id = ANY($3) THEN event::text
+                             WHEN team_id = ANY($2)
                              THEN (event::jsonb - 'data' - 'data_base64')::text END
                  FROM events WHERE seq = ANY($1) AND routed_at IS NULL ORDER BY seq",
             )
             .await?;
-        let rows = c.query(&st, &[&seqs, &text_for]).await?;
+        let rows = c.query(&st, &[&seqs, &text_for, &data_for]).await?;
         rows.iter()
             .map(|r| {
                 Ok(RoutingEvent {

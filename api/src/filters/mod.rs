@@ -1,8 +1,16 @@
 //! Event filters in the CloudEvents Subscriptions API's dialects: `exact`, `prefix` and
-//! `suffix` on one context attribute (extensions included), and `all`, `any` and `not` over
-//! other filters. A peer forwards an event only if every one of its filters matches (beside
-//! its scopes). Bounded: at most [`MAX_FILTERS`] a list, [`MAX_NODES`] filters in all,
-//! [`MAX_DEPTH`] deep, values of at most [`MAX_VALUE`] bytes.
+//! `suffix` on one context attribute (extensions included), `all`, `any` and `not` over
+//! other filters, and `cel`, an expression over the attributes and the data ([`cel`]). A
+//! peer forwards an event only if every one of its filters matches (beside its scopes).
+//! Bounded: at most [`MAX_FILTERS`] a list, [`MAX_NODES`] filters in all, [`MAX_DEPTH`]
+//! deep, values of at most [`MAX_VALUE`] bytes, expressions within [`cel`]'s bounds.
+//!
+//! A filter answers match, no match, or an error (an expression that could not answer),
+//! as CEL's own operators do: `all` is no match if any is, `any` a match if any is, and
+//! otherwise an error among them is theirs; `not` keeps an error. An error never matches,
+//! and the story says what it was.
+
+pub mod cel;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -34,6 +42,9 @@ pub enum Filter {
     Any(Vec<Filter>),
     /// The filter does not match.
     Not(Box<Filter>),
+    /// A Common Expression Language expression over the event's attributes and data that
+    /// answers true (`{"cel": "data.object.amount > 1000"}`).
+    Cel(cel::Cel),
 }
 
 /// The document's schema: one object with exactly one member, the dialect. Written by hand
@@ -55,8 +66,8 @@ impl utoipa::PartialSchema for Filter {
             .schema_type(Type::Object)
             .description(Some(
                 "A filter in a CloudEvents Subscriptions dialect: exactly one of `exact`, \
-                 `prefix`, `suffix` (one attribute each), `all`, `any` (lists of filters) or \
-                 `not` (a filter)",
+                 `prefix`, `suffix` (one attribute each), `all`, `any` (lists of filters), \
+                 `not` (a filter) or `cel` (a CEL expression over the attributes and `data`)",
             ))
             .property("exact", attribute("equals"))
             .property("prefix", attribute("starts with"))
@@ -64,6 +75,12 @@ impl utoipa::PartialSchema for Filter {
             .property("all", ArrayBuilder::new().items(nested()))
             .property("any", ArrayBuilder::new().items(nested()))
             .property("not", nested())
+            .property(
+                "cel",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(cel::MAX_SOURCE)),
+            )
             .min_properties(Some(1))
             .max_properties(Some(1))
             .into()
@@ -126,6 +143,10 @@ impl Filter {
                 Ok(())
             }
             Filter::Not(f) => f.check(&format!("{at}.not"), depth + 1, nodes),
+            Filter::Cel(c) => match c.problem() {
+                Some(p) => Err(format!("{at}.cel: {p}")),
+                None => Ok(()),
+            },
         }
     }
 
@@ -138,24 +159,155 @@ impl Filter {
             Filter::All(_) => "all",
             Filter::Any(_) => "any",
             Filter::Not(_) => "not",
+            Filter::Cel(_) => "cel",
         }
     }
 
-    /// Whether an event with these context attributes ([`attributes`]) matches: an
-    /// attribute the event does not have matches no `exact`, `prefix` or `suffix`.
-    pub fn matches(&self, attrs: &HashMap<String, String>) -> bool {
-        let one = |m: &BTreeMap<String, String>, test: &dyn Fn(&str, &str) -> bool| {
-            m.iter()
-                .all(|(name, want)| attrs.get(name).is_some_and(|have| test(have, want)))
+    /// Whether the event matches: an attribute the event does not have matches no `exact`,
+    /// `prefix` or `suffix`; an expression that cannot answer is an error.
+    pub fn verdict(&self, ev: &mut Facts<'_>) -> Verdict {
+        let one = |m: &BTreeMap<String, String>,
+                   ev: &mut Facts<'_>,
+                   test: &dyn Fn(&str, &str) -> bool| {
+            let attrs = ev.attributes();
+            Verdict::of(
+                m.iter()
+                    .all(|(name, want)| attrs.get(name).is_some_and(|have| test(have, want))),
+            )
         };
         match self {
-            Filter::Exact(m) => one(m, &|have, want| have == want),
-            Filter::Prefix(m) => one(m, &|have, want| have.starts_with(want)),
-            Filter::Suffix(m) => one(m, &|have, want| have.ends_with(want)),
-            Filter::All(list) => list.iter().all(|f| f.matches(attrs)),
-            Filter::Any(list) => list.iter().any(|f| f.matches(attrs)),
-            Filter::Not(f) => !f.matches(attrs),
+            Filter::Exact(m) => one(m, ev, &|have, want| have == want),
+            Filter::Prefix(m) => one(m, ev, &|have, want| have.starts_with(want)),
+            Filter::Suffix(m) => one(m, ev, &|have, want| have.ends_with(want)),
+            Filter::All(list) => {
+                let mut error = None;
+                for f in list {
+                    match f.verdict(ev) {
+                        Verdict::No => return Verdict::No,
+                        Verdict::Error(e) => error = error.or(Some(e)),
+                        Verdict::Yes => {}
+                    }
+                }
+                error.map_or(Verdict::Yes, Verdict::Error)
+            }
+            Filter::Any(list) => {
+                let mut error = None;
+                for f in list {
+                    match f.verdict(ev) {
+                        Verdict::Yes => return Verdict::Yes,
+                        Verdict::Error(e) => error = error.or(Some(e)),
+                        Verdict::No => {}
+                    }
+                }
+                error.map_or(Verdict::No, Verdict::Error)
+            }
+            Filter::Not(f) => match f.verdict(ev) {
+                Verdict::Yes => Verdict::No,
+                Verdict::No => Verdict::Yes,
+                e @ Verdict::Error(_) => e,
+            },
+            Filter::Cel(c) => match ev.cel_context() {
+                Ok(ctx) => match c.eval(ctx) {
+                    Ok(b) => Verdict::of(b),
+                    Err(e) => Verdict::Error(e),
+                },
+                Err(e) => Verdict::Error(e.to_owned()),
+            },
         }
+    }
+
+    /// Whether the filter, or one inside it, is an expression (it then reads the data).
+    pub fn reads_data(&self) -> bool {
+        match self {
+            Filter::Cel(_) => true,
+            Filter::All(l) | Filter::Any(l) => l.iter().any(Filter::reads_data),
+            Filter::Not(f) => f.reads_data(),
+            Filter::Exact(_) | Filter::Prefix(_) | Filter::Suffix(_) => false,
+        }
+    }
+}
+
+/// What a filter answers for an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It matches.
+    Yes,
+    /// It does not.
+    No,
+    /// An expression could not answer (why): not a match.
+    Error(String),
+}
+
+impl Verdict {
+    fn of(b: bool) -> Self {
+        if b {
+            Verdict::Yes
+        } else {
+            Verdict::No
+        }
+    }
+}
+
+/// The first filter of a list an event does not match: its place, and the error that kept
+/// it from matching when an expression could not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The filter's place in the list.
+    pub at: usize,
+    /// Why an expression did not answer (None: it, or the filter, answered no).
+    pub error: Option<String>,
+}
+
+/// An event as filters read it: its text (None: not read; only the extensions given
+/// apart are then known), parsed into attributes when a dialect first asks and into an
+/// expression context when an expression first asks, each once however many filters read
+/// it.
+pub struct Facts<'a> {
+    text: Option<&'a str>,
+    extensions: Vec<(&'static str, serde_json::Value)>,
+    attributes: Option<HashMap<String, String>>,
+    context: Option<Result<::cel::Context<'static, 'static>, String>>,
+}
+
+impl<'a> Facts<'a> {
+    /// The event with this text (a structured CloudEvent's JSON; None: not read).
+    pub fn new(text: Option<&'a str>) -> Self {
+        Self {
+            text,
+            extensions: Vec::new(),
+            attributes: None,
+            context: None,
+        }
+    }
+
+    /// With an extension the text does not carry (the federation extensions, which are
+    /// stored apart from it): attributes read it as text (a list or object as its JSON).
+    pub fn with(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.extensions.push((name, value));
+        self
+    }
+
+    fn attributes(&mut self) -> &HashMap<String, String> {
+        let (text, extensions) = (self.text, &self.extensions);
+        self.attributes.get_or_insert_with(|| {
+            let mut map = text.map(attributes).unwrap_or_default();
+            for (name, v) in extensions {
+                let text = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                map.insert((*name).to_owned(), text);
+            }
+            map
+        })
+    }
+
+    fn cel_context(&mut self) -> Result<&::cel::Context<'static, 'static>, &str> {
+        let (text, extensions) = (self.text, &self.extensions);
+        self.context
+            .get_or_insert_with(|| cel::context(text, extensions))
+            .as_ref()
+            .map_err(String::as_str)
     }
 }
 
@@ -191,9 +343,16 @@ pub fn from_json(s: &str) -> Result<Filter, String> {
     one.pop().ok_or_else(|| "no filter".to_owned())
 }
 
-/// Whether every filter of `filters` matches; answers the first that does not, by place.
-pub fn first_mismatch(filters: &[Filter], attrs: &HashMap<String, String>) -> Option<usize> {
-    filters.iter().position(|f| !f.matches(attrs))
+/// Whether every filter of `filters` matches the event; answers the first that does not.
+pub fn first_mismatch(filters: &[Filter], ev: &mut Facts<'_>) -> Option<Mismatch> {
+    filters
+        .iter()
+        .enumerate()
+        .find_map(|(at, f)| match f.verdict(ev) {
+            Verdict::Yes => None,
+            Verdict::No => Some(Mismatch { at, error: None }),
+            Verdict::Error(e) => Some(Mismatch { at, error: Some(e) }),
+        })
 }
 
 /// A structured CloudEvent's context attributes as filters read them: every top-level
@@ -222,11 +381,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn attrs() -> HashMap<String, String> {
-        attributes(
-            r#"{"type":"com.stripe.charge.succeeded","source":"/hooks/default/stripe",
-                "subject":"cus_1","kitefedorigin":"instance-a","data":{"subject":"no"}}"#,
-        )
+    const EVENT: &str = r#"{"type":"com.stripe.charge.succeeded","source":"/hooks/default/stripe",
+                "subject":"cus_1","kitefedorigin":"instance-a","data":{"subject":"no","n":3}}"#;
+
+    fn miss(filters: &[Filter]) -> Option<usize> {
+        first_mismatch(filters, &mut Facts::new(Some(EVENT))).map(|m| m.at)
     }
 
     #[test]
@@ -240,14 +399,44 @@ mod tests {
             {"all": [{"prefix": {"subject": "cus_"}}]},
             {"not": {"exact": {"type": "com.stripe.charge.refunded"}}}
         ]));
-        assert_eq!(first_mismatch(&yes, &attrs()), None);
+        assert_eq!(miss(&yes), None);
         let no = f(json!([{"prefix": {"source": "/x"}}, {"exact": {"dataschema": "x"}}]));
-        assert_eq!(first_mismatch(&no, &attrs()), Some(0));
+        assert_eq!(miss(&no), Some(0));
         let missing = f(json!([{"suffix": {"dataschema": "x"}}]));
         assert_eq!(
-            first_mismatch(&missing, &attrs()),
+            miss(&missing),
             Some(0),
             "a missing attribute matches nothing"
+        );
+    }
+
+    #[test]
+    fn an_expression_that_errors_matches_nowhere_and_says_why() {
+        let f = |v| read("filters", &v).expect("valid");
+        assert_eq!(
+            miss(&f(json!([{"cel": "data.n == 3 && subject == 'cus_1'"}]))),
+            None
+        );
+        let err = f(json!([{"exact": {"subject": "cus_1"}}, {"cel": "data.missing > 1"}]));
+        let m = first_mismatch(&err, &mut Facts::new(Some(EVENT))).expect("no match");
+        assert_eq!(m.at, 1);
+        assert!(m.error.expect("an error").contains("missing"));
+        // CEL's own logic: an error under `not` stays one; `any` takes a match over it.
+        assert_eq!(
+            miss(&f(json!([{"not": {"cel": "data.missing > 1"}}]))),
+            Some(0)
+        );
+        assert_eq!(
+            miss(&f(
+                json!([{"any": [{"cel": "data.missing > 1"}, {"cel": "data.n > 1"}]}])
+            )),
+            None
+        );
+        assert_eq!(
+            miss(&f(
+                json!([{"all": [{"cel": "data.missing > 1"}, {"cel": "data.n > 5"}]}])
+            )),
+            Some(0)
         );
     }
 
@@ -265,7 +454,8 @@ mod tests {
         assert!(err(json!([{"any": [{"prefix": {"Type": "a"}}]}]))
             .starts_with("filters[0].any[0].prefix"));
         assert!(err(json!([{"prefix": {"type": ""}}])).contains("matches everything"));
-        assert!(err(json!([{"cel": "true"}])).starts_with("filters[0]"));
+        assert!(err(json!([{"cel": "data.x >"}])).starts_with("filters[0].cel: does not compile"));
+        assert!(err(json!([{"cel": 3}])).starts_with("filters[0]"));
         let mut deep = json!({"exact": {"type": "a"}});
         for _ in 0..10 {
             deep = json!({"not": deep});
