@@ -16,6 +16,16 @@ pub struct InvitationInfo {
     /// Filters on what the inviter sends (none: what the scopes cover).
     #[serde(default)]
     pub filters: Vec<crate::filters::Filter>,
+    /// Deliver events with the same value of this attribute in the order they were
+    /// accepted (none: unordered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead (`skip` or `block`).
+    #[serde(default)]
+    pub on_dead: crate::types::OnDead,
+    /// The peer's own delivery policy (each field left out: the instance's).
+    #[serde(default)]
+    pub delivery: crate::peers::DeliveryPolicy,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
     /// When it was used, if it was.
@@ -51,19 +61,41 @@ pub struct NewInvitation {
     /// dialects; none by default).
     #[schema(required = false)]
     pub filters: Vec<crate::filters::Filter>,
+    /// Deliver events with the same value of this attribute in the order they were
+    /// accepted (none: unordered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead (`skip` or `block`).
+    #[schema(required = false)]
+    pub on_dead: crate::types::OnDead,
+    /// The peer's own delivery policy (each field left out: the instance's).
+    #[schema(required = false)]
+    pub delivery: crate::peers::DeliveryPolicy,
     /// Seconds it stays valid (default 7 days).
     #[schema(required = false, default = 604800, minimum = 1)]
     pub ttl: i64,
 }
 
 impl Request for NewInvitation {
-    const FIELDS: &'static [&'static str] = &["scopes", "max_hops", "filters", "ttl"];
+    const FIELDS: &'static [&'static str] = &[
+        "scopes",
+        "max_hops",
+        "filters",
+        "ordering_key",
+        "on_dead",
+        "delivery",
+        "ttl",
+    ];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
+        let c = crate::peers::Conduct::read(m)?;
         Ok(NewInvitation {
             scopes: opt_scopes(m)?.unwrap_or_else(every_type),
             max_hops: opt_max_hops(m)?.unwrap_or(hop_limit::DEFAULT),
             filters: opt_filters(m)?.unwrap_or_default(),
+            ordering_key: c.ordering_key,
+            on_dead: c.on_dead,
+            delivery: c.delivery,
             ttl: opt_int(m, "ttl", 1, MAX_TTL_SECS)?.unwrap_or(DEFAULT_TTL_SECS),
         })
     }
@@ -76,6 +108,9 @@ impl Default for NewInvitation {
             scopes: every_type(),
             max_hops: hop_limit::DEFAULT,
             filters: Vec::new(),
+            ordering_key: None,
+            on_dead: Default::default(),
+            delivery: Default::default(),
             ttl: DEFAULT_TTL_SECS,
         }
     }
@@ -96,6 +131,16 @@ pub struct CreatedInvitation {
     pub max_hops: i32,
     /// Filters on what this side sends.
     pub filters: Vec<crate::filters::Filter>,
+    /// Deliver events with the same value of this attribute in the order they were
+    /// accepted (none: unordered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead (`skip` or `block`).
+    #[serde(default)]
+    pub on_dead: crate::types::OnDead,
+    /// The peer's own delivery policy (each field left out: the instance's).
+    #[serde(default)]
+    pub delivery: crate::peers::DeliveryPolicy,
 }
 
 /// `POST /api/federation/invitations/accept`: `invitation` (the string another server's
@@ -118,6 +163,21 @@ pub struct AcceptInvitation {
     /// Filters on what this side sends (CloudEvents Subscriptions dialects; none by default).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<crate::filters::Filter>,
+    /// Deliver events with the same value of this attribute in the order they were
+    /// accepted (none: unordered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead (`skip` or `block`).
+    #[serde(default)]
+    #[schema(required = false)]
+    pub on_dead: crate::types::OnDead,
+    /// The peer's own delivery policy (each field left out: the instance's).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::peers::DeliveryPolicy::is_default"
+    )]
+    #[schema(required = false)]
+    pub delivery: crate::peers::DeliveryPolicy,
 }
 
 /// An invitation as the string `kite peer invite` printed.
@@ -126,17 +186,29 @@ fn encoded<S: serde::Serializer>(i: &Invitation, s: S) -> Result<S::Ok, S::Error
 }
 
 impl Request for AcceptInvitation {
-    const FIELDS: &'static [&'static str] = &["invitation", "scopes", "max_hops", "filters"];
+    const FIELDS: &'static [&'static str] = &[
+        "invitation",
+        "scopes",
+        "max_hops",
+        "filters",
+        "ordering_key",
+        "on_dead",
+        "delivery",
+    ];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
         let text = req_str(m, "invitation", 8192)?;
         let invitation = Invitation::decode(&text)
             .map_err(|e| ApiError::validation("invitation", e.to_string()))?;
+        let c = crate::peers::Conduct::read(m)?;
         Ok(AcceptInvitation {
             invitation,
             scopes: opt_scopes(m)?,
             max_hops: opt_max_hops(m)?,
             filters: opt_filters(m)?.unwrap_or_default(),
+            ordering_key: c.ordering_key,
+            on_dead: c.on_dead,
+            delivery: c.delivery,
         })
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use kite_wire::ids::{PeerId, TeamId};
 use serde::{Deserialize, Serialize};
 
-use crate::types::{PeerHealth, PeerStatus};
+use crate::types::{ContentMode, OnDead, PeerHealth, PeerStatus};
 
 /// A peer as stored. The outbound token is never serialized.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -74,6 +74,97 @@ pub struct Peer {
     pub inbound_token: Option<String>,
     /// The federation protocol version agreed with a handshake peer.
     pub protocol_version: Option<String>,
+    /// Events with the same value of this attribute (`subject`, `source` or an extension's
+    /// name) reach the peer in the order they were accepted (None: unordered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead: `skip` or `block`.
+    #[serde(default)]
+    pub on_dead: OnDead,
+    /// The peer's own delivery policy; what it leaves out is the instance's.
+    #[serde(default)]
+    pub delivery: DeliveryPolicy,
+    /// `structured` (a CloudEvent, what a kite takes) or `binary` (`ce-*` headers and the
+    /// provider's body, what an ordinary webhook endpoint takes).
+    #[serde(default)]
+    pub content_mode: ContentMode,
+}
+
+/// How a handshake peer's deliveries go, as an invitation or an acceptance sets it on the
+/// peer it makes: its order and its own delivery policy (a kite server always takes
+/// structured events).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Conduct {
+    /// The ordering attribute (None: unordered).
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead.
+    pub on_dead: OnDead,
+    /// The peer's own delivery policy.
+    pub delivery: DeliveryPolicy,
+}
+
+impl Conduct {
+    /// Reads `ordering_key`, `on_dead` and `delivery` of a request body.
+    pub fn read(m: &crate::request::Body) -> Result<Self, kite_wire::ApiError> {
+        use crate::request::{opt_delivery, opt_enum, opt_ordering_key};
+        Ok(Conduct {
+            ordering_key: opt_ordering_key(m)?.flatten(),
+            on_dead: opt_enum(m, "on_dead", OnDead::ALL)?.unwrap_or_default(),
+            delivery: opt_delivery(m)?.unwrap_or_default(),
+        })
+    }
+}
+
+/// A peer's own delivery policy: each field it leaves out is the instance's setting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryPolicy {
+    /// The first retry's delay, doubling from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 3_600_000)]
+    pub retry_base_ms: Option<u32>,
+    /// The longest delay between attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 10, maximum = 86_400_000)]
+    pub retry_max_delay_ms: Option<u32>,
+    /// Failed attempts after which a delivery is dead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_attempts: Option<u32>,
+    /// How long one request may take, its answer included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 100, maximum = 120_000)]
+    pub timeout_ms: Option<u32>,
+    /// The most requests to the peer at once (from one delivery process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1024)]
+    pub max_in_flight: Option<u32>,
+    /// The most events a second sent to the peer (from one delivery process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.01, maximum = 100_000)]
+    pub rate_per_sec: Option<f64>,
+    /// How many events may go at once above the rate after a quiet time (default: one
+    /// second's worth, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100_000)]
+    pub rate_burst: Option<u32>,
+}
+
+impl DeliveryPolicy {
+    /// The fields and their bounds, as requests read them.
+    pub const FIELDS: &'static [(&'static str, f64, f64)] = &[
+        ("retry_base_ms", 10.0, 3_600_000.0),
+        ("retry_max_delay_ms", 10.0, 86_400_000.0),
+        ("max_attempts", 1.0, 100.0),
+        ("timeout_ms", 100.0, 120_000.0),
+        ("max_in_flight", 1.0, 1024.0),
+        ("rate_per_sec", 0.01, 100_000.0),
+        ("rate_burst", 1.0, 100_000.0),
+    ];
+
+    /// Whether nothing is set (the instance's policy throughout).
+    pub fn is_default(&self) -> bool {
+        *self == DeliveryPolicy::default()
+    }
 }
 
 impl Peer {
@@ -88,6 +179,20 @@ impl Peer {
 /// Fields of a new peer (validated by the caller).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewPeer {
+    /// Deliver events with the same value of this attribute (`subject`, `source` or an
+    /// extension's name) in the order they were accepted (none: unordered).
+    #[schema(max_length = 20)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead.
+    #[schema(required = false, default = "skip")]
+    pub on_dead: OnDead,
+    /// The peer's own delivery policy (each field left out: the instance's).
+    #[schema(required = false)]
+    pub delivery: DeliveryPolicy,
+    /// `structured` or `binary`.
+    #[schema(required = false, default = "structured")]
+    pub content_mode: ContentMode,
     /// Unique name within the team.
     #[schema(min_length = 1, max_length = 128)]
     pub name: String,
@@ -124,6 +229,19 @@ pub struct NewPeer {
 /// A partial update of a peer (validated by the caller).
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PeerPatch {
+    /// New ordering key (`null` removes it: unordered).
+    #[schema(max_length = 20, nullable)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<Option<String>>,
+    /// New dead-event rule of an ordered key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_dead: Option<OnDead>,
+    /// New delivery policy, in place of the old one (`{}`: the instance's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryPolicy>,
+    /// New content mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_mode: Option<ContentMode>,
     /// New name.
     #[schema(min_length = 1, max_length = 128)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +295,10 @@ impl Request for NewPeer {
         "max_hops",
         "status",
         "key_id",
+        "ordering_key",
+        "on_dead",
+        "delivery",
+        "content_mode",
     ];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
@@ -192,6 +314,10 @@ impl Request for NewPeer {
             status: opt_enum(m, "status", PeerStatus::SETTABLE)?.unwrap_or(PeerStatus::Active),
             key_id: opt_str(m, "key_id", 128)?,
             inbound_token: opt_str(m, "inbound_token", 512)?,
+            ordering_key: opt_ordering_key(m)?.flatten(),
+            on_dead: opt_enum(m, "on_dead", OnDead::ALL)?.unwrap_or_default(),
+            delivery: opt_delivery(m)?.unwrap_or_default(),
+            content_mode: opt_enum(m, "content_mode", ContentMode::ALL)?.unwrap_or_default(),
         })
     }
 }
@@ -211,6 +337,10 @@ impl Request for PeerPatch {
             status: opt_enum(m, "status", PeerStatus::SETTABLE)?,
             key_id: opt_str(m, "key_id", 128)?,
             inbound_token: opt_str(m, "inbound_token", 512)?,
+            ordering_key: opt_ordering_key(m)?,
+            on_dead: opt_enum(m, "on_dead", OnDead::ALL)?,
+            delivery: opt_delivery(m)?,
+            content_mode: opt_enum(m, "content_mode", ContentMode::ALL)?,
         })
     }
 }

@@ -100,6 +100,93 @@ pub fn opt_filters(m: &Body) -> Result<Option<Vec<crate::filters::Filter>>, ApiE
     }
 }
 
+/// The optional `ordering_key`: a context attribute's name (1 to 20 of a-z, 0-9). Absent:
+/// None; `null`: Some(None) (a patch removes it).
+pub fn opt_ordering_key(m: &Body) -> Result<Option<Option<String>>, ApiError> {
+    match m.get("ordering_key") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s))
+            if (1..=20).contains(&s.len())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && s != "data" =>
+        {
+            Ok(Some(Some(s.clone())))
+        }
+        Some(_) => Err(ApiError::validation(
+            "ordering_key",
+            "ordering_key must name a context attribute (1 to 20 of a-z, 0-9): subject, \
+             source or an extension",
+        )),
+    }
+}
+
+/// The optional `delivery` policy: an object of the fields of
+/// [`crate::peers::DeliveryPolicy`], each a number within its bounds (integers but
+/// `rate_per_sec`); a refusal names the member (`delivery.max_attempts`).
+pub fn opt_delivery(m: &Body) -> Result<Option<crate::peers::DeliveryPolicy>, ApiError> {
+    use crate::peers::DeliveryPolicy;
+    let v = match m.get("delivery") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            return Err(ApiError::validation(
+                "delivery",
+                "delivery must be an object",
+            ))
+        }
+    };
+    let names: Vec<&str> = DeliveryPolicy::FIELDS.iter().map(|f| f.0).collect();
+    if let Some(k) = v.keys().find(|k| !names.contains(&k.as_str())) {
+        return Err(ApiError::validation(
+            "delivery",
+            format!(
+                "delivery.{k} is not a delivery setting (they are: {})",
+                names.join(", ")
+            ),
+        ));
+    }
+    let mut p = DeliveryPolicy::default();
+    for &(name, lo, hi) in DeliveryPolicy::FIELDS {
+        let Some(x) = v.get(name).filter(|x| !x.is_null()) else {
+            continue;
+        };
+        let n = x.as_f64().filter(|n| (lo..=hi).contains(n));
+        let whole = name == "rate_per_sec" || x.is_u64();
+        let Some(n) = n.filter(|_| whole) else {
+            let kind = if name == "rate_per_sec" {
+                "a number"
+            } else {
+                "an integer"
+            };
+            return Err(ApiError::validation(
+                "delivery",
+                format!("delivery.{name} must be {kind} within {lo}..={hi}"),
+            ));
+        };
+        let int = || u32::try_from(x.as_u64().unwrap_or(0)).unwrap_or(u32::MAX);
+        match name {
+            "retry_base_ms" => p.retry_base_ms = Some(int()),
+            "retry_max_delay_ms" => p.retry_max_delay_ms = Some(int()),
+            "max_attempts" => p.max_attempts = Some(int()),
+            "timeout_ms" => p.timeout_ms = Some(int()),
+            "max_in_flight" => p.max_in_flight = Some(int()),
+            "rate_per_sec" => p.rate_per_sec = Some(n),
+            _ => p.rate_burst = Some(int()),
+        }
+    }
+    if let (Some(base), Some(max)) = (p.retry_base_ms, p.retry_max_delay_ms) {
+        if max < base {
+            return Err(ApiError::validation(
+                "delivery",
+                "delivery.retry_max_delay_ms must be at least retry_base_ms",
+            ));
+        }
+    }
+    Ok(Some(p))
+}
+
 /// The optional `max_hops`, within [`hop_limit`]'s bounds.
 pub fn opt_max_hops(m: &Body) -> Result<Option<i32>, ApiError> {
     let n = opt_int(

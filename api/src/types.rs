@@ -161,6 +161,32 @@ impl PeerStatus {
 }
 
 text_enum! {
+    /// What an ordered peer's key does once its event went dead.
+    #[derive(Default)]
+    OnDead {
+        /// The key moves on to its next event.
+        #[default]
+        Skip => "skip",
+        /// The key waits until the dead event is resent or cancelled.
+        Block => "block",
+    }
+}
+
+text_enum! {
+    /// How an event is sent to a peer: as a structured CloudEvent (the JSON event, what a
+    /// kite takes), or in binary mode (`ce-*` headers, the body the provider's bytes, what
+    /// an ordinary webhook endpoint takes).
+    #[derive(Default)]
+    ContentMode {
+        /// `application/cloudevents+json`.
+        #[default]
+        Structured => "structured",
+        /// `ce-*` headers and the original body.
+        Binary => "binary",
+    }
+}
+
+text_enum! {
     /// What delivery has seen of a peer.
     PeerHealth {
         /// The last attempt got through.

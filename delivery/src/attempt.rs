@@ -27,6 +27,11 @@ pub(crate) struct Attempt {
     pub(crate) took: std::time::Duration,
     /// What the peer said it did with the event, when it took it.
     pub(crate) answer: Option<PeerAnswer>,
+    /// The retry schedule of its peer (the peer's policy over the instance's).
+    pub(crate) retry: crate::RetryPolicy,
+    /// Its peer was `active` when the row was loaded (not degraded by failures, of this
+    /// process or another).
+    pub(crate) peer_was_active: bool,
 }
 
 /// A peer URL as parsed once for all its deliveries.
@@ -93,6 +98,13 @@ impl Ctx {
             received_at: row.received_at(),
             took: std::time::Duration::ZERO,
             answer: None,
+            retry: row.peer.as_ref().map_or(self.cfg.retry, |p| {
+                crate::gate::retry_policy(&self.cfg, &p.delivery)
+            }),
+            peer_was_active: row
+                .peer
+                .as_ref()
+                .is_some_and(|p| p.health == kite_store::types::PeerHealth::Active),
         };
         let Some(peer) = row.peer else {
             out.error = Some(AttemptError::NoPeer);
@@ -117,12 +129,28 @@ impl Ctx {
                 fed::forward_text(&event.rest, &event.fed, &self.cfg.instance_id)
             }
         };
-        let body = match forwarded {
-            Ok(b) => bytes::Bytes::from(b),
+        let forwarded = match forwarded {
+            Ok(b) => b,
             Err(e) => {
                 out.error = Some(AttemptError::Forward(e.to_string()));
                 return Err(out);
             }
+        };
+        // Binary content mode (a token peer only: a kite server takes structured events):
+        // the attributes as `ce-*` headers, the body the provider's bytes.
+        let (body, binary) = match (&peer.auth, peer.content_mode) {
+            (PeerAuth::Token { .. }, kite_api::types::ContentMode::Binary) => {
+                match kite_wire::event::binary_mode(&forwarded) {
+                    Some((headers, data)) => (bytes::Bytes::from(data), Some(headers)),
+                    None => {
+                        out.error = Some(AttemptError::Forward(
+                            "the event cannot be sent in binary mode".into(),
+                        ));
+                        return Err(out);
+                    }
+                }
+            }
+            _ => (bytes::Bytes::from(forwarded), None),
         };
         if body.len() > kite_wire::event::MAX_BODY_BYTES {
             out.error = Some(AttemptError::TooLarge(body.len()));
@@ -136,6 +164,9 @@ impl Ctx {
         }
         Ok(Ready {
             message_id: signature::message_id(&event.source, &event.id),
+            timeout: crate::gate::timeout(&self.cfg, &peer.delivery),
+            gate: self.gates.of(row.peer_id, &peer.delivery),
+            binary,
             auth: peer.auth,
             peer_id: row.peer_id,
             url: peer.hook_url,
@@ -190,21 +221,74 @@ impl Ctx {
         Ok(h)
     }
 
-    /// POSTs `body` signed to where `r` goes; answers the status, the headers and the
-    /// body of the answer, and how long it took.
-    async fn post(
+    /// The headers of a binary-mode request for `r`: its `ce-*` headers and content type,
+    /// and Standard Webhooks headers signing the body with the peer's secrets (no bearer:
+    /// an ordinary endpoint checks the signature).
+    fn binary_headers(
+        r: &Ready,
+        ce: &[(String, String)],
+        body: &[u8],
+    ) -> Vec<(reqwest::header::HeaderName, String)> {
+        use reqwest::header::HeaderName;
+        let mut h: Vec<(HeaderName, String)> = ce
+            .iter()
+            .filter_map(|(k, v)| Some((HeaderName::from_bytes(k.as_bytes()).ok()?, v.clone())))
+            .collect();
+        if let PeerAuth::Token {
+            token,
+            previous,
+            inbound,
+            ..
+        } = &r.auth
+        {
+            let mut secrets = vec![token.as_str()];
+            secrets.extend(
+                [previous.as_deref(), inbound.as_deref()]
+                    .into_iter()
+                    .flatten(),
+            );
+            let ts = Utc::now().timestamp();
+            h.push((HeaderName::from_static("webhook-id"), r.message_id.clone()));
+            h.push((HeaderName::from_static("webhook-timestamp"), ts.to_string()));
+            h.push((
+                HeaderName::from_static("webhook-signature"),
+                kite_wire::provider::sign_standard(&secrets, &r.message_id, ts, body),
+            ));
+        }
+        h
+    }
+
+    /// POSTs `body` (of `events` events) signed to where `r` goes, once its peer's gate
+    /// lets it; answers the status, the headers and the body of the answer, and how long it
+    /// took (the wait at the gate left out).
+    async fn post<N>(
         &self,
         r: &Ready,
-        headers: Vec<(&'static str, String)>,
+        events: usize,
+        headers: Vec<(N, String)>,
         body: bytes::Bytes,
-    ) -> (Result<Answer, reqwest::Error>, std::time::Duration) {
+    ) -> (Result<Answer, reqwest::Error>, std::time::Duration)
+    where
+        reqwest::header::HeaderName: TryFrom<N>,
+        <reqwest::header::HeaderName as TryFrom<N>>::Error: Into<http::Error>,
+    {
         let mut req = match &r.dest.url {
             Some(parsed) => self.http.post(parsed.clone()),
             None => self.http.post(&r.url),
         };
         for (name, value) in headers {
-            req = req.header(name, value);
+            match reqwest::header::HeaderValue::from_str(&value) {
+                Ok(v) => {
+                    req = req.header(name, v);
+                }
+                Err(_) => tracing::debug!("a header value that cannot be sent was left out"),
+            }
         }
+        req = req.timeout(r.timeout);
+        let _pass = match &r.gate {
+            Some(g) => Some(g.enter(events).await),
+            None => None,
+        };
         let started = std::time::Instant::now();
         let answer = async {
             let resp = req.body(body).send().await?;
@@ -227,19 +311,29 @@ impl Ctx {
 
     /// Sends one ready row on its own.
     pub(crate) async fn send_one(&self, r: Ready) -> Attempt {
-        let headers = match self
-            .sign(&r, &r.message_id, &r.body, SINGLE_CONTENT_TYPE)
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => return r.failed(Outcome::PeerFailure, e),
+        let (answer, took) = match &r.binary {
+            Some(ce) => {
+                let headers = Self::binary_headers(&r, ce, &r.body);
+                self.post(&r, 1, headers, r.body.clone()).await
+            }
+            None => {
+                let headers = match self
+                    .sign(&r, &r.message_id, &r.body, SINGLE_CONTENT_TYPE)
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(e) => return r.failed(Outcome::PeerFailure, e),
+                };
+                self.post(&r, 1, headers, r.body.clone()).await
+            }
         };
-        let (answer, took) = self.post(&r, headers, r.body.clone()).await;
+        let binary = r.binary();
         let mut out = r.out;
         out.took = took;
         match answer {
             Ok(a) => {
-                if (200..300).contains(&a.status) {
+                // An ordinary endpoint in binary mode is never sent batches, whatever it says.
+                if (200..300).contains(&a.status) && !binary {
                     self.learn_offer(r.peer_id, &r.url, a.offer);
                 }
                 out.instance_id = a.instance_id;
@@ -273,7 +367,7 @@ impl Ctx {
                     .collect()
             }
         };
-        let (answer, took) = self.post(first, headers, body).await;
+        let (answer, took) = self.post(first, rows.len(), headers, body).await;
         let n = rows.len();
         let answer = match answer {
             // The peer no longer takes batches, or not this large: one by one now; its next
@@ -400,6 +494,19 @@ pub(crate) struct Ready {
     peer_id: PeerId,
     url: String,
     dest: Dest,
+    /// How long its request may take.
+    timeout: std::time::Duration,
+    /// What its peer's requests pass through (None: no limits).
+    gate: Option<std::sync::Arc<crate::gate::Gate>>,
+    /// In binary mode: its `ce-*` headers and content type (the body is then the data).
+    binary: Option<Vec<(String, String)>>,
+}
+
+impl Ready {
+    /// Whether it goes in binary mode (never in a batch).
+    pub(crate) fn binary(&self) -> bool {
+        self.binary.is_some()
+    }
 }
 
 impl Ready {

@@ -11,6 +11,8 @@
 //! - `supervisor`: one consumer or prober per peer ([`run`]).
 
 mod attempt;
+mod claimed;
+mod gate;
 pub mod outcome;
 mod record;
 mod results;
@@ -108,6 +110,8 @@ pub(crate) struct Ctx {
         std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, std::time::Instant>>,
     /// Peer URLs parsed once, by their text.
     pub(crate) dests: std::sync::Mutex<std::collections::HashMap<String, attempt::Dest>>,
+    /// The gates of peers with their own limits (requests in flight, rate).
+    pub(crate) gates: gate::Gates,
     /// The peers that offered batches: the URL that offered and how many events a batch.
     pub(crate) batching:
         std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, (String, usize)>>,

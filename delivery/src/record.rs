@@ -16,7 +16,6 @@ use kite_wire::ids::{Delivery, OutboxId, PeerId};
 
 use crate::attempt::{Attempt, AttemptError};
 use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
-use crate::RetryPolicy;
 use crate::{Ctx, DeliverError, Handled};
 
 impl Ctx {
@@ -74,7 +73,7 @@ impl Ctx {
         }
     }
 
-    async fn deliver_rows(
+    pub(crate) async fn deliver_rows(
         &self,
         peer_id: PeerId,
         rows: Vec<DeliveryRow>,
@@ -100,9 +99,16 @@ impl Ctx {
         if to_send.is_empty() {
             return Ok(Handled::Done);
         }
+        // Batches go only to a kite that offered them, unthrottled (a batch is one request
+        // of many events) and sent structured events.
         let offer = to_send
             .first()
-            .and_then(|r| self.batch_offer(peer_id, r.peer.as_ref().map(|p| p.hook_url.as_str())));
+            .and_then(|r| r.peer.as_ref())
+            .filter(|p| {
+                !crate::gate::rate_limited(&p.delivery)
+                    && p.content_mode == kite_api::types::ContentMode::Structured
+            })
+            .and_then(|p| self.batch_offer(peer_id, Some(p.hook_url.as_str())));
         let attempts: Vec<Attempt> = match offer {
             // The peer offered batches: what is waiting goes in as few requests as it can.
             Some(max) if to_send.len() > 1 => self.send_batched(to_send, max).await,
@@ -159,6 +165,47 @@ impl Ctx {
         Ok(false)
     }
 
+    /// Probes an unreachable peer whose rows are claimed (`crate::claimed`): the rows it
+    /// may take now (for an ordered peer, the first of each key, so one event the peer
+    /// keeps refusing does not keep the whole peer parked), at most `probe_rows`, each
+    /// tried once; answers whether one got through (the peer is then marked reachable) or
+    /// none waits. A row the probe could not deliver waits for its lease to end.
+    pub(crate) async fn probe_claimed(
+        &self,
+        peer_id: PeerId,
+        how: crate::claimed::Claiming,
+    ) -> Result<bool, DeliverError> {
+        let limit = i64::try_from(self.cfg.probe_rows.max(1)).unwrap_or(20);
+        let ids = self
+            .store
+            .claim_due(peer_id, how.ordered, limit, how.lease)
+            .await?;
+        if ids.is_empty() {
+            if self.store.oldest_pending_after(peer_id, 0).await?.is_none() {
+                self.store.mark_peer_reachable(peer_id).await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        let rows = self.store.delivery_rows(&ids).await?;
+        let attempts: Vec<Attempt> = futures::stream::iter(rows)
+            .map(|row| self.attempt(row))
+            .buffer_unordered(self.cfg.attempts_in_flight.max(1))
+            .collect()
+            .await;
+        let through = attempts.iter().any(|a| {
+            matches!(
+                a.outcome,
+                Outcome::Delivered | Outcome::Gone | Outcome::Revoked
+            )
+        });
+        let state = self.record(peer_id, attempts, true).await?;
+        if through && state != PeerState::Paused {
+            self.store.mark_peer_reachable(peer_id).await?;
+        }
+        Ok(through)
+    }
+
     /// Writes what the attempts decided ([`settle`]): their rows, the peer's health, and
     /// retry messages through the tier queues. A `probing` batch is parked: its rows keep
     /// their queued message (no retry message is added) and spend no attempt on the peer
@@ -171,9 +218,9 @@ impl Ctx {
     ) -> Result<PeerState, DeliverError> {
         let mut tally = Tally::for_batch(attempts.first());
         let mut s = Settled::new(peer_id, attempts.len());
+        let was_active = attempts.iter().all(|a| a.peer_was_active);
         for a in attempts {
-            let (change, effect) =
-                settle(a.outcome, a.attempts, self.cfg.retry.max_attempts, probing);
+            let (change, effect) = settle(a.outcome, a.attempts, a.retry.max_attempts, probing);
             tally.observe(&a, change, s.now);
             s.log.push(NewAttempt {
                 outbox_id: a.row_id,
@@ -186,7 +233,7 @@ impl Ctx {
                     .flatten(),
             });
             s.note_peer(effect, &a);
-            s.note_row(change, a, &self.cfg.retry, probing);
+            s.note_row(change, a, self.cfg.retry.tiers(), probing);
         }
         tally.record();
         // The rows and their attempt log (an event's story) in one statement, with the
@@ -194,7 +241,7 @@ impl Ctx {
         self.results.apply(s.updates, s.log).await?;
         self.apply_verdicts(peer_id, s.gone.as_deref(), s.revoked)
             .await?;
-        let health = self.peer_health(peer_id, &s.peer).await;
+        let health = self.peer_health(peer_id, &s.peer, was_active).await;
         self.bus.send(&s.retries).await?;
         Ok(match (s.gone, health) {
             _ if s.revoked => PeerState::Paused,
@@ -231,9 +278,22 @@ impl Ctx {
     }
 
     /// Writes what a batch showed of the peer's health (skipped for a plain success
-    /// written less than a second ago); answers its health now (None: it was deleted).
-    async fn peer_health(&self, peer_id: PeerId, peer: &PeerOutcome) -> Option<PeerHealth> {
-        if *peer == PeerOutcome::default() || self.success_recorded_lately(peer_id, peer) {
+    /// written less than a second ago, or 100 ms for a peer that was not `active` when its
+    /// rows were loaded, so that failures another process writes meanwhile, one failing
+    /// event's retries say, do not add up to parking a peer that takes events); answers its
+    /// health now (None: it was deleted).
+    async fn peer_health(
+        &self,
+        peer_id: PeerId,
+        peer: &PeerOutcome,
+        was_active: bool,
+    ) -> Option<PeerHealth> {
+        let within = if was_active {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(100)
+        };
+        if *peer == PeerOutcome::default() || self.success_recorded_lately(peer_id, peer, within) {
             return Some(PeerHealth::Active);
         }
         match self
@@ -312,8 +372,9 @@ impl Settled {
     }
 
     /// Notes the new state of one attempt's row, and its retry message (none while
-    /// `probing`: the row keeps the message it has).
-    fn note_row(&mut self, change: RowChange, a: Attempt, policy: &RetryPolicy, probing: bool) {
+    /// `probing`: the row keeps the message it has) through one of the instance's `tiers`
+    /// retry queues.
+    fn note_row(&mut self, change: RowChange, a: Attempt, tiers: u32, probing: bool) {
         let (state, attempts, delay) = match change {
             RowChange::Unchanged => return,
             RowChange::Delivered => (
@@ -323,13 +384,13 @@ impl Settled {
             ),
             RowChange::Dead { attempts } => (OutboxState::Dead, attempts, Duration::ZERO),
             RowChange::Retry { attempts } => {
-                let delay = policy.jittered(attempts);
+                let delay = a.retry.jittered(attempts);
                 if !probing {
                     // One message a row: each carries its own jittered delay.
                     self.retries.push(Message::Retry {
                         peer: self.peer_id,
                         id: a.row_id,
-                        attempt: attempts.min(policy.tiers()),
+                        attempt: attempts.min(tiers),
                         delay,
                     });
                 }
@@ -354,9 +415,14 @@ impl Settled {
 
 impl Ctx {
     /// True when `peer` is a plain success (nothing failed, nothing to report) and one
-    /// was written to the peer's record less than a second ago: the write is skipped, so
+    /// was written to the peer's record less than `within` ago: the write is skipped, so
     /// concurrent batches do not queue on the peer's row. Otherwise notes the write.
-    fn success_recorded_lately(&self, peer_id: PeerId, peer: &PeerOutcome) -> bool {
+    fn success_recorded_lately(
+        &self,
+        peer_id: PeerId,
+        peer: &PeerOutcome,
+        within: Duration,
+    ) -> bool {
         let Ok(mut marks) = self.recorded_success.lock() else {
             return false;
         };
@@ -367,7 +433,7 @@ impl Ctx {
         }
         let now = Instant::now();
         match marks.get(&peer_id) {
-            Some(at) if now.duration_since(*at) < Duration::from_secs(1) => true,
+            Some(at) if now.duration_since(*at) < within => true,
             _ => {
                 marks.insert(peer_id, now);
                 false

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::claimed::Claiming;
 use crate::{Ctx, DeliveryConfig, Handled};
 use kite_federation::{http_client, ClientError};
 
@@ -41,6 +42,7 @@ pub async fn run(
         cfg,
         recorded_success: Default::default(),
         dests: Default::default(),
+        gates: Default::default(),
         batching: Default::default(),
     });
     let mut workers: HashMap<PeerId, Worker> = HashMap::new();
@@ -52,7 +54,9 @@ pub async fn run(
                     .filter(|p| p.status.delivers())
                     .map(|p| {
                         let kind = if p.health == PeerHealth::Unreachable {
-                            Kind::Probe
+                            Kind::Probe(Claiming::of(&ctx.cfg, p))
+                        } else if let Some(how) = Claiming::of(&ctx.cfg, p) {
+                            Kind::Claim(how)
                         } else {
                             Kind::Deliver
                         };
@@ -73,7 +77,12 @@ pub async fn run(
                     let stop = shutdown.child_token();
                     let handle = match kind {
                         Kind::Deliver => tokio::spawn(peer_worker(ctx.clone(), id, stop.clone())),
-                        Kind::Probe => tokio::spawn(prober(ctx.clone(), id, stop.clone())),
+                        Kind::Claim(how) => {
+                            tokio::spawn(crate::claimed::worker(ctx.clone(), id, how, stop.clone()))
+                        }
+                        Kind::Probe(how) => {
+                            tokio::spawn(prober(ctx.clone(), id, how, stop.clone()))
+                        }
                     };
                     workers.insert(id, Worker { kind, stop, handle });
                 }
@@ -95,8 +104,12 @@ pub async fn run(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// Its queue and the local lane.
     Deliver,
-    Probe,
+    /// Claimed from Postgres (ordered or rate-limited; `crate::claimed`).
+    Claim(Claiming),
+    /// Unreachable: probed (its first rows of each key, when they are claimed).
+    Probe(Option<Claiming>),
 }
 
 struct Worker {
@@ -109,14 +122,23 @@ struct Worker {
 /// oldest pending one every probe interval until one gets through. A peer failure costs the
 /// row no attempt; a message failure is that row's own (attempts + 1, or dead) and the probe
 /// moves on to the next row.
-async fn prober(ctx: Arc<Ctx>, peer_id: PeerId, stop: CancellationToken) {
+async fn prober(
+    ctx: Arc<Ctx>,
+    peer_id: PeerId,
+    claimed: Option<Claiming>,
+    stop: CancellationToken,
+) {
     tracing::warn!(peer = %peer_id, "peer unreachable; deliveries parked, probing");
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ctx.cfg.probe_interval) => {}
             _ = stop.cancelled() => return,
         }
-        match ctx.probe(peer_id).await {
+        let probed = match claimed {
+            Some(how) => ctx.probe_claimed(peer_id, how).await,
+            None => ctx.probe(peer_id).await,
+        };
+        match probed {
             Ok(true) => {
                 tracing::info!(peer = %peer_id, "peer reachable again; parked deliveries resume");
                 return;

@@ -71,6 +71,7 @@ impl Federation {
         scopes: Option<Vec<String>>,
         max_hops: Option<i32>,
         filters: Vec<kite_store::peers::Filter>,
+        conduct: kite_store::peers::Conduct,
     ) -> Result<Peer, AcceptError> {
         if inv.server_name == self.cfg.server_name {
             return Err(AcceptError::SelfPeering);
@@ -84,7 +85,7 @@ impl Federation {
         let (theirs, version) = self.inviter(inv).await?;
         let ours_descriptor = self.descriptor().await?;
         let proposed = self
-            .propose(team, inv, &theirs, &ours, filters, version)
+            .propose(team, inv, &theirs, &ours, (filters, conduct), version)
             .await?;
         let request = AcceptRequest {
             token: inv.token.clone(),
@@ -150,7 +151,7 @@ impl Federation {
         inv: &Invitation,
         theirs: &ServerDescriptor,
         ours: &Terms,
-        filters: Vec<kite_store::peers::Filter>,
+        (filters, conduct): (Vec<kite_store::peers::Filter>, kite_store::peers::Conduct),
         version: &str,
     ) -> Result<Peer, AcceptError> {
         let proposed = self
@@ -164,6 +165,7 @@ impl Federation {
                     scopes: ours.scopes.clone(),
                     max_hops: ours.max_hops,
                     filters,
+                    conduct,
                     keys: theirs.keys.clone(),
                     status: PeerStatus::Proposed,
                     protocol_version: version.to_string(),

@@ -320,6 +320,7 @@ async fn store_acceptance(
         scopes: Vec::new(),
         max_hops: 3,
         filters: Vec::new(),
+        conduct: Default::default(),
         keys: req.server.keys.clone(),
         status: PeerStatus::Accepted,
         protocol_version: version.to_string(),

@@ -96,12 +96,18 @@ pub fn decide_rows<K: Copy + Eq + Hash>(
                 Decision::Forward => (OutboxState::Pending, None),
                 Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
             };
+            let ordering_key = peer
+                .peer
+                .ordering_key
+                .as_deref()
+                .map(|attr| facts.attribute(attr).unwrap_or_default().to_owned());
             rows.push(NewOutbox {
                 event: ev.at,
                 peer_id: peer.peer.id,
                 team_id: ev.team_id.clone(),
                 state,
                 reason,
+                ordering_key,
                 lease: None,
             });
         }

@@ -133,6 +133,61 @@ pub struct PeerCreate {
     /// The token the peer signs its events to this side with (`-` reads it from stdin).
     #[arg(long)]
     pub inbound_token: Option<String>,
+    /// How deliveries to it go.
+    #[command(flatten)]
+    pub conduct: ConductArgs,
+}
+
+/// The order and delivery policy of a peer (`peers create|update`, `peer invite|accept`).
+#[derive(Debug, Clone, Args)]
+pub struct OrderArgs {
+    /// Deliver events with the same value of this attribute (subject, source or an
+    /// extension's name) in the order they were accepted.
+    #[arg(long, value_name = "ATTRIBUTE", value_parser = ordering_key)]
+    pub ordering_key: Option<String>,
+    /// What an ordered key does once its event went dead.
+    #[arg(long, value_parser = one_of(kite_api::types::OnDead::ALL))]
+    pub on_dead: Option<kite_api::types::OnDead>,
+    /// The peer's own delivery policy, as JSON: retry_base_ms, retry_max_delay_ms,
+    /// max_attempts, timeout_ms, max_in_flight, rate_per_sec, rate_burst (each optional;
+    /// left out: the instance's), e.g. '{"rate_per_sec":10}'.
+    #[arg(long, value_name = "JSON", value_parser = delivery_json)]
+    pub delivery: Option<kite_api::peers::DeliveryPolicy>,
+}
+
+/// `--ordering-key`, checked as the API checks it.
+fn ordering_key(s: &str) -> Result<String, String> {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "ordering_key".into(),
+        serde_json::Value::String(s.to_owned()),
+    );
+    kite_api::request::opt_ordering_key(&body)
+        .map_err(|e| e.message)?
+        .flatten()
+        .ok_or_else(|| "an attribute's name".to_owned())
+}
+
+/// How deliveries to a peer go: order, policy, content mode (`create` and `update`).
+#[derive(Debug, Clone, Args)]
+pub struct ConductArgs {
+    /// Its order and delivery policy.
+    #[command(flatten)]
+    pub order: OrderArgs,
+    /// structured (a CloudEvent: what a kite takes) or binary (ce-* headers and the
+    /// provider's body: what an ordinary webhook endpoint takes).
+    #[arg(long, value_parser = one_of(kite_api::types::ContentMode::ALL))]
+    pub content_mode: Option<kite_api::types::ContentMode>,
+}
+
+/// `--delivery JSON`, checked as the API checks it.
+fn delivery_json(s: &str) -> Result<kite_api::peers::DeliveryPolicy, String> {
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON ({e})"))?;
+    let mut body = serde_json::Map::new();
+    body.insert("delivery".into(), v);
+    kite_api::request::opt_delivery(&body)
+        .map_err(|e| e.message)?
+        .ok_or_else(|| "an object".to_owned())
 }
 
 /// `kite admin peers update`: only the fields given change.
@@ -170,6 +225,12 @@ pub struct PeerUpdate {
     /// New inbound token (`-` reads it from stdin).
     #[arg(long)]
     pub inbound_token: Option<String>,
+    /// New conduct (each flag given changes it).
+    #[command(flatten)]
+    pub conduct: ConductArgs,
+    /// Deliver it unordered again.
+    #[arg(long, conflicts_with = "ordering_key")]
+    pub no_ordering: bool,
 }
 
 /// `kite admin tokens ...`.
@@ -249,6 +310,10 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
     let answer = match verb.unwrap_or(PeerVerb::List) {
         PeerVerb::Create(p) => {
             let spec = NewPeer {
+                ordering_key: p.conduct.order.ordering_key,
+                on_dead: p.conduct.order.on_dead.unwrap_or_default(),
+                delivery: p.conduct.order.delivery.unwrap_or_default(),
+                content_mode: p.conduct.content_mode.unwrap_or_default(),
                 name: p.name,
                 peer_hook_url: p.url,
                 outbound_token: secret_arg(&p.token, "token")?,
@@ -281,6 +346,14 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
         PeerVerb::Show { peer } => c.get_peer(&id(peer).await?).await?.text,
         PeerVerb::Update(u) => {
             let changes = PeerPatch {
+                ordering_key: if u.no_ordering {
+                    Some(None)
+                } else {
+                    u.conduct.order.ordering_key.map(Some)
+                },
+                on_dead: u.conduct.order.on_dead,
+                delivery: u.conduct.order.delivery,
+                content_mode: u.conduct.content_mode,
                 name: u.name,
                 peer_hook_url: u.url,
                 outbound_token: u.token.map(|t| secret_arg(&t, "token")).transpose()?,
@@ -304,7 +377,8 @@ pub(super) async fn peers(ctx: &Ctx, verb: Option<PeerVerb>) -> anyhow::Result<(
             {
                 anyhow::bail!(
                     "nothing to change: pass --name, --url, --token, --scope, --filter, \
-                     --no-filters, --max-hops, --key-id, --status or --inbound-token"
+                     --no-filters, --max-hops, --key-id, --status, --inbound-token, \
+                     --ordering-key, --no-ordering, --on-dead, --delivery or --content-mode"
                 );
             }
             c.update_peer(&id(u.peer).await?, &changes).await?.text

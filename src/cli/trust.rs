@@ -43,6 +43,9 @@ pub enum PeerCommand {
         /// Subscriptions dialect (repeatable: all must match).
         #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
         filters: Vec<kite_api::filters::Filter>,
+        /// The order and delivery policy of what this side sends whoever accepts.
+        #[command(flatten)]
+        order: super::federation::OrderArgs,
         /// How long the invitation works (`7d`, `12h`, `30m`, `90s`).
         #[arg(long, default_value = "7d", value_parser = parse_ttl)]
         ttl: u64,
@@ -64,6 +67,9 @@ pub enum PeerCommand {
         /// Subscriptions dialect (repeatable: all must match).
         #[arg(long = "filter", value_name = "JSON", value_parser = kite_api::filters::from_json)]
         filters: Vec<kite_api::filters::Filter>,
+        /// The order and delivery policy of what this side sends the inviter.
+        #[command(flatten)]
+        order: super::federation::OrderArgs,
     },
     /// Peers with their state and health: status, last seen, last heartbeat, last error,
     /// events sent and received in 24 h, pending and dead.
@@ -214,6 +220,7 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             scopes,
             max_hops,
             filters,
+            order,
             ttl,
         } => {
             let inv = c
@@ -226,6 +233,9 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
                     max_hops: max_hops
                         .map_or(hop_limit::DEFAULT, |n| i32::try_from(n).unwrap_or(i32::MAX)),
                     filters,
+                    ordering_key: order.ordering_key,
+                    on_dead: order.on_dead.unwrap_or_default(),
+                    delivery: order.delivery.unwrap_or_default(),
                     ttl: i64::try_from(ttl).unwrap_or(i64::MAX),
                 })
                 .await?;
@@ -247,12 +257,16 @@ pub(super) async fn peer(ctx: &Ctx, verb: PeerCommand) -> anyhow::Result<()> {
             scopes,
             max_hops,
             filters,
+            order,
         } => {
             let accept = AcceptInvitation {
                 invitation,
                 scopes: (!scopes.is_empty()).then_some(scopes),
                 max_hops: max_hops.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
                 filters,
+                ordering_key: order.ordering_key,
+                on_dead: order.on_dead.unwrap_or_default(),
+                delivery: order.delivery.unwrap_or_default(),
             };
             c.accept_invitation(&accept).await?.text
         }

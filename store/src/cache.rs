@@ -28,7 +28,8 @@ pub struct RoutedPeer {
 pub struct PeerSnapshot {
     /// Each team's peers.
     pub by_team: HashMap<TeamId, Vec<RoutedPeer>>,
-    /// The teams with a peer that filters on attributes (routing reads their events' text).
+    /// The teams with a peer that filters on attributes or orders by one (routing reads
+    /// their events' text).
     pub filtering: Vec<TeamId>,
     /// Of those, the teams with a peer whose filters hold an expression (routing reads
     /// their events' data too).
@@ -226,7 +227,7 @@ impl Loadable for PeerSnapshot {
                 .map(|(team, _)| team.clone())
                 .collect()
         };
-        let filtering = teams(&|p| !p.filters.is_empty());
+        let filtering = teams(&|p| !p.filters.is_empty() || p.ordering_key.is_some());
         let reading_data = teams(&|p| p.filters.iter().any(|f| f.reads_data()));
         Ok(Self {
             by_team,

@@ -62,6 +62,10 @@ pub struct Target {
     pub hook_url: String,
     /// How requests to it are signed.
     pub auth: PeerAuth,
+    /// Its own delivery policy (what it leaves out is the instance's).
+    pub delivery: kite_api::peers::DeliveryPolicy,
+    /// How events are sent to it.
+    pub content_mode: kite_api::types::ContentMode,
 }
 
 /// How requests to a peer are signed: the kind of peer it is.
@@ -134,6 +138,8 @@ impl DeliveryRow {
                 health: peer.health,
                 hook_url: peer.peer_hook_url.clone(),
                 auth: PeerAuth::of(peer, now),
+                delivery: peer.delivery.clone(),
+                content_mode: peer.content_mode,
             }),
         }
     }
@@ -262,7 +268,7 @@ impl Store {
                         p.previous_outbound_token, p.key_id,
                         e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name,
                         e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at, p.inbound_token,
-                        p.previous_until
+                        p.previous_until, p.conduct::text
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",
@@ -302,12 +308,15 @@ impl Store {
                 key_id: r.col(10)?,
             },
         };
+        let conduct = crate::peers::conduct_of(r, 24)?;
         Ok(Some(Target {
             name,
             status,
             health,
             hook_url,
             auth,
+            delivery: conduct.delivery,
+            content_mode: conduct.content_mode,
         }))
     }
 
@@ -538,7 +547,8 @@ impl Store {
             id,
             by,
             OutboxAction::Resend,
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = now(),
+            "UPDATE outbox SET state = 'pending', attempts = 0,
+                    next_attempt_at = now() + interval '1100 milliseconds',
                     peer_answer = NULL, delivered_at = NULL, updated_at = now()
              WHERE team_id = $1 AND id = $2 AND state IN ('delivered', 'dead')
              RETURNING id, peer_id",
@@ -546,8 +556,8 @@ impl Store {
         .await
     }
 
-    /// Cancels one pending row: its queued message is dropped when it comes. The row's story
-    /// records it, by key `by`.
+    /// Cancels one pending row (its queued message is dropped when it comes), or a dead one
+    /// (an ordered key it blocks moves on). The row's story records it, by key `by`.
     pub async fn cancel(&self, team_id: &str, id: i64, by: Option<&str>) -> Result<Acted> {
         self.act(
             team_id,
@@ -555,7 +565,7 @@ impl Store {
             by,
             OutboxAction::Cancel,
             "UPDATE outbox SET state = 'cancelled', updated_at = now()
-             WHERE team_id = $1 AND id = $2 AND state = 'pending'
+             WHERE team_id = $1 AND id = $2 AND state IN ('pending', 'dead')
              RETURNING id, peer_id",
         )
         .await
@@ -629,6 +639,8 @@ impl Store {
                  WHERE id IN (SELECT o.id FROM outbox o JOIN peers p ON p.id = o.peer_id
                               WHERE o.state = 'pending' AND p.status IN ('accepted', 'active', 'degraded') AND p.health <> 'unreachable'
                                 AND o.next_attempt_at < now() - make_interval(secs => $1)
+                                AND p.conduct->>'ordering_key' IS NULL
+                                AND p.conduct->'delivery'->>'rate_per_sec' IS NULL
                               ORDER BY o.next_attempt_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
                  RETURNING id, peer_id",
                 &[&secs, &limit],
@@ -644,6 +656,70 @@ impl Store {
             .collect::<Result<_>>()?;
         tx.commit().await?;
         Ok(Some(Sweep { events, rows }))
+    }
+}
+
+impl Store {
+    /// Claims due rows of a peer whose deliveries are claimed rather than queued (ordered
+    /// or rate-limited, see `kite_delivery`): at most `limit`, each leased for `lease` (not
+    /// due for anyone else until then, so concurrent claims of several processes never
+    /// share a row). With `ordered`, only the first row of each ordering key not yet
+    /// settled may be claimed (in the order the events were accepted), and with
+    /// `OnDead::Block` a dead first row holds its key. Answers the rows' ids, oldest first.
+    pub async fn claim_due(
+        &self,
+        peer_id: PeerId,
+        ordered: Option<kite_api::types::OnDead>,
+        limit: i64,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxId>> {
+        let c = self.conn().await?;
+        let secs = lease.as_secs_f64();
+        let rows = match ordered {
+            None => {
+                let st = c
+                    .prepare_cached(
+                        "UPDATE outbox o SET next_attempt_at = now() + make_interval(secs => $2)
+                         WHERE o.id = ANY(ARRAY(SELECT id FROM outbox
+                                        WHERE peer_id = $1 AND state = 'pending' AND next_attempt_at <= now()
+                                        ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED))
+                         RETURNING o.id",
+                    )
+                    .await?;
+                c.query(&st, &[&peer_id, &secs, &limit]).await?
+            }
+            Some(on_dead) => {
+                // A key's first row not yet settled (pending, or dead where dead blocks);
+                // rows routed before the peer was ordered (no key) are one key of their own.
+                // The heads are found once and the rows taken by id: a plan made while the
+                // outbox was small must not scan it again for every row.
+                let st = c
+                    .prepare_cached(
+                        "WITH heads AS MATERIALIZED (
+                            (SELECT DISTINCT ON (ordering_key) id, state, next_attempt_at
+                             FROM outbox
+                             WHERE peer_id = $1 AND ordering_key IS NOT NULL
+                               AND state IN ('pending', 'dead') AND (state = 'pending' OR $4)
+                             ORDER BY ordering_key, event_seq)
+                            UNION ALL
+                            (SELECT id, state, next_attempt_at FROM outbox
+                             WHERE peer_id = $1 AND ordering_key IS NULL AND state = 'pending'
+                             ORDER BY id LIMIT 1))
+                         UPDATE outbox o SET next_attempt_at = now() + make_interval(secs => $2)
+                         WHERE o.id = ANY(ARRAY(SELECT id FROM heads
+                                                WHERE state = 'pending' AND next_attempt_at <= now()
+                                                ORDER BY id LIMIT $3))
+                           AND o.state = 'pending' AND o.next_attempt_at <= now()
+                         RETURNING o.id",
+                    )
+                    .await?;
+                let block = on_dead == kite_api::types::OnDead::Block;
+                c.query(&st, &[&peer_id, &secs, &limit, &block]).await?
+            }
+        };
+        let mut ids: Vec<OutboxId> = rows.iter().map(|r| r.col(0)).collect::<Result<_>>()?;
+        ids.sort_by_key(|id| id.0);
+        Ok(ids)
     }
 }
 

@@ -10,14 +10,85 @@ use crate::types::PeerHealth;
 use crate::{Result, RowExt, Store};
 
 pub use kite_api::filters::Filter;
-pub use kite_api::peers::{NewPeer, Peer, PeerPatch};
+pub use kite_api::peers::{Conduct, NewPeer, Peer, PeerPatch};
 
 pub(crate) const COLS: &str =
     "id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, \
     peer_instance_id, last_error, last_status_code, last_error_at, last_success_at, \
     consecutive_failures, created_at, updated_at, health, key_id, previous_outbound_token, \
     previous_until, server_name, peer_base_url, peer_team, last_heartbeat_at, \
-    last_heartbeat_ok_at, heartbeat_failures, inbound_token, protocol_version, filters::text";
+    last_heartbeat_ok_at, heartbeat_failures, inbound_token, protocol_version, filters::text, \
+    conduct::text";
+
+/// How deliveries to a peer go, as the `conduct` column keeps it (one JSON object, so a
+/// patch merges the members it gives).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredConduct {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ordering_key: Option<String>,
+    #[serde(default)]
+    pub(crate) on_dead: kite_api::types::OnDead,
+    #[serde(default)]
+    pub(crate) delivery: kite_api::peers::DeliveryPolicy,
+    #[serde(default)]
+    pub(crate) content_mode: kite_api::types::ContentMode,
+}
+
+pub(crate) fn conduct_of(r: &Row, i: usize) -> Result<StoredConduct> {
+    let text: String = r.col(i)?;
+    serde_json::from_str(&text).map_err(|e| crate::StoreError::Decode {
+        column: i,
+        reason: format!("conduct: {e}"),
+    })
+}
+
+fn conduct_text(c: &StoredConduct) -> Result<String> {
+    serde_json::to_string(c).map_err(|e| crate::StoreError::Invalid(e.to_string()))
+}
+
+/// A handshake peer's conduct (an invitation's or an acceptance's) as stored.
+pub(crate) fn handshake_conduct_text(c: &kite_api::peers::Conduct) -> Result<String> {
+    conduct_text(&StoredConduct {
+        ordering_key: c.ordering_key.clone(),
+        on_dead: c.on_dead,
+        delivery: c.delivery.clone(),
+        content_mode: kite_api::types::ContentMode::Structured,
+    })
+}
+
+/// A handshake peer's conduct read back.
+pub(crate) fn handshake_conduct_of(r: &Row, i: usize) -> Result<kite_api::peers::Conduct> {
+    let c = conduct_of(r, i)?;
+    Ok(kite_api::peers::Conduct {
+        ordering_key: c.ordering_key,
+        on_dead: c.on_dead,
+        delivery: c.delivery,
+    })
+}
+
+/// The members of the conduct a patch changes (None: none).
+fn conduct_patch(p: &PeerPatch) -> Result<Option<String>> {
+    let mut m = serde_json::Map::new();
+    let mut put = |k: &str, v: std::result::Result<serde_json::Value, serde_json::Error>| {
+        v.map(|v| {
+            m.insert(k.to_owned(), v);
+        })
+    };
+    let err = |e: serde_json::Error| crate::StoreError::Invalid(e.to_string());
+    if let Some(k) = &p.ordering_key {
+        put("ordering_key", serde_json::to_value(k)).map_err(err)?;
+    }
+    if let Some(v) = &p.on_dead {
+        put("on_dead", serde_json::to_value(v)).map_err(err)?;
+    }
+    if let Some(v) = &p.delivery {
+        put("delivery", serde_json::to_value(v)).map_err(err)?;
+    }
+    if let Some(v) = &p.content_mode {
+        put("content_mode", serde_json::to_value(v)).map_err(err)?;
+    }
+    Ok((!m.is_empty()).then(|| serde_json::Value::Object(m).to_string()))
+}
 
 /// A peer's filters as stored (the JSON text the API wrote); text that no longer reads as
 /// filters is an error of that row, never a panic.
@@ -37,6 +108,7 @@ pub(crate) fn filters_text(f: &[kite_api::filters::Filter]) -> Result<String> {
 impl Store {
     pub(crate) fn peer_row(&self, r: &Row) -> Result<Peer> {
         let (previous, previous_until) = self.previous_secret(r, 18, 19)?;
+        let conduct = conduct_of(r, 29)?;
         Ok(Peer {
             id: r.col(0)?,
             team_id: r.col(1)?,
@@ -67,6 +139,10 @@ impl Store {
             inbound_token: self.open_opt(r.col(26)?)?,
             protocol_version: r.col(27)?,
             filters: filters_of(r, 28)?,
+            ordering_key: conduct.ordering_key,
+            on_dead: conduct.on_dead,
+            delivery: conduct.delivery,
+            content_mode: conduct.content_mode,
         })
     }
 
@@ -97,8 +173,8 @@ impl Store {
         let row = c
             .query_one(
                 &format!(
-                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id, inbound_token, filters)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb) RETURNING {COLS}"
+                    "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status, key_id, inbound_token, filters, conduct)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::text::jsonb, $12::text::jsonb) RETURNING {COLS}"
                 ),
                 &[
                     &Uuid::now_v7(),
@@ -112,6 +188,12 @@ impl Store {
                     &p.key_id,
                     &p.inbound_token.as_deref().map(|t| self.seal(t)).transpose()?,
                     &filters_text(&p.filters)?,
+                    &conduct_text(&StoredConduct {
+                        ordering_key: p.ordering_key.clone(),
+                        on_dead: p.on_dead,
+                        delivery: p.delivery.clone(),
+                        content_mode: p.content_mode,
+                    })?,
                 ],
             )
             .await?;
@@ -177,6 +259,7 @@ impl Store {
                         key_id = COALESCE($9, key_id),
                         inbound_token = COALESCE($11, inbound_token),
                         filters = COALESCE($12::text::jsonb, filters),
+                        conduct = conduct || COALESCE($13::text::jsonb, '{{}}'),
                         updated_at = now()
                      WHERE team_id = $1 AND id = $2 RETURNING {COLS}",
                     rotate_set(
@@ -206,6 +289,7 @@ impl Store {
                         .map(|t| self.seal(t))
                         .transpose()?,
                     &p.filters.as_deref().map(filters_text).transpose()?,
+                    &conduct_patch(p)?,
                 ],
             )
             .await?;
@@ -237,8 +321,11 @@ impl Store {
     }
 
     /// Records what a delivery batch learned about a peer's health; a peer whose failures in
-    /// a row reach `threshold` becomes `unreachable`. Answers the new health (None: the peer
-    /// is gone).
+    /// a row reach `threshold` becomes `unreachable`, unless it took a delivery in the last
+    /// 1.5 s (a delivery process writes a plain success at most once a second, so another
+    /// process' failures alone would otherwise park a peer that is taking events: one
+    /// failing event of an ordered key, say). Answers the new health (None: the peer is
+    /// gone).
     pub async fn record_peer_outcome(
         &self,
         id: PeerId,
@@ -256,7 +343,10 @@ impl Store {
                     last_status_code = COALESCE($6, last_status_code),
                     last_error_at = CASE WHEN $5::text IS NULL THEN last_error_at ELSE now() END,
                     health = CASE
-                        WHEN (CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END) >= $7 THEN 'unreachable'
+                        WHEN (CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END) >= $7
+                             AND ($3 OR last_success_at IS NULL
+                                  OR last_success_at < now() - interval '1500 milliseconds')
+                        THEN 'unreachable'
                         WHEN (CASE WHEN $3 THEN $4 ELSE consecutive_failures + $4 END) > 0 THEN 'degraded'
                         ELSE 'active' END
                  WHERE id = $1 RETURNING health",

@@ -1,6 +1,6 @@
 //! Tools the tests run that kite did not write, from PyPI, in one virtualenv under
 //! `target/test-tools/venv` made on first use (`scripts/services python` makes it ahead): the
-//! official Standard Webhooks library; schemathesis, which fuzzes the HTTP API from its
+//! official Standard Webhooks library; the CloudEvents Python SDK; schemathesis, which fuzzes the HTTP API from its
 //! OpenAPI document; openapi-spec-validator, which checks that document; and
 //! openapi-python-client, which generates a client from it.
 
@@ -9,6 +9,8 @@ use std::process::Command;
 
 /// The version of the official library the tests verify with.
 pub const STANDARDWEBHOOKS_VERSION: &str = "1.1.0";
+/// The version of the CloudEvents Python SDK binary-mode deliveries are read with.
+pub const CLOUDEVENTS_VERSION: &str = "2.2.0";
 /// The version of schemathesis the OpenAPI test runs.
 pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
 
@@ -27,7 +29,8 @@ fn venv() -> PathBuf {
         Command::new(&python)
             .args([
                 "-c",
-                "import standardwebhooks, schemathesis, openapi_spec_validator, openapi_python_client",
+                "import standardwebhooks, cloudevents.core.bindings.http, schemathesis, \
+                 openapi_spec_validator, openapi_python_client",
             ])
             .output()
             .is_ok_and(|o| o.status.success())
@@ -48,6 +51,7 @@ fn venv() -> PathBuf {
             "install",
             "--quiet",
             &format!("standardwebhooks=={STANDARDWEBHOOKS_VERSION}"),
+            &format!("cloudevents=={CLOUDEVENTS_VERSION}"),
             &format!("schemathesis=={SCHEMATHESIS_VERSION}"),
             &format!("openapi-spec-validator=={OPENAPI_SPEC_VALIDATOR_VERSION}"),
             &format!("openapi-python-client=={OPENAPI_PYTHON_CLIENT_VERSION}"),
@@ -82,6 +86,55 @@ pub fn openapi_python_client() -> PathBuf {
 /// The test tools' Python.
 pub fn python() -> PathBuf {
     venv().join("bin/python")
+}
+
+/// Reads a binary-mode delivery as an ordinary receiver would: verifies it with the official
+/// Standard Webhooks library (`Webhook(secret).verify(body, headers)`) and parses it with
+/// the CloudEvents Python SDK (`from_binary`). Answers the SDK's attributes (as text) and
+/// data, or the error either raised.
+pub fn cloudevents_binary(
+    secret: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    let script = "import sys, json\n\
+                  from standardwebhooks import Webhook\n\
+                  from cloudevents.core.bindings.http import HTTPMessage, from_binary\n\
+                  from cloudevents.core.formats.json import JSONFormat\n\
+                  headers = json.loads(sys.argv[2])\n\
+                  body = sys.stdin.buffer.read()\n\
+                  Webhook(sys.argv[1]).verify(body, headers)\n\
+                  ev = from_binary(HTTPMessage(headers=headers, body=body), JSONFormat())\n\
+                  print(json.dumps({'attributes': {k: str(v) for k, v in ev.get_attributes().items()},\n\
+                                    'data': ev.get_data()}))\n";
+    let headers: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let mut child = Command::new(python())
+        .args([
+            "-c",
+            script,
+            secret,
+            &serde_json::Value::Object(headers).to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body)
+        .expect("write body");
+    let out = child.wait_with_output().expect("python ran");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 /// Verifies a delivery with the official library: `Webhook(secret).verify(body, headers)`,

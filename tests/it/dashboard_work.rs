@@ -517,6 +517,39 @@ async fn a_peer_shows_its_charts_and_its_terms_change_from_the_page() {
     .await;
     click(&c, "#peer-edit-form button[type='submit']").await;
     wait_text(&c, "#peer-note", |t| t.contains("filters[0]")).await;
+    fill(
+        &c,
+        "#peer-edit-form textarea[name='filters']",
+        r#"[{"exact": {"type": "com.stripe.charge.succeeded"}}]"#,
+    )
+    .await;
+    // Its order and its own delivery policy, from the same form, shown on the page.
+    fill(&c, "#peer-edit-form input[name='ordering_key']", "subject").await;
+    fill(
+        &c,
+        "#peer-edit-form textarea[name='delivery']",
+        r#"{"rate_per_sec": 5, "max_attempts": 4}"#,
+    )
+    .await;
+    click(&c, "#peer-edit-form button[type='submit']").await;
+    wait_text(&c, "#peer-note", |t| {
+        t.contains("ordering_key, delivery of")
+    })
+    .await;
+    wait_text(&c, "#peer-fields dd[data-field='delivery-policy']", |t| {
+        t.contains("rate_per_sec 5") && t.contains("max_attempts 4")
+    })
+    .await;
+    wait_text(&c, "#peer-fields dd[data-field='order']", |t| {
+        t == "by subject, dead events skip"
+    })
+    .await;
+    let (_, p) = a.get(&format!("/api/federation/peers/{peer_id}")).await;
+    assert_eq!(
+        (&p["ordering_key"], &p["delivery"]["max_attempts"]),
+        (&json!("subject"), &json!(4)),
+        "{p}"
+    );
     // A refused change says why.
     fill(
         &c,

@@ -236,14 +236,15 @@ async fn kite_listen_shows_only_what_its_filters_match() {
 }
 
 #[tokio::test]
-async fn an_invitation_and_an_accept_carry_filters_to_the_peers_they_make() {
+async fn an_invitation_and_an_accept_carry_filters_and_order_to_the_peers_they_make() {
     let a = Instance::start("filt-inv-a").await;
     let b = Instance::start("filt-inv-b").await;
     // A sends B only events about customer cus_1; B sends A only what is not a test.
     let (s, inv) = a
         .post(
             "/api/federation/invitations",
-            json!({"scopes": ["*"], "filters": [{"exact": {"subject": "cus_1"}}]}),
+            json!({"scopes": ["*"], "filters": [{"exact": {"subject": "cus_1"}}],
+                   "ordering_key": "subject", "delivery": {"max_attempts": 7}}),
         )
         .await;
     assert_eq!(s, 201, "{inv}");
@@ -266,6 +267,12 @@ async fn an_invitation_and_an_accept_carry_filters_to_the_peers_they_make() {
         "*",
         "--filter",
         r#"{"not":{"suffix":{"type":".test"}}}"#,
+        "--ordering-key",
+        "tenant",
+        "--on-dead",
+        "block",
+        "--delivery",
+        r#"{"timeout_ms":5000}"#,
     ])
     .await
     .ok()
@@ -275,11 +282,25 @@ async fn an_invitation_and_an_accept_carry_filters_to_the_peers_they_make() {
         json!([{"not": {"suffix": {"type": ".test"}}}]),
         "B's peer for A: {out}"
     );
+    assert_eq!(
+        (&out["ordering_key"], &out["on_dead"], &out["delivery"]),
+        (
+            &json!("tenant"),
+            &json!("block"),
+            &json!({"timeout_ms": 5000})
+        ),
+        "B's peer for A: {out}"
+    );
     let (_, pa) = a.get("/api/federation/peers").await;
     assert_eq!(
         pa["items"][0]["filters"],
         json!([{"exact": {"subject": "cus_1"}}]),
         "A's peer for B: {pa}"
+    );
+    assert_eq!(
+        (&pa["items"][0]["ordering_key"], &pa["items"][0]["delivery"]),
+        (&json!("subject"), &json!({"max_attempts": 7})),
+        "A's peer for B, from the invitation: {pa}"
     );
 
     // What the filters let through crosses; the rest stays.

@@ -201,11 +201,11 @@ async fn the_guides_other_reading_and_what_kite_does_not_do_are_said() {
     })
     .await;
 
-    // A field kite does not know is refused by name, and nothing is made (`filters` it
-    // knows: tests/it/filters.rs).
+    // A field kite does not know is refused by name, and nothing is made (`filters` and
+    // `ordering_key` it knows: tests/it/filters.rs, tests/it/conduct.rs).
     for (field, extra) in [
         ("ordered", r#""ordered":true"#),
-        ("ordering_key", r#""ordering_key":"subject""#),
+        ("priority", r#""priority":"high""#),
     ] {
         let body = format!(
             r#"{{"name":"c","peer_hook_url":"{}/hooks/default/kite","outbound_token":"t",{extra}}}"#,

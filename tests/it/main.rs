@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod cli;
+mod conduct;
 mod dashboard;
 mod dashboard_work;
 mod faults;

@@ -52,6 +52,10 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
     let store = db.store.clone();
     store.ensure_team("t").await.expect("team");
     let new_peer = |name: &str, scopes: &[&str]| NewPeer {
+        ordering_key: None,
+        on_dead: Default::default(),
+        delivery: Default::default(),
+        content_mode: Default::default(),
         filters: Vec::new(),
         name: name.into(),
         peer_hook_url: "http://127.0.0.1:9/hooks/t/kite".into(),

@@ -436,6 +436,55 @@ pub fn data_bytes(event_text: &str) -> Option<Vec<u8>> {
     Some(data.as_bytes().to_vec())
 }
 
+/// A binary-mode request's headers (`ce-*` and `content-type`) and body.
+pub type BinaryMode = (Vec<(String, String)>, Vec<u8>);
+
+/// An event as the CloudEvents HTTP binding's binary mode sends it: each context
+/// attribute and extension with a scalar value as a `ce-{name}` header (its text
+/// percent-encoded where the binding asks: space, `"`, `%` and anything outside printable
+/// ASCII), `datacontenttype` as `content-type`, and the data's bytes as the body (for a
+/// webhook, the provider's body as it came). `None` for text that is not an event.
+pub fn binary_mode(event_text: &str) -> Option<BinaryMode> {
+    let fields: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+        serde_json::from_str(event_text).ok()?;
+    let mut headers = Vec::with_capacity(fields.len());
+    let mut content_type = None;
+    for (name, raw) in &fields {
+        let value = match serde_json::from_str::<serde_json::Value>(raw.get()).ok()? {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        match *name {
+            "data" | "data_base64" => {}
+            "datacontenttype" => content_type = Some(value),
+            _ => headers.push((format!("ce-{name}"), percent_encode(&value))),
+        }
+    }
+    let data = if fields.contains_key("data") || fields.contains_key("data_base64") {
+        data_bytes(event_text)?
+    } else {
+        Vec::new()
+    };
+    let ct = content_type.unwrap_or_else(|| "application/json".to_owned());
+    headers.push(("content-type".to_owned(), ct));
+    Some((headers, data))
+}
+
+/// A header value as the CloudEvents HTTP binding writes one.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The provider an event first came from: the `{source}` of its CloudEvent source
 /// `/hooks/{team}/{source}` (kept across federation), if it has that form.
 pub fn provider_of(ce_source: &str) -> Option<&str> {

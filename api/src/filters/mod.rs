@@ -287,6 +287,11 @@ impl<'a> Facts<'a> {
         self
     }
 
+    /// One context attribute's value as filters read it (None: the event has none).
+    pub fn attribute(&mut self, name: &str) -> Option<&str> {
+        self.attributes().get(name).map(String::as_str)
+    }
+
     fn attributes(&mut self) -> &HashMap<String, String> {
         let (text, extensions) = (self.text, &self.extensions);
         self.attributes.get_or_insert_with(|| {

@@ -111,11 +111,12 @@ pub(super) async fn resend(
 }
 
 #[utoipa::path(post, path = "/api/federation/outbox/{id}/cancel", tag = "events",
-    summary = "Cancel one pending delivery (admin key)",
+    summary = "Cancel one pending or dead delivery (admin key)",
     description = "The row becomes `cancelled`: its queued message is dropped when it comes. \
         An attempt already under way is not stopped: if it delivers, the row says `delivered`. \
-        A row that is not pending is refused: 409 `not_pending`. The row's story records the \
-        cancel.",
+        A dead row of an ordered peer that blocks its key (`on_dead: block`) is cancelled so \
+        that the key moves on. A row that is neither pending nor dead is refused: 409 \
+        `not_pending`. The row's story records the cancel.",
     params(("id" = i64, Path, description = "The outbox row's id")),
     responses((status = 200, description = "The row, cancelled", body = OutboxEntry)))]
 pub(super) async fn cancel(
@@ -134,7 +135,7 @@ pub(super) async fn cancel(
         |state| {
             ApiError::new(
                 Code::NotPending,
-                format!("row {id} is {state}: only a pending delivery can be cancelled"),
+                format!("row {id} is {state}: only a pending or dead delivery can be cancelled"),
             )
         },
         None,

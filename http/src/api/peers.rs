@@ -140,7 +140,7 @@ pub(super) async fn get_peer(
 }
 
 #[utoipa::path(patch, path = "/api/federation/peers/{id}", tag = "peers",
-    summary = "Change a peer: pause or resume it, its scopes, URL, token or hop limit", params(("id" = String, Path, description = "The peer's id (a UUID)")),
+    summary = "Change a peer: pause or resume it, its scopes, filters, URL, token, hop limit, order, delivery policy or content mode", params(("id" = String, Path, description = "The peer's id (a UUID)")),
     request_body = PeerPatch,
     responses((status = 200, description = "The peer", body = kite_store::peers::Peer)))]
 pub(super) async fn patch_peer(
@@ -168,6 +168,19 @@ pub(super) async fn patch_peer(
             )));
         }
         token_unused(&st, &g.team_id, t).await?;
+    }
+    if patch.content_mode == Some(kite_api::types::ContentMode::Binary)
+        && st
+            .store
+            .get_peer(&g.team_id, id)
+            .await?
+            .server_name
+            .is_some()
+    {
+        return Err(ApiErr(ApiError::validation(
+            "content_mode",
+            "a peer made by invitation is a kite server: it takes structured events",
+        )));
     }
     let peer = st
         .store

@@ -127,17 +127,7 @@ pub(super) async fn create_invitation(
         .clone()
         .ok_or_else(|| ApiErr::from(kite_federation::FedError::NoPublicUrl))?;
     let token = Invitation::mint_token();
-    let info: InvitationInfo = st
-        .store
-        .create_invitation(
-            &g.team_id,
-            &token,
-            &new.scopes,
-            new.max_hops,
-            &new.filters,
-            std::time::Duration::from_secs(new.ttl.unsigned_abs()),
-        )
-        .await?;
+    let info: InvitationInfo = st.store.create_invitation(&g.team_id, &token, &new).await?;
     let invitation = Invitation {
         url,
         team: g.team_id.clone(),
@@ -158,6 +148,9 @@ pub(super) async fn create_invitation(
             scopes: info.scopes,
             max_hops: info.max_hops,
             filters: info.filters,
+            ordering_key: info.ordering_key,
+            on_dead: info.on_dead,
+            delivery: info.delivery,
         }),
     )
         .into_response())
@@ -202,7 +195,18 @@ pub(super) async fn accept_invitation(
     peers::check_destination(&st, &a.invitation.url).await?;
     let peer = st
         .fed
-        .accept_invitation(&g.team_id, &a.invitation, a.scopes, a.max_hops, a.filters)
+        .accept_invitation(
+            &g.team_id,
+            &a.invitation,
+            a.scopes,
+            a.max_hops,
+            a.filters,
+            kite_api::peers::Conduct {
+                ordering_key: a.ordering_key,
+                on_dead: a.on_dead,
+                delivery: a.delivery,
+            },
+        )
         .await
         .map_err(|e| match e {
             AcceptError::SelfPeering => ApiErr(ApiError::new(

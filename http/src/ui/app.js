@@ -441,7 +441,10 @@ async function renderPeer() {
   $("peer-title").textContent = p.name;
   const rows = [["Name", p.name], ["Server", p.server_name], ["Status", p.status],
     ["Health", p.health], ["Scopes", (p.scopes || []).join(", ")],
-    ["Filters", (p.filters || []).map((f) => JSON.stringify(f)).join(" and ")], ["URL", p.peer_hook_url],
+    ["Filters", (p.filters || []).map((f) => JSON.stringify(f)).join(" and ")],
+    ["Order", p.ordering_key ? "by " + p.ordering_key + ", dead events " + p.on_dead : "unordered"],
+    ["Delivery policy", policyText(p.delivery)], ["Content mode", p.content_mode],
+    ["URL", p.peer_hook_url],
     ["Max hops", p.max_hops], ["Last seen", when(p.last_seen)], ["Pending", p.pending],
     ["Dead", p.dead], ["Sent 24 h", p.events_sent_24h], ["Received 24 h", p.events_received_24h],
     ["Last error", p.last_error]];
@@ -458,8 +461,18 @@ async function renderPeer() {
   drawStats(stats);
 }
 
+/** A peer's own delivery policy as one line ("instance's" for what it leaves out). */
+function policyText(d) {
+  const set = Object.entries(d || {});
+  return set.length ? set.map(([k, v]) => k + " " + v).join(", ") : "the instance's";
+}
+
 function fillPeerForm(p) {
   const f = $("peer-edit-form");
+  f.elements.ordering_key.value = p.ordering_key || "";
+  f.elements.on_dead.value = p.on_dead || "skip";
+  f.elements.content_mode.value = p.content_mode || "structured";
+  f.elements.delivery.value = JSON.stringify(p.delivery || {});
   f.elements.scopes.value = (p.scopes || []).join(", ");
   f.elements.peer_hook_url.value = p.peer_hook_url || "";
   f.elements.max_hops.value = p.max_hops;
@@ -481,6 +494,17 @@ async function savePeer(f) {
       body.filters = JSON.parse(f.filters.trim() || "[]");
     } catch (e) {
       throw new Error("filters: not JSON (" + e.message + ")");
+    }
+  }
+  const key = (f.ordering_key || "").trim();
+  if (key !== (p.ordering_key || "")) body.ordering_key = key || null;
+  if (f.on_dead && f.on_dead !== p.on_dead) body.on_dead = f.on_dead;
+  if (f.content_mode && f.content_mode !== p.content_mode) body.content_mode = f.content_mode;
+  if (f.delivery !== undefined && f.delivery.trim() !== JSON.stringify(p.delivery || {})) {
+    try {
+      body.delivery = JSON.parse(f.delivery.trim() || "{}");
+    } catch (e) {
+      throw new Error("delivery: not JSON (" + e.message + ")");
     }
   }
   if (!Object.keys(body).length) return "Nothing changed.";

@@ -130,6 +130,9 @@ pub async fn peer_by_invitation(
             scopes: Some(scopes),
             max_hops: Some(max_hops),
             filters: Vec::new(),
+            ordering_key: None,
+            on_dead: Default::default(),
+            delivery: Default::default(),
         })
         .await?;
     let accepter_name = accepter.identity().await?.value.descriptor.server_name;

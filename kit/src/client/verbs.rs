@@ -131,6 +131,10 @@ impl ApiClient {
     ) -> Result<String, ClientError> {
         let peer = self
             .add_peer(&NewPeer {
+                ordering_key: None,
+                on_dead: Default::default(),
+                delivery: Default::default(),
+                content_mode: Default::default(),
                 name: name.to_owned(),
                 peer_hook_url: url.to_owned(),
                 outbound_token: token.to_owned(),

@@ -133,6 +133,9 @@ pub struct NewOutbox<K> {
     pub state: OutboxState,
     /// Why it was skipped.
     pub reason: Option<SkipReason>,
+    /// For an ordered peer, the event's key (the value of the peer's ordering attribute,
+    /// empty when the event has none).
+    pub ordering_key: Option<String>,
     /// Not due before this long has passed: the local lane delivers it meanwhile (only
     /// rows written with their event, [`Store::insert_events_routed`]).
     pub lease: Option<std::time::Duration>,
@@ -556,8 +559,9 @@ async fn write_routing(
 ) -> Result<Vec<Delivery>> {
     let ins = tx
         .prepare_cached(
-            "INSERT INTO outbox (event_seq, peer_id, team_id, state, reason)
-             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+            "INSERT INTO outbox (event_seq, peer_id, team_id, state, reason, ordering_key)
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[])
              ON CONFLICT (event_seq, peer_id) DO NOTHING
              RETURNING id, peer_id, state",
         )
@@ -567,8 +571,12 @@ async fn write_routing(
     let teams: Vec<&str> = rows.iter().map(|r| r.team_id.as_str()).collect();
     let states: Vec<OutboxState> = rows.iter().map(|r| r.state).collect();
     let reasons: Vec<Option<SkipReason>> = rows.iter().map(|r| r.reason).collect();
+    let keys: Vec<Option<&str>> = rows.iter().map(|r| r.ordering_key.as_deref()).collect();
     let created = tx
-        .query(&ins, &[&event_seqs, &peers, &teams, &states, &reasons])
+        .query(
+            &ins,
+            &[&event_seqs, &peers, &teams, &states, &reasons, &keys],
+        )
         .await?;
     let mark = tx
         .prepare_cached(

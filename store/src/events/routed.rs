@@ -45,11 +45,13 @@ const INSERT_ROUTED: &str = "WITH locks AS (
                     ON CONFLICT DO NOTHING
                     RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at, fed_origin),
                  routed AS (
-                    INSERT INTO outbox (event_seq, peer_id, team_id, state, reason, next_attempt_at)
+                    INSERT INTO outbox (event_seq, peer_id, team_id, state, reason, next_attempt_at,
+                                        ordering_key)
                     SELECT ins.seq, r.peer, ins.team_id, r.state, r.reason,
-                           now() + make_interval(secs => r.lease)
-                    FROM UNNEST($12::bigint[], $13::uuid[], $14::text[], $15::text[], $16::float8[])
-                         AS r(pos, peer, state, reason, lease)
+                           now() + make_interval(secs => r.lease), r.okey
+                    FROM UNNEST($12::bigint[], $13::uuid[], $14::text[], $15::text[], $16::float8[],
+                                $17::text[])
+                         AS r(pos, peer, state, reason, lease, okey)
                     JOIN src ON src.pos = r.pos
                     JOIN ins ON ins.team_id = src.t AND ins.hook_source = src.h
                             AND ins.ce_source = src.s AND ins.ce_id = src.i
@@ -93,6 +95,7 @@ struct OutboxColumns {
     states: Vec<OutboxState>,
     reasons: Vec<Option<SkipReason>>,
     leases: Vec<f64>,
+    keys: Vec<Option<String>>,
 }
 
 impl OutboxColumns {
@@ -107,17 +110,19 @@ impl OutboxColumns {
                 .iter()
                 .map(|r| r.lease.map_or(0.0, |d| d.as_secs_f64()))
                 .collect(),
+            keys: rows.iter().map(|r| r.ordering_key.clone()).collect(),
         }
     }
 
     /// The columns as the routed insert's parameters after the events' eleven.
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [
             &self.positions,
             &self.peers,
             &self.states,
             &self.reasons,
             &self.leases,
+            &self.keys,
         ]
     }
 }

@@ -26,6 +26,8 @@ pub struct NewHandshakePeer {
     pub max_hops: i32,
     /// Filters on what is sent to it.
     pub filters: Vec<kite_api::filters::Filter>,
+    /// How deliveries to it go (order, its own delivery policy).
+    pub conduct: kite_api::peers::Conduct,
     /// Its keys, pinned.
     pub keys: Vec<PublishedKey>,
     /// `proposed` (asking) or `accepted` (answered).
@@ -118,8 +120,9 @@ pub(super) async fn insert_handshake_peer(
     };
     tx.execute(
         "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status,
-                            server_name, peer_base_url, peer_team, peer_instance_id, protocol_version, filters)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12, $13::text::jsonb)",
+                            server_name, peer_base_url, peer_team, peer_instance_id, protocol_version, filters, conduct)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $9, $12, $13::text::jsonb,
+                 $14::text::jsonb)",
         &[
             &id,
             &team_id,
@@ -134,6 +137,7 @@ pub(super) async fn insert_handshake_peer(
             &p.team,
             &p.protocol_version,
             &crate::peers::filters_text(&p.filters)?,
+            &crate::peers::handshake_conduct_text(&p.conduct)?,
         ],
     )
     .await?;

@@ -17,6 +17,7 @@ use crate::{Result, RowExt, Store, StoreError};
 pub use kite_api::invitations::InvitationInfo;
 
 fn invitation(r: &Row) -> Result<InvitationInfo> {
+    let conduct = crate::peers::handshake_conduct_of(r, 8)?;
     Ok(InvitationInfo {
         id: r.col(0)?,
         scopes: r.col(1)?,
@@ -26,11 +27,14 @@ fn invitation(r: &Row) -> Result<InvitationInfo> {
         used_by: r.col(5)?,
         created_at: r.col(6)?,
         filters: crate::peers::filters_of(r, 7)?,
+        ordering_key: conduct.ordering_key,
+        on_dead: conduct.on_dead,
+        delivery: conduct.delivery,
     })
 }
 
 const INVITATION_COLS: &str =
-    "id, scopes, max_hops, expires_at, used_at, used_by, created_at, filters::text";
+    "id, scopes, max_hops, expires_at, used_at, used_by, created_at, filters::text, conduct::text";
 
 /// Why an invitation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,33 +48,39 @@ pub enum InvitationRefusal {
 }
 
 impl Store {
-    /// Records an invitation: only the token's SHA-256 digest is kept.
+    /// Records an invitation with its terms (`new`): only the token's SHA-256 digest is kept.
     pub async fn create_invitation(
         &self,
         team_id: &str,
         token: &str,
-        scopes: &[String],
-        max_hops: i32,
-        filters: &[kite_api::filters::Filter],
-        ttl: Duration,
+        new: &kite_api::invitations::NewInvitation,
     ) -> Result<InvitationInfo> {
+        let ttl = Duration::from_secs(new.ttl.unsigned_abs());
+        let conduct = kite_api::peers::Conduct {
+            ordering_key: new.ordering_key.clone(),
+            on_dead: new.on_dead,
+            delivery: new.delivery.clone(),
+        };
         let c = self.conn().await?;
         let expires_at =
             Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
         let row = c
             .query_one(
                 &format!(
-                    "INSERT INTO invitations (id, team_id, token_hash, scopes, max_hops, expires_at, filters)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb) RETURNING {INVITATION_COLS}"
+                    "INSERT INTO invitations (id, team_id, token_hash, scopes, max_hops, expires_at, filters,
+                                             conduct)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb)
+                     RETURNING {INVITATION_COLS}"
                 ),
                 &[
                     &Uuid::now_v7(),
                     &team_id,
                     &digest(token),
-                    &scopes,
-                    &max_hops,
+                    &new.scopes,
+                    &new.max_hops,
                     &expires_at,
-                    &crate::peers::filters_text(filters)?,
+                    &crate::peers::filters_text(&new.filters)?,
+                    &crate::peers::handshake_conduct_text(&conduct)?,
                 ],
             )
             .await?;
@@ -144,6 +154,11 @@ impl Store {
             scopes: inv.scopes.clone(),
             max_hops: inv.max_hops,
             filters: inv.filters.clone(),
+            conduct: kite_api::peers::Conduct {
+                ordering_key: inv.ordering_key.clone(),
+                on_dead: inv.on_dead,
+                delivery: inv.delivery.clone(),
+            },
             status: PeerStatus::Accepted,
             ..accepter.clone()
         };
@@ -187,7 +202,7 @@ async fn find_invitation(
     let Some(row) = row else {
         return Ok(Err(InvitationRefusal::Unknown));
     };
-    let stored: String = row.col(8)?;
+    let stored: String = row.col(9)?;
     if !secret_eq(&stored, &wanted) {
         return Ok(Err(InvitationRefusal::Unknown));
     }

@@ -1,0 +1,144 @@
+//! Peers whose deliveries are claimed from Postgres instead of taken from their queue: an
+//! ordered peer (`ordering_key`), whose rows of one key must go one at a time in the order
+//! their events were accepted, and a rate-limited one, whose rows would otherwise wait in a
+//! queue or a lane until the sweeper took them for lost.
+//!
+//! The outbox is the one place that knows what is due and in which order, so the worker
+//! claims due rows there (`Store::claim_due`), each with a lease: the row is not due for
+//! anyone else until the lease ends, so any number of delivery processes claim disjoint
+//! rows, and an ordered key's next row is not claimed while its first is leased, waiting for
+//! a retry, or (with `on_dead: block`) dead. A process killed mid-attempt leaves its rows
+//! leased; once the lease is over another claims them again, in the same order. The peer's
+//! queue still carries messages (from ingest, the router, retries and operators): here each
+//! is only a doorbell that says something may be due now.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kite_api::types::OnDead;
+use kite_bus::{ConsumeOptions, Flow, Queue, Settle};
+use kite_wire::ids::PeerId;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Ctx, Handled};
+
+/// How often a claiming worker looks for due rows without a doorbell (a retry's time come,
+/// a lease of a killed process over).
+const POLL: Duration = Duration::from_secs(1);
+
+/// How long a claimed row is leased beyond its request's timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+
+/// What a claiming worker is for: the peer's order and limits as it started with them (a
+/// change of any restarts it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claiming {
+    /// Ordered, and what a dead first row does to its key.
+    pub(crate) ordered: Option<OnDead>,
+    /// The most rows in flight at once.
+    pub(crate) in_flight: usize,
+    /// How long a claimed row is leased.
+    pub(crate) lease: Duration,
+}
+
+impl Claiming {
+    /// How `peer`'s deliveries are claimed, or None when they are queued as usual (neither
+    /// ordered nor rate-limited).
+    pub(crate) fn of(cfg: &crate::DeliveryConfig, peer: &kite_store::peers::Peer) -> Option<Self> {
+        let ordered = peer.ordering_key.as_ref().map(|_| peer.on_dead);
+        if ordered.is_none() && !crate::gate::rate_limited(&peer.delivery) {
+            return None;
+        }
+        let p = &peer.delivery;
+        let mut in_flight = p
+            .max_in_flight
+            .map_or(cfg.attempts_in_flight, |n| n as usize)
+            .max(1);
+        if let Some(rate) = p.rate_per_sec {
+            // No more claimed than the rate lets go within a few seconds: a claimed row
+            // waits at the gate well within its lease.
+            let room = (rate * 4.0).ceil() as usize + p.rate_burst.unwrap_or(1) as usize;
+            in_flight = in_flight.min(room.max(1));
+        }
+        Some(Self {
+            ordered,
+            in_flight,
+            lease: crate::gate::timeout(cfg, p) + LEASE_MARGIN,
+        })
+    }
+}
+
+/// Delivers `peer_id`'s rows by claiming them until `end`, the peer is parked or paused.
+pub(crate) async fn worker(ctx: Arc<Ctx>, peer_id: PeerId, how: Claiming, end: CancellationToken) {
+    tracing::info!(peer = %peer_id, ordered = how.ordered.is_some(), "delivery claiming");
+    let bell = Arc::new(Notify::new());
+    let opts = ConsumeOptions::new(&format!("kite-delivery-{peer_id}"), 64, 64);
+    let bus = ctx.bus.clone();
+    let doorbell = {
+        let bell = bell.clone();
+        bus.consume(Queue::Peer(peer_id), &opts, end.clone(), move |_job| {
+            bell.notify_one();
+            async { (Settle::Ack, Flow::Continue) }
+        })
+    };
+    let claiming = claim_loop(ctx, peer_id, how, bell, end.clone());
+    tokio::pin!(doorbell);
+    tokio::select! {
+        _ = claiming => end.cancel(),
+        _ = &mut doorbell => {}
+    }
+}
+
+async fn claim_loop(
+    ctx: Arc<Ctx>,
+    peer_id: PeerId,
+    how: Claiming,
+    bell: Arc<Notify>,
+    end: CancellationToken,
+) {
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut stop = false;
+    while !stop {
+        let room = how.in_flight.saturating_sub(running.len());
+        if room > 0 {
+            match ctx
+                .store
+                .claim_due(peer_id, how.ordered, room as i64, how.lease)
+                .await
+            {
+                Ok(ids) if !ids.is_empty() => match ctx.store.delivery_rows(&ids).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            let ctx = ctx.clone();
+                            running.push(async move { ctx.deliver_rows(peer_id, vec![row]).await });
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // The rows stay leased and are claimed again once the lease ends.
+                        tracing::warn!(peer = %peer_id, error = %e, "cannot load claimed rows");
+                    }
+                },
+                Ok(_) => {}
+                Err(e) => tracing::warn!(peer = %peer_id, error = %e, "cannot claim rows"),
+            }
+        }
+        tokio::select! {
+            Some(done) = running.next(), if !running.is_empty() => match done {
+                Ok(Handled::Parked | Handled::PeerNotActive) => stop = true,
+                Ok(Handled::Done | Handled::Retry) => {}
+                Err(e) => {
+                    // Its rows stay leased and are claimed again once the lease ends.
+                    tracing::warn!(peer = %peer_id, error = %e, "delivery bookkeeping failed");
+                    tokio::time::sleep(ctx.cfg.retry_pause).await;
+                }
+            },
+            _ = bell.notified() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = end.cancelled() => stop = true,
+        }
+    }
+    while running.next().await.is_some() {}
+}

@@ -1,0 +1,494 @@
+//! How deliveries to a peer go: its own delivery policy (a throttled peer measured at the
+//! receiver), ordered delivery by a key across two delivery processes and a SIGKILL, and
+//! binary content mode read by the official Standard Webhooks library and the CloudEvents
+//! Python SDK.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::common;
+
+use common::cli::{admin, peer_cmd};
+use common::hostile::WAIT;
+use common::*;
+use serde_json::{json, Value};
+
+/// One request a receiver took.
+#[derive(Clone)]
+struct Took {
+    at: Instant,
+    /// The CloudEvent id: the body's `id`, or the `ce-id` header in binary mode.
+    id: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// What it answered.
+    ok: bool,
+}
+
+/// A plain HTTP receiver on loopback: records every request, answers 503 for the ids in
+/// `failing`, else 200.
+struct Receiver {
+    url: String,
+    took: Arc<Mutex<Vec<Took>>>,
+    failing: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let took: Arc<Mutex<Vec<Took>>> = Arc::default();
+        let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let (t, f) = (took.clone(), failing.clone());
+        let app = axum::Router::new().fallback(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (t, f) = (t.clone(), f.clone());
+                async move {
+                    let id = headers
+                        .get("ce-id")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                        .or_else(|| {
+                            serde_json::from_slice::<Value>(&body)
+                                .ok()
+                                .and_then(|v| v["id"].as_str().map(str::to_owned))
+                        })
+                        .unwrap_or_default();
+                    let headers = headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                        .collect();
+                    let fail = f.lock().expect("lock").contains(&id);
+                    t.lock().expect("lock").push(Took {
+                        at: Instant::now(),
+                        id,
+                        headers,
+                        body: body.to_vec(),
+                        ok: !fail,
+                    });
+                    if fail {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, took, failing }
+    }
+
+    /// Every request it took, in order of arrival.
+    fn all(&self) -> Vec<Took> {
+        self.took.lock().expect("lock").clone()
+    }
+
+    /// The ids it took at least once.
+    fn ids(&self) -> HashSet<String> {
+        self.took
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|t| t.id.clone())
+            .collect()
+    }
+}
+
+/// Posts a structured CloudEvent to `/hooks/default/acme`; answers its sequence number.
+async fn post_ce(http: &reqwest::Client, url: &str, ce: &Value) -> i64 {
+    let r = http
+        .post(format!("{url}/hooks/default/acme"))
+        .header("content-type", "application/cloudevents+json")
+        .body(ce.to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    let v: Value = r.json().await.expect("answer");
+    v["seq"].as_i64().unwrap_or_else(|| panic!("a seq in {v}"))
+}
+
+#[tokio::test]
+async fn a_peers_own_policy_is_kept_shown_and_a_throttled_peer_gets_at_most_its_rate() {
+    let rx = Receiver::start().await;
+    let a = Instance::start("conduct-rate").await;
+    let hook = format!("{}/hooks/default/kite", rx.url);
+    // Refused, naming the member, before anything is made.
+    for (field, value, says) in [
+        (
+            "delivery",
+            json!({"max_attempts": 0}),
+            "delivery.max_attempts",
+        ),
+        ("delivery", json!({"rate": 3}), "delivery.rate is not"),
+        (
+            "delivery",
+            json!({"timeout_ms": 1.5}),
+            "delivery.timeout_ms",
+        ),
+        (
+            "delivery",
+            json!({"retry_base_ms": 500, "retry_max_delay_ms": 100}),
+            "delivery.retry_max_delay_ms",
+        ),
+        ("ordering_key", json!("Subject"), "ordering_key must"),
+        ("content_mode", json!("xml"), "content_mode must"),
+        ("on_dead", json!("retry"), "on_dead must"),
+    ] {
+        let mut body = json!({"name": "slow", "peer_hook_url": hook, "outbound_token": "t"});
+        body[field] = value;
+        let (s, v) = a.post("/api/federation/peers", body).await;
+        assert_eq!(
+            (s, &v["error"]["code"], &v["error"]["field"]),
+            (400, &json!("validation_error"), &json!(field)),
+            "{v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(says), "{msg}");
+    }
+
+    let policy = json!({"rate_per_sec": 10.0, "max_in_flight": 2, "timeout_ms": 2000,
+                        "retry_base_ms": 50, "max_attempts": 4});
+    let (s, v) = a
+        .post(
+            "/api/federation/peers",
+            json!({"name": "slow", "peer_hook_url": hook, "outbound_token": "t",
+                   "delivery": policy}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["delivery"], policy, "{v}");
+    assert_eq!(
+        (&v["content_mode"], &v["on_dead"]),
+        (&json!("structured"), &json!("skip"))
+    );
+    // Shown where operators look: `kite peer show` and `kite admin peers show`.
+    let shown = peer_cmd(&a, &["show", "slow"]).await.ok().out;
+    for line in [
+        "delivery.rate_per_sec: 10.0",
+        "delivery.max_in_flight: 2",
+        "delivery.timeout_ms: 2000",
+        "content_mode: structured",
+    ] {
+        assert!(
+            shown.lines().any(|l| squeeze(l) == line),
+            "{line:?} in {shown}"
+        );
+    }
+    let shown = admin(&a, &["peers", "show", "slow", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["delivery"], policy, "{shown}");
+
+    let n = 30;
+    let ids: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    for id in &ids {
+        post_ce(
+            &a.http,
+            &a.url,
+            &json!({"specversion": "1.0", "id": id, "source": "/acme", "type": "com.acme.x",
+                    "data": {}}),
+        )
+        .await;
+    }
+    eventually("every throttled event at the receiver", WAIT, || async {
+        (rx.ids().len() == n).then_some(())
+    })
+    .await;
+    let took = rx.all();
+    assert_eq!(took.len(), n, "each once, none retried");
+    let first = took[0].at;
+    let times: Vec<f64> = took
+        .iter()
+        .map(|t| t.at.duration_since(first).as_secs_f64())
+        .collect();
+    let span = times[n - 1];
+    let rate = (n - 1) as f64 / span;
+    assert!(rate <= 10.5, "{rate:.2} events a second over {span:.2} s");
+    // A token bucket of burst 1: no second holds more than 10 and the one it starts with.
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..].iter().take_while(|u| **u < t + 1.0).count();
+        assert!(within <= 11, "{within} within a second of {t:.2} s");
+    }
+    // Waiting for the rate is no failure: nothing was retried or counted against the peer.
+    let (_, rows) = a.get("/api/federation/outbox?limit=100").await;
+    let rows = rows["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), n);
+    for r in &rows {
+        assert_eq!(
+            (&r["status"], &r["failures"]),
+            (&json!("delivered"), &json!(0)),
+            "{r}"
+        );
+    }
+
+    // Back to the instance's policy: the receiver takes them as fast as they come.
+    let out = admin(
+        &a,
+        &[
+            "peers",
+            "update",
+            "slow",
+            "--delivery",
+            "{}",
+            "--output",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(out["delivery"], json!({}), "{out}");
+}
+
+#[tokio::test]
+async fn ordered_delivery_keeps_each_keys_order_across_a_sigkill_with_two_delivery_processes() {
+    let rx = Receiver::start().await;
+    let env = [
+        ("KITE_ROLES", "ingress,router"),
+        ("KITE_SWEEP_INTERVAL_MS", "300"),
+        ("KITE_SWEEP_GRACE_MS", "2000"),
+        ("KITE_PEER_PROBE_INTERVAL_MS", "500"),
+        ("KITE_DB_POOL_SIZE", "8"),
+    ];
+    let a = Instance::process_with("ordered-a", &env).await;
+    let mut d1 = Proc::start(&a, "delivery").await;
+    let _d2 = Proc::start(&a, "delivery").await;
+    let (s, v) = a
+        .post(
+            "/api/federation/peers",
+            json!({"name": "ordered", "peer_hook_url": format!("{}/hooks/default/kite", rx.url),
+                   "outbound_token": "t", "ordering_key": "subject",
+                   "delivery": {"retry_base_ms": 100, "retry_max_delay_ms": 300,
+                                "max_attempts": 100, "timeout_ms": 1000}}),
+        )
+        .await;
+    assert_eq!((s, &v["ordering_key"]), (201, &json!("subject")), "{v}");
+
+    // 1,000 events over 10 keys; the 21st of key k3 fails until the receiver recovers.
+    let stuck = "o203".to_string();
+    rx.failing.lock().expect("lock").insert(stuck.clone());
+    let key = |i: usize| format!("k{}", i % 10);
+    let mut seq_of: HashMap<String, i64> = HashMap::new();
+    let mut sending = futures::stream::FuturesUnordered::new();
+    for i in 0..1000 {
+        let (http, url) = (a.http.clone(), a.url.clone());
+        let ce = json!({"specversion": "1.0", "id": format!("o{i}"), "source": "/acme",
+                        "type": "com.acme.order", "subject": key(i), "data": {"i": i}});
+        sending.push(async move { (format!("o{i}"), post_ce(&http, &url, &ce).await) });
+        if sending.len() >= 8 {
+            use futures::StreamExt;
+            if let Some((id, seq)) = sending.next().await {
+                seq_of.insert(id, seq);
+            }
+        }
+        if i == 400 {
+            // The first delivery process dies mid-run; it comes back.
+            eventually("deliveries under way", WAIT, || async {
+                (rx.ids().len() >= 100).then_some(())
+            })
+            .await;
+            d1.kill().await;
+            d1.spawn().await;
+        }
+    }
+    {
+        use futures::StreamExt;
+        while let Some((id, seq)) = sending.next().await {
+            seq_of.insert(id, seq);
+        }
+    }
+    // Every key but k3 completes; k3 stops at its failing event.
+    let k3_after: Vec<String> = (0..1000)
+        .filter(|i| i % 10 == 3 && *i > 203)
+        .map(|i| format!("o{i}"))
+        .collect();
+    let others: Vec<String> = (0..1000)
+        .filter(|i| i % 10 != 3 || *i < 203)
+        .map(|i| format!("o{i}"))
+        .collect();
+    eventually(
+        "the nine other keys complete",
+        Duration::from_secs(90),
+        || async {
+            let got = rx.ids();
+            others.iter().all(|id| got.contains(id)).then_some(())
+        },
+    )
+    .await;
+    let got = rx.ids();
+    assert!(
+        k3_after.iter().all(|id| !got.contains(id)),
+        "nothing of k3 after its failing event went out"
+    );
+    // The receiver recovers: k3 resumes, in order.
+    rx.failing.lock().expect("lock").clear();
+    eventually("every event delivered", Duration::from_secs(90), || async {
+        (rx.ids().len() == 1000).then_some(())
+    })
+    .await;
+
+    // At the receiver, each key's events first arrived in the order they were accepted.
+    let mut first_arrival: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    for t in rx.all() {
+        if seen.insert(t.id.clone()) {
+            first_arrival.push(t.id);
+        }
+    }
+    for k in 0..10 {
+        let arrived: Vec<&String> = first_arrival
+            .iter()
+            .filter(|id| id[1..].parse::<usize>().is_ok_and(|i| i % 10 == k))
+            .collect();
+        let mut accepted = arrived.clone();
+        accepted.sort_by_key(|id| seq_of[id.as_str()]);
+        assert_eq!(arrived, accepted, "key k{k} out of order");
+    }
+}
+
+#[tokio::test]
+async fn binary_mode_gives_an_ordinary_endpoint_the_providers_bytes_signed() {
+    let rx = Receiver::start().await;
+    let a = Instance::start("conduct-binary").await;
+    let secret = "whsec_BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".to_string();
+    let (s, v) = a
+        .post(
+            "/api/federation/peers",
+            json!({"name": "plain", "peer_hook_url": format!("{}/webhooks", rx.url),
+                   "outbound_token": secret, "content_mode": "binary"}),
+        )
+        .await;
+    assert_eq!((s, &v["content_mode"]), (201, &json!("binary")), "{v}");
+
+    // A provider's body with its own spacing and numbers, as it came.
+    let body = "{\"id\": \"evt_bin_1\",  \"object\": \"event\",\n \"type\": \"charge.succeeded\", \
+                \"data\": {\"object\": {\"amount\": 1.50, \"big\": 12345678901234567890}}}";
+    let r = a
+        .http
+        .post(format!("{}/hooks/default/stripe", a.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    eventually("the event at the endpoint", WAIT, || async {
+        (!rx.all().is_empty()).then_some(())
+    })
+    .await;
+    let got = rx.all().remove(0);
+    assert_eq!(got.body, body.as_bytes(), "the provider's bytes, exactly");
+    let header = |name: &str| {
+        got.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("content-type"), "application/json");
+    assert!(header("authorization").is_empty(), "no secret travels");
+    let ev = common::tools::cloudevents_binary(&secret, &got.headers, &got.body)
+        .unwrap_or_else(|e| panic!("the official libraries refused it: {e}"));
+    let attrs = &ev["attributes"];
+    assert_eq!(attrs["id"], "evt_bin_1", "{ev}");
+    assert_eq!(attrs["type"], "com.stripe.charge.succeeded", "{ev}");
+    assert_eq!(attrs["source"], "/hooks/default/stripe", "{ev}");
+    assert_eq!(attrs["specversion"], "1.0", "{ev}");
+    assert_eq!(ev["data"]["data"]["object"]["amount"], 1.5, "{ev}");
+    // Signed with the endpoint's secret only.
+    let wrong = "whsec_CAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAg=".to_string();
+    assert!(common::tools::cloudevents_binary(&wrong, &got.headers, &got.body).is_err());
+}
+
+#[tokio::test]
+async fn a_dead_event_moves_its_key_on_or_blocks_it_as_the_peer_says() {
+    let (skip_rx, block_rx) = (Receiver::start().await, Receiver::start().await);
+    let a = Instance::start("conduct-dead").await;
+    for (name, rx, on_dead) in [
+        ("skipper", &skip_rx, "skip"),
+        ("blocker", &block_rx, "block"),
+    ] {
+        rx.failing.lock().expect("lock").insert("d1".into());
+        let (s, v) = a
+            .post(
+                "/api/federation/peers",
+                json!({"name": name, "peer_hook_url": format!("{}/hooks/default/kite", rx.url),
+                       "outbound_token": "t", "ordering_key": "tenant", "on_dead": on_dead,
+                       "delivery": {"retry_base_ms": 50, "retry_max_delay_ms": 100,
+                                    "max_attempts": 2}}),
+            )
+            .await;
+        assert_eq!((s, &v["on_dead"]), (201, &json!(on_dead)), "{v}");
+    }
+    // The key is an extension; d1 fails for good at both peers, d2 follows it in its key,
+    // d3 is another key's.
+    for (id, tenant) in [("d1", "acme"), ("d2", "acme"), ("d3", "other")] {
+        post_ce(
+            &a.http,
+            &a.url,
+            &json!({"specversion": "1.0", "id": id, "source": "/acme", "type": "com.acme.x",
+                    "tenant": tenant, "data": {}}),
+        )
+        .await;
+    }
+    let ok = |rx: &Receiver| {
+        let mut v: Vec<String> = rx
+            .all()
+            .into_iter()
+            .filter(|t| t.ok)
+            .map(|t| t.id)
+            .collect();
+        v.sort();
+        v
+    };
+    eventually(
+        "skip: the key moves on past its dead event",
+        WAIT,
+        || async { (ok(&skip_rx) == ["d2", "d3"]).then_some(()) },
+    )
+    .await;
+    eventually("block: the other key goes, d1 is dead", WAIT, || async {
+        let (_, rows) = a.get("/api/federation/outbox?peer=blocker").await;
+        let dead = rows["items"].as_array().is_some_and(|r| {
+            r.iter()
+                .any(|r| r["event_id"] == "d1" && r["status"] == "dead")
+        });
+        (dead && ok(&block_rx) == ["d3"]).then_some(())
+    })
+    .await;
+    // Still blocked a while later: d2 waits behind its dead key.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ok(&block_rx), ["d3"], "d2 waits behind the dead d1");
+
+    // The receiver recovers and the operator resends d1: the key resumes, d1 then d2.
+    block_rx.failing.lock().expect("lock").clear();
+    let (_, rows) = a.get("/api/federation/outbox?peer=blocker").await;
+    let d1 = rows["items"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["event_id"] == "d1"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{rows}"));
+    let (s, v) = a
+        .post(
+            &format!("/api/federation/outbox/{}/resend", d1["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the blocked key resumes", WAIT, || async {
+        (ok(&block_rx) == ["d1", "d2", "d3"]).then_some(())
+    })
+    .await;
+    let order: Vec<String> = block_rx
+        .all()
+        .into_iter()
+        .filter(|t| t.ok && t.id != "d3")
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(order, ["d1", "d2"], "d1 delivered before d2");
+}
