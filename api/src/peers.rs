@@ -104,12 +104,21 @@ pub struct Conduct {
 }
 
 impl Conduct {
-    /// Reads `ordering_key`, `on_dead` and `delivery` of a request body.
+    /// Reads `ordering_key`, `on_dead` and `delivery` of a request body that makes a peer
+    /// (`on_dead: block` only with an `ordering_key`: it says what an ordered key does).
     pub fn read(m: &crate::request::Body) -> Result<Self, kite_wire::ApiError> {
         use crate::request::{opt_delivery, opt_enum, opt_ordering_key};
+        let ordering_key = opt_ordering_key(m)?.flatten();
+        let on_dead = opt_enum(m, "on_dead", OnDead::ALL)?;
+        if on_dead == Some(OnDead::Block) && ordering_key.is_none() {
+            return Err(kite_wire::ApiError::validation(
+                "on_dead",
+                "on_dead says what an ordered key does: block needs an ordering_key",
+            ));
+        }
         Ok(Conduct {
-            ordering_key: opt_ordering_key(m)?.flatten(),
-            on_dead: opt_enum(m, "on_dead", OnDead::ALL)?.unwrap_or_default(),
+            ordering_key,
+            on_dead: on_dead.unwrap_or_default(),
             delivery: opt_delivery(m)?.unwrap_or_default(),
         })
     }
@@ -142,8 +151,8 @@ pub struct DeliveryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0.01, maximum = 100_000)]
     pub rate_per_sec: Option<f64>,
-    /// How many events may go at once above the rate after a quiet time (default: one
-    /// second's worth, at least 1).
+    /// How many events may go at once above the rate after a quiet time (default 1: the
+    /// events go evenly spaced); only with `rate_per_sec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 100_000)]
     pub rate_burst: Option<u32>,
@@ -302,6 +311,7 @@ impl Request for NewPeer {
     ];
 
     fn read(m: &Body) -> Result<Self, ApiError> {
+        let conduct = Conduct::read(m)?;
         Ok(NewPeer {
             name: req_str(m, "name", 128)?,
             peer_hook_url: opt_url(m, "peer_hook_url")?.ok_or_else(|| {
@@ -314,9 +324,9 @@ impl Request for NewPeer {
             status: opt_enum(m, "status", PeerStatus::SETTABLE)?.unwrap_or(PeerStatus::Active),
             key_id: opt_str(m, "key_id", 128)?,
             inbound_token: opt_str(m, "inbound_token", 512)?,
-            ordering_key: opt_ordering_key(m)?.flatten(),
-            on_dead: opt_enum(m, "on_dead", OnDead::ALL)?.unwrap_or_default(),
-            delivery: opt_delivery(m)?.unwrap_or_default(),
+            ordering_key: conduct.ordering_key,
+            on_dead: conduct.on_dead,
+            delivery: conduct.delivery,
             content_mode: opt_enum(m, "content_mode", ContentMode::ALL)?.unwrap_or_default(),
         })
     }

@@ -176,6 +176,12 @@ pub fn opt_delivery(m: &Body) -> Result<Option<crate::peers::DeliveryPolicy>, Ap
             _ => p.rate_burst = Some(int()),
         }
     }
+    if p.rate_burst.is_some() && p.rate_per_sec.is_none() {
+        return Err(ApiError::validation(
+            "delivery",
+            "delivery.rate_burst is the burst of a rate: it needs rate_per_sec",
+        ));
+    }
     if let (Some(base), Some(max)) = (p.retry_base_ms, p.retry_max_delay_ms) {
         if max < base {
             return Err(ApiError::validation(

@@ -32,6 +32,9 @@ pub(crate) struct Attempt {
     /// Its peer was `active` when the row was loaded (not degraded by failures, of this
     /// process or another).
     pub(crate) peer_was_active: bool,
+    /// Its peer's rows are claimed (`crate::claimed`): a retry is found by its due time,
+    /// with no message through the retry queues.
+    pub(crate) claimed: bool,
 }
 
 /// A peer URL as parsed once for all its deliveries.
@@ -105,6 +108,10 @@ impl Ctx {
                 .peer
                 .as_ref()
                 .is_some_and(|p| p.health == kite_store::types::PeerHealth::Active),
+            claimed: row
+                .peer
+                .as_ref()
+                .is_some_and(|p| crate::gate::claimed(&p.delivery, p.ordered)),
         };
         let Some(peer) = row.peer else {
             out.error = Some(AttemptError::NoPeer);
@@ -258,13 +265,11 @@ impl Ctx {
         h
     }
 
-    /// POSTs `body` (of `events` events) signed to where `r` goes, once its peer's gate
-    /// lets it; answers the status, the headers and the body of the answer, and how long it
-    /// took (the wait at the gate left out).
+    /// POSTs `body` signed to where `r` goes; answers the status, the headers and the body
+    /// of the answer, and how long it took.
     async fn post<N>(
         &self,
         r: &Ready,
-        events: usize,
         headers: Vec<(N, String)>,
         body: bytes::Bytes,
     ) -> (Result<Answer, reqwest::Error>, std::time::Duration)
@@ -285,10 +290,6 @@ impl Ctx {
             }
         }
         req = req.timeout(r.timeout);
-        let _pass = match &r.gate {
-            Some(g) => Some(g.enter(events).await),
-            None => None,
-        };
         let started = std::time::Instant::now();
         let answer = async {
             let resp = req.body(body).send().await?;
@@ -311,10 +312,16 @@ impl Ctx {
 
     /// Sends one ready row on its own.
     pub(crate) async fn send_one(&self, r: Ready) -> Attempt {
+        // A place among the peer's requests in flight first: the request is signed (and
+        // dated) once it may go.
+        let _pass = match &r.gate {
+            Some(g) => Some(g.enter().await),
+            None => None,
+        };
         let (answer, took) = match &r.binary {
             Some(ce) => {
                 let headers = Self::binary_headers(&r, ce, &r.body);
-                self.post(&r, 1, headers, r.body.clone()).await
+                self.post(&r, headers, r.body.clone()).await
             }
             None => {
                 let headers = match self
@@ -324,7 +331,7 @@ impl Ctx {
                     Ok(h) => h,
                     Err(e) => return r.failed(Outcome::PeerFailure, e),
                 };
-                self.post(&r, 1, headers, r.body.clone()).await
+                self.post(&r, headers, r.body.clone()).await
             }
         };
         let binary = r.binary();
@@ -354,6 +361,10 @@ impl Ctx {
         let Some(first) = rows.first() else {
             return Vec::new();
         };
+        let pass = match &first.gate {
+            Some(g) => Some(g.enter().await),
+            None => None,
+        };
         let body = bytes::Bytes::from(batch::body(
             &rows.iter().map(|r| &r.body[..]).collect::<Vec<_>>(),
         ));
@@ -367,7 +378,7 @@ impl Ctx {
                     .collect()
             }
         };
-        let (answer, took) = self.post(first, rows.len(), headers, body).await;
+        let (answer, took) = self.post(first, headers, body).await;
         let n = rows.len();
         let answer = match answer {
             // The peer no longer takes batches, or not this large: one by one now; its next
@@ -375,6 +386,7 @@ impl Ctx {
             Ok(a) if matches!(a.status, 404 | 405 | 413 | 415) => {
                 tracing::info!(peer = %first.peer_id, status = a.status, "the peer refused a batch; sending its events one a request");
                 self.learn_offer(first.peer_id, &first.url, None);
+                drop(pass);
                 let mut out = Vec::with_capacity(n);
                 for r in rows {
                     out.push(self.send_one(r).await);

@@ -41,31 +41,46 @@ pub(crate) struct Claiming {
     pub(crate) in_flight: usize,
     /// How long a claimed row is leased.
     pub(crate) lease: Duration,
+    /// The outbound rate (`rate_per_sec` as bits, `rate_burst`).
+    rate: Option<(u64, Option<u32>)>,
 }
 
 impl Claiming {
-    /// How `peer`'s deliveries are claimed, or None when they are queued as usual (neither
-    /// ordered nor rate-limited).
+    /// How `peer`'s deliveries are claimed, or None when they are queued as usual
+    /// (`crate::gate::claimed`).
     pub(crate) fn of(cfg: &crate::DeliveryConfig, peer: &kite_store::peers::Peer) -> Option<Self> {
-        let ordered = peer.ordering_key.as_ref().map(|_| peer.on_dead);
-        if ordered.is_none() && !crate::gate::rate_limited(&peer.delivery) {
+        let p = &peer.delivery;
+        if !crate::gate::claimed(p, peer.ordering_key.is_some()) {
             return None;
         }
-        let p = &peer.delivery;
-        let mut in_flight = p
-            .max_in_flight
-            .map_or(cfg.attempts_in_flight, |n| n as usize)
-            .max(1);
-        if let Some(rate) = p.rate_per_sec {
-            // No more claimed than the rate lets go within a few seconds: a claimed row
-            // waits at the gate well within its lease.
-            let room = (rate * 4.0).ceil() as usize + p.rate_burst.unwrap_or(1) as usize;
-            in_flight = in_flight.min(room.max(1));
-        }
         Some(Self {
-            ordered,
-            in_flight,
+            ordered: peer.ordering_key.as_ref().map(|_| peer.on_dead),
+            in_flight: p
+                .max_in_flight
+                .map_or(cfg.attempts_in_flight, |n| n as usize)
+                .max(1),
             lease: crate::gate::timeout(cfg, p) + LEASE_MARGIN,
+            rate: p.rate_per_sec.map(|r| (r.to_bits(), p.rate_burst)),
+        })
+    }
+
+    /// How many rows one probe of the parked peer may try: `probe_rows` (the first of as
+    /// many keys), one for a rate-limited peer.
+    pub(crate) fn probe_rows(&self, probe_rows: usize) -> usize {
+        if self.rate.is_some() {
+            1
+        } else {
+            probe_rows.max(1)
+        }
+    }
+
+    /// The peer's rate as a token bucket (None: unlimited).
+    fn limiter(&self) -> Option<governor::DefaultDirectRateLimiter> {
+        let (bits, burst) = self.rate?;
+        crate::gate::rate_limiter(&kite_api::peers::DeliveryPolicy {
+            rate_per_sec: Some(f64::from_bits(bits)),
+            rate_burst: burst,
+            ..Default::default()
         })
     }
 }
@@ -83,12 +98,25 @@ pub(crate) async fn worker(ctx: Arc<Ctx>, peer_id: PeerId, how: Claiming, end: C
             async { (Settle::Ack, Flow::Continue) }
         })
     };
-    let claiming = claim_loop(ctx, peer_id, how, bell, end.clone());
-    tokio::pin!(doorbell);
-    tokio::select! {
-        _ = claiming => end.cancel(),
-        _ = &mut doorbell => {}
+    // Both run to their end: the claiming loop lets the attempts it started finish (and
+    // record) before it returns, and ends the doorbell when it stops by itself.
+    let claiming = async {
+        claim_loop(ctx, peer_id, how, bell, end.clone()).await;
+        end.cancel();
+    };
+    tokio::join!(claiming, doorbell);
+}
+
+/// Waits for the rate's next token, then takes as many more as the bucket holds, up to
+/// `room` in all: how many rows may be claimed. A claimed row so never waits for the rate
+/// while its lease runs.
+async fn tokens(l: &governor::DefaultDirectRateLimiter, room: usize) -> usize {
+    l.until_ready().await;
+    let mut n = 1;
+    while n < room && l.check().is_ok() {
+        n += 1;
     }
+    n
 }
 
 async fn claim_loop(
@@ -98,18 +126,28 @@ async fn claim_loop(
     bell: Arc<Notify>,
     end: CancellationToken,
 ) {
+    let limiter = how.limiter();
     let mut running = futures::stream::FuturesUnordered::new();
     let mut stop = false;
+    // A rate-limited peer's tokens, taken before its rows are claimed; kept while no row is
+    // due.
+    let mut held = 0usize;
     while !stop {
         let room = how.in_flight.saturating_sub(running.len());
-        if room > 0 {
+        let may = if limiter.is_some() {
+            held.min(room)
+        } else {
+            room
+        };
+        if may > 0 {
             match ctx
                 .store
-                .claim_due(peer_id, how.ordered, room as i64, how.lease)
+                .claim_due(peer_id, how.ordered, may as i64, how.lease)
                 .await
             {
                 Ok(ids) if !ids.is_empty() => match ctx.store.delivery_rows(&ids).await {
                     Ok(rows) => {
+                        held = held.saturating_sub(ids.len());
                         for row in rows {
                             let ctx = ctx.clone();
                             running.push(async move { ctx.deliver_rows(peer_id, vec![row]).await });
@@ -125,6 +163,7 @@ async fn claim_loop(
                 Err(e) => tracing::warn!(peer = %peer_id, error = %e, "cannot claim rows"),
             }
         }
+        let want_tokens = held == 0 && room > 0;
         tokio::select! {
             Some(done) = running.next(), if !running.is_empty() => match done {
                 Ok(Handled::Parked | Handled::PeerNotActive) => stop = true,
@@ -135,6 +174,12 @@ async fn claim_loop(
                     tokio::time::sleep(ctx.cfg.retry_pause).await;
                 }
             },
+            n = async {
+                match &limiter {
+                    Some(l) => tokens(l, room).await,
+                    None => std::future::pending().await,
+                }
+            }, if want_tokens && limiter.is_some() => held = n,
             _ = bell.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
             _ = end.cancelled() => stop = true,

@@ -1,6 +1,7 @@
 //! A peer's own delivery policy as delivery applies it: its retry schedule and request
-//! timeout over the instance's, and the gate every request to it passes (the most requests
-//! in flight, and the outbound rate as a token bucket). Both are per delivery process.
+//! timeout over the instance's, the gate every request to it passes (the most requests in
+//! flight), and its outbound rate (a token bucket the claiming worker takes from before it
+//! claims rows, so no claimed row waits for the rate). Limits are per delivery process.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -32,87 +33,70 @@ pub(crate) fn timeout(cfg: &DeliveryConfig, p: &DeliveryPolicy) -> Duration {
 }
 
 /// Whether the peer's deliveries are claimed from Postgres a few at a time rather than
-/// queued (see `claimed`): it is rate-limited, so rows must not wait in a queue or a lane
-/// long enough for the sweeper to think them lost.
-pub(crate) fn rate_limited(p: &DeliveryPolicy) -> bool {
-    p.rate_per_sec.is_some()
+/// queued (`crate::claimed`): it is ordered; or rate-limited, so its rows must not wait in a
+/// queue or a lane long enough for the sweeper to take them for lost; or it has a retry
+/// schedule of its own, whose delays must not go through the instance's shared retry queues
+/// (a message there expires only at the queue's head, so one peer's long delays would hold
+/// every other peer's retries behind them).
+pub(crate) fn claimed(p: &DeliveryPolicy, ordered: bool) -> bool {
+    ordered
+        || p.rate_per_sec.is_some()
+        || p.retry_base_ms.is_some()
+        || p.retry_max_delay_ms.is_some()
 }
 
-/// What the requests to one peer pass through.
+/// A peer's outbound rate as a token bucket of `rate_burst` (default 1).
+pub(crate) fn rate_limiter(p: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {
+    p.rate_per_sec.filter(|r| *r > 0.0).map(|r| {
+        let period = Duration::from_secs_f64(1.0 / r);
+        let burst = NonZeroU32::new(p.rate_burst.unwrap_or(1).max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
+        RateLimiter::direct(quota)
+    })
+}
+
+/// The most requests to one peer in flight at once (`max_in_flight`), per process.
 pub(crate) struct Gate {
-    /// The limits it was made for (a changed policy makes a new gate).
-    made_for: (Option<u32>, Option<u64>, Option<u32>),
-    in_flight: Option<Arc<Semaphore>>,
-    rate: Option<DefaultDirectRateLimiter>,
+    /// The limit it was made for (a changed policy makes a new gate).
+    made_for: u32,
+    in_flight: Arc<Semaphore>,
 }
 
-/// A request's way through a gate: held until the request is answered.
+/// A request's place among its peer's requests in flight, held until it is answered.
 pub(crate) struct Pass {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Gate {
-    fn new(p: &DeliveryPolicy) -> Self {
-        let rate = p.rate_per_sec.filter(|r| *r > 0.0).map(|r| {
-            let period = Duration::from_secs_f64(1.0 / r);
-            let burst =
-                NonZeroU32::new(p.rate_burst.unwrap_or(1).max(1)).unwrap_or(NonZeroU32::MIN);
-            let quota = Quota::with_period(period)
-                .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-                .allow_burst(burst);
-            RateLimiter::direct(quota)
-        });
-        Self {
-            made_for: key(p),
-            in_flight: p
-                .max_in_flight
-                .map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
-            rate,
+    /// Waits for a place among the requests in flight.
+    pub(crate) async fn enter(&self) -> Pass {
+        Pass {
+            _permit: self.in_flight.clone().acquire_owned().await.ok(),
         }
-    }
-
-    /// Waits until a request of `events` events may go: a place among the requests in
-    /// flight, then the rate's tokens (one an event, at most the burst at once).
-    pub(crate) async fn enter(&self, events: usize) -> Pass {
-        let permit = match &self.in_flight {
-            Some(s) => s.clone().acquire_owned().await.ok(),
-            None => None,
-        };
-        if let Some(rate) = &self.rate {
-            let mut left = u32::try_from(events.max(1)).unwrap_or(u32::MAX);
-            while left > 0 {
-                rate.until_ready().await;
-                left -= 1;
-            }
-        }
-        Pass { _permit: permit }
     }
 }
 
-fn key(p: &DeliveryPolicy) -> (Option<u32>, Option<u64>, Option<u32>) {
-    (
-        p.max_in_flight,
-        p.rate_per_sec.map(f64::to_bits),
-        p.rate_burst,
-    )
-}
-
-/// The gates of the peers with limits, by peer.
+/// The gates of the peers with `max_in_flight`, by peer.
 #[derive(Default)]
 pub(crate) struct Gates(Mutex<HashMap<PeerId, Arc<Gate>>>);
 
 impl Gates {
-    /// The gate of a peer with this policy (None: no limits, nothing to pass).
+    /// The gate of a peer with this policy (None: no limit).
     pub(crate) fn of(&self, peer: PeerId, p: &DeliveryPolicy) -> Option<Arc<Gate>> {
         let mut m = self.0.lock().ok()?;
-        if p.max_in_flight.is_none() && p.rate_per_sec.is_none() {
+        let Some(n) = p.max_in_flight else {
             m.remove(&peer);
             return None;
-        }
-        if let Some(g) = m.get(&peer).filter(|g| g.made_for == key(p)) {
+        };
+        if let Some(g) = m.get(&peer).filter(|g| g.made_for == n) {
             return Some(g.clone());
         }
-        let g = Arc::new(Gate::new(p));
+        let g = Arc::new(Gate {
+            made_for: n,
+            in_flight: Arc::new(Semaphore::new(n.max(1) as usize)),
+        });
         m.insert(peer, g.clone());
         Some(g)
     }

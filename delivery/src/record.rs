@@ -105,7 +105,7 @@ impl Ctx {
             .first()
             .and_then(|r| r.peer.as_ref())
             .filter(|p| {
-                !crate::gate::rate_limited(&p.delivery)
+                !crate::gate::claimed(&p.delivery, p.ordered)
                     && p.content_mode == kite_api::types::ContentMode::Structured
             })
             .and_then(|p| self.batch_offer(peer_id, Some(p.hook_url.as_str())));
@@ -175,7 +175,7 @@ impl Ctx {
         peer_id: PeerId,
         how: crate::claimed::Claiming,
     ) -> Result<bool, DeliverError> {
-        let limit = i64::try_from(self.cfg.probe_rows.max(1)).unwrap_or(20);
+        let limit = i64::try_from(how.probe_rows(self.cfg.probe_rows)).unwrap_or(1);
         let ids = self
             .store
             .claim_due(peer_id, how.ordered, limit, how.lease)
@@ -385,7 +385,7 @@ impl Settled {
             RowChange::Dead { attempts } => (OutboxState::Dead, attempts, Duration::ZERO),
             RowChange::Retry { attempts } => {
                 let delay = a.retry.jittered(attempts);
-                if !probing {
+                if !probing && !a.claimed {
                     // One message a row: each carries its own jittered delay.
                     self.retries.push(Message::Retry {
                         peer: self.peer_id,

@@ -96,11 +96,9 @@ pub fn decide_rows<K: Copy + Eq + Hash>(
                 Decision::Forward => (OutboxState::Pending, None),
                 Decision::Skip(r) => (OutboxState::Skipped, Some(r)),
             };
-            let ordering_key = peer
-                .peer
-                .ordering_key
-                .as_deref()
-                .map(|attr| facts.attribute(attr).unwrap_or_default().to_owned());
+            let ordering_key = peer.peer.ordering_key.as_deref().map(|attr| {
+                kite_wire::signature::ordering_key(facts.attribute(attr).unwrap_or_default())
+            });
             rows.push(NewOutbox {
                 event: ev.at,
                 peer_id: peer.peer.id,

@@ -66,6 +66,8 @@ pub struct Target {
     pub delivery: kite_api::peers::DeliveryPolicy,
     /// How events are sent to it.
     pub content_mode: kite_api::types::ContentMode,
+    /// Whether it is ordered (its rows are claimed one a key).
+    pub ordered: bool,
 }
 
 /// How requests to a peer are signed: the kind of peer it is.
@@ -140,6 +142,7 @@ impl DeliveryRow {
                 auth: PeerAuth::of(peer, now),
                 delivery: peer.delivery.clone(),
                 content_mode: peer.content_mode,
+                ordered: peer.ordering_key.is_some(),
             }),
         }
     }
@@ -317,6 +320,7 @@ impl Store {
             auth,
             delivery: conduct.delivery,
             content_mode: conduct.content_mode,
+            ordered: conduct.ordering_key.is_some(),
         }))
     }
 

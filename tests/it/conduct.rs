@@ -137,6 +137,12 @@ async fn a_peers_own_policy_is_kept_shown_and_a_throttled_peer_gets_at_most_its_
         ("ordering_key", json!("Subject"), "ordering_key must"),
         ("content_mode", json!("xml"), "content_mode must"),
         ("on_dead", json!("retry"), "on_dead must"),
+        (
+            "on_dead",
+            json!("block"),
+            "on_dead says what an ordered key does",
+        ),
+        ("delivery", json!({"rate_burst": 5}), "delivery.rate_burst"),
     ] {
         let mut body = json!({"name": "slow", "peer_hook_url": hook, "outbound_token": "t"});
         body[field] = value;

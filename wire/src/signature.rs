@@ -111,6 +111,19 @@ pub fn message_id(source: &str, id: &str) -> String {
     format!("msg_{}", hex::encode(&h.finalize()[..16]))
 }
 
+/// The longest ordering key kept as it is; a longer one (or one with a NUL) is kept as
+/// `sha256:` and its digest's hex, so any attribute value makes a key Postgres can index.
+pub const ORDERING_KEY_MAX: usize = 200;
+
+/// An ordered peer's key for an attribute's value (see [`ORDERING_KEY_MAX`]).
+pub fn ordering_key(value: &str) -> String {
+    use sha2::Digest;
+    if value.len() <= ORDERING_KEY_MAX && !value.contains('\0') {
+        return value.to_owned();
+    }
+    format!("sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
+}
+
 /// Why a federation request's signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum FederationSigError {
@@ -164,6 +177,19 @@ pub fn verify_federation(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn ordering_keys_are_short_and_without_nul() {
+        assert_eq!(ordering_key("cus_1"), "cus_1");
+        assert_eq!(ordering_key(""), "");
+        let long = ordering_key(&"x".repeat(100_000));
+        assert!(long.starts_with("sha256:") && long.len() == 71, "{long}");
+        assert_ne!(ordering_key("a\0b"), "a\0b");
+        assert_eq!(
+            ordering_key(&"y".repeat(300)),
+            ordering_key(&"y".repeat(300))
+        );
+    }
 
     #[test]
     fn message_ids_name_the_whole_identity() {

@@ -1,10 +1,14 @@
 //! Payload filters in the Common Expression Language (`{"cel": "data.amount > 1000"}`),
 //! evaluated with the `cel` crate. An expression is compiled once when it is read (a peer
-//! saved, a peers snapshot loaded), never per event, and its cost is bounded before it is
-//! kept: at most [`MAX_SOURCE`] bytes, brackets at most [`MAX_NESTING`] deep, at most
-//! [`MAX_NODES`] nodes once its macros are expanded, and only the macros that answer a
-//! bool (`all`, `exists`, `exists_one`), not nested, whose bodies read only the element.
-//! So one evaluation reads the event at most a bounded number of times, whatever its data.
+//! saved, a peers snapshot loaded; the same source is compiled once a process), never per
+//! event, and its cost is bounded before it is kept: at most [`MAX_SOURCE`] bytes, brackets
+//! at most [`MAX_NESTING`] deep, at most [`MAX_NODES`] nodes once its macros are expanded;
+//! of the macros only those that answer a bool (`all`, `exists`, `exists_one`), at most
+//! [`MAX_LOOPS`], not nested, whose bodies read only the element; `matches` only with a
+//! literal pattern of at most [`MAX_PATTERN`] bytes and outside a macro's body; `+` only
+//! with a literal on one side (so nothing grows with the data); and `data` only for events
+//! of at most [`MAX_DATA`] bytes. So one evaluation reads an event a bounded number of
+//! times, whatever its data.
 //!
 //! An expression sees each of the event's context attributes as a variable of its name
 //! (`type`, `source`, `subject`, extensions), typed as JSON has them, the federation
@@ -23,6 +27,12 @@ pub const MAX_SOURCE: usize = 1024;
 pub const MAX_NESTING: usize = 32;
 /// The most nodes of an expression, its macros expanded.
 pub const MAX_NODES: usize = 128;
+/// The most macros (`all`, `exists`, `exists_one`) in an expression.
+pub const MAX_LOOPS: usize = 2;
+/// The longest pattern `matches` takes, in bytes.
+pub const MAX_PATTERN: usize = 256;
+/// The largest event whose `data` expressions read (a larger one's attributes only).
+pub const MAX_DATA: usize = 64 * 1024;
 
 /// The standard environment, built once: every expression is compiled with it and every
 /// event's context refers to it.
@@ -39,7 +49,7 @@ impl Cel {
     /// Compiles `source` within the bounds; an expression out of them is kept with the
     /// reason, which [`Cel::problem`] answers (a filter list holding one is refused).
     pub fn compile(source: String) -> Self {
-        let program = compile(&source).map(Arc::new);
+        let program = compiled(&source);
         Self { source, program }
     }
 
@@ -94,6 +104,26 @@ impl<'de> serde::Deserialize<'de> for Cel {
     }
 }
 
+/// Programs compiled in this process, by source: a peers snapshot reloads often, and its
+/// expressions rarely change. At most 4,096 kept (then it starts over).
+fn compiled(source: &str) -> Result<Arc<Program>, String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    type Cache = Mutex<HashMap<String, Result<Arc<Program>, String>>>;
+    static CACHE: LazyLock<Cache> = LazyLock::new(Default::default);
+    if let Some(hit) = CACHE.lock().ok().and_then(|c| c.get(source).cloned()) {
+        return hit;
+    }
+    let made = compile(source).map(Arc::new);
+    if let Ok(mut c) = CACHE.lock() {
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(source.to_owned(), made.clone());
+    }
+    made
+}
+
 fn compile(source: &str) -> Result<Program, String> {
     if source.len() > MAX_SOURCE {
         return Err(format!("at most {MAX_SOURCE} bytes"));
@@ -118,9 +148,24 @@ fn compile(source: &str) -> Result<Program, String> {
         let first = text.lines().next().unwrap_or("a syntax error").trim();
         format!("does not compile: {first}")
     })?;
-    let mut nodes = 0;
-    bounded(program.expression(), None, 0, &mut nodes)?;
+    let mut budget = Budget::default();
+    bounded(program.expression(), None, 0, &mut budget)?;
     Ok(program)
+}
+
+/// What an expression has spent of its bounds so far.
+#[derive(Default)]
+struct Budget {
+    nodes: usize,
+    loops: usize,
+}
+
+/// A literal string's text, if the node is one.
+fn literal_text(e: &cel::IdedExpr) -> Option<&str> {
+    match &e.expr {
+        Expr::Literal(cel::common::ast::LiteralValue::String(s)) => Some(s.inner()),
+        _ => None,
+    }
 }
 
 /// The variables a comprehension's body may read: its element (and index) and accumulator.
@@ -131,16 +176,16 @@ fn bounded(
     e: &cel::IdedExpr,
     scope: Scope<'_>,
     depth: usize,
-    nodes: &mut usize,
+    budget: &mut Budget,
 ) -> Result<(), String> {
-    *nodes += 1;
-    if *nodes > MAX_NODES {
+    budget.nodes += 1;
+    if budget.nodes > MAX_NODES {
         return Err(format!("more than {MAX_NODES} nodes"));
     }
     if depth > 2 * MAX_NESTING {
         return Err(format!("nested more than {} deep", 2 * MAX_NESTING));
     }
-    let next = |x: &cel::IdedExpr, nodes: &mut usize| bounded(x, scope, depth + 1, nodes);
+    let next = |x: &cel::IdedExpr, b: &mut Budget| bounded(x, scope, depth + 1, b);
     match &e.expr {
         Expr::Ident(name) => match scope {
             Some(vars) if !vars.contains(&Some(name.as_str())) => Err(format!(
@@ -149,30 +194,62 @@ fn bounded(
             _ => Ok(()),
         },
         Expr::Call(c) => {
-            if let Some(t) = &c.target {
-                next(t, nodes)?;
+            if c.func_name == "matches" {
+                let pattern = c
+                    .args
+                    .last()
+                    .and_then(literal_text)
+                    .ok_or("matches takes a literal pattern (a string in the expression)")?;
+                if scope.is_some() {
+                    return Err(
+                        "matches inside a macro's body (it compiles once an element)".into(),
+                    );
+                }
+                if pattern.len() > MAX_PATTERN {
+                    return Err(format!("a matches pattern is at most {MAX_PATTERN} bytes"));
+                }
+                regex::RegexBuilder::new(pattern)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| format!("matches: {e}"))?;
             }
-            c.args.iter().try_for_each(|a| next(a, nodes))
+            if c.func_name == cel::common::ast::operators::ADD
+                && !c.args.iter().any(|a| matches!(a.expr, Expr::Literal(_)))
+            {
+                return Err(
+                    "+ takes a literal on one side (its result would grow with the data)".into(),
+                );
+            }
+            if let Some(t) = &c.target {
+                next(t, budget)?;
+            }
+            c.args.iter().try_for_each(|a| next(a, budget))
         }
-        Expr::Select(s) => next(&s.operand, nodes),
-        Expr::List(l) => l.elements.iter().try_for_each(|x| next(x, nodes)),
+        Expr::Select(s) => next(&s.operand, budget),
+        Expr::List(l) => l.elements.iter().try_for_each(|x| next(x, budget)),
         Expr::Map(m) => m.entries.iter().try_for_each(|x| match &x.expr {
             EntryExpr::MapEntry(me) => {
-                next(&me.key, nodes)?;
-                next(&me.value, nodes)
+                next(&me.key, budget)?;
+                next(&me.value, budget)
             }
-            EntryExpr::StructField(f) => next(&f.value, nodes),
+            EntryExpr::StructField(f) => next(&f.value, budget),
         }),
         Expr::Struct(s) => s.entries.iter().try_for_each(|x| match &x.expr {
             EntryExpr::MapEntry(me) => {
-                next(&me.key, nodes)?;
-                next(&me.value, nodes)
+                next(&me.key, budget)?;
+                next(&me.value, budget)
             }
-            EntryExpr::StructField(f) => next(&f.value, nodes),
+            EntryExpr::StructField(f) => next(&f.value, budget),
         }),
         Expr::Comprehension(c) => {
             if scope.is_some() {
                 return Err("a macro inside a macro's body (its cost would multiply)".into());
+            }
+            budget.loops += 1;
+            if budget.loops > MAX_LOOPS {
+                return Err(format!(
+                    "more than {MAX_LOOPS} of all, exists and exists_one"
+                ));
             }
             if matches!(c.accu_init.expr, Expr::List(_) | Expr::Map(_)) {
                 return Err(
@@ -181,15 +258,15 @@ fn bounded(
                         .into(),
                 );
             }
-            next(&c.iter_range, nodes)?;
-            next(&c.accu_init, nodes)?;
+            next(&c.iter_range, budget)?;
+            next(&c.accu_init, budget)?;
             let inner = Some([
                 Some(c.iter_var.as_str()),
                 c.iter_var2.as_deref(),
                 Some(c.accu_var.as_str()),
             ]);
             for part in [&c.loop_cond, &c.loop_step, &c.result] {
-                bounded(part, inner, depth + 1, nodes)?;
+                bounded(part, inner, depth + 1, budget)?;
             }
             Ok(())
         }
@@ -198,8 +275,9 @@ fn bounded(
 }
 
 /// An event's context for expressions: its top-level members (`data_base64` as `data`, in
-/// bytes) and the federation extensions given apart (`extensions`). Text that is not a JSON
-/// object has no context: every expression errors on it.
+/// bytes; no `data` for an event over [`MAX_DATA`]) and the federation extensions given
+/// apart (`extensions`). Text that is not a JSON object has no context: every expression
+/// errors on it.
 pub fn context(
     text: Option<&str>,
     extensions: &[(&'static str, serde_json::Value)],
@@ -211,7 +289,11 @@ pub fn context(
         else {
             return Err("the event is not a JSON object".into());
         };
+        let with_data = text.len() <= MAX_DATA;
         for (name, v) in members {
+            if !with_data && (name == "data" || name == "data_base64") {
+                continue;
+            }
             if name == "data_base64" {
                 if let Some(bytes) = v.as_str().and_then(|_| kite_wire::event::data_bytes(text)) {
                     ctx.add_variable_from_value("data", Value::Bytes(bytes.into()));
@@ -308,6 +390,18 @@ mod tests {
         assert!(refused(&vec!["subject == \"a\""; 40].join(" || ")).contains("nodes"));
         assert!(refused("data.object.amount >").contains("compile"));
         assert!(refused("  ").contains("empty"));
+        assert!(refused(r#"type.matches(subject)"#).contains("literal pattern"));
+        assert!(
+            refused(r#"data.object.items.exists(i, string(i).matches("a"))"#)
+                .contains("matches inside")
+        );
+        assert!(refused("data.object.items + data.object.items == []").contains("literal"));
+        assert!(eval(r#"subject + "x" == "cus_1x""#).is_ok());
+        assert!(refused(
+            "data.object.items.exists(i, i.price > 1) && data.object.items.all(i, i.price > 0) \
+             && data.object.items.exists(i, i.price > 2)"
+        )
+        .contains("more than 2"));
         // Deep unary chains are within the source bound and evaluate without harm.
         let bangs = format!("{}true", "!".repeat(1000));
         let _ = eval(&bangs);

@@ -3,7 +3,8 @@
 //! other filters, and `cel`, an expression over the attributes and the data ([`cel`]). A
 //! peer forwards an event only if every one of its filters matches (beside its scopes).
 //! Bounded: at most [`MAX_FILTERS`] a list, [`MAX_NODES`] filters in all, [`MAX_DEPTH`]
-//! deep, values of at most [`MAX_VALUE`] bytes, expressions within [`cel`]'s bounds.
+//! deep, values of at most [`MAX_VALUE`] bytes, at most [`MAX_EXPRESSIONS`] expressions,
+//! each within [`cel`]'s bounds.
 //!
 //! A filter answers match, no match, or an error (an expression that could not answer),
 //! as CEL's own operators do: `all` is no match if any is, `any` a match if any is, and
@@ -24,6 +25,8 @@ pub const MAX_NODES: usize = 64;
 pub const MAX_DEPTH: usize = 8;
 /// The longest value an `exact`, `prefix` or `suffix` compares with, in bytes.
 pub const MAX_VALUE: usize = 1024;
+/// The most expressions (`cel`) in one list.
+pub const MAX_EXPRESSIONS: usize = 4;
 
 /// One filter of the CloudEvents Subscriptions API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,11 +221,16 @@ impl Filter {
 
     /// Whether the filter, or one inside it, is an expression (it then reads the data).
     pub fn reads_data(&self) -> bool {
+        self.expressions() > 0
+    }
+
+    /// How many expressions (`cel`) it holds, itself included.
+    fn expressions(&self) -> usize {
         match self {
-            Filter::Cel(_) => true,
-            Filter::All(l) | Filter::Any(l) => l.iter().any(Filter::reads_data),
-            Filter::Not(f) => f.reads_data(),
-            Filter::Exact(_) | Filter::Prefix(_) | Filter::Suffix(_) => false,
+            Filter::Cel(_) => 1,
+            Filter::All(l) | Filter::Any(l) => l.iter().map(Filter::expressions).sum(),
+            Filter::Not(f) => f.expressions(),
+            Filter::Exact(_) | Filter::Prefix(_) | Filter::Suffix(_) => 0,
         }
     }
 }
@@ -337,6 +345,11 @@ pub fn read(field: &str, v: &serde_json::Value) -> Result<Vec<Filter>, String> {
         })?;
         f.check(&at, 1, &mut nodes)?;
         out.push(f);
+    }
+    if out.iter().map(Filter::expressions).sum::<usize>() > MAX_EXPRESSIONS {
+        return Err(format!(
+            "{field} holds at most {MAX_EXPRESSIONS} cel expressions"
+        ));
     }
     Ok(out)
 }
