@@ -67,9 +67,11 @@ pub struct NewInvitation {
     pub ordering_key: Option<String>,
     /// What an ordered key does once its event went dead (`skip` or `block`).
     #[schema(required = false)]
+    #[serde(skip_serializing_if = "crate::types::OnDead::is_default")]
     pub on_dead: crate::types::OnDead,
     /// The peer's own delivery policy (each field left out: the instance's).
     #[schema(required = false)]
+    #[serde(skip_serializing_if = "crate::peers::DeliveryPolicy::is_default")]
     pub delivery: crate::peers::DeliveryPolicy,
     /// Seconds it stays valid (default 7 days).
     #[schema(required = false, default = 604800, minimum = 1)]
@@ -168,7 +170,7 @@ pub struct AcceptInvitation {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_key: Option<String>,
     /// What an ordered key does once its event went dead (`skip` or `block`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::types::OnDead::is_default")]
     #[schema(required = false)]
     pub on_dead: crate::types::OnDead,
     /// The peer's own delivery policy (each field left out: the instance's).

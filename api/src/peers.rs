@@ -195,12 +195,15 @@ pub struct NewPeer {
     pub ordering_key: Option<String>,
     /// What an ordered key does once its event went dead.
     #[schema(required = false, default = "skip")]
+    #[serde(skip_serializing_if = "OnDead::is_default")]
     pub on_dead: OnDead,
     /// The peer's own delivery policy (each field left out: the instance's).
     #[schema(required = false)]
+    #[serde(skip_serializing_if = "DeliveryPolicy::is_default")]
     pub delivery: DeliveryPolicy,
     /// `structured` or `binary`.
     #[schema(required = false, default = "structured")]
+    #[serde(skip_serializing_if = "ContentMode::is_default")]
     pub content_mode: ContentMode,
     /// Unique name within the team.
     #[schema(min_length = 1, max_length = 128)]

@@ -186,6 +186,20 @@ text_enum! {
     }
 }
 
+impl OnDead {
+    /// Whether it is the default (a request need not send it).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl ContentMode {
+    /// Whether it is the default (a request need not send it).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 text_enum! {
     /// What delivery has seen of a peer.
     PeerHealth {

@@ -118,7 +118,7 @@ struct RunArgs {
     /// batches (`X-Kite-Batch`); 0 makes it a Kite peer that takes one event a request.
     #[arg(long, default_value_t = 64)]
     peer_batch: usize,
-    /// A CEL filter the run's events match (`data.object.amount >= 1000`): every peer then
+    /// A CEL filter the run's events match (`data.data.object.amount >= 1000`): every peer then
     /// takes every event by scope, the --matching-peers filter with it and the others with
     /// its negation, so routing evaluates it for every peer.
     #[arg(long)]
