@@ -177,3 +177,23 @@ pub fn standardwebhooks_verify(
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// Prometheus' `promtool` (`KITE_TEST_PROMTOOL`, else `target/test-tools/bin/promtool`,
+/// which `scripts/services promtool` takes out of Debian's prometheus package on first use).
+pub fn promtool() -> PathBuf {
+    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tool = std::env::var_os("KITE_TEST_PROMTOOL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/test-tools/bin/promtool"));
+    if !tool.exists() {
+        let got = Command::new(root.join("scripts/services"))
+            .arg("promtool")
+            .current_dir(&root)
+            .status()
+            .expect("scripts/services promtool");
+        assert!(got.success(), "scripts/services promtool");
+    }
+    tool
+}

@@ -123,6 +123,76 @@ async fn metrics_move_with_traffic() {
 }
 
 #[tokio::test]
+async fn the_shipped_alert_rules_and_dashboard_hold_and_name_only_metrics_kite_exports() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("deploy/prometheus");
+    let promtool = common::tools::promtool();
+    // The rules are valid, and each alert fires on the series that mean it and not on
+    // healthy ones (their unit tests, deploy/prometheus/kite-alerts.test.yml).
+    for args in [
+        ["check", "rules", "kite-alerts.yml"],
+        ["test", "rules", "kite-alerts.test.yml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&rules)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // What kite exports: its own metrics (a histogram as its series), and the process
+    // metrics a running kite shows.
+    let mut exported: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for (name, kind, _, _) in kite_wire::metrics::ALL {
+        exported.insert(name.to_string());
+        if matches!(kind, kite_wire::metrics::Kind::Histogram) {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    let a = Instance::process_with("alerts", &[]).await;
+    let text = scrape(&a).await;
+    exported.extend(
+        text.lines()
+            .filter(|l| l.starts_with("process_"))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned),
+    );
+    assert!(exported.contains("process_resident_memory_bytes"), "{text}");
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana/kite-dashboard.json"))
+        .expect("the dashboard");
+    let parsed: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exprs: Vec<String> = parsed["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(exprs.len() >= 10, "{} queries", exprs.len());
+    let alerts = std::fs::read_to_string(rules.join("kite-alerts.yml")).expect("the rules");
+    for (what, text) in [("the rules", alerts), ("the dashboard", exprs.join("\n"))] {
+        let names: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("kite_") || w.starts_with("process_"))
+            .collect();
+        assert!(!names.is_empty(), "{what} name no metric");
+        for n in names {
+            assert!(
+                exported.contains(n),
+                "{what} name {n}, which kite does not export"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_readme_lists_every_metric() {
     let readme = include_str!("../../README.md");
     for (name, _, labels, _) in kite_wire::metrics::ALL {
