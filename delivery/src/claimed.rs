@@ -77,11 +77,7 @@ impl Claiming {
     /// The peer's rate as a token bucket (None: unlimited).
     fn limiter(&self) -> Option<governor::DefaultDirectRateLimiter> {
         let (bits, burst) = self.rate?;
-        crate::gate::rate_limiter(&kite_api::peers::DeliveryPolicy {
-            rate_per_sec: Some(f64::from_bits(bits)),
-            rate_burst: burst,
-            ..Default::default()
-        })
+        crate::gate::rate_limiter(f64::from_bits(bits), burst)
     }
 }
 

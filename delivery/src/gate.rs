@@ -45,11 +45,12 @@ pub(crate) fn claimed(p: &DeliveryPolicy, ordered: bool) -> bool {
         || p.retry_max_delay_ms.is_some()
 }
 
-/// A peer's outbound rate as a token bucket of `rate_burst` (default 1).
-pub(crate) fn rate_limiter(p: &DeliveryPolicy) -> Option<DefaultDirectRateLimiter> {
-    p.rate_per_sec.filter(|r| *r > 0.0).map(|r| {
-        let period = Duration::from_secs_f64(1.0 / r);
-        let burst = NonZeroU32::new(p.rate_burst.unwrap_or(1).max(1)).unwrap_or(NonZeroU32::MIN);
+/// An outbound rate of `per_sec` as a token bucket of `burst` (default 1); None for a rate
+/// that is not positive.
+pub(crate) fn rate_limiter(per_sec: f64, burst: Option<u32>) -> Option<DefaultDirectRateLimiter> {
+    (per_sec > 0.0).then(|| {
+        let period = Duration::from_secs_f64(1.0 / per_sec);
+        let burst = NonZeroU32::new(burst.unwrap_or(1).max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(burst);
@@ -84,12 +85,11 @@ pub(crate) struct Gates(Mutex<HashMap<PeerId, Arc<Gate>>>);
 
 impl Gates {
     /// The gate of a peer with this policy (None: no limit).
+    /// Most peers have none, and their deliveries take no lock here; a gate left by a
+    /// limit since removed is replaced when one is set again.
     pub(crate) fn of(&self, peer: PeerId, p: &DeliveryPolicy) -> Option<Arc<Gate>> {
+        let n = p.max_in_flight?;
         let mut m = self.0.lock().ok()?;
-        let Some(n) = p.max_in_flight else {
-            m.remove(&peer);
-            return None;
-        };
         if let Some(g) = m.get(&peer).filter(|g| g.made_for == n) {
             return Some(g.clone());
         }

@@ -97,7 +97,6 @@ pub fn cloudevents_binary(
     headers: &[(String, String)],
     body: &[u8],
 ) -> Result<serde_json::Value, String> {
-    use std::io::Write;
     let script = "import sys, json\n\
                   from standardwebhooks import Webhook\n\
                   from cloudevents.core.bindings.http import HTTPMessage, from_binary\n\
@@ -108,6 +107,33 @@ pub fn cloudevents_binary(
                   ev = from_binary(HTTPMessage(headers=headers, body=body), JSONFormat())\n\
                   print(json.dumps({'attributes': {k: str(v) for k, v in ev.get_attributes().items()},\n\
                                     'data': ev.get_data()}))\n";
+    let out = run_on_delivery(script, secret, headers, body)?;
+    serde_json::from_slice(&out).map_err(|e| e.to_string())
+}
+
+/// Verifies a delivery with the official library: `Webhook(secret).verify(body, headers)`,
+/// unchanged. Answers the library's verdict (`Ok`) or its error text.
+pub fn standardwebhooks_verify(
+    secret: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<(), String> {
+    let script = "import sys, json\n\
+                  from standardwebhooks import Webhook\n\
+                  Webhook(sys.argv[1]).verify(sys.stdin.buffer.read(), json.loads(sys.argv[2]))\n";
+    run_on_delivery(script, secret, headers, body).map(|_| ())
+}
+
+/// Runs a Python `script` of the test tools on a delivery: `secret` as its first argument,
+/// the headers as a JSON object its second, the body on stdin. Answers its stdout, or its
+/// stderr when it fails.
+fn run_on_delivery(
+    script: &str,
+    secret: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Result<Vec<u8>, String> {
+    use std::io::Write;
     let headers: serde_json::Map<String, serde_json::Value> = headers
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
@@ -131,48 +157,8 @@ pub fn cloudevents_binary(
         .write_all(body)
         .expect("write body");
     let out = child.wait_with_output().expect("python ran");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-}
-
-/// Verifies a delivery with the official library: `Webhook(secret).verify(body, headers)`,
-/// unchanged. Answers the library's verdict (`Ok`) or its error text.
-pub fn standardwebhooks_verify(
-    secret: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> Result<(), String> {
-    use std::io::Write;
-    let script = "import sys, json\n\
-                  from standardwebhooks import Webhook\n\
-                  Webhook(sys.argv[1]).verify(sys.stdin.buffer.read(), json.loads(sys.argv[2]))\n";
-    let headers: serde_json::Map<String, serde_json::Value> = headers
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let mut child = Command::new(standardwebhooks_python())
-        .args([
-            "-c",
-            script,
-            secret,
-            &serde_json::Value::Object(headers).to_string(),
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body)
-        .expect("write body");
-    let out = child.wait_with_output().expect("python ran");
     if out.status.success() {
-        Ok(())
+        Ok(out.stdout)
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }

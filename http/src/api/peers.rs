@@ -153,34 +153,31 @@ pub(super) async fn patch_peer(
     if let Some(u) = &patch.peer_hook_url {
         check_destination(&st, u).await?;
     }
-    if let Some(t) = &patch.inbound_token {
-        if st
+    // What only a token peer takes: refused for a peer made by invitation.
+    let binary = patch.content_mode == Some(kite_api::types::ContentMode::Binary);
+    if patch.inbound_token.is_some() || binary {
+        let by_invitation = st
             .store
             .get_peer(&g.team_id, id)
             .await?
             .server_name
-            .is_some()
-        {
+            .is_some();
+        if by_invitation && patch.inbound_token.is_some() {
             return Err(ApiErr(ApiError::validation(
                 "inbound_token",
                 "a peer made by invitation signs with its identity key: inbound_token is \
                  for token peers",
             )));
         }
-        token_unused(&st, &g.team_id, t).await?;
+        if by_invitation && binary {
+            return Err(ApiErr(ApiError::validation(
+                "content_mode",
+                "a peer made by invitation is a kite server: it takes structured events",
+            )));
+        }
     }
-    if patch.content_mode == Some(kite_api::types::ContentMode::Binary)
-        && st
-            .store
-            .get_peer(&g.team_id, id)
-            .await?
-            .server_name
-            .is_some()
-    {
-        return Err(ApiErr(ApiError::validation(
-            "content_mode",
-            "a peer made by invitation is a kite server: it takes structured events",
-        )));
+    if let Some(t) = &patch.inbound_token {
+        token_unused(&st, &g.team_id, t).await?;
     }
     let peer = st
         .store
