@@ -17,9 +17,12 @@ use anyhow::{bail, Context};
 use kite_wire::provider::{self, Scheme};
 use serde_json::Value;
 
-/// Headers of the original request not replayed with `--raw`: credentials, hop-by-hop ones
-/// and the provider signatures (signed anew).
+/// Headers of the original request not replayed with `--raw`: credentials, hop-by-hop ones,
+/// the provider signatures (signed anew) and the caller's trace context (the event's, which
+/// continues it, is sent instead).
 const NOT_REPLAYED: &[&str] = &[
+    "traceparent",
+    "tracestate",
     "authorization",
     "host",
     "content-length",
@@ -95,6 +98,15 @@ impl Forwarder {
             req = req.header("content-type", "application/cloudevents+json");
             text.as_bytes().to_vec()
         };
+        // The event's trace context (the span that took it in), for the app's own spans.
+        let trace = kite_wire::trace::TraceContext::parse(
+            s(kite_wire::trace::EXT_TRACEPARENT),
+            ev.get(kite_wire::trace::EXT_TRACESTATE)
+                .and_then(Value::as_str),
+        );
+        for (k, v) in trace.iter().flat_map(|t| t.headers()) {
+            req = req.header(k, v);
+        }
         let signature = provider::sign_standard(&[&self.secret], &msg_id, now, &body);
         req.header("webhook-id", msg_id)
             .header("webhook-timestamp", now.to_string())

@@ -14,6 +14,7 @@ pub mod serve;
 pub mod settings;
 pub mod startup;
 pub mod stdout;
+pub mod telemetry;
 pub mod trigger;
 
 /// Makes aws-lc-rs the process' TLS provider (serving, peers, `kite listen`). rustls picks

@@ -40,26 +40,37 @@ enum Command {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG`, else at `default`: text (coloured only on a
-/// terminal) or, with `KITE_LOG_FORMAT=json`, one JSON object a line.
-fn init_tracing(default: &str) -> Result<(), String> {
+/// terminal) or, with `KITE_LOG_FORMAT=json`, one JSON object a line; and, given `exporter`,
+/// exports kite's spans to OpenTelemetry.
+fn init_tracing(default: &str, exporter: Option<&kite::telemetry::Exporter>) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let format = std::env::var("KITE_LOG_FORMAT").unwrap_or_default();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format.trim().to_ascii_lowercase().as_str() {
-        "json" => builder.json().with_current_span(false).init(),
-        "" | "text" => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format.trim().to_ascii_lowercase().as_str() {
+        "json" => fmt
+            .json()
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed(),
+        "" | "text" => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .with_filter(filter)
+            .boxed(),
         other => {
             return Err(format!(
                 "KITE_LOG_FORMAT must be text or json, got {other:?}"
             ))
         }
-    }
-    Ok(())
+    };
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(exporter.map(|e| e.layer()))
+        .try_init()
+        .map_err(|e| e.to_string())
 }
 
 /// The process' allocator (see the dependency's note in Cargo.toml).
@@ -83,12 +94,23 @@ async fn main() {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
         return;
     }
+    // Only a server exports spans.
+    let exporter = match &cli.command {
+        Command::Serve(_) => kite::telemetry::Exporter::from_env().unwrap_or_else(|e| {
+            eprintln!("kite: error: {e}");
+            std::process::exit(1);
+        }),
+        _ => None,
+    };
     // The demo prints its own story on stdout; its instances log warnings themselves.
-    if let Err(e) = init_tracing(if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    }) {
+    if let Err(e) = init_tracing(
+        if matches!(cli.command, Command::Demo(_)) {
+            "warn"
+        } else {
+            "info"
+        },
+        exporter.as_ref(),
+    ) {
         eprintln!("kite: error: {e}");
         std::process::exit(1);
     }
@@ -103,6 +125,10 @@ async fn main() {
         Command::Trigger(a) => trigger::trigger(a).await,
         Command::Completions { .. } => Ok(()),
     };
+    if let Some(e) = exporter {
+        // The batch processor's export blocks: not on the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+    }
     if let Err(e) = result {
         let code = if e.chain().any(|c| c.is::<listen::AuthFailed>()) {
             2

@@ -4,6 +4,7 @@ use chrono::Utc;
 use kite_store::outbox::{DeliveryRow, PeerAuth};
 use kite_store::types::PeerAnswer;
 use kite_wire::ids::{OutboxId, PeerId};
+use kite_wire::trace::otel;
 use kite_wire::{batch, fed, signature};
 
 use crate::outcome::{classify_error, classify_refusal, classify_status, Outcome};
@@ -124,6 +125,27 @@ impl Ctx {
                 return Err(out);
             }
         };
+        // The attempt's span (only while spans are exported), a child of the span that took
+        // the event in; the copy forwarded carries its context.
+        let span = if otel::enabled() {
+            tracing::info_span!(
+                target: otel::TARGET,
+                "kite.deliver",
+                otel.kind = "client",
+                cloudevents.event_id = %event.id,
+                cloudevents.event_type = %event.ty,
+                kite.team = %row.team_id,
+                kite.peer = %peer.name,
+                kite.attempt = row.attempts + 1,
+                http.response.status_code = tracing::field::Empty,
+                kite.outcome = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let trace = otel::continue_in(&span, event.trace.as_ref());
         // A handshake peer gets the origin signature (this server's, for an event entering
         // the federation here); a Kite token peer the event as before.
         let forwarded = match &peer.auth {
@@ -136,7 +158,7 @@ impl Ctx {
                 fed::forward_text(&event.rest, &event.fed, &self.cfg.instance_id)
             }
         };
-        let forwarded = match forwarded {
+        let forwarded = match forwarded.and_then(|f| fed::splice(&f, &trace.members())) {
             Ok(b) => b,
             Err(e) => {
                 out.error = Some(AttemptError::Forward(e.to_string()));
@@ -174,6 +196,8 @@ impl Ctx {
             timeout: crate::gate::timeout(&self.cfg, &peer.delivery),
             gate: self.gates.of(row.peer_id, &peer.delivery),
             binary,
+            trace,
+            span,
             auth: peer.auth,
             peer_id: row.peer_id,
             url: peer.hook_url,
@@ -318,23 +342,32 @@ impl Ctx {
             Some(g) => Some(g.enter().await),
             None => None,
         };
+        // A single event's request carries its trace context as headers too.
+        let trace = r.trace.headers();
         let (answer, took) = match &r.binary {
             Some(ce) => {
-                let headers = Self::binary_headers(&r, ce, &r.body);
+                let mut headers = Self::binary_headers(&r, ce, &r.body);
+                headers.extend(
+                    trace
+                        .into_iter()
+                        .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), v)),
+                );
                 self.post(&r, headers, r.body.clone()).await
             }
             None => {
-                let headers = match self
+                let mut headers = match self
                     .sign(&r, &r.message_id, &r.body, SINGLE_CONTENT_TYPE)
                     .await
                 {
                     Ok(h) => h,
                     Err(e) => return r.failed(Outcome::PeerFailure, e),
                 };
+                headers.extend(trace);
                 self.post(&r, headers, r.body.clone()).await
             }
         };
         let binary = r.binary();
+        let span = r.span;
         let mut out = r.out;
         out.took = took;
         match answer {
@@ -350,6 +383,7 @@ impl Ctx {
             }
             Err(e) => (out.outcome, out.error) = transport_failure(&e),
         }
+        close_span(&span, &out);
         out
     }
 
@@ -420,6 +454,7 @@ impl Ctx {
                 out.error = error;
                 out.status = status;
                 out.instance_id = instance.clone();
+                close_span(&r.span, &out);
                 out
             })
             .collect()
@@ -512,6 +547,10 @@ pub(crate) struct Ready {
     gate: Option<std::sync::Arc<crate::gate::Gate>>,
     /// In binary mode: its `ce-*` headers and content type (the body is then the data).
     binary: Option<Vec<(String, String)>>,
+    /// The trace context the forwarded copy carries (also sent as `traceparent` headers).
+    trace: kite_wire::trace::TraceContext,
+    /// The attempt's span (disabled while spans are not exported), ended with the attempt.
+    span: tracing::Span,
 }
 
 impl Ready {
@@ -526,7 +565,25 @@ impl Ready {
         let mut out = self.out;
         out.outcome = outcome;
         out.error = Some(error);
+        close_span(&self.span, &out);
         out
+    }
+}
+
+/// Records an attempt's result on its span (which ends when it is dropped).
+fn close_span(span: &tracing::Span, out: &Attempt) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(status) = out.status {
+        span.record("http.response.status_code", status);
+    }
+    span.record("kite.outcome", tracing::field::debug(out.outcome));
+    if out.outcome != Outcome::Delivered {
+        span.record("otel.status_code", "ERROR");
+        if let Some(e) = &out.error {
+            span.record("otel.status_description", tracing::field::display(e));
+        }
     }
 }
 

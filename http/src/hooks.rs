@@ -20,6 +20,7 @@ use kite_wire::event::{
 };
 use kite_wire::ids::EventSeq;
 use kite_wire::provider::Scheme;
+use kite_wire::trace::otel;
 use kite_wire::{batch, ApiError};
 
 use crate::{ApiErr, AppState};
@@ -411,7 +412,59 @@ async fn take_event(
     body: &[u8],
     from: Option<(&Sender, &kite_store::cache::PeerSnapshot)>,
 ) -> Result<(String, Admitted), ApiErr> {
-    let incoming = build_event(hook, headers, body, Utc::now())?;
+    use tracing::Instrument as _;
+    let mut incoming = build_event(hook, headers, body, Utc::now())?;
+    // The ingest span (only while spans are exported): a child of the context the event
+    // came with; the event keeps the span's context, which its deliveries continue.
+    let span = if otel::enabled() {
+        tracing::info_span!(
+            target: otel::TARGET,
+            "kite.ingest",
+            otel.kind = "server",
+            cloudevents.event_id = %incoming.id,
+            cloudevents.event_type = %incoming.ty,
+            cloudevents.event_source = %incoming.source,
+            kite.team = hook.team,
+            kite.hook = hook.source,
+            kite.seq = tracing::field::Empty,
+            kite.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    incoming.trace = Some(otel::continue_in(&span, incoming.trace.as_ref()));
+    let taken = check_and_admit(st, hook, body, from, incoming)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        match &taken {
+            Ok((_, admitted)) => {
+                let (_, answer) = answer_of(String::new(), admitted.clone());
+                span.record("kite.outcome", answer.status.outcome());
+                if let Some(seq) = answer.seq {
+                    span.record("kite.seq", seq);
+                }
+            }
+            Err(e) => {
+                span.record("kite.outcome", HookStatus::Rejected.outcome());
+                span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", e.0.message.as_str());
+            }
+        }
+    }
+    taken
+}
+
+/// The checks of an event taken from a hook (a peer's grants, its provenance) and its store.
+async fn check_and_admit(
+    st: &AppState,
+    hook: Hook<'_>,
+    body: &[u8],
+    from: Option<(&Sender, &kite_store::cache::PeerSnapshot)>,
+    incoming: kite_wire::event::IncomingEvent,
+) -> Result<(String, Admitted), ApiErr> {
     let id = incoming.id.clone();
     let event = match from {
         None => Admissible::Hook(incoming),
@@ -542,6 +595,7 @@ pub(crate) enum Admissible {
 }
 
 /// What became of an event handed to [`admit`].
+#[derive(Clone)]
 pub(crate) enum Admitted {
     /// Stored, with its sequence number.
     Stored {
@@ -580,6 +634,7 @@ pub(crate) async fn admit(
             event: incoming.text,
             fed: incoming.fed,
             origin_sig: incoming.origin_sig,
+            trace: incoming.trace,
         })
         .await?;
     Ok(match outcome {

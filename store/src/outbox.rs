@@ -43,8 +43,12 @@ pub struct Outgoing {
     pub id: String,
     /// Its CloudEvent source (with the id, the event's identity).
     pub source: String,
+    /// Its CloudEvent type.
+    pub ty: String,
     /// Its origin signature, when it came with one.
     pub origin_sig: Option<kite_wire::provenance::SigText>,
+    /// Its trace context: each attempt's span is a child of it.
+    pub trace: Option<kite_wire::trace::TraceContext>,
     /// When it was received here.
     pub received_at: DateTime<Utc>,
 }
@@ -131,7 +135,9 @@ impl DeliveryRow {
                 fed: event.fed.clone(),
                 id: event.ce_id.clone(),
                 source: event.ce_source.clone(),
+                ty: event.ce_type.clone(),
                 origin_sig: event.origin_sig.clone(),
+                trace: event.trace.clone(),
                 received_at,
             }),
             peer: Some(Target {
@@ -160,7 +166,9 @@ fn outgoing(r: &tokio_postgres::Row) -> Result<Outgoing> {
         fed: fed_columns(r, 11)?,
         id: r.col(14)?,
         source: r.col(15)?,
+        ty: r.col(27)?,
         origin_sig: crate::events::sig_columns(r, 17),
+        trace: crate::events::trace_columns(r, 25),
         received_at: r.col(21)?,
     })
 }
@@ -271,7 +279,8 @@ impl Store {
                         p.previous_outbound_token, p.key_id,
                         e.fed_origin, e.fed_chain, e.fed_hops, e.ce_id, e.ce_source, p.server_name,
                         e.fed_sig, e.fed_sigkey, p.name, o.team_id, e.received_at, p.inbound_token,
-                        p.previous_until, p.conduct::text
+                        p.previous_until, p.conduct::text, e.trace_parent, e.trace_state,
+                        e.ce_type
                  FROM outbox o JOIN events e ON e.seq = o.event_seq
                  LEFT JOIN peers p ON p.id = o.peer_id
                  WHERE o.id = ANY($1) ORDER BY o.id",

@@ -201,6 +201,10 @@ async fn forward_to_raw_sends_data_with_kept_headers_and_no_credentials() {
         &[
             ("stripe-signature", "t=1,v1=abc"),
             ("authorization", "Bearer secret-x"),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
         ],
     )
     .await;
@@ -220,6 +224,20 @@ async fn forward_to_raw_sends_data_with_kept_headers_and_no_credentials() {
         .iter()
         .any(|(k, v)| k == "stripe-signature" && v != "t=1,v1=abc"));
     assert!(!headers.iter().any(|(k, _)| k == "authorization"));
+    // The event's trace context goes to the app as a header: the webhook's trace, continued
+    // by the span that took it in (the context the stored event carries).
+    let stored = a.event("evt_raw").await.expect("event")["event"]["traceparent"].clone();
+    let sent = headers
+        .iter()
+        .find(|(k, _)| k == "traceparent")
+        .map(|(_, v)| v.clone())
+        .expect("a traceparent header");
+    assert_eq!(stored, sent.as_str());
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{sent}"
+    );
+    assert!(!sent.contains("00f067aa0ba902b7"), "{sent}");
 }
 
 #[tokio::test]

@@ -33,3 +33,4 @@ mod stages;
 mod story;
 mod teams;
 mod tls;
+mod traces;

@@ -96,6 +96,7 @@ async fn the_router_turns_a_route_message_into_deliveries_in_memory() {
         ),
         fed: FedInfo::default(),
         origin_sig: None,
+        trace: None,
     })
     .collect();
     let seqs: Vec<EventSeq> = store

@@ -105,6 +105,17 @@ pub struct IncomingEvent {
     pub fed: FedInfo,
     /// Its origin signature, kept beside it (federated events only).
     pub origin_sig: Option<crate::provenance::SigText>,
+    /// Its trace context, kept beside it: as it came (its `traceparent` extension, else the
+    /// request's `traceparent` header), until the intake's span continues it.
+    pub trace: Option<crate::trace::TraceContext>,
+}
+
+/// The trace context a request's `traceparent` and `tracestate` headers name, if valid.
+pub fn header_trace(h: &HeaderMap) -> Option<crate::trace::TraceContext> {
+    crate::trace::TraceContext::parse(
+        header(h, crate::trace::EXT_TRACEPARENT)?,
+        header(h, crate::trace::EXT_TRACESTATE),
+    )
 }
 
 /// A header's value, trimmed, if it is there, visible ASCII and not empty.
@@ -335,6 +346,14 @@ fn finish_cloudevent(
     Ok((obj, data))
 }
 
+/// Room an event entering the federation here keeps for what its forwarded copies add: the
+/// longest chain it can collect, its origin signature and its trace context.
+pub(crate) const NEW_EVENT_ROOM: usize = fed::MAX_SUFFIX_BYTES
+    + 1
+    + crate::provenance::MAX_SIG_BYTES
+    + crate::trace::MAX_MEMBERS_BYTES
+    + 1;
+
 /// Refuses an event whose text, with `room` bytes more, would not fit a peer's limit.
 fn check_size(text: &str, room: usize) -> Result<(), ApiError> {
     if text.len() + room > MAX_BODY_BYTES {
@@ -371,6 +390,9 @@ pub fn build_event(
         ApiError::new(Code::InvalidExtension, e.to_string()).with("field", json!(e.field))
     })?;
     fed::strip(&mut event);
+    // The extension names the event's context; a peer's request header is only its own.
+    let trace = crate::trace::take(&mut event)
+        .or_else(|| (!federated).then(|| header_trace(headers)).flatten());
     // Only a federated event can carry an origin signature in; one entering the federation
     // here is signed here.
     let origin_sig = if federated {
@@ -398,8 +420,10 @@ pub fn build_event(
         fed::forward_suffix(&fed_info, hook.instance_id).len()
             + 1
             + origin_sig.as_ref().map_or(0, |s| s.members().len() + 1)
+            + crate::trace::MAX_MEMBERS_BYTES
+            + 1
     } else {
-        fed::MAX_SUFFIX_BYTES + 1 + crate::provenance::MAX_SIG_BYTES
+        NEW_EVENT_ROOM
     };
     check_size(&text, room)?;
     Ok(IncomingEvent {
@@ -409,6 +433,7 @@ pub fn build_event(
         text,
         fed: fed_info,
         origin_sig,
+        trace,
     })
 }
 

@@ -18,5 +18,6 @@ pub mod signature;
 pub mod ssrf;
 pub mod stream;
 pub mod token;
+pub mod trace;
 
 pub use error::{ApiError, Code, ErrorBody};

@@ -1,8 +1,8 @@
 //! Origin signatures: the instance where an event enters the federation signs it once with its
 //! identity key, so every later receiver can tell who made it, not only who handed it over.
 //! The signature is Ed25519 over the RFC 8785 canonical JSON of the event without `kiteseq`,
-//! `kitefedchain`, `kitefedhops`, `kitefedsig` and `kitefedsigkey` (the parts that change on
-//! the way), base64url in `kitefedsig`; `kitefedsigkey` names the signing server and key id
+//! `kitefedchain`, `kitefedhops`, `kitefedsig`, `kitefedsigkey`, `traceparent` and
+//! `tracestate` (the parts that change on the way), base64url in `kitefedsig`; `kitefedsigkey` names the signing server and key id
 //! (`{server_name} {key_id}`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,7 +46,15 @@ pub struct OriginSig {
 /// that change on the way.
 pub fn signed_content(event: &Map<String, Value>) -> Vec<u8> {
     let mut covered = event.clone();
-    for k in [EXT_SEQ, EXT_CHAIN, EXT_HOPS, EXT_SIG, EXT_SIGKEY] {
+    for k in [
+        EXT_SEQ,
+        EXT_CHAIN,
+        EXT_HOPS,
+        EXT_SIG,
+        EXT_SIGKEY,
+        crate::trace::EXT_TRACEPARENT,
+        crate::trace::EXT_TRACESTATE,
+    ] {
         covered.remove(k);
     }
     // A map of JSON values always serializes.
@@ -171,8 +179,12 @@ mod tests {
             ("a", "ed25519:1")
         );
         assert!(verify(&ev, &sig, &key.public()));
-        // Hops, chain and seq may change on the way; key order and spacing do not matter.
-        let moved = obj(&signed.replace(r#""kitefedhops":1"#, r#""kitefedhops":2, "kiteseq":9"#));
+        // Hops, chain, seq and the trace context may change on the way; key order and
+        // spacing do not matter.
+        let moved = obj(&signed.replace(
+            r#""kitefedhops":1"#,
+            r#""kitefedhops":2, "kiteseq":9, "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01""#,
+        ));
         assert!(verify(&moved, &sig, &key.public()));
         // The data, the origin or any attribute may not.
         for (from, to) in [

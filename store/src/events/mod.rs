@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use kite_wire::fed::{self, FedInfo};
 use kite_wire::ids::{BatchPos, Delivery, EventSeq, PeerId, TeamId};
 use kite_wire::provenance::SigText;
+use kite_wire::trace::TraceContext;
 use serde::Serialize;
 use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
@@ -35,6 +36,8 @@ pub struct NewEvent {
     pub fed: FedInfo,
     /// Its origin signature, when it came with one.
     pub origin_sig: Option<SigText>,
+    /// The trace context of the span that took it in (see `kite_wire::trace`).
+    pub trace: Option<TraceContext>,
 }
 
 /// What happened to one event of an insert batch.
@@ -73,6 +76,8 @@ pub struct StoredEvent {
     pub received_at: DateTime<Utc>,
     /// Its origin signature (read only where a caller needs it: [`Store::history`]).
     pub origin_sig: Option<SigText>,
+    /// Its trace context (see `kite_wire::trace`).
+    pub trace: Option<TraceContext>,
 }
 
 /// Filters of an event listing.
@@ -276,7 +281,7 @@ impl Store {
             .await?;
         let cut = rows
             .last()
-            .is_some_and(|r| r.try_get::<_, bool>(12).unwrap_or(false));
+            .is_some_and(|r| r.try_get::<_, bool>(14).unwrap_or(false));
         Ok((rows.iter().filter_map(stored).collect(), cut))
     }
 
@@ -369,7 +374,7 @@ pub(crate) fn fed_columns(r: &Row, first: usize) -> Result<FedInfo> {
 
 /// The columns [`stored`] reads, in its order.
 const STORED_COLS: &str = "seq, team_id, hook_source, ce_type, event::text, received_at, \
-    fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey";
+    fed_origin, fed_chain, fed_hops, ce_source, fed_sig, fed_sigkey, trace_parent, trace_state";
 
 /// A stored event row; a row whose event cannot be read keeps the reason instead, so
 /// readers log it and move past it. None only without a sequence number (never stored).
@@ -394,7 +399,19 @@ fn stored(r: &Row) -> Option<StoredEvent> {
         fed,
         received_at: r.col(5).unwrap_or_default(),
         origin_sig: sig_columns(r, 10),
+        trace: trace_columns(r, 12),
     })
+}
+
+/// The trace context of a row from `trace_parent` and `trace_state` at `first`, when the
+/// query read them and the event has one.
+pub(crate) fn trace_columns(r: &Row, first: usize) -> Option<TraceContext> {
+    if r.len() < first + 2 {
+        return None;
+    }
+    let parent: Option<String> = r.col(first).ok()?;
+    let state: Option<String> = r.col(first + 1).ok()?;
+    TraceContext::parse(&parent?, state.as_deref())
 }
 
 /// The origin signature of a row from `fed_sig` and `fed_sigkey` at `first`, when the query
@@ -411,16 +428,19 @@ pub(crate) fn sig_columns(r: &Row, first: usize) -> Option<SigText> {
 
 impl StoredEvent {
     /// The whole event as JSON text, federation extensions put back with its origin
-    /// signature (so anyone can check it with the origin's published key), and `kiteseq`
-    /// when `with_seq`; or why it cannot be read.
+    /// signature (so anyone can check it with the origin's published key) and its trace
+    /// context, and `kiteseq` when `with_seq`; or why it cannot be read.
     pub fn text(&self, with_seq: bool) -> std::result::Result<String, String> {
         let rest = self.rest.as_deref().map_err(|e| e.clone())?;
-        let text = fed::stored_text(rest, &self.fed, with_seq.then_some(self.seq))
+        let mut text = fed::stored_text(rest, &self.fed, with_seq.then_some(self.seq))
             .map_err(|e| e.to_string())?;
-        match &self.origin_sig {
-            Some(sig) => fed::splice(&text, &sig.members()).map_err(|e| e.to_string()),
-            None => Ok(text),
+        if let Some(sig) = &self.origin_sig {
+            text = fed::splice(&text, &sig.members()).map_err(|e| e.to_string())?;
         }
+        if let Some(trace) = &self.trace {
+            text = fed::splice(&text, &trace.members()).map_err(|e| e.to_string())?;
+        }
+        Ok(text)
     }
 }
 
@@ -438,11 +458,14 @@ async fn insert(
                 SELECT pg_advisory_xact_lock(hashtext('kite-stream:' || t))
                 FROM (SELECT DISTINCT t FROM UNNEST($1::text[]) AS u(t) ORDER BY t) ordered)
              INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
-                                 fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey)
-             SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n, g, k
+                                 fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey,
+                                 trace_parent, trace_state)
+             SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)), n, g, k,
+                    tp, ts
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::int[], $10::text[], $11::text[])
-                  AS u(t, s, i, h, ty, e, o, c, n, g, k)
+                         $7::text[], $8::text[], $9::int[], $10::text[], $11::text[],
+                         $12::text[], $13::text[])
+                  AS u(t, s, i, h, ty, e, o, c, n, g, k, tp, ts)
              WHERE (SELECT count(*) FROM locks) >= 0
              ON CONFLICT DO NOTHING
              RETURNING seq, team_id, hook_source, ce_source, ce_id, received_at, fed_origin",
@@ -466,6 +489,8 @@ struct EventColumns<'a> {
     hops: Vec<i32>,
     sigs: Vec<Option<&'a str>>,
     sigkeys: Vec<Option<&'a str>>,
+    trace_parents: Vec<Option<String>>,
+    trace_states: Vec<Option<&'a str>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -492,12 +517,20 @@ impl<'a> EventColumns<'a> {
                 .iter()
                 .map(|e| e.origin_sig.as_ref().map(|s| s.key.as_str()))
                 .collect(),
+            trace_parents: batch
+                .iter()
+                .map(|e| e.trace.as_ref().map(TraceContext::traceparent))
+                .collect(),
+            trace_states: batch
+                .iter()
+                .map(|e| e.trace.as_ref().and_then(|t| t.state.as_deref()))
+                .collect(),
         }
     }
 }
 
 impl EventColumns<'_> {
-    /// The columns as the inserts' first eleven parameters.
+    /// The columns as the inserts' first thirteen parameters.
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         vec![
             &self.teams,
@@ -511,6 +544,8 @@ impl EventColumns<'_> {
             &self.hops,
             &self.sigs,
             &self.sigkeys,
+            &self.trace_parents,
+            &self.trace_states,
         ]
     }
 }

@@ -33,13 +33,14 @@ const INSERT_ROUTED: &str = "WITH locks AS (
                  src AS (
                     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                          $6::text[], $7::text[], $8::text[], $9::int[], $10::text[],
-                                         $11::text[])
-                         WITH ORDINALITY AS u(t, s, i, h, ty, e, o, c, n, g, k, pos)),
+                                         $11::text[], $12::text[], $13::text[])
+                         WITH ORDINALITY AS u(t, s, i, h, ty, e, o, c, n, g, k, tp, ts, pos)),
                  ins AS (
                     INSERT INTO events (team_id, ce_source, ce_id, hook_source, ce_type, event,
-                                        fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey, routed_at)
+                                        fed_origin, fed_chain, fed_hops, fed_sig, fed_sigkey,
+                                        trace_parent, trace_state, routed_at)
                     SELECT t, s, i, h, ty, e::json, o, ARRAY(SELECT json_array_elements_text(c::json)),
-                           n, g, k, now()
+                           n, g, k, tp, ts, now()
                     FROM src WHERE (SELECT count(*) FROM locks) >= 0
                     ORDER BY pos
                     ON CONFLICT DO NOTHING
@@ -49,8 +50,8 @@ const INSERT_ROUTED: &str = "WITH locks AS (
                                         ordering_key)
                     SELECT ins.seq, r.peer, ins.team_id, r.state, r.reason,
                            now() + make_interval(secs => r.lease), r.okey
-                    FROM UNNEST($12::bigint[], $13::uuid[], $14::text[], $15::text[], $16::float8[],
-                                $17::text[])
+                    FROM UNNEST($14::bigint[], $15::uuid[], $16::text[], $17::text[], $18::float8[],
+                                $19::text[])
                          AS r(pos, peer, state, reason, lease, okey)
                     JOIN src ON src.pos = r.pos
                     JOIN ins ON ins.team_id = src.t AND ins.hook_source = src.h

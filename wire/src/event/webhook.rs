@@ -11,7 +11,7 @@ use super::{
     Hook, IncomingEvent, EXT_ORIGINAL_HEADERS, MAX_DEPTH, MAX_ID_LEN, MAX_SOURCE_LEN,
 };
 use crate::error::ApiError;
-use crate::fed::{self, FedInfo};
+use crate::fed::FedInfo;
 use crate::pick::{self, Picked};
 use crate::provider::Scheme;
 use crate::Code;
@@ -81,12 +81,8 @@ pub(super) fn build_webhook(
         now,
         raw,
     )?;
-    // The copy forwarded must fit a peer's limit, with room for the longest chain it can
-    // collect and its origin signature.
-    check_size(
-        &text,
-        fed::MAX_SUFFIX_BYTES + 1 + crate::provenance::MAX_SIG_BYTES,
-    )?;
+    // The copy forwarded must fit a peer's limit, with room for what it collects.
+    check_size(&text, super::NEW_EVENT_ROOM)?;
     Ok(IncomingEvent {
         id,
         source: ce_source,
@@ -94,6 +90,7 @@ pub(super) fn build_webhook(
         text,
         fed: FedInfo::default(),
         origin_sig: None,
+        trace: super::header_trace(headers),
     })
 }
 
