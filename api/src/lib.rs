@@ -12,6 +12,7 @@ pub mod filters;
 pub mod grants;
 pub mod invitations;
 pub mod keys;
+pub mod operational;
 pub mod outbox;
 pub mod peers;
 pub mod policy;

@@ -13,6 +13,7 @@
 mod attempt;
 mod claimed;
 mod gate;
+mod operational;
 pub mod outcome;
 mod record;
 mod results;
@@ -65,6 +66,10 @@ pub struct DeliveryConfig {
     pub lease: Duration,
     /// Handoffs a peer's local lane holds before the ingest writer uses the broker.
     pub lane_capacity: usize,
+    /// The coalescing window of operational events (`kite_store::operational::coalesce`).
+    pub operational_window: Duration,
+    /// How often operational signals are read and operational deliveries sent.
+    pub operational_poll: Duration,
 }
 
 impl DeliveryConfig {
@@ -72,7 +77,8 @@ impl DeliveryConfig {
     /// 16 messages in flight a peer with 32 attempts at once, unreachable after 5 failures
     /// in a row, probed every 30 s (up to 20 rows a probe), private peers refused, peers
     /// reloaded every 2 s at least, failed bookkeeping retried after 500 ms, local rows
-    /// leased for 30 s, 64 handoffs a peer's lane (of at most two rounds of attempts).
+    /// leased for 30 s, 64 handoffs a peer's lane (of at most two rounds of attempts),
+    /// operational events coalesced over a minute, read twice a second.
     pub fn new(instance_id: &str) -> Self {
         Self {
             instance_id: instance_id.to_string(),
@@ -89,6 +95,8 @@ impl DeliveryConfig {
             retry_pause: Duration::from_millis(500),
             lease: Duration::from_secs(30),
             lane_capacity: 64,
+            operational_window: Duration::from_secs(60),
+            operational_poll: Duration::from_millis(500),
         }
     }
 }

@@ -45,6 +45,8 @@ pub async fn run(
         gates: Default::default(),
         batching: Default::default(),
     });
+    let ops_stop = shutdown.child_token();
+    let ops = tokio::spawn(crate::operational::run(ctx.clone(), ops_stop.clone()));
     let mut workers: HashMap<PeerId, Worker> = HashMap::new();
     loop {
         match ctx.store.all_peers().await {
@@ -99,6 +101,8 @@ pub async fn run(
         w.stop.cancel();
         let _ = w.handle.await;
     }
+    ops_stop.cancel();
+    let _ = ops.await;
     Ok(())
 }
 

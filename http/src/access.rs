@@ -124,6 +124,12 @@ actions! {
     ShowPolicy => Read,
     /// Change the federation policy.
     SetPolicy => Admin,
+    /// Show the operational endpoint.
+    ShowOperational => Read,
+    /// Set the operational endpoint.
+    SetOperational => Admin,
+    /// Remove the operational endpoint.
+    DeleteOperational => Admin,
     /// Invite a server.
     CreateInvitation => Admin,
     /// List the invitations.

@@ -35,6 +35,7 @@ use crate::{api, hooks, s2s, stream, AppState};
         (name = "sources", description = "Signed provider sources"),
         (name = "keys", description = "API keys"),
         (name = "teams", description = "Teams, for the operator"),
+        (name = "operational", description = "kite's own events about a team's peers, deliveries and identity, sent to the team's operational endpoint"),
         (name = "operations", description = "Health and this document"),
     )
 )]

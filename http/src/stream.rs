@@ -25,7 +25,9 @@ use crate::{rpc, AppState};
 enum Filter {
     All,
     Source(String),
-    Type(ScopeSet),
+    /// Types matching the glob; kite's own operational events only when the glob names
+    /// them (`kite.*`).
+    Type(ScopeSet, bool),
 }
 
 /// The connect frame's `scopes` as filters (all events when absent or empty).
@@ -44,6 +46,7 @@ fn parse_scopes(v: Option<&Value>) -> Result<Vec<Filter>, String> {
         } else if let Some(glob) = s.strip_prefix("type:") {
             out.push(Filter::Type(
                 ScopeSet::compile(&[glob]).map_err(|e| e.to_string())?,
+                glob.starts_with(kite_wire::event::OPERATIONAL_TYPE_PREFIX),
             ));
         } else {
             return Err(format!(
@@ -63,14 +66,19 @@ fn parse_scopes(v: Option<&Value>) -> Result<Vec<Filter>, String> {
 /// shows the Stripe events A forwarded and `source:kite` all that came by federation.
 fn wanted(filters: &[Filter], e: &kite_store::events::StoredEvent) -> bool {
     let provider = || kite_wire::event::provider_of(&e.ce_source);
+    // kite's own operational events go to a client that asks for them by type (`kite.*`).
+    let operational = e.hook_source == kite_store::operational::HOOK_SOURCE;
     filters.iter().any(|f| match f {
-        Filter::All => true,
+        Filter::All => !operational,
         Filter::Source(s) => {
-            *s == e.hook_source
-                || (e.hook_source == kite_wire::event::FEDERATION_SOURCE
-                    && provider() == Some(s.as_str()))
+            !operational
+                && (*s == e.hook_source
+                    || (e.hook_source == kite_wire::event::FEDERATION_SOURCE
+                        && provider() == Some(s.as_str())))
         }
-        Filter::Type(g) => g.matches(&e.ce_type),
+        Filter::Type(g, names_operational) => {
+            (!operational || *names_operational) && g.matches(&e.ce_type)
+        }
     })
 }
 

@@ -17,7 +17,7 @@ pub use resources::{
     EventListArgs, EventVerb, EventsArgs, KeyVerb, OutboxArgs, OutboxFilterArgs, OutboxVerb,
     SourceVerb, TeamVerb,
 };
-pub use trust::{IdentityVerb, InvitationVerb, PeerArgs, PeerCommand, PolicyVerb};
+pub use trust::{IdentityVerb, InvitationVerb, OperationalVerb, PeerArgs, PeerCommand, PolicyVerb};
 
 use std::path::PathBuf;
 
@@ -122,6 +122,14 @@ pub enum AdminCommand {
         #[command(subcommand)]
         verb: Option<PolicyVerb>,
     },
+    /// The team's operational endpoint: where kite POSTs its own events (a peer degraded,
+    /// unreachable or recovered, a delivery dead, a peer joined or revoked, the identity
+    /// rotated), signed with Standard Webhooks.
+    Operational {
+        /// What to do (default: show).
+        #[command(subcommand)]
+        verb: Option<OperationalVerb>,
+    },
     /// The team's invitations (`kite peer invite` makes them).
     Invitations {
         /// What to do (default: list).
@@ -158,6 +166,7 @@ pub async fn admin(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Identity { verb } => trust::identity(&ctx, verb).await,
         AdminCommand::Policy { verb } => trust::policy(&ctx, verb).await,
         AdminCommand::Invitations { verb } => trust::invitations(&ctx, verb).await,
+        AdminCommand::Operational { verb } => trust::operational(&ctx, verb).await,
     };
     done.map_err(explained)
 }

@@ -150,6 +150,22 @@ pub enum IdentityVerb {
     Rotate,
 }
 
+/// Operational endpoint verbs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum OperationalVerb {
+    /// The endpoint and its deliveries (never its secret).
+    Show,
+    /// Set where the events go; prints the signing secret once, when this makes the
+    /// endpoint (changing the URL keeps the secret).
+    Set {
+        /// The endpoint's URL (http or https).
+        #[arg(long)]
+        url: String,
+    },
+    /// Stop sending operational events (they stay on the team's stream).
+    Delete,
+}
+
 /// Policy verbs.
 #[derive(Debug, Clone, Subcommand)]
 pub enum PolicyVerb {
@@ -408,6 +424,20 @@ pub(super) async fn policy(ctx: &Ctx, verb: Option<PolicyVerb>) -> anyhow::Resul
         }
     };
     ctx.out.one_text(&answer);
+    Ok(())
+}
+
+/// `kite admin operational ...`.
+pub(super) async fn operational(ctx: &Ctx, verb: Option<OperationalVerb>) -> anyhow::Result<()> {
+    match verb.unwrap_or(OperationalVerb::Show) {
+        OperationalVerb::Show => ctx.out.one(&ctx.client.operational_endpoint().await?),
+        OperationalVerb::Set { url } => ctx
+            .out
+            .one(&ctx.client.set_operational_endpoint(&url).await?),
+        OperationalVerb::Delete => ctx
+            .out
+            .one(&ctx.client.delete_operational_endpoint().await?),
+    }
     Ok(())
 }
 

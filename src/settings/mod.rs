@@ -142,6 +142,11 @@ pub struct Settings {
     /// it, in milliseconds: after a crash the sweeper takes them over once it ends.
     #[arg(long, env = "KITE_DELIVERY_LEASE_MS", default_value_t = ms(delivery().lease), value_parser = millis::<100>)]
     pub delivery_lease_ms: u64,
+    /// The coalescing window of operational events, in milliseconds: a subject (a peer's
+    /// health, its dead deliveries) emits at most once a window at once, and what followed
+    /// within it when the window ends.
+    #[arg(long, env = "KITE_OPERATIONAL_WINDOW_MS", default_value_t = ms(delivery().operational_window), value_parser = millis::<100>)]
+    pub operational_window_ms: u64,
     /// How often the sweeper looks for lost work, in milliseconds.
     #[arg(long, env = "KITE_SWEEP_INTERVAL_MS", default_value_t = ms(router().sweep_interval), value_parser = millis::<100>)]
     pub sweep_interval_ms: u64,

@@ -38,6 +38,7 @@ impl Settings {
             failure_threshold: self.peer_failure_threshold,
             probe_interval: Duration::from_millis(self.peer_probe_interval_ms),
             lease: Duration::from_millis(self.delivery_lease_ms),
+            operational_window: Duration::from_millis(self.operational_window_ms),
             allow_private_peers: self.allow_private_peers,
             peer_ca: self.peer_ca.clone(),
             ..DeliveryConfig::new(instance_id)

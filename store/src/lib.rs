@@ -7,6 +7,7 @@ pub mod grants;
 pub mod identity;
 pub mod keys;
 pub mod notify;
+pub mod operational;
 pub mod outbox;
 pub mod peers;
 pub mod rotation;

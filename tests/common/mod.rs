@@ -250,11 +250,15 @@ impl Instance {
             .get(0)
     }
 
-    /// Number of stored events.
+    /// Number of stored events (webhooks and peers' events: not kite's own operational
+    /// events, which changes of peers make on their own time).
     pub async fn total_events(&self) -> i64 {
         self.db()
             .await
-            .query_one("SELECT count(*) FROM events", &[])
+            .query_one(
+                "SELECT count(*) FROM events WHERE hook_source <> '_kite'",
+                &[],
+            )
             .await
             .expect("count")
             .get(0)

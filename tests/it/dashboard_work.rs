@@ -842,3 +842,211 @@ async fn a_federated_event_shows_its_origin_and_chain_in_the_live_tail() {
     screenshot(&c, "story-federated").await;
     c.close().await.expect("close the browser");
 }
+
+fn refuses_all(_: &str) -> u16 {
+    400
+}
+
+/// Waits until the team's events list one of type `ty` whose text contains `has`.
+async fn kite_event(a: &Instance, ty: &str, has: &str) -> Value {
+    eventually(&format!("a {ty} event"), WAIT, || async {
+        let (s, v) = a.get(&format!("/api/events?type={ty}&limit=1000")).await;
+        assert_eq!(s, 200, "{v}");
+        v["items"]
+            .as_array()?
+            .iter()
+            .find(|it| it["event"].to_string().contains(has))
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_operational_view_sets_the_endpoint_and_shows_kite_events_newest_first() {
+    let ops = Sink::start(takes_all).await;
+    let picky = Sink::start(refuses_all).await;
+    let a = Instance::start_with(
+        "ui-ops",
+        &[
+            ("KITE_OPERATIONAL_WINDOW_MS", "1000"),
+            ("KITE_RETRY_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    let (s, v) = a
+        .post(
+            "/api/keys",
+            json!({"permission": "read", "label": "viewer"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let read_key = v["key"].as_str().expect("key").to_string();
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    sign_in(&c, &a.url, &a.key).await;
+    wait_text(&c, "#who", |t| t.contains("admin")).await;
+
+    // The nav link opens the view; none is set yet, and it says so.
+    click(&c, "nav a[data-view='operational']").await;
+    wait_attr(&c, "nav a[data-view='operational']", "class", |v| {
+        v.contains("active")
+    })
+    .await;
+    wait_text(&c, "#operational-none", |t| {
+        t.contains("No operational endpoint")
+    })
+    .await;
+
+    // Set from the form: the secret is shown once, and the API never shows it.
+    let ops_url = format!("{}/ops", ops.url);
+    fill(&c, "#operational-form input[name='url']", &ops_url).await;
+    click(&c, "#operational-form button[type='submit']").await;
+    let secret = wait_text(&c, "#secret-once-value", |t| t.starts_with("whsec_")).await;
+    wait_text(&c, "#operational-note", |t| {
+        t.contains("Set the operational endpoint")
+    })
+    .await;
+    wait_text(&c, "#operational-fields dd[data-field='url']", |t| {
+        t == ops_url
+    })
+    .await;
+    let (s, v) = a.get("/api/operational-endpoint").await;
+    assert_eq!((s, v["url"].as_str()), (200, Some(ops_url.as_str())), "{v}");
+    assert!(!v.to_string().contains(&secret), "the API never shows it");
+    // Saved again, it keeps its secret and shows none; once the view changes it is gone.
+    click(&c, "#operational-form button[type='submit']").await;
+    wait_text(&c, "#operational-note", |t| t.contains("secret is kept")).await;
+    click(&c, "nav a[data-view='peers']").await;
+    wait_attr(&c, "nav a[data-view='peers']", "class", |v| {
+        v.contains("active")
+    })
+    .await;
+    click(&c, "nav a[data-view='operational']").await;
+    wait_text(&c, "#operational-fields dd[data-field='url']", |t| {
+        t == ops_url
+    })
+    .await;
+    assert!(
+        !shown(&c, "#secret-once").await,
+        "a secret is shown once only"
+    );
+
+    // A peer that refuses everything joins, and the event posted to it dies at once.
+    add_peer(
+        &a,
+        "picky",
+        &format!("{}/hooks", picky.url),
+        "tok-x",
+        &["*"],
+        3,
+    )
+    .await;
+    post(&a, "evt_dash_dead", "charge.succeeded").await;
+    kite_event(&a, "kite.peer.joined", "picky").await;
+    kite_event(&a, "kite.delivery.dead", "evt_dash_dead").await;
+
+    // The feed shows both, the dead delivery with its event, count and error.
+    let joined = "#operational-feed tr[data-type='kite.peer.joined']";
+    let dead = "#operational-feed tr[data-type='kite.delivery.dead']";
+    wait_text(&c, &format!("{joined} td:nth-child(3)"), |t| t == "picky").await;
+    wait_text(&c, &format!("{dead} td:nth-child(3)"), |t| t == "picky").await;
+    let detail = wait_text(&c, &format!("{dead} td:nth-child(4)"), |t| {
+        t.contains("evt_dash_dead")
+    })
+    .await;
+    assert!(
+        detail.contains("1 dead") && detail.contains("400"),
+        "the count and the peer's answer: {detail}"
+    );
+    let newest_first: Value = c
+        .execute(
+            "const t = [...document.querySelectorAll('#operational-feed tr')].map(r => r.dataset.type); \
+             return t.indexOf('kite.delivery.dead') < t.indexOf('kite.peer.joined')",
+            vec![],
+        )
+        .await
+        .expect("the feed's order");
+    assert_eq!(newest_first, json!(true), "newest first");
+
+    // The endpoint got them: its delivered count says so.
+    eventually("an operational event delivered", WAIT, || async {
+        let (_, v) = a.get("/api/operational-endpoint").await;
+        (v["delivered"].as_i64() >= Some(1)).then_some(())
+    })
+    .await;
+    wait_text(&c, "#operational-fields dd[data-field='delivered']", |t| {
+        t.parse::<i64>().is_ok_and(|n| n >= 1)
+    })
+    .await;
+    assert!(
+        ops.seen
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .any(|(_, _, body)| body.contains("kite.peer.joined")),
+        "the join reached the endpoint"
+    );
+    screenshot(&c, "operational").await;
+
+    // A row opens its story; the dead event's id opens that event's.
+    click(&c, &format!("{joined} td:nth-child(2)")).await;
+    wait_text(&c, "#story-title", |t| t.contains("kite.peer.joined")).await;
+    click(&c, "nav a[data-view='operational']").await;
+    click(&c, &format!("{dead} td:nth-child(4) a")).await;
+    wait_text(&c, "#story-title", |t| t.contains("evt_dash_dead")).await;
+    wait_text(&c, "#story-rows tr[data-peer='picky']", |t| {
+        t.contains("dead")
+    })
+    .await;
+
+    // Removed with two clicks; its events stay in the feed.
+    click(&c, "nav a[data-view='operational']").await;
+    let remove = "#operational-actions button[data-action='remove-operational']";
+    click(&c, remove).await;
+    wait_text(&c, remove, |t| t.contains("again")).await;
+    click(&c, remove).await;
+    wait_text(&c, "#operational-note", |t| {
+        t.contains("Removed the operational endpoint")
+    })
+    .await;
+    wait_text(&c, "#operational-none", |t| {
+        t.contains("No operational endpoint")
+    })
+    .await;
+    let (s, _) = a.get("/api/operational-endpoint").await;
+    assert_eq!(s, 404);
+    wait_text(&c, &format!("{joined} td:nth-child(3)"), |t| t == "picky").await;
+
+    // A read key sees the feed, no form and no buttons; the API refuses it a PUT.
+    click(&c, "#signout").await;
+    sign_in(&c, &a.url, &read_key).await;
+    wait_text(&c, "#who", |t| t.contains("read")).await;
+    open(&c, &a, "#/operational").await;
+    wait_text(&c, &format!("{dead} td:nth-child(3)"), |t| t == "picky").await;
+    wait_text(&c, "#operational-view .readonly-hint", |t| {
+        t.contains("read only")
+    })
+    .await;
+    assert!(
+        !shown(&c, "#operational-form").await,
+        "no form for a read key"
+    );
+    assert_eq!(
+        count(&c, "#operational-view button[data-action]").await,
+        0,
+        "no actions for a read key"
+    );
+    assert_eq!(
+        page_fetch(
+            &c,
+            "PUT",
+            "/api/operational-endpoint",
+            json!({"url": "http://127.0.0.1:9/ops"}),
+        )
+        .await,
+        json!(403),
+        "the API refuses a read key's PUT"
+    );
+    c.close().await.expect("close the browser");
+}

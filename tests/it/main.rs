@@ -22,6 +22,7 @@ mod interop_http;
 mod listen;
 mod observability;
 mod openapi;
+mod operational;
 mod operator;
 mod peering;
 mod pipeline;

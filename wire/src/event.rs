@@ -26,6 +26,10 @@ pub const FEDERATION_SOURCE: &str = "kite";
 /// Extension holding the `source` a CloudEvent claimed when it came through a hook that
 /// is not `kite` (its `source` becomes the hook).
 pub const EXT_CLAIMED_SOURCE: &str = "kiteclaimedsource";
+/// What kite's own operational events' types start with (`kite.peer.degraded`, ...): no hook
+/// takes an event of such a type, and the stream and listings show them only to a client
+/// asking for them by type.
+pub const OPERATIONAL_TYPE_PREFIX: &str = "kite.";
 /// Extension holding the kept request headers (a JSON object string).
 pub const EXT_ORIGINAL_HEADERS: &str = "kiteoriginalheaders";
 /// Request headers worth keeping on an event (`kiteoriginalheaders`): what describes the
@@ -411,6 +415,14 @@ pub fn build_event(
     check_attribute("id", &id, MAX_ID_LEN)?;
     check_attribute("source", &ce_source, MAX_SOURCE_LEN)?;
     check_attribute("type", &ty, MAX_ID_LEN)?;
+    // `kite.*` are kite's own operational events: nobody else speaks for them.
+    if ty.starts_with(OPERATIONAL_TYPE_PREFIX) {
+        return Err(ApiError::new(
+            Code::InvalidAttribute,
+            format!("CloudEvent type {ty:?}: types kite.* are kite's own operational events"),
+        )
+        .with("field", json!("type")));
+    }
     let text = with_data(event, data);
     // Data decoded from base64 was not in the body's depth.
     check_depth(text.as_bytes(), MAX_DEPTH + 1)?;

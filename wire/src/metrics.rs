@@ -57,6 +57,12 @@ pub const DB_POOL_MAX: &str = "kite_db_pool_connections_max";
 pub const VOUCHED_KEYS: &str = "kite_federation_vouched_keys";
 /// Signed server-to-server requests remembered by the replay cache (bounded).
 pub const REPLAY_ENTRIES: &str = "kite_federation_replay_cache_entries";
+/// Operational events emitted (`kite.peer.degraded`, `kite.delivery.dead`, ...), by `team`
+/// and `type`.
+pub const OPERATIONAL_EVENTS: &str = "kite_operational_events_total";
+/// Changes folded into another operational event by coalescing (a flapping peer's, dead
+/// deliveries counted in one event), by `team`.
+pub const OPERATIONAL_COALESCED: &str = "kite_operational_coalesced_total";
 /// What the process metrics' names start with before `process_`: nothing, so they carry the
 /// standard names every Prometheus client library uses (`process_cpu_seconds_total`,
 /// `process_resident_memory_bytes`, `process_open_fds`, ...).
@@ -173,6 +179,18 @@ pub const ALL: &[(&str, Kind, &[&str], &str)] = &[
         &[],
         "The most database connections the pool opens.",
     ),
+    (
+        OPERATIONAL_EVENTS,
+        Kind::Counter,
+        &["team", "type"],
+        "Operational events emitted (kite.peer.degraded, kite.delivery.dead, ...).",
+    ),
+    (
+        OPERATIONAL_COALESCED,
+        Kind::Counter,
+        &["team"],
+        "Changes folded into another operational event by coalescing.",
+    ),
 ];
 
 /// Histogram buckets, in seconds: 1 ms to 60 s.
@@ -191,7 +209,7 @@ mod tests {
             assert_eq!(*kind == Kind::Counter, name.ends_with("_total"), "{name}");
             for l in *labels {
                 assert!(
-                    ["team", "source", "peer", "outcome", "reason", "lane"].contains(l),
+                    ["team", "source", "peer", "outcome", "reason", "lane", "type"].contains(l),
                     "{name}: {l}"
                 );
             }

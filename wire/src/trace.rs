@@ -19,8 +19,9 @@ pub const EXT_TRACESTATE: &str = "tracestate";
 pub const MAX_TRACESTATE_BYTES: usize = 512;
 /// Most list members of a `tracestate` kept (the W3C limit).
 const MAX_TRACESTATE_MEMBERS: usize = 32;
-/// Room the two members take in an event's text at most.
-pub const MAX_MEMBERS_BYTES: usize = 32 + 55 + MAX_TRACESTATE_BYTES;
+/// Room the two members take in an event's text at most (a state's quotes and backslashes
+/// take two bytes each once escaped).
+pub const MAX_MEMBERS_BYTES: usize = 32 + 55 + 2 * MAX_TRACESTATE_BYTES;
 
 /// A W3C trace context: the trace, the span a child continues from, its flags and state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 mod grants;
 pub(crate) mod keys;
 mod listings;
+mod operational;
 mod outbox;
 mod peers;
 mod senders;
@@ -81,6 +82,11 @@ pub(crate) fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(trust::identity))
         .routes(routes!(trust::rotate_identity))
         .routes(routes!(trust::get_policy, trust::put_policy))
+        .routes(routes!(
+            operational::put_operational,
+            operational::get_operational,
+            operational::delete_operational
+        ))
         .routes(routes!(trust::create_invitation, trust::list_invitations))
         .routes(routes!(trust::accept_invitation))
         .routes(routes!(trust::delete_invitation))

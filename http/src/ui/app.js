@@ -12,6 +12,9 @@ const state = {
   peerId: null, peer: null, peerFormFor: null, peerWindow: "hour", chartSig: null,
   // API keys by id (admin keys only), to name who acted on a delivery.
   keysById: null,
+  // The operational view: its feed (the kite.* events read so far), whether its form was
+  // filled, and its Remove button (made once, so a refresh never swaps it out under a click).
+  opsFeed: null, opsFormFilled: false, opsRemove: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -1108,6 +1111,159 @@ async function createInvitation(f, form) {
   return "Made an invitation for " + (inv.scopes || []).join(", ") + ".";
 }
 
+// ---------------------------------------------------------------- operational events
+
+/** How many of the latest operational events the feed shows. */
+const OPS_SHOWN = 50;
+
+function enterOperational() {
+  state.opsFeed = { after: 0, items: [], busy: false };
+  state.opsFormFilled = false;
+  $("operational-feed").replaceChildren();
+  $("operational-empty").hidden = true;
+  say("operational-note", "");
+}
+
+async function renderOperational() {
+  await Promise.all([renderOpsEndpoint(), renderOpsFeed()]);
+}
+
+/** The endpoint and its deliveries, or a line saying none is set. */
+async function renderOpsEndpoint() {
+  const live = alive();
+  let e = null;
+  try {
+    e = await api("GET", "/api/operational-endpoint");
+  } catch (err) {
+    if (err.status !== 404) throw err;
+  }
+  if (!live()) return;
+  $("operational-none").hidden = !!e;
+  const dl = $("operational-fields");
+  dl.hidden = !e;
+  const rows = e ? [["URL", e.url], ["Created", when(e.created_at)], ["Updated", when(e.updated_at)],
+    ["Pending", e.pending], ["Delivered", e.delivered], ["Dead", e.dead],
+    ["Last error", e.last_error]] : [];
+  const items = rows.flatMap(([k, v]) => {
+    const dd = el("dd", v === null || v === undefined || v === "" ? "–" : v);
+    dd.dataset.field = k.toLowerCase().replace(/ /g, "-");
+    if (k === "Dead" && v > 0) dd.className = "state-dead";
+    if (k === "Last error" && v) dd.className = "failing";
+    return [el("dt", k), dd];
+  });
+  if (dl.textContent !== items.map((x) => x.textContent).join("")) dl.replaceChildren(...items);
+  const slot = $("operational-actions");
+  if (e && isAdmin()) {
+    if (!state.opsRemove) {
+      state.opsRemove = actButton("Remove", "remove-operational", async () => {
+        await api("DELETE", "/api/operational-endpoint");
+        state.opsFormFilled = false;
+        return "Removed the operational endpoint: its events stay on the stream and in the feed.";
+      }, "operational-note", renderOpsEndpoint, "Click again to remove");
+    }
+    if (!slot.contains(state.opsRemove)) slot.replaceChildren(state.opsRemove);
+  } else if (slot.firstChild) {
+    slot.replaceChildren();
+  }
+  // The form is filled once, so a refresh never overwrites what someone types.
+  if (e && !state.opsFormFilled) {
+    $("operational-form").elements.url.value = e.url;
+    state.opsFormFilled = true;
+  }
+}
+
+/**
+ * The latest kite.* events, newest first. The events API lists oldest first after a
+ * cursor: the first read pages to the end, then each refresh reads only what came since.
+ */
+async function renderOpsFeed() {
+  const live = alive();
+  const feed = state.opsFeed;
+  if (!feed || feed.busy) return;
+  feed.busy = true;
+  try {
+    for (let i = 0; i < 20; i++) {
+      const p = new URLSearchParams({ type: "kite.*", limit: "500" });
+      if (feed.after) p.set("after", feed.after);
+      const page = await api("GET", "/api/events?" + p.toString());
+      if (!live()) return;
+      const fresh = (page.items || []).filter((it) => it.seq > feed.after);
+      for (const it of fresh) feed.after = Math.max(feed.after, it.seq);
+      const next = page.next_cursor;
+      if (next !== null && next !== undefined) feed.after = Math.max(feed.after, next);
+      feed.items = feed.items.concat(fresh).slice(-OPS_SHOWN);
+      if (next === null || next === undefined) break;
+    }
+  } finally {
+    feed.busy = false;
+  }
+  if (!live()) return;
+  const newest = feed.items.slice().reverse();
+  syncRows($("operational-feed"), newest, (it) => it.seq, opsRow);
+  $("operational-empty").hidden = newest.length > 0;
+}
+
+/** What an operational event is about: its peer's name, or the identity key. */
+function opsSubject(ev) {
+  const d = ev.data || {};
+  if (d.peer) return d.peer.name || d.peer.id || ev.subject;
+  if (d.key_id) return "key " + d.key_id;
+  return ev.subject;
+}
+
+function opsRow(it) {
+  const ev = it.event || {};
+  const d = ev.data || {};
+  const type = ev.type || "";
+  const tr = document.createElement("tr");
+  tr.dataset.seq = it.seq;
+  tr.dataset.event = ev.id;
+  tr.dataset.type = type;
+  tr.className = "clickable";
+  tr.title = "Open the event's story";
+  const detail = document.createElement("td");
+  detail.className = "ops-detail";
+  const parts = [];
+  if (d.health) parts.push("health " + d.health);
+  if (d.status) parts.push("status " + d.status);
+  if (d.event && d.event.id) {
+    const a = el("a", d.event.id, "event");
+    a.href = "#/events?id=" + enc(d.event.id);
+    a.title = "Open the dead event's story";
+    detail.append("event ", a, d.event.type ? " (" + d.event.type + ")" : "");
+  }
+  if (d.count !== undefined && d.count !== null) {
+    parts.push(d.count + " dead" +
+      (d.attempts ? ", " + d.attempts + (d.attempts === 1 ? " attempt" : " attempts") : ""));
+  }
+  if (d.server_name) parts.push("server " + d.server_name);
+  if (d.last_error) parts.push(d.last_error);
+  const text = parts.join("; ");
+  if (text) detail.append((detail.firstChild ? "; " : "") + text);
+  if (!detail.firstChild) detail.textContent = "–";
+  const kind = type.replace(/^kite\./, "").replace(/\./g, "-");
+  tr.append(cell(when(ev.time || it.received_at)), cell(type, "ops-type ops-" + kind),
+    cell(opsSubject(ev)), detail);
+  tr.addEventListener("click", (e) => {
+    if (e.target.closest("button, a, input, select")) return;
+    location.hash = "#/events?id=" + enc(it.seq);
+  });
+  return tr;
+}
+
+async function saveOperational(f) {
+  if (!f.url) throw new Error("a URL is needed");
+  const r = await api("PUT", "/api/operational-endpoint", { url: f.url });
+  if (r.secret) {
+    showSecret("Signing secret of the operational endpoint (Standard Webhooks: give it to the receiver)",
+      r.secret);
+  }
+  state.opsFormFilled = false;
+  await renderOpsEndpoint();
+  return r.secret ? "Set the operational endpoint to " + r.url + "."
+    : "Saved the operational endpoint (" + r.url + "); its secret is kept.";
+}
+
 // ---------------------------------------------------------------- live tail
 
 function startTail() {
@@ -1206,6 +1362,10 @@ async function route() {
   } else if (view === "invitations") {
     show("invitations");
     every(renderInvitations, "invitations-note");
+  } else if (view === "operational") {
+    show("operational");
+    enterOperational();
+    every(renderOperational, "operational-note");
   } else {
     show("peers");
     every(renderPeers, "peers-note");
@@ -1259,6 +1419,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   onSubmit("source-rotate-form", "sources-note", rotateSource);
   onSubmit("key-create-form", "keys-note", createKey);
   onSubmit("invite-create-form", "invitations-note", createInvitation);
+  onSubmit("operational-form", "operational-note", saveOperational);
 
   if (state.key) await signIn(state.key).catch(() => {});
   route();

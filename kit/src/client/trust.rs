@@ -4,6 +4,7 @@
 use kite_api::common::{Deleted, Items};
 use kite_api::grants::{Backfill, Backfilled, Grant, NewGrant};
 use kite_api::invitations::{AcceptInvitation, CreatedInvitation, InvitationInfo, NewInvitation};
+use kite_api::operational::{OperationalEndpoint, OperationalEndpointSet, PutOperationalEndpoint};
 use kite_api::peers::PeerView;
 use kite_api::policy::{IdentityView, Policy, PolicyPatch};
 use kite_wire::peering::Invitation;
@@ -32,6 +33,29 @@ impl ApiClient {
     /// Changes the team's federation policy (a field left None keeps its value).
     pub async fn set_policy(&self, patch: &PolicyPatch) -> Result<Answered<Policy>, ClientError> {
         self.send(Method::PUT, "/api/federation/policy", Some(patch))
+            .await
+    }
+
+    /// Sets the team's operational endpoint; the answer carries its secret when this made it.
+    pub async fn set_operational_endpoint(
+        &self,
+        url: &str,
+    ) -> Result<Answered<OperationalEndpointSet>, ClientError> {
+        let body = PutOperationalEndpoint {
+            url: url.to_string(),
+        };
+        self.send(Method::PUT, "/api/operational-endpoint", Some(&body))
+            .await
+    }
+
+    /// The team's operational endpoint and its deliveries.
+    pub async fn operational_endpoint(&self) -> Result<Answered<OperationalEndpoint>, ClientError> {
+        self.typed(Method::GET, "/api/operational-endpoint").await
+    }
+
+    /// Removes the team's operational endpoint.
+    pub async fn delete_operational_endpoint(&self) -> Result<Answered<Deleted>, ClientError> {
+        self.typed(Method::DELETE, "/api/operational-endpoint")
             .await
     }
 

@@ -273,6 +273,8 @@ impl Store {
                        FROM events
                        WHERE team_id = $1 AND seq > $2
                          AND ($3::timestamptz IS NULL OR received_at >= $3)
+                         -- kite's own operational events never go to a peer
+                         AND hook_source <> '_kite'
                        ORDER BY seq LIMIT $4) page
                      WHERE upto - size < $5 ORDER BY seq"
                 ),
@@ -297,6 +299,7 @@ impl Store {
                    AND ($5::text IS NULL OR hook_source = $5)
                    AND ($6::timestamptz IS NULL OR received_at >= $6)
                    AND ($7::timestamptz IS NULL OR received_at < $7)
+                   AND (hook_source <> '_kite' OR $8)
                  ORDER BY seq LIMIT $3"
                 ),
                 &[
@@ -307,6 +310,10 @@ impl Store {
                     &q.source,
                     &q.since,
                     &q.until,
+                    // kite's own operational events when the type asks for them (`kite.*`)
+                    &q.event_type
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with(kite_wire::event::OPERATIONAL_TYPE_PREFIX)),
                 ],
             )
             .await?;
@@ -320,7 +327,7 @@ impl Store {
             .query(
                 &format!(
                     "SELECT {STORED_COLS} FROM events
-                 WHERE team_id = $1 ORDER BY seq DESC LIMIT $2"
+                 WHERE team_id = $1 AND hook_source <> '_kite' ORDER BY seq DESC LIMIT $2"
                 ),
                 &[&team_id, &limit],
             )
@@ -334,7 +341,7 @@ impl Store {
         let c = self.conn().await?;
         let r = c
             .query_one(
-                "SELECT (SELECT count(*) FROM events WHERE team_id = $1
+                "SELECT (SELECT count(*) FROM events WHERE team_id = $1 AND hook_source <> '_kite'
                            AND received_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),
                         (SELECT count(*) FROM sources WHERE team_id = $1),
                         (SELECT count(*) FROM api_keys WHERE team_id = $1 AND revoked_at IS NULL)",

@@ -1,0 +1,125 @@
+//! The operational worker: turns the triggers' signals into operational events (stored on
+//! the team's stream, coalesced: `kite_store::operational`) and delivers them to each team's
+//! operational endpoint, signed with Standard Webhooks and retried with the instance's
+//! backoff. Its failures never make operational events of their own, and nothing it sends
+//! goes to a peer.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use kite_store::operational::{OpsDelivery, OpsSettle};
+use tokio_util::sync::CancellationToken;
+
+use crate::Ctx;
+
+/// Operational deliveries sent a pass at most.
+const CLAIM: i64 = 32;
+/// Signals taken a pass at most.
+const SIGNALS: i64 = 500;
+
+/// Runs until `stop`: every `poll`, emits what the signals say and sends what is due.
+pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
+    // Sends run on their own: a slow endpoint holds up neither the emitter nor other teams.
+    let mut sending = tokio::task::JoinSet::new();
+    loop {
+        while sending.try_join_next().is_some() {}
+        match ctx
+            .store
+            .emit_operational(&ctx.cfg.instance_id, ctx.cfg.operational_window, SIGNALS)
+            .await
+        {
+            Ok(done) => {
+                use kite_wire::metrics as m;
+                for (team, ty) in done.events {
+                    metrics::counter!(m::OPERATIONAL_EVENTS, "team" => team, "type" => ty.as_str())
+                        .increment(1);
+                }
+                for team in done.coalesced {
+                    metrics::counter!(m::OPERATIONAL_COALESCED, "team" => team).increment(1);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot emit operational events"),
+        }
+        let lease = ctx.cfg.request_timeout + std::time::Duration::from_secs(10);
+        let room = CLAIM - sending.len() as i64;
+        if room > 0 {
+            match ctx.store.claim_operational(room, lease).await {
+                Ok(due) => {
+                    for d in due {
+                        let ctx = ctx.clone();
+                        sending.spawn(async move { send(&ctx, d).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot claim operational deliveries"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ctx.cfg.operational_poll) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    // What is in flight stays leased and is sent again once the lease ends.
+    sending.shutdown().await;
+}
+
+/// Sends one operational event to its endpoint and records the attempt.
+async fn send(ctx: &Ctx, d: OpsDelivery) {
+    // Like a peer's URL: an address literal of a forbidden class is never dialled (names
+    // are checked by the client when they resolve).
+    if !ctx.cfg.allow_private_peers && kite_federation::literal_forbidden(&d.url) {
+        let error = "forbidden destination: a loopback or private address";
+        settle(ctx, &d, None, Some(error.to_string())).await;
+        return;
+    }
+    let message_id = kite_wire::signature::message_id(&d.source, &d.id);
+    let ts = Utc::now().timestamp();
+    let signature = kite_wire::provider::sign_standard(
+        &[d.secret.as_str()],
+        &message_id,
+        ts,
+        d.text.as_bytes(),
+    );
+    let sent = ctx
+        .http
+        .post(&d.url)
+        .timeout(ctx.cfg.request_timeout)
+        .header("content-type", "application/cloudevents+json")
+        .header("webhook-id", message_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(d.text.clone())
+        .send()
+        .await;
+    let (status, error) = match sent {
+        Ok(r) if r.status().is_success() => (Some(i32::from(r.status().as_u16())), None),
+        Ok(r) => (
+            Some(i32::from(r.status().as_u16())),
+            Some(format!("HTTP {}", r.status().as_u16())),
+        ),
+        Err(e) => (None, Some(kite_federation::root_cause(&e))),
+    };
+    settle(ctx, &d, status, error).await;
+}
+
+/// Records an attempt: delivered, retried on the instance's backoff, or dead.
+async fn settle(ctx: &Ctx, d: &OpsDelivery, status: Option<i32>, error: Option<String>) {
+    let failures = u32::try_from(d.attempts).unwrap_or(0) + 1;
+    let settle = match &error {
+        None => OpsSettle::Delivered,
+        Some(_) if failures >= ctx.cfg.retry.max_attempts => OpsSettle::Dead,
+        Some(_) => OpsSettle::Retry(
+            Utc::now()
+                + chrono::Duration::from_std(ctx.cfg.retry.jittered(failures)).unwrap_or_default(),
+        ),
+    };
+    if let Some(e) = &error {
+        tracing::info!(team = %d.team, status = ?status, error = %e, "operational endpoint failed");
+    }
+    if let Err(e) = ctx
+        .store
+        .settle_operational(d.seq, &settle, status, error.as_deref())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot record an operational delivery");
+    }
+}
