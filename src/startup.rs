@@ -14,6 +14,10 @@ pub const STARTUP_PATIENCE: Duration = Duration::from_secs(10);
 /// (`scheme://user:password@host`) and any `password=` parameter (a query string or a
 /// libpq `key=value` string).
 pub fn redact(url: &str) -> String {
+    // A list (a cluster's nodes, a multi-host Postgres URL): each part on its own.
+    if url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     let mut out = match url.split_once("://") {
         Some((scheme, rest)) => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -151,6 +155,14 @@ mod tests {
 
     #[test]
     fn redact_hides_passwords_only() {
+        assert_eq!(
+            redact("amqp://g:s1@a:5672/%2f,amqp://g:s2@b:5672/%2f"),
+            "amqp://g:***@a:5672/%2f,amqp://g:***@b:5672/%2f"
+        );
+        assert_eq!(
+            redact("postgres://u:p@h1:5432,h2:5432/db"),
+            "postgres://u:***@h1:5432,h2:5432/db"
+        );
         assert_eq!(
             redact("amqp://guest:s3cret@127.0.0.1:5672/%2f"),
             "amqp://guest:***@127.0.0.1:5672/%2f"

@@ -103,7 +103,10 @@ struct Live {
 
 /// A connection to the broker for one kite process.
 pub(crate) struct AmqpBus {
-    url: String,
+    /// The nodes of the broker (a cluster's, or one), tried in turn.
+    urls: Vec<String>,
+    /// The node tried first at the next connection: the one after the node last lost.
+    next: std::sync::atomic::AtomicUsize,
     names: Names,
     live: Mutex<Option<Live>>,
     pub(crate) publish_timeout: Duration,
@@ -114,6 +117,16 @@ impl std::fmt::Debug for AmqpBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bus").field("names", &self.names).finish()
     }
+}
+
+/// The nodes a broker URL names: one URL, or several separated by commas or spaces (the
+/// nodes of a cluster, `amqp://u:p@node1:5672/%2f,amqp://u:p@node2:5672/%2f`).
+pub(crate) fn node_urls(url: &str) -> Vec<String> {
+    url.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn quorum_args() -> FieldTable {
@@ -142,8 +155,13 @@ fn durable_exchange() -> ExchangeDeclareOptions {
 impl AmqpBus {
     /// Connects, retrying with backoff for up to about `patience`.
     pub(crate) async fn connect(url: &str, prefix: &str, patience: Duration) -> Result<Self> {
+        let urls = node_urls(url);
+        if urls.is_empty() {
+            return Err(BusError::Unavailable("no broker URL".into()));
+        }
         let bus = Self {
-            url: url.to_string(),
+            urls,
+            next: std::sync::atomic::AtomicUsize::new(0),
             names: Names::new(prefix),
             live: Mutex::new(None),
             publish_timeout: crate::PUBLISH_TIMEOUT,
@@ -178,10 +196,7 @@ impl AmqpBus {
             .is_some_and(|l| l.conn.status().connected() && l.publish.status().connected());
         if !healthy {
             *guard = None;
-            // Named after the prefix, so an operator (or a fault test) can find kite's connections.
-            let props = ConnectionProperties::default()
-                .with_connection_name(self.names.prefix.clone().into());
-            let conn = Connection::connect(&self.url, props).await?;
+            let conn = self.connect_any().await?;
             let publish = conn.create_channel().await?;
             publish
                 .confirm_select(ConfirmSelectOptions::default())
@@ -192,6 +207,39 @@ impl AmqpBus {
         guard
             .as_ref()
             .ok_or_else(|| BusError::Unavailable("no connection".into()))
+    }
+
+    /// Connects to the first node that answers, starting after the node last used (a node
+    /// that went away is tried last); answers the last node's error when none does.
+    async fn connect_any(&self) -> Result<Connection> {
+        use std::sync::atomic::Ordering;
+        let n = self.urls.len();
+        let start = self.next.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            // Named after the prefix, so an operator (or a fault test) can find kite's
+            // connections.
+            let props = ConnectionProperties::default()
+                .with_connection_name(self.names.prefix.clone().into());
+            match Connection::connect(&self.urls[at], props).await {
+                Ok(conn) => {
+                    // The next connection (after this one is lost) starts at the next node.
+                    self.next.store(at + 1, Ordering::Relaxed);
+                    if n > 1 {
+                        tracing::info!(node = at + 1, of = n, "connected to a broker node");
+                    }
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    if n > 1 {
+                        tracing::warn!(node = at + 1, of = n, error = %e, "broker node not reachable");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.map_or_else(|| BusError::Unavailable("no broker URL".into()), Into::into))
     }
 
     async fn channel(&self) -> Result<Channel> {
@@ -563,5 +611,20 @@ async fn handle_delivery<F, Fut>(
     }
     if answer == Flow::Stop {
         flow.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_list_names_each_node() {
+        assert_eq!(node_urls("amqp://a:5672/%2f"), ["amqp://a:5672/%2f"]);
+        assert_eq!(
+            node_urls(" amqp://a:1/%2f, amqp://b:2/%2f ,amqp://c:3/%2f"),
+            ["amqp://a:1/%2f", "amqp://b:2/%2f", "amqp://c:3/%2f"]
+        );
+        assert!(node_urls(" , ").is_empty());
     }
 }

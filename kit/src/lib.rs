@@ -13,5 +13,8 @@ pub mod client;
 pub mod faults;
 #[cfg(feature = "hostile")]
 pub mod hostile;
+pub mod netns;
+pub mod pg;
 pub mod process;
+pub mod rabbit;
 pub mod ready;

@@ -96,7 +96,8 @@ pub struct Settings {
     /// Listen port (0 picks a free one).
     #[arg(long, env = "KITE_PORT", default_value_t = 7700)]
     pub port: u16,
-    /// RabbitMQ URL.
+    /// RabbitMQ URL; for a cluster, its nodes' URLs separated by commas (kite connects to
+    /// the first that answers and, when it goes away, to the next).
     #[arg(
         long,
         env = "KITE_AMQP_URL",

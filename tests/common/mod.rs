@@ -69,6 +69,8 @@ pub struct Instance {
     pub url: String,
     pub key: String,
     pub db_name: String,
+    /// The Postgres server its database is on (`pg_server()`, or a test's own).
+    pub pg: String,
     pub prefix: String,
     pub port: u16,
     /// Where its Prometheus metrics are served.
@@ -104,27 +106,28 @@ impl Instance {
     /// Starts an instance in this process with extra settings (environment variable names,
     /// overriding the defaults).
     pub async fn start_with(name: &str, extra: &[(&str, &str)]) -> Self {
-        Self::begin(name, extra, false).await
+        Self::begin(name, extra, false, pg_server()).await
     }
 
     /// Starts an instance as a `kite serve` process of its own, for a test that kills and
     /// restarts it, reads its logs or its metrics, or runs its roles in further processes.
     pub async fn process_with(name: &str, extra: &[(&str, &str)]) -> Self {
-        Self::begin(name, extra, true).await
+        Self::begin(name, extra, true, pg_server()).await
     }
 
-    async fn begin(name: &str, extra: &[(&str, &str)], process: bool) -> Self {
+    /// Starts an instance as a `kite serve` process whose database is on the Postgres
+    /// server at `pg` (a test's own, which it restarts).
+    pub async fn process_on(name: &str, pg: &str, extra: &[(&str, &str)]) -> Self {
+        Self::begin(name, extra, true, pg.to_string()).await
+    }
+
+    async fn begin(name: &str, extra: &[(&str, &str)], process: bool, pg: String) -> Self {
         let id = unique();
         let db_name = format!("kite_test_{id}");
         let prefix = format!("kitetest.{id}");
         let key = format!("kite_{}_{}", &id[..8], uuid::Uuid::new_v4().simple());
-        let mut env = KiteEnv::loopback(
-            name,
-            &format!("{}/{db_name}", pg_server()),
-            &amqp_url(),
-            &prefix,
-            &key,
-        );
+        let mut env =
+            KiteEnv::loopback(name, &format!("{pg}/{db_name}"), &amqp_url(), &prefix, &key);
         env.extend(fast_env())
             .set(
                 "KITE_SECRET_KEY",
@@ -144,6 +147,7 @@ impl Instance {
             url: String::new(),
             key,
             db_name,
+            pg,
             prefix,
             port: 0,
             metrics_url: String::new(),
@@ -228,7 +232,7 @@ impl Instance {
 
     /// Database URL of this instance.
     pub fn db_url(&self) -> String {
-        format!("{}/{}", pg_server(), self.db_name)
+        format!("{}/{}", self.pg, self.db_name)
     }
 
     /// A direct connection to this instance's database (for counting rows).
@@ -380,6 +384,7 @@ impl Drop for Instance {
             }
         }
         let db_url = self.db_url();
+        let pg = self.pg.clone();
         let db_name = self.db_name.clone();
         let prefix = self.prefix.clone();
         let tiers = self.max_attempts.saturating_sub(1).max(1);
@@ -391,14 +396,14 @@ impl Drop for Instance {
             else {
                 return;
             };
-            rt.block_on(cleanup(db_url, db_name, prefix, tiers));
+            rt.block_on(cleanup(&pg, db_url, db_name, prefix, tiers));
         })
         .join();
     }
 }
 
 /// Removes what an instance made: its AMQP objects under `prefix` and its database.
-pub async fn cleanup(db_url: String, db_name: String, prefix: String, tiers: u32) {
+pub async fn cleanup(pg: &str, db_url: String, db_name: String, prefix: String, tiers: u32) {
     let mut peer_ids = Vec::new();
     if let Ok((client, conn)) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await {
         let task = tokio::spawn(conn);
@@ -412,13 +417,13 @@ pub async fn cleanup(db_url: String, db_name: String, prefix: String, tiers: u32
         let _ = bus.teardown(&peer_ids, tiers).await;
         bus.close().await;
     }
-    drop_database(&db_name).await;
+    drop_database(pg, &db_name).await;
 }
 
-/// Drops a test database, whoever is still connected to it.
-pub async fn drop_database(db_name: &str) {
+/// Drops a test database on the server at `pg`, whoever is still connected to it.
+pub async fn drop_database(pg: &str, db_name: &str) {
     if let Ok((client, conn)) =
-        tokio_postgres::connect(&format!("{}/postgres", pg_server()), tokio_postgres::NoTls).await
+        tokio_postgres::connect(&format!("{pg}/postgres"), tokio_postgres::NoTls).await
     {
         let task = tokio::spawn(conn);
         let _ = client
@@ -502,6 +507,8 @@ pub async fn github_push(inst: &Instance, delivery: &str) -> (u16, Value) {
 /// Another process of an instance (same database and AMQP prefix) running only some roles.
 pub struct Proc {
     env: KiteEnv,
+    /// What is run: the kite binary, or a wrapper that runs it elsewhere (a namespace).
+    bin: std::path::PathBuf,
     child: Option<KiteProcess>,
     /// The process' URL when it runs the ingress role.
     pub url: Option<String>,
@@ -510,10 +517,24 @@ pub struct Proc {
 impl Proc {
     /// Starts `kite serve` with the instance's environment and `KITE_ROLES=roles`.
     pub async fn start(of: &Instance, roles: &str) -> Self {
+        Self::start_as(of, roles, kite_bin(), &[]).await
+    }
+
+    /// The same run by `bin` (a wrapper running kite in a test's own network namespace),
+    /// with `overrides` of the instance's environment (its servers' addresses there).
+    pub async fn start_as(
+        of: &Instance,
+        roles: &str,
+        bin: std::path::PathBuf,
+        overrides: &[(&str, &str)],
+    ) -> Self {
         let mut env = of.env.clone();
-        env.set("KITE_ROLES", roles).set("KITE_PORT", "0");
+        env.set("KITE_ROLES", roles)
+            .set("KITE_PORT", "0")
+            .extend(overrides.iter().copied());
         let mut p = Self {
             env,
+            bin,
             child: None,
             url: None,
         };
@@ -523,7 +544,7 @@ impl Proc {
 
     /// (Re)starts the process and waits for its ready line.
     pub async fn spawn(&mut self) {
-        let child = KiteProcess::start(&kite_bin(), &self.env, Output::inherit(), READY_TIMEOUT)
+        let child = KiteProcess::start(&self.bin, &self.env, Output::inherit(), READY_TIMEOUT)
             .await
             .expect("role process became ready");
         self.url = child.url().map(str::to_owned);

@@ -173,6 +173,178 @@ async fn database_connection_loss_answers_503_never_500_and_loses_nothing() {
     assert_eq!(health(&a).await.0, 200);
 }
 
+/// Postgres restarted under load, fast and immediate, on a server of the test's own: requests
+/// during the outage are answered 503 (never 202 without a commit), the pools and the LISTEN
+/// connection come back, and every event answered 202 reaches the peer once.
+#[tokio::test]
+async fn postgres_restarts_fast_and_immediate_answer_503_and_lose_nothing() {
+    use kite_kit::pg::{OwnPostgres, StopMode};
+    let pg = OwnPostgres::start()
+        .await
+        .expect("a Postgres server of the test's own");
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let a = Instance::process_on("instance-a", &pg.url(), &env).await;
+    let b = Instance::start_with("instance-b", &SWEEP).await;
+    peer(&a, &b, &["*"], 3).await;
+    let all = ids("evt_pgrestart", 600);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(90),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    pg.restart(StopMode::Fast).await.expect("fast restart");
+    let fast = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    pg.restart(StopMode::Immediate)
+        .await
+        .expect("immediate restart");
+    let immediate = t.elapsed();
+    let (accepted, statuses) = sender.await.expect("sender");
+    eprintln!(
+        "postgres restarts: fast {fast:?}, immediate {immediate:?}; {} requests answered 503",
+        statuses.iter().filter(|s| **s == 503).count()
+    );
+    assert_eq!(accepted.len(), all.len());
+    // kite stayed up and answered every request: 503 while the database was away, never
+    // another 5xx, never a dropped connection.
+    assert!(
+        !statuses.iter().any(|s| (*s >= 500 && *s != 503) || *s == 0),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&503), "the restarts met no request");
+    assert_all_once(&b, &accepted, DRAIN).await;
+    // The LISTEN connection is back: a peer made now is routed to at once.
+    let c = Instance::start_with("instance-c", &SWEEP).await;
+    peer(&a, &c, &["*"], 3).await;
+    let after = ids("evt_pgafter", 5);
+    let (accepted, _) = provider_send(a.url.clone(), after, 2, Duration::from_secs(30)).await;
+    assert_all_once(&c, &accepted, DRAIN).await;
+    assert_eq!(health(&a).await.0, 200);
+}
+
+/// A node of a three-node RabbitMQ cluster of the test's own (quorum queues) killed under
+/// load, then restarted: kite moves to another node, nothing is lost or doubled, and once the
+/// cluster is whole again the peer is not stalled.
+#[tokio::test]
+async fn a_node_of_a_three_node_rabbitmq_cluster_killed_under_load_loses_nothing() {
+    use kite_kit::rabbit::OwnCluster;
+    let mut cluster = OwnCluster::start(3)
+        .await
+        .expect("a RabbitMQ cluster of the test's own");
+    let urls = cluster.urls();
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    env.push(("KITE_AMQP_URL", &urls));
+    // Deliveries in processes of their own: every one crosses the broker (no local lane).
+    env.push(("KITE_ROLES", "ingress,router"));
+    let a = Instance::process_with("instance-a", &env).await;
+    let _delivery = Proc::start(&a, "delivery").await;
+    let b = Instance::start_with("instance-b", &SWEEP).await;
+    peer(&a, &b, &["*"], 3).await;
+    let all = ids("evt_rabbitkill", 400);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(90),
+    ));
+    // kite connects to the first node that answers: the first.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    cluster.kill(0).await.expect("kill the first node");
+    let killed = std::time::Instant::now();
+    let (accepted, statuses) = sender.await.expect("sender");
+    assert_eq!(accepted.len(), all.len(), "{statuses:?}");
+    assert_all_once(&b, &accepted, DRAIN).await;
+    eprintln!(
+        "rabbitmq node killed: all {} delivered {:?} after; {} requests answered 503",
+        accepted.len(),
+        killed.elapsed(),
+        statuses.iter().filter(|s| **s == 503).count()
+    );
+    // kite's processes moved to the nodes that stayed.
+    let nodes = cluster
+        .connections(1, &a.prefix)
+        .await
+        .expect("connections");
+    assert!(nodes.len() >= 2, "{nodes:?}");
+    assert!(nodes.iter().all(|n| n != cluster.node_name(0)), "{nodes:?}");
+    // Whole again: events keep flowing, none stalled.
+    cluster.restart(0).await.expect("restart the first node");
+    let after = ids("evt_rabbitwhole", 20);
+    let (accepted, _) = provider_send(a.url.clone(), after, 4, Duration::from_secs(30)).await;
+    assert_all_once(&b, &accepted, DRAIN).await;
+    assert_eq!(health(&a).await.0, 200);
+}
+
+/// A partition: the delivery process of an instance in a network namespace of the test's
+/// own, its link to the broker, the database and the peer cut under load and healed. Nothing
+/// is lost or doubled, and deliveries resume once the link is back.
+#[tokio::test]
+async fn a_delivery_process_cut_off_by_a_partition_resumes_when_it_heals() {
+    use kite_kit::netns::Netns;
+    use kite_kit::pg::OwnPostgres;
+    use kite_kit::rabbit::OwnCluster;
+    let ns = Netns::create()
+        .await
+        .expect("a network namespace of the test's own");
+    let link = ns.host_ip.clone();
+    let pg = OwnPostgres::start_on(&[&link]).await.expect("Postgres");
+    let broker = OwnCluster::start_on(1, Some(&link))
+        .await
+        .expect("RabbitMQ");
+    let urls = broker.urls();
+    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    env.push(("KITE_AMQP_URL", &urls));
+    env.push(("KITE_ROLES", "ingress,router"));
+    let a = Instance::process_on("instance-a", &pg.url(), &env).await;
+    // The peer listens on this side of the link, where the delivery process reaches it.
+    let mut b_env: Vec<(&str, &str)> = SWEEP.to_vec();
+    b_env.push(("KITE_HOST", &link));
+    let b = Instance::start_with("instance-b", &b_env).await;
+    peer(&a, &b, &["*"], 3).await;
+    let dir = TempDir::new("partition");
+    let wrapper = dir.0.join("kite-in-ns");
+    ns.wrapper(&kite_bin(), &wrapper).expect("wrapper");
+    let db = format!("{}/{}", pg.url_at(&link), a.db_name);
+    let amqp = broker.urls_at(&link);
+    let _delivery = Proc::start_as(
+        &a,
+        "delivery",
+        wrapper,
+        &[("KITE_DATABASE_URL", &db), ("KITE_AMQP_URL", &amqp)],
+    )
+    .await;
+
+    let all = ids("evt_partition", 300);
+    let sender = tokio::spawn(provider_send(
+        a.url.clone(),
+        all.clone(),
+        8,
+        Duration::from_secs(60),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ns.cut().await.expect("cut");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let delivered_cut = b.total_events().await;
+    ns.heal().await.expect("heal");
+    let healed = std::time::Instant::now();
+    let (accepted, _) = sender.await.expect("sender");
+    assert_eq!(accepted.len(), all.len());
+    assert_all_once(&b, &accepted, DRAIN).await;
+    eprintln!(
+        "partition: {delivered_cut} of 300 delivered before the link healed, all {} within {:?} after",
+        accepted.len(),
+        healed.elapsed()
+    );
+    assert!(delivered_cut < 300, "the cut met no delivery");
+}
+
 #[tokio::test]
 async fn sweeper_heals_purged_queues_with_two_routers() {
     let mut env: Vec<(&str, &str)> = SWEEP.to_vec();

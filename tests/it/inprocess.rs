@@ -93,7 +93,7 @@ async fn an_instance_runs_in_process_until_its_shutdown_signal() {
     );
 
     // Leave nothing behind.
-    cleanup(format!("{}/{db}", pg_server()), db, prefix, 9).await;
+    cleanup(&pg_server(), format!("{}/{db}", pg_server()), db, prefix, 9).await;
 }
 
 #[tokio::test]
@@ -156,5 +156,5 @@ async fn run_returns_its_errors_to_the_embedding_program() {
     .await;
     let e = ended.expect_err("an error");
     assert!(format!("{e:#}").contains("--tls-cert"), "{e:#}");
-    cleanup(format!("{}/{db}", pg_server()), db, prefix, 9).await;
+    cleanup(&pg_server(), format!("{}/{db}", pg_server()), db, prefix, 9).await;
 }

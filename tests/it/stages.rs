@@ -42,7 +42,7 @@ impl Db {
 
     async fn drop_database(self) {
         drop(self.store);
-        drop_database(&self.name).await;
+        drop_database(&pg_server(), &self.name).await;
     }
 }
 

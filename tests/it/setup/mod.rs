@@ -102,7 +102,7 @@ async fn serve_exits_naming_an_unreachable_broker() {
         ],
     )
     .await;
-    drop_database(&db).await;
+    drop_database(&pg_server(), &db).await;
     assert!(!ok, "kite serve should fail:\n{stderr}");
     let line = one_error_naming(&stderr, &format!("127.0.0.1:{port}"));
     assert!(line.contains("RabbitMQ"), "{line}");

@@ -1,0 +1,142 @@
+//! A network namespace of a test's own, linked to this one by a veth pair: processes run in
+//! it reach this side only through the link, which the test cuts and heals (a partition).
+//! Made with Debian's `ip` (iproute2); removed, with its link, when dropped.
+
+/// Why the namespace could not be made or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// `ip` failed.
+    #[error("{command}: {output}")]
+    Command {
+        /// What was run.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// `ip` could not be run.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A namespace and its link: `host_ip` on this side, `ns_ip` inside.
+pub struct Netns {
+    /// The namespace's name (`ip netns exec NAME ...`).
+    pub name: String,
+    host_if: String,
+    /// This side's address on the link (what a process inside reaches this side at).
+    pub host_ip: String,
+    /// The address inside.
+    pub ns_ip: String,
+}
+
+async fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(NetnsError::Command {
+        command: format!("ip {}", args.join(" ")),
+        output: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+impl Netns {
+    /// Makes a namespace with its loopback up and a /30 link to this side, in
+    /// 10.231.0.0/16 (one subnet a namespace, chosen from its id).
+    pub async fn create() -> Result<Self, NetnsError> {
+        let n = (std::process::id() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default())
+            % 16_000;
+        let name = format!("kitens{n}");
+        let host_if = format!("kh{n}");
+        let ns_if = format!("kn{n}");
+        // Subnet n of 10.231.0.0/16, 4 addresses each: .1 this side, .2 inside.
+        let base = n * 4;
+        let addr = |k: u64| format!("10.231.{}.{}", (base + k) / 256, (base + k) % 256);
+        let me = Self {
+            name: name.clone(),
+            host_if: host_if.clone(),
+            host_ip: addr(1),
+            ns_ip: addr(2),
+        };
+        ip(&["netns", "add", &name]).await?;
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])
+        .await?;
+        ip(&["link", "set", &ns_if, "netns", &name]).await?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", me.host_ip),
+            "dev",
+            &host_if,
+        ])
+        .await?;
+        ip(&["link", "set", &host_if, "up"]).await?;
+        let ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            all.into_iter().map(str::to_string).collect::<Vec<_>>()
+        };
+        for args in [
+            ns(&["addr", "add", &format!("{}/30", me.ns_ip), "dev", &ns_if]),
+            ns(&["link", "set", &ns_if, "up"]),
+            ns(&["link", "set", "lo", "up"]),
+        ] {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            ip(&refs).await?;
+        }
+        Ok(me)
+    }
+
+    /// Cuts the link: nothing crosses it until [`Netns::heal`] (packets are dropped, as on a
+    /// partition; connections are not reset).
+    pub async fn cut(&self) -> Result<(), NetnsError> {
+        ip(&["link", "set", &self.host_if, "down"]).await
+    }
+
+    /// Restores the link.
+    pub async fn heal(&self) -> Result<(), NetnsError> {
+        ip(&["link", "set", &self.host_if, "up"]).await
+    }
+
+    /// A script that runs `program` inside the namespace with its arguments (for a caller
+    /// that starts a program by path, such as `KiteProcess`); written to `path`.
+    pub fn wrapper(
+        &self,
+        program: &std::path::Path,
+        path: &std::path::Path,
+    ) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            path,
+            format!(
+                "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+                self.name,
+                program.display()
+            ),
+        )?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace removes its end of the link, and so the link.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.host_if])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
