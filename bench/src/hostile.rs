@@ -98,6 +98,39 @@ impl HostileKind {
     }
 }
 
+/// When the chaos run's faults were being injected, so that what a fault causes (a refused
+/// connection, a 503, a peer parked while B is down) is not blamed on hostile traffic.
+#[derive(Debug, Clone, Default)]
+pub struct FaultWindows(std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<Instant>)>>>);
+
+/// How long after a fault its effects may last: a peer parked while B was down is probed
+/// back within a few seconds, a delivery retried within its backoff.
+pub const FAULT_GRACE: Duration = Duration::from_secs(6);
+
+impl FaultWindows {
+    /// Notes a fault starting now; answers its index for [`FaultWindows::end`].
+    pub fn begin(&self) -> usize {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        w.push((Instant::now(), None));
+        w.len() - 1
+    }
+
+    /// Notes that fault `i` is over.
+    pub fn end(&self, i: usize) {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = w.get_mut(i) {
+            f.1 = Some(Instant::now());
+        }
+    }
+
+    /// Whether `t` is within a fault or [`FAULT_GRACE`] after one.
+    pub fn near(&self, t: Instant) -> bool {
+        let w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        w.iter()
+            .any(|(start, end)| t >= *start && end.is_none_or(|e| t <= e + FAULT_GRACE))
+    }
+}
+
 /// What the hostile side did and saw.
 #[derive(Debug, Clone, Default)]
 pub struct HostileTally {
@@ -113,6 +146,9 @@ pub struct HostileTally {
     pub health_failures: u64,
     /// Slowest `/health` answer.
     pub health_slowest: Duration,
+    /// Polls that found the peer parked, or `/health` failing, and requests refused (no
+    /// answer, 503), during a fault or its grace: the fault's doing, not counted above.
+    pub during_faults: u64,
 }
 
 impl HostileTally {
@@ -167,6 +203,16 @@ impl HostileTally {
                 self.health_slowest.as_secs_f64() * 1000.0
             ),
         ));
+        if self.during_faults > 0 {
+            rows.push((
+                "refused or parked during a fault".to_owned(),
+                format!(
+                    "{} (within a fault or {} s after it: the fault's doing)",
+                    self.during_faults,
+                    FAULT_GRACE.as_secs()
+                ),
+            ));
+        }
         rows
     }
 }
@@ -317,6 +363,7 @@ pub async fn inject(
     key: String,
     every: Duration,
     claim_ids: Vec<String>,
+    faults: FaultWindows,
     mut stop: watch::Receiver<bool>,
 ) -> HostileTally {
     let mut tally = HostileTally::default();
@@ -330,8 +377,8 @@ pub async fn inject(
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            _ = watch_tick.tick() => watch_once(&client, &a_url, &key, &mut tally).await,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => record(&mut tally, done),
+            _ = watch_tick.tick() => watch_once(&client, &a_url, &key, &faults, &mut tally).await,
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => record(&mut tally, &faults, done),
             _ = tick.tick() => {
                 let kind = HostileKind::ALL[(i % HostileKind::ALL.len() as u64) as usize];
                 let claim = claim_ids
@@ -339,21 +386,37 @@ pub async fn inject(
                     .cloned()
                     .unwrap_or_else(|| format!("evt_hostile_claim_{i}"));
                 let (client, a_url) = (client.clone(), a_url.clone());
-                tasks.spawn(async move { (kind, send(&client, &a_url, kind, i, &claim).await) });
+                tasks.spawn(async move {
+                    let at = Instant::now();
+                    (kind, at, send(&client, &a_url, kind, i, &claim).await)
+                });
                 i += 1;
             }
         }
     }
     while let Some(done) = tasks.join_next().await {
-        record(&mut tally, done);
+        record(&mut tally, &faults, done);
     }
     tally
 }
 
 fn record(
     tally: &mut HostileTally,
-    done: Result<(HostileKind, Result<u16>), tokio::task::JoinError>,
+    faults: &FaultWindows,
+    done: Result<(HostileKind, Instant, Result<u16>), tokio::task::JoinError>,
 ) {
+    // A fault (A-ingress killed, the database away) refuses requests whatever they are.
+    if let Ok((kind, at, answer)) = &done {
+        let refused = match answer {
+            Ok(s) => (*s == 0 || *s == 503) && !kind.expected().contains(s),
+            Err(_) => true,
+        };
+        if refused && (faults.near(*at) || faults.near(Instant::now())) {
+            tally.during_faults += 1;
+            return;
+        }
+    }
+    let done = done.map(|(kind, _, answer)| (kind, answer));
     match done {
         Ok((kind, Ok(status))) => {
             *tally.answers.entry((kind, status)).or_default() += 1;
@@ -372,12 +435,22 @@ fn record(
     }
 }
 
-async fn watch_once(client: &reqwest::Client, a_url: &str, key: &str, tally: &mut HostileTally) {
+async fn watch_once(
+    client: &reqwest::Client,
+    a_url: &str,
+    key: &str,
+    faults: &FaultWindows,
+    tally: &mut HostileTally,
+) {
     let started = Instant::now();
     let health = client.get(format!("{a_url}/health")).send().await;
     tally.health_slowest = tally.health_slowest.max(started.elapsed());
     if !matches!(&health, Ok(r) if r.status() == 200) {
-        tally.health_failures += 1;
+        if faults.near(started) {
+            tally.during_faults += 1;
+        } else {
+            tally.health_failures += 1;
+        }
     }
     let peers = ApiClient::with_http(client.clone(), a_url, key)
         .list_peers()
@@ -387,7 +460,9 @@ async fn watch_once(client: &reqwest::Client, a_url: &str, key: &str, tally: &mu
         let parked = v.items.iter().any(|p| {
             p.peer.health == PeerHealth::Unreachable || p.peer.status != PeerStatus::Active
         });
-        if parked {
+        if parked && faults.near(started) {
+            tally.during_faults += 1;
+        } else if parked {
             tally.peer_parked += 1;
         }
     }

@@ -151,6 +151,19 @@ struct ChaosArgs {
     /// Milliseconds between hostile requests.
     #[arg(long, default_value_t = 100)]
     hostile_every_ms: u64,
+    /// Run A on a three-node RabbitMQ cluster of the run's own (nodes with their own names,
+    /// ports and data; the machine's broker untouched), killing and pausing its nodes one
+    /// at a time among the faults.
+    #[arg(long)]
+    rabbit_cluster: bool,
+    /// Keep A's database on a Postgres of the run's own (initdb into a temporary
+    /// directory), restarting it fast and immediate among the faults.
+    #[arg(long)]
+    own_postgres: bool,
+    /// Run A's delivery process in a network namespace of the run's own and cut its link
+    /// among the faults (with --rabbit-cluster and --own-postgres, which it implies).
+    #[arg(long)]
+    partition: bool,
     /// Seconds to wait, once every event was answered, for B to hold every accepted event.
     #[arg(long, default_value_t = 180)]
     drain_timeout: u64,
@@ -220,6 +233,9 @@ async fn dispatch(command: Cmd) -> Result<ExitCode> {
                 hostile_every: args
                     .hostile
                     .then(|| Duration::from_millis(args.hostile_every_ms.max(1))),
+                rabbit_cluster: args.rabbit_cluster,
+                own_postgres: args.own_postgres,
+                partition: args.partition,
             };
             let passed = chaos::chaos(&cfg).await?;
             Ok(if passed {

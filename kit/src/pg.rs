@@ -108,8 +108,10 @@ impl OwnPostgres {
             true,
         )
         .await?;
-        // Enough connections for an instance's pools, fsync off (a test's data), sockets in
-        // its own directory.
+        // Enough connections for an instance's pools, fsync off (a test's data: a restart,
+        // even immediate, keeps what the OS holds), sockets in its own directory. Commits
+        // stay synchronous: an immediate stop would otherwise lose commits kite was told
+        // had happened (and answered 202 for).
         let mut listen = vec!["127.0.0.1"];
         listen.extend_from_slice(extra);
         if !extra.is_empty() {
@@ -125,8 +127,7 @@ impl OwnPostgres {
             me.data().join("postgresql.auto.conf"),
             format!(
                 "port = {}\nlisten_addresses = '{}'\nunix_socket_directories = '{}'\n\
-                 max_connections = 100\nfsync = off\nsynchronous_commit = off\n\
-                 full_page_writes = off\n",
+                 max_connections = 100\nfsync = off\nfull_page_writes = off\n",
                 me.port,
                 listen.join(","),
                 me.dir.display()

@@ -23,7 +23,8 @@ pub(super) struct Names {
     pub(super) db_b: String,
     pub(super) url_a: String,
     pub(super) url_b: String,
-    pub(super) admin_url: String,
+    /// The `postgres` database of A's server (the run's own Postgres, when it has one).
+    pub(super) admin_url_a: String,
     pub(super) prefix_a: String,
     pub(super) prefix_b: String,
     pub(super) key_a: String,
@@ -38,7 +39,7 @@ impl Names {
         Self {
             url_a: with_database(database_url, &db_a),
             url_b: with_database(database_url, &db_b),
-            admin_url: with_database(database_url, "postgres"),
+            admin_url_a: with_database(database_url, "postgres"),
             prefix_a: format!("kitechaos.{run}.a"),
             prefix_b: format!("kitechaos.{run}.b"),
             key_a: random_admin_key(),
@@ -48,6 +49,28 @@ impl Names {
             run,
         }
     }
+
+    /// A's database on another server (the run's own Postgres).
+    pub(super) fn with_a_on(mut self, server: &str) -> Self {
+        self.url_a = with_database(server, &self.db_a);
+        self.admin_url_a = with_database(server, "postgres");
+        self
+    }
+}
+
+/// Servers the run starts of its own, to break: a RabbitMQ cluster for A, a Postgres for A,
+/// and a network namespace for A's delivery process (whose link is cut).
+#[derive(Default)]
+pub(super) struct Engines {
+    pub(super) rabbit: Option<kite_kit::rabbit::OwnCluster>,
+    pub(super) pg: Option<kite_kit::pg::OwnPostgres>,
+    pub(super) ns: Option<kite_kit::netns::Netns>,
+    /// The wrapper running kite in the namespace.
+    pub(super) wrapper: Option<PathBuf>,
+    /// The next node to break.
+    broker_turn: u64,
+    /// The next Postgres stop mode (fast, immediate, in turn).
+    pg_turn: u64,
 }
 
 /// The environment of one of the run's processes (`KITE_PORT` is set at start).
@@ -88,6 +111,8 @@ pub(super) struct Proc {
     /// Fixed after the first start for a process that serves HTTP.
     pub(super) port: Option<u16>,
     pub(super) url: Option<String>,
+    /// What runs it instead of the run's binary (a wrapper into a namespace).
+    pub(super) bin: Option<PathBuf>,
 }
 
 impl Proc {
@@ -95,6 +120,7 @@ impl Proc {
         Self {
             name,
             env,
+            bin: None,
             child: None,
             starts: 0,
             port: None,
@@ -113,6 +139,7 @@ impl Proc {
             let mut env = self.env.clone();
             env.set("KITE_PORT", self.port.unwrap_or(0).to_string());
             let output = Output::both(log.sink(label.clone()));
+            let bin = self.bin.as_deref().unwrap_or(bin);
             match KiteProcess::start(bin, &env, output, READY_TIMEOUT).await {
                 Ok(child) => {
                     if self.port.is_none() {
@@ -175,13 +202,24 @@ pub(super) struct Cluster {
     pub(super) a_router: Proc,
     pub(super) a_delivery: Proc,
     pub(super) b: Proc,
+    pub(super) engines: Engines,
 }
 
 impl Cluster {
-    pub(super) fn new(bin: PathBuf, log: Arc<LogFile>, names: &Names, amqp_url: &str) -> Self {
+    pub(super) fn new(
+        bin: PathBuf,
+        log: Arc<LogFile>,
+        names: &Names,
+        amqp_url: &str,
+        engines: Engines,
+    ) -> Self {
+        let a_amqp = engines
+            .rabbit
+            .as_ref()
+            .map_or_else(|| amqp_url.to_string(), |c| c.urls());
         let a = |roles| {
             process_env(
-                amqp_url,
+                &a_amqp,
                 "chaos-a",
                 &names.url_a,
                 &names.prefix_a,
@@ -189,21 +227,36 @@ impl Cluster {
                 roles,
             )
         };
+        let mut a_delivery = Proc::new("a-delivery", a("delivery"));
+        let mut b_env = process_env(
+            amqp_url,
+            "chaos-b",
+            &names.url_b,
+            &names.prefix_b,
+            &names.key_b,
+            "ingress,router,delivery",
+        );
+        // Partitioned: A's delivery process runs in the namespace and reaches A's servers and
+        // B at this side of the link.
+        if let (Some(ns), Some(wrapper), Some(pg), Some(rabbit)) =
+            (&engines.ns, &engines.wrapper, &engines.pg, &engines.rabbit)
+        {
+            a_delivery.bin = Some(wrapper.clone());
+            a_delivery.env.extend([
+                (
+                    "KITE_DATABASE_URL",
+                    with_database(&pg.url_at(&ns.host_ip), &names.db_a).as_str(),
+                ),
+                ("KITE_AMQP_URL", rabbit.urls_at(&ns.host_ip).as_str()),
+            ]);
+            b_env.set("KITE_HOST", ns.host_ip.clone());
+        }
         Self {
             a_ingress: Proc::new("a-ingress", a("ingress")),
             a_router: Proc::new("a-router", a("router")),
-            a_delivery: Proc::new("a-delivery", a("delivery")),
-            b: Proc::new(
-                "b",
-                process_env(
-                    amqp_url,
-                    "chaos-b",
-                    &names.url_b,
-                    &names.prefix_b,
-                    &names.key_b,
-                    "ingress,router,delivery",
-                ),
-            ),
+            a_delivery,
+            b: Proc::new("b", b_env),
+            engines,
             bin,
             log,
         }
@@ -261,7 +314,7 @@ async fn inject(
         FaultKind::KillDelivery => Some(&mut cluster.a_delivery),
         FaultKind::KillB => Some(&mut cluster.b),
         FaultKind::KillIngress => Some(&mut cluster.a_ingress),
-        FaultKind::CloseAmqp | FaultKind::TerminateDb => None,
+        _ => None,
     };
     if let Some(p) = proc {
         let t0 = Instant::now();
@@ -273,7 +326,61 @@ async fn inject(
             t0.elapsed().as_secs_f64()
         ));
     }
+    let t0 = Instant::now();
+    let e = &mut cluster.engines;
     let done = match kind {
+        FaultKind::KillBrokerNode | FaultKind::PauseBrokerNode => match e.rabbit.as_mut() {
+            None => Err(anyhow!("no cluster of the run's own")),
+            Some(c) => {
+                let i = (e.broker_turn % 3) as usize;
+                e.broker_turn += 1;
+                let r = if kind == FaultKind::KillBrokerNode {
+                    match c.kill(i).await {
+                        Ok(()) => c.restart(i).await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    match c.pause(i).await {
+                        Ok(()) => {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            c.resume(i).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                };
+                r.map(|()| format!("node {} back in {:.1} s", i + 1, t0.elapsed().as_secs_f64()))
+                    .map_err(anyhow::Error::from)
+            }
+        },
+        FaultKind::RestartPostgres => match e.pg.as_ref() {
+            None => Err(anyhow!("no Postgres of the run's own")),
+            Some(pg) => {
+                use kite_kit::pg::StopMode;
+                let mode = if e.pg_turn.is_multiple_of(2) {
+                    StopMode::Fast
+                } else {
+                    StopMode::Immediate
+                };
+                e.pg_turn += 1;
+                pg.restart(mode)
+                    .await
+                    .map(|()| format!("{mode:?} restart took {:.1} s", t0.elapsed().as_secs_f64()))
+                    .map_err(anyhow::Error::from)
+            }
+        },
+        FaultKind::Partition => match e.ns.as_ref() {
+            None => Err(anyhow!("no namespace of the run's own")),
+            Some(ns) => match ns.cut().await {
+                Ok(()) => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    ns.heal()
+                        .await
+                        .map(|()| "healed after 3 s".to_string())
+                        .map_err(anyhow::Error::from)
+                }
+                Err(e) => Err(e.into()),
+            },
+        },
         FaultKind::CloseAmqp => close_amqp_connections(&names.prefix_a, "chaos")
             .await
             .map(|n| {
@@ -286,7 +393,7 @@ async fn inject(
                  WHERE datname = '{}' AND pid <> pg_backend_pid()",
                 names.db_a
             );
-            psql(&names.admin_url, &sql).await.and_then(|out| {
+            psql(&names.admin_url_a, &sql).await.and_then(|out| {
                 let n: u64 = out.parse().context("parsing psql's count")?;
                 tally.db_backends_terminated += n;
                 Ok(format!("{n} backends terminated"))
@@ -305,12 +412,14 @@ async fn inject(
     }
 }
 
-/// Injects a fault every `every`, cycling through [`FaultKind::ALL`], until `stop` turns true.
-/// A fault that overruns its period delays the next one.
+/// Injects a fault every `every`, cycling through `schedule` ([`FaultKind::schedule`]), until
+/// `stop` turns true. A fault that overruns its period delays the next one.
 pub(super) async fn inject_faults(
     cluster: &mut Cluster,
     names: &Names,
     every: Duration,
+    schedule: &[FaultKind],
+    windows: &crate::hostile::FaultWindows,
     mut stop: watch::Receiver<bool>,
 ) -> Result<FaultTally> {
     let mut tally = FaultTally::default();
@@ -325,9 +434,12 @@ pub(super) async fn inject_faults(
         if *stop.borrow() {
             break;
         }
-        let kind = FaultKind::nth(i);
+        let kind = schedule[(i % schedule.len() as u64) as usize];
         i += 1;
-        let detail = inject(kind, cluster, names, &mut tally).await?;
+        let window = windows.begin();
+        let detail = inject(kind, cluster, names, &mut tally).await;
+        windows.end(window);
+        let detail = detail?;
         let line = format!("fault {i}: {}: {detail}", kind.describe());
         eprintln!("kite-bench: {line}");
         cluster.log.note(&line);

@@ -49,6 +49,15 @@ pub struct ChaosConfig {
     /// Mix hostile requests of every kind into the stream, one every this long (instead of
     /// faults when `fault_every` is zero); the peer must never be parked by them.
     pub hostile_every: Option<Duration>,
+    /// Run A on a three-node RabbitMQ cluster of the run's own, and kill and pause its nodes
+    /// one at a time among the faults.
+    pub rabbit_cluster: bool,
+    /// Keep A's database on a Postgres server of the run's own, and restart it (fast and
+    /// immediate) among the faults.
+    pub own_postgres: bool,
+    /// Run A's delivery process in a network namespace of the run's own and cut its link
+    /// among the faults (implies the two above: they listen on the link).
+    pub partition: bool,
 }
 
 const TEAM: &str = "default";
@@ -234,7 +243,39 @@ pub async fn chaos(cfg: &ChaosConfig) -> Result<bool> {
         bail!("--fault-every-ms must be above zero (0 is allowed with --hostile)");
     }
     let bin = resolve_kite_bin(cfg.kite_bin.as_deref())?;
-    let names = Names::new(&cfg.database_url);
+    let mut names = Names::new(&cfg.database_url);
+    let (rabbit, own_pg) = (
+        cfg.rabbit_cluster || cfg.partition,
+        cfg.own_postgres || cfg.partition,
+    );
+    let mut engines = cluster::Engines::default();
+    if cfg.partition {
+        let ns = kite_kit::netns::Netns::create()
+            .await
+            .context("a network namespace of the run's own (needs root and iproute2)")?;
+        let wrapper = std::env::temp_dir().join(format!("kite-chaos-{}-in-ns", names.run));
+        ns.wrapper(&bin, &wrapper)?;
+        engines.wrapper = Some(wrapper);
+        engines.ns = Some(ns);
+    }
+    let link = engines.ns.as_ref().map(|n| n.host_ip.clone());
+    if own_pg {
+        let extra: Vec<&str> = link.iter().map(String::as_str).collect();
+        let pg = kite_kit::pg::OwnPostgres::start_on(&extra)
+            .await
+            .context("a Postgres of the run's own")?;
+        names = names.with_a_on(&pg.url());
+        engines.pg = Some(pg);
+    }
+    if rabbit {
+        eprintln!("kite-bench: starting a three-node RabbitMQ cluster of the run's own");
+        engines.rabbit = Some(
+            kite_kit::rabbit::OwnCluster::start_on(3, link.as_deref())
+                .await
+                .context("a RabbitMQ cluster of the run's own")?,
+        );
+    }
+    let schedule = FaultKind::schedule(rabbit, own_pg, cfg.partition);
     let log = LogFile::create(std::env::temp_dir().join(format!("kite-chaos-{}.log", names.run)))?;
     eprintln!(
         "kite-bench: chaos run {} with {} (databases {} and {}, AMQP prefixes {} and {}, child logs {})",
@@ -246,10 +287,10 @@ pub async fn chaos(cfg: &ChaosConfig) -> Result<bool> {
         names.prefix_b,
         log.path().display()
     );
-    let mut cluster = Cluster::new(bin, log.clone(), &names, &cfg.amqp_url);
+    let mut cluster = Cluster::new(bin, log.clone(), &names, &cfg.amqp_url, engines);
 
     let outcome = tokio::select! {
-        r = run_chaos(cfg, &names, &mut cluster) => r,
+        r = run_chaos(cfg, &names, &mut cluster, &schedule) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
     };
     cluster.kill_all().await;
@@ -273,7 +314,12 @@ pub async fn chaos(cfg: &ChaosConfig) -> Result<bool> {
     outcome.map(|_| passed)
 }
 
-async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> Result<ChaosReport> {
+async fn run_chaos(
+    cfg: &ChaosConfig,
+    names: &Names,
+    cluster: &mut Cluster,
+    schedule: &[FaultKind],
+) -> Result<ChaosReport> {
     cluster.start().await?;
     let a_url = cluster
         .a_ingress
@@ -319,6 +365,8 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
 
     let endpoint = format!("{a_url}/hooks/{TEAM}/stripe");
     let (stop_tx, stop_rx) = watch::channel(false);
+    // When faults ran: what they cause is not blamed on hostile traffic.
+    let windows = crate::hostile::FaultWindows::default();
     let load = async {
         let tally = drive_load(&client, &endpoint, cfg).await;
         let _ = stop_tx.send(true);
@@ -337,6 +385,7 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
                     names.key_a.clone(),
                     every,
                     claims,
+                    windows.clone(),
                     stop_rx.clone(),
                 )
                 .await,
@@ -348,7 +397,15 @@ async fn run_chaos(cfg: &ChaosConfig, names: &Names, cluster: &mut Cluster) -> R
         if cfg.fault_every.is_zero() {
             Ok(FaultTally::default())
         } else {
-            inject_faults(cluster, names, cfg.fault_every, stop_rx.clone()).await
+            inject_faults(
+                cluster,
+                names,
+                cfg.fault_every,
+                schedule,
+                &windows,
+                stop_rx.clone(),
+            )
+            .await
         }
     };
     let (load, mut faults, hostile) = tokio::try_join!(load, faults, async {

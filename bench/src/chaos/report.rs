@@ -24,6 +24,17 @@ pub enum FaultKind {
     KillB,
     /// SIGKILL A's ingress process, then start it again on the same port.
     KillIngress,
+    /// SIGKILL a node of the run's own RabbitMQ cluster (the next in turn), then start it
+    /// again (`--rabbit-cluster`).
+    KillBrokerNode,
+    /// SIGSTOP a node of the run's own cluster for 2 s, then SIGCONT (`--rabbit-cluster`).
+    PauseBrokerNode,
+    /// Restart the run's own Postgres, `-m fast` and `-m immediate` in turn
+    /// (`--own-postgres`).
+    RestartPostgres,
+    /// Cut the link of A's delivery process (in its own network namespace) for 3 s
+    /// (`--partition`).
+    Partition,
 }
 
 impl FaultKind {
@@ -37,9 +48,39 @@ impl FaultKind {
         FaultKind::KillIngress,
     ];
 
-    /// The kind of the `i`-th fault (0-based) of a run.
+    /// The faults of the engines a run starts of its own, when it does.
+    pub const ENGINES: [FaultKind; 4] = [
+        FaultKind::KillBrokerNode,
+        FaultKind::PauseBrokerNode,
+        FaultKind::RestartPostgres,
+        FaultKind::Partition,
+    ];
+
+    /// How many kinds there are.
+    pub const COUNT: usize = 10;
+
+    /// The kind of the `i`-th fault (0-based) of a run on the machine's servers.
     pub fn nth(i: u64) -> FaultKind {
         Self::ALL[(i % Self::ALL.len() as u64) as usize]
+    }
+
+    /// What a run cycles through: every kind of [`FaultKind::ALL`], then, interleaved, the
+    /// faults of the engines it runs of its own (a cluster, a Postgres, a namespace).
+    pub fn schedule(cluster: bool, postgres: bool, partition: bool) -> Vec<FaultKind> {
+        let mut out = Vec::new();
+        for (i, k) in Self::ALL.into_iter().enumerate() {
+            out.push(k);
+            let extra = match i {
+                0 if cluster => Some(FaultKind::KillBrokerNode),
+                1 if postgres => Some(FaultKind::RestartPostgres),
+                2 if partition => Some(FaultKind::Partition),
+                3 if cluster => Some(FaultKind::PauseBrokerNode),
+                4 if postgres => Some(FaultKind::RestartPostgres),
+                _ => None,
+            };
+            out.extend(extra);
+        }
+        out
     }
 
     /// What the fault does, for the table.
@@ -51,6 +92,10 @@ impl FaultKind {
             FaultKind::TerminateDb => "terminate A's Postgres backends",
             FaultKind::KillB => "SIGKILL B + restart (same port)",
             FaultKind::KillIngress => "SIGKILL A-ingress + restart (same port)",
+            FaultKind::KillBrokerNode => "SIGKILL a RabbitMQ node + restart",
+            FaultKind::PauseBrokerNode => "SIGSTOP a RabbitMQ node 2 s",
+            FaultKind::RestartPostgres => "restart Postgres (fast / immediate)",
+            FaultKind::Partition => "cut A-delivery's link 3 s",
         }
     }
 
@@ -63,9 +108,9 @@ impl FaultKind {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FaultTally {
     /// Faults injected, by [`FaultKind::index`].
-    pub injected: [u64; 6],
+    pub injected: [u64; FaultKind::COUNT],
     /// Faults that could not be injected (the tool failed), by kind; not in `injected`.
-    pub failed: [u64; 6],
+    pub failed: [u64; FaultKind::COUNT],
     /// AMQP connections closed over all `CloseAmqp` faults.
     pub amqp_connections_closed: u64,
     /// Postgres backends terminated over all `TerminateDb` faults.
@@ -337,7 +382,11 @@ impl ChaosReport {
             ),
             row("faults injected", f.total().to_string()),
         ];
-        for kind in FaultKind::ALL {
+        for kind in FaultKind::ALL.into_iter().chain(
+            FaultKind::ENGINES
+                .into_iter()
+                .filter(|k| f.injected[k.index()] + f.failed[k.index()] > 0),
+        ) {
             let mut v = f.injected[kind.index()].to_string();
             match kind {
                 FaultKind::CloseAmqp => v.push_str(&format!(

@@ -15,7 +15,7 @@ fn schedule_cycles_through_every_kind_in_order() {
     for i in 0..8 {
         tally.record(FaultKind::nth(i));
     }
-    assert_eq!(tally.injected, [2, 2, 1, 1, 1, 1]);
+    assert_eq!(tally.injected, [2, 2, 1, 1, 1, 1, 0, 0, 0, 0]);
     assert_eq!(tally.total(), 8);
 }
 
@@ -164,4 +164,26 @@ fn env_sets_roles_and_tuning() {
     assert_eq!(get("KITE_PEER_PROBE_INTERVAL_MS"), Some("1000"));
     assert_eq!(get("RUST_LOG"), Some("warn"));
     assert_eq!(get("KITE_PORT"), Some("0"));
+}
+
+#[test]
+fn the_engines_faults_join_the_schedule_only_when_the_run_starts_them() {
+    assert_eq!(
+        FaultKind::schedule(false, false, false),
+        FaultKind::ALL.to_vec()
+    );
+    let all = FaultKind::schedule(true, true, true);
+    for k in FaultKind::ALL.into_iter().chain(FaultKind::ENGINES) {
+        assert!(all.contains(&k), "{k:?}");
+    }
+    let pg_only = FaultKind::schedule(false, true, false);
+    assert!(!pg_only.contains(&FaultKind::KillBrokerNode));
+    assert!(!pg_only.contains(&FaultKind::Partition));
+    assert_eq!(
+        pg_only
+            .iter()
+            .filter(|k| **k == FaultKind::RestartPostgres)
+            .count(),
+        2
+    );
 }
