@@ -101,7 +101,10 @@ impl HostileKind {
 /// When the chaos run's faults were being injected, so that what a fault causes (a refused
 /// connection, a 503, a peer parked while B is down) is not blamed on hostile traffic.
 #[derive(Debug, Clone, Default)]
-pub struct FaultWindows(std::sync::Arc<std::sync::Mutex<Vec<(Instant, Option<Instant>)>>>);
+pub struct FaultWindows(std::sync::Arc<std::sync::Mutex<Vec<Window>>>);
+
+/// A fault's start and, once it is over, its end.
+type Window = (Instant, Option<Instant>);
 
 /// How long after a fault its effects may last: a peer parked while B was down is probed
 /// back within a few seconds, a delivery retried within its backoff.
