@@ -129,6 +129,29 @@ pub(crate) fn node_urls(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// Longest wait for the broker to answer one operation (connecting to a node, opening a
+/// channel, declaring, starting a consumer, settling a message, closing): lapin itself waits
+/// without bound, and a node that stopped (SIGSTOP), a link that partitioned or a
+/// connection lapin lost track of must not hold a consumer, or the whole process' bus,
+/// forever.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, or an `Unavailable` error naming `what` once [`ANSWER_TIMEOUT`] has passed.
+async fn answered<T, E: Into<BusError>>(
+    what: &str,
+    fut: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> Result<T> {
+    match tokio::time::timeout(ANSWER_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => {
+            tracing::warn!(what, "no answer from the broker in time");
+            Err(BusError::Unavailable(format!(
+                "{what}: no answer from the broker in {ANSWER_TIMEOUT:?}"
+            )))
+        }
+    }
+}
+
 fn quorum_args() -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(
@@ -197,10 +220,12 @@ impl AmqpBus {
         if !healthy {
             *guard = None;
             let conn = self.connect_any().await?;
-            let publish = conn.create_channel().await?;
-            publish
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
+            let publish = answered("open a channel", conn.create_channel()).await?;
+            answered(
+                "select confirms",
+                publish.confirm_select(ConfirmSelectOptions::default()),
+            )
+            .await?;
             tracing::info!("connected to broker");
             *guard = Some(Live { conn, publish });
         }
@@ -222,7 +247,7 @@ impl AmqpBus {
             // connections.
             let props = ConnectionProperties::default()
                 .with_connection_name(self.names.prefix.clone().into());
-            match Connection::connect(&self.urls[at], props).await {
+            match answered("connect", Connection::connect(&self.urls[at], props)).await {
                 Ok(conn) => {
                     // The next connection (after this one is lost) starts at the next node.
                     self.next.store(at + 1, Ordering::Relaxed);
@@ -239,17 +264,41 @@ impl AmqpBus {
                 }
             }
         }
-        Err(last.map_or_else(|| BusError::Unavailable("no broker URL".into()), Into::into))
+        Err(last.unwrap_or_else(|| BusError::Unavailable("no broker URL".into())))
     }
 
     async fn channel(&self) -> Result<Channel> {
         let mut guard = self.live.lock().await;
         let live = self.ensure(&mut guard).await?;
-        match live.conn.create_channel().await {
+        match answered("open a channel", live.conn.create_channel()).await {
             Ok(c) => Ok(c),
             Err(e) => {
                 *guard = None;
-                Err(e.into())
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `op` on a channel of its own and closes the channel, all bounded by
+    /// [`ANSWER_TIMEOUT`]; when the broker does not answer in time the connection is
+    /// dropped, so that the next operation connects afresh (to the next node).
+    async fn on_channel<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let ch = self.channel().await?;
+        match tokio::time::timeout(ANSWER_TIMEOUT, op(ch.clone())).await {
+            Ok(r) => {
+                let _ = answered("close a channel", ch.close(200, "OK".into())).await;
+                r
+            }
+            Err(_) => {
+                tracing::warn!(what, "no answer from the broker in time; reconnecting");
+                *self.live.lock().await = None;
+                Err(BusError::Unavailable(format!(
+                    "{what}: no answer from the broker in {ANSWER_TIMEOUT:?}"
+                )))
             }
         }
     }
@@ -270,7 +319,11 @@ impl AmqpBus {
     /// Declares the base topology again (after a reconnect: the broker may have lost it).
     pub(crate) async fn redeclare(&self) -> Result<()> {
         let tiers = self.tiers.load(std::sync::atomic::Ordering::Relaxed);
-        let ch = self.channel().await?;
+        self.on_channel("declare", |ch| self.declare_on(ch, tiers))
+            .await
+    }
+
+    async fn declare_on(&self, ch: Channel, tiers: u32) -> Result<()> {
         ch.queue_declare(
             self.names.events_queue().into(),
             durable_queue(),
@@ -309,35 +362,36 @@ impl AmqpBus {
             )
             .await?;
         }
-        let _ = ch.close(200, "OK".into()).await;
         Ok(())
     }
 
     /// Declares a peer's delivery queue and binds it.
     pub(crate) async fn declare_peer(&self, peer_id: &str) -> Result<()> {
-        let ch = self.channel().await?;
         let q = self.names.peer_queue(peer_id);
-        ch.queue_declare(q.clone().into(), durable_queue(), quorum_args())
+        self.on_channel("declare a peer queue", |ch| async move {
+            ch.queue_declare(q.clone().into(), durable_queue(), quorum_args())
+                .await?;
+            ch.queue_bind(
+                q.into(),
+                self.names.deliver_exchange().into(),
+                peer_id.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
-        ch.queue_bind(
-            q.into(),
-            self.names.deliver_exchange().into(),
-            peer_id.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        let _ = ch.close(200, "OK".into()).await;
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a queue (a removed peer's).
     pub(crate) async fn delete_queue(&self, name: &str) -> Result<()> {
-        let ch = self.channel().await?;
-        ch.queue_delete(name.into(), QueueDeleteOptions::default())
-            .await?;
-        let _ = ch.close(200, "OK".into()).await;
-        Ok(())
+        self.on_channel("delete a queue", |ch| async move {
+            ch.queue_delete(name.into(), QueueDeleteOptions::default())
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Publishes persistent messages and waits for all their confirms together. Unroutable
@@ -409,21 +463,34 @@ impl AmqpBus {
         prefetch: u16,
     ) -> Result<(Channel, Consumer)> {
         let ch = self.channel().await?;
-        ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let consumer = ch
-            .basic_consume(
+        let started = async {
+            ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            ch.basic_consume(
                 queue.into(),
                 tag.into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
-        Ok((ch, consumer))
+            .await
+        };
+        match answered("start a consumer", started).await {
+            Ok(consumer) => Ok((ch, consumer)),
+            Err(e) => {
+                let _ = answered("close a channel", ch.close(200, "OK".into())).await;
+                Err(e)
+            }
+        }
     }
 
     /// Deletes every object of this prefix that kite declares (tests and `kite` teardown).
     pub(crate) async fn teardown(&self, peer_ids: &[String], tiers: u32) -> Result<()> {
-        let ch = self.channel().await?;
+        self.on_channel("tear down", |ch| async move {
+            self.teardown_on(ch, peer_ids, tiers).await
+        })
+        .await
+    }
+
+    async fn teardown_on(&self, ch: Channel, peer_ids: &[String], tiers: u32) -> Result<()> {
         let mut queues = vec![self.names.events_queue()];
         queues.extend(peer_ids.iter().map(|p| self.names.peer_queue(p)));
         queues.extend((1..=tiers).map(|n| self.names.retry_tier(n)));
@@ -437,14 +504,13 @@ impl AmqpBus {
             ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
                 .await?;
         }
-        let _ = ch.close(200, "OK".into()).await;
         Ok(())
     }
 
     /// Closes the connection.
     pub(crate) async fn close(&self) {
         if let Some(live) = self.live.lock().await.take() {
-            let _ = live.conn.close(200, "bye".into()).await;
+            let _ = answered("close", live.conn.close(200, "bye".into())).await;
         }
     }
 
@@ -544,7 +610,7 @@ impl AmqpBus {
                             handle_delivery(queue, &name, d, &handler, &flow)
                         })
                         .await;
-                    let _ = channel.close(200, "bye".into()).await;
+                    let _ = answered("close a channel", channel.close(200, "bye".into())).await;
                 }
                 Err(e) => tracing::warn!(queue = %name, error = %e, "cannot consume; retrying"),
             }
@@ -591,22 +657,22 @@ async fn handle_delivery<F, Fut>(
     });
     let Some(message) = message else {
         tracing::warn!(queue = %name, "dropping a malformed message");
-        let _ = d.ack(BasicAckOptions::default()).await;
+        let _ = answered("ack", d.ack(BasicAckOptions::default())).await;
         return;
     };
     let (settle, answer) = handler(Job { message }).await;
     match settle {
+        // Bounded: lapin may never answer a settle sent on a connection it just lost.
         Settle::Ack => {
-            let _ = d.ack(BasicAckOptions::default()).await;
+            let _ = answered("ack", d.ack(BasicAckOptions::default())).await;
         }
         // The broker being gone needs no answer: the message comes back anyway.
         Settle::Requeue => {
-            let _ = d
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            let nack = d.nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            });
+            let _ = answered("nack", nack).await;
         }
     }
     if answer == Flow::Stop {

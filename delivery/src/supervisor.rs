@@ -48,6 +48,7 @@ pub async fn run(
     let ops_stop = shutdown.child_token();
     let ops = tokio::spawn(crate::operational::run(ctx.clone(), ops_stop.clone()));
     let mut workers: HashMap<PeerId, Worker> = HashMap::new();
+    let ended = Arc::new(tokio::sync::Notify::new());
     loop {
         match ctx.store.all_peers().await {
             Ok(peers) => {
@@ -77,15 +78,18 @@ pub async fn run(
                         continue;
                     }
                     let stop = shutdown.child_token();
-                    let handle = match kind {
-                        Kind::Deliver => tokio::spawn(peer_worker(ctx.clone(), id, stop.clone())),
+                    let work: futures::future::BoxFuture<'static, ()> = match kind {
+                        Kind::Deliver => Box::pin(peer_worker(ctx.clone(), id, stop.clone())),
                         Kind::Claim(how) => {
-                            tokio::spawn(crate::claimed::worker(ctx.clone(), id, how, stop.clone()))
+                            Box::pin(crate::claimed::worker(ctx.clone(), id, how, stop.clone()))
                         }
-                        Kind::Probe(how) => {
-                            tokio::spawn(prober(ctx.clone(), id, how, stop.clone()))
-                        }
+                        Kind::Probe(how) => Box::pin(prober(ctx.clone(), id, how, stop.clone())),
                     };
+                    let ended = ended.clone();
+                    let handle = tokio::spawn(async move {
+                        work.await;
+                        ended.notify_one();
+                    });
                     workers.insert(id, Worker { kind, stop, handle });
                 }
             }
@@ -93,6 +97,9 @@ pub async fn run(
         }
         tokio::select! {
             _ = config_generation.changed() => {}
+            // A worker ended by itself (a prober whose peer answers again, a consumer that
+            // stopped): start what the peer's state asks for now.
+            _ = ended.notified() => {}
             _ = tokio::time::sleep(ctx.cfg.supervise_interval) => {}
             _ = shutdown.cancelled() => break,
         }
@@ -166,21 +173,29 @@ async fn peer_worker(ctx: Arc<Ctx>, peer_id: PeerId, end: CancellationToken) {
         ctx.cfg.attempts_in_flight.max(1) * 2,
         ctx.cfg.lease,
     );
-    // Unsettled messages go back to the queue when the consumer ends.
-    let consumer = ctx
-        .bus
-        .consume(Queue::Peer(peer_id), &opts, end.clone(), |job| {
-            let ctx = ctx.clone();
-            async move {
-                match ctx.handle(peer_id, job).await {
-                    Handled::Done => (Settle::Ack, Flow::Continue),
-                    Handled::Retry => (Settle::Requeue, Flow::Continue),
-                    Handled::Parked => (Settle::Ack, Flow::Stop),
-                    Handled::PeerNotActive => (Settle::Requeue, Flow::Stop),
+    // Unsettled messages go back to the queue when the consumer ends. A consumer that
+    // stops by itself (the peer parked or paused) ends the whole worker, local lane
+    // included, so that the supervisor sees it finished and starts what the peer's state
+    // asks for now: had the peer's health turned back meanwhile (a success recorded by an
+    // attempt still in flight), a worker with a stopped consumer would otherwise stay and
+    // nothing would take the peer's queue.
+    let consumer = async {
+        ctx.bus
+            .consume(Queue::Peer(peer_id), &opts, end.clone(), |job| {
+                let ctx = ctx.clone();
+                async move {
+                    match ctx.handle(peer_id, job).await {
+                        Handled::Done => (Settle::Ack, Flow::Continue),
+                        Handled::Retry => (Settle::Requeue, Flow::Continue),
+                        Handled::Parked => (Settle::Ack, Flow::Stop),
+                        Handled::PeerNotActive => (Settle::Requeue, Flow::Stop),
+                    }
                 }
-            }
-        });
-    tokio::join!(consumer, local(ctx.clone(), peer_id, lane, end));
+            })
+            .await;
+        end.cancel();
+    };
+    tokio::join!(consumer, local(ctx.clone(), peer_id, lane, end.clone()));
 }
 
 /// Delivers what this process' ingest writer hands over for `peer_id` (the local lane),
