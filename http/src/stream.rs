@@ -76,8 +76,10 @@ fn wanted(filters: &[Filter], e: &kite_store::events::StoredEvent) -> bool {
                     || (e.hook_source == kite_wire::event::FEDERATION_SOURCE
                         && provider() == Some(s.as_str())))
         }
+        // A filter naming `kite.*` takes kite's own events only: an event of such a type
+        // that came another way (stored before hooks refused those types) is not one.
         Filter::Type(g, names_operational) => {
-            (!operational || *names_operational) && g.matches(&e.ce_type)
+            operational == *names_operational && g.matches(&e.ce_type)
         }
     })
 }

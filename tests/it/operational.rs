@@ -290,23 +290,26 @@ async fn a_poison_event_reports_its_dead_delivery_and_a_revoked_peer_is_reported
         [json!("evt_fine"), json!("evt_poison"), json!("evt_after")]
     );
 
-    // Nobody else speaks for kite: a CloudEvent of a kite.* type is refused at any hook.
-    let forged = json!({"specversion": "1.0", "id": "forged-1", "source": "/x",
-                        "type": "kite.peer.recovered", "data": {}});
-    let r = reqwest::Client::new()
-        .post(format!("{}/hooks/default/custom", a.url))
-        .header("content-type", "application/cloudevents+json")
-        .body(forged.to_string())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status().as_u16(), 400);
-    let v: Value = r.json().await.expect("json");
-    assert_eq!(
-        (code(&v), v["error"]["field"].as_str()),
-        ("invalid_attribute", Some("type")),
-        "{v}"
-    );
+    // Nobody else speaks for kite: a CloudEvent of a kite.* type is refused at any hook,
+    // and so is the reverse-DNS form a `kite.*` scope or stream filter also takes.
+    for ty in ["kite.peer.recovered", "com.kite.peer.revoked"] {
+        let forged = json!({"specversion": "1.0", "id": format!("forged-{ty}"), "source": "/x",
+                            "type": ty, "data": {}});
+        let r = reqwest::Client::new()
+            .post(format!("{}/hooks/default/custom", a.url))
+            .header("content-type", "application/cloudevents+json")
+            .body(forged.to_string())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 400, "{ty}");
+        let v: Value = r.json().await.expect("json");
+        assert_eq!(
+            (code(&v), v["error"]["field"].as_str()),
+            ("invalid_attribute", Some("type")),
+            "{v}"
+        );
+    }
     for (headers, body) in ops.lock().expect("lock").iter() {
         standardwebhooks_verify(&secret, headers, body.as_bytes())
             .unwrap_or_else(|e| panic!("{e}: {body}"));

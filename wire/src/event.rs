@@ -30,6 +30,15 @@ pub const EXT_CLAIMED_SOURCE: &str = "kiteclaimedsource";
 /// takes an event of such a type, and the stream and listings show them only to a client
 /// asking for them by type.
 pub const OPERATIONAL_TYPE_PREFIX: &str = "kite.";
+
+/// Whether `ty` is (or reads as, by scope matching, which also takes the reverse-DNS form
+/// `com.kite.*`) a kite operational event type, which only kite itself may emit.
+pub fn is_operational_type(ty: &str) -> bool {
+    ty.starts_with(OPERATIONAL_TYPE_PREFIX)
+        || ty
+            .strip_prefix("com.")
+            .is_some_and(|t| t.starts_with(OPERATIONAL_TYPE_PREFIX))
+}
 /// Extension holding the kept request headers (a JSON object string).
 pub const EXT_ORIGINAL_HEADERS: &str = "kiteoriginalheaders";
 /// Request headers worth keeping on an event (`kiteoriginalheaders`): what describes the
@@ -416,10 +425,12 @@ pub fn build_event(
     check_attribute("source", &ce_source, MAX_SOURCE_LEN)?;
     check_attribute("type", &ty, MAX_ID_LEN)?;
     // `kite.*` are kite's own operational events: nobody else speaks for them.
-    if ty.starts_with(OPERATIONAL_TYPE_PREFIX) {
+    if is_operational_type(&ty) {
         return Err(ApiError::new(
             Code::InvalidAttribute,
-            format!("CloudEvent type {ty:?}: types kite.* are kite's own operational events"),
+            format!(
+                "CloudEvent type {ty:?}: types kite.* (and com.kite.*) are kite's own operational events"
+            ),
         )
         .with("field", json!("type")));
     }

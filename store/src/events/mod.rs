@@ -299,7 +299,7 @@ impl Store {
                    AND ($5::text IS NULL OR hook_source = $5)
                    AND ($6::timestamptz IS NULL OR received_at >= $6)
                    AND ($7::timestamptz IS NULL OR received_at < $7)
-                   AND (hook_source <> '_kite' OR $8)
+                   AND ((hook_source = '_kite') = $8)
                  ORDER BY seq LIMIT $3"
                 ),
                 &[
@@ -310,7 +310,8 @@ impl Store {
                     &q.source,
                     &q.since,
                     &q.until,
-                    // kite's own operational events when the type asks for them (`kite.*`)
+                    // kite's own operational events, and only those, when the type asks for
+                    // them (`kite.*`)
                     &q.event_type
                         .as_deref()
                         .is_some_and(|t| t.starts_with(kite_wire::event::OPERATIONAL_TYPE_PREFIX)),
