@@ -14,6 +14,9 @@ use crate::Ctx;
 
 /// Operational deliveries sent a pass at most.
 const CLAIM: i64 = 32;
+/// Operational deliveries of one team in flight at most: a team whose endpoint never
+/// answers holds this many sends, not every one.
+const PER_TEAM: i64 = 4;
 /// Signals taken a pass at most.
 const SIGNALS: i64 = 500;
 
@@ -21,8 +24,20 @@ const SIGNALS: i64 = 500;
 pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     // Sends run on their own: a slow endpoint holds up neither the emitter nor other teams.
     let mut sending = tokio::task::JoinSet::new();
+    // Teams with sends in flight, and how many: none is claimed for again until its sends
+    // are done.
+    let mut busy: std::collections::HashMap<kite_wire::ids::TeamId, usize> = Default::default();
     loop {
-        while sending.try_join_next().is_some() {}
+        while let Some(done) = sending.try_join_next() {
+            if let Ok(team) = done {
+                if let Some(n) = busy.get_mut(&team) {
+                    *n -= 1;
+                    if *n == 0 {
+                        busy.remove(&team);
+                    }
+                }
+            }
+        }
         match ctx
             .store
             .emit_operational(&ctx.cfg.instance_id, ctx.cfg.operational_window, SIGNALS)
@@ -43,11 +58,21 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         let lease = ctx.cfg.request_timeout + std::time::Duration::from_secs(10);
         let room = CLAIM - sending.len() as i64;
         if room > 0 {
-            match ctx.store.claim_operational(room, lease).await {
+            let teams: Vec<String> = busy.keys().map(|t| t.0.clone()).collect();
+            match ctx
+                .store
+                .claim_operational(room, PER_TEAM, &teams, lease)
+                .await
+            {
                 Ok(due) => {
                     for d in due {
                         let ctx = ctx.clone();
-                        sending.spawn(async move { send(&ctx, d).await });
+                        *busy.entry(d.team.clone()).or_default() += 1;
+                        sending.spawn(async move {
+                            let team = d.team.clone();
+                            send(&ctx, d).await;
+                            team
+                        });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot claim operational deliveries"),

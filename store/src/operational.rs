@@ -515,17 +515,31 @@ impl Store {
         })
     }
 
-    /// Claims up to `limit` operational deliveries that are due, not due again for `lease`
-    /// (so no other process sends them meanwhile).
-    pub async fn claim_operational(&self, limit: i64, lease: Duration) -> Result<Vec<OpsDelivery>> {
+    /// Claims up to `limit` operational deliveries that are due, at most `per_team` of a
+    /// team and none of the teams in `busy` (so that one team's slow endpoint cannot take
+    /// every send), not due again for `lease` (so no other process sends them meanwhile).
+    pub async fn claim_operational(
+        &self,
+        limit: i64,
+        per_team: i64,
+        busy: &[String],
+        lease: Duration,
+    ) -> Result<Vec<OpsDelivery>> {
         let c = self.conn().await?;
         let lease_ms = lease.as_millis() as f64;
         let rows = c
             .query(
-                "WITH due AS (
-                    SELECT event_seq FROM operational_deliveries
+                "WITH ranked AS (
+                    SELECT event_seq, next_attempt_at,
+                           row_number() OVER (PARTITION BY team_id ORDER BY next_attempt_at) AS rn
+                    FROM operational_deliveries
                     WHERE state = 'pending' AND next_attempt_at <= now()
-                    ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+                      AND NOT (team_id = ANY($3))),
+                 due AS (
+                    SELECT d.event_seq FROM operational_deliveries d
+                    JOIN ranked r ON r.event_seq = d.event_seq
+                    WHERE r.rn <= $4 AND d.state = 'pending' AND d.next_attempt_at <= now()
+                    ORDER BY r.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED),
                  claimed AS (
                     UPDATE operational_deliveries d
                     SET next_attempt_at = now() + make_interval(secs => $2::float8 / 1000), updated_at = now()
@@ -537,7 +551,7 @@ impl Store {
                  JOIN operational_endpoints oe ON oe.team_id = c.team_id
                  JOIN events e ON e.seq = c.event_seq
                  ORDER BY c.event_seq",
-                &[&limit, &lease_ms],
+                &[&limit, &lease_ms, &busy, &per_team],
             )
             .await?;
         rows.iter()
