@@ -14,9 +14,12 @@ pub const STARTUP_PATIENCE: Duration = Duration::from_secs(10);
 /// (`scheme://user:password@host`) and any `password=` parameter (a query string or a
 /// libpq `key=value` string).
 pub fn redact(url: &str) -> String {
-    // A list (a cluster's nodes, a multi-host Postgres URL): each part on its own.
-    if url.contains(',') {
-        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    // A list of URLs (a cluster's nodes): each on its own. Only a comma that starts
+    // another `scheme://` separates: one inside a password or a multi-host authority
+    // (`postgres://u:p@h1,h2/db`) does not.
+    let parts = url_list(url);
+    if parts.len() > 1 {
+        return parts.into_iter().map(redact).collect::<Vec<_>>().join(",");
     }
     let mut out = match url.split_once("://") {
         Some((scheme, rest)) => {
@@ -41,6 +44,28 @@ pub fn redact(url: &str) -> String {
         out.replace_range(start..end, "***");
         from = start + 3;
     }
+    out
+}
+
+/// `url` split at each comma followed by a `scheme://` (the URLs of a list).
+fn url_list(url: &str) -> Vec<&str> {
+    let starts_url = |s: &str| {
+        s.trim_start().split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in url.match_indices(',') {
+        if starts_url(&url[i + 1..]) {
+            out.push(&url[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&url[start..]);
     out
 }
 
@@ -178,6 +203,12 @@ mod tests {
         assert_eq!(
             redact("host=127.0.0.1 password=secret dbname=kite"),
             "host=127.0.0.1 password=*** dbname=kite"
+        );
+        // A comma inside a password separates nothing.
+        assert_eq!(redact("postgres://u:p,w@h:1/db"), "postgres://u:***@h:1/db");
+        assert_eq!(
+            redact("host=h password=a,b dbname=kite"),
+            "host=h password=*** dbname=kite"
         );
     }
 }
