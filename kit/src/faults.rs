@@ -1,11 +1,13 @@
 //! Fault injectors for tests and chaos runs, on this machine's services.
 
+use crate::cmd::CommandError;
+
 /// Why a fault could not be injected.
 #[derive(Debug, thiserror::Error)]
 pub enum FaultError {
     /// `rabbitmqctl` could not be run or failed.
     #[error("rabbitmqctl: {0}")]
-    Rabbitmqctl(String),
+    Rabbitmqctl(#[from] CommandError),
     /// Postgres refused.
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
@@ -25,38 +27,50 @@ pub fn connections_named(list_output: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Closes, from the broker side, every AMQP connection named `name`; answers how many.
-pub async fn close_amqp_connections(name: &str, reason: &str) -> Result<usize, FaultError> {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "list_connections",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| FaultError::Rabbitmqctl(e.to_string()))?;
-    if !out.status.success() {
-        return Err(FaultError::Rabbitmqctl(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+/// `rabbitmqctl` for the machine's broker (`None`) or a node of a test's own cluster.
+fn rabbitmqctl(node: Option<&str>) -> tokio::process::Command {
+    match node {
+        Some(n) => crate::rabbit::rabbitmqctl(n),
+        None => tokio::process::Command::new("rabbitmqctl"),
     }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+}
+
+/// The broker's client connections as `rabbitmqctl list_connections pid client_properties`
+/// prints them (read with [`connections_named`]), asked of the machine's broker (`None`)
+/// or of a node of a test's own cluster.
+pub async fn list_connections(node: Option<&str>) -> Result<String, CommandError> {
+    crate::cmd::output(rabbitmqctl(node).args([
+        "-q",
+        "list_connections",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]))
+    .await
+}
+
+/// Closes, from the broker's side, every client connection named `name` (the machine's
+/// broker for `None`, else a node of a test's own cluster); answers how many.
+pub async fn close_connections(
+    node: Option<&str>,
+    name: &str,
+    reason: &str,
+) -> Result<usize, CommandError> {
+    let list = list_connections(node).await?;
     let mut closed = 0;
-    for pid in connections_named(&text, name) {
-        let ok = tokio::process::Command::new("rabbitmqctl")
-            .args(["-q", "close_connection", &pid, reason])
-            .stdin(std::process::Stdio::null())
-            .status()
+    for pid in connections_named(&list, name) {
+        let ok = crate::cmd::run(rabbitmqctl(node).args(["-q", "close_connection", &pid, reason]))
             .await
-            .map(|s| s.success())
-            .unwrap_or(false);
+            .is_ok();
         closed += usize::from(ok);
     }
     Ok(closed)
+}
+
+/// Closes, from the machine's broker's side, every AMQP connection named `name`; answers
+/// how many.
+pub async fn close_amqp_connections(name: &str, reason: &str) -> Result<usize, FaultError> {
+    Ok(close_connections(None, name, reason).await?)
 }
 
 /// Terminates every backend connected to database `db` on the server at `server_url`

@@ -2,21 +2,10 @@
 //! it reach this side only through the link, which the test cuts and heals (a partition).
 //! Made with Debian's `ip` (iproute2); removed, with its link, when dropped.
 
-/// Why the namespace could not be made or changed.
-#[derive(Debug, thiserror::Error)]
-pub enum NetnsError {
-    /// `ip` failed.
-    #[error("{command}: {output}")]
-    Command {
-        /// What was run.
-        command: String,
-        /// What it printed.
-        output: String,
-    },
-    /// `ip` could not be run.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-}
+use crate::cmd::{self, CommandError};
+
+/// Why the namespace could not be made or changed: `ip` failed.
+pub type NetnsError = CommandError;
 
 /// A namespace and its link: `host_ip` on this side, `ns_ip` inside.
 pub struct Netns {
@@ -30,43 +19,29 @@ pub struct Netns {
 }
 
 async fn ip(args: &[&str]) -> Result<(), NetnsError> {
-    let out = tokio::process::Command::new("ip")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(NetnsError::Command {
-        command: format!("ip {}", args.join(" ")),
-        output: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    cmd::run(tokio::process::Command::new("ip").args(args)).await
 }
 
 impl Netns {
     /// Makes a namespace with its loopback up and a /30 link to this side, in
     /// 10.231.0.0/16 (one subnet a namespace, chosen from its id).
     pub async fn create() -> Result<Self, NetnsError> {
-        let n = (std::process::id() as u64
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or_default())
-            % 16_000;
+        let n = cmd::unique() % 16_000;
         let name = format!("kitens{n}");
         let host_if = format!("kh{n}");
         let ns_if = format!("kn{n}");
         // Subnet n of 10.231.0.0/16, 4 addresses each: .1 this side, .2 inside.
         let base = n * 4;
         let addr = |k: u64| format!("10.231.{}.{}", (base + k) / 256, (base + k) % 256);
+        // Made only once the name is ours: dropping it deletes the namespace, and a name
+        // another test holds must not be deleted.
+        ip(&["netns", "add", &name]).await?;
         let me = Self {
             name: name.clone(),
             host_if: host_if.clone(),
             host_ip: addr(1),
             ns_ip: addr(2),
         };
-        ip(&["netns", "add", &name]).await?;
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
         ])
@@ -81,18 +56,15 @@ impl Netns {
         ])
         .await?;
         ip(&["link", "set", &host_if, "up"]).await?;
-        let ns = |args: &[&str]| {
+        let inside = format!("{}/30", me.ns_ip);
+        for args in [
+            &["addr", "add", &inside, "dev", &ns_if][..],
+            &["link", "set", &ns_if, "up"],
+            &["link", "set", "lo", "up"],
+        ] {
             let mut all = vec!["netns", "exec", name.as_str(), "ip"];
             all.extend_from_slice(args);
-            all.into_iter().map(str::to_string).collect::<Vec<_>>()
-        };
-        for args in [
-            ns(&["addr", "add", &format!("{}/30", me.ns_ip), "dev", &ns_if]),
-            ns(&["link", "set", &ns_if, "up"]),
-            ns(&["link", "set", "lo", "up"]),
-        ] {
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            ip(&refs).await?;
+            ip(&all).await?;
         }
         Ok(me)
     }

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::cmd::{self, CommandError};
+
 /// Why the server could not be made, started or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
@@ -12,13 +14,8 @@ pub enum PgError {
     #[error("no Postgres server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin")]
     NoBinaries,
     /// A command failed.
-    #[error("{command}: {output}")]
-    Command {
-        /// What was run.
-        command: String,
-        /// What it printed.
-        output: String,
-    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// The filesystem refused.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -80,16 +77,12 @@ impl OwnPostgres {
     /// link), whose clients it trusts too.
     pub async fn start_on(extra: &[&str]) -> Result<Self, PgError> {
         let bin = binaries().ok_or(PgError::NoBinaries)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let dir = std::env::temp_dir().join(format!("kite-pg-{}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("kite-pg-{:x}", cmd::unique()));
         std::fs::create_dir_all(&dir)?;
         let as_postgres = is_root();
         let me = Self {
             bin,
-            port: free_port()?,
+            port: cmd::free_ports(1)?[0],
             dir,
             as_postgres,
         };
@@ -183,34 +176,15 @@ impl OwnPostgres {
     /// Runs `program` (one of the server's binaries when `server`), as `postgres` when this
     /// process is root.
     async fn run(&self, program: &str, args: &[&str], server: bool) -> Result<(), PgError> {
-        let path = if server {
-            self.path(&self.bin.join(program))
+        let (path, user) = if server {
+            (
+                self.bin.join(program),
+                self.as_postgres.then_some("postgres"),
+            )
         } else {
-            program.to_string()
+            (PathBuf::from(program), None)
         };
-        let mut cmd = if server && self.as_postgres {
-            let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--", &path]);
-            c
-        } else {
-            tokio::process::Command::new(&path)
-        };
-        let out = cmd
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(PgError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        })
+        Ok(cmd::run(cmd::as_user(user, path).args(args)).await?)
     }
 }
 
@@ -235,10 +209,4 @@ impl Drop for OwnPostgres {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A loopback port nobody listens on now.
-fn free_port() -> Result<u16, PgError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }

@@ -6,20 +6,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::cmd::{self, CommandError};
+
 /// Why the cluster could not be made or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum RabbitError {
     /// A command failed.
-    #[error("{command}: {output}")]
-    Command {
-        /// What was run.
-        command: String,
-        /// What it printed.
-        output: String,
-    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// A node did not take connections in time.
     #[error("node {0} did not start: {1}")]
     NotStarted(String, String),
+    /// There is no such node (a cluster has at least one, numbered from 0).
+    #[error("no node {0}")]
+    NoNode(usize),
     /// The filesystem or a process refused.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -48,19 +48,6 @@ pub struct OwnCluster {
     nodes: Vec<Node>,
 }
 
-fn free_port() -> Result<u16, RabbitError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-fn unique() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{}{}", std::process::id(), nanos % 1_000_000_000)
-}
-
 impl OwnCluster {
     /// Starts `n` nodes and joins them into one cluster (the first node's).
     pub async fn start(n: usize) -> Result<Self, RabbitError> {
@@ -70,15 +57,18 @@ impl OwnCluster {
     /// The same, each node listening also on `extra` (a test's own network namespace's
     /// link), on the same port.
     pub async fn start_on(n: usize, extra: Option<&str>) -> Result<Self, RabbitError> {
-        let id = unique();
+        if n == 0 {
+            return Err(RabbitError::NoNode(0));
+        }
+        let id = format!("{:x}", cmd::unique());
         let dir = std::env::temp_dir().join(format!("kite-rabbit-{id}"));
         std::fs::create_dir_all(&dir)?;
         let mut nodes = Vec::with_capacity(n);
         for i in 1..=n {
             let node_dir = dir.join(format!("n{i}"));
             std::fs::create_dir_all(&node_dir)?;
-            let amqp_port = free_port()?;
-            let dist_port = free_port()?;
+            let ports = cmd::free_ports(2)?;
+            let (amqp_port, dist_port) = (ports[0], ports[1]);
             let mut conf =
                 format!("listeners.tcp.local = 127.0.0.1:{amqp_port}\nloopback_users = none\n");
             if let Some(a) = extra {
@@ -98,9 +88,10 @@ impl OwnCluster {
                 child: None,
             });
         }
-        run(
-            "chown",
-            &["-R", "rabbitmq:rabbitmq", &dir.display().to_string()],
+        cmd::run(
+            tokio::process::Command::new("chown")
+                .args(["-R", "rabbitmq:rabbitmq"])
+                .arg(&dir),
         )
         .await?;
         let mut me = Self { dir, nodes };
@@ -138,24 +129,28 @@ impl OwnCluster {
     }
 
     /// The name of node `i` (from 0).
-    pub fn node_name(&self, i: usize) -> &str {
-        &self.nodes[i].name
+    pub fn node_name(&self, i: usize) -> Option<&str> {
+        self.nodes.get(i).map(|n| n.name.as_str())
+    }
+
+    /// How many nodes the cluster has.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never: a cluster has at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    fn node(&self, i: usize) -> Result<&Node, RabbitError> {
+        self.nodes.get(i).ok_or(RabbitError::NoNode(i))
     }
 
     /// The nodes the client connections named `name` are on (kite names its connections
     /// after its AMQP prefix), as node `i` lists the cluster's connections.
     pub async fn connections(&self, i: usize, name: &str) -> Result<Vec<String>, RabbitError> {
-        let out = ctl_output(
-            &self.nodes[i].name,
-            &[
-                "-q",
-                "list_connections",
-                "--no-table-headers",
-                "pid",
-                "client_properties",
-            ],
-        )
-        .await?;
+        let out = crate::faults::list_connections(Some(&self.node(i)?.name)).await?;
         // A pid is `<node@host.1.2.3>`: the node is its name part.
         Ok(crate::faults::connections_named(&out, name)
             .into_iter()
@@ -164,6 +159,17 @@ impl OwnCluster {
                 Some(format!("{node}@{}", host.split('.').next()?))
             })
             .collect())
+    }
+
+    /// Closes, from node `i`'s side, every client connection named `name` on the
+    /// cluster; answers how many.
+    pub async fn close_connections(
+        &self,
+        i: usize,
+        name: &str,
+        reason: &str,
+    ) -> Result<usize, RabbitError> {
+        Ok(crate::faults::close_connections(Some(&self.node(i)?.name), name, reason).await?)
     }
 
     /// SIGKILLs node `i` (its Erlang VM): it is gone at once, as in a crash.
@@ -188,23 +194,25 @@ impl OwnCluster {
     /// Starts node `i` again (after [`OwnCluster::kill`]) with its data: it rejoins the
     /// cluster. Answers once it takes connections.
     pub async fn restart(&mut self, i: usize) -> Result<(), RabbitError> {
+        self.node(i)?;
         self.spawn(i)?;
         self.wait_up(i).await?;
         ctl(&self.nodes[i].name, &["await_startup"]).await
     }
 
     fn pid(&self, i: usize) -> Option<String> {
-        std::fs::read_to_string(self.nodes[i].dir.join("pid"))
+        std::fs::read_to_string(self.nodes.get(i)?.dir.join("pid"))
             .ok()
             .map(|p| p.trim().to_string())
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     }
 
     async fn signal(&self, i: usize, sig: &str) -> Result<(), RabbitError> {
-        let pid = self.pid(i).ok_or_else(|| {
-            RabbitError::NotStarted(self.nodes[i].name.clone(), "no pid file".into())
-        })?;
-        run("kill", &[&format!("-{sig}"), &pid]).await
+        let node = self.node(i)?;
+        let pid = self
+            .pid(i)
+            .ok_or_else(|| RabbitError::NotStarted(node.name.clone(), "no pid file".into()))?;
+        Ok(cmd::run(tokio::process::Command::new("kill").args([&format!("-{sig}"), &pid])).await?)
     }
 
     fn spawn(&mut self, i: usize) -> Result<(), RabbitError> {
@@ -212,8 +220,7 @@ impl OwnCluster {
         let _ = std::fs::remove_file(node.dir.join("pid"));
         let path = |p: &str| node.dir.join(p).display().to_string();
         let log = std::fs::File::create(node.dir.join("out.log"))?;
-        let child = tokio::process::Command::new("runuser")
-            .args(["-u", "rabbitmq", "--", "env"])
+        let child = cmd::as_user(Some("rabbitmq"), "env")
             .arg(format!("HOME={HOME}"))
             .arg(format!("RABBITMQ_NODENAME={}", node.name))
             .arg(format!("RABBITMQ_DIST_PORT={}", node.dist_port))
@@ -283,47 +290,16 @@ impl Drop for OwnCluster {
 
 /// `rabbitmqctl -n node args...` as the `rabbitmq` user (its cookie).
 async fn ctl(node: &str, args: &[&str]) -> Result<(), RabbitError> {
-    ctl_output(node, args).await.map(|_| ())
+    Ok(cmd::run(rabbitmqctl(node).args(args)).await?)
 }
 
-/// The same, answering what it printed.
-async fn ctl_output(node: &str, args: &[&str]) -> Result<String, RabbitError> {
-    let ctl = Path::new(BIN).join("rabbitmqctl").display().to_string();
-    let mut all = vec![
-        "-u".to_string(),
-        "rabbitmq".into(),
-        "--".into(),
-        "env".into(),
-        format!("HOME={HOME}"),
-        ctl,
-        "-n".into(),
-        node.to_string(),
-    ];
-    all.extend(args.iter().map(|a| a.to_string()));
-    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    output("runuser", &refs).await
-}
-
-async fn run(program: &str, args: &[&str]) -> Result<(), RabbitError> {
-    output(program, args).await.map(|_| ())
-}
-
-async fn output(program: &str, args: &[&str]) -> Result<String, RabbitError> {
-    let out = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(HOME)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    Err(RabbitError::Command {
-        command: format!("{program} {}", args.join(" ")),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    })
+/// `rabbitmqctl` of Debian's package, run as the `rabbitmq` user with its home (its
+/// Erlang cookie), against `node`.
+pub(crate) fn rabbitmqctl(node: &str) -> tokio::process::Command {
+    let mut c = cmd::as_user(Some("rabbitmq"), "env");
+    c.arg(format!("HOME={HOME}"))
+        .arg(Path::new(BIN).join("rabbitmqctl"))
+        .args(["-n", node])
+        .current_dir(HOME);
+    c
 }

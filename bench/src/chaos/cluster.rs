@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::harness::{
-    close_amqp_connections, psql, random_admin_key, with_database, KiteEnv, KiteProcess, LogFile,
-    Output, READY_TIMEOUT,
+    close_amqp_connections, random_admin_key, with_database, KiteEnv, KiteProcess, LogFile, Output,
+    READY_TIMEOUT,
 };
 
 use super::{FaultKind, FaultTally, START_ATTEMPTS, TEAM};
@@ -71,6 +71,16 @@ pub(super) struct Engines {
     broker_turn: u64,
     /// The next Postgres stop mode (fast, immediate, in turn).
     pg_turn: u64,
+    /// The next cut's length (short, long, in turn).
+    partition_turn: u64,
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        if let Some(w) = &self.wrapper {
+            let _ = std::fs::remove_file(w);
+        }
+    }
 }
 
 /// The environment of one of the run's processes (`KITE_PORT` is set at start).
@@ -247,7 +257,17 @@ impl Cluster {
                     "KITE_DATABASE_URL",
                     with_database(&pg.url_at(&ns.host_ip), &names.db_a).as_str(),
                 ),
-                ("KITE_AMQP_URL", rabbit.urls_at(&ns.host_ip).as_str()),
+                // Heartbeats every 5 s: a long cut gives the connection up on both sides.
+                (
+                    "KITE_AMQP_URL",
+                    rabbit
+                        .urls_at(&ns.host_ip)
+                        .split(',')
+                        .map(|u| format!("{u}?heartbeat=5"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                        .as_str(),
+                ),
             ]);
             b_env.set("KITE_HOST", ns.host_ip.clone());
         }
@@ -332,7 +352,7 @@ async fn inject(
         FaultKind::KillBrokerNode | FaultKind::PauseBrokerNode => match e.rabbit.as_mut() {
             None => Err(anyhow!("no cluster of the run's own")),
             Some(c) => {
-                let i = (e.broker_turn % 3) as usize;
+                let i = (e.broker_turn % c.len() as u64) as usize;
                 e.broker_turn += 1;
                 let r = if kind == FaultKind::KillBrokerNode {
                     match c.kill(i).await {
@@ -370,35 +390,54 @@ async fn inject(
         },
         FaultKind::Partition => match e.ns.as_ref() {
             None => Err(anyhow!("no namespace of the run's own")),
-            Some(ns) => match ns.cut().await {
-                Ok(()) => {
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    ns.heal()
-                        .await
-                        .map(|()| "healed after 3 s".to_string())
-                        .map_err(anyhow::Error::from)
+            Some(ns) => {
+                // Short cuts, which TCP rides out, and long ones, past the heartbeats
+                // (5 s on the cut-off process' broker URL): the broker gives the process
+                // up and both sides must reconnect.
+                let secs = if e.partition_turn.is_multiple_of(2) {
+                    3
+                } else {
+                    15
+                };
+                e.partition_turn += 1;
+                match ns.cut().await {
+                    Ok(()) => {
+                        tokio::time::sleep(Duration::from_secs(secs)).await;
+                        ns.heal()
+                            .await
+                            .map(|()| format!("healed after {secs} s"))
+                            .map_err(anyhow::Error::from)
+                    }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
-            },
+            }
         },
-        FaultKind::CloseAmqp => close_amqp_connections(&names.prefix_a, "chaos")
-            .await
-            .map(|n| {
+        FaultKind::CloseAmqp => {
+            let closed = match e.rabbit.as_ref() {
+                Some(c) => c
+                    .close_connections(0, &names.prefix_a, "chaos")
+                    .await
+                    .map_err(anyhow::Error::from),
+                None => close_amqp_connections(&names.prefix_a, "chaos").await,
+            };
+            closed.map(|n| {
                 tally.amqp_connections_closed += n as u64;
                 format!("{n} connections closed")
-            }),
-        _ => {
-            let sql = format!(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = '{}' AND pid <> pg_backend_pid()",
-                names.db_a
-            );
-            psql(&names.admin_url_a, &sql).await.and_then(|out| {
-                let n: u64 = out.parse().context("parsing psql's count")?;
-                tally.db_backends_terminated += n;
-                Ok(format!("{n} backends terminated"))
             })
         }
+        FaultKind::TerminateDb => {
+            kite_kit::faults::terminate_db_connections(&names.admin_url_a, &names.db_a)
+                .await
+                .map(|n| {
+                    tally.db_backends_terminated += n.max(0) as u64;
+                    format!("{n} backends terminated")
+                })
+                .map_err(anyhow::Error::from)
+        }
+        FaultKind::KillRouter
+        | FaultKind::KillDelivery
+        | FaultKind::KillB
+        | FaultKind::KillIngress => Err(anyhow!("a process fault, injected above")),
     };
     match done {
         Ok(detail) => {
