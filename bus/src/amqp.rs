@@ -99,6 +99,9 @@ impl Names {
 struct Live {
     conn: Connection,
     publish: Channel,
+    /// Which connection this is (from 1): a caller that saw a connection fail drops it
+    /// only if it is still the live one, not a newer one another caller made meanwhile.
+    gen: u64,
 }
 
 /// A connection to the broker for one kite process.
@@ -109,6 +112,8 @@ pub(crate) struct AmqpBus {
     next: std::sync::atomic::AtomicUsize,
     names: Names,
     live: Mutex<Option<Live>>,
+    /// Connections made so far (each [`Live`]'s `gen`).
+    made: std::sync::atomic::AtomicU64,
     pub(crate) publish_timeout: Duration,
     tiers: std::sync::atomic::AtomicU32,
 }
@@ -145,8 +150,8 @@ async fn answered<T, E: Into<BusError>>(
         Ok(r) => r.map_err(Into::into),
         Err(_) => {
             tracing::warn!(what, "no answer from the broker in time");
-            Err(BusError::Unavailable(format!(
-                "{what}: no answer from the broker in {ANSWER_TIMEOUT:?}"
+            Err(BusError::NoAnswer(format!(
+                "{what}: none in {ANSWER_TIMEOUT:?}"
             )))
         }
     }
@@ -187,6 +192,7 @@ impl AmqpBus {
             next: std::sync::atomic::AtomicUsize::new(0),
             names: Names::new(prefix),
             live: Mutex::new(None),
+            made: std::sync::atomic::AtomicU64::new(0),
             publish_timeout: crate::PUBLISH_TIMEOUT,
             tiers: std::sync::atomic::AtomicU32::new(0),
         };
@@ -227,7 +233,8 @@ impl AmqpBus {
             )
             .await?;
             tracing::info!("connected to broker");
-            *guard = Some(Live { conn, publish });
+            let gen = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            *guard = Some(Live { conn, publish, gen });
         }
         guard
             .as_ref()
@@ -267,11 +274,13 @@ impl AmqpBus {
         Err(last.unwrap_or_else(|| BusError::Unavailable("no broker URL".into())))
     }
 
-    async fn channel(&self) -> Result<Channel> {
+    /// A new channel on the live connection, and which connection that is.
+    async fn channel(&self) -> Result<(Channel, u64)> {
         let mut guard = self.live.lock().await;
         let live = self.ensure(&mut guard).await?;
+        let gen = live.gen;
         match answered("open a channel", live.conn.create_channel()).await {
-            Ok(c) => Ok(c),
+            Ok(c) => Ok((c, gen)),
             Err(e) => {
                 *guard = None;
                 Err(e)
@@ -279,28 +288,30 @@ impl AmqpBus {
         }
     }
 
-    /// Runs `op` on a channel of its own and closes the channel, all bounded by
-    /// [`ANSWER_TIMEOUT`]; when the broker does not answer in time the connection is
-    /// dropped, so that the next operation connects afresh (to the next node).
-    async fn on_channel<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    /// Drops connection `gen` if it is still the live one: the next call connects afresh
+    /// (to the next node).
+    async fn forget(&self, gen: u64) {
+        let mut guard = self.live.lock().await;
+        if guard.as_ref().is_some_and(|l| l.gen == gen) {
+            *guard = None;
+        }
+    }
+
+    /// Runs `op` on a channel of its own (each of its calls bounded by [`answered`]) and
+    /// closes the channel; when the broker did not answer in time, the connection is
+    /// dropped.
+    async fn on_channel<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnOnce(Channel) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let ch = self.channel().await?;
-        match tokio::time::timeout(ANSWER_TIMEOUT, op(ch.clone())).await {
-            Ok(r) => {
-                let _ = answered("close a channel", ch.close(200, "OK".into())).await;
-                r
-            }
-            Err(_) => {
-                tracing::warn!(what, "no answer from the broker in time; reconnecting");
-                *self.live.lock().await = None;
-                Err(BusError::Unavailable(format!(
-                    "{what}: no answer from the broker in {ANSWER_TIMEOUT:?}"
-                )))
-            }
+        let (ch, gen) = self.channel().await?;
+        let r = op(ch.clone()).await;
+        let _ = answered("close a channel", ch.close(200, "OK".into())).await;
+        if matches!(r, Err(BusError::NoAnswer(_))) {
+            self.forget(gen).await;
         }
+        r
     }
 
     /// True when the connection is up (reconnecting if it was down).
@@ -319,31 +330,39 @@ impl AmqpBus {
     /// Declares the base topology again (after a reconnect: the broker may have lost it).
     pub(crate) async fn redeclare(&self) -> Result<()> {
         let tiers = self.tiers.load(std::sync::atomic::Ordering::Relaxed);
-        self.on_channel("declare", |ch| self.declare_on(ch, tiers))
-            .await
+        self.on_channel(|ch| self.declare_on(ch, tiers)).await
     }
 
     async fn declare_on(&self, ch: Channel, tiers: u32) -> Result<()> {
-        ch.queue_declare(
-            self.names.events_queue().into(),
-            durable_queue(),
-            quorum_args(),
+        answered(
+            "queue declare",
+            ch.queue_declare(
+                self.names.events_queue().into(),
+                durable_queue(),
+                quorum_args(),
+            ),
         )
         .await?;
-        ch.exchange_declare(
-            self.names.deliver_exchange().into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
+        answered(
+            "exchange declare",
+            ch.exchange_declare(
+                self.names.deliver_exchange().into(),
+                ExchangeKind::Direct,
+                durable_exchange(),
+                FieldTable::default(),
+            ),
         )
         .await?;
         for n in 1..=tiers {
             let name = self.names.retry_tier(n);
-            ch.exchange_declare(
-                name.clone().into(),
-                ExchangeKind::Fanout,
-                durable_exchange(),
-                FieldTable::default(),
+            answered(
+                "exchange declare",
+                ch.exchange_declare(
+                    name.clone().into(),
+                    ExchangeKind::Fanout,
+                    durable_exchange(),
+                    FieldTable::default(),
+                ),
             )
             .await?;
             let mut args = quorum_args();
@@ -351,14 +370,20 @@ impl AmqpBus {
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(self.names.deliver_exchange().into()),
             );
-            ch.queue_declare(name.clone().into(), durable_queue(), args)
-                .await?;
-            ch.queue_bind(
-                name.clone().into(),
-                name.into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
+            answered(
+                "queue declare",
+                ch.queue_declare(name.clone().into(), durable_queue(), args),
+            )
+            .await?;
+            answered(
+                "queue bind",
+                ch.queue_bind(
+                    name.clone().into(),
+                    name.into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
             )
             .await?;
         }
@@ -368,15 +393,21 @@ impl AmqpBus {
     /// Declares a peer's delivery queue and binds it.
     pub(crate) async fn declare_peer(&self, peer_id: &str) -> Result<()> {
         let q = self.names.peer_queue(peer_id);
-        self.on_channel("declare a peer queue", |ch| async move {
-            ch.queue_declare(q.clone().into(), durable_queue(), quorum_args())
-                .await?;
-            ch.queue_bind(
-                q.into(),
-                self.names.deliver_exchange().into(),
-                peer_id.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
+        self.on_channel(|ch| async move {
+            answered(
+                "queue declare",
+                ch.queue_declare(q.clone().into(), durable_queue(), quorum_args()),
+            )
+            .await?;
+            answered(
+                "queue bind",
+                ch.queue_bind(
+                    q.into(),
+                    self.names.deliver_exchange().into(),
+                    peer_id.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
             )
             .await?;
             Ok(())
@@ -386,9 +417,12 @@ impl AmqpBus {
 
     /// Deletes a queue (a removed peer's).
     pub(crate) async fn delete_queue(&self, name: &str) -> Result<()> {
-        self.on_channel("delete a queue", |ch| async move {
-            ch.queue_delete(name.into(), QueueDeleteOptions::default())
-                .await?;
+        self.on_channel(|ch| async move {
+            answered(
+                "queue delete",
+                ch.queue_delete(name.into(), QueueDeleteOptions::default()),
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -400,21 +434,29 @@ impl AmqpBus {
         if msgs.is_empty() {
             return Ok(());
         }
-        let res = tokio::time::timeout(self.publish_timeout, self.publish_inner(msgs)).await;
+        let used = std::sync::atomic::AtomicU64::new(0);
+        let res = tokio::time::timeout(self.publish_timeout, self.publish_inner(msgs, &used)).await;
         let res = match res {
             Ok(r) => r,
             Err(_) => Err(BusError::NotConfirmed("timed out".into())),
         };
         if res.is_err() {
             // Start afresh on the next call: the channel may be in an unknown state.
-            *self.live.lock().await = None;
+            self.forget(used.load(std::sync::atomic::Ordering::Relaxed))
+                .await;
         }
         res
     }
 
-    async fn publish_inner(&self, msgs: &[Outgoing]) -> Result<()> {
+    /// Publishes on the live connection, telling `used` which one.
+    async fn publish_inner(
+        &self,
+        msgs: &[Outgoing],
+        used: &std::sync::atomic::AtomicU64,
+    ) -> Result<()> {
         let mut guard = self.live.lock().await;
         let live = self.ensure(&mut guard).await?;
+        used.store(live.gen, std::sync::atomic::Ordering::Relaxed);
         let mut confirms = Vec::with_capacity(msgs.len());
         for m in msgs {
             let mut props = BasicProperties::default()
@@ -462,7 +504,7 @@ impl AmqpBus {
         tag: &str,
         prefetch: u16,
     ) -> Result<(Channel, Consumer)> {
-        let ch = self.channel().await?;
+        let (ch, gen) = self.channel().await?;
         let started = async {
             ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
             ch.basic_consume(
@@ -477,6 +519,9 @@ impl AmqpBus {
             Ok(consumer) => Ok((ch, consumer)),
             Err(e) => {
                 let _ = answered("close a channel", ch.close(200, "OK".into())).await;
+                if matches!(e, BusError::NoAnswer(_)) {
+                    self.forget(gen).await;
+                }
                 Err(e)
             }
         }
@@ -484,10 +529,8 @@ impl AmqpBus {
 
     /// Deletes every object of this prefix that kite declares (tests and `kite` teardown).
     pub(crate) async fn teardown(&self, peer_ids: &[String], tiers: u32) -> Result<()> {
-        self.on_channel("tear down", |ch| async move {
-            self.teardown_on(ch, peer_ids, tiers).await
-        })
-        .await
+        self.on_channel(|ch| async move { self.teardown_on(ch, peer_ids, tiers).await })
+            .await
     }
 
     async fn teardown_on(&self, ch: Channel, peer_ids: &[String], tiers: u32) -> Result<()> {
@@ -495,14 +538,20 @@ impl AmqpBus {
         queues.extend(peer_ids.iter().map(|p| self.names.peer_queue(p)));
         queues.extend((1..=tiers).map(|n| self.names.retry_tier(n)));
         for q in queues {
-            ch.queue_delete(q.into(), QueueDeleteOptions::default())
-                .await?;
+            answered(
+                "queue delete",
+                ch.queue_delete(q.into(), QueueDeleteOptions::default()),
+            )
+            .await?;
         }
         let mut exchanges = vec![self.names.deliver_exchange()];
         exchanges.extend((1..=tiers).map(|n| self.names.retry_tier(n)));
         for x in exchanges {
-            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
-                .await?;
+            answered(
+                "exchange delete",
+                ch.exchange_delete(x.into(), ExchangeDeleteOptions::default()),
+            )
+            .await?;
         }
         Ok(())
     }

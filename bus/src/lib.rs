@@ -42,6 +42,10 @@ pub enum BusError {
     /// The broker did not confirm a publish (nack, unroutable, or timeout).
     #[error("publish not confirmed: {0}")]
     NotConfirmed(String),
+    /// The broker did not answer a call in time (a node stopped, a link partitioned); the
+    /// connection is given up.
+    #[error("no answer from the broker: {0}")]
+    NoAnswer(String),
 }
 
 /// Result alias for bus calls.

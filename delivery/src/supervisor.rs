@@ -67,7 +67,9 @@ pub async fn run(
                     })
                     .collect();
                 workers.retain(|id, w| {
-                    let keep = wanted.get(id) == Some(&w.kind) && !w.handle.is_finished();
+                    let keep = wanted.get(id) == Some(&w.kind)
+                        && !w.handle.is_finished()
+                        && !w.stop.is_cancelled();
                     if !keep {
                         w.stop.cancel();
                     }
@@ -86,8 +88,11 @@ pub async fn run(
                         Kind::Probe(how) => Box::pin(prober(ctx.clone(), id, how, stop.clone())),
                     };
                     let ended = ended.clone();
+                    let done = stop.clone();
                     let handle = tokio::spawn(async move {
                         work.await;
+                        // Marked ended before the supervisor is woken to look.
+                        done.cancel();
                         ended.notify_one();
                     });
                     workers.insert(id, Worker { kind, stop, handle });
