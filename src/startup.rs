@@ -47,7 +47,8 @@ pub fn redact(url: &str) -> String {
     out
 }
 
-/// `url` split at each comma followed by a `scheme://` (the URLs of a list).
+/// `url` split at each comma or white space followed by a `scheme://` (the URLs of a list,
+/// as the broker URL takes them).
 fn url_list(url: &str) -> Vec<&str> {
     let starts_url = |s: &str| {
         s.trim_start().split_once("://").is_some_and(|(scheme, _)| {
@@ -59,13 +60,19 @@ fn url_list(url: &str) -> Vec<&str> {
     };
     let mut out = Vec::new();
     let mut start = 0;
-    for (i, _) in url.match_indices(',') {
-        if starts_url(&url[i + 1..]) {
-            out.push(&url[start..i]);
+    for (i, c) in url.char_indices() {
+        if (c == ',' || c.is_whitespace()) && starts_url(&url[i + 1..]) {
+            let piece = url[start..i].trim();
+            if !piece.is_empty() {
+                out.push(piece);
+            }
             start = i + 1;
         }
     }
-    out.push(&url[start..]);
+    let last = url[start..].trim();
+    if !last.is_empty() || out.is_empty() {
+        out.push(last);
+    }
     out
 }
 
@@ -203,6 +210,15 @@ mod tests {
         assert_eq!(
             redact("host=127.0.0.1 password=secret dbname=kite"),
             "host=127.0.0.1 password=*** dbname=kite"
+        );
+        // Nodes separated by white space, as the broker URL takes them.
+        assert_eq!(
+            redact("amqp://g:s1@a:5672/%2f amqp://g:s2@b:5672/%2f"),
+            "amqp://g:***@a:5672/%2f,amqp://g:***@b:5672/%2f"
+        );
+        assert_eq!(
+            redact("amqp://g:s1@a/%2f , amqp://g:s2@b/%2f"),
+            "amqp://g:***@a/%2f,amqp://g:***@b/%2f"
         );
         // A comma inside a password separates nothing.
         assert_eq!(redact("postgres://u:p,w@h:1/db"), "postgres://u:***@h:1/db");
