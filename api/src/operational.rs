@@ -7,17 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::request::*;
 use kite_wire::ApiError;
 
-/// The operational event types kite emits.
-pub const EVENT_TYPES: &[&str] = &[
-    "kite.peer.degraded",
-    "kite.peer.unreachable",
-    "kite.peer.recovered",
-    "kite.peer.joined",
-    "kite.peer.revoked",
-    "kite.delivery.dead",
-    "kite.identity.rotated",
-];
-
 /// A team's operational endpoint as the API shows it (never its secret).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperationalEndpoint {

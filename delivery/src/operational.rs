@@ -27,9 +27,16 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
     // Teams with sends in flight, and how many: none is claimed for again until its sends
     // are done.
     let mut busy: std::collections::HashMap<kite_wire::ids::TeamId, usize> = Default::default();
+    // Each send's team, by task, so that a send that failed still frees its team.
+    let mut teams_of: std::collections::HashMap<tokio::task::Id, kite_wire::ids::TeamId> =
+        Default::default();
     loop {
-        while let Some(done) = sending.try_join_next() {
-            if let Ok(team) = done {
+        while let Some(done) = sending.try_join_next_with_id() {
+            let id = match done {
+                Ok((id, ())) => id,
+                Err(e) => e.id(),
+            };
+            if let Some(team) = teams_of.remove(&id) {
                 if let Some(n) = busy.get_mut(&team) {
                     *n -= 1;
                     if *n == 0 {
@@ -38,11 +45,22 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
                 }
             }
         }
-        match ctx
-            .store
-            .emit_operational(&ctx.cfg.instance_id, ctx.cfg.operational_window, SIGNALS)
-            .await
-        {
+        // Mostly nothing is due: one cheap statement says so (an idle instance polls).
+        let (emit, due) = match ctx.store.operational_due(ctx.cfg.operational_window).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read operational work");
+                (false, false)
+            }
+        };
+        let emitted = if emit {
+            ctx.store
+                .emit_operational(&ctx.cfg.instance_id, ctx.cfg.operational_window, SIGNALS)
+                .await
+        } else {
+            Ok(Default::default())
+        };
+        match emitted {
             Ok(done) => {
                 use kite_wire::metrics as m;
                 for (team, ty) in done.events {
@@ -57,7 +75,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
         }
         let lease = ctx.cfg.request_timeout + std::time::Duration::from_secs(10);
         let room = CLAIM - sending.len() as i64;
-        if room > 0 {
+        if room > 0 && (emit || due) {
             let teams: Vec<String> = busy.keys().map(|t| t.0.clone()).collect();
             match ctx
                 .store
@@ -67,12 +85,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>, stop: CancellationToken) {
                 Ok(due) => {
                     for d in due {
                         let ctx = ctx.clone();
-                        *busy.entry(d.team.clone()).or_default() += 1;
-                        sending.spawn(async move {
-                            let team = d.team.clone();
-                            send(&ctx, d).await;
-                            team
-                        });
+                        let team = d.team.clone();
+                        *busy.entry(team.clone()).or_default() += 1;
+                        let task = sending.spawn(async move { send(&ctx, d).await });
+                        teams_of.insert(task.id(), team);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot claim operational deliveries"),

@@ -53,18 +53,19 @@ impl OpsType {
         }
     }
 
+    /// Every type, each once.
+    pub const ALL: [Self; 7] = [
+        Self::PeerDegraded,
+        Self::PeerUnreachable,
+        Self::PeerRecovered,
+        Self::PeerJoined,
+        Self::PeerRevoked,
+        Self::DeliveryDead,
+        Self::IdentityRotated,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        [
-            Self::PeerDegraded,
-            Self::PeerUnreachable,
-            Self::PeerRecovered,
-            Self::PeerJoined,
-            Self::PeerRevoked,
-            Self::DeliveryDead,
-            Self::IdentityRotated,
-        ]
-        .into_iter()
-        .find(|t| t.as_str() == s)
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -513,6 +514,25 @@ impl Store {
             events: out.into_iter().map(|e| (e.team, e.ty)).collect(),
             coalesced,
         })
+    }
+
+    /// What the operational worker has to do now, in one cheap statement (it asks every
+    /// poll, mostly to hear "nothing"): (signals to take or coalesced events whose `window`
+    /// ended, deliveries due).
+    pub async fn operational_due(&self, window: Duration) -> Result<(bool, bool)> {
+        let c = self.conn().await?;
+        let st = c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM operational_signals)
+                        OR EXISTS (SELECT 1 FROM operational_marks
+                                   WHERE pending_type IS NOT NULL
+                                     AND last_at <= now() - make_interval(secs => $1::float8)),
+                        EXISTS (SELECT 1 FROM operational_deliveries
+                                WHERE state = 'pending' AND next_attempt_at <= now())",
+            )
+            .await?;
+        let r = c.query_one(&st, &[&window.as_secs_f64()]).await?;
+        Ok((r.col(0)?, r.col(1)?))
     }
 
     /// Claims up to `limit` operational deliveries that are due, at most `per_team` of a
