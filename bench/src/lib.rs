@@ -17,6 +17,7 @@ pub mod hostile;
 pub mod load;
 pub mod run;
 pub mod sink;
+pub mod soak;
 pub mod stats;
 
 /// Microseconds since the UNIX epoch, by the wall clock (0 if the clock is before 1970).

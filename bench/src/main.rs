@@ -64,7 +64,8 @@ enum Cmd {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Offered events per second.
+    /// Offered events per second (`run`: 0 idles for the duration, measuring what an
+    /// instance with peers and no traffic costs).
     #[arg(long, default_value_t = 2000)]
     rate: u64,
     /// Seconds of load.
@@ -123,6 +124,15 @@ struct RunArgs {
     /// its negation, so routing evaluates it for every peer.
     #[arg(long)]
     cel: Option<String>,
+    /// Seconds between samples of what a long run must keep flat (kite's resident memory
+    /// and open files, its Postgres connections, the sizes of events, outbox and attempts);
+    /// 0: none. For a soak: `--duration 1800 --sample-every 60 --retention 120`.
+    #[arg(long, default_value_t = 0)]
+    sample_every: u64,
+    /// kite's event retention in seconds (`KITE_RETENTION_SECS`), so that a long run prunes
+    /// as it goes.
+    #[arg(long)]
+    retention: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +227,9 @@ async fn dispatch(command: Cmd) -> Result<ExitCode> {
                 matching_peers: args.matching_peers,
                 peer_batch: args.peer_batch,
                 cel: args.cel,
+                sample_every: (args.sample_every > 0)
+                    .then(|| Duration::from_secs(args.sample_every)),
+                retention: args.retention.map(Duration::from_secs),
             };
             run::run(&cfg).await.map(|()| ExitCode::SUCCESS)
         }

@@ -42,6 +42,10 @@ pub struct RunConfig {
     /// event, the matching peers filter with it and the others with its negation, so each
     /// event is evaluated once a peer.
     pub cel: Option<String>,
+    /// How often to sample what a long run must keep flat ([`crate::soak`]); `None`: never.
+    pub sample_every: Option<Duration>,
+    /// kite's event retention (`KITE_RETENTION_SECS`); `None`: kite's default.
+    pub retention: Option<Duration>,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,6 +109,9 @@ pub async fn run(cfg: &RunConfig) -> Result<()> {
         ("KITE_RATE_SENDER_PER_SEC", "0"),
         ("RUST_LOG", "warn"),
     ]);
+    if let Some(r) = cfg.retention {
+        env.set("KITE_RETENTION_SECS", r.as_secs().to_string());
+    }
     let output = Output {
         stdout: stderr_sink("kite: "),
         stderr: None,
@@ -216,7 +223,26 @@ async fn bench(
         Snapshot::take(&backends),
         Snapshot::take(&[me]),
     );
-    let report = crate::load::run_load(&client, &load_cfg).await?;
+    let sampler = cfg.sample_every.map(|every| {
+        crate::soak::spawn(
+            every,
+            pid,
+            with_database(&cfg.database_url, &names.database),
+            sink.clone(),
+        )
+    });
+    // `--rate 0`: the instance idles with its peers for the duration (what it costs when
+    // nothing happens).
+    let report = if cfg.rate == 0 {
+        tokio::time::sleep(cfg.duration).await;
+        crate::load::LoadReport::default()
+    } else {
+        crate::load::run_load(&client, &load_cfg).await?
+    };
+    let samples = match sampler {
+        Some(s) => Some(s.finish().await),
+        None => None,
+    };
 
     let expected = report.accepted * matching as u64;
     eprintln!(
@@ -240,6 +266,9 @@ async fn bench(
 
     let rss = peak_rss_mib(pid);
     print_results(cfg, &report, sink, rss, matching as u64, &cpu);
+    if let Some(samples) = samples {
+        crate::soak::print(&samples);
+    }
     Ok(())
 }
 
@@ -395,7 +424,11 @@ fn print_results(
                     cpu.kite.as_secs_f64(),
                     cpu.postgres.as_secs_f64()
                 ),
-                _ => "n/a".to_owned(),
+                _ => format!(
+                    "n/a ({:.2} / {:.2} CPU-s in all)",
+                    cpu.kite.as_secs_f64(),
+                    cpu.postgres.as_secs_f64()
+                ),
             },
         ),
         row(
