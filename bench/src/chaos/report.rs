@@ -95,7 +95,7 @@ impl FaultKind {
             FaultKind::KillBrokerNode => "SIGKILL a RabbitMQ node + restart",
             FaultKind::PauseBrokerNode => "SIGSTOP a RabbitMQ node 2 s",
             FaultKind::RestartPostgres => "restart Postgres (fast / immediate)",
-            FaultKind::Partition => "cut A-delivery's link 3 s",
+            FaultKind::Partition => "cut A-delivery's link (3 s, 15 s in turn)",
         }
     }
 
