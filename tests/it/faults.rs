@@ -16,6 +16,13 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}_{i}")).collect()
 }
 
+/// [`SWEEP`] for an instance whose deliveries must outlast a fault: 10 attempts each.
+fn patient() -> Vec<(&'static str, &'static str)> {
+    let mut env = SWEEP.to_vec();
+    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    env
+}
+
 /// Waits until `a` has stored at least `n` events.
 async fn accepted_at_least(a: &Instance, n: i64) {
     eventually(&format!("{n} events accepted"), DRAIN, || async {
@@ -35,9 +42,8 @@ const SWEEP: [(&str, &str); 4] = [
 
 #[tokio::test]
 async fn sigkill_of_router_delivery_and_peer_processes_loses_nothing() {
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
+    let mut env = patient();
     env.push(("KITE_ROLES", "ingress"));
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
     let a = Instance::process_with("instance-a", &env).await;
     let mut router = Proc::start(&a, "router").await;
     let mut delivery = Proc::start(&a, "delivery").await;
@@ -79,8 +85,7 @@ async fn sigkill_of_router_delivery_and_peer_processes_loses_nothing() {
 
 #[tokio::test]
 async fn sigkill_of_a_combined_instance_loses_nothing() {
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let env = patient();
     let mut a = Instance::process_with("instance-a", &env).await;
     let b = Instance::process_with("instance-b", &SWEEP).await;
     peer(&a, &b, &["*"], 3).await;
@@ -112,8 +117,7 @@ async fn sigkill_of_a_combined_instance_loses_nothing() {
 
 #[tokio::test]
 async fn broker_connection_loss_loses_nothing() {
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let env = patient();
     let a = Instance::start_with("instance-a", &env).await;
     let b = Instance::start_with("instance-b", &SWEEP).await;
     let (peer_id, _) = peer(&a, &b, &["*"], 3).await;
@@ -153,8 +157,7 @@ async fn broker_connection_loss_loses_nothing() {
 
 #[tokio::test]
 async fn database_connection_loss_answers_503_never_500_and_loses_nothing() {
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let env = patient();
     let a = Instance::start_with("instance-a", &env).await;
     let b = Instance::start_with("instance-b", &SWEEP).await;
     peer(&a, &b, &["*"], 3).await;
@@ -190,8 +193,7 @@ async fn postgres_restarts_fast_and_immediate_answer_503_and_lose_nothing() {
     let pg = OwnPostgres::start()
         .await
         .expect("a Postgres server of the test's own");
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let env = patient();
     let a = Instance::process_on("instance-a", &pg.url(), &env).await;
     let b = Instance::start_with("instance-b", &SWEEP).await;
     peer(&a, &b, &["*"], 3).await;
@@ -245,8 +247,7 @@ async fn a_node_of_a_three_node_rabbitmq_cluster_killed_under_load_loses_nothing
         .await
         .expect("a RabbitMQ cluster of the test's own");
     let urls = cluster.urls();
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let mut env = patient();
     env.push(("KITE_AMQP_URL", &urls));
     // Deliveries in processes of their own: every one crosses the broker (no local lane).
     env.push(("KITE_ROLES", "ingress,router"));
@@ -313,8 +314,7 @@ async fn a_delivery_process_cut_off_by_a_partition_resumes_when_it_heals() {
         .await
         .expect("RabbitMQ");
     let urls = broker.urls();
-    let mut env: Vec<(&str, &str)> = SWEEP.to_vec();
-    env.push(("KITE_RETRY_MAX_ATTEMPTS", "10"));
+    let mut env = patient();
     env.push(("KITE_AMQP_URL", &urls));
     env.push(("KITE_ROLES", "ingress,router"));
     let a = Instance::process_on("instance-a", &pg.url(), &env).await;
