@@ -160,14 +160,25 @@ async fn a_peer_taken_down_reports_degraded_then_recovered_signed_on_the_endpoin
         degraded["source"].as_str().map(|s| s.starts_with("/kite/")),
         Some(true)
     );
+    // Failures go on past the threshold: the peer is reported unreachable, then back.
+    let unreachable = wait_for(&ops, "kite.peer.unreachable", |_| true).await;
+    assert_eq!(
+        unreachable["data"]["peer"]["name"], "flaky",
+        "{unreachable}"
+    );
+    assert_eq!(
+        unreachable["data"]["health"], "unreachable",
+        "{unreachable}"
+    );
     down.store(false, Ordering::SeqCst);
     let recovered = wait_for(&ops, "kite.peer.recovered", |_| true).await;
     assert_eq!(recovered["data"]["peer"]["name"], "flaky", "{recovered}");
-    // Degraded came first; nothing reported the peer as well before it was reported down.
+    // Degraded, then unreachable, then recovered: nothing reported the peer as well before it was down.
     let order: Vec<String> = received(&ops).into_iter().map(|(t, _)| t).collect();
     let first = |t: &str| order.iter().position(|x| x == t);
     assert!(
-        first("kite.peer.degraded") < first("kite.peer.recovered"),
+        first("kite.peer.degraded") < first("kite.peer.unreachable")
+            && first("kite.peer.unreachable") < first("kite.peer.recovered"),
         "{order:?}"
     );
 
