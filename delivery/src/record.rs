@@ -18,6 +18,17 @@ use crate::attempt::{Attempt, AttemptError};
 use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
 use crate::{Ctx, DeliverError, Handled};
 
+/// The bookkeeping of a handoff the peer took whole, left to run after its slot is freed.
+pub(crate) type Settling = futures::future::BoxFuture<'static, ()>;
+
+/// What sending a batch's rows came to.
+enum Sent {
+    /// Nothing was sent: what to do with the message or handoff.
+    Done(Handled),
+    /// The attempts made, their results not yet written.
+    Attempts(Vec<Attempt>),
+}
+
 impl Ctx {
     pub(crate) async fn handle(&self, peer_id: PeerId, job: Job) -> Handled {
         let Message::Deliver { ids, .. } = job.message else {
@@ -42,20 +53,56 @@ impl Ctx {
     /// Delivers rows the local lane handed over (leased to this process). What cannot be
     /// sent now (the peer paused or parked meanwhile, the lease nearly over, bookkeeping
     /// failed) goes through the broker, as if it had come that way.
-    pub(crate) async fn handed(self: Arc<Self>, h: Handoff<DeliveryRow>) {
+    ///
+    /// When the peer took every row, answers the bookkeeping still to do instead of doing
+    /// it: nothing waits on it (no message to settle, the rows leased), so the caller frees
+    /// the handoff's slot and runs it beside the next handoffs, and its results may wait
+    /// to share a write ([`crate::results::LINGER`]). Failures are written at once, so the
+    /// peer's health is up to date before its next handoff is sent.
+    pub(crate) async fn handed(self: Arc<Self>, h: Handoff<DeliveryRow>) -> Option<Settling> {
         // No attempt starts that could outlast the lease.
         let margin = self.cfg.request_timeout.min(self.cfg.lease / 2);
         if Instant::now() + margin >= h.until {
-            return self.to_broker(h).await;
+            self.to_broker(h).await;
+            return None;
         }
+        let peer = h.peer;
         let ids: Vec<OutboxId> = h.rows.iter().map(|r| r.id).collect();
-        match self.deliver_rows(h.peer, h.rows).await {
-            Ok(Handled::Done | Handled::Parked) => {}
-            Ok(Handled::PeerNotActive | Handled::Retry) => self.publish(h.peer, ids).await,
+        match self.send_rows(peer, h.rows).await {
+            Ok(Sent::Done(Handled::Done | Handled::Parked)) => None,
+            Ok(Sent::Done(Handled::PeerNotActive | Handled::Retry)) => {
+                self.publish(peer, ids).await;
+                None
+            }
+            Ok(Sent::Attempts(attempts))
+                if attempts.iter().all(|a| a.outcome == Outcome::Delivered) =>
+            {
+                Some(Box::pin(self.settle_handed(peer, ids, attempts, false)))
+            }
+            Ok(Sent::Attempts(attempts)) => {
+                self.settle_handed(peer, ids, attempts, true).await;
+                None
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
-                self.publish(h.peer, ids).await;
+                self.publish(peer, ids).await;
+                None
             }
+        }
+    }
+
+    /// Writes what a handoff's attempts decided; if that fails, its rows go through the
+    /// broker (a peer drops a repeat by the event's identity).
+    async fn settle_handed(
+        self: Arc<Self>,
+        peer: PeerId,
+        ids: Vec<OutboxId>,
+        attempts: Vec<Attempt>,
+        urgent: bool,
+    ) {
+        if let Err(e) = self.record(peer, attempts, false, urgent).await {
+            tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
+            self.publish(peer, ids).await;
         }
     }
 
@@ -73,11 +120,30 @@ impl Ctx {
         }
     }
 
+    /// Delivers rows and writes what their attempts decided before it answers (a message
+    /// or a claim waits on the write).
     pub(crate) async fn deliver_rows(
         &self,
         peer_id: PeerId,
         rows: Vec<DeliveryRow>,
     ) -> Result<Handled, DeliverError> {
+        let attempts = match self.send_rows(peer_id, rows).await? {
+            Sent::Done(h) => return Ok(h),
+            Sent::Attempts(a) => a,
+        };
+        Ok(match self.record(peer_id, attempts, false, true).await? {
+            PeerState::Paused | PeerState::Health(PeerHealth::Unreachable) => Handled::Parked,
+            PeerState::Health(_) | PeerState::Gone => Handled::Done,
+        })
+    }
+
+    /// Sends the rows the peer may take now (cancelling those of a deleted or revoked
+    /// peer); answers their attempts, or what to do instead when none was sent.
+    async fn send_rows(
+        &self,
+        peer_id: PeerId,
+        rows: Vec<DeliveryRow>,
+    ) -> Result<Sent, DeliverError> {
         let mut to_send = Vec::new();
         let mut cancel = Vec::new();
         for row in rows {
@@ -86,9 +152,9 @@ impl Ctx {
             }
             match row.peer.as_ref().map(|p| (p.status, p.health)) {
                 Some((s, PeerHealth::Unreachable)) if s.delivers() => {
-                    return Ok(Handled::PeerNotActive)
+                    return Ok(Sent::Done(Handled::PeerNotActive))
                 }
-                Some((PeerStatus::Paused, _)) => return Ok(Handled::PeerNotActive),
+                Some((PeerStatus::Paused, _)) => return Ok(Sent::Done(Handled::PeerNotActive)),
                 Some((s, _)) if s.delivers() => to_send.push(row),
                 _ => cancel.push(row.id),
             }
@@ -97,7 +163,7 @@ impl Ctx {
             self.store.cancel_rows(&cancel).await?;
         }
         if to_send.is_empty() {
-            return Ok(Handled::Done);
+            return Ok(Sent::Done(Handled::Done));
         }
         // Batches go only to a kite that offered them, unthrottled (a batch is one request
         // of many events) and sent structured events.
@@ -120,10 +186,7 @@ impl Ctx {
                     .await
             }
         };
-        Ok(match self.record(peer_id, attempts, false).await? {
-            PeerState::Paused | PeerState::Health(PeerHealth::Unreachable) => Handled::Parked,
-            PeerState::Health(_) | PeerState::Gone => Handled::Done,
-        })
+        Ok(Sent::Attempts(attempts))
     }
 
     /// Tries the oldest pending delivery of an unreachable peer; answers whether the probe
@@ -148,7 +211,7 @@ impl Ctx {
             };
             let a = self.attempt(row).await;
             let outcome = a.outcome;
-            let state = self.record(peer_id, vec![a], true).await?;
+            let state = self.record(peer_id, vec![a], true, true).await?;
             match outcome {
                 // That row's own failure: try the next one.
                 Outcome::MessageFailure => {}
@@ -199,7 +262,7 @@ impl Ctx {
                 Outcome::Delivered | Outcome::Gone | Outcome::Revoked
             )
         });
-        let state = self.record(peer_id, attempts, true).await?;
+        let state = self.record(peer_id, attempts, true, true).await?;
         if through && state != PeerState::Paused {
             self.store.mark_peer_reachable(peer_id).await?;
         }
@@ -209,12 +272,14 @@ impl Ctx {
     /// Writes what the attempts decided ([`settle`]): their rows, the peer's health, and
     /// retry messages through the tier queues. A `probing` batch is parked: its rows keep
     /// their queued message (no retry message is added) and spend no attempt on the peer
-    /// being down.
+    /// being down. A batch that is not `urgent` may wait a little to share its write with
+    /// others ([`crate::results`]).
     async fn record(
         &self,
         peer_id: PeerId,
         attempts: Vec<Attempt>,
         probing: bool,
+        urgent: bool,
     ) -> Result<PeerState, DeliverError> {
         let mut tally = Tally::for_batch(attempts.first());
         let mut s = Settled::new(peer_id, attempts.len());
@@ -238,7 +303,7 @@ impl Ctx {
         tally.record();
         // The rows and their attempt log (an event's story) in one statement, with the
         // batches that finish meanwhile.
-        self.results.apply(s.updates, s.log).await?;
+        self.results.apply(s.updates, s.log, urgent).await?;
         self.apply_verdicts(peer_id, s.gone.as_deref(), s.revoked)
             .await?;
         let health = self.peer_health(peer_id, &s.peer, was_active).await;

@@ -1,18 +1,30 @@
 //! Group commit of delivery results: the batches that finish while one write is running
 //! are written together in the next (one `apply_delivery` statement), as the ingest writer
-//! does for events. A batch waits only for a write that was already running.
+//! does for events. An urgent batch (one whose message or lease waits on the write, or
+//! whose attempts failed) waits only for a write that was already running; a lazy one (a
+//! local-lane handoff the peer took whole, already acknowledged to nobody) waits up to
+//! [`LINGER`] for others to share its write, so that at everyday rates one write carries
+//! the results of many events instead of one.
 
 use kite_store::outbox::DeliveryUpdate;
 use kite_store::story::NewAttempt;
 use kite_store::{Store, StoreError};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 /// Most rows one write carries.
 const MOST_ROWS: usize = 1_000;
 
+/// How long a lazy batch waits for others before it is written. Far below the local
+/// lane's lease (the rows are not due for anyone else meanwhile) and below the sweeper's
+/// period; a delivery is at its peer before this wait starts.
+pub(crate) const LINGER: Duration = Duration::from_millis(20);
+
 struct Job {
     updates: Vec<DeliveryUpdate>,
     log: Vec<NewAttempt>,
+    urgent: bool,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -29,11 +41,13 @@ impl ResultWriter {
         Self { tx }
     }
 
-    /// Writes a batch's rows and attempt log; answers once they are written.
+    /// Writes a batch's rows and attempt log; answers once they are written. A batch that
+    /// is not `urgent` may wait up to [`LINGER`] to share its write.
     pub(crate) async fn apply(
         &self,
         updates: Vec<DeliveryUpdate>,
         log: Vec<NewAttempt>,
+        urgent: bool,
     ) -> Result<(), StoreError> {
         if updates.is_empty() && log.is_empty() {
             return Ok(());
@@ -41,7 +55,12 @@ impl ResultWriter {
         let stopped = || StoreError::Unavailable("the delivery writer stopped".into());
         let (done, answer) = oneshot::channel();
         self.tx
-            .send(Job { updates, log, done })
+            .send(Job {
+                updates,
+                log,
+                urgent,
+                done,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
@@ -50,17 +69,25 @@ impl ResultWriter {
 
 async fn write(store: Store, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        let mut rows = jobs[0].updates.len();
-        while rows < MOST_ROWS {
+        let mut jobs = Gathered::new(first);
+        while jobs.rows < MOST_ROWS {
             match rx.try_recv() {
-                Ok(j) => {
-                    rows += j.updates.len();
-                    jobs.push(j);
-                }
+                Ok(j) => jobs.push(j),
                 Err(_) => break,
             }
         }
+        // Only lazy batches so far: wait for others to share the write, until the linger
+        // is over, an urgent batch comes or the write is full.
+        if !jobs.urgent {
+            let until = tokio::time::Instant::now() + LINGER;
+            while !jobs.urgent && jobs.rows < MOST_ROWS {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(j)) => jobs.push(j),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        let (jobs, rows) = (jobs.jobs, jobs.rows);
         let mut updates = Vec::with_capacity(rows);
         let mut log = Vec::with_capacity(rows);
         let mut waiting = Vec::with_capacity(jobs.len());
@@ -77,5 +104,30 @@ async fn write(store: Store, mut rx: mpsc::Receiver<Job>) {
                 Err(e) => Err(StoreError::Unavailable(e.to_string())),
             });
         }
+    }
+}
+
+/// The batches one write carries.
+struct Gathered {
+    jobs: Vec<Job>,
+    rows: usize,
+    urgent: bool,
+}
+
+impl Gathered {
+    fn new(first: Job) -> Self {
+        let mut g = Self {
+            jobs: Vec::new(),
+            rows: 0,
+            urgent: false,
+        };
+        g.push(first);
+        g
+    }
+
+    fn push(&mut self, j: Job) {
+        self.rows += j.updates.len();
+        self.urgent |= j.urgent;
+        self.jobs.push(j);
     }
 }

@@ -206,6 +206,8 @@ async fn peer_worker(ctx: Arc<Ctx>, peer_id: PeerId, end: CancellationToken) {
 /// Delivers what this process' ingest writer hands over for `peer_id` (the local lane),
 /// with as many handoffs at once as the consumer takes messages, until `end`; then closes
 /// the lane, lets the handoffs in flight finish and sends the rest through the broker.
+/// A handoff the peer took whole frees its slot at once: its bookkeeping runs beside the
+/// next ones (at most four times as many), and nothing here ends before it is done.
 async fn local(
     ctx: Arc<Ctx>,
     peer_id: PeerId,
@@ -215,18 +217,23 @@ async fn local(
     use futures::StreamExt;
     let most = usize::from(ctx.cfg.prefetch.max(1));
     let mut running = futures::stream::FuturesUnordered::new();
+    let mut settling = futures::stream::FuturesUnordered::new();
     loop {
         tokio::select! {
-            h = lane.rx.recv(), if running.len() < most => match h {
+            h = lane.rx.recv(), if running.len() < most && settling.len() < most * 4 => match h {
                 Some(h) => running.push(ctx.clone().handed(h)),
                 None => break,
             },
-            Some(()) = running.next(), if !running.is_empty() => {}
+            Some(rest) = running.next(), if !running.is_empty() => settling.extend(rest),
+            Some(()) = settling.next(), if !settling.is_empty() => {}
             _ = end.cancelled() => break,
         }
     }
     ctx.lane.detach(peer_id, &mut lane);
-    while running.next().await.is_some() {}
+    while let Some(rest) = running.next().await {
+        settling.extend(rest);
+    }
+    while settling.next().await.is_some() {}
     while let Some(h) = lane.rx.recv().await {
         ctx.to_broker(h).await;
     }

@@ -149,9 +149,14 @@ async fn broker_connection_loss_loses_nothing() {
         202
     );
     assert_all_once(&b, &["evt_amqp_after".to_string()], DRAIN).await;
-    let rows = a
-        .outbox(&format!("peer_id={peer_id}&status=delivered"))
-        .await;
+    // A delivery's result is written just after the peer's answer (results share a write).
+    let rows = eventually("every row delivered", DRAIN, || async {
+        let rows = a
+            .outbox(&format!("peer_id={peer_id}&status=delivered"))
+            .await;
+        (rows.len() > all.len()).then_some(rows)
+    })
+    .await;
     assert_eq!(rows.len(), all.len() + 1);
 }
 

@@ -306,6 +306,11 @@ async fn the_outbox_and_the_story_agree_and_one_delivery_is_resent_cancelled_or_
         202
     );
     sink.assert_once(&["evt_ops_5".to_string()]).await;
+    // Its result is written just after the peer's answer (results share a write).
+    eventually("evt_ops_5 delivered", WAIT, || async {
+        (row(&a, "evt_ops_5").await["status"] == "delivered").then_some(())
+    })
+    .await;
     // The peer's queue is in order: the cancelled row's message came before evt_ops_5's,
     // and was dropped (no attempt was made for it).
     let cancelled = row(&a, "evt_ops_4").await;
