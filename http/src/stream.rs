@@ -187,6 +187,9 @@ async fn serve(st: Arc<AppState>, mut socket: WebSocket) {
             return;
         }
     };
+    // Commits of events notify while this process streams: claimed before the greeting,
+    // so an event committed once the client knows it is connected wakes it.
+    st.notes.listening.renew().await;
     let client_id = hello.client_id.as_deref();
     let Some(mut cursor) = greet(&st, &mut socket, &team, client_id).await else {
         return;
@@ -454,7 +457,10 @@ impl Session<'_> {
             }
             tokio::select! {
                 _ = events.changed() => more = true,
-                _ = tokio::time::sleep(self.st.cfg.stream_poll) => more = true,
+                _ = tokio::time::sleep(self.st.cfg.stream_poll) => {
+                    self.st.notes.listening.renew().await;
+                    more = true;
+                }
                 _ = flush.tick() => self.flush(p, &mut saved).await,
                 msg = rx.next() => match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,

@@ -467,3 +467,80 @@ async fn a_cursor_older_than_retention_gets_cursor_expired() {
     let ev = next_frame(&mut ws).await;
     assert_eq!(ev["event"]["id"], "evt_new");
 }
+
+/// The channels a connection of the test's own heard, LISTENing as kite's processes do,
+/// up to a marker the test notifies after each step (notifications arrive in commit order,
+/// so whatever a step's commit notified comes before the marker).
+struct Heard {
+    client: tokio_postgres::Client,
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Heard {
+    async fn start(inst: &Instance) -> Self {
+        let (client, mut conn) = tokio_postgres::connect(&inst.db_url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut s = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = s.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                    let _ = tx.send(n.channel().to_string());
+                }
+            }
+        });
+        client
+            .batch_execute("LISTEN kite_events; LISTEN kite_test_marker")
+            .await
+            .expect("listen");
+        Self { client, rx }
+    }
+
+    /// What was heard since the last call, up to a marker notified now.
+    async fn until_marker(&mut self) -> Vec<String> {
+        self.client
+            .batch_execute("NOTIFY kite_test_marker")
+            .await
+            .expect("notify");
+        let mut heard = Vec::new();
+        loop {
+            let ch = tokio::time::timeout(WAIT, self.rx.recv())
+                .await
+                .expect("the marker in time")
+                .expect("the connection open");
+            if ch == "kite_test_marker" {
+                return heard;
+            }
+            heard.push(ch);
+        }
+    }
+}
+
+#[tokio::test]
+async fn commits_notify_only_while_someone_streams() {
+    let a = Instance::start("quiet").await;
+    let mut heard = Heard::start(&a).await;
+
+    // Nobody streams: a stored event notifies nobody.
+    let (s, _) = a
+        .hook("stripe", &stripe_event("evt_quiet_1", "charge.succeeded"))
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(heard.until_marker().await, Vec::<String>::new());
+
+    // A listener connected: the next commit wakes the streams, and it gets the event.
+    let mut listen = Listen::start(&a, &["--json"]).await;
+    let (s, _) = a
+        .hook("stripe", &stripe_event("evt_quiet_2", "charge.succeeded"))
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(heard.until_marker().await, vec!["kite_events".to_string()]);
+    let got = loop {
+        let e = listen.json().await;
+        if e["id"] == "evt_quiet_2" {
+            break e;
+        }
+    };
+    assert_eq!(got["type"], "com.stripe.charge.succeeded");
+}
