@@ -446,6 +446,10 @@ impl Session<'_> {
         let mut saved = p.resume();
         let mut more = true;
         let mut flush = tokio::time::interval(self.st.cfg.stream_cursor_flush);
+        // The poll is a timer of its own: a sleep made anew each pass would never end while
+        // the flush ticks more often.
+        let mut poll = tokio::time::interval(self.st.cfg.stream_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if more {
                 match self.catch_up(tx, p).await {
@@ -457,7 +461,7 @@ impl Session<'_> {
             }
             tokio::select! {
                 _ = events.changed() => more = true,
-                _ = tokio::time::sleep(self.st.cfg.stream_poll) => {
+                _ = poll.tick() => {
                     self.st.notes.listening.renew().await;
                     more = true;
                 }

@@ -543,4 +543,22 @@ async fn commits_notify_only_while_someone_streams() {
         }
     };
     assert_eq!(got["type"], "com.stripe.charge.succeeded");
+
+    // Were the claim gone (lapsed, say), the commit would notify nobody, and the stream
+    // still reads the event at its next poll.
+    heard
+        .client
+        .batch_execute("DELETE FROM stream_listeners")
+        .await
+        .expect("delete the claim");
+    let (s, _) = a
+        .hook("stripe", &stripe_event("evt_quiet_3", "charge.succeeded"))
+        .await;
+    assert_eq!(s, 202);
+    assert_eq!(heard.until_marker().await, Vec::<String>::new());
+    loop {
+        if listen.json().await["id"] == "evt_quiet_3" {
+            break;
+        }
+    }
 }
