@@ -301,12 +301,22 @@ impl Ctx {
             s.note_row(change, a, self.cfg.retry.tiers(), probing);
         }
         tally.record();
+        // A batch whose write may wait notes the peer's health first, so that a failure
+        // another batch writes meanwhile is not undone by this earlier success.
+        let noted = if urgent {
+            None
+        } else {
+            Some(self.peer_health(peer_id, &s.peer, was_active).await)
+        };
         // The rows and their attempt log (an event's story) in one statement, with the
         // batches that finish meanwhile.
         self.results.apply(s.updates, s.log, urgent).await?;
         self.apply_verdicts(peer_id, s.gone.as_deref(), s.revoked)
             .await?;
-        let health = self.peer_health(peer_id, &s.peer, was_active).await;
+        let health = match noted {
+            Some(h) => h,
+            None => self.peer_health(peer_id, &s.peer, was_active).await,
+        };
         self.bus.send(&s.retries).await?;
         Ok(match (s.gone, health) {
             _ if s.revoked => PeerState::Paused,

@@ -230,10 +230,14 @@ async fn local(
         }
     }
     ctx.lane.detach(peer_id, &mut lane);
-    while let Some(rest) = running.next().await {
-        settling.extend(rest);
+    // Both at once: a handoff still sending must not hold back the writes of those done.
+    loop {
+        tokio::select! {
+            Some(rest) = running.next(), if !running.is_empty() => settling.extend(rest),
+            Some(()) = settling.next(), if !settling.is_empty() => {}
+            else => break,
+        }
     }
-    while settling.next().await.is_some() {}
     while let Some(h) = lane.rx.recv().await {
         ctx.to_broker(h).await;
     }
