@@ -70,21 +70,21 @@ impl ResultWriter {
 async fn write(store: Store, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut jobs = Gathered::new(first);
+        // What is queued goes along; while only lazy batches are here, so does what comes
+        // until the linger is over, an urgent batch comes or the write is full.
+        let until = tokio::time::Instant::now() + LINGER;
         while jobs.rows < MOST_ROWS {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        // Only lazy batches so far: wait for others to share the write, until the linger
-        // is over, an urgent batch comes or the write is full.
-        if !jobs.urgent {
-            let until = tokio::time::Instant::now() + LINGER;
-            while !jobs.urgent && jobs.rows < MOST_ROWS {
-                match tokio::time::timeout_at(until, rx.recv()).await {
-                    Ok(Some(j)) => jobs.push(j),
-                    Ok(None) | Err(_) => break,
-                }
+            let next = if jobs.urgent {
+                rx.try_recv().ok()
+            } else {
+                tokio::time::timeout_at(until, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            match next {
+                Some(j) => jobs.push(j),
+                None => break,
             }
         }
         let (jobs, rows) = (jobs.jobs, jobs.rows);
