@@ -134,6 +134,21 @@ pub(crate) fn node_urls(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The largest AMQP frame kite asks for unless the URL names one (`?frame_max=`). lapin
+/// keeps a send and a receive buffer of 32 frames for a connection, zero-filled at once:
+/// at the broker's usual 128 KiB that is 8 MiB resident, for messages of at most
+/// [`MAX_BATCH`] ids (a few KB; a longer one is split into frames).
+const FRAME_MAX: u32 = 8192;
+
+/// A node's URL, parsed, with [`FRAME_MAX`] unless it names a frame size of its own.
+fn with_frame_max(url: &str) -> Result<lapin::uri::AMQPUri> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| BusError::Unavailable(format!("broker URL: {e}")))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Ok(uri)
+}
+
 /// Longest wait for the broker to answer one operation (connecting to a node, opening a
 /// channel, declaring, starting a consumer, settling a message, closing): lapin itself waits
 /// without bound, and a node that stopped (SIGSTOP), a link that partitioned or a
@@ -254,7 +269,11 @@ impl AmqpBus {
             // connections.
             let props = ConnectionProperties::default()
                 .with_connection_name(self.names.prefix.clone().into());
-            match answered("connect", Connection::connect(&self.urls[at], props)).await {
+            let connected = match with_frame_max(&self.urls[at]) {
+                Ok(uri) => answered("connect", Connection::connect_uri(uri, props)).await,
+                Err(e) => Err(e),
+            };
+            match connected {
                 Ok(conn) => {
                     // The next connection (after this one is lost) starts at the next node.
                     self.next.store(at + 1, Ordering::Relaxed);
@@ -741,5 +760,18 @@ mod tests {
             ["amqp://a:1/%2f", "amqp://b:2/%2f", "amqp://c:3/%2f"]
         );
         assert!(node_urls(" , ").is_empty());
+    }
+
+    #[test]
+    fn frame_max_is_small_unless_the_url_names_one() {
+        let ours = with_frame_max("amqp://u:p@a:5672/%2f").expect("parses");
+        assert_eq!(ours.query.frame_max, Some(FRAME_MAX));
+        assert_eq!(ours.authority.userinfo.username, "u");
+        let theirs = with_frame_max("amqp://a:5672/%2f?frame_max=65536").expect("parses");
+        assert_eq!(theirs.query.frame_max, Some(65536));
+        assert!(matches!(
+            with_frame_max("amqp://a:notaport/%2f"),
+            Err(BusError::Unavailable(_))
+        ));
     }
 }

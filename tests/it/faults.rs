@@ -115,6 +115,40 @@ async fn sigkill_of_a_combined_instance_loses_nothing() {
     assert_all_once(&b, &accepted, DRAIN).await;
 }
 
+/// The frame size of each of this machine's broker connections named `name`, as the
+/// broker negotiated it.
+async fn frame_sizes(name: &str) -> Vec<u32> {
+    let list = kite_kit::cmd::output(tokio::process::Command::new("rabbitmqctl").args([
+        "-q",
+        "list_connections",
+        "--no-table-headers",
+        "frame_max",
+        "client_properties",
+    ]))
+    .await
+    .expect("rabbitmqctl list_connections");
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    list.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| l.split('\t').next()?.trim().parse().ok())
+        .collect()
+}
+
+/// lapin holds 32 frames each way for a connection, zero-filled: at the broker's 128 KiB
+/// frames that was 8 MiB resident. kite asks for 8 KiB frames unless its URL names a size.
+#[tokio::test]
+async fn the_broker_connection_uses_small_frames_unless_the_url_names_a_size() {
+    let a = Instance::start("instance-a").await;
+    let sizes = frame_sizes(&a.prefix).await;
+    assert!(!sizes.is_empty(), "the instance's connection is listed");
+    assert!(sizes.iter().all(|&s| s == 8192), "{sizes:?}");
+    let url = format!("{}?frame_max=65536", amqp_url());
+    let b = Instance::start_with("instance-b", &[("KITE_AMQP_URL", url.as_str())]).await;
+    let sizes = frame_sizes(&b.prefix).await;
+    assert!(!sizes.is_empty(), "the instance's connection is listed");
+    assert!(sizes.iter().all(|&s| s == 65536), "{sizes:?}");
+}
+
 #[tokio::test]
 async fn broker_connection_loss_loses_nothing() {
     let env = patient();
