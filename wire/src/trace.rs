@@ -107,12 +107,14 @@ impl TraceContext {
 
     /// The `traceparent` value (version 00).
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            hex::encode(self.trace_id),
-            hex::encode(self.span_id),
-            self.flags
-        )
+        // Hex into a buffer of its own length: every delivery attempt writes it twice
+        // (header and event), and `hex::encode` collects its digits char by char.
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let filled = hex::encode_to_slice(self.trace_id, &mut out[3..35])
+            .and_then(|()| hex::encode_to_slice(self.span_id, &mut out[36..52]))
+            .and_then(|()| hex::encode_to_slice([self.flags], &mut out[53..55]));
+        debug_assert!(filled.is_ok(), "the slices are twice the bytes' length");
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The trace id as 32 hex digits.
