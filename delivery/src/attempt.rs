@@ -194,7 +194,9 @@ impl Ctx {
         Ok(Ready {
             message_id: signature::message_id(&event.source, &event.id),
             timeout: crate::gate::timeout(&self.cfg, &peer.delivery),
-            gate: self.gates.of(row.peer_id, &peer.delivery),
+            gate: self
+                .gates
+                .of(row.peer_id, &peer.delivery, self.cfg.max_in_flight),
             binary,
             trace,
             span,

@@ -58,7 +58,8 @@ pub(crate) fn rate_limiter(per_sec: f64, burst: Option<u32>) -> Option<DefaultDi
     })
 }
 
-/// The most requests to one peer in flight at once (`max_in_flight`), per process.
+/// The most requests to one peer in flight at once, per process: its policy's
+/// `max_in_flight`, else the instance's ([`DeliveryConfig::max_in_flight`]).
 pub(crate) struct Gate {
     /// The limit it was made for (a changed policy makes a new gate).
     made_for: u32,
@@ -79,16 +80,15 @@ impl Gate {
     }
 }
 
-/// The gates of the peers with `max_in_flight`, by peer.
+/// The gates of the peers, by peer.
 #[derive(Default)]
 pub(crate) struct Gates(Mutex<HashMap<PeerId, Arc<Gate>>>);
 
 impl Gates {
-    /// The gate of a peer with this policy (None: no limit).
-    /// Most peers have none, and their deliveries take no lock here; a gate left by a
-    /// limit since removed is replaced when one is set again.
-    pub(crate) fn of(&self, peer: PeerId, p: &DeliveryPolicy) -> Option<Arc<Gate>> {
-        let n = p.max_in_flight?;
+    /// The gate of a peer with this policy, `most` in flight unless the policy says (a
+    /// gate left by another limit is replaced); None only if the lock was poisoned.
+    pub(crate) fn of(&self, peer: PeerId, p: &DeliveryPolicy, most: u32) -> Option<Arc<Gate>> {
+        let n = p.max_in_flight.unwrap_or(most);
         let mut m = self.0.lock().ok()?;
         if let Some(g) = m.get(&peer).filter(|g| g.made_for == n) {
             return Some(g.clone());

@@ -54,6 +54,10 @@ pub struct DeliveryConfig {
     pub peer_ca: Option<std::path::PathBuf>,
     /// Attempts of one batch made at once.
     pub attempts_in_flight: usize,
+    /// Requests to one peer in flight at once from this process, unless the peer's policy
+    /// says (`max_in_flight`). It bounds the connections to a peer, whatever it takes,
+    /// to what the HTTP client keeps open for one (`kite_federation::http_client`).
+    pub max_in_flight: u32,
     /// Rows a probe may settle as message failures before it waits for the next probe.
     pub probe_rows: usize,
     /// How often the supervisor reloads peers even without a change notice.
@@ -74,11 +78,12 @@ pub struct DeliveryConfig {
 
 impl DeliveryConfig {
     /// The defaults for an instance: 10 attempts from 1 s doubling to 5 min, 15 s requests,
-    /// 16 messages in flight a peer with 32 attempts at once, unreachable after 5 failures
-    /// in a row, probed every 30 s (up to 20 rows a probe), private peers refused, peers
-    /// reloaded every 2 s at least, failed bookkeeping retried after 500 ms, local rows
-    /// leased for 30 s, 64 handoffs a peer's lane (of at most two rounds of attempts),
-    /// operational events coalesced over a minute, read twice a second.
+    /// 16 messages in flight a peer with 32 attempts at once, at most 256 requests to a
+    /// peer at once, unreachable after 5 failures in a row, probed every 30 s (up to 20
+    /// rows a probe), private peers refused, peers reloaded every 2 s at least, failed
+    /// bookkeeping retried after 500 ms, local rows leased for 30 s, 64 handoffs a peer's
+    /// lane (of at most two rounds of attempts), operational events coalesced over a
+    /// minute, read twice a second.
     pub fn new(instance_id: &str) -> Self {
         Self {
             instance_id: instance_id.to_string(),
@@ -90,6 +95,7 @@ impl DeliveryConfig {
             allow_private_peers: false,
             peer_ca: None,
             attempts_in_flight: 32,
+            max_in_flight: kite_federation::client::IDLE_PER_HOST as u32,
             probe_rows: 20,
             supervise_interval: Duration::from_secs(2),
             retry_pause: Duration::from_millis(500),

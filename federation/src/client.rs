@@ -37,6 +37,11 @@ pub enum ClientError {
     Http(#[from] reqwest::Error),
 }
 
+/// Idle connections the outbound client keeps to one host: as many as the requests a
+/// delivery process sends one peer at once by default, so that none of those is closed
+/// only to be opened again.
+pub const IDLE_PER_HOST: usize = 256;
+
 /// Builds the process' one outbound HTTP client: timeouts, no redirects, keep-alive pools,
 /// certificate verification (plus `peer_ca`), and the SSRF guard unless private peers are
 /// allowed.
@@ -49,7 +54,7 @@ pub fn http_client(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(256)
+        .pool_max_idle_per_host(IDLE_PER_HOST)
         .user_agent(concat!("kite/", env!("CARGO_PKG_VERSION")));
     if !allow_private {
         b = b.dns_resolver(Arc::new(GuardedResolver));

@@ -154,6 +154,10 @@ pub struct Settings {
     /// How overdue work must be before the sweeper republishes it, in milliseconds.
     #[arg(long, env = "KITE_SWEEP_GRACE_MS", default_value_t = ms(router().sweep_grace))]
     pub sweep_grace_ms: u64,
+    /// Requests to one peer in flight at once from one delivery process, unless the peer's
+    /// policy sets `max_in_flight`.
+    #[arg(long, env = "KITE_PEER_MAX_IN_FLIGHT", default_value_t = delivery().max_in_flight, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub peer_max_in_flight: u32,
     /// Failures in a row after which a peer is unreachable and its deliveries are parked.
     #[arg(long, env = "KITE_PEER_FAILURE_THRESHOLD", default_value_t = delivery().failure_threshold, value_parser = clap::value_parser!(i32).range(1..))]
     pub peer_failure_threshold: i32,

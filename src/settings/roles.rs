@@ -36,6 +36,7 @@ impl Settings {
             retry: self.retry(),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             failure_threshold: self.peer_failure_threshold,
+            max_in_flight: self.peer_max_in_flight,
             probe_interval: Duration::from_millis(self.peer_probe_interval_ms),
             lease: Duration::from_millis(self.delivery_lease_ms),
             operational_window: Duration::from_millis(self.operational_window_ms),

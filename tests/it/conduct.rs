@@ -4,6 +4,7 @@
 //! Python SDK.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,52 @@ impl Receiver {
     }
 }
 
+/// A receiver that holds every request until it is opened, counting how many it holds at
+/// once: a peer that answers slowly, as kite sees it.
+struct Holding {
+    url: String,
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    ids: Arc<Mutex<Vec<String>>>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Holding {
+    async fn start() -> Self {
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ids: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let (n, p, took) = (now.clone(), peak.clone(), ids.clone());
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (n, p, took, mut opened) = (n.clone(), p.clone(), took.clone(), opened.clone());
+            async move {
+                let held = n.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(held, Ordering::SeqCst);
+                let _ = opened.wait_for(|o| *o).await;
+                let id = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                took.lock().expect("lock").push(id);
+                n.fetch_sub(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            now,
+            peak,
+            ids,
+            open,
+        }
+    }
+}
+
 /// Posts a structured CloudEvent to `/hooks/default/acme`; answers its sequence number.
 async fn post_ce(http: &reqwest::Client, url: &str, ce: &Value) -> i64 {
     let r = http
@@ -109,6 +156,62 @@ async fn post_ce(http: &reqwest::Client, url: &str, ce: &Value) -> i64 {
     assert_eq!(r.status().as_u16(), 202);
     let v: Value = r.json().await.expect("answer");
     v["seq"].as_i64().unwrap_or_else(|| panic!("a seq in {v}"))
+}
+
+/// However slowly a peer answers, it holds at most its `max_in_flight` requests from one
+/// process, and without one the instance's `KITE_PEER_MAX_IN_FLIGHT` (256 unless set):
+/// the connections kite keeps to a peer, and their memory, stay bounded.
+#[tokio::test]
+async fn a_slow_peer_holds_at_most_its_requests_in_flight_or_the_instances() {
+    let (plain, two) = (Holding::start().await, Holding::start().await);
+    let a = Instance::start_with("conduct-in-flight", &[("KITE_PEER_MAX_IN_FLIGHT", "4")]).await;
+    for (name, rx, policy) in [
+        ("plain", &plain, None),
+        ("two", &two, Some(json!({"max_in_flight": 2}))),
+    ] {
+        let mut body = json!({"name": name, "outbound_token": "t",
+                              "peer_hook_url": format!("{}/hooks/default/kite", rx.url)});
+        if let Some(p) = policy {
+            body["delivery"] = p;
+        }
+        let (s, v) = a.post("/api/federation/peers", body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // One event a commit: each its own handoff, so unbounded the 20 would go at once.
+    let n = 20;
+    for i in 0..n {
+        post_ce(
+            &a.http,
+            &a.url,
+            &json!({"specversion": "1.0", "id": format!("f{i}"), "source": "/acme",
+                    "type": "com.acme.x", "data": {}}),
+        )
+        .await;
+    }
+    eventually("each peer holding its bound", WAIT, || async {
+        let held = |h: &Holding| h.now.load(Ordering::SeqCst);
+        (held(&plain) == 4 && held(&two) == 2).then_some(())
+    })
+    .await;
+    for h in [&plain, &two] {
+        h.open.send_replace(true);
+    }
+    eventually("every event at both peers", WAIT, || async {
+        let took = |h: &Holding| h.ids.lock().expect("lock").len();
+        (took(&plain) == n && took(&two) == n).then_some(())
+    })
+    .await;
+    for h in [&plain, &two] {
+        let ids: HashSet<String> = h.ids.lock().expect("lock").iter().cloned().collect();
+        assert_eq!(ids.len(), n, "each event once: {ids:?}");
+    }
+    assert_eq!(
+        (
+            plain.peak.load(Ordering::SeqCst),
+            two.peak.load(Ordering::SeqCst)
+        ),
+        (4, 2)
+    );
 }
 
 #[tokio::test]
