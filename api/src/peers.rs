@@ -143,7 +143,8 @@ pub struct DeliveryPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 100, maximum = 120_000)]
     pub timeout_ms: Option<u32>,
-    /// The most requests to the peer at once (from one delivery process).
+    /// The most requests to the peer at once (from one delivery process); unset, the
+    /// instance's `KITE_PEER_MAX_IN_FLIGHT` (256 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1024)]
     pub max_in_flight: Option<u32>,
