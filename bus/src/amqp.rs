@@ -144,7 +144,8 @@ const FRAME_MAX: u32 = 8192;
 fn with_frame_max(url: &str) -> Result<lapin::uri::AMQPUri> {
     let mut uri: lapin::uri::AMQPUri = url
         .parse()
-        .map_err(|e| BusError::Unavailable(format!("broker URL: {e}")))?;
+        // Not the parser's message: it may quote the URL, password and all.
+        .map_err(|_| BusError::Unavailable("a broker URL is not a valid AMQP URL".into()))?;
     uri.query.frame_max.get_or_insert(FRAME_MAX);
     Ok(uri)
 }

@@ -545,7 +545,7 @@ pub(crate) struct Ready {
     dest: Dest,
     /// How long its request may take.
     timeout: std::time::Duration,
-    /// What its peer's requests pass through (None: no limits).
+    /// What its peer's requests pass through (None only if the gates' lock was poisoned).
     gate: Option<std::sync::Arc<crate::gate::Gate>>,
     /// In binary mode: its `ce-*` headers and content type (the body is then the data).
     binary: Option<Vec<(String, String)>>,

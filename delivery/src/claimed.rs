@@ -55,9 +55,14 @@ impl Claiming {
         }
         Some(Self {
             ordered: peer.ordering_key.as_ref().map(|_| peer.on_dead),
+            // No more claimed at once than its gate lets through: a claimed row waiting
+            // there would age its lease.
             in_flight: p
                 .max_in_flight
-                .map_or(cfg.attempts_in_flight, |n| n as usize)
+                .map_or(
+                    cfg.attempts_in_flight.min(cfg.max_in_flight as usize),
+                    |n| n as usize,
+                )
                 .max(1),
             lease: crate::gate::timeout(cfg, p) + LEASE_MARGIN,
             rate: p.rate_per_sec.map(|r| (r.to_bits(), p.rate_burst)),

@@ -55,8 +55,9 @@ pub struct DeliveryConfig {
     /// Attempts of one batch made at once.
     pub attempts_in_flight: usize,
     /// Requests to one peer in flight at once from this process, unless the peer's policy
-    /// says (`max_in_flight`). It bounds the connections to a peer, whatever it takes,
-    /// to what the HTTP client keeps open for one (`kite_federation::http_client`).
+    /// says (`max_in_flight`). It bounds the connections to a peer, however slowly it
+    /// answers; at the default, one peer to a host, it is what the HTTP client keeps idle
+    /// for that host (`kite_federation::client::IDLE_PER_HOST`).
     pub max_in_flight: u32,
     /// Rows a probe may settle as message failures before it waits for the next probe.
     pub probe_rows: usize,
@@ -124,7 +125,7 @@ pub(crate) struct Ctx {
         std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, std::time::Instant>>,
     /// Peer URLs parsed once, by their text.
     pub(crate) dests: std::sync::Mutex<std::collections::HashMap<String, attempt::Dest>>,
-    /// The gates of peers with their own limits (requests in flight, rate).
+    /// Each peer's gate: the most requests to it in flight from this process.
     pub(crate) gates: gate::Gates,
     /// The peers that offered batches: the URL that offered and how many events a batch.
     pub(crate) batching:

@@ -253,7 +253,7 @@ impl Ctx {
         let rows = self.store.delivery_rows(&ids).await?;
         let attempts: Vec<Attempt> = futures::stream::iter(rows)
             .map(|row| self.attempt(row))
-            .buffer_unordered(self.cfg.attempts_in_flight.max(1))
+            .buffer_unordered(how.in_flight)
             .collect()
             .await;
         let through = attempts.iter().any(|a| {

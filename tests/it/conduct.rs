@@ -108,6 +108,15 @@ struct Holding {
     open: tokio::sync::watch::Sender<bool>,
 }
 
+/// A held request, counted out when it ends however it ends.
+struct Out(Arc<AtomicUsize>);
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Holding {
     async fn start() -> Self {
         let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -119,13 +128,14 @@ impl Holding {
             async move {
                 let held = n.fetch_add(1, Ordering::SeqCst) + 1;
                 p.fetch_max(held, Ordering::SeqCst);
+                // Counted out even if kite gives up and the request is dropped.
+                let _out = Out(n.clone());
                 let _ = opened.wait_for(|o| *o).await;
                 let id = serde_json::from_slice::<Value>(&body)
                     .ok()
                     .and_then(|v| v["id"].as_str().map(str::to_owned))
                     .unwrap_or_default();
                 took.lock().expect("lock").push(id);
-                n.fetch_sub(1, Ordering::SeqCst);
                 axum::http::StatusCode::OK
             }
         });
@@ -164,7 +174,16 @@ async fn post_ce(http: &reqwest::Client, url: &str, ce: &Value) -> i64 {
 #[tokio::test]
 async fn a_slow_peer_holds_at_most_its_requests_in_flight_or_the_instances() {
     let (plain, two) = (Holding::start().await, Holding::start().await);
-    let a = Instance::start_with("conduct-in-flight", &[("KITE_PEER_MAX_IN_FLIGHT", "4")]).await;
+    // Requests held longer than the suite's 3 s timeout would be retried and add to the
+    // count: this one waits as long as the test may.
+    let a = Instance::start_with(
+        "conduct-in-flight",
+        &[
+            ("KITE_PEER_MAX_IN_FLIGHT", "4"),
+            ("KITE_REQUEST_TIMEOUT_MS", "60000"),
+        ],
+    )
+    .await;
     for (name, rx, policy) in [
         ("plain", &plain, None),
         ("two", &two, Some(json!({"max_in_flight": 2}))),
