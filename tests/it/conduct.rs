@@ -15,6 +15,16 @@ use common::hostile::WAIT;
 use common::*;
 use serde_json::{json, Value};
 
+/// Serves `app` on a free loopback port; answers its URL.
+async fn serve_on_loopback(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind receiver");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// One request a receiver took.
 #[derive(Clone)]
 struct Took {
@@ -74,11 +84,7 @@ impl Receiver {
                 }
             },
         );
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind receiver");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = serve_on_loopback(app).await;
         Self { url, took, failing }
     }
 
@@ -139,11 +145,7 @@ impl Holding {
                 axum::http::StatusCode::OK
             }
         });
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind receiver");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = serve_on_loopback(app).await;
         Self {
             url,
             now,
