@@ -8,11 +8,14 @@
 //! - `attempt`: one signed POST;
 //! - `record`: a batch, a probe, and writing their results;
 //! - `results`: group commit of those results;
+//! - `held`: the rows this process is delivering, so a message that brings one back
+//!   meanwhile is dropped;
 //! - `supervisor`: one consumer or prober per peer ([`run`]).
 
 mod attempt;
 mod claimed;
 mod gate;
+mod held;
 mod operational;
 pub mod outcome;
 mod record;
@@ -127,6 +130,8 @@ pub(crate) struct Ctx {
     pub(crate) dests: std::sync::Mutex<std::collections::HashMap<String, attempt::Dest>>,
     /// Each peer's gate: the most requests to it in flight from this process.
     pub(crate) gates: gate::Gates,
+    /// The rows this process is delivering now (`held`).
+    pub(crate) held: Arc<held::Holding>,
     /// The peers that offered batches: the URL that offered and how many events a batch.
     pub(crate) batching:
         std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, (String, usize)>>,

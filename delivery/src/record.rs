@@ -15,6 +15,7 @@ use kite_store::types::{AttemptOutcome, OutboxState, PeerHealth, PeerStatus};
 use kite_wire::ids::{Delivery, OutboxId, PeerId};
 
 use crate::attempt::{Attempt, AttemptError};
+use crate::held::Held;
 use crate::outcome::{settle, Outcome, PeerEffect, RowChange};
 use crate::{Ctx, DeliverError, Handled};
 
@@ -45,8 +46,14 @@ impl Ctx {
         }
     }
 
+    /// Delivers a message's rows, but none another task of this process holds (`held`):
+    /// that one is on its way already, and this message is a repeat the sweeper sent.
     async fn deliver(&self, peer_id: PeerId, ids: &[OutboxId]) -> Result<Handled, DeliverError> {
-        let rows = self.store.delivery_rows(ids).await?;
+        let held = self.held.take(ids);
+        if held.ids().is_empty() {
+            return Ok(Handled::Done);
+        }
+        let rows = self.store.delivery_rows(held.ids()).await?;
         self.deliver_rows(peer_id, rows).await
     }
 
@@ -67,41 +74,53 @@ impl Ctx {
             return None;
         }
         let peer = h.peer;
+        // Held until their results are written; a row a message brought here first is
+        // that message's to send.
         let ids: Vec<OutboxId> = h.rows.iter().map(|r| r.id).collect();
-        match self.send_rows(peer, h.rows).await {
+        let held = self.held.take(&ids);
+        let rows: Vec<DeliveryRow> = h.rows.into_iter().filter(|r| held.has(r.id)).collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let ids = held.ids().to_vec();
+        match self.send_rows(peer, rows).await {
             Ok(Sent::Done(Handled::Done | Handled::Parked)) => None,
             Ok(Sent::Done(Handled::PeerNotActive | Handled::Retry)) => {
+                drop(held);
                 self.publish(peer, ids).await;
                 None
             }
             Ok(Sent::Attempts(attempts))
                 if attempts.iter().all(|a| a.outcome == Outcome::Delivered) =>
             {
-                Some(Box::pin(self.settle_handed(peer, ids, attempts, false)))
+                Some(Box::pin(self.settle_handed(held, peer, attempts, false)))
             }
             Ok(Sent::Attempts(attempts)) => {
-                self.settle_handed(peer, ids, attempts, true).await;
+                self.settle_handed(held, peer, attempts, true).await;
                 None
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
+                drop(held);
                 self.publish(peer, ids).await;
                 None
             }
         }
     }
 
-    /// Writes what a handoff's attempts decided; if that fails, its rows go through the
-    /// broker (a peer drops a repeat by the event's identity).
+    /// Writes what a handoff's attempts decided, then lets go of its rows; if the write
+    /// fails, they go through the broker (a peer drops a repeat by the event's identity).
     async fn settle_handed(
         self: Arc<Self>,
+        held: Held,
         peer: PeerId,
-        ids: Vec<OutboxId>,
         attempts: Vec<Attempt>,
         urgent: bool,
     ) {
         if let Err(e) = self.record(peer, attempts, false, urgent).await {
             tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
+            let ids = held.ids().to_vec();
+            drop(held);
             self.publish(peer, ids).await;
         }
     }

@@ -43,6 +43,7 @@ pub async fn run(
         recorded_success: Default::default(),
         dests: Default::default(),
         gates: Default::default(),
+        held: Default::default(),
         batching: Default::default(),
     });
     let ops_stop = shutdown.child_token();

@@ -235,6 +235,117 @@ async fn a_slow_peer_holds_at_most_its_requests_in_flight_or_the_instances() {
     );
 }
 
+/// Messages (ready and unacknowledged) in the broker queues whose names start with
+/// `prefix`, as this machine's broker counts them.
+async fn queued(prefix: &str) -> u64 {
+    let list = kite_kit::cmd::output(tokio::process::Command::new("rabbitmqctl").args([
+        "-q",
+        "list_queues",
+        "--no-table-headers",
+        "name",
+        "messages",
+    ]))
+    .await
+    .expect("rabbitmqctl list_queues");
+    list.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter_map(|(_, n)| n.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Deliveries waiting for a slow peer's gate stay pending past their due time, so the
+/// sweeper takes them for lost and publishes them again, again and again while they wait.
+/// The process holding them drops those messages instead of posting the events a second
+/// time: the peer gets each event once. Here the deliveries came by the local lane (one
+/// process with every role).
+#[tokio::test]
+async fn deliveries_waiting_for_a_slow_peer_are_not_sent_again_when_the_sweeper_finds_them() {
+    sent_once_though_swept(false).await;
+}
+
+/// The same for deliveries that came through the broker (delivery in a process of its
+/// own, so there is no local lane): the first message and the sweeper's repeats meet in
+/// the same consumer.
+#[tokio::test]
+async fn queued_deliveries_waiting_for_a_slow_peer_are_not_sent_again_when_swept() {
+    sent_once_though_swept(true).await;
+}
+
+async fn sent_once_though_swept(split: bool) {
+    let rx = Holding::start().await;
+    let mut env = vec![
+        ("KITE_PEER_MAX_IN_FLIGHT", "1"),
+        ("KITE_REQUEST_TIMEOUT_MS", "60000"),
+        ("KITE_DELIVERY_LEASE_MS", "500"),
+        ("KITE_SWEEP_GRACE_MS", "500"),
+        ("KITE_SWEEP_INTERVAL_MS", "200"),
+        ("RUST_LOG", "warn,kite_route=info"),
+    ];
+    if split {
+        env.push(("KITE_ROLES", "ingress,router"));
+    }
+    let a = Instance::process_with("conduct-swept", &env).await;
+    let _delivery = match split {
+        true => Some(Proc::start(&a, "delivery").await),
+        false => None,
+    };
+    let (s, v) = a
+        .post(
+            "/api/federation/peers",
+            json!({"name": "slow", "outbound_token": "t",
+                   "peer_hook_url": format!("{}/hooks/default/kite", rx.url)}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let n = 6;
+    for i in 0..n {
+        post_ce(
+            &a.http,
+            &a.url,
+            &json!({"specversion": "1.0", "id": format!("s{i}"), "source": "/acme",
+                    "type": "com.acme.x", "data": {}}),
+        )
+        .await;
+    }
+    // The peer holds one request; the other five wait at its gate while the sweeper
+    // publishes all six again, three times over.
+    let swept = || {
+        a.logs
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|l| l.contains("sweeper republishes overdue deliveries"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    eventually("three sweeps of the waiting deliveries", WAIT, || async {
+        (swept() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rx.now.load(Ordering::SeqCst),
+        1,
+        "the gate lets one through"
+    );
+    rx.open.send_replace(true);
+    eventually(
+        "every event delivered, nothing left queued",
+        WAIT,
+        || async {
+            let delivered = a.outbox("status=delivered").await.len();
+            (delivered == n && queued(&a.prefix).await == 0 && rx.now.load(Ordering::SeqCst) == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    let mut took = rx.ids.lock().expect("lock").clone();
+    took.sort();
+    let once: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    assert_eq!(took, once, "each event once");
+}
+
 #[tokio::test]
 async fn a_peers_own_policy_is_kept_shown_and_a_throttled_peer_gets_at_most_its_rate() {
     let rx = Receiver::start().await;
