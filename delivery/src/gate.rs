@@ -100,4 +100,31 @@ impl Gates {
         m.insert(peer, g.clone());
         Some(g)
     }
+
+    /// Drops the gates of peers not in `live` (deleted since).
+    pub(crate) fn keep_only(&self, live: &std::collections::HashSet<PeerId>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|id, _| live.contains(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_is_kept_while_its_peer_lives_and_made_again_for_a_new_limit() {
+        let gates = Gates::default();
+        let (a, b) = (PeerId(uuid::Uuid::new_v4()), PeerId(uuid::Uuid::new_v4()));
+        let p = DeliveryPolicy::default();
+        let of = |peer, most| gates.of(peer, &p, most).expect("gate");
+        let first = of(a, 4);
+        assert!(Arc::ptr_eq(&first, &of(a, 4)), "the same gate");
+        assert!(!Arc::ptr_eq(&first, &of(a, 2)), "a new limit, a new gate");
+        of(b, 4);
+        gates.keep_only(&[a].into_iter().collect());
+        let kept: Vec<PeerId> = gates.0.lock().expect("lock").keys().copied().collect();
+        assert_eq!(kept, [a], "the deleted peer's gate is gone");
+    }
 }

@@ -137,6 +137,20 @@ pub(crate) struct Ctx {
         std::sync::Mutex<std::collections::HashMap<kite_wire::ids::PeerId, (String, usize)>>,
 }
 
+impl Ctx {
+    /// Forgets what is kept by peer (gates, batch offers, success records) for peers no
+    /// longer in `live`: deleted peers leave nothing behind.
+    pub(crate) fn forget_all_but(&self, live: &std::collections::HashSet<kite_wire::ids::PeerId>) {
+        self.gates.keep_only(live);
+        if let Ok(mut m) = self.recorded_success.lock() {
+            m.retain(|id, _| live.contains(id));
+        }
+        if let Ok(mut m) = self.batching.lock() {
+            m.retain(|id, _| live.contains(id));
+        }
+    }
+}
+
 /// A delivery failure that leaves the message for later.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DeliverError {

@@ -53,6 +53,7 @@ pub async fn run(
     loop {
         match ctx.store.all_peers().await {
             Ok(peers) => {
+                ctx.forget_all_but(&peers.iter().map(|p| p.id).collect());
                 let wanted: HashMap<PeerId, Kind> = peers
                     .iter()
                     .filter(|p| p.status.delivers())
