@@ -44,7 +44,9 @@ pub const IDLE_PER_HOST: usize = 256;
 
 /// Builds the process' one outbound HTTP client: timeouts, no redirects, keep-alive pools,
 /// certificate verification (plus `peer_ca`), and the SSRF guard unless private peers are
-/// allowed.
+/// allowed. It connects to peers directly: a proxy the environment names (`HTTP_PROXY`
+/// and the like) is not used, since the proxy would resolve the peer's host out of the
+/// guard's sight.
 pub fn http_client(
     timeout: Duration,
     allow_private: bool,
@@ -54,6 +56,7 @@ pub fn http_client(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .pool_max_idle_per_host(IDLE_PER_HOST)
         .user_agent(concat!("kite/", env!("CARGO_PKG_VERSION")));
     if !allow_private {

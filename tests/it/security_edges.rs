@@ -315,6 +315,61 @@ async fn ssrf_guard_refuses_private_destinations_at_creation_and_at_connect() {
     );
 }
 
+/// A proxy named by the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) is not
+/// used for peers: through it the peer's host would be resolved by the proxy, out of the
+/// guard's sight, and a name that resolves to a private address would be reached.
+#[tokio::test]
+async fn a_proxy_in_the_environment_does_not_carry_deliveries_past_the_guard() {
+    let (proxy, through_proxy) = recording_sink(200).await;
+    let (sink, seen) = recording_sink(200).await;
+    let mut env = vec![("KITE_ALLOW_PRIVATE_PEERS", "false")];
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        env.push((var, proxy.as_str()));
+    }
+    let a = Instance::process_with("instance-a", &env).await;
+    // A name that resolves to loopback, written as if it had resolved elsewhere when the
+    // peer was made (see the test above).
+    let port = sink.rsplit(':').next().expect("port");
+    a.db()
+        .await
+        .execute(
+            "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status)
+             VALUES (gen_random_uuid(), 'default', 'rebound', $1, 'kfed_x', ARRAY['*'], 3, 'active')",
+            &[&format!("http://localhost:{port}/hooks/default/kite")],
+        )
+        .await
+        .expect("insert");
+    a.hook("stripe", &stripe_event("evt_proxy", "charge.succeeded"))
+        .await;
+    let row = eventually("an attempt", WAIT, || async {
+        a.outbox("")
+            .await
+            .into_iter()
+            .find(|r| r["attempts"].as_i64().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert_eq!(row["status"], "pending", "{row}");
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("forbidden destination"),
+        "{row}"
+    );
+    assert!(
+        through_proxy.lock().expect("lock").is_empty(),
+        "the proxy saw nothing"
+    );
+    assert!(seen.lock().expect("lock").is_empty(), "nor did the address");
+}
+
 #[tokio::test]
 async fn redirects_are_never_followed() {
     let a = Instance::start_with("instance-a", &[("KITE_PEER_FAILURE_THRESHOLD", "1000")]).await;
