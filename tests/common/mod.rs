@@ -470,6 +470,51 @@ pub async fn add_peer(
         .expect("create peer")
 }
 
+/// Writes an active peer `name` at `url` straight into `on`'s database, behind the API's
+/// back: a URL the API refuses, as if its host had resolved elsewhere when the peer was made
+/// and resolves to a private address now (DNS rebinding).
+pub async fn insert_peer_row(on: &Instance, name: &str, url: &str) {
+    on.db()
+        .await
+        .execute(
+            "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status)
+             VALUES (gen_random_uuid(), 'default', $1, $2, 'kfed_x', ARRAY['*'], 3, 'active')",
+            &[&name, &url],
+        )
+        .await
+        .expect("insert peer row");
+}
+
+/// Sends Stripe hooks to `on` (ids `{prefix}_1`, `{prefix}_2`, ...) until a delivery has
+/// been attempted, and answers that outbox row. The caches learn of a peer written behind
+/// the API's back a moment later; until then an event routes without it.
+pub async fn hook_until_attempted(on: &Instance, prefix: &str, timeout: Duration) -> Value {
+    let mut tries = 0;
+    eventually("an attempt", timeout, || {
+        tries += 1;
+        async move {
+            on.hook("stripe", &stripe_event(&format!("{prefix}_{tries}"), "x"))
+                .await;
+            on.outbox("")
+                .await
+                .into_iter()
+                .find(|r| r["attempts"].as_i64().unwrap_or(0) >= 1)
+        }
+    })
+    .await
+}
+
+/// Asserts that an outbox row's last attempt was refused by the SSRF guard at connect time.
+pub fn assert_refused_by_guard(row: &Value) {
+    assert!(
+        row["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("forbidden destination"),
+        "{row}"
+    );
+}
+
 /// Polls `f` until it returns Some or the deadline passes (then panics with `what`).
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where

@@ -170,6 +170,20 @@ async fn post_ce(http: &reqwest::Client, url: &str, ce: &Value) -> i64 {
     v["seq"].as_i64().unwrap_or_else(|| panic!("a seq in {v}"))
 }
 
+/// Posts `n` plain CloudEvents (`{prefix}0`, `{prefix}1`, ...) one request and one commit
+/// each, so that each is its own handoff.
+async fn post_plain(a: &Instance, prefix: &str, n: usize) {
+    for i in 0..n {
+        post_ce(
+            &a.http,
+            &a.url,
+            &json!({"specversion": "1.0", "id": format!("{prefix}{i}"), "source": "/acme",
+                    "type": "com.acme.x", "data": {}}),
+        )
+        .await;
+    }
+}
+
 /// However slowly a peer answers, it holds at most its `max_in_flight` requests from one
 /// process, and without one the instance's `KITE_PEER_MAX_IN_FLIGHT` (256 unless set):
 /// the connections kite keeps to a peer, and their memory, stay bounded.
@@ -200,15 +214,7 @@ async fn a_slow_peer_holds_at_most_its_requests_in_flight_or_the_instances() {
     }
     // One event a commit: each its own handoff, so unbounded the 20 would go at once.
     let n = 20;
-    for i in 0..n {
-        post_ce(
-            &a.http,
-            &a.url,
-            &json!({"specversion": "1.0", "id": format!("f{i}"), "source": "/acme",
-                    "type": "com.acme.x", "data": {}}),
-        )
-        .await;
-    }
+    post_plain(&a, "f", n).await;
     eventually("each peer holding its bound", WAIT, || async {
         let held = |h: &Holding| h.now.load(Ordering::SeqCst);
         (held(&plain) == 4 && held(&two) == 2).then_some(())
@@ -299,15 +305,7 @@ async fn sent_once_though_swept(split: bool) {
         .await;
     assert_eq!(s, 201, "{v}");
     let n = 6;
-    for i in 0..n {
-        post_ce(
-            &a.http,
-            &a.url,
-            &json!({"specversion": "1.0", "id": format!("s{i}"), "source": "/acme",
-                    "type": "com.acme.x", "data": {}}),
-        )
-        .await;
-    }
+    post_plain(&a, "s", n).await;
     // The peer holds one request; the other five wait at its gate while the sweeper
     // publishes all six again, three times over.
     let swept = || {

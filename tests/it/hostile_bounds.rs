@@ -359,38 +359,14 @@ async fn ssrf_guard_refuses_every_ipv6_spelling_of_a_private_address() {
     // At connect time too: a row written behind the API's back with a mapped loopback
     // address (if the guard failed, the request would stay on loopback).
     let sink = Sink::start(|_| 200).await;
-    let port = sink.url.rsplit(':').next().expect("port").to_string();
-    a.db()
-        .await
-        .execute(
-            "INSERT INTO peers (id, team_id, name, peer_hook_url, outbound_token, scopes, max_hops, status)
-             VALUES (gen_random_uuid(), 'default', 'mapped', $1, 'kfed_x', ARRAY['*'], 3, 'active')",
-            &[&format!("http://[::ffff:7f00:1]:{port}/hooks/default/kite")],
-        )
-        .await
-        .expect("insert");
-    // The caches learn of a row written behind the API's back a moment later: until then
-    // an event routes without it, so each try sends a new one.
-    let mut tries = 0;
-    let row = eventually("an attempt refused", WAIT, || {
-        tries += 1;
-        let a = &a;
-        async move {
-            a.hook("stripe", &stripe_event(&format!("evt_v6_{tries}"), "x"))
-                .await;
-            a.outbox("")
-                .await
-                .into_iter()
-                .find(|r| r["attempts"].as_i64().unwrap_or(0) >= 1)
-        }
-    })
+    let port = sink.url.rsplit(':').next().expect("port");
+    insert_peer_row(
+        &a,
+        "mapped",
+        &format!("http://[::ffff:7f00:1]:{port}/hooks/default/kite"),
+    )
     .await;
-    assert!(
-        row["last_error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("forbidden destination"),
-        "{row}"
-    );
+    let row = hook_until_attempted(&a, "evt_v6", WAIT).await;
+    assert_refused_by_guard(&row);
     assert!(sink.seen.lock().expect("lock").requests.is_empty());
 }
