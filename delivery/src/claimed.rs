@@ -150,8 +150,18 @@ async fn claim_loop(
                     Ok(rows) => {
                         held = held.saturating_sub(ids.len());
                         for row in rows {
+                            // A row another task of this process is sending (one that
+                            // started before the peer's policy changed) is left to it.
+                            let mine = ctx.held.take(&[row.id]);
+                            if mine.ids().is_empty() {
+                                continue;
+                            }
                             let ctx = ctx.clone();
-                            running.push(async move { ctx.deliver_rows(peer_id, vec![row]).await });
+                            running.push(async move {
+                                let done = ctx.deliver_rows(peer_id, vec![row]).await;
+                                drop(mine);
+                                done
+                            });
                         }
                         continue;
                     }

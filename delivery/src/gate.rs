@@ -101,10 +101,12 @@ impl Gates {
         Some(g)
     }
 
-    /// Drops the gates of peers not in `live` (deleted since).
+    /// Drops the gates of peers not in `live` (deleted since) that no request holds: a
+    /// request of a deleted peer still draining keeps its gate, so a second one is not made
+    /// beside it.
     pub(crate) fn keep_only(&self, live: &std::collections::HashSet<PeerId>) {
         if let Ok(mut m) = self.0.lock() {
-            m.retain(|id, _| live.contains(id));
+            m.retain(|id, g| live.contains(id) || Arc::strong_count(g) > 1);
         }
     }
 }
@@ -122,8 +124,15 @@ mod tests {
         let first = of(a, 4);
         assert!(Arc::ptr_eq(&first, &of(a, 4)), "the same gate");
         assert!(!Arc::ptr_eq(&first, &of(a, 2)), "a new limit, a new gate");
-        of(b, 4);
-        gates.keep_only(&[a].into_iter().collect());
+        let held = of(b, 4);
+        let live = [a].into_iter().collect();
+        gates.keep_only(&live);
+        assert!(
+            Arc::ptr_eq(&held, &of(b, 4)),
+            "kept while a request holds it"
+        );
+        drop(held);
+        gates.keep_only(&live);
         let kept: Vec<PeerId> = gates.0.lock().expect("lock").keys().copied().collect();
         assert_eq!(kept, [a], "the deleted peer's gate is gone");
     }

@@ -2,7 +2,8 @@
 //! write. A row that waits long here (at a slow peer's gate, behind its requests in
 //! flight) stays pending past its due time, so the sweeper takes it for lost and publishes
 //! it again; the message that brings it back while it is still held is dropped, so the
-//! peer is not sent the event a second time. Nothing is lost by a drop: the row stays
+//! peer is not sent the event a second time. Every way a row is sent takes it first: a
+//! message, a local-lane handoff, a claim and a probe. Nothing is lost by a drop: the row stays
 //! pending until its holder settles it, and if the holder dies the sweeper publishes it
 //! again once it is overdue.
 

@@ -219,9 +219,14 @@ impl Ctx {
                 return Ok(true);
             };
             after = id;
+            // A row another task of this process is sending is left to it.
+            let held = self.held.take(&[OutboxId(id)]);
+            if held.ids().is_empty() {
+                continue;
+            }
             let Some(row) = self
                 .store
-                .delivery_rows(&[OutboxId(id)])
+                .delivery_rows(held.ids())
                 .await?
                 .into_iter()
                 .next()
@@ -269,7 +274,12 @@ impl Ctx {
             }
             return Ok(false);
         }
-        let rows = self.store.delivery_rows(&ids).await?;
+        // Rows another task of this process is sending are left to it.
+        let held = self.held.take(&ids);
+        if held.ids().is_empty() {
+            return Ok(false);
+        }
+        let rows = self.store.delivery_rows(held.ids()).await?;
         let attempts: Vec<Attempt> = futures::stream::iter(rows)
             .map(|row| self.attempt(row))
             .buffer_unordered(how.in_flight)

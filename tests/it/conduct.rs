@@ -242,11 +242,20 @@ async fn a_slow_peer_holds_at_most_its_requests_in_flight_or_the_instances() {
 }
 
 /// Messages (ready and unacknowledged) in the broker queues whose names start with
-/// `prefix`, as this machine's broker counts them.
+/// `prefix`, as this machine's broker counts them (in the tests' virtual host).
 async fn queued(prefix: &str) -> u64 {
+    let url = amqp_url();
+    let vhost = match url.split('?').next().and_then(|u| u.rsplit_once('/')) {
+        Some((_, v)) if !v.is_empty() && !v.contains('@') => {
+            v.replace("%2f", "/").replace("%2F", "/")
+        }
+        _ => "/".to_string(),
+    };
     let list = kite_kit::cmd::output(tokio::process::Command::new("rabbitmqctl").args([
         "-q",
         "list_queues",
+        "-p",
+        &vhost,
         "--no-table-headers",
         "name",
         "messages",
@@ -306,6 +315,15 @@ async fn sent_once_though_swept(split: bool) {
     assert_eq!(s, 201, "{v}");
     let n = 6;
     post_plain(&a, "s", n).await;
+    // They went the way this variant is about.
+    let lane = if split { "broker" } else { "local" };
+    metrics::reaches(
+        &a,
+        "kite_deliveries_handed_total",
+        &[("lane", lane)],
+        n as f64,
+    )
+    .await;
     // The peer holds one request; the other five wait at its gate while the sweeper
     // publishes all six again, three times over.
     let swept = || {
