@@ -624,7 +624,9 @@ impl Store {
     /// One sweep for lost messages, run by one process at a time (others get None): events
     /// stored more than `grace` ago whose routing never finished, and pending rows of active,
     /// reachable peers overdue by `grace`, whose due time moves `grace` ahead so the next sweep
-    /// leaves them alone while their republished message is in flight.
+    /// leaves them alone while their republished message is in flight. Rows of peers whose
+    /// deliveries are claimed (ordered, rate-limited, or with a retry schedule of their own:
+    /// `kite_delivery`'s `gate::claimed`) are left alone: their workers claim them when due.
     pub async fn sweep(&self, grace: Duration, limit: i64) -> Result<Option<Sweep>> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -654,6 +656,8 @@ impl Store {
                                 AND o.next_attempt_at < now() - make_interval(secs => $1)
                                 AND p.conduct->>'ordering_key' IS NULL
                                 AND p.conduct->'delivery'->>'rate_per_sec' IS NULL
+                                AND p.conduct->'delivery'->>'retry_base_ms' IS NULL
+                                AND p.conduct->'delivery'->>'retry_max_delay_ms' IS NULL
                               ORDER BY o.next_attempt_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED)
                  RETURNING id, peer_id",
                 &[&secs, &limit],

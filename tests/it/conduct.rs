@@ -362,6 +362,65 @@ async fn sent_once_though_swept(split: bool) {
     assert_eq!(took, once, "each event once");
 }
 
+/// The sweeper leaves alone the rows of a peer whose deliveries are claimed for its own
+/// retry schedule, as it does those of ordered and throttled peers: its worker claims them
+/// when they are due, and a sweep would only push them back a grace and ring its doorbell.
+/// A plain peer, as slow, is the control: once the sweeper has found its rows, it has
+/// looked at the other's too.
+#[tokio::test]
+async fn the_sweeper_leaves_the_rows_of_a_peer_with_its_own_retry_schedule_alone() {
+    let (own, plain) = (Holding::start().await, Holding::start().await);
+    let a = Instance::process_with(
+        "conduct-sweep-claimed",
+        &[
+            ("KITE_PEER_MAX_IN_FLIGHT", "1"),
+            ("KITE_REQUEST_TIMEOUT_MS", "60000"),
+            ("KITE_DELIVERY_LEASE_MS", "500"),
+            ("KITE_SWEEP_GRACE_MS", "500"),
+            ("KITE_SWEEP_INTERVAL_MS", "200"),
+            ("RUST_LOG", "warn,kite_route=info"),
+        ],
+    )
+    .await;
+    let mut ids = HashMap::new();
+    for (name, rx, policy) in [
+        ("own", &own, Some(json!({"retry_base_ms": 100}))),
+        ("plain", &plain, None),
+    ] {
+        let mut body = json!({"name": name, "outbound_token": "t",
+                              "peer_hook_url": format!("{}/hooks/default/kite", rx.url)});
+        if let Some(p) = policy {
+            body["delivery"] = p;
+        }
+        let (s, v) = a.post("/api/federation/peers", body).await;
+        assert_eq!(s, 201, "{v}");
+        ids.insert(name, v["id"].as_str().expect("id").to_string());
+    }
+    let n = 3;
+    post_plain(&a, "c", n).await;
+    eventually("the control's rows swept", WAIT, || async {
+        let logs = a.logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+        logs.contains("sweeper republishes overdue deliveries")
+            .then_some(())
+    })
+    .await;
+    // The peer's worker claimed one row (its one request in flight); the other two are
+    // still due as routing wrote them, not a grace later.
+    let rows = a.outbox(&format!("peer_id={}", ids["own"])).await;
+    assert_eq!(rows.len(), n, "{rows:?}");
+    let at = |r: &Value, k: &str| {
+        chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap_or_default()).expect(k)
+    };
+    let untouched = rows
+        .iter()
+        .filter(|r| {
+            at(r, "next_attempt_at") - at(r, "created_at") < chrono::Duration::milliseconds(400)
+        })
+        .count();
+    assert_eq!(untouched, n - 1, "{rows:?}");
+    assert_eq!(own.now.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_peers_own_policy_is_kept_shown_and_a_throttled_peer_gets_at_most_its_rate() {
     let rx = Receiver::start().await;
