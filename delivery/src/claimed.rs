@@ -158,9 +158,7 @@ async fn claim_loop(
                             }
                             let ctx = ctx.clone();
                             running.push(async move {
-                                let done = ctx.deliver_rows(peer_id, vec![row]).await;
-                                drop(mine);
-                                done
+                                ctx.deliver_rows(peer_id, vec![row], mine).await
                             });
                         }
                         continue;

@@ -54,7 +54,7 @@ impl Ctx {
             return Ok(Handled::Done);
         }
         let rows = self.store.delivery_rows(held.ids()).await?;
-        self.deliver_rows(peer_id, rows).await
+        self.deliver_rows(peer_id, rows, held).await
     }
 
     /// Delivers rows the local lane handed over (leased to this process). What cannot be
@@ -117,10 +117,9 @@ impl Ctx {
         attempts: Vec<Attempt>,
         urgent: bool,
     ) {
-        if let Err(e) = self.record(peer, attempts, false, urgent).await {
+        let ids = held.ids().to_vec();
+        if let Err(e) = self.record(peer, attempts, false, urgent, held).await {
             tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
-            let ids = held.ids().to_vec();
-            drop(held);
             self.publish(peer, ids).await;
         }
     }
@@ -139,21 +138,24 @@ impl Ctx {
         }
     }
 
-    /// Delivers rows and writes what their attempts decided before it answers (a message
-    /// or a claim waits on the write).
+    /// Delivers rows (`held`: taken into hand) and writes what their attempts decided
+    /// before it answers (a message or a claim waits on the write).
     pub(crate) async fn deliver_rows(
         &self,
         peer_id: PeerId,
         rows: Vec<DeliveryRow>,
+        held: Held,
     ) -> Result<Handled, DeliverError> {
         let attempts = match self.send_rows(peer_id, rows).await? {
             Sent::Done(h) => return Ok(h),
             Sent::Attempts(a) => a,
         };
-        Ok(match self.record(peer_id, attempts, false, true).await? {
-            PeerState::Paused | PeerState::Health(PeerHealth::Unreachable) => Handled::Parked,
-            PeerState::Health(_) | PeerState::Gone => Handled::Done,
-        })
+        Ok(
+            match self.record(peer_id, attempts, false, true, held).await? {
+                PeerState::Paused | PeerState::Health(PeerHealth::Unreachable) => Handled::Parked,
+                PeerState::Health(_) | PeerState::Gone => Handled::Done,
+            },
+        )
     }
 
     /// Sends the rows the peer may take now (cancelling those of a deleted or revoked
@@ -235,7 +237,7 @@ impl Ctx {
             };
             let a = self.attempt(row).await;
             let outcome = a.outcome;
-            let state = self.record(peer_id, vec![a], true, true).await?;
+            let state = self.record(peer_id, vec![a], true, true, held).await?;
             match outcome {
                 // That row's own failure: try the next one.
                 Outcome::MessageFailure => {}
@@ -291,7 +293,7 @@ impl Ctx {
                 Outcome::Delivered | Outcome::Gone | Outcome::Revoked
             )
         });
-        let state = self.record(peer_id, attempts, true, true).await?;
+        let state = self.record(peer_id, attempts, true, true, held).await?;
         if through && state != PeerState::Paused {
             self.store.mark_peer_reachable(peer_id).await?;
         }
@@ -302,13 +304,15 @@ impl Ctx {
     /// retry messages through the tier queues. A `probing` batch is parked: its rows keep
     /// their queued message (no retry message is added) and spend no attempt on the peer
     /// being down. A batch that is not `urgent` may wait a little to share its write with
-    /// others ([`crate::results`]).
+    /// others ([`crate::results`]). The rows are let go (`held`) once they are written,
+    /// before any retry message is sent, so that none comes back while they are held.
     async fn record(
         &self,
         peer_id: PeerId,
         attempts: Vec<Attempt>,
         probing: bool,
         urgent: bool,
+        held: Held,
     ) -> Result<PeerState, DeliverError> {
         let mut tally = Tally::for_batch(attempts.first());
         let mut s = Settled::new(peer_id, attempts.len());
@@ -340,6 +344,7 @@ impl Ctx {
         // The rows and their attempt log (an event's story) in one statement, with the
         // batches that finish meanwhile.
         self.results.apply(s.updates, s.log, urgent).await?;
+        drop(held);
         self.apply_verdicts(peer_id, s.gone.as_deref(), s.revoked)
             .await?;
         let health = match noted {
