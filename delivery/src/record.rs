@@ -108,8 +108,9 @@ impl Ctx {
         }
     }
 
-    /// Writes what a handoff's attempts decided, then lets go of its rows; if the write
-    /// fails, they go through the broker (a peer drops a repeat by the event's identity).
+    /// Writes what a handoff's attempts decided, then lets go of its rows; if that
+    /// bookkeeping fails, they go through the broker (a peer drops a repeat by the event's
+    /// identity).
     async fn settle_handed(
         self: Arc<Self>,
         held: Held,
@@ -304,8 +305,9 @@ impl Ctx {
     /// retry messages through the tier queues. A `probing` batch is parked: its rows keep
     /// their queued message (no retry message is added) and spend no attempt on the peer
     /// being down. A batch that is not `urgent` may wait a little to share its write with
-    /// others ([`crate::results`]). The rows are let go (`held`) once they are written,
-    /// before any retry message is sent, so that none comes back while they are held.
+    /// others ([`crate::results`]). The rows are let go (`held`) once they, the peer's
+    /// verdict and its health are written, before any retry message is sent, so that none
+    /// comes back while they are held.
     async fn record(
         &self,
         peer_id: PeerId,
@@ -344,13 +346,14 @@ impl Ctx {
         // The rows and their attempt log (an event's story) in one statement, with the
         // batches that finish meanwhile.
         self.results.apply(s.updates, s.log, urgent).await?;
-        drop(held);
         self.apply_verdicts(peer_id, s.gone.as_deref(), s.revoked)
             .await?;
         let health = match noted {
             Some(h) => h,
             None => self.peer_health(peer_id, &s.peer, was_active).await,
         };
+        // Written, and the peer's pause or health with them: a repeat now finds all that.
+        drop(held);
         self.bus.send(&s.retries).await?;
         Ok(match (s.gone, health) {
             _ if s.revoked => PeerState::Paused,
