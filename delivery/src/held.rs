@@ -53,6 +53,11 @@ impl Held {
     pub(crate) fn ids(&self) -> &[OutboxId] {
         &self.ids
     }
+
+    /// Lets go of the rows now; answers them (to hand them on).
+    pub(crate) fn release(self) -> Vec<OutboxId> {
+        self.ids.clone()
+    }
 }
 
 impl Drop for Held {
@@ -82,5 +87,7 @@ mod tests {
         assert_eq!(h.take(&[OutboxId(2)]).ids(), [OutboxId(2)]);
         drop(again);
         assert_eq!(h.len(), 0);
+        assert_eq!(h.take(&[OutboxId(9)]).release(), [OutboxId(9)]);
+        assert_eq!(h.len(), 0, "released rows are let go");
     }
 }

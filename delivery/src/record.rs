@@ -82,12 +82,10 @@ impl Ctx {
         if rows.is_empty() {
             return None;
         }
-        let ids = held.ids().to_vec();
         match self.send_rows(peer, rows).await {
             Ok(Sent::Done(Handled::Done | Handled::Parked)) => None,
             Ok(Sent::Done(Handled::PeerNotActive | Handled::Retry)) => {
-                drop(held);
-                self.publish(peer, ids).await;
+                self.publish(peer, held.release()).await;
                 None
             }
             Ok(Sent::Attempts(attempts))
@@ -101,8 +99,7 @@ impl Ctx {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delivery bookkeeping failed; the rows go through the broker");
-                drop(held);
-                self.publish(peer, ids).await;
+                self.publish(peer, held.release()).await;
                 None
             }
         }

@@ -170,6 +170,30 @@ async fn post_ce(http: &reqwest::Client, url: &str, ce: &Value) -> i64 {
     v["seq"].as_i64().unwrap_or_else(|| panic!("a seq in {v}"))
 }
 
+/// Makes a token peer `name` whose hook is at the receiver at `url`, with a delivery
+/// policy when one is given; answers its id.
+async fn peer_at(a: &Instance, name: &str, url: &str, policy: Option<Value>) -> String {
+    let mut body = json!({"name": name, "outbound_token": "t",
+                          "peer_hook_url": format!("{url}/hooks/default/kite")});
+    if let Some(p) = policy {
+        body["delivery"] = p;
+    }
+    let (s, v) = a.post("/api/federation/peers", body).await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// Settings under which the sweeper takes a delivery waiting at a slow peer (of one
+/// request in flight) for lost within a second, and logs it.
+const SWEPT_SOON: [(&str, &str); 6] = [
+    ("KITE_PEER_MAX_IN_FLIGHT", "1"),
+    ("KITE_REQUEST_TIMEOUT_MS", "60000"),
+    ("KITE_DELIVERY_LEASE_MS", "500"),
+    ("KITE_SWEEP_GRACE_MS", "500"),
+    ("KITE_SWEEP_INTERVAL_MS", "200"),
+    ("RUST_LOG", "warn,kite_route=info"),
+];
+
 /// Posts `n` plain CloudEvents (`{prefix}0`, `{prefix}1`, ...) one request and one commit
 /// each, so that each is its own handoff.
 async fn post_plain(a: &Instance, prefix: &str, n: usize) {
@@ -200,18 +224,8 @@ async fn a_slow_peer_holds_at_most_its_requests_in_flight_or_the_instances() {
         ],
     )
     .await;
-    for (name, rx, policy) in [
-        ("plain", &plain, None),
-        ("two", &two, Some(json!({"max_in_flight": 2}))),
-    ] {
-        let mut body = json!({"name": name, "outbound_token": "t",
-                              "peer_hook_url": format!("{}/hooks/default/kite", rx.url)});
-        if let Some(p) = policy {
-            body["delivery"] = p;
-        }
-        let (s, v) = a.post("/api/federation/peers", body).await;
-        assert_eq!(s, 201, "{v}");
-    }
+    peer_at(&a, "plain", &plain.url, None).await;
+    peer_at(&a, "two", &two.url, Some(json!({"max_in_flight": 2}))).await;
     // One event a commit: each its own handoff, so unbounded the 20 would go at once.
     let n = 20;
     post_plain(&a, "f", n).await;
@@ -289,14 +303,7 @@ async fn queued_deliveries_waiting_for_a_slow_peer_are_not_sent_again_when_swept
 
 async fn sent_once_though_swept(split: bool) {
     let rx = Holding::start().await;
-    let mut env = vec![
-        ("KITE_PEER_MAX_IN_FLIGHT", "1"),
-        ("KITE_REQUEST_TIMEOUT_MS", "60000"),
-        ("KITE_DELIVERY_LEASE_MS", "500"),
-        ("KITE_SWEEP_GRACE_MS", "500"),
-        ("KITE_SWEEP_INTERVAL_MS", "200"),
-        ("RUST_LOG", "warn,kite_route=info"),
-    ];
+    let mut env = SWEPT_SOON.to_vec();
     if split {
         env.push(("KITE_ROLES", "ingress,router"));
     }
@@ -305,14 +312,7 @@ async fn sent_once_though_swept(split: bool) {
         true => Some(Proc::start(&a, "delivery").await),
         false => None,
     };
-    let (s, v) = a
-        .post(
-            "/api/federation/peers",
-            json!({"name": "slow", "outbound_token": "t",
-                   "peer_hook_url": format!("{}/hooks/default/kite", rx.url)}),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
+    peer_at(&a, "slow", &rx.url, None).await;
     let n = 6;
     post_plain(&a, "s", n).await;
     // They went the way this variant is about.
@@ -370,32 +370,9 @@ async fn sent_once_though_swept(split: bool) {
 #[tokio::test]
 async fn the_sweeper_leaves_the_rows_of_a_peer_with_its_own_retry_schedule_alone() {
     let (own, plain) = (Holding::start().await, Holding::start().await);
-    let a = Instance::process_with(
-        "conduct-sweep-claimed",
-        &[
-            ("KITE_PEER_MAX_IN_FLIGHT", "1"),
-            ("KITE_REQUEST_TIMEOUT_MS", "60000"),
-            ("KITE_DELIVERY_LEASE_MS", "500"),
-            ("KITE_SWEEP_GRACE_MS", "500"),
-            ("KITE_SWEEP_INTERVAL_MS", "200"),
-            ("RUST_LOG", "warn,kite_route=info"),
-        ],
-    )
-    .await;
-    let mut ids = HashMap::new();
-    for (name, rx, policy) in [
-        ("own", &own, Some(json!({"retry_base_ms": 100}))),
-        ("plain", &plain, None),
-    ] {
-        let mut body = json!({"name": name, "outbound_token": "t",
-                              "peer_hook_url": format!("{}/hooks/default/kite", rx.url)});
-        if let Some(p) = policy {
-            body["delivery"] = p;
-        }
-        let (s, v) = a.post("/api/federation/peers", body).await;
-        assert_eq!(s, 201, "{v}");
-        ids.insert(name, v["id"].as_str().expect("id").to_string());
-    }
+    let a = Instance::process_with("conduct-sweep-claimed", &SWEPT_SOON).await;
+    let own_id = peer_at(&a, "own", &own.url, Some(json!({"retry_base_ms": 100}))).await;
+    peer_at(&a, "plain", &plain.url, None).await;
     let n = 3;
     post_plain(&a, "c", n).await;
     eventually("the control's rows swept", WAIT, || async {
@@ -406,7 +383,7 @@ async fn the_sweeper_leaves_the_rows_of_a_peer_with_its_own_retry_schedule_alone
     .await;
     // The peer's worker claimed one row (its one request in flight); the other two are
     // still due as routing wrote them, not a grace later.
-    let rows = a.outbox(&format!("peer_id={}", ids["own"])).await;
+    let rows = a.outbox(&format!("peer_id={own_id}")).await;
     assert_eq!(rows.len(), n, "{rows:?}");
     let at = |r: &Value, k: &str| {
         chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap_or_default()).expect(k)
